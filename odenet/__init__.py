@@ -1,0 +1,45 @@
+"""odenet: numerical ODE discretization schemes as neural-network architectures.
+
+Write a scheme in the scheme language, ``parse`` or ``load`` it into a symbolic
+:class:`Scheme`, analyze it and compile it into a trainable PyTorch module. Importing odenet does
+not import torch: only the parts that need it do, when they are first used.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from odenet.errors import (
+    NotReversibleError,
+    OdenetError,
+    SchemeNotFoundError,
+    SchemeSyntaxError,
+    SchemeValueError,
+    UnsupportedSchemeError,
+)
+from odenet.ir import Equation, FunctionSymbol, Param, Scheme
+from odenet.language import format_scheme, parse
+from odenet.library import library_names, load
+
+try:
+    __version__ = version("odenet-schemes")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0+unknown"
+
+__all__ = [
+    "parse",
+    "load",
+    "format_scheme",
+    "library_names",
+    "Scheme",
+    "Param",
+    "FunctionSymbol",
+    "Equation",
+    "OdenetError",
+    "SchemeSyntaxError",
+    "SchemeValueError",
+    "SchemeNotFoundError",
+    "NotReversibleError",
+    "UnsupportedSchemeError",
+    "__version__",
+]

@@ -1,0 +1,4 @@
+import sys
+from odenet.cli import main
+
+sys.exit(main())

@@ -1,0 +1,117 @@
+"""The one error hierarchy of odenet.
+
+Every error is an :class:`OdenetError`; each subclass also inherits the built-in exception a Python
+user would catch for that kind of problem (``SyntaxError``, ``ValueError``, ``LookupError``,
+``NotImplementedError``), so ``except ValueError`` keeps working around odenet calls.
+
+Errors about scheme text carry a :class:`Location` and print like a compiler's::
+
+    leapfrog.scheme:5:19: unknown name 'q': expected a parameter (h), a stage or a state with a time index such as y[n]
+        5 | y[n+1] = 2*y[n] - q
+          |                   ^
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "OdenetError",
+    "Location",
+    "SchemeSyntaxError",
+    "SchemeValueError",
+    "SchemeNotFoundError",
+    "NotReversibleError",
+    "UnsupportedSchemeError",
+]
+
+# How much of a very long line is quoted around the column of an error.
+_QUOTE_WIDTH = 100
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where in a scheme's text something is: 1-based line and column, as editors count them."""
+
+    source: str  # a file name, or "<string>"
+    line: int
+    column: int
+    line_text: str = ""
+    end_column: int | None = None  # exclusive; the caret spans [column, end_column)
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.line}:{self.column}"
+
+    def quote(self) -> str:
+        """The offending line with a caret under the column (long lines are cut around it)."""
+        text = self.line_text.expandtabs(1).rstrip("\r\n")
+        start = 0
+        if len(text) > _QUOTE_WIDTH:
+            start = max(0, min(self.column - 1 - _QUOTE_WIDTH // 2, len(text) - _QUOTE_WIDTH))
+            text = text[start : start + _QUOTE_WIDTH]
+        text = "".join(c if c.isprintable() else "?" for c in text)
+        width = 1
+        if self.end_column is not None and self.end_column > self.column:
+            width = min(self.end_column - self.column, _QUOTE_WIDTH)
+        gutter = str(self.line)
+        pad = " " * len(gutter)
+        caret = " " * max(0, self.column - 1 - start) + "^" * width
+        return f"    {gutter} | {text}\n    {pad} | {caret}"
+
+
+class OdenetError(Exception):
+    """Base class of every error odenet raises on purpose."""
+
+
+class _LocatedError(OdenetError):
+    """An error about a place in scheme text.
+
+    ``message`` says what is wrong and what was expected; ``location`` says where. ``errors`` holds
+    every problem found in the same text (this one first), so a checker can report them all.
+    """
+
+    def __init__(self, message: str, location: Location | None = None):
+        self.message = message
+        self.location = location
+        self.errors: list[_LocatedError] = [self]
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        if self.location is None:
+            return self.message
+        return f"{self.location}: {self.message}\n{self.location.quote()}"
+
+
+class SchemeSyntaxError(_LocatedError, SyntaxError):
+    """The text is not a well-formed scheme: a token or statement is not where the grammar allows it,
+    the bytes are not UTF-8, or a size limit is exceeded."""
+
+    def __init__(self, message: str, location: Location | None = None):
+        _LocatedError.__init__(self, message, location)
+        # SyntaxError's own attributes, so tools that know SyntaxError can point at the place.
+        if location is not None:
+            self.filename = location.source
+            self.lineno = location.line
+            self.offset = location.column
+            self.text = location.line_text
+        self.msg = message
+
+    def __str__(self) -> str:  # SyntaxError defines its own __str__; keep ours
+        return _LocatedError.__str__(self)
+
+
+class SchemeValueError(_LocatedError, ValueError):
+    """The text parses but breaks a rule of the language (an unknown name, a state updated twice, ...),
+    or a :class:`~odenet.ir.Scheme` was built with inconsistent parts."""
+
+
+class SchemeNotFoundError(OdenetError, LookupError):
+    """``load`` was given a name that is neither a library scheme nor an existing file."""
+
+
+class NotReversibleError(OdenetError, ValueError):
+    """The scheme's step has no explicit inverse."""
+
+
+class UnsupportedSchemeError(OdenetError, NotImplementedError):
+    """The scheme is valid but this operation does not support it (e.g. compiling an implicit step)."""
