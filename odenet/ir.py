@@ -312,9 +312,18 @@ class Scheme:
         try:
             order = list(nx.lexicographical_topological_sort(graph, key=rank.__getitem__))
         except nx.NetworkXUnfeasible:
-            cycle = nx.find_cycle(graph)
-            names = " -> ".join(str(a) for a, _ in cycle) + f" -> {cycle[0][0]}"
-            raise SchemeValueError(f"scheme {self.name}: the inits depend on each other in a cycle: {names}") from None
+            cycle = [a for a, _ in nx.find_cycle(graph)]
+            names = " -> ".join(map(str, [*cycle, cycle[0]]))
+            defaulted = [slot for slot in cycle if slot not in explicit]
+            if defaulted:
+                slot = defaulted[0]
+                raise SchemeValueError(
+                    f"scheme {self.name}: {slot} has no init and its default ({slot} = {exprs[slot]}) "
+                    f"cannot be used: it closes the cycle {names}; give {slot} an init"
+                ) from None
+            raise SchemeValueError(
+                f"scheme {self.name}: the inits depend on each other in a cycle: {names}"
+            ) from None
         return tuple(Equation(slot, exprs[slot]) for slot in order)
 
     # -- derived facts --------------------------------------------------------------------------

@@ -144,7 +144,7 @@ class _Resolver:
         except SchemeValueError as exc:
             # The inits' order is a property of the whole block: a cycle is found only here.
             message = exc.message.split(": ", 1)[1]
-            if "cycle" in message:
+            if message.startswith("the inits depend"):
                 message += ": expected inits that can be computed one after another"
             self.report(message, next(iter(self.init_spans.values()), self.statements[0].span))
             return None
@@ -394,7 +394,7 @@ class _Resolver:
             return left * right
         if node.op == "/":
             if right.is_zero:
-                raise _StatementError("division by zero", node.right.span)
+                raise _StatementError("division by zero: this divisor is 0", node.right.span)
             return left / right
         return self.power(left, right, node)
 
