@@ -135,7 +135,7 @@ class _Resolver:
                 doc=self.doc,
                 states=tuple(self.states),
                 params=tuple(self.params.values()),
-                functions=tuple(FunctionSymbol(n, a) for n, (a, _) in self.arity.items()),
+                functions=self.function_symbols(),
                 steps=tuple(self.steps),
                 init=tuple(self.init),
                 inputs=self.inputs,
@@ -148,6 +148,11 @@ class _Resolver:
                 message += ": expected inits that can be computed one after another"
             self.report(message, next(iter(self.init_spans.values()), self.statements[0].span))
             return None
+
+    def function_symbols(self) -> tuple[FunctionSymbol, ...]:
+        """In the order of the ``function`` line if there is one, else in the order of first use."""
+        names = list(self.declared_functions or self.arity)
+        return tuple(FunctionSymbol(name, self.arity[name][0]) for name in names)
 
     def header(self) -> None:
         first, *rest = self.statements

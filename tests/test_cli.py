@@ -1,0 +1,90 @@
+"""The command line, run as a user runs it: a fresh interpreter, real files, exit codes."""
+
+from __future__ import annotations
+
+import odenet
+from odenet.library import library_dir
+
+from conftest import run_cli
+
+
+def test_list_shows_every_library_scheme_with_its_description():
+    result = run_cli("list")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    for name in odenet.library_names():
+        (line,) = [line for line in lines if line.split()[:1] == [name]]
+        assert line.split(None, 1)[1] == odenet.library.describe(odenet.load(name))
+    assert lines[-1].startswith("13 schemes in ")
+
+
+def test_show_leapfrog():
+    result = run_cli("show", "leapfrog")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "step (explicit):\n  y[n+1] = -h**2*f(y[n]) - y[n-1] + 2*y[n]\n" in out
+    assert "  y  history 1 (reads y[n], y[n-1])  input, output\n" in out
+    assert "  h = 0.1  (fixed)\n" in out
+    assert "  y[n-1] = y[n]\n" in out
+    assert out.rstrip().endswith("f(y[n])  <- y[n]\n  y[n+1]   <- f(y[n]), y[n-1], y[n]".rstrip())
+
+
+def test_show_marks_implicit_schemes_and_learnable_params():
+    out = run_cli("show", "backward_euler").stdout
+    assert "step (implicit):" in out
+    assert "implicit: the equation of x[n+1] reads x[n+1], not known yet at that point" in out
+    out = run_cli("show", "momentum").stdout
+    assert "gamma = 0.9  (learnable, one value per layer, kept in (0, 1))" in out
+
+
+def test_show_accepts_a_file_path(tmp_path):
+    path = tmp_path / "mine.scheme"
+    path.write_text("scheme mine\nstate y\ny[n+1] = y[n] + f(y[n])\n")
+    result = run_cli("show", str(path))
+    assert result.returncode == 0 and result.stdout.startswith("scheme mine\n")
+
+
+def test_check_library_exits_zero():
+    files = sorted(str(p) for p in library_dir().glob("*.scheme"))
+    result = run_cli("check", *files)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count(": ok (scheme ") == 13
+
+
+def test_check_reports_every_problem_without_traceback(tmp_path):
+    good = tmp_path / "good.scheme"
+    good.write_text("scheme good\nstate y\ny[n+1] = y[n] + f(y[n])\n")
+    bad = tmp_path / "bad.scheme"
+    bad.write_text("scheme bad\nstate y, v\nparam h = 0.1\ny[n+1] = y[n] + q\n")
+    result = run_cli("check", str(good), str(bad), str(tmp_path / "missing.scheme"))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert f"{good}: ok (scheme good)" in result.stdout
+    err = result.stderr
+    assert f"{bad}:4:17: unknown name 'q'" in err
+    assert "    4 | y[n+1] = y[n] + q\n      |                 ^" in err
+    assert f"{bad}:2:10: state 'v' is never updated" in err
+    assert f"{tmp_path / 'missing.scheme'}: no such file" in err
+    assert err.rstrip().endswith("2 of 3 files have problems")
+
+
+def test_unknown_scheme_is_a_clear_error():
+    result = run_cli("show", "leapfrgo")
+    assert result.returncode == 1
+    assert result.stderr.startswith("odenet: no library scheme or file named 'leapfrgo'; did you mean 'leapfrog'?")
+    assert "Traceback" not in result.stderr
+
+
+def test_help_and_version():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for command in ("list", "show", "check"):
+        assert command in result.stdout
+    result = run_cli("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"odenet {odenet.__version__}"
+
+
+def test_no_command_is_a_usage_error():
+    result = run_cli()
+    assert result.returncode == 2
+    assert "usage: odenet" in result.stderr

@@ -1,0 +1,199 @@
+"""Fuzzing the language: whatever the text, only OdenetError comes out, quickly, and nothing runs.
+
+Three sources of text: arbitrary strings, mutations of the library files, and hand-picked hostile
+inputs. A fourth property generates random *valid* schemes and checks print -> parse gives them back.
+"""
+
+from __future__ import annotations
+
+import builtins
+import time
+
+import pytest
+import sympy
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import odenet
+from odenet.ir import Equation, FunctionSymbol, Param, Scheme, value
+from odenet.library import library_dir
+
+TIME_BOUND = 2.0  # seconds for one parse, on a slow machine
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _parse_only_odenet_errors(text: str) -> None:
+    start = time.perf_counter()
+    try:
+        odenet.parse(text, source="fuzz.scheme")
+    except odenet.OdenetError as exc:
+        str(exc)  # the message itself must render
+        for error in exc.errors:
+            assert error.location is None or error.location.line >= 1
+    elapsed = time.perf_counter() - start
+    assert elapsed < TIME_BOUND, f"parse took {elapsed:.2f} s"
+
+
+LIBRARY_TEXTS = [path.read_text(encoding="utf-8") for path in sorted(library_dir().glob("*.scheme"))]
+VOCABULARY = [
+    "scheme", "state", "param", "function", "input", "output", "init", "learnable", "in", "n",
+    "x[n]", "y[n-1]", "y[n+1]", "f(", ")", "(", "**", "*", "/", "+", "-", "=", ",", "[", "]",
+    "0.5", "1e3", "10**10**10", '"""', "#", "\n", "\\\n", "__import__", "lambda", "exp(", "inf", "\x00",
+]
+
+
+@FUZZ
+@given(st.text(max_size=300))
+def test_arbitrary_text(text):
+    _parse_only_odenet_errors(text)
+
+
+@FUZZ
+@given(st.lists(st.sampled_from(VOCABULARY), max_size=40).map("".join))
+def test_token_soup(text):
+    _parse_only_odenet_errors("scheme s\nstate x, y\n" + text)
+
+
+@st.composite
+def mutated_library_text(draw):
+    text = draw(st.sampled_from(LIBRARY_TEXTS))
+    for _ in range(draw(st.integers(1, 4))):
+        kind = draw(st.sampled_from(["delete", "insert", "duplicate_line", "swap_lines", "replace"]))
+        i = draw(st.integers(0, len(text)))
+        if kind == "delete":
+            text = text[:i] + text[i + draw(st.integers(1, 10)) :]
+        elif kind == "insert":
+            text = text[:i] + draw(st.sampled_from(VOCABULARY)) + text[i:]
+        elif kind == "replace":
+            text = text[:i] + draw(st.characters()) + text[i + 1 :]
+        else:
+            lines = text.split("\n")
+            a, b = draw(st.integers(0, len(lines) - 1)), draw(st.integers(0, len(lines) - 1))
+            if kind == "duplicate_line":
+                lines.insert(b, lines[a])
+            else:
+                lines[a], lines[b] = lines[b], lines[a]
+            text = "\n".join(lines)
+    return text
+
+
+@FUZZ
+@given(mutated_library_text())
+def test_mutated_library_files(text):
+    _parse_only_odenet_errors(text)
+
+
+HOSTILE = {
+    "os.system": "scheme s\nstate y\ny[n+1] = __import__('os').system('touch {marker}')",
+    "dunder attribute": "scheme s\nstate y\ny[n+1] = y[n].__class__.__bases__",
+    "attribute": "scheme s\nstate y\ny[n+1] = y[n].real",
+    "lambda": "scheme s\nstate y\ny[n+1] = (lambda: 0)()",
+    "sympify bait": "scheme s\nstate y\ny[n+1] = Symbol('x')",
+    "power tower": "scheme s\nstate y\ny[n+1] = 10**10**10*y[n]",
+    "exponent of power tower": "scheme s\nstate y\ny[n+1] = y[n]**(10**10**10)",
+    "nested parentheses": "scheme s\nstate y\ny[n+1] = " + "(" * 10_000 + "y[n]" + ")" * 10_000,
+    "nested calls": "scheme s\nstate y\ny[n+1] = " + "f(" * 10_000 + "y[n]" + ")" * 10_000,
+    "long sum": "scheme s\nstate y\ny[n+1] = " + " + ".join(["y[n]"] * 5000),
+    "nested unary minus": "scheme s\nstate y\ny[n+1] = " + "-" * 10_000 + "y[n]",
+    "NUL bytes": "scheme s\x00\nstate y\x00",
+    "empty": "",
+    "only a BOM": "\ufeff",
+    "lone surrogate": "scheme s\nstate y\ny[n+1] = y[n] + \ud800",
+    "many lines": "scheme s\nstate y\n" + "k = 1\n" * 20_000,
+    "huge lag": "scheme s\nstate y\ny[n+1] = y[n-99999999999]",
+}
+
+
+@pytest.mark.parametrize("text", list(HOSTILE.values()), ids=list(HOSTILE))
+def test_hostile_input(text, tmp_path, monkeypatch):
+    marker = tmp_path / "pwned"
+    called = []
+
+    def forbidden(*args, **kwargs):
+        called.append(args)
+        raise AssertionError("eval/exec called while parsing")
+
+    # Nothing in the parser may evaluate text: make eval and exec fail loudly while it runs.
+    monkeypatch.setattr(builtins, "eval", forbidden)
+    monkeypatch.setattr(builtins, "exec", forbidden)
+    with pytest.raises(odenet.OdenetError):
+        start = time.perf_counter()
+        try:
+            odenet.parse(text.format(marker=marker))
+        finally:
+            assert time.perf_counter() - start < TIME_BOUND
+    assert not marker.exists()
+    assert not called
+
+
+def test_library_parses_without_eval(monkeypatch):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("eval/exec called while parsing")
+
+    texts = list(LIBRARY_TEXTS)
+    monkeypatch.setattr(builtins, "eval", forbidden)
+    monkeypatch.setattr(builtins, "exec", forbidden)
+    assert len([odenet.parse(t) for t in texts]) == 13
+
+
+# -- random valid schemes: print -> parse is the identity ---------------------------------------------
+
+
+@st.composite
+def random_scheme(draw):
+    states = draw(st.lists(st.sampled_from(["x", "y", "v", "F", "z2"]), min_size=1, max_size=3, unique=True))
+    param_names = draw(st.lists(st.sampled_from(["h", "gamma", "k", "alpha"]), max_size=3, unique=True))
+    params = []
+    for name in param_names:
+        default = draw(st.fractions(min_value=-5, max_value=5, max_denominator=20))
+        learnable = draw(st.booleans())
+        interval = None
+        if learnable and draw(st.booleans()):
+            interval = (sympy.Rational(default) - 1, sympy.oo)
+        params.append(Param(name, sympy.Rational(default), learnable, interval))
+    param_symbols = [p.symbol for p in params]
+    f, g = sympy.Function("f"), sympy.Function("g")
+    depth = {s: draw(st.integers(0, 2)) for s in states}
+
+    def expression(known):
+        leaves = st.sampled_from(known + param_symbols + [sympy.Integer(2), sympy.Rational(1, 3)])
+
+        def extend(children):
+            return st.one_of(
+                st.tuples(children, children).map(lambda ab: ab[0] + ab[1]),
+                st.tuples(children, children).map(lambda ab: ab[0] * ab[1]),
+                st.tuples(children, children).map(lambda ab: ab[0] - ab[1]),
+                children.map(lambda a: f(a)),
+                children.map(lambda a: g(a)),
+                children.map(lambda a: a / 2),
+                children.map(lambda a: a**2),
+            )
+
+        return draw(st.recursive(leaves, extend, max_leaves=6))
+
+    known = [value(s, -lag) for s in states for lag in range(depth[s] + 1)]
+    steps = []
+    for i in range(draw(st.integers(0, 2))):
+        stage = sympy.Symbol(f"k{i}")
+        steps.append(Equation(stage, expression(known)))
+        known.append(stage)
+    for s in states:
+        expr = expression(known) + value(s, -depth[s])  # make sure the history is read
+        steps.append(Equation(value(s, 1), expr))
+        known.append(value(s, 1))
+    used = {c.func.__name__ for eq in steps for c in eq.expr.atoms(sympy.core.function.AppliedUndef)}
+    return Scheme(
+        name="random",
+        states=tuple(states),
+        params=tuple(params),
+        functions=tuple(FunctionSymbol(n) for n in sorted(used)),
+        steps=tuple(steps),
+        inputs=tuple(states[: draw(st.integers(1, len(states)))]),
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(random_scheme())
+def test_random_schemes_round_trip(scheme):
+    text = odenet.format_scheme(scheme)
+    assert odenet.parse(text) == scheme, text
