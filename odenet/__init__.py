@@ -27,19 +27,19 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0.0.0+unknown"
 
 __all__ = [
-    "parse",
-    "load",
-    "format_scheme",
-    "library_names",
-    "Scheme",
-    "Param",
-    "FunctionSymbol",
     "Equation",
+    "FunctionSymbol",
+    "NotReversibleError",
     "OdenetError",
+    "Param",
+    "Scheme",
+    "SchemeNotFoundError",
     "SchemeSyntaxError",
     "SchemeValueError",
-    "SchemeNotFoundError",
-    "NotReversibleError",
     "UnsupportedSchemeError",
     "__version__",
+    "format_scheme",
+    "library_names",
+    "load",
+    "parse",
 ]

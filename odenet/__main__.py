@@ -1,4 +1,5 @@
 import sys
+
 from odenet.cli import main
 
 sys.exit(main())

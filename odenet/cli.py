@@ -70,14 +70,19 @@ def show_text(scheme: Scheme) -> str:
     out += [f"  {eq}" for eq in scheme.steps]
     if not scheme.is_explicit:
         for eq, symbol in scheme.implicit_references:
-            out.append(f"  implicit: the equation of {eq.target.name} reads {symbol}, not known yet at that point")
+            out.append(
+                f"  implicit: the equation of {eq.target.name} reads {symbol}, not known yet at that point"
+            )
     out += ["", "states:"]
     width = max(map(len, scheme.states))
     for state in scheme.states:
         depth = scheme.history[state]
         reads = ", ".join(f"{state}[n{'' if j == 0 else f'-{j}'}]" for j in range(depth + 1))
         roles = [r for r, names in (("input", scheme.inputs), ("output", scheme.outputs)) if state in names]
-        out.append(f"  {state:<{width}}  history {depth} (reads {reads})" + (f"  {', '.join(roles)}" if roles else ""))
+        out.append(
+            f"  {state:<{width}}  history {depth} (reads {reads})"
+            + (f"  {', '.join(roles)}" if roles else "")
+        )
     if scheme.params:
         out += ["", "params:"]
         for p in scheme.params:
@@ -90,7 +95,10 @@ def show_text(scheme: Scheme) -> str:
     for f in scheme.functions:
         out.append(f"  {f.name}  ({f.arity} argument{'s' if f.arity > 1 else ''})")
     if scheme.init:
-        out += ["", "init (start values; the input sets " + ", ".join(f"{s}[n]" for s in scheme.inputs) + "):"]
+        out += [
+            "",
+            "init (start values; the input sets " + ", ".join(f"{s}[n]" for s in scheme.inputs) + "):",
+        ]
         out += [f"  {eq.target.name} = {format_expr(eq.expr)}" for eq in scheme.init]
     out += ["", "dependency graph (each value <- what it is computed from):"]
     graph = scheme.dependency_graph()

@@ -6,9 +6,9 @@ user would catch for that kind of problem (``SyntaxError``, ``ValueError``, ``Lo
 
 Errors about scheme text carry a :class:`Location` and print like a compiler's::
 
-    leapfrog.scheme:5:19: unknown name 'q': expected a parameter (h), a stage or a state with a time index such as y[n]
-        5 | y[n+1] = 2*y[n] - q
-          |                   ^
+    leapfrog.scheme:5:28: unknown name 'q': expected a parameter (h) or a state ... such as y[n]
+        5 | y[n+1] = 2*y[n] - y[n-1] - q
+          |                            ^
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
-    "OdenetError",
     "Location",
+    "NotReversibleError",
+    "OdenetError",
+    "SchemeNotFoundError",
     "SchemeSyntaxError",
     "SchemeValueError",
-    "SchemeNotFoundError",
-    "NotReversibleError",
     "UnsupportedSchemeError",
 ]
 

@@ -26,15 +26,15 @@ import sympy
 from odenet.errors import SchemeValueError
 
 __all__ = [
-    "Scheme",
-    "Param",
-    "FunctionSymbol",
-    "Equation",
-    "value",
-    "parse_value",
     "MAX_LAG",
     "RESERVED_NAMES",
     "SCALAR_FUNCTIONS",
+    "Equation",
+    "FunctionSymbol",
+    "Param",
+    "Scheme",
+    "parse_value",
+    "value",
 ]
 
 MAX_LAG = 16  # x[n-16] is the oldest value a scheme may use
@@ -68,9 +68,7 @@ _PYTHON_KEYWORDS = (
 # Names a user may not give to a state, parameter, function or stage: the language's keywords, the
 # step index n, the scalar functions, `inf`, the symbols of the analysis (lambda, zeta) and Python's
 # keywords (generated code uses the scheme's names).
-RESERVED_NAMES = frozenset(
-    (*_KEYWORDS, "n", "inf", "zeta", *SCALAR_FUNCTIONS, *_PYTHON_KEYWORDS)
-)
+RESERVED_NAMES = frozenset((*_KEYWORDS, "n", "inf", "zeta", *SCALAR_FUNCTIONS, *_PYTHON_KEYWORDS))
 
 
 @functools.cache
@@ -225,7 +223,9 @@ class Scheme:
             for name in names:
                 _check_name(name, kind)
                 if name in seen:
-                    raise SchemeValueError(f"scheme {self.name}: {name!r} is both a {seen[name]} and a {kind}")
+                    raise SchemeValueError(
+                        f"scheme {self.name}: {name!r} is both a {seen[name]} and a {kind}"
+                    )
                 seen[name] = kind
         for kind, names in (("input", self.inputs), ("output", self.outputs)):
             if len(set(names)) != len(names):
@@ -246,7 +246,9 @@ class Scheme:
                 known.add(eq.target)
                 continue
             if parse_value(eq.target)[1] != 1 or state not in self.states:
-                raise SchemeValueError(f"scheme {self.name}: {eq.target.name} is neither a stage nor an update")
+                raise SchemeValueError(
+                    f"scheme {self.name}: {eq.target.name} is neither a stage nor an update"
+                )
             if state in updated:
                 raise SchemeValueError(f"scheme {self.name}: state {state} is updated twice")
             updated.add(state)
@@ -300,7 +302,9 @@ class Scheme:
             state, offset = parse_value(slot)
             default = sympy.Integer(0) if offset == 0 else value(state)
             exprs[slot] = explicit.get(slot, default)
-            self._check_expr(exprs[slot], set(slots) | {p.symbol for p in self.params}, functions, f"init {slot}")
+            self._check_expr(
+                exprs[slot], set(slots) | {p.symbol for p in self.params}, functions, f"init {slot}"
+            )
             if any(parse_value(s)[1] > 0 for s in exprs[slot].free_symbols if parse_value(s)):
                 raise SchemeValueError(f"scheme {self.name}: init {slot} uses a value of step n+1")
         # Order: each init after the inits it reads; ties in the order of the slots.

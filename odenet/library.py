@@ -14,7 +14,7 @@ from odenet.errors import Location, SchemeNotFoundError, SchemeSyntaxError
 from odenet.ir import Scheme
 from odenet.language import parse
 
-__all__ = ["library_dir", "library_names", "load", "read_scheme_file", "describe"]
+__all__ = ["describe", "library_dir", "library_names", "load", "read_scheme_file"]
 
 SUFFIX = ".scheme"
 

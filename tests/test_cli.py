@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from conftest import run_cli
+
 import odenet
 from odenet.library import library_dir
-
-from conftest import run_cli
 
 
 def test_list_shows_every_library_scheme_with_its_description():
@@ -71,7 +71,9 @@ def test_check_reports_every_problem_without_traceback(tmp_path):
 def test_unknown_scheme_is_a_clear_error():
     result = run_cli("show", "leapfrgo")
     assert result.returncode == 1
-    assert result.stderr.startswith("odenet: no library scheme or file named 'leapfrgo'; did you mean 'leapfrog'?")
+    assert result.stderr.startswith(
+        "odenet: no library scheme or file named 'leapfrgo'; did you mean 'leapfrog'?"
+    )
     assert "Traceback" not in result.stderr
 
 

@@ -13,6 +13,7 @@ from odenet.errors import SchemeSyntaxError, SchemeValueError
 
 H = "scheme s\nstate y\nparam h = 0.1\n"  # a header: the body starts on line 4
 
+# fmt: off
 CASES = [
     # -- the shape of a file ----------------------------------------------------------------------
     ("empty file", "", SchemeSyntaxError, 1, 1,
@@ -161,6 +162,7 @@ CASES = [
      "v[n-1] has no init and its default (v[n-1] = v[n]) cannot be used: it closes the cycle "
      "v[n] -> v[n-1] -> v[n]; give v[n-1] an init"),
 ]
+# fmt: on
 
 
 @pytest.mark.parametrize(

@@ -57,7 +57,10 @@ def test_built_in_python_equals_parsed():
         ({"params": ()}, "scheme euler: unknown symbol h in x[n+1] = ..."),
         ({"inputs": ("q",)}, "scheme euler: input 'q' is not a state"),
         ({"name": "lambda"}, "scheme name 'lambda' is reserved"),
-        ({"init": (Equation(value("x"), sympy.Integer(1)),)}, "scheme euler: x[n] is an input; it has no init"),
+        (
+            {"init": (Equation(value("x"), sympy.Integer(1)),)},
+            "scheme euler: x[n] is an input; it has no init",
+        ),
         (
             {"steps": (Equation(value("x", 1), value("x", 2)),), "functions": ()},
             "scheme euler: x[n+2] is out of range in x[n+1] = ...",
@@ -129,7 +132,10 @@ def test_latex_of_every_equation():
     leapfrog = odenet.load("leapfrog")
     assert leapfrog.latex_equations() == [r"y_{n+1} = - h^{2} f{\left(y_{n} \right)} - y_{n-1} + 2 y_{n}"]
     momentum = odenet.load("momentum")
-    assert momentum.latex_equations()[0] == r"v_{n+1} = \gamma v_{n} + \left(1 - \gamma\right) f{\left(x_{n} \right)}"
+    assert (
+        momentum.latex_equations()[0]
+        == r"v_{n+1} = \gamma v_{n} + \left(1 - \gamma\right) f{\left(x_{n} \right)}"
+    )
     # a state whose name already has a subscript keeps a valid double index
     s = odenet.parse("scheme s\nstate x1\nx1[n+1] = x1[n-1] + f(x1[n])")
     assert s.latex_equations() == [r"{x_{1}}_{n+1} = {x_{1}}_{n-1} + f{\left({x_{1}}_{n} \right)}"]
@@ -145,15 +151,19 @@ def test_scalar_functions_of_parameters():
 
 
 def test_param_defaults_print_as_decimals_when_exact():
-    s = odenet.parse("scheme s\nstate y\nparam a = 0.125\nparam b = 1/3\nparam c = -2.5e-3\n"
-                     "param d = 1 learnable in (0, inf)\ny[n+1] = a*b*c*d*y[n]")
+    s = odenet.parse(
+        "scheme s\nstate y\nparam a = 0.125\nparam b = 1/3\nparam c = -2.5e-3\n"
+        "param d = 1 learnable in (0, inf)\ny[n+1] = a*b*c*d*y[n]"
+    )
     text = s.to_text()
     assert "param a = 0.125\nparam b = 1/3\nparam c = -0.0025\nparam d = 1 learnable in (0, inf)\n" in text
     assert odenet.parse(text) == s
 
 
 def test_continuation_lines_and_comments():
-    s = odenet.parse("scheme s  # name\nstate y\n# a whole-line comment\n\ny[n+1] = y[n] + \\\n   f(y[n])  # tail\n")
+    s = odenet.parse(
+        "scheme s  # name\nstate y\n# a whole-line comment\n\ny[n+1] = y[n] + \\\n   f(y[n])  # tail\n"
+    )
     assert str(s.updates[0]) == "y[n+1] = y[n] + f(y[n])"
 
 

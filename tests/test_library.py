@@ -96,10 +96,15 @@ def test_defaults_are_filled_as_the_language_says():
     # verlet: v is not an input, so it starts at 0; leapfrog: y[n-1] starts as a copy of y[n].
     assert [(str(eq.target), eq.expr) for eq in odenet.load("verlet").init] == [("v[n]", 0)]
     implicit = odenet.parse("scheme s\nstate y\ny[n+1] = y[n-2] + f(y[n])")
-    assert [(str(eq.target), str(eq.expr)) for eq in implicit.init] == [("y[n-1]", "y[n]"), ("y[n-2]", "y[n]")]
+    assert [(str(eq.target), str(eq.expr)) for eq in implicit.init] == [
+        ("y[n-1]", "y[n]"),
+        ("y[n-2]", "y[n]"),
+    ]
     # An init reading another init is ordered after it.
-    s = odenet.parse("scheme s\nstate y, v, w\ninit v = w[n] + 1\ninit w = 2*y[n]\n"
-                     "y[n+1] = y[n] + f(v[n])\nv[n+1] = v[n]\nw[n+1] = w[n]")
+    s = odenet.parse(
+        "scheme s\nstate y, v, w\ninit v = w[n] + 1\ninit w = 2*y[n]\n"
+        "y[n+1] = y[n] + f(v[n])\nv[n+1] = v[n]\nw[n+1] = w[n]"
+    )
     assert [str(eq.target) for eq in s.init] == ["w[n]", "v[n]"]
 
 

@@ -35,7 +35,9 @@ def test_library_is_found_from_any_working_directory(tmp_path):
 
 def test_installed_package_carries_the_library(tmp_path):
     """With a non-editable install (the README's), the .scheme files live inside the package."""
-    location = _python("import odenet, pathlib; print(pathlib.Path(odenet.__file__).parent)", cwd=tmp_path).strip()
+    location = _python(
+        "import odenet, pathlib; print(pathlib.Path(odenet.__file__).parent)", cwd=tmp_path
+    ).strip()
     if "site-packages" not in location:
         pytest.skip("odenet is imported from a source tree, not from an installed package")
     folder = _python("import odenet.library as l; print(l.library_dir())", cwd=tmp_path).strip()

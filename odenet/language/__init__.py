@@ -7,7 +7,7 @@ from odenet.language.printer import format_expr, format_scheme
 from odenet.language.resolve import resolve
 from odenet.language.syntax import parse_syntax, source_lines
 
-__all__ = ["parse", "format_scheme", "format_expr"]
+__all__ = ["format_expr", "format_scheme", "parse"]
 
 
 def parse(text: str, source: str | None = None) -> Scheme:

@@ -104,7 +104,9 @@ class _Resolver:
     # -- the passes -----------------------------------------------------------------------------
     def run(self) -> Scheme | None:
         if not self.statements:
-            self.report("empty file: expected 'scheme NAME' as the first statement", ast.Span(1, 1, 1, 1), True)
+            self.report(
+                "empty file: expected 'scheme NAME' as the first statement", ast.Span(1, 1, 1, 1), True
+            )
             return None
         self.header()
         for statement in self.statements:  # declarations may stand anywhere
@@ -155,7 +157,7 @@ class _Resolver:
         return tuple(FunctionSymbol(name, self.arity[name][0]) for name in names)
 
     def header(self) -> None:
-        first, *rest = self.statements
+        first = self.statements[0]
         if isinstance(first, ast.SchemeDecl):
             self.name = first.name
             self.attempt(lambda: self.check_new_name(first.name, first.span, "scheme"))
@@ -164,7 +166,9 @@ class _Resolver:
             self.name = "unnamed"
         for index, statement in enumerate(self.statements):
             if isinstance(statement, ast.SchemeDecl) and index > 0:
-                self.report("a file holds one scheme: 'scheme' may appear only once, first", statement.span, True)
+                self.report(
+                    "a file holds one scheme: 'scheme' may appear only once, first", statement.span, True
+                )
             if isinstance(statement, ast.Doc):
                 if index == 1 and isinstance(first, ast.SchemeDecl):
                     self.doc = statement.text.strip()
@@ -253,7 +257,8 @@ class _Resolver:
             interval = (low, high)
             if not bool(low < high):
                 raise _StatementError(
-                    f"empty interval ({low}, {high}): expected the lower bound first", statement.interval[0].span
+                    f"empty interval ({low}, {high}): expected the lower bound first",
+                    statement.interval[0].span,
                 )
             if not bool(low < default < high):
                 raise _StatementError(
@@ -269,9 +274,7 @@ class _Resolver:
         if target.offset is None:  # a stage
             if name in self.states:
                 self.updated.setdefault(name, span)  # do not also report "never updated"
-                raise _StatementError(
-                    f"'{name}' is a state: its update is written {name}[n+1] = ...", span
-                )
+                raise _StatementError(f"'{name}' is a state: its update is written {name}[n+1] = ...", span)
             kind = self.declared_as(name)
             if kind is not None:
                 raise _StatementError(
@@ -286,14 +289,17 @@ class _Resolver:
                     span,
                 )
             self.stages[name] = span  # defined even if its right-hand side fails: no cascade
-            self.steps.append(Equation(sympy.Symbol(name), self.expression(statement.expr, _Context("the step"))))
+            self.steps.append(
+                Equation(sympy.Symbol(name), self.expression(statement.expr, _Context("the step")))
+            )
             return
         if name not in self.states:
             raise _StatementError(self.unknown_state_message(name), span)
         if target.offset != 1:
             self.updated.setdefault(name, span)
             raise _StatementError(
-                f"an update sets the new value: expected {name}[n+1] = ..., not {_indexed(name, target.offset)}",
+                "an update sets the new value: "
+                f"expected {name}[n+1] = ..., not {_indexed(name, target.offset)}",
                 span,
             )
         if name in self.updated:
@@ -325,7 +331,8 @@ class _Resolver:
         offset = target.offset or 0
         if offset > 0:
             raise _StatementError(
-                f"init sets a start value or history: expected {name} or {name}[n-1], not {_indexed(name, offset)}",
+                "init sets a start value or history: "
+                f"expected {name} or {name}[n-1], not {_indexed(name, offset)}",
                 span,
             )
         if offset == 0 and name in self.inputs:
@@ -336,12 +343,14 @@ class _Resolver:
             used = self.history[name]
             oldest = f"{_indexed(name, -used)}" if used else f"{name}[n] alone"
             raise _StatementError(
-                f"init of {_indexed(name, offset)}, which the step never reads (it reads back to {oldest})", span
+                f"init of {_indexed(name, offset)}, which the step never reads (it reads back to {oldest})",
+                span,
             )
         symbol = value(name, offset)
         if symbol in self.init_spans:
             raise _StatementError(
-                f"init of {_indexed(name, offset)} is given twice (first on line {self.init_spans[symbol].line})",
+                f"init of {_indexed(name, offset)} is given twice "
+                f"(first on line {self.init_spans[symbol].line})",
                 span,
             )
         self.init_spans[symbol] = span
@@ -410,7 +419,11 @@ class _Resolver:
             if not exponent.is_real:
                 raise _StatementError("the exponent is not real", node.right.span)
             if base.is_number and base.is_real and not base.is_zero:
-                digits = abs(float(exponent)) * abs(math.log10(abs(float(base)))) if _fits_float(base, exponent) else math.inf
+                digits = (
+                    abs(float(exponent)) * abs(math.log10(abs(float(base))))
+                    if _fits_float(base, exponent)
+                    else math.inf
+                )
                 if digits > MAX_DIGITS:
                     raise _StatementError(
                         f"number too large: this power has about {_magnitude(digits)} digits "
@@ -418,7 +431,9 @@ class _Resolver:
                         node.span,
                     )
             elif not _fits_float(exponent) or abs(float(exponent)) > MAX_EXPONENT:
-                raise _StatementError(f"exponent too large: at most {MAX_EXPONENT} in absolute value", node.right.span)
+                raise _StatementError(
+                    f"exponent too large: at most {MAX_EXPONENT} in absolute value", node.right.span
+                )
         return base**exponent
 
     def name_value(self, node: ast.Name, ctx: _Context) -> sympy.Expr:
@@ -426,12 +441,12 @@ class _Resolver:
         if name == "inf" and ctx.allow_inf:
             return sympy.oo
         if name == "n":
-            raise _StatementError("'n' is the step index: it stands only inside brackets, as in y[n-1]", node.span)
+            raise _StatementError(
+                "'n' is the step index: it stands only inside brackets, as in y[n-1]", node.span
+            )
         if name in self.params:
             if not ctx.allow_params:
-                raise _StatementError(
-                    f"{ctx.what} must be a constant: '{name}' is a parameter", node.span
-                )
+                raise _StatementError(f"{ctx.what} must be a constant: '{name}' is a parameter", node.span)
             return self.params[name].symbol
         if name in self.param_spans:  # a parameter whose own line failed
             return sympy.Symbol(name, real=True)
@@ -441,7 +456,8 @@ class _Resolver:
             return sympy.Symbol(name)
         if name in self.states:
             raise _StatementError(
-                f"state '{name}' needs a time index: expected {name}[n], {name}[n-1] or {name}[n+1]", node.span
+                f"state '{name}' needs a time index: expected {name}[n], {name}[n-1] or {name}[n+1]",
+                node.span,
             )
         if name in SCALAR_FUNCTIONS or (self.declared_functions and name in self.declared_functions):
             raise _StatementError(f"'{name}' is a function: expected a call such as {name}(...)", node.span)
@@ -463,7 +479,9 @@ class _Resolver:
                 )
             raise _StatementError(self.unknown_state_message(name), node.span)
         if not ctx.allow_states:
-            raise _StatementError(f"{ctx.what} must be a constant: {_indexed(name, offset)} is a state", node.span)
+            raise _StatementError(
+                f"{ctx.what} must be a constant: {_indexed(name, offset)} is a state", node.span
+            )
         if offset > 1:
             raise _StatementError(
                 f"{_indexed(name, offset)} reaches {offset} steps ahead: a step computes {name}[n+1] "
@@ -472,7 +490,8 @@ class _Resolver:
             )
         if offset < -MAX_LAG:
             raise _StatementError(
-                f"{_indexed(name, offset)} reaches too far back: at most {_indexed(name, -MAX_LAG)}", node.span
+                f"{_indexed(name, offset)} reaches too far back: at most {_indexed(name, -MAX_LAG)}",
+                node.span,
             )
         if offset == 1:
             if not ctx.allow_new_values:
@@ -511,7 +530,8 @@ class _Resolver:
         if name in self.arity and self.arity[name][0] != arity:
             first, where = self.arity[name]
             raise _StatementError(
-                f"'{name}' is called with {_count(arity, 'argument')} here but with {_count(first, 'argument')} "
+                f"'{name}' is called with {_count(arity, 'argument')} here "
+                f"but with {_count(first, 'argument')} "
                 f"on line {where.line}: a function always takes the same number of arguments",
                 node.span,
             )

@@ -21,7 +21,7 @@ import lark
 
 from odenet.errors import Location, SchemeSyntaxError
 
-__all__ = ["parse_syntax", "Span", "MAX_NESTING", "MAX_EXPRESSION_SIZE", "MAX_SOURCE_BYTES"]
+__all__ = ["MAX_EXPRESSION_SIZE", "MAX_NESTING", "MAX_SOURCE_BYTES", "Span", "parse_syntax"]
 
 # Limits that keep a hostile or mistaken file from taking the parser or sympy down.
 MAX_SOURCE_BYTES = 1 << 20  # 1 MiB of scheme text
@@ -174,7 +174,7 @@ class Assignment(Statement):
 # Building the tree while parsing
 
 
-class _TooComplex(Exception):
+class _LimitExceededError(Exception):
     """Raised inside the parser's callbacks; turned into a SchemeSyntaxError with a location."""
 
     def __init__(self, message: str, span: Span):
@@ -187,13 +187,13 @@ def _compound(cls, span: Span, *children: Expr, **fields):
     depth = 1 + max(child.depth for child in children) if children else 1
     size = 1 + sum(child.size for child in children)
     if depth > MAX_NESTING:
-        raise _TooComplex(
+        raise _LimitExceededError(
             f"expression nested too deeply: more than {MAX_NESTING} levels of parentheses, calls or "
             "operators; split it into stages",
             span,
         )
     if size > MAX_EXPRESSION_SIZE:
-        raise _TooComplex(
+        raise _LimitExceededError(
             f"expression too large: more than {MAX_EXPRESSION_SIZE} terms; split it into stages", span
         )
     return cls(span=span, depth_=depth, size_=size, **fields)
@@ -203,9 +203,9 @@ def _read_number(token: lark.Token) -> Fraction:
     text = str(token)
     mantissa, _, exponent = text.lower().partition("e")
     if sum(c.isdigit() for c in mantissa) > MAX_NUMBER_DIGITS:
-        raise _TooComplex(f"number too long: more than {MAX_NUMBER_DIGITS} digits", Span.of(token))
+        raise _LimitExceededError(f"number too long: more than {MAX_NUMBER_DIGITS} digits", Span.of(token))
     if exponent and abs(int(exponent)) > MAX_NUMBER_EXPONENT:
-        raise _TooComplex(
+        raise _LimitExceededError(
             f"number out of range: the exponent must lie within ±{MAX_NUMBER_EXPONENT}", Span.of(token)
         )
     return Fraction(text)  # exact: "0.1" is 1/10
@@ -324,7 +324,7 @@ class _Builder(lark.Transformer):
 
 def _small_int(token: lark.Token) -> int:
     if len(token) > 6:
-        raise _TooComplex("time offset too large", Span.of(token))
+        raise _LimitExceededError("time offset too large", Span.of(token))
     return int(token)
 
 
@@ -411,7 +411,7 @@ def _acceptable(err: lark.UnexpectedInput) -> set[str]:
     if interactive is not None:
         try:
             return set(interactive.accepts())
-        except Exception:  # noqa: BLE001 - fall back to lark's approximation
+        except Exception:
             pass
     return set(getattr(err, "expected", None) or getattr(err, "allowed", None) or ())
 
@@ -464,12 +464,15 @@ def parse_syntax(text: str, source: str = "<string>") -> list[Statement]:
         for column, char in enumerate(line, start=1):
             if "\ud800" <= char <= "\udfff":
                 raise SchemeSyntaxError(
-                    "invalid character: a lone surrogate is not text", _location(source, lines, number, column)
+                    "invalid character: a lone surrogate is not text",
+                    _location(source, lines, number, column),
                 )
     try:
         return _parser().parse(text + "\n")
-    except _TooComplex as exc:
-        raise SchemeSyntaxError(exc.message, _location(source, lines, exc.span.line, exc.span.column)) from None
+    except _LimitExceededError as exc:
+        raise SchemeSyntaxError(
+            exc.message, _location(source, lines, exc.span.line, exc.span.column)
+        ) from None
     except lark.UnexpectedCharacters as exc:
         raise _character_error(source, lines, text + "\n", exc) from None
     except lark.UnexpectedToken as exc:
