@@ -1,0 +1,218 @@
+"""The inverse step: old values from new ones, evaluating the functions only forward.
+
+Forward, one step maps ``(x[n], x[n-1], ..., x[n-d])`` to ``(x[n+1], x[n], ..., x[n-d+1])``. The
+inverse knows the new vector, so for each state only the oldest value is unknown (``x[n-d]``, or
+``x[n]`` when the state keeps no history). We solve the step equations for those unknowns
+*jointly*: a call such as ``f(z[n])`` whose argument is still unknown is an opaque symbol; a
+solution that does not involve any opaque symbol frees its unknown, which makes more calls
+evaluable; repeat. Reversible Heun needs exactly this: ``z[n]`` comes out free of ``f(z[n])`` only
+after its two equations are combined, and then ``f(z[n])`` is known and gives ``y[n]``.
+
+The result is itself a :class:`~odenet.ir.Scheme` in reversed time (index ``m``): its current value
+``X[m]`` is the forward ``x[n-d+1]`` and its new value ``X[m+1]`` is the recovered ``x[n-d]``, so
+history keeps its meaning (``X[m-1]`` is the more recent forward value).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy
+from sympy.core.function import AppliedUndef
+
+from odenet.errors import NotReversibleError
+from odenet.ir import Equation, Scheme, function_calls, value
+from odenet.language.printer import format_expr
+
+__all__ = ["InverseDerivation", "derive_inverse", "from_reversed", "invert", "to_reversed"]
+
+
+@dataclass(frozen=True)
+class InverseDerivation:
+    """The solved inverse in the forward scheme's own symbols, with what it needs to be valid."""
+
+    solution: tuple[tuple[sympy.Symbol, sympy.Expr], ...]  # (old value, expression), in order
+    conditions: tuple[sympy.Expr, ...]  # expressions that must be non-zero
+    scheme: Scheme  # the inverse as a Scheme in reversed time
+
+
+def _step_equations(scheme: Scheme) -> list[sympy.Expr]:
+    """``x[n+1] - rhs = 0`` for each update, with the stages substituted."""
+    stages: dict[sympy.Symbol, sympy.Expr] = {}
+    equations = []
+    for eq in scheme.steps:
+        rhs = eq.expr.xreplace(stages)
+        if eq.is_stage:
+            stages[eq.target] = rhs
+        else:
+            equations.append(eq.target - rhs)
+    return equations
+
+
+def invert(scheme: Scheme) -> InverseDerivation:
+    """Derive the explicit inverse, or raise :class:`NotReversibleError` saying what blocks it."""
+    # An implicit step is handled the same way: its new values are all known to the inverse, so
+    # backward Euler's inverse x[n] = x[n+1] - h*f(x[n+1]) is explicit.
+    known = {value(s, 1) for s in scheme.states}
+    unknowns = []
+    for state in scheme.states:
+        depth = scheme.history[state]
+        known |= {value(state, -lag) for lag in range(depth)}
+        unknowns.append(value(state, -depth))
+    equations = _step_equations(scheme)
+    solved: dict[sympy.Symbol, sympy.Expr] = {}
+    order: list[sympy.Symbol] = []
+    conditions: list[sympy.Expr] = []
+
+    while len(solved) < len(unknowns):
+        remaining = [u for u in unknowns if u not in solved]
+        current = [sympy.expand(e.xreplace(solved)) for e in equations]
+        # Calls whose arguments involve a remaining unknown are opaque symbols for this round.
+        opaque = {}
+        for e in current:
+            for call in function_calls(e):
+                if call.free_symbols & set(remaining) and call not in opaque:
+                    opaque[call] = sympy.Dummy(f"c{len(opaque)}")
+        # Replace outermost opaque calls first (inner ones are inside them).
+        masked = [_mask(e, opaque) for e in current]
+        relevant = [e for e in masked if e.free_symbols & set(remaining)]
+        solution = _solve_linear(relevant, remaining)
+        if solution is None:
+            raise NotReversibleError(_blocked_message(scheme, remaining, opaque, current))
+        freed = [
+            u for u in remaining if u in solution and not (solution[u].free_symbols & set(opaque.values()))
+        ]
+        if not freed:
+            raise NotReversibleError(_blocked_message(scheme, remaining, opaque, current))
+        for u in freed:
+            numerator, denominator = sympy.fraction(sympy.together(solution[u]))
+            if not denominator.is_number:
+                conditions.extend(f for f in sympy.factor_list(denominator)[1] for f in [f[0]])
+            solved[u] = sympy.factor_terms(solution[u])
+            order.append(u)
+    conditions = _unique(c for c in conditions if not c.is_number)
+    pairs = tuple((u, solved[u]) for u in order)
+    return InverseDerivation(pairs, tuple(conditions), _as_scheme(scheme, pairs))
+
+
+def derive_inverse(scheme: Scheme) -> Scheme:
+    """The inverse step of ``scheme`` as a Scheme of its own (reversed time; see the module doc).
+
+    Raises :class:`~odenet.errors.NotReversibleError` when no explicit inverse exists, naming the
+    old value that sits inside a function call.
+    """
+    return invert(scheme).scheme
+
+
+def _mask(expr: sympy.Expr, opaque: dict) -> sympy.Expr:
+    if not opaque:
+        return expr
+    return expr.replace(lambda e: isinstance(e, AppliedUndef) and e in opaque, lambda e: opaque[e])
+
+
+def _solve_linear(equations, unknowns) -> dict | None:
+    """Solve equations that are linear in the unknowns; None when they are not, or not uniquely."""
+    if not equations:
+        return None
+    try:
+        matrix, rhs = sympy.linear_eq_to_matrix(equations, unknowns)
+    except (sympy.polys.polyerrors.PolynomialError, ValueError, NotImplementedError):
+        return None  # nonlinear in an old value outside a function call
+    rows = list(range(matrix.shape[0]))
+    solution = {}
+    # Each unknown may be determined even if others are not: solve the full system when square and
+    # regular, else find the unknowns that the equations pin down on their own.
+    if matrix.shape[0] == matrix.shape[1] and not sympy.simplify(matrix.det()).is_zero:
+        values = matrix.LUsolve(rhs)
+        return {u: sympy.simplify(v) for u, v in zip(unknowns, values)}
+    for i in rows:
+        nonzero = [j for j in range(len(unknowns)) if not sympy.simplify(matrix[i, j]).is_zero]
+        if len(nonzero) == 1:
+            j = nonzero[0]
+            solution[unknowns[j]] = sympy.simplify(rhs[i] / matrix[i, j])
+    return solution or None
+
+
+def _blocked_message(scheme, remaining, opaque, equations) -> str:
+    for call in opaque:
+        inside = sorted(str(u) for u in remaining if u in call.free_symbols)
+        if inside:
+            return (
+                f"scheme {scheme.name} has no explicit inverse: the old value {inside[0]} sits inside "
+                f"the call {format_expr(call)}, and the step equations cannot be combined to remove it"
+            )
+    names = ", ".join(str(u) for u in remaining)
+    return (
+        f"scheme {scheme.name} has no explicit inverse: the step equations do not determine {names} "
+        "(information is lost in the step)"
+    )
+
+
+def _unique(items):
+    out = []
+    for item in items:
+        if all(sympy.simplify(item - o) != 0 and sympy.simplify(item + o) != 0 for o in out):
+            out.append(item)
+    return out
+
+
+def _as_scheme(scheme: Scheme, solution) -> Scheme:
+    """Rename the forward symbols into the reversed-time scheme and package the updates."""
+    rename = {}
+    for state in scheme.states:
+        depth = scheme.history[state]
+        # forward x[n+1-j] (j = 0..depth) is reversed X[m-depth+j]... see the module doc:
+        # X[m - i] = x[n - depth + 1 + i] for i = 0..depth, and X[m+1] = x[n - depth].
+        for i in range(depth + 1):
+            rename[value(state, -depth + 1 + i)] = value(state, -i)
+        rename[value(state, -depth)] = value(state, 1)
+    steps = [Equation(rename[old], sympy.sympify(expr).xreplace(rename)) for old, expr in solution]
+    # A later update reads earlier solved values as whole expressions; write them by name, X[m+1].
+    solved = {rename[old]: steps[i].expr for i, (old, _) in enumerate(solution)}
+    steps = [Equation(eq.target, _reuse(eq.expr, solved, eq.target)) for eq in steps]
+    return Scheme(
+        name=f"{scheme.name}_inverse",
+        doc=f"Inverse step of {scheme.name}, derived by odenet (reversed time: X[m+1] is the older value).",
+        states=scheme.states,
+        params=scheme.params,
+        functions=scheme.functions,
+        steps=tuple(steps),
+        inputs=scheme.inputs,
+        outputs=scheme.outputs,
+    )
+
+
+def _reuse(expr, solved, target):
+    """Write an earlier solved value by its name (X[m+1]) where it appears whole in ``expr``."""
+    for symbol, solution in solved.items():
+        if symbol == target:
+            break
+        expr = expr.xreplace({solution: symbol}) if solution in expr.atoms(AppliedUndef) else expr
+        expr = expr.replace(
+            lambda e, s=solution: isinstance(e, AppliedUndef) and s in e.args,
+            lambda e, s=solution, name=symbol: e.func(*[name if a == s else a for a in e.args]),
+        )
+    return expr
+
+
+def to_reversed(scheme: Scheme, forward_new: dict) -> dict:
+    """The inverse scheme's *old* state vector from the values of a forward step (``x[n+1]``,
+    ``x[n]``, ...): the values the inverse starts from."""
+    out = {}
+    for state in scheme.states:
+        depth = scheme.history[state]
+        for i in range(depth + 1):
+            out[value(state, -i)] = forward_new[value(state, -depth + 1 + i)]
+    return out
+
+
+def from_reversed(scheme: Scheme, inverse_values: dict) -> dict:
+    """The forward step's *old* state vector from the inverse scheme's values after its step
+    (``X[m+1]`` and ``X[m], X[m-1], ...``)."""
+    out = {}
+    for state in scheme.states:
+        depth = scheme.history[state]
+        out[value(state, -depth)] = inverse_values[value(state, 1)]
+        for k in range(depth):  # x[n-k] = X[m-(depth-1-k)]
+            out[value(state, -k)] = inverse_values[value(state, -(depth - 1 - k))]
+    return out

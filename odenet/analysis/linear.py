@@ -1,0 +1,228 @@
+"""Linear stability: the amplification matrix and what its spectrum says.
+
+Every function symbol is linearized as ``f(u) -> lambda*u`` (one shared ``lambda``; a function of
+several arguments as ``lambda*(u1 + ... + uk)``). The step then becomes linear,
+``s[n+1] = M(lambda) s[n]``, on the full state vector ``s = (x[n], x[n-1], ..., v[n], ...)``, and
+``M`` is the amplification (companion) matrix. The scheme is stable at ``lambda`` when the spectral
+radius of ``M`` is at most 1 and the eigenvalues on the unit circle are not defective beyond what
+the ODE allows (a Jordan block of size 2 for schemes of a second-order ODE, ``h**2`` scaling).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import sympy
+from sympy.core.function import AppliedUndef
+
+from odenet.errors import SchemeValueError
+from odenet.ir import Scheme, parse_value, value
+
+__all__ = [
+    "LAMBDA",
+    "ZETA",
+    "Spectrum",
+    "amplification_matrix",
+    "is_power_bounded",
+    "linearize",
+    "max_root_modulus",
+    "stable_interval",
+    "step_scaling",
+]
+
+LAMBDA = sympy.Symbol("lambda")
+ZETA = sympy.Symbol("zeta")
+
+# Tolerances of the floating-point stability test: a root within UNIT_TOL of the unit circle is on
+# it; roots within CLUSTER_TOL of each other are one repeated root.
+UNIT_TOL = 1e-7
+CLUSTER_TOL = 1e-5
+
+
+def linearize(expr: sympy.Expr, lam: sympy.Expr = LAMBDA) -> sympy.Expr:
+    """Replace every call ``f(u1, ..., uk)`` by ``lam*(u1 + ... + uk)`` (inner calls first)."""
+    return expr.replace(lambda e: isinstance(e, AppliedUndef), lambda e: lam * sympy.Add(*e.args))
+
+
+def solve_step(scheme: Scheme, transform=lambda e: e) -> dict[sympy.Symbol, sympy.Expr]:
+    """Stage and new values in terms of the old values, after ``transform`` of each right-hand side.
+
+    Explicit steps are substituted in order; an implicit step is solved as a linear system (after
+    linearization it is linear), which fails clearly if it is singular.
+    """
+    if scheme.is_explicit:
+        values: dict[sympy.Symbol, sympy.Expr] = {}
+        for eq in scheme.steps:
+            values[eq.target] = sympy.expand(transform(eq.expr).xreplace(values))
+        return values
+    unknowns = [eq.target for eq in scheme.steps]
+    equations = [eq.target - transform(eq.expr) for eq in scheme.steps]
+    solution = sympy.solve(equations, unknowns, dict=True)
+    if len(solution) != 1 or set(solution[0]) != set(unknowns):
+        raise SchemeValueError(f"scheme {scheme.name}: the implicit step has no unique linear solution")
+    return {k: sympy.expand(sympy.cancel(v)) for k, v in solution[0].items()}
+
+
+def next_state_vector(scheme: Scheme, values: dict[sympy.Symbol, sympy.Expr]) -> list[sympy.Expr]:
+    """The state vector one step later, in the order of ``scheme.state_vector``: the history shifts."""
+    new = []
+    for symbol in scheme.state_vector:
+        state, offset = parse_value(symbol)
+        new.append(values[value(state, 1)] if offset == 0 else value(state, offset + 1))
+    return new
+
+
+def amplification_matrix(scheme: Scheme, lam: sympy.Expr = LAMBDA) -> sympy.Matrix:
+    """``M(lambda)``: the Jacobian of the linearized step on ``scheme.state_vector``."""
+    values = solve_step(scheme, lambda e: linearize(e, lam))
+    new = sympy.Matrix(next_state_vector(scheme, values))
+    return new.jacobian(sympy.Matrix(scheme.state_vector)).applyfunc(sympy.factor_terms)
+
+
+def step_scaling(scheme: Scheme, charpoly: sympy.Expr) -> tuple[sympy.Expr, int]:
+    """``(z, k)`` where the spectrum depends on ``lambda`` only through ``z = h**k*lambda``.
+
+    ``k = 1`` for a first-order ODE (Euler, RK4), ``k = 2`` for a second-order one (leapfrog,
+    ``h**2`` scaling); ``(lambda, 0)`` when the scheme has no parameter ``h`` or no such scaling.
+    """
+    try:
+        h = scheme.param("h").symbol
+    except KeyError:
+        return LAMBDA, 0
+    z = sympy.Symbol("z")
+    for k in (1, 2):
+        scaled = sympy.expand(charpoly.subs(LAMBDA, z / h**k))
+        if h not in scaled.free_symbols:
+            return h**k * LAMBDA, k
+    return LAMBDA, 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# The spectrum, exactly at one point and in floating point along lines
+
+
+@dataclass(frozen=True)
+class Spectrum:
+    """Eigenvalues of a matrix with their algebraic multiplicity and largest Jordan block."""
+
+    eigenvalues: tuple[complex, ...]
+    multiplicity: tuple[int, ...]
+    jordan_block: tuple[int, ...]
+
+    @property
+    def radius(self) -> float:
+        return max((abs(e) for e in self.eigenvalues), default=0.0)
+
+
+def exact_spectrum(matrix: sympy.Matrix) -> Spectrum:
+    """Eigenvalues and Jordan block sizes of a constant matrix, exactly where sympy can."""
+    n = matrix.shape[0]
+    eigen = matrix.eigenvals(multiple=False)  # {eigenvalue: algebraic multiplicity}
+    if sum(eigen.values()) != n:
+        raise SchemeValueError("the eigenvalues of the step have no closed form")
+    values, mults, blocks = [], [], []
+    for eig, mult in eigen.items():
+        shifted = matrix - eig * sympy.eye(n)
+        # The largest Jordan block is the smallest k with rank((M - e I)^k) = n - multiplicity.
+        power, k = shifted, 1
+        while power.rank(simplify=True) > n - mult and k < mult:
+            power, k = power * shifted, k + 1
+        values.append(complex(sympy.N(eig, 30)))
+        mults.append(mult)
+        blocks.append(k)
+    return Spectrum(tuple(values), tuple(mults), tuple(blocks))
+
+
+def is_power_bounded(spectrum: Spectrum, allowed_block: int = 1, exact: bool = True) -> bool:
+    """Radius <= 1, and eigenvalues on the unit circle with Jordan blocks no larger than allowed."""
+    tol = 1e-12 if exact else UNIT_TOL
+    for eig, block in zip(spectrum.eigenvalues, spectrum.jordan_block):
+        modulus = abs(eig)
+        if modulus > 1 + tol:
+            return False
+        if abs(modulus - 1) <= tol and block > allowed_block:
+            return False
+    return True
+
+
+class NumericSpectrum:
+    """The characteristic polynomial and matrix at the defaults, as numpy polynomials in lambda,
+    for fast evaluation at many points."""
+
+    def __init__(self, matrix: sympy.Matrix):
+        self.n = matrix.shape[0]
+        self.entries = [[_poly_coeffs(matrix[i, j]) for j in range(self.n)] for i in range(self.n)]
+
+    def matrices(self, lam: np.ndarray) -> np.ndarray:
+        lam = np.asarray(lam, dtype=complex)
+        out = np.empty((*lam.shape, self.n, self.n), dtype=complex)
+        for i in range(self.n):
+            for j in range(self.n):
+                out[..., i, j] = np.polyval(self.entries[i][j], lam)
+        return out
+
+    def radius(self, lam: np.ndarray) -> np.ndarray:
+        return np.abs(np.linalg.eigvals(self.matrices(lam))).max(axis=-1)
+
+    def stable(self, lam: complex, allowed_block: int) -> bool:
+        matrix = self.matrices(np.array([lam]))[0]
+        eig = np.linalg.eigvals(matrix)
+        if np.abs(eig).max() > 1 + UNIT_TOL:
+            return False
+        on_circle = eig[np.abs(np.abs(eig) - 1) <= UNIT_TOL]
+        while on_circle.size:
+            center = on_circle[0]
+            cluster = np.abs(on_circle - center) <= CLUSTER_TOL
+            mult = int(cluster.sum())
+            if mult > 1:
+                # geometric multiplicity from the singular values of M - center*I
+                sv = np.linalg.svd(matrix - center * np.eye(self.n), compute_uv=False)
+                geometric = int((sv <= CLUSTER_TOL * max(1.0, sv.max())).sum())
+                if mult - geometric + 1 > allowed_block:
+                    return False
+            on_circle = on_circle[~cluster]
+        return True
+
+
+def _poly_coeffs(expr: sympy.Expr) -> np.ndarray:
+    poly = sympy.Poly(sympy.expand(expr), LAMBDA)
+    if poly.free_symbols - {LAMBDA}:
+        raise SchemeValueError(f"cannot evaluate {expr}: unknown symbols {poly.free_symbols - {LAMBDA}}")
+    return np.array([complex(c) for c in poly.all_coeffs()], dtype=complex)
+
+
+def max_root_modulus(numeric: NumericSpectrum, lam: np.ndarray) -> np.ndarray:
+    return numeric.radius(lam)
+
+
+def stable_interval(
+    numeric: NumericSpectrum,
+    direction: complex,
+    scale: float,
+    allowed_block: int,
+    snap: list[float] | None = None,
+) -> float | None:
+    """The largest ``t >= 0`` such that ``lambda = s*direction`` is stable for all ``s`` in [0, t];
+    ``None`` when no bound is found up to 1e6 times ``scale`` (the interval is unbounded)."""
+    grid = scale * np.logspace(-6, 6, 1201)
+    last_stable = 0.0
+    for t in grid:
+        if not numeric.stable(t * direction, allowed_block):
+            break
+        last_stable = t
+    else:
+        return None
+    low, high = last_stable, t
+    for _ in range(80):
+        mid = 0.5 * (low + high)
+        if numeric.stable(mid * direction, allowed_block):
+            low = mid
+        else:
+            high = mid
+        if high - low <= 1e-13 * max(1.0, high):
+            break
+    for candidate in snap or ():
+        if abs(candidate - low) <= 1e-6 * max(1.0, abs(candidate)):
+            return float(candidate)
+    return float(f"{low:.10g}")
