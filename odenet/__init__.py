@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from odenet.analysis import Analysis, analyze, derive_inverse
 from odenet.errors import (
     NotReversibleError,
     OdenetError,
@@ -27,6 +28,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0.0.0+unknown"
 
 __all__ = [
+    "Analysis",
     "Equation",
     "FunctionSymbol",
     "NotReversibleError",
@@ -38,6 +40,8 @@ __all__ = [
     "SchemeValueError",
     "UnsupportedSchemeError",
     "__version__",
+    "analyze",
+    "derive_inverse",
     "format_scheme",
     "library_names",
     "load",

@@ -85,9 +85,9 @@ def invert(scheme: Scheme) -> InverseDerivation:
         if not freed:
             raise NotReversibleError(_blocked_message(scheme, remaining, opaque, current))
         for u in freed:
-            numerator, denominator = sympy.fraction(sympy.together(solution[u]))
+            _, denominator = sympy.fraction(sympy.together(solution[u]))
             if not denominator.is_number:
-                conditions.extend(f for f in sympy.factor_list(denominator)[1] for f in [f[0]])
+                conditions.extend(factor for factor, _ in sympy.factor_list(denominator)[1])
             solved[u] = sympy.factor_terms(solution[u])
             order.append(u)
     conditions = _unique(c for c in conditions if not c.is_number)
@@ -124,7 +124,7 @@ def _solve_linear(equations, unknowns) -> dict | None:
     # regular, else find the unknowns that the equations pin down on their own.
     if matrix.shape[0] == matrix.shape[1] and not sympy.simplify(matrix.det()).is_zero:
         values = matrix.LUsolve(rhs)
-        return {u: sympy.simplify(v) for u, v in zip(unknowns, values)}
+        return {u: sympy.simplify(v) for u, v in zip(unknowns, values, strict=True)}
     for i in rows:
         nonzero = [j for j in range(len(unknowns)) if not sympy.simplify(matrix[i, j]).is_zero]
         if len(nonzero) == 1:

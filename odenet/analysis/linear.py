@@ -26,7 +26,6 @@ __all__ = [
     "amplification_matrix",
     "is_power_bounded",
     "linearize",
-    "max_root_modulus",
     "stable_interval",
     "step_scaling",
 ]
@@ -137,7 +136,7 @@ def exact_spectrum(matrix: sympy.Matrix) -> Spectrum:
 def is_power_bounded(spectrum: Spectrum, allowed_block: int = 1, exact: bool = True) -> bool:
     """Radius <= 1, and eigenvalues on the unit circle with Jordan blocks no larger than allowed."""
     tol = 1e-12 if exact else UNIT_TOL
-    for eig, block in zip(spectrum.eigenvalues, spectrum.jordan_block):
+    for eig, block in zip(spectrum.eigenvalues, spectrum.jordan_block, strict=True):
         modulus = abs(eig)
         if modulus > 1 + tol:
             return False
@@ -147,26 +146,37 @@ def is_power_bounded(spectrum: Spectrum, allowed_block: int = 1, exact: bool = T
 
 
 class NumericSpectrum:
-    """The characteristic polynomial and matrix at the defaults, as numpy polynomials in lambda,
-    for fast evaluation at many points."""
+    """``M(lambda)`` at fixed parameter values, its entries as numpy rational functions of lambda,
+    for fast evaluation at many points (the region plot, the tests between boundary points)."""
 
     def __init__(self, matrix: sympy.Matrix):
         self.n = matrix.shape[0]
-        self.entries = [[_poly_coeffs(matrix[i, j]) for j in range(self.n)] for i in range(self.n)]
+        self.entries = [[_rational_coeffs(matrix[i, j]) for j in range(self.n)] for i in range(self.n)]
 
     def matrices(self, lam: np.ndarray) -> np.ndarray:
         lam = np.asarray(lam, dtype=complex)
         out = np.empty((*lam.shape, self.n, self.n), dtype=complex)
-        for i in range(self.n):
-            for j in range(self.n):
-                out[..., i, j] = np.polyval(self.entries[i][j], lam)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for i in range(self.n):
+                for j in range(self.n):
+                    num, den = self.entries[i][j]
+                    out[..., i, j] = np.polyval(num, lam) / np.polyval(den, lam)
         return out
 
     def radius(self, lam: np.ndarray) -> np.ndarray:
-        return np.abs(np.linalg.eigvals(self.matrices(lam))).max(axis=-1)
+        matrices = self.matrices(lam)
+        finite = np.isfinite(matrices).all(axis=(-2, -1))
+        radius = np.full(matrices.shape[:-2], np.inf)
+        if finite.any():
+            radius[finite] = np.abs(np.linalg.eigvals(matrices[finite])).max(axis=-1)
+        return radius
 
     def stable(self, lam: complex, allowed_block: int) -> bool:
+        """Floating-point test at one point away from the boundary: spectral radius <= 1, and
+        eigenvalues on the unit circle repeated only as much as ``allowed_block`` allows."""
         matrix = self.matrices(np.array([lam]))[0]
+        if not np.isfinite(matrix).all():
+            return False
         eig = np.linalg.eigvals(matrix)
         if np.abs(eig).max() > 1 + UNIT_TOL:
             return False
@@ -175,8 +185,7 @@ class NumericSpectrum:
             center = on_circle[0]
             cluster = np.abs(on_circle - center) <= CLUSTER_TOL
             mult = int(cluster.sum())
-            if mult > 1:
-                # geometric multiplicity from the singular values of M - center*I
+            if mult > 1:  # geometric multiplicity from the singular values of M - center*I
                 sv = np.linalg.svd(matrix - center * np.eye(self.n), compute_uv=False)
                 geometric = int((sv <= CLUSTER_TOL * max(1.0, sv.max())).sum())
                 if mult - geometric + 1 > allowed_block:
@@ -185,44 +194,79 @@ class NumericSpectrum:
         return True
 
 
-def _poly_coeffs(expr: sympy.Expr) -> np.ndarray:
-    poly = sympy.Poly(sympy.expand(expr), LAMBDA)
-    if poly.free_symbols - {LAMBDA}:
-        raise SchemeValueError(f"cannot evaluate {expr}: unknown symbols {poly.free_symbols - {LAMBDA}}")
-    return np.array([complex(c) for c in poly.all_coeffs()], dtype=complex)
+def _rational_coeffs(expr: sympy.Expr) -> tuple[np.ndarray, np.ndarray]:
+    num, den = sympy.fraction(sympy.cancel(sympy.together(expr)))
+    out = []
+    for part in (num, den):
+        poly = sympy.Poly(sympy.expand(part), LAMBDA)
+        if poly.free_symbols - {LAMBDA}:
+            raise SchemeValueError(f"cannot evaluate {expr}: unknown symbols {poly.free_symbols - {LAMBDA}}")
+        out.append(np.array([complex(c) for c in poly.all_coeffs()], dtype=complex))
+    return out[0], out[1]
 
 
-def max_root_modulus(numeric: NumericSpectrum, lam: np.ndarray) -> np.ndarray:
-    return numeric.radius(lam)
+_T = sympy.Symbol("t", real=True)
+
+
+def boundary_candidates(charpoly: sympy.Expr, direction: complex) -> list[float]:
+    """Exact real ``t`` at which the stability of ``lambda = t*direction`` can change.
+
+    Stability changes only where a root of ``P(zeta)`` meets the unit circle, where roots collide,
+    or where the degree drops (a root escapes to infinity). A root on the circle is a common root of
+    ``P`` and its conjugate reciprocal ``P*(zeta) = zeta**n conj(P(1/conj(zeta)))``, so the
+    candidates are the real roots of their resultant, of the discriminant and of the leading
+    coefficient. When ``P`` and ``P*`` share a factor for every ``t`` (roots that stay on the circle,
+    as in leapfrog) that factor is divided out first; its roots move only through collisions.
+    """
+    num = sympy.fraction(sympy.together(charpoly))[0]
+    lam = {1: _T, -1: -_T, 1j: sympy.I * _T, -1j: -sympy.I * _T}[direction]
+    poly = sympy.Poly(sympy.expand(num.subs(LAMBDA, lam)), ZETA)
+    coeffs = poly.all_coeffs()
+    star = sympy.Poly([sympy.conjugate(c) for c in reversed(coeffs)], ZETA)
+    common = sympy.gcd(poly, star)
+    moving = sympy.quo(poly, common) if common.degree() > 0 else poly
+    moving_star = sympy.Poly([sympy.conjugate(c) for c in reversed(moving.all_coeffs())], ZETA)
+    candidates: set[float] = set()
+    polys_in_t = [coeffs[0]]
+    if moving.degree() > 0:
+        polys_in_t.append(sympy.resultant(moving, moving_star))
+    if poly.degree() > 1:
+        polys_in_t.append(sympy.discriminant(poly))
+    for expr in polys_in_t:
+        candidates |= _real_roots(sympy.expand(expr))
+    return sorted(candidates)
+
+
+def _real_roots(expr: sympy.Expr) -> set[float]:
+    """Real roots in t of an expression that may have complex coefficients."""
+    real, imag = (sympy.expand(part) for part in expr.as_real_imag())
+    polys = [sympy.Poly(p, _T) for p in (real, imag) if not p.is_zero]
+    if not polys:
+        return set()
+    g = polys[0]
+    for p in polys[1:]:
+        g = sympy.gcd(g, p)
+    if g.degree() <= 0:
+        return set()
+    return {float(r) for r in g.real_roots()}
 
 
 def stable_interval(
-    numeric: NumericSpectrum,
-    direction: complex,
-    scale: float,
-    allowed_block: int,
-    snap: list[float] | None = None,
+    numeric: NumericSpectrum, charpoly: sympy.Expr, direction: complex, allowed_block: int
 ) -> float | None:
-    """The largest ``t >= 0`` such that ``lambda = s*direction`` is stable for all ``s`` in [0, t];
-    ``None`` when no bound is found up to 1e6 times ``scale`` (the interval is unbounded)."""
-    grid = scale * np.logspace(-6, 6, 1201)
-    last_stable = 0.0
-    for t in grid:
-        if not numeric.stable(t * direction, allowed_block):
-            break
-        last_stable = t
-    else:
-        return None
-    low, high = last_stable, t
-    for _ in range(80):
-        mid = 0.5 * (low + high)
-        if numeric.stable(mid * direction, allowed_block):
-            low = mid
-        else:
-            high = mid
-        if high - low <= 1e-13 * max(1.0, high):
-            break
-    for candidate in snap or ():
-        if abs(candidate - low) <= 1e-6 * max(1.0, abs(candidate)):
-            return float(candidate)
-    return float(f"{low:.10g}")
+    """The largest ``t >= 0`` with ``lambda = s*direction`` stable for every ``s`` in ``[0, t)``,
+    given that ``lambda = 0`` is stable; ``None`` when there is no bound."""
+    sign = 1
+    if direction in (-1, -1j):
+        sign, direction = -1, -direction
+    cuts = sorted({c * sign for c in boundary_candidates(charpoly, direction)} - {0.0})
+    cuts = [c for c in cuts if c > 0]
+    previous = 0.0
+    for cut in [*cuts, None]:
+        probe = (previous + cut) / 2 if cut is not None else 2 * previous + 1
+        if not numeric.stable(sign * probe * direction, allowed_block):
+            return previous
+        if cut is None:
+            return None
+        previous = cut
+    return None  # unreachable

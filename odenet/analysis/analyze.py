@@ -1,0 +1,253 @@
+"""``analyze(scheme)``: the facts a numerical analyst checks before trusting a network built from a
+scheme, computed once and kept in one immutable :class:`Analysis`.
+
+Symbolic facts (the amplification matrix, its characteristic polynomial and determinant, the
+inverse) are exact sympy expressions in ``lambda`` and the parameters. Facts that need numbers
+(intervals, zero-stability, backward amplification) are taken at the parameters' defaults, or at
+the values passed as ``params``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import sympy
+
+from odenet.analysis.inverse import invert
+from odenet.analysis.linear import (
+    LAMBDA,
+    ZETA,
+    NumericSpectrum,
+    Spectrum,
+    amplification_matrix,
+    exact_spectrum,
+    stable_interval,
+    step_scaling,
+)
+from odenet.errors import NotReversibleError, SchemeValueError
+from odenet.ir import Scheme
+from odenet.language.printer import format_expr
+
+__all__ = ["Analysis", "Reversibility", "Stability", "analyze"]
+
+Interval = tuple[float | None, float | None]
+
+
+@dataclass(frozen=True)
+class Stability:
+    """Linear stability with the test function ``f(u) = lambda*u``."""
+
+    amplification_matrix: sympy.Matrix
+    characteristic_polynomial: sympy.Expr  # in ZETA
+    det: sympy.Expr
+    eigenvalues: tuple[sympy.Expr, ...] | None  # closed form, with multiplicity; None if none
+    variable: sympy.Expr  # h*lambda, h**2*lambda, or lambda: what the region depends on
+    ode_order: int  # 2 for schemes of a second-order ODE (h**2 scaling), else 1
+    zero_stable: bool
+    stable_at_zero: bool  # stable at lambda = 0 with the parameters' values
+    real_interval: Interval | None  # in lambda; None when not even lambda = 0 is stable
+    imag_interval: Interval | None  # imaginary parts of lambda
+    numeric: NumericSpectrum = field(repr=False, compare=False)
+
+    @property
+    def scale(self) -> float:
+        """``variable / lambda`` at the parameter values (h, h**2 or 1)."""
+        return self._scale
+
+    def radius(self, lam):
+        """Spectral radius of ``M(lambda)`` at the parameter values, for an array of ``lambda``."""
+        return self.numeric.radius(np.asarray(lam))
+
+
+@dataclass(frozen=True)
+class Reversibility:
+    """Can the old state be computed from the new one, and at what cost in rounding error?"""
+
+    kind: str  # "explicit", "fixed-point" or "none"
+    inverse: Scheme | None
+    solution: tuple[tuple[sympy.Symbol, sympy.Expr], ...]  # old value = expression of new values
+    conditions: tuple[sympy.Expr, ...]  # each must be non-zero for the inverse to exist
+    volume_preserving: bool  # |det M| == 1 identically
+    backward_amplification: float | None  # spectral radius of M(0)^-1; None when M(0) is singular
+    reason: str
+
+
+@dataclass(frozen=True)
+class Analysis:
+    scheme: Scheme
+    params: Mapping[str, sympy.Expr]
+    stability: Stability
+    reversibility: Reversibility
+    order: int | None = None
+    leading_error: sympy.Expr | None = None
+    order_reason: str = ""
+
+    @property
+    def explicit(self) -> bool:
+        return self.scheme.is_explicit
+
+    def to_json(self) -> dict:
+        """The stable JSON contract of ``odenet analyze --json`` (documented in docs/analysis.md)."""
+        s, r = self.stability, self.reversibility
+        return {
+            "scheme": self.scheme.name,
+            "states": list(self.scheme.states),
+            "history": dict(self.scheme.history),
+            "functions": [f.name for f in self.scheme.functions],
+            "params": {name: _number(v) for name, v in self.params.items()},
+            "explicit": self.explicit,
+            "order": self.order,
+            "stability": {
+                "amplification_matrix": [
+                    [format_expr(e) for e in s.amplification_matrix.row(i)]
+                    for i in range(s.amplification_matrix.rows)
+                ],
+                "characteristic_polynomial": format_expr(s.characteristic_polynomial),
+                "det": format_expr(s.det),
+                "zero_stable": s.zero_stable,
+                "real_interval": _interval(s.real_interval),
+                "imag_interval": _interval(s.imag_interval),
+            },
+            "reversibility": {
+                "kind": r.kind,
+                "inverse": (
+                    None if r.inverse is None else {str(old): format_expr(expr) for old, expr in r.solution}
+                ),
+                "conditions": [f"{format_expr(c)} != 0" for c in r.conditions],
+                "volume_preserving": r.volume_preserving,
+                "backward_amplification": r.backward_amplification,
+            },
+        }
+
+
+def _number(v: sympy.Expr) -> float | int:
+    return int(v) if v.is_Integer else float(v)
+
+
+def _interval(interval: Interval | None) -> list | None:
+    return None if interval is None else [interval[0], interval[1]]
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+def _param_values(scheme: Scheme, params: Mapping[str, float] | None) -> dict[str, sympy.Expr]:
+    values = {p.name: p.default for p in scheme.params}
+    for name, v in (params or {}).items():
+        if name not in values:
+            known = ", ".join(values) or "none"
+            raise SchemeValueError(
+                f"scheme {scheme.name} has no parameter {name!r}: its parameters are {known}"
+            )
+        values[name] = sympy.nsimplify(v, rational=True) if isinstance(v, float) else sympy.sympify(v)
+    return values
+
+
+def _power_bounded(spectrum: Spectrum, ode_order: int) -> bool:
+    """Exact test: no eigenvalue outside the unit circle; on it, Jordan blocks of size 1, except a
+    block of size 2 at zeta = 1 for a second-order ODE (its solutions grow linearly)."""
+    for eig, block in zip(spectrum.eigenvalues, spectrum.jordan_block, strict=True):
+        modulus = abs(eig)
+        if modulus > 1 + 1e-12:
+            return False
+        if abs(modulus - 1) <= 1e-12:
+            allowed = 2 if ode_order == 2 and abs(eig - 1) <= 1e-12 else 1
+            if block > allowed:
+                return False
+    return True
+
+
+def _end(t: float | None, direction: complex) -> float | None:
+    """An interval's end in lambda (or in the imaginary part of lambda) from a distance t >= 0."""
+    if t is None:
+        return None
+    sign = -1 if direction in (-1, -1j) else 1
+    return float(f"{sign * t:.12g}") + 0.0  # + 0.0 turns -0.0 into 0.0
+
+
+def _stability(scheme: Scheme, values: dict[str, sympy.Expr]) -> Stability:
+    matrix = amplification_matrix(scheme)
+    charpoly = sympy.collect(sympy.expand(matrix.charpoly(ZETA).as_expr()), ZETA)
+    det = sympy.factor(matrix.det())
+    variable, k = step_scaling(scheme, charpoly)
+    ode_order = 2 if k == 2 else 1
+    roots = sympy.roots(sympy.Poly(charpoly, ZETA), cubics=False, quartics=False)
+    eigenvalues = None
+    if sum(roots.values()) == matrix.rows:
+        eigenvalues = tuple(sympy.simplify(r) for r, m in roots.items() for _ in range(m))
+
+    subs = {sympy.Symbol(name, real=True): v for name, v in values.items()}
+    # Zero-stability: all functions 0 (lambda = 0) and, with a step h, h -> 0.
+    homogeneous = matrix.subs(LAMBDA, 0)
+    if "h" in values:
+        homogeneous = homogeneous.subs(sympy.Symbol("h", real=True), 0)
+    zero_stable = _power_bounded(exact_spectrum(homogeneous.subs(subs)), ode_order)
+    at_zero = matrix.subs(LAMBDA, 0).subs(subs)
+    stable_at_zero = _power_bounded(exact_spectrum(at_zero), ode_order)
+
+    numeric = NumericSpectrum(matrix.subs(subs))
+    scale = float(variable.subs(LAMBDA, 1).subs(subs))
+    allowed = 2 if ode_order == 2 else 1
+    real = imag = None
+    if stable_at_zero:
+        at_values = charpoly.subs(subs)
+        real = tuple(_end(stable_interval(numeric, at_values, d, allowed), d) for d in (-1, 1))
+        imag = tuple(_end(stable_interval(numeric, at_values, d, allowed), d) for d in (-1j, 1j))
+    result = Stability(
+        amplification_matrix=matrix,
+        characteristic_polynomial=charpoly,
+        det=det,
+        eigenvalues=eigenvalues,
+        variable=variable,
+        ode_order=ode_order,
+        zero_stable=zero_stable,
+        stable_at_zero=stable_at_zero,
+        real_interval=real,
+        imag_interval=imag,
+        numeric=numeric,
+    )
+    object.__setattr__(result, "_scale", scale)
+    return result
+
+
+def _reversibility(scheme: Scheme, stability: Stability, values: dict[str, sympy.Expr]) -> Reversibility:
+    subs = {sympy.Symbol(name, real=True): v for name, v in values.items()}
+    det = stability.det
+    volume_preserving = bool(det.is_number and abs(det) == 1)
+    at_zero = stability.amplification_matrix.subs(LAMBDA, 0).subs(subs)
+    det_zero = sympy.simplify(at_zero.det())
+    amplification = None
+    if not det_zero.is_zero:  # exact: M(0) is often defective (leapfrog), where floats lose digits
+        amplification = float(f"{exact_spectrum(at_zero.inv()).radius:.12g}")
+    try:
+        derivation = invert(scheme)
+    except NotReversibleError as exc:
+        if det_zero.is_zero:
+            kind = "none"
+            reason = "M(0) is singular: the step loses information, so no inverse exists"
+        else:
+            kind = "fixed-point"
+            reason = (
+                f"{exc} Since det M(0) = {format_expr(det_zero)} != 0, the inverse is a fixed point "
+                "that iteration finds when h*Lip(f) < 1"
+            )
+        return Reversibility(kind, None, (), (), volume_preserving, amplification, reason)
+    return Reversibility(
+        kind="explicit",
+        inverse=derivation.scheme,
+        solution=derivation.solution,
+        conditions=derivation.conditions,
+        volume_preserving=volume_preserving,
+        backward_amplification=amplification,
+        reason="the step equations solve for the old state with forward function evaluations only",
+    )
+
+
+def analyze(scheme: Scheme, params: Mapping[str, float] | None = None) -> Analysis:
+    """Analyze ``scheme`` (numbers at the parameters' defaults, or at ``params``)."""
+    values = _param_values(scheme, params)
+    stability = _stability(scheme, values)
+    reversibility = _reversibility(scheme, stability, values)
+    return Analysis(scheme=scheme, params=values, stability=stability, reversibility=reversibility)

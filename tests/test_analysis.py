@@ -1,0 +1,158 @@
+"""Analysis facts against independent references: nodepy's stability polynomials, and values
+derived by hand for each library scheme (DESIGN.md §3, issue 3)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import sympy
+
+import odenet
+from odenet.analysis.analyze import analyze
+from odenet.analysis.linear import LAMBDA, ZETA
+
+nodepy_rk = pytest.importorskip("nodepy.runge_kutta_method")
+nodepy_lm = pytest.importorskip("nodepy.linear_multistep_method")
+
+h = sympy.Symbol("h", real=True)
+z = sympy.Symbol("z")
+
+
+def _in_z(expr):
+    """An expression in lambda rewritten in z = h*lambda."""
+    return sympy.expand(expr.subs(LAMBDA, z / h))
+
+
+@pytest.mark.parametrize(("name", "nodepy_name"), [("euler", "FE"), ("heun", "Heun22"), ("rk4", "RK44")])
+def test_runge_kutta_stability_function_matches_nodepy(name, nodepy_name):
+    (entry,) = analyze(odenet.load(name)).stability.amplification_matrix
+    numerator, denominator = nodepy_rk.loadRKM(nodepy_name).stability_function()
+    assert list(denominator.coeffs) == [1]
+    expected = sum(sympy.Rational(str(c)) * z**k for k, c in enumerate(reversed(numerator.coeffs)))
+    assert _in_z(entry) == sympy.expand(expected)
+
+
+@pytest.mark.parametrize(
+    ("name", "method"),
+    [
+        ("ab2", lambda: nodepy_lm.Adams_Bashforth(2)),
+        (
+            "midpoint",
+            lambda: nodepy_lm.LinearMultistepMethod(np.array([-1, 0, 1]), np.array([0, 2, 0])),
+        ),  # y[n+1] = y[n-1] + 2h f[n]
+    ],
+)
+def test_multistep_characteristic_polynomial_matches_nodepy(name, method):
+    charpoly = analyze(odenet.load(name)).stability.characteristic_polynomial
+    rho, sigma = method().characteristic_polynomials()
+    as_sympy = lambda p: sum(sympy.Rational(str(c)) * ZETA**k for k, c in enumerate(reversed(p.coeffs)))  # noqa: E731
+    expected = as_sympy(rho) - z * as_sympy(sigma)
+    assert sympy.expand(_in_z(charpoly) - expected) == 0
+
+
+HAND = {
+    # name: (det M, real interval in lambda at the defaults, imaginary interval, kind, conditions,
+    #        volume preserving, backward amplification)
+    "euler": ("h*lambda + 1", [-20.0, 0.0], [0.0, 0.0], "fixed-point", [], False, 1.0),
+    "heun": ("(h**2*lambda**2 + 2*h*lambda + 2)/2", [-20.0, 0.0], [0.0, 0.0], "fixed-point", [], False, 1.0),
+    "leapfrog": ("1", [0.0, 400.0], [0.0, 0.0], "explicit", [], True, 1.0),  # 0 <= h^2 lambda <= 4
+    "hamiltonian": ("1", [-20.0, 20.0], [0.0, 0.0], "explicit", [], True, 1.0),  # |h lambda| <= 2
+    "momentum": ("gamma", [-38.0, 0.0], [0.0, 0.0], "explicit", ["gamma != 0"], False, 1 / 0.9),
+    "lm_resnet": ("-k", [-10.0, 0.0], [0.0, 0.0], "explicit", ["k != 0"], False, 2.0),
+    "reversible_heun": ("-1", [0.0, 0.0], [-10.0, 10.0], "explicit", [], True, 1.0),  # h lambda in [-i, i]
+    "backward_euler": ("-1/(h*lambda - 1)", [None, 0.0], [None, None], "explicit", [], False, 1.0),
+    "revnet": ("1", [0.0, 0.0], [-2.0, 2.0], "explicit", [], True, 1.0),
+    "midpoint": ("-1", [0.0, 0.0], [-10.0, 10.0], "explicit", [], True, 1.0),
+    "verlet": ("1", [-400.0, 0.0], [0.0, 0.0], "explicit", [], True, 1.0),
+    "ab2": ("h*lambda/2", [-10.0, 0.0], [0.0, 0.0], "none", [], False, None),
+    "rk4": (
+        "(h**4*lambda**4 + 4*h**3*lambda**3 + 12*h**2*lambda**2 + 24*h*lambda + 24)/24",
+        [-27.8529356341, 0.0],
+        [-20 * math.sqrt(2), 20 * math.sqrt(2)],
+        "fixed-point",
+        [],
+        False,
+        1.0,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HAND))
+def test_hand_derived_facts(name):
+    det, real, imag, kind, conditions, volume, amplification = HAND[name]
+    facts = analyze(odenet.load(name)).to_json()
+    stability, reversibility = facts["stability"], facts["reversibility"]
+    assert stability["det"] == det
+    for got, expected in ((stability["real_interval"], real), (stability["imag_interval"], imag)):
+        assert [end is None for end in got] == [end is None for end in expected]
+        assert [e for e in got if e is not None] == pytest.approx(
+            [e for e in expected if e is not None], rel=1e-9
+        )
+    assert stability["zero_stable"] is True
+    assert (reversibility["kind"], reversibility["conditions"]) == (kind, conditions)
+    assert reversibility["volume_preserving"] is volume
+    assert reversibility["backward_amplification"] == pytest.approx(amplification)
+
+
+def test_stability_interval_endpoints_are_on_the_boundary():
+    """Just inside an end the spectral radius is <= 1, just outside it is > 1 (RK4, hamiltonian)."""
+    for name in ("rk4", "hamiltonian", "momentum", "leapfrog"):
+        stability = analyze(odenet.load(name)).stability
+        for end in stability.real_interval:
+            if end:
+                assert stability.radius([end * (1 - 1e-6)])[0] <= 1 + 1e-9
+                assert stability.radius([end * (1 + 1e-6)])[0] > 1 + 1e-9
+
+
+def test_lm_resnet_zero_stable_iff_k_in_minus_one_to_one():
+    scheme = odenet.load("lm_resnet")
+    # roots of the homogeneous recurrence: 1 and -k
+    for k, expected in [(-1.0, False), (-0.999, True), (0.0, True), (0.5, True), (1.0, True), (1.001, False)]:
+        assert analyze(scheme, params={"k": k}).stability.zero_stable is expected, k
+
+
+def test_leapfrog_double_root_is_allowed_but_not_for_first_order_schemes():
+    # leapfrog: zeta^2 - 2 zeta + 1 at lambda = 0, a Jordan block at 1, allowed for y'' = F(y)
+    assert analyze(odenet.load("leapfrog")).stability.zero_stable
+    # the same recurrence in a first-order scheme is not zero-stable: x[n+1] = 2x[n] - x[n-1] + h f(x[n])
+    weak = odenet.parse("scheme weak\nstate x\nparam h = 0.1\nx[n+1] = 2*x[n] - x[n-1] + h*f(x[n])")
+    assert analyze(weak).stability.zero_stable is False
+    assert analyze(weak).stability.real_interval is None
+
+
+def test_characteristic_polynomial_and_eigenvalues_in_closed_form():
+    stability = analyze(odenet.load("leapfrog")).stability
+    assert sympy.expand(stability.characteristic_polynomial - (ZETA**2 - (2 - h**2 * LAMBDA) * ZETA + 1)) == 0
+    product = sympy.simplify(stability.eigenvalues[0] * stability.eigenvalues[1])
+    assert product == 1
+    assert analyze(odenet.load("rk4")).stability.eigenvalues is not None
+
+
+def test_step_scaling_variable():
+    assert analyze(odenet.load("leapfrog")).stability.variable == h**2 * LAMBDA
+    assert analyze(odenet.load("rk4")).stability.variable == h * LAMBDA
+    assert analyze(odenet.load("revnet")).stability.variable == LAMBDA
+
+
+def test_momentum_backward_amplification_is_one_over_gamma():
+    for gamma in (0.5, 0.9):
+        facts = analyze(odenet.load("momentum"), params={"gamma": gamma}).to_json()
+        assert facts["reversibility"]["backward_amplification"] == pytest.approx(1 / gamma)
+        assert facts["stability"]["det"] == "gamma"
+
+
+def test_unknown_parameter_override_is_refused():
+    with pytest.raises(odenet.SchemeValueError, match="has no parameter 'gamma'"):
+        analyze(odenet.load("euler"), params={"gamma": 1})
+
+
+def test_region_radius_matches_a_direct_eigenvalue_computation():
+    stability = analyze(odenet.load("reversible_heun")).stability
+    lam = np.array([0.3 + 2j, -1.5, 7j])
+    direct = []
+    for value in lam:
+        matrix = stability.amplification_matrix.subs({LAMBDA: value, h: sympy.Rational(1, 10)})
+        direct.append(np.abs(np.linalg.eigvals(np.array(matrix.evalf(), dtype=complex))).max())
+    assert stability.radius(lam) == pytest.approx(direct, rel=1e-12)

@@ -1,0 +1,133 @@
+"""The derived inverse: step then inverse returns the states (property test), the reversed-time
+convention, and the error for schemes without an explicit inverse."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import sympy
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import odenet
+from odenet.analysis.inverse import from_reversed, invert, to_reversed
+from odenet.analysis.numeric import next_state, step
+from odenet.ir import value
+
+REVERSIBLE = [
+    "leapfrog",
+    "hamiltonian",
+    "verlet",
+    "revnet",
+    "lm_resnet",
+    "momentum",
+    "reversible_heun",
+    "midpoint",
+]
+
+
+def test_explicitly_reversible_library_schemes():
+    kinds = {name: odenet.analyze(odenet.load(name)).reversibility.kind for name in odenet.library_names()}
+    assert sorted(n for n, k in kinds.items() if k == "explicit") == sorted([*REVERSIBLE, "backward_euler"])
+
+
+@st.composite
+def random_problem(draw):
+    name = draw(st.sampled_from(REVERSIBLE))
+    scheme = odenet.load(name)
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    width = draw(st.integers(1, 5))
+    functions = {}
+    for f in scheme.functions:
+        weight, bias = rng.normal(size=(width, width)), rng.normal(size=width)
+        activation = draw(st.sampled_from([np.tanh, np.sin, lambda u: u**3 / (1 + u**2)]))
+        functions[f.name] = lambda u, w=weight, b=bias, a=activation: a(w @ u + b)
+    old = {symbol: rng.normal(size=width) for symbol in scheme.state_vector}
+    params = {}
+    for p in scheme.params:
+        low, high = (
+            (0.2, 0.95)
+            if p.interval is None
+            else (max(float(p.interval[0]), -0.9), min(float(p.interval[1]), 0.9))
+        )
+        value_ = draw(st.floats(low, high))
+        params[p.name] = value_ if abs(value_) > 0.1 else 0.5  # the inverse needs gamma, k != 0
+    return scheme, functions, old, params
+
+
+@settings(max_examples=100, deadline=None)
+@given(random_problem())
+def test_step_then_inverse_is_the_identity(problem):
+    scheme, functions, old, params = problem
+    inverse = invert(scheme).scheme
+    forward = step(scheme, old, functions, params)
+    back = from_reversed(scheme, step(inverse, to_reversed(scheme, forward), functions, params))
+    for symbol, expected in old.items():
+        np.testing.assert_allclose(back[symbol], expected, rtol=0, atol=1e-12)
+
+
+def test_inverse_of_reversible_heun_needs_the_joint_solve():
+    derivation = invert(odenet.load("reversible_heun"))
+    (first, z_old), (second, y_old) = derivation.solution
+    h, f = sympy.Symbol("h", real=True), sympy.Function("f")
+    y1, z1 = value("y", 1), value("z", 1)
+    assert first == value("z") and sympy.expand(z_old - (2 * y1 - z1 - h * f(z1))) == 0
+    assert second == value("y") and sympy.expand(y_old - (y1 - h / 2 * (f(z1) + f(z_old)))) == 0
+    # printed in reversed time, the inverse reads its own new z as a later line's input
+    assert str(derivation.scheme.updates[1]) == "y[n+1] = -h*f(z[n+1])/2 - h*f(z[n])/2 + y[n]"
+
+
+def test_leapfrog_is_its_own_inverse():
+    leapfrog = odenet.load("leapfrog")
+    inverse = odenet.derive_inverse(leapfrog)
+    assert inverse.steps == leapfrog.steps
+    assert odenet.parse(inverse.to_text()) == inverse  # the inverse is an ordinary scheme
+
+
+def test_inverse_conditions():
+    assert [str(c) for c in invert(odenet.load("momentum")).conditions] == ["gamma"]
+    assert [str(c) for c in invert(odenet.load("lm_resnet")).conditions] == ["k"]
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        (
+            "euler",
+            "scheme euler has no explicit inverse: the old value x[n] sits inside the call f(x[n]), "
+            "and the step equations cannot be combined to remove it",
+        ),
+        ("rk4", "scheme rk4 has no explicit inverse: the old value x[n] sits inside the call f(x[n])"),
+        ("ab2", "scheme ab2 has no explicit inverse: the old value x[n] sits inside the call f(x[n])"),
+    ],
+)
+def test_no_explicit_inverse(name, message):
+    with pytest.raises(odenet.NotReversibleError) as info:
+        odenet.derive_inverse(odenet.load(name))
+    assert str(info.value).startswith(message)
+
+
+def test_lost_information_is_reported():
+    scheme = odenet.parse("scheme drop\nstate x\nx[n+1] = f(x[n])")
+    assert odenet.analyze(scheme).reversibility.kind == "none"
+    dropped = odenet.parse("scheme dropped\nstate x, v\nv[n+1] = f(x[n])\nx[n+1] = x[n] + v[n+1]")
+    with pytest.raises(odenet.NotReversibleError) as info:
+        odenet.derive_inverse(dropped)
+    assert str(info.value) == (
+        "scheme dropped has no explicit inverse: the step equations do not determine v[n] "
+        "(information is lost in the step)"
+    )
+
+
+def test_implicit_scheme_has_an_explicit_inverse():
+    derivation = invert(odenet.load("backward_euler"))
+    ((old, expr),) = derivation.solution
+    h, f, x1 = sympy.Symbol("h", real=True), sympy.Function("f"), value("x", 1)
+    assert old == value("x") and sympy.expand(expr - (x1 - h * f(x1))) == 0
+
+
+def test_next_state_shifts_history():
+    scheme = odenet.load("leapfrog")
+    env = step(scheme, {value("y"): 2.0, value("y", -1): 1.0}, {"f": lambda u: 0 * u})
+    assert next_state(scheme, env) == {value("y"): 3.0, value("y", -1): 2.0}
