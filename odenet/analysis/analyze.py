@@ -26,6 +26,7 @@ from odenet.analysis.linear import (
     stable_interval,
     step_scaling,
 )
+from odenet.analysis.order import OrderResult, order_of_accuracy
 from odenet.errors import NotReversibleError, SchemeValueError
 from odenet.ir import Scheme
 from odenet.language.printer import format_expr
@@ -80,13 +81,16 @@ class Analysis:
     params: Mapping[str, sympy.Expr]
     stability: Stability
     reversibility: Reversibility
-    order: int | None = None
-    leading_error: sympy.Expr | None = None
-    order_reason: str = ""
+    accuracy: OrderResult
 
     @property
     def explicit(self) -> bool:
         return self.scheme.is_explicit
+
+    @property
+    def order(self) -> int | None:
+        """The order of accuracy in h, or None (no h, inconsistent, or not analyzable)."""
+        return self.accuracy.order
 
     def to_json(self) -> dict:
         """The stable JSON contract of ``odenet analyze --json`` (documented in docs/analysis.md)."""
@@ -250,4 +254,11 @@ def analyze(scheme: Scheme, params: Mapping[str, float] | None = None) -> Analys
     values = _param_values(scheme, params)
     stability = _stability(scheme, values)
     reversibility = _reversibility(scheme, stability, values)
-    return Analysis(scheme=scheme, params=values, stability=stability, reversibility=reversibility)
+    symbols = {sympy.Symbol(name, real=True): v for name, v in values.items()}
+    return Analysis(
+        scheme=scheme,
+        params=values,
+        stability=stability,
+        reversibility=reversibility,
+        accuracy=order_of_accuracy(scheme, symbols),
+    )

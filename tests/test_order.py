@@ -1,0 +1,150 @@
+"""Order of accuracy: nodepy's orders, hand-derived values, the modified equation of Lu et al., and
+empirical convergence slopes on a nonlinear problem against a reference solution of the ODE written
+here by hand (not taken from the analysis)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import sympy
+
+import odenet
+from odenet.analysis.numeric import evaluate, next_state, step
+from odenet.ir import parse_value, value
+
+nodepy_rk = pytest.importorskip("nodepy.runge_kutta_method")
+nodepy_lm = pytest.importorskip("nodepy.linear_multistep_method")
+
+
+@pytest.mark.parametrize(
+    ("name", "method"),
+    [
+        ("euler", lambda: nodepy_rk.loadRKM("FE")),
+        ("heun", lambda: nodepy_rk.loadRKM("Heun22")),
+        ("rk4", lambda: nodepy_rk.loadRKM("RK44")),
+        ("ab2", lambda: nodepy_lm.Adams_Bashforth(2)),
+        ("midpoint", lambda: nodepy_lm.LinearMultistepMethod(np.array([-1, 0, 1]), np.array([0, 2, 0]))),
+    ],
+)
+def test_order_matches_nodepy(name, method):
+    assert odenet.analyze(odenet.load(name)).order == method().order()
+
+
+HAND = {
+    # name: (order, the ODE it is consistent with)
+    "backward_euler": (1, ("x' = f(x)",)),
+    "leapfrog": (2, ("y'' = -f(y)",)),
+    "verlet": (2, ("x' = v", "v' = f(x)")),
+    "reversible_heun": (2, ("y' = f(y)", "z is an auxiliary (parasitic) state")),
+    "lm_resnet": (1, ("u' = f(u)/(k + 1)",)),
+    "ab2": (2, ("x' = f(x)", "F is an auxiliary (parasitic) state")),
+    # symplectic Euler: y and z on the same grid (second order only if z is read at half steps)
+    "hamiltonian": (1, ("y' = f(z)", "z' = -g(y)")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HAND))
+def test_hand_derived_orders_and_odes(name):
+    accuracy = odenet.analyze(odenet.load(name)).accuracy
+    assert (accuracy.order, accuracy.ode) == HAND[name]
+
+
+def test_schemes_without_h_have_no_order():
+    for name in ("momentum", "revnet"):
+        accuracy = odenet.analyze(odenet.load(name)).accuracy
+        assert accuracy.order is None
+        assert accuracy.reason == "the scheme has no step parameter h, so it discretizes no ODE in h"
+
+
+def test_inconsistent_scheme_has_no_order():
+    scheme = odenet.parse("scheme bad\nstate x\nparam h = 0.1\nx[n+1] = 2*x[n] + h*f(x[n])")
+    accuracy = odenet.analyze(scheme).accuracy
+    assert accuracy.order is None and accuracy.reason.startswith("inconsistent")
+
+
+def test_lm_resnet_modified_equation_is_lu_et_al():
+    # (1 + k) u' + (1 - k) h/2 u'' = f(u)
+    accuracy = odenet.analyze(odenet.load("lm_resnet")).accuracy
+    assert accuracy.modified_equation == "-h*k*u''/2 + h*u''/2 + k*u' + u' - f(u) = 0"
+
+
+def test_lm_resnet_with_k_one_is_second_order():
+    # k = 1: u[n+1] = u[n-1] + h f(u[n]), the midpoint rule for 2u' = f(u)
+    accuracy = odenet.analyze(odenet.load("lm_resnet"), params={"k": 1}).accuracy
+    assert accuracy.order == 2
+    assert accuracy.ode == ("u' = f(u)/(k + 1)",)  # the ODE is kept symbolic in the parameters
+
+
+def test_leading_error_of_euler():
+    t = sympy.Symbol("t")
+    x, f, h = sympy.Function("x")(t), sympy.Function("f"), sympy.Symbol("h", real=True)
+    leading = odenet.analyze(odenet.load("euler")).accuracy.leading_error
+    # x(t+h) - x - h f(x) = h^2/2 x'' = h^2/2 f'(x) f(x)
+    assert sympy.simplify(leading - h**2 / 2 * f(x) * sympy.diff(f(x), x)) == 0
+
+
+# -- empirical convergence ---------------------------------------------------------------------
+
+
+def _f(u):
+    return np.sin(u) - 0.5 * u
+
+
+def _rk4(rhs, y0, t_end, n=20_000):
+    y, dt = np.array(y0, dtype=float), t_end / n
+    for _ in range(n):
+        k1 = rhs(y)
+        k2 = rhs(y + dt / 2 * k1)
+        k3 = rhs(y + dt / 2 * k2)
+        k4 = rhs(y + dt * k3)
+        y = y + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+    return y
+
+
+# Each case: the ODE in first-order form (written here, not derived by odenet), its initial value,
+# which component is the output, and how to build the scheme's starting vector from exact values.
+K = 0.5
+CASES = {
+    "euler": (lambda y: _f(y), [1.0], 0),
+    "heun": (lambda y: _f(y), [1.0], 0),
+    "rk4": (lambda y: _f(y), [1.0], 0),
+    "ab2": (lambda y: _f(y), [1.0], 0),
+    "midpoint": (lambda y: _f(y), [1.0], 0),
+    "reversible_heun": (lambda y: _f(y), [1.0], 0),
+    "lm_resnet": (lambda y: _f(y) / (1 + K), [1.0], 0),
+    "leapfrog": (lambda s: np.array([s[1], -_f(s[0])]), [1.0, 0.0], 0),  # y'' = -f(y), y'(0) = 0
+    "verlet": (lambda s: np.array([s[1], _f(s[0])]), [1.0, 0.0], 0),  # x'' = f(x), v(0) = 0
+    "hamiltonian": (lambda s: np.array([_f(s[1]), -np.tanh(s[0])]), [1.0, 0.5], 0),
+}
+
+
+def _run(name, h, t_end=1.0):
+    scheme = odenet.load(name)
+    rhs, y0, output = CASES[name]
+    functions = {"f": _f, "g": np.tanh}
+    exact_past = {lag: _rk4(rhs, y0, -lag * h, 2000) for lag in range(1, 3)}
+    old = {}
+    for symbol in scheme.state_vector:
+        state, lag = parse_value(symbol)
+        offset = -lag
+        position = scheme.inputs.index(state) if state in scheme.inputs else None
+        if name == "verlet" and state == "v":
+            old[symbol] = 0.0
+        elif position is not None:
+            old[symbol] = y0[position] if offset == 0 else exact_past[offset][position]
+    for eq in scheme.init:  # auxiliary states start from the scheme's own init
+        if eq.target not in old:
+            old[eq.target] = float(evaluate(eq.expr, old, functions))
+    params = {"h": h} | ({"k": K} if name == "lm_resnet" else {})
+    for _ in range(round(t_end / h)):
+        old = next_state(scheme, step(scheme, old, functions, params))
+    exact = _rk4(rhs, y0, t_end)
+    return abs(old[value(scheme.outputs[0])] - exact[output])
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_empirical_convergence_slope_matches_the_order(name):
+    steps = [0.1, 0.05, 0.025, 0.0125]
+    errors = [_run(name, h) for h in steps]
+    slope = np.polyfit(np.log(steps), np.log(errors), 1)[0]
+    assert slope == pytest.approx(odenet.analyze(odenet.load(name)).order, abs=0.3), errors
