@@ -57,6 +57,60 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _schemes_from(argument: str) -> list[Scheme]:
+    """A library name, a .scheme file, or a folder of .scheme files (sorted by name)."""
+    path = Path(argument)
+    if path.is_dir():
+        files = sorted(path.glob("*.scheme"))
+        if not files:
+            raise SchemeNotFoundError(f"no .scheme files in the folder {argument!r}")
+        return [read_scheme_file(f) for f in files]
+    return [load(argument)]
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    import json
+
+    from odenet.analysis import analyze
+    from odenet.report.analysis import verdict, write_index, write_report
+
+    params = dict(args.param or [])
+    schemes = _schemes_from(args.scheme)
+    analyses = [analyze(s, params=params or None) for s in schemes]
+    if args.json:
+        objects = [a.to_json() for a in analyses]
+        print(
+            json.dumps(
+                objects[0] if len(objects) == 1 and not Path(args.scheme).is_dir() else objects, indent=2
+            )
+        )
+    else:
+        for a in analyses:
+            print(f"{a.scheme.name}:")
+            for line in verdict(a):
+                print(f"  - {line}")
+    if args.report is not None:
+        folder = Path(args.report)
+        if len(analyses) == 1 and not Path(args.scheme).is_dir():
+            written = write_report(analyses[0], folder)
+        else:
+            for a in analyses:
+                write_report(a, folder / a.scheme.name)
+            written = write_index(analyses, folder)
+        print(f"wrote {written}", file=sys.stderr)
+    return 0
+
+
+def _param_argument(text: str) -> tuple[str, float]:
+    name, sep, number = text.partition("=")
+    try:
+        if not sep:
+            raise ValueError
+        return name.strip(), float(number)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME=NUMBER, such as h=0.05, not {text!r}") from None
+
+
 # ---------------------------------------------------------------------------------------------------
 
 
@@ -129,6 +183,24 @@ def _parser() -> argparse.ArgumentParser:
     p = commands.add_parser("show", help="show a scheme's equations, states, params and data flow")
     p.add_argument("scheme", metavar="SCHEME")
     p.set_defaults(run=_cmd_show)
+
+    p = commands.add_parser(
+        "analyze",
+        help="order, stability, zero-stability and reversibility of a scheme (or of a folder of schemes)",
+    )
+    p.add_argument("scheme", metavar="SCHEME", help="a library name, a .scheme file, or a folder of them")
+    p.add_argument("--json", action="store_true", help="print the facts as JSON (see docs/analysis.md)")
+    p.add_argument(
+        "--report", metavar="DIR", help="write report.md and stability.png (and index.md for a folder)"
+    )
+    p.add_argument(
+        "--param",
+        metavar="NAME=VALUE",
+        type=_param_argument,
+        action="append",
+        help="use this parameter value instead of the default (repeatable)",
+    )
+    p.set_defaults(run=_cmd_analyze)
 
     p = commands.add_parser("check", help="check scheme files; exit 1 and report every problem if any")
     p.add_argument("files", metavar="FILE", nargs="+", type=Path)

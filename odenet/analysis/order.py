@@ -51,6 +51,7 @@ class OrderResult:
     reason: str  # why the order is null, or what it was judged on
     ode: tuple[str, ...] = ()  # "x' = f(x)", one line per evolving state; "z = y" for slaved ones
     leading_error: sympy.Expr | None = None  # h**(p+i0) * residual, with time derivatives of the states
+    leading_error_text: str | None = None  # the same, written with primes: h**2*f(x)*f'(x)/2
     modified_equation: str | None = None
     lower_bound: bool = False  # the expansion was truncated before any error term appeared
 
@@ -242,10 +243,19 @@ def _prime(state: str, i: int) -> str:
 
 
 def _jet_text(expr, jets) -> str:
+    """Text with primes: jets as x', x''; derivatives of functions as f'(x), f''(x)."""
     names = {}
     for state, symbols in jets.items():
         for i, s in enumerate(symbols):
             names[s] = sympy.Symbol(_prime(state, i))
+    expr = expr.replace(
+        lambda e: (
+            isinstance(e, sympy.Derivative) and isinstance(e.expr, AppliedUndef) and len(e.variables) > 0
+        ),
+        lambda e: sympy.Symbol(
+            f"{_prime(e.expr.func.__name__, len(e.variables))}({format_expr(e.variables[0])})"
+        ),
+    )
     return format_expr(expr.xreplace(names))
 
 
@@ -353,7 +363,7 @@ def _order(scheme: Scheme, h, values, terms: int) -> OrderResult:
         )
     p, s, m = best
     alpha = ode[s][3]
-    leading = sympy.factor_terms(sympy.expand(series[s][m].xreplace(reduce) / alpha)) * h**m
+    leading = sympy.factor(sympy.expand(series[s][m].xreplace(reduce) / alpha)) * h**m
     power = ode[s][0]
     modified = sympy.expand(series[s][power] + h ** (m - power) * series[s][m])
     return OrderResult(
@@ -361,6 +371,7 @@ def _order(scheme: Scheme, h, values, terms: int) -> OrderResult:
         f"judged on {s}, with auxiliary states slaved to the evolving ones",
         ode_text + slaved_text,
         leading_error=_derivative_form(leading, jets),
+        leading_error_text=_jet_text(leading, jets),
         modified_equation=f"{_jet_text(modified, jets)} = 0",
     )
 

@@ -1,0 +1,1 @@
+"""Reports for people: Markdown pages and pictures of analyses (and, later, of trained networks)."""

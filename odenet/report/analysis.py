@@ -1,0 +1,273 @@
+"""Reports of an analysis for people: a verdict in words, a Markdown page, the stability-region plot.
+
+Matplotlib is imported only when a plot is drawn (``import odenet`` stays light), with the
+non-interactive Agg backend so reports work on machines without a display.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import sympy
+
+from odenet.analysis import Analysis
+from odenet.language.printer import format_expr, format_number
+
+__all__ = ["plot_stability_region", "verdict", "write_index", "write_report"]
+
+
+def _fmt(x: float) -> str:
+    """A number as a reader wants it: 400 rather than 400.0, 2.785 rather than 2.78529356341."""
+    if x == int(x) and abs(x) < 1e12:
+        return str(int(x))
+    return f"{x:.4g}"
+
+
+def _variable_text(analysis: Analysis) -> str:
+    return format_expr(analysis.stability.variable).replace("lambda", "λ")
+
+
+def _scaled(analysis: Analysis, interval):
+    scale = analysis.stability.scale
+    return tuple(None if e is None else e * scale for e in interval)
+
+
+def _interval_text(interval, imaginary: bool = False) -> str:
+    """``[-2, 0]``, ``(-∞, 0]``, ``i·[-1, 1]``, or ``{0}`` for the single point."""
+    lo, hi = interval
+    if lo == 0 and hi == 0:
+        return "{0}"
+    left = "(-∞" if lo is None else f"[{_fmt(lo)}"
+    right = "∞)" if hi is None else f"{_fmt(hi)}]"
+    return ("i·" if imaginary else "") + f"{left}, {right}"
+
+
+def verdict(analysis: Analysis) -> list[str]:
+    """The plain-language conclusions, one sentence each."""
+    s, r, a = analysis.stability, analysis.reversibility, analysis.accuracy
+    var = _variable_text(analysis)
+    out = []
+    if s.real_interval is None:
+        out.append(f"unstable even at {var} = 0: the step amplifies its own state without any input from f")
+    else:
+        parts = []
+        for interval, imaginary, axis in (
+            (s.real_interval, False, "real"),
+            (s.imag_interval, True, "imaginary"),
+        ):
+            scaled = _scaled(analysis, interval)
+            if scaled == (0.0, 0.0):
+                parts.append(f"on the {axis} axis only at {var} = 0")
+            elif None in scaled:
+                parts.append(
+                    f"for {var} in {_interval_text(scaled, imaginary)} on the {axis} axis (unbounded)"
+                )
+            else:
+                parts.append(f"for {var} in {_interval_text(scaled, imaginary)} on the {axis} axis")
+        out.append("stable " + " and ".join(parts))
+    out.append("zero-stable" if s.zero_stable else "not zero-stable: the homogeneous recurrence grows")
+    if a.order is None:
+        out.append(f"no order of accuracy: {a.reason}")
+    else:
+        bound = "at least " if a.lower_bound else ""
+        out.append(f"order {bound}{a.order} for {'; '.join(a.ode)}")
+    if r.kind == "explicit":
+        needs = (
+            f" (valid while {', '.join(format_expr(c) + ' != 0' for c in r.conditions)})"
+            if r.conditions
+            else ""
+        )
+        text = f"reversible without storing activations{needs}"
+        if r.backward_amplification is not None:
+            text += f"; the inverse multiplies rounding error by {r.backward_amplification:.3g} per layer"
+        out.append(text)
+    elif r.kind == "fixed-point":
+        out.append(
+            "invertible only by fixed-point iteration (when h*Lip(f) < 1): train with stored or "
+            "recomputed activations"
+        )
+    else:
+        out.append("not invertible: the step loses information, so activations must be stored")
+    if r.volume_preserving:
+        out.append("volume-preserving: |det M| = 1 for every λ")
+    return out
+
+
+def _latex_block(lines: Sequence[str]) -> str:
+    return "\n".join(f"$$ {line} $$" for line in lines)
+
+
+def _row(name: str, value: str) -> str:
+    return f"| {name} | {value} |"
+
+
+def report_markdown(analysis: Analysis, image: str | None = "stability.png") -> str:
+    scheme, s, r, a = analysis.scheme, analysis.stability, analysis.reversibility, analysis.accuracy
+    latex = scheme.latex
+    out = [f"# {scheme.name}", ""]
+    if scheme.doc:
+        out += ["> " + line for line in scheme.doc.splitlines()] + [""]
+    out += ["## Step", "", _latex_block(scheme.latex_equations()), ""]
+    if r.kind == "explicit":
+        out += [
+            "## Inverse (derived)",
+            "",
+            "Old values from new ones, with function evaluations only forward:",
+            "",
+        ]
+        out += [_latex_block([f"{latex(old)} = {latex(expr)}" for old, expr in r.solution]), ""]
+    params = ", ".join(f"{k} = {format_number(v)}" for k, v in analysis.params.items()) or "none"
+    eigen = "no closed form" if s.eigenvalues is None else ", ".join(f"${latex(e)}$" for e in s.eigenvalues)
+    real = "unstable at 0" if s.real_interval is None else _interval_text(s.real_interval)
+    imag = "unstable at 0" if s.imag_interval is None else _interval_text(s.imag_interval, True)
+    order = "none" if a.order is None else f"{'≥ ' if a.lower_bound else ''}{a.order}"
+    rows = [
+        _row("explicit step", "yes" if analysis.explicit else "no (implicit)"),
+        _row("parameters used for numbers", params),
+        _row("order in h", f"{order} ({a.reason})"),
+        _row("consistent ODE", "; ".join(f"`{line}`" for line in a.ode) or "none"),
+        _row("leading local error", "none" if a.leading_error is None else f"`{a.leading_error_text}`"),
+        _row("modified equation", "none" if a.modified_equation is None else f"`{a.modified_equation}`"),
+        _row("amplification matrix M(λ)", f"${latex(s.amplification_matrix)}$"),
+        _row("characteristic polynomial", f"${latex(s.characteristic_polynomial)}$"),
+        _row("det M", f"${latex(s.det)}$"),
+        _row("eigenvalues", eigen),
+        _row("region depends on", f"${latex(s.variable)}$"),
+        _row("zero-stable", "yes" if s.zero_stable else "no"),
+        _row("real interval of λ", real),
+        _row("imaginary interval of λ", imag),
+        _row("reversibility", r.kind),
+        _row("inverse needs", ", ".join(f"${latex(c)} \\neq 0$" for c in r.conditions) or "nothing"),
+        _row("volume-preserving", "yes" if r.volume_preserving else "no"),
+        _row(
+            "backward amplification",
+            "none (M(0) is singular)"
+            if r.backward_amplification is None
+            else f"{r.backward_amplification:.6g}",
+        ),
+    ]
+    out += ["## Facts", "", "| fact | value |", "|---|---|", *rows, ""]
+    out += ["## Verdict", ""] + [f"- {line}." for line in verdict(analysis)] + [""]
+    if image:
+        out += [
+            "## Stability region",
+            "",
+            f"![stability region of {scheme.name}]({image})",
+            "",
+            f"Shaded: spectral radius of M at most 1, in the complex ${latex(s.variable)}$ plane at the "
+            "parameters above; thick lines: the stable intervals on the axes (a region of zero area, "
+            "such as leapfrog's segment, shows only as its line).",
+            "",
+        ]
+    return "\n".join(out)
+
+
+def _extents(analysis: Analysis) -> tuple[float, float]:
+    """Half-widths of the plot along the real and imaginary axes: the intervals' ends and the
+    bounding box of the region (found on a coarse grid), padded; at least 3 each."""
+    s = analysis.stability
+    ends = []
+    for interval in (s.real_interval, s.imag_interval):
+        finite = [] if interval is None else [abs(e) for e in _scaled(analysis, interval) if e is not None]
+        ends.append(max(finite, default=0.0))
+    reach = max(3.0, 1.3 * max(ends))
+    axis = np.linspace(-reach, reach, 161)
+    grid = axis[None, :] + 1j * axis[:, None]
+    stable = s.radius(grid / s.scale) <= 1 + 1e-9
+    rows, cols = np.nonzero(stable)
+    box_x = np.abs(axis[cols]).max(initial=0.0)
+    box_y = np.abs(axis[rows]).max(initial=0.0)
+    return max(3.0, 1.3 * ends[0], 1.15 * box_x), max(3.0, 1.3 * ends[1], 1.15 * box_y)
+
+
+def plot_stability_region(analysis: Analysis, path: str | os.PathLike, resolution: int = 401) -> None:
+    """Draw the stability region in the complex plane of the scheme's variable (h*λ, h²*λ or λ)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = analysis.stability
+    width, height = _extents(analysis)
+    xs = np.linspace(-width, width, resolution)
+    ys = np.linspace(-height, height, resolution)
+    grid = xs[None, :] + 1j * ys[:, None]
+    radius = s.radius(grid / s.scale)
+    stable = (radius <= 1 + 1e-9).astype(float)
+    fig, ax = plt.subplots(figsize=(5.2, 5.0), dpi=110)
+    ax.contourf(xs, ys, stable, levels=[0.5, 1.5], colors=["#9ecae1"])
+    ax.contour(
+        xs, ys, np.where(np.isfinite(radius), radius, 1e6), levels=[1.0], colors=["#08519c"], linewidths=0.8
+    )
+    ax.axhline(0, color="0.6", lw=0.6)
+    ax.axvline(0, color="0.6", lw=0.6)
+    for interval, horizontal, reach in ((s.real_interval, True, width), (s.imag_interval, False, height)):
+        if interval is None:
+            continue
+        lo, hi = _scaled(analysis, interval)
+        lo, hi = (-reach if lo is None else lo), (reach if hi is None else hi)
+        if horizontal:
+            ax.plot([lo, hi], [0, 0], color="#d94801", lw=3, solid_capstyle="butt")
+        else:
+            ax.plot([0, 0], [lo, hi], color="#d94801", lw=3, solid_capstyle="butt")
+    var = sympy.latex(s.variable)
+    ax.set_xlabel(f"Re(${var}$)")
+    ax.set_ylabel(f"Im(${var}$)")
+    ax.set_title(f"{analysis.scheme.name}: stability region")
+    ax.set_xlim(-width, width)
+    ax.set_ylim(-height, height)
+    if max(width, height) / min(width, height) < 3:
+        ax.set_aspect("equal")
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
+
+
+def write_report(analysis: Analysis, folder: str | os.PathLike) -> Path:
+    """Write ``report.md`` and ``stability.png`` into ``folder``; returns the report's path."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    _atomic_write(folder / "report.md", report_markdown(analysis))
+    temporary = folder / ".stability.png.partial"
+    plot_stability_region(analysis, temporary)
+    os.replace(temporary, folder / "stability.png")
+    return folder / "report.md"
+
+
+def write_index(analyses: Sequence[Analysis], folder: str | os.PathLike) -> Path:
+    """``index.md``: one table comparing every analyzed scheme, linking each report."""
+    lines = [
+        "# Scheme gallery",
+        "",
+        "Every scheme analyzed by `odenet analyze`; numbers at the parameters' defaults.",
+        "Intervals are in the variable the region depends on (h·λ, h²·λ or λ, its column).",
+        "",
+        "| scheme | explicit | order | zero-stable | variable | real interval | imaginary interval | det M "
+        "| reversible | backward amplification |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for a in analyses:
+        s, r = a.stability, a.reversibility
+        var = _variable_text(a)
+        real = "unstable" if s.real_interval is None else _interval_text(_scaled(a, s.real_interval))
+        imag = "unstable" if s.imag_interval is None else _interval_text(_scaled(a, s.imag_interval), True)
+        amplification = "–" if r.backward_amplification is None else f"{r.backward_amplification:.3g}"
+        lines.append(
+            f"| [{a.scheme.name}]({a.scheme.name}/report.md) | {'yes' if a.explicit else 'no'} "
+            f"| {'–' if a.order is None else a.order} | {'yes' if s.zero_stable else 'no'} | {var} "
+            f"| {real} | {imag} | ${sympy.latex(s.det)}$ | {r.kind} | {amplification} |"
+        )
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    _atomic_write(folder / "index.md", "\n".join(lines) + "\n")
+    return folder / "index.md"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    """Write through a temporary file and rename, so a failure never leaves half a report."""
+    temporary = path.with_name("." + path.name + ".partial")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
