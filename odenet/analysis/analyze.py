@@ -20,9 +20,9 @@ from odenet.analysis.linear import (
     LAMBDA,
     ZETA,
     NumericSpectrum,
-    Spectrum,
     amplification_matrix,
     exact_spectrum,
+    is_power_bounded,
     stable_interval,
     step_scaling,
 )
@@ -50,12 +50,8 @@ class Stability:
     stable_at_zero: bool  # stable at lambda = 0 with the parameters' values
     real_interval: Interval | None  # in lambda; None when not even lambda = 0 is stable
     imag_interval: Interval | None  # imaginary parts of lambda
+    scale: float  # variable / lambda at the parameter values: h, h**2 or 1
     numeric: NumericSpectrum = field(repr=False, compare=False)
-
-    @property
-    def scale(self) -> float:
-        """``variable / lambda`` at the parameter values (h, h**2 or 1)."""
-        return self._scale
 
     def radius(self, lam):
         """Spectral radius of ``M(lambda)`` at the parameter values, for an array of ``lambda``."""
@@ -149,20 +145,6 @@ def _param_values(scheme: Scheme, params: Mapping[str, float] | None) -> dict[st
     return values
 
 
-def _power_bounded(spectrum: Spectrum, ode_order: int) -> bool:
-    """Exact test: no eigenvalue outside the unit circle; on it, Jordan blocks of size 1, except a
-    block of size 2 at zeta = 1 for a second-order ODE (its solutions grow linearly)."""
-    for eig, block in zip(spectrum.eigenvalues, spectrum.jordan_block, strict=True):
-        modulus = abs(eig)
-        if modulus > 1 + 1e-12:
-            return False
-        if abs(modulus - 1) <= 1e-12:
-            allowed = 2 if ode_order == 2 and abs(eig - 1) <= 1e-12 else 1
-            if block > allowed:
-                return False
-    return True
-
-
 def _end(t: float | None, direction: complex) -> float | None:
     """An interval's end in lambda (or in the imaginary part of lambda) from a distance t >= 0."""
     if t is None:
@@ -187,9 +169,9 @@ def _stability(scheme: Scheme, values: dict[str, sympy.Expr]) -> Stability:
     homogeneous = matrix.subs(LAMBDA, 0)
     if "h" in values:
         homogeneous = homogeneous.subs(sympy.Symbol("h", real=True), 0)
-    zero_stable = _power_bounded(exact_spectrum(homogeneous.subs(subs)), ode_order)
+    zero_stable = is_power_bounded(exact_spectrum(homogeneous.subs(subs)), ode_order)
     at_zero = matrix.subs(LAMBDA, 0).subs(subs)
-    stable_at_zero = _power_bounded(exact_spectrum(at_zero), ode_order)
+    stable_at_zero = is_power_bounded(exact_spectrum(at_zero), ode_order)
 
     numeric = NumericSpectrum(matrix.subs(subs))
     scale = float(variable.subs(LAMBDA, 1).subs(subs))
@@ -199,7 +181,7 @@ def _stability(scheme: Scheme, values: dict[str, sympy.Expr]) -> Stability:
         at_values = charpoly.subs(subs)
         real = tuple(_end(stable_interval(numeric, at_values, d, allowed), d) for d in (-1, 1))
         imag = tuple(_end(stable_interval(numeric, at_values, d, allowed), d) for d in (-1j, 1j))
-    result = Stability(
+    return Stability(
         amplification_matrix=matrix,
         characteristic_polynomial=charpoly,
         det=det,
@@ -210,10 +192,9 @@ def _stability(scheme: Scheme, values: dict[str, sympy.Expr]) -> Stability:
         stable_at_zero=stable_at_zero,
         real_interval=real,
         imag_interval=imag,
+        scale=scale,
         numeric=numeric,
     )
-    object.__setattr__(result, "_scale", scale)
-    return result
 
 
 def _reversibility(scheme: Scheme, stability: Stability, values: dict[str, sympy.Expr]) -> Reversibility:

@@ -133,15 +133,18 @@ def exact_spectrum(matrix: sympy.Matrix) -> Spectrum:
     return Spectrum(tuple(values), tuple(mults), tuple(blocks))
 
 
-def is_power_bounded(spectrum: Spectrum, allowed_block: int = 1, exact: bool = True) -> bool:
-    """Radius <= 1, and eigenvalues on the unit circle with Jordan blocks no larger than allowed."""
-    tol = 1e-12 if exact else UNIT_TOL
+def is_power_bounded(spectrum: Spectrum, ode_order: int = 1) -> bool:
+    """Exact test of a constant matrix's powers: no eigenvalue outside the unit circle; on it,
+    Jordan blocks of size 1, except a block of size 2 at zeta = 1 for a second-order ODE (whose
+    solutions grow linearly, as y'' = 0 allows)."""
     for eig, block in zip(spectrum.eigenvalues, spectrum.jordan_block, strict=True):
         modulus = abs(eig)
-        if modulus > 1 + tol:
+        if modulus > 1 + 1e-12:
             return False
-        if abs(modulus - 1) <= tol and block > allowed_block:
-            return False
+        if abs(modulus - 1) <= 1e-12:
+            allowed = 2 if ode_order == 2 and abs(eig - 1) <= 1e-12 else 1
+            if block > allowed:
+                return False
     return True
 
 

@@ -35,8 +35,6 @@ __all__ = ["resolve"]
 MAX_EXPONENT = 1000  # |p| in x**p for a symbolic x
 MAX_DIGITS = 1000  # digits of a number computed from literals (10**10**10 is refused)
 
-_DECLARATION_WORDS = {"state": "a state", "function": "a function", "param": "a parameter"}
-
 
 class _StatementError(Exception):
     """Internal: one problem at one span; turned into SchemeValueError/SchemeSyntaxError."""
