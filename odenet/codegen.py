@@ -1,0 +1,201 @@
+"""Python source for one step of a scheme, printed by sympy's ``TorchPrinter`` after ``cse``.
+
+The generated function reads like the scheme::
+
+    def step(state, p, call):
+        # y[n+1] = -h**2*f(y[n]) - y[n-1] + 2*y[n]
+        y_n, y_nm1 = state
+        h = p["h"]
+        c0 = call(0, "f", y_n)
+        y_np1 = -h**2*c0 - y_nm1 + 2*y_n
+        return (y_np1, y_n)
+
+``state`` holds the state vector (each state at n, then its history), ``p`` the parameter values of
+this layer, and ``call(key, name, *args)`` evaluates function symbol ``name``; ``key`` numbers the
+distinct calls of the forward step, so that the reversible backward pass can share one evaluation
+between the inverse and the re-run (the inverse uses the forward step's keys for the same calls).
+
+Nothing of the user's text is executed: the source is made of identifiers derived from validated
+names and of sympy's printing of the IR; it is compiled with no builtins but ``__import__`` (which torch's C code needs). This module does
+not import torch; :func:`compile_source` needs it only in the namespace it is given.
+"""
+
+from __future__ import annotations
+
+import builtins
+import linecache
+from dataclasses import dataclass
+from itertools import count
+
+import sympy
+from sympy.core.function import AppliedUndef
+from sympy.printing.pytorch import TorchPrinter
+
+from odenet.ir import Scheme, function_calls, parse_value, value
+
+__all__ = ["StepCode", "compile_source", "generate_init", "generate_step", "python_name"]
+
+
+def python_name(symbol: sympy.Symbol) -> str:
+    """``y[n]`` -> ``y_n``, ``y[n-1]`` -> ``y_nm1``, ``y[n+1]`` -> ``y_np1``; other names unchanged."""
+    parsed = parse_value(symbol)
+    if parsed is None:
+        return symbol.name
+    state, offset = parsed
+    suffix = "n" if offset == 0 else (f"np{offset}" if offset > 0 else f"nm{-offset}")
+    return f"{state}_{suffix}"
+
+
+class _StepPrinter(TorchPrinter):
+    """TorchPrinter with the scheme's symbols renamed and function symbols printed as ``call``s."""
+
+    def __init__(self, names: dict[sympy.Basic, str]):
+        super().__init__({"strict": False})
+        self.names = names
+
+    def _print_Symbol(self, expr):
+        return self.names.get(expr, expr.name)
+
+    def _print_Dummy(self, expr):
+        return self.names.get(expr, expr.name)
+
+    def _print_Function(self, expr):
+        if isinstance(expr, AppliedUndef):
+            return self.names[expr]
+        return super()._print_Function(expr)
+
+
+@dataclass(frozen=True)
+class StepCode:
+    """Generated source of one step and what it needs to be called."""
+
+    source: str
+    function_name: str
+    inputs: tuple[sympy.Symbol, ...]  # the state vector it reads, in order
+    outputs: tuple[sympy.Expr, ...]  # what it returns, in order
+    calls: tuple[sympy.Expr, ...]  # the forward calls by key (inlined canonical form)
+
+
+class _Emitter:
+    """Writes the body of a generated function: names, calls, cse temporaries and assignments."""
+
+    def __init__(self, scheme: Scheme, call_keys, translate):
+        self.call_keys = dict(call_keys or {})
+        self.fresh = count(max(self.call_keys.values(), default=-1) + 1)
+        self.translate = translate or {}
+        self.used = {"state", "inputs", "p", "call", "torch"}
+        self.names: dict[sympy.Basic, str] = {}
+        self.printer = _StepPrinter(self.names)
+        self.lines: list[str] = []
+        self.stages: dict[sympy.Symbol, sympy.Expr] = {}
+        self.canonical_calls: dict[int, sympy.Expr] = {}
+        self.temporaries = (sympy.Symbol(f"t{i}") for i in count())
+        for p in scheme.params:
+            self.name_for(p.symbol, p.name)
+
+    def name_for(self, symbol: sympy.Basic, wanted: str) -> str:
+        candidate, k = wanted, 1
+        while candidate in self.used:
+            candidate, k = f"{wanted}_{k}", k + 1
+        self.used.add(candidate)
+        self.names[symbol] = candidate
+        return candidate
+
+    def unpack(self, symbols, source: str) -> None:
+        names = [self.name_for(s, python_name(s)) for s in symbols]
+        self.lines.append(f"    {', '.join(names)}{',' if len(names) == 1 else ''} = {source}")
+
+    def equation(self, target: sympy.Symbol, expr: sympy.Expr, is_stage: bool) -> None:
+        # Calls, innermost first, each once: c<key> = call(key, "f", argument)
+        for call in function_calls(expr):
+            if call in self.names:
+                continue
+            canonical = call.xreplace(self.stages).xreplace(self.translate)
+            key = self.call_keys.get(canonical)
+            if key is None:
+                key = self.call_keys[canonical] = next(self.fresh)
+            self.canonical_calls[key] = canonical
+            arguments = ", ".join(self.printer.doprint(a) for a in call.args)
+            variable = self.name_for(call, f"c{key}")
+            self.lines.append(f'    {variable} = call({key}, "{call.func.__name__}", {arguments})')
+        replacements, (reduced,) = sympy.cse([expr], symbols=self.temporaries, optimizations="basic")
+        for temporary, sub in replacements:
+            self.lines.append(f"    {self.name_for(temporary, temporary.name)} = {self.printer.doprint(sub)}")
+        name = self.name_for(target, python_name(target))
+        self.lines.append(f"    {name} = {self.printer.doprint(reduced)}")
+        if is_stage:
+            self.stages[target] = expr.xreplace(self.stages)
+
+    def returns(self, symbols) -> None:
+        self.lines.append(f"    return ({', '.join(self.names[s] for s in symbols)},)")
+
+
+def generate_step(
+    scheme: Scheme,
+    function_name: str = "step",
+    call_keys: dict[sympy.Expr, int] | None = None,
+    comment: str | None = None,
+    translate: dict[sympy.Symbol, sympy.Symbol] | None = None,
+) -> StepCode:
+    """Source of a function computing one step of ``scheme``.
+
+    ``call_keys`` maps canonical call expressions (stages inlined, then symbols renamed by
+    ``translate``) to keys; calls not in it get fresh keys after the largest given. The inverse step
+    passes the forward step's keys and the map from its reversed-time symbols to the forward ones,
+    so a call such as ``f(z[n+1])`` has the same key in both. ``calls`` lists the canonical form of
+    each call, by key.
+    """
+    emit = _Emitter(scheme, call_keys, translate)
+    header = [f"def {function_name}(state, p, call):"]
+    if comment:
+        header.append(f"    # {comment}")
+    header += [f"    # {eq}" for eq in scheme.steps]
+    inputs = scheme.state_vector
+    emit.unpack(inputs, "state")
+    emit.lines += [f'    {emit.names[p.symbol]} = p["{p.name}"]' for p in scheme.params]
+    for eq in scheme.steps:
+        emit.equation(eq.target, eq.expr, eq.is_stage)
+    outputs = []
+    for symbol in inputs:  # the next state vector: x[n+1], then the history shifted
+        state, offset = parse_value(symbol)
+        outputs.append(value(state, offset + 1))
+    emit.returns(outputs)
+    source = "\n".join(header + emit.lines) + "\n"
+    calls = tuple(emit.canonical_calls[k] for k in sorted(emit.canonical_calls))
+    return StepCode(source, function_name, inputs, tuple(outputs), calls)
+
+
+def generate_init(scheme: Scheme, function_name: str = "init") -> StepCode:
+    """Source of the function that builds the starting state vector from the input states' values
+    (``init`` statements and the language's defaults; calls use the first layer's functions)."""
+    emit = _Emitter(scheme, None, None)
+    header = [f"def {function_name}(inputs, p, call):"]
+    header += [f"    # {eq}" for eq in scheme.init]
+    given = tuple(value(s) for s in scheme.inputs)
+    emit.unpack(given, "inputs")
+    emit.lines += [f'    {emit.names[p.symbol]} = p["{p.name}"]' for p in scheme.params]
+    for eq in scheme.init:
+        if eq.expr.is_number:  # a constant start value: shaped like the first input
+            expr = sympy.Symbol("__zero__")
+            emit.names[expr] = f"torch.full_like({emit.names[given[0]]}, {float(eq.expr)!r})"
+            emit.equation(eq.target, expr, False)
+        else:
+            emit.equation(eq.target, eq.expr, False)
+    emit.returns(scheme.state_vector)
+    source = "\n".join(header + emit.lines) + "\n"
+    return StepCode(source, function_name, given, scheme.state_vector, ())
+
+
+_counter = count()
+
+
+def compile_source(code: StepCode, namespace: dict, label: str):
+    """Compile generated source into a function, registered with linecache so that tracebacks and
+    debuggers show the generated lines. ``namespace`` supplies ``torch``."""
+    filename = f"<odenet-generated {label} #{next(_counter)}>"
+    linecache.cache[filename] = (len(code.source), None, code.source.splitlines(True), filename)
+    # Only __import__ among the builtins: torch's C code imports through the calling frame.
+    scope = {"__builtins__": {"__import__": builtins.__import__}, **namespace}
+    # Generated from the IR (see the module doc), never from user text.
+    exec(compile(code.source, filename, "exec"), scope)
+    return scope[code.function_name]

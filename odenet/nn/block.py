@@ -1,0 +1,331 @@
+"""``odenet.compile``: a scheme becomes a trainable ``torch.nn.Module`` of any depth.
+
+Layer ``n`` is one step of the scheme with layer ``n``'s sub-networks for the function symbols and
+layer ``n``'s values of the learnable parameters. The generated step (see ``odenet.codegen``) is the
+same in every memory mode; the modes differ only in what is kept for the backward pass:
+
+============  ================================================================================
+autograd      everything (plain PyTorch); any explicit scheme
+checkpoint    the inputs of about sqrt(depth) segments; exact gradients; any explicit scheme
+reversible    only the output: each layer's input is rebuilt by the derived inverse; exact
+              gradients; explicitly reversible schemes; drift-controlled (see ``reversible.py``)
+adjoint       only the output: each input is rebuilt approximately by a step with ``-h`` (Sander
+              et al. 2022); approximate gradients; any explicit scheme with a parameter ``h``
+============  ================================================================================
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+
+import sympy
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from odenet.codegen import StepCode, compile_source, generate_init, generate_step
+from odenet.errors import OdenetError, SchemeValueError, UnsupportedSchemeError
+from odenet.ir import Scheme, value
+from odenet.nn.params import constrain, unconstrain
+
+__all__ = ["MEMORY_MODES", "SchemeBlock", "compile"]
+
+MEMORY_MODES = ("autograd", "checkpoint", "reversible", "adjoint")
+
+FunctionSpec = nn.Module | Callable[[int], nn.Module]
+
+
+class SchemeBlock(nn.Module):
+    """A stack of ``depth`` steps of ``scheme``. Build it with :func:`odenet.compile`."""
+
+    def __init__(
+        self,
+        scheme: Scheme,
+        functions: Mapping[str, FunctionSpec],
+        depth: int,
+        memory: str = "autograd",
+        params: Mapping[str, float] | None = None,
+        drift_tolerance: float | None = None,
+    ):
+        super().__init__()
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+            raise SchemeValueError(f"depth must be a whole number >= 1, not {depth!r}")
+        if memory not in MEMORY_MODES:
+            raise SchemeValueError(f"memory must be one of {', '.join(MEMORY_MODES)}, not {memory!r}")
+        if not scheme.is_explicit:
+            eq, symbol = scheme.implicit_references[0]
+            raise UnsupportedSchemeError(
+                f"scheme {scheme.name} is implicit ({eq.target} depends on {symbol}, which it computes): "
+                "compile builds explicit steps only; analyze the scheme, or write an explicit variant"
+            )
+        self.scheme = scheme
+        self.depth = depth
+        self.memory = memory
+        self._build_functions(functions, depth)
+        self._build_params(params or {}, depth)
+        self.forward_code = generate_step(scheme)
+        self.init_code = generate_init(scheme)
+        namespace = {"torch": torch}
+        self._step = compile_source(self.forward_code, namespace, f"{scheme.name} step")
+        self._init = compile_source(self.init_code, namespace, f"{scheme.name} init")
+        self.inverse_code: StepCode | None = None
+        self._inverse = None
+        self._inverse_error: OdenetError | None = None
+        self._prepare_inverse()
+        if memory == "reversible" and self._inverse is None:
+            raise UnsupportedSchemeError(
+                f"memory='reversible' needs an explicit inverse, and {self._inverse_error} "
+                "Use memory='checkpoint' (exact gradients, memory O(sqrt(depth))) or memory='adjoint' "
+                "(approximate gradients, memory O(1))."
+            )
+        if memory == "adjoint" and "h" not in self._param_names:
+            raise UnsupportedSchemeError(
+                f"memory='adjoint' rebuilds each layer's input by a step with -h, and scheme {scheme.name} "
+                "has no parameter h; use memory='checkpoint'"
+            )
+        from odenet.nn.reversible import DriftControl
+
+        self.drift = DriftControl(self, drift_tolerance)
+        self.reconstruction_errors: list[tuple[int, float]] = []  # (layer, relative error) after backward
+
+    # -- construction ---------------------------------------------------------------------------
+    def _build_functions(self, functions: Mapping[str, FunctionSpec], depth: int) -> None:
+        expected = [f.name for f in self.scheme.functions]
+        given = list(functions)
+        if sorted(given) != sorted(expected):
+            missing = [n for n in expected if n not in functions]
+            extra = [n for n in given if n not in expected]
+            problems = []
+            if missing:
+                problems.append(f"missing {', '.join(missing)}")
+            if extra:
+                problems.append(f"unexpected {', '.join(extra)}")
+            raise SchemeValueError(
+                f"scheme {self.scheme.name} needs functions {', '.join(expected)}: {'; '.join(problems)}. "
+                "Give each a factory (layer index -> nn.Module) or one shared nn.Module"
+            )
+        self.functions = nn.ModuleDict()
+        self.shared: dict[str, bool] = {}
+        for name in expected:
+            spec = functions[name]
+            if isinstance(spec, nn.Module):
+                self.functions[name] = spec
+                self.shared[name] = True
+            elif callable(spec):
+                modules = [spec(i) for i in range(depth)]
+                for i, module in enumerate(modules):
+                    if not isinstance(module, nn.Module):
+                        raise SchemeValueError(
+                            f"the factory for {name} returned {type(module).__name__} for layer {i}, "
+                            "expected an nn.Module"
+                        )
+                self.functions[name] = nn.ModuleList(modules)
+                self.shared[name] = False
+            else:
+                raise SchemeValueError(
+                    f"function {name}: expected an nn.Module or a factory (layer index -> nn.Module), "
+                    f"not {type(spec).__name__}"
+                )
+
+    def _build_params(self, overrides: Mapping[str, float], depth: int) -> None:
+        self._param_names = [p.name for p in self.scheme.params]
+        unknown = [k for k in overrides if k not in self._param_names]
+        if unknown:
+            raise SchemeValueError(
+                f"scheme {self.scheme.name} has no parameter {unknown[0]!r}: "
+                f"its parameters are {', '.join(self._param_names) or 'none'}"
+            )
+        self.raw_params = nn.ParameterDict()
+        self._intervals = {}
+        for p in self.scheme.params:
+            start = float(overrides.get(p.name, p.default))
+            self._intervals[p.name] = p.interval
+            if p.interval is not None and not (float(p.interval[0]) < start < float(p.interval[1])):
+                raise SchemeValueError(
+                    f"parameter {p.name} = {start} lies outside its interval ({p.interval[0]}, {p.interval[1]})"
+                )
+            if p.learnable:
+                raw = unconstrain(start, p.interval)
+                self.raw_params[p.name] = nn.Parameter(
+                    torch.full((depth,), raw, dtype=torch.get_default_dtype())
+                )
+            else:
+                self.register_buffer(f"fixed_{p.name}", torch.tensor(start, dtype=torch.get_default_dtype()))
+
+    def _prepare_inverse(self) -> None:
+        from odenet.analysis.inverse import invert
+        from odenet.errors import NotReversibleError
+
+        try:
+            derivation = invert(self.scheme)
+        except NotReversibleError as exc:
+            self._inverse_error = exc
+            return
+        keys = {call: key for key, call in enumerate(self.forward_code.calls)}
+        self.inverse_code = generate_step(
+            derivation.scheme,
+            function_name="inverse_step",
+            call_keys=keys,
+            comment="the derived inverse, in reversed time: X[m+1] is the older value",
+            translate=reversed_to_forward(self.scheme),
+        )
+        self._inverse = compile_source(self.inverse_code, {"torch": torch}, f"{self.scheme.name} inverse")
+        self.inverse_conditions = derivation.conditions
+
+    # -- pieces used by every mode --------------------------------------------------------------
+    def layer_params(self, n: int) -> dict[str, torch.Tensor]:
+        """The parameter values of layer ``n`` (learnable ones through their interval map)."""
+        values = {}
+        for name in self._param_names:
+            if name in self.raw_params:
+                values[name] = constrain(self.raw_params[name][n], self._intervals[name])
+            else:
+                values[name] = getattr(self, f"fixed_{name}")
+        return values
+
+    def function(self, name: str, n: int) -> nn.Module:
+        return self.functions[name] if self.shared[name] else self.functions[name][n]
+
+    def layer_modules(self, n: int) -> list[nn.Module]:
+        return [self.function(name, n) for name in self.functions]
+
+    def caller(self, n: int) -> Callable:
+        def call(key, name, *args):
+            return self.function(name, n)(*args)
+
+        return call
+
+    def step(self, n: int, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """Layer ``n`` applied to a state vector (plain autograd)."""
+        return self._step(state, self.layer_params(n), self.caller(n))
+
+    def split_input(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        k = len(self.scheme.inputs)
+        if k == 1:
+            return (x,)
+        if x.dim() < 2 or x.shape[1] % k:
+            raise SchemeValueError(
+                f"scheme {self.scheme.name} splits its input into {k} states ({', '.join(self.scheme.inputs)}) "
+                f"along dimension 1, which needs a size divisible by {k}; got shape {tuple(x.shape)}"
+            )
+        return tuple(x.chunk(k, dim=1))
+
+    def initial_state(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self._init(self.split_input(x), self.layer_params(0), self.caller(0))
+
+    def output(self, state: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        index = {symbol: i for i, symbol in enumerate(self.scheme.state_vector)}
+        parts = [state[index[value(s)]] for s in self.scheme.outputs]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+    # -- forward ----------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.output(self.run(self.initial_state(x)))
+
+    def run(self, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """All ``depth`` layers on a full state vector, in this block's memory mode."""
+        if self.memory == "autograd":
+            for n in range(self.depth):
+                state = self.step(n, state)
+            return state
+        if self.memory == "checkpoint":
+            return self._run_checkpointed(state)
+        from odenet.nn.reversible import run_reversible
+
+        return run_reversible(self, state, exact=self.memory == "reversible")
+
+    def _run_checkpointed(self, state):
+        size = max(1, math.isqrt(self.depth))
+        for start in range(0, self.depth, size):
+            stop = min(start + size, self.depth)
+
+            def segment(*s, start=start, stop=stop):
+                for n in range(start, stop):
+                    s = self.step(n, s)
+                return s
+
+            if torch.is_grad_enabled():
+                state = checkpoint(segment, *state, use_reentrant=False)
+            else:
+                state = segment(*state)
+        return tuple(state)
+
+    # -- inverse ----------------------------------------------------------------------------------
+    def inverse_step(self, n: int, new_state, call=None):
+        """The input of layer ``n`` from its output, by the derived inverse (state vectors)."""
+        if self._inverse is None:
+            raise UnsupportedSchemeError(
+                f"scheme {self.scheme.name} has no explicit inverse: {self._inverse_error}"
+            )
+        reversed_state = reverse_history(self.scheme, new_state)
+        out = self._inverse(reversed_state, self.layer_params(n), call or self.caller(n))
+        return reverse_history(self.scheme, out)
+
+    def approximate_inverse_step(self, n: int, new_state, call=None):
+        """The input of layer ``n`` rebuilt approximately: the forward step with ``-h``, in reversed
+        time (Sander et al. 2022). Exact for time-symmetric schemes such as leapfrog."""
+        params = dict(self.layer_params(n))
+        params["h"] = -params["h"]
+        reversed_state = reverse_history(self.scheme, new_state)
+        out = self._step(reversed_state, params, call or self.caller(n))
+        return reverse_history(self.scheme, out)
+
+    @torch.no_grad()
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        """The block's input from its output, when the output is the whole state (no hidden state,
+        no history) and the scheme is explicitly reversible."""
+        hidden = [s for s in self.scheme.states if s not in self.scheme.outputs or self.scheme.history[s]]
+        if hidden or list(self.scheme.outputs) != list(self.scheme.inputs):
+            raise UnsupportedSchemeError(
+                f"scheme {self.scheme.name}: inverse(y) needs the output to be the whole state and the input; "
+                f"{', '.join(hidden) if hidden else 'the input'} is not recoverable from the output alone"
+            )
+        k = len(self.scheme.outputs)
+        state = tuple(y.chunk(k, dim=1)) if k > 1 else (y,)
+        for n in reversed(range(self.depth)):
+            state = self.inverse_step(n, state)
+        return state[0] if k == 1 else torch.cat(state, dim=1)
+
+    def extra_repr(self) -> str:
+        return f"scheme={self.scheme.name}, depth={self.depth}, memory={self.memory}"
+
+
+def reverse_history(scheme: Scheme, state):
+    """Reorder a state vector between forward and reversed time: each state's block of history is
+    reversed (forward ``(x[n+1], x[n])`` is the inverse's ``(X[m], X[m-1])`` with X[m] = x[n])."""
+    out, i = [], 0
+    for s in scheme.states:
+        size = scheme.history[s] + 1
+        out.extend(reversed(state[i : i + size]))
+        i += size
+    return tuple(out)
+
+
+def reversed_to_forward(scheme: Scheme) -> dict[sympy.Symbol, sympy.Symbol]:
+    """The inverse scheme's symbols in the forward step's: X[m+1] = x[n-d], X[m-i] = x[n-d+1+i]."""
+    mapping = {}
+    for s in scheme.states:
+        d = scheme.history[s]
+        mapping[value(s, 1)] = value(s, -d)
+        for i in range(d + 1):
+            mapping[value(s, -i)] = value(s, -d + 1 + i)
+    return mapping
+
+
+def compile(
+    scheme: Scheme,
+    functions: Mapping[str, FunctionSpec],
+    depth: int,
+    memory: str = "autograd",
+    params: Mapping[str, float] | None = None,
+    drift_tolerance: float | None = None,
+) -> SchemeBlock:
+    """Compile ``scheme`` into a trainable block of ``depth`` layers.
+
+    ``functions`` maps each function symbol to a factory ``layer_index -> nn.Module`` (separate
+    weights per layer) or to one ``nn.Module`` shared by all layers. ``memory`` is one of
+    ``"autograd"``, ``"checkpoint"``, ``"reversible"``, ``"adjoint"``; ``params`` overrides the
+    parameters' defaults. See docs/compile.md.
+    """
+    return SchemeBlock(scheme, functions, depth, memory, params, drift_tolerance)
