@@ -16,8 +16,9 @@ distinct calls of the forward step, so that the reversible backward pass can sha
 between the inverse and the re-run (the inverse uses the forward step's keys for the same calls).
 
 Nothing of the user's text is executed: the source is made of identifiers derived from validated
-names and of sympy's printing of the IR; it is compiled with no builtins but ``__import__`` (which torch's C code needs). This module does
-not import torch; :func:`compile_source` needs it only in the namespace it is given.
+names and of sympy's printing of the IR; it is compiled with no builtins but ``__import__``
+(which torch's C code needs). This module does not import torch; :func:`compile_source`
+needs it only in the namespace it is given.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from dataclasses import dataclass
 from itertools import count
 
 import sympy
-from sympy.core.function import AppliedUndef
 from sympy.printing.pytorch import TorchPrinter
 
 from odenet.ir import Scheme, function_calls, parse_value, value
@@ -59,11 +59,6 @@ class _StepPrinter(TorchPrinter):
     def _print_Dummy(self, expr):
         return self.names.get(expr, expr.name)
 
-    def _print_Function(self, expr):
-        if isinstance(expr, AppliedUndef):
-            return self.names[expr]
-        return super()._print_Function(expr)
-
 
 @dataclass(frozen=True)
 class StepCode:
@@ -89,6 +84,7 @@ class _Emitter:
         self.lines: list[str] = []
         self.stages: dict[sympy.Symbol, sympy.Expr] = {}
         self.canonical_calls: dict[int, sympy.Expr] = {}
+        self.call_symbols: dict[sympy.Expr, sympy.Dummy] = {}
         self.temporaries = (sympy.Symbol(f"t{i}") for i in count())
         for p in scheme.params:
             self.name_for(p.symbol, p.name)
@@ -106,19 +102,23 @@ class _Emitter:
         self.lines.append(f"    {', '.join(names)}{',' if len(names) == 1 else ''} = {source}")
 
     def equation(self, target: sympy.Symbol, expr: sympy.Expr, is_stage: bool) -> None:
-        # Calls, innermost first, each once: c<key> = call(key, "f", argument)
+        # Calls, innermost first, each once: c<key> = call(key, "f", argument). They are replaced by
+        # their variables before cse, which would otherwise rewrite the arguments inside them.
         for call in function_calls(expr):
-            if call in self.names:
+            if call in self.call_symbols:
                 continue
             canonical = call.xreplace(self.stages).xreplace(self.translate)
             key = self.call_keys.get(canonical)
             if key is None:
                 key = self.call_keys[canonical] = next(self.fresh)
             self.canonical_calls[key] = canonical
-            arguments = ", ".join(self.printer.doprint(a) for a in call.args)
-            variable = self.name_for(call, f"c{key}")
+            arguments = ", ".join(self.printer.doprint(a.xreplace(self.call_symbols)) for a in call.args)
+            symbol = sympy.Dummy(f"c{key}")
+            variable = self.name_for(symbol, f"c{key}")
+            self.call_symbols[call] = symbol
             self.lines.append(f'    {variable} = call({key}, "{call.func.__name__}", {arguments})')
-        replacements, (reduced,) = sympy.cse([expr], symbols=self.temporaries, optimizations="basic")
+        plain = expr.xreplace(self.call_symbols)
+        replacements, (reduced,) = sympy.cse([plain], symbols=self.temporaries, optimizations="basic")
         for temporary, sub in replacements:
             self.lines.append(f"    {self.name_for(temporary, temporary.name)} = {self.printer.doprint(sub)}")
         name = self.name_for(target, python_name(target))

@@ -143,7 +143,8 @@ class SchemeBlock(nn.Module):
             self._intervals[p.name] = p.interval
             if p.interval is not None and not (float(p.interval[0]) < start < float(p.interval[1])):
                 raise SchemeValueError(
-                    f"parameter {p.name} = {start} lies outside its interval ({p.interval[0]}, {p.interval[1]})"
+                    f"parameter {p.name} = {start} lies outside its interval "
+                    f"({p.interval[0]}, {p.interval[1]})"
                 )
             if p.learnable:
                 raw = unconstrain(start, p.interval)
@@ -206,7 +207,8 @@ class SchemeBlock(nn.Module):
             return (x,)
         if x.dim() < 2 or x.shape[1] % k:
             raise SchemeValueError(
-                f"scheme {self.scheme.name} splits its input into {k} states ({', '.join(self.scheme.inputs)}) "
+                f"scheme {self.scheme.name} splits its input into {k} states "
+                f"({', '.join(self.scheme.inputs)}) "
                 f"along dimension 1, which needs a size divisible by {k}; got shape {tuple(x.shape)}"
             )
         return tuple(x.chunk(k, dim=1))
@@ -278,7 +280,8 @@ class SchemeBlock(nn.Module):
         hidden = [s for s in self.scheme.states if s not in self.scheme.outputs or self.scheme.history[s]]
         if hidden or list(self.scheme.outputs) != list(self.scheme.inputs):
             raise UnsupportedSchemeError(
-                f"scheme {self.scheme.name}: inverse(y) needs the output to be the whole state and the input; "
+                f"scheme {self.scheme.name}: inverse(y) needs the output to be the whole state "
+                "and the input; "
                 f"{', '.join(hidden) if hidden else 'the input'} is not recoverable from the output alone"
             )
         k = len(self.scheme.outputs)

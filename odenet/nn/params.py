@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
+from torch.nn import functional
 
 
 def _finite(bound) -> float | None:
@@ -30,9 +30,9 @@ def constrain(raw: torch.Tensor, interval) -> torch.Tensor:
     if low is not None and high is not None:
         return low + (high - low) * torch.sigmoid(raw)
     if low is not None:
-        return low + F.softplus(raw)
+        return low + functional.softplus(raw)
     if high is not None:
-        return high - F.softplus(raw)
+        return high - functional.softplus(raw)
     return raw
 
 

@@ -1,0 +1,392 @@
+"""odenet.compile: outputs against independent oracles, gradients three ways (plain autograd,
+the reversible pass, finite differences via gradcheck), call counts, drift control, errors."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import odenet
+from odenet.ir import function_calls
+from odenet.nn import ReconstructionError, compile
+
+REVERSIBLE = [
+    "leapfrog",
+    "momentum",
+    "reversible_heun",
+    "revnet",
+    "hamiltonian",
+    "verlet",
+    "midpoint",
+    "lm_resnet",
+]
+DATA = Path(__file__).parent / "data"
+
+
+def mlp(width: int) -> nn.Module:
+    return nn.Sequential(nn.Linear(width, width), nn.Tanh(), nn.Linear(width, width))
+
+
+@pytest.fixture(autouse=True)
+def float64_by_default():
+    """Modules built in float64, so that no parameter carries float32 rounding into a comparison."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+def build(name, depth, memory, width=6, dtype=torch.float64, seed=0, **kwargs):
+    scheme = odenet.load(name)
+    inner = width // len(scheme.inputs)
+    torch.manual_seed(seed)
+    block = compile(
+        scheme, {f.name: (lambda i: mlp(inner)) for f in scheme.functions}, depth, memory, **kwargs
+    )
+    return block.to(dtype)
+
+
+def gradients(block, x):
+    x = x.clone().requires_grad_(True)
+    y = block(x)
+    loss = (y * torch.linspace(-1, 1, y.numel(), dtype=y.dtype).reshape(y.shape)).sum() + y.square().sum()
+    return y.detach(), torch.autograd.grad(loss, [x, *block.parameters()])
+
+
+def relative(a, b):
+    return ((a - b).norm() / b.norm().clamp_min(1e-300)).item()
+
+
+@pytest.mark.parametrize("name", REVERSIBLE)
+def test_reversible_gradients_equal_autograd_at_depth_64(name):
+    reference = build(name, 64, "autograd")
+    block = build(name, 64, "reversible")
+    block.load_state_dict(reference.state_dict())
+    x = torch.randn(5, 6, dtype=torch.float64)
+    y_ref, g_ref = gradients(reference, x)
+    y, g = gradients(block, x)
+    assert torch.equal(y, y_ref)
+    assert max(relative(a, b) for a, b in zip(g, g_ref, strict=True)) <= 1e-10
+
+
+@pytest.mark.parametrize("name", ["leapfrog", "momentum", "reversible_heun", "hamiltonian"])
+def test_gradcheck_of_the_reversible_pass(name):
+    block = build(name, 3, "reversible", width=2)
+    x = torch.randn(2, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(block, (x,))
+
+
+class Counted(nn.Module):
+    def __init__(self, width, counter):
+        super().__init__()
+        self.inner, self.counter = mlp(width), counter
+
+    def forward(self, u):
+        self.counter[0] += 1
+        return self.inner(u)
+
+
+@pytest.mark.parametrize(
+    ("name", "per_layer"),
+    # distinct evaluation points per layer: one for most; reversible Heun and Verlet evaluate f at
+    # the old and at the new state
+    [
+        ("leapfrog", 1),
+        ("momentum", 1),
+        ("revnet", 2),
+        ("hamiltonian", 2),
+        ("lm_resnet", 1),
+        ("midpoint", 1),
+        ("reversible_heun", 2),
+        ("verlet", 2),
+    ],
+)
+def test_backward_evaluates_each_call_once_per_layer(name, per_layer):
+    scheme = odenet.load(name)
+    counter = [0]
+    width = 6 // len(scheme.inputs)
+    depth = 16
+    block = compile(
+        scheme, {f.name: (lambda i: Counted(width, counter)) for f in scheme.functions}, depth, "reversible"
+    )
+    block = block.double()
+    y = block(torch.randn(3, 6, dtype=torch.float64))
+    init_calls = sum(len(function_calls(eq.expr)) for eq in scheme.init)
+    assert counter[0] == depth * per_layer + init_calls
+    counter[0] = 0
+    y.square().sum().backward()
+    assert counter[0] == depth * per_layer
+
+
+@pytest.mark.parametrize(("name", "param"), [("momentum", {"gamma": 0.5}), ("lm_resnet", {"k": 0.5})])
+def test_drift_control_keeps_float32_gradients_within_1e_4(name, param):
+    reference = build(name, 256, "autograd", params=param)
+    x = torch.randn(8, 6, dtype=torch.float64)
+    _, g_ref = gradients(reference, x)
+    block = build(name, 256, "reversible", dtype=torch.float32, params=param)
+    block.load_state_dict(reference.state_dict())
+    _, g = gradients(block, x.float())
+    worst = max(relative(a.double(), b) for a, b in zip(g, g_ref, strict=True))
+    assert worst <= 1e-4
+    errors = block.reconstruction_errors
+    assert len(errors) > 10 and max(e for _, e in errors) < 1e-4  # measured, and small
+    # without the exact copies, the same computation is wrong: the control is what makes it right
+    loose = build(name, 256, "reversible", dtype=torch.float32, params=param, drift_tolerance=float("inf"))
+    loose.load_state_dict(reference.state_dict())
+    try:
+        _, g_loose = gradients(loose, x.float())
+        assert max(relative(a.double(), b) for a, b in zip(g_loose, g_ref, strict=True)) > 1e-2
+    except ReconstructionError:
+        pass
+
+
+def test_non_finite_reconstruction_names_the_layer():
+    block = build(
+        "momentum",
+        64,
+        "reversible",
+        dtype=torch.float32,
+        params={"gamma": 0.01},
+        drift_tolerance=float("inf"),
+    )
+    y = block(torch.randn(4, 6, dtype=torch.float32))
+    with pytest.raises(
+        ReconstructionError, match=r"rebuilding the input of layer \d+ of momentum gave non-finite values"
+    ):
+        y.sum().backward()
+
+
+def test_checkpoint_mode_equals_autograd():
+    for name in ("rk4", "ab2", "leapfrog"):
+        reference = build(name, 20, "autograd")
+        block = build(name, 20, "checkpoint")
+        block.load_state_dict(reference.state_dict())
+        x = torch.randn(4, 6, dtype=torch.float64)
+        y_ref, g_ref = gradients(reference, x)
+        y, g = gradients(block, x)
+        assert torch.equal(y, y_ref)
+        assert max(relative(a, b) for a, b in zip(g, g_ref, strict=True)) <= 1e-12
+
+
+def test_adjoint_is_exact_for_leapfrog_and_approximate_for_euler():
+    for name, bound in (("leapfrog", 1e-9), ("euler", 0.2)):
+        reference = build(name, 16, "autograd")
+        block = build(name, 16, "adjoint")
+        block.load_state_dict(reference.state_dict())
+        x = torch.randn(4, 6, dtype=torch.float64)
+        _, g_ref = gradients(reference, x)
+        _, g = gradients(block, x)
+        error = max(relative(a, b) for a, b in zip(g, g_ref, strict=True))
+        assert error <= bound
+        if name == "euler":
+            assert error > 1e-6  # really approximate
+
+
+class Smooth(nn.Module):
+    """f(t, u) = tanh(W(t) u + b(t)) with weights smooth in the depth variable t = n/depth."""
+
+    def __init__(self, t: float, base: list[torch.Tensor]):
+        super().__init__()
+        w0, w1, b0 = base
+        self.linear = nn.Linear(w0.shape[0], w0.shape[0]).double()
+        with torch.no_grad():
+            self.linear.weight.copy_(w0 + math.sin(math.pi * t) * w1)
+            self.linear.bias.copy_(b0 * math.cos(math.pi * t))
+
+    def forward(self, u):
+        return torch.tanh(self.linear(u))
+
+
+def _adjoint_error(name: str, depth: int) -> float:
+    torch.manual_seed(0)
+    base = [
+        torch.randn(4, 4, dtype=torch.float64),
+        torch.randn(4, 4, dtype=torch.float64),
+        torch.randn(4, dtype=torch.float64),
+    ]
+    blocks = [
+        compile(
+            odenet.load(name), {"f": lambda i: Smooth(i / depth, base)}, depth, mode, params={"h": 1 / depth}
+        ).double()
+        for mode in ("autograd", "adjoint")
+    ]
+    x = torch.randn(3, 4, dtype=torch.float64)
+    (_, g_ref), (_, g) = gradients(blocks[0], x), gradients(blocks[1], x)
+    return max(relative(a, b) for a, b in zip(g, g_ref, strict=True))
+
+
+def test_adjoint_gradient_error_falls_faster_for_heun_than_euler():
+    """Sander et al. 2022: with weights smooth in depth, the rebuild error per layer is O(h^(p+1)),
+    so the gradient error falls about 2x per doubling of depth for Euler and about 4-8x for Heun."""
+    euler = [_adjoint_error("euler", d) for d in (8, 16, 32)]
+    heun = [_adjoint_error("heun", d) for d in (8, 16, 32)]
+    euler_rate = euler[0] / euler[2]
+    heun_rate = heun[0] / heun[2]
+    assert heun[-1] < euler[-1]
+    assert heun_rate > 2 * euler_rate, (euler, heun)
+
+
+# -- oracles -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("scheme_name", "method"), [("euler", "euler"), ("midpoint_rk", "midpoint"), ("rk4_38", "rk4")]
+)
+def test_outputs_equal_torchdiffeq_fixed_grid(scheme_name, method):
+    """torchdiffeq's fixed-grid methods with a weight-tied f. (Its "rk4" is Kutta's 3/8 rule.)"""
+    torchdiffeq = pytest.importorskip("torchdiffeq")
+    path = DATA / f"{scheme_name}.scheme"
+    scheme = odenet.load(path) if path.exists() else odenet.load(scheme_name)
+    torch.manual_seed(0)
+    f = mlp(5)
+    depth, t_end = 12, 1.5
+    block = compile(scheme, {"f": f}, depth, params={"h": t_end / depth})
+    x = torch.randn(4, 5)
+    t = torch.linspace(0, t_end, depth + 1)
+    expected = torchdiffeq.odeint(lambda _t, u: f(u), x, t, method=method)[-1]
+    assert (block(x) - expected).abs().max().item() <= 1e-10
+
+
+def test_classic_rk4_equals_torchdiffeq_classic_step():
+    rk_common = pytest.importorskip("torchdiffeq._impl.rk_common")
+    torch.manual_seed(0)
+    f = mlp(5)
+    depth, h = 10, 0.15
+    block = compile(odenet.load("rk4"), {"f": f}, depth, params={"h": h})
+    x = torch.randn(4, 5)
+    expected = x
+    for n in range(depth):
+        t0 = torch.tensor(n * h)
+        expected = expected + rk_common.rk4_step_func(
+            lambda _t, u, perturb=None: f(u), t0, torch.tensor(h), t0 + h, expected
+        )
+    assert (block(x) - expected).abs().max().item() <= 1e-10
+
+
+def test_momentum_equals_momentumnet():
+    momentumnet = pytest.importorskip("momentumnet")
+    torch.manual_seed(0)
+    depth, gamma = 10, 0.8
+    functions = [mlp(6).double() for _ in range(depth)]
+    block = compile(
+        odenet.load("momentum"), {"f": lambda i: functions[i]}, depth, params={"gamma": gamma}
+    ).double()
+    reference = momentumnet.MomentumNet(functions, gamma=gamma, use_backprop=True)
+    x = torch.randn(3, 6, dtype=torch.float64)
+    assert (block(x) - reference(x)).abs().max().item() <= 1e-10
+
+
+# -- the module's surface ------------------------------------------------------------------------
+
+
+def test_learnable_parameters_stay_in_their_interval_and_learn():
+    block = build("momentum", 8, "autograd", params={"gamma": 0.7})
+    assert block.raw_params["gamma"].shape == (8,)
+    assert block.layer_params(3)["gamma"].item() == pytest.approx(0.7)
+    optimizer = torch.optim.SGD(block.parameters(), lr=0.05)
+    for _ in range(3):
+        optimizer.zero_grad()
+        block(torch.randn(4, 6, dtype=torch.float64)).square().sum().backward()
+        optimizer.step()
+    gammas = torch.stack([block.layer_params(n)["gamma"] for n in range(8)])
+    assert torch.all((gammas > 0) & (gammas < 1))
+    assert not torch.allclose(gammas, torch.full_like(gammas, 0.7))
+
+
+@pytest.mark.parametrize(
+    ("interval", "value"),
+    [((0, 1), 0.9), ((-1, 1), -0.5), ((0, float("inf")), 3.0), ((float("-inf"), 2), -7.0), (None, 0.3)],
+)
+def test_interval_map_round_trip(interval, value):
+    from odenet.nn.params import constrain, unconstrain
+
+    raw = torch.tensor(unconstrain(value, interval))
+    assert constrain(raw, interval).item() == pytest.approx(value, rel=1e-12)
+    if interval is not None:  # any raw value maps inside
+        mapped = constrain(torch.linspace(-30, 30, 61), interval)
+        assert torch.all((mapped > interval[0]) & (mapped < interval[1]))
+
+
+def test_fixed_parameters_are_buffers_and_can_be_overridden():
+    block = build("leapfrog", 4, "autograd", params={"h": 0.05})
+    assert "fixed_h" in dict(block.named_buffers())
+    assert block.layer_params(0)["h"].item() == pytest.approx(0.05)
+    assert "h" not in block.raw_params and not any(
+        name.startswith("fixed_") for name, _ in block.named_parameters()
+    )
+
+
+def test_shared_function_is_weight_tied():
+    f = mlp(6)
+    block = compile(odenet.load("euler"), {"f": f}, 10)
+    assert sum(p.numel() for p in block.parameters()) == sum(p.numel() for p in f.parameters())
+
+
+def test_images_with_convolutions_and_split_channels():
+    scheme = odenet.load("hamiltonian")
+    conv = lambda i: nn.Sequential(nn.Conv2d(2, 2, 3, padding=1), nn.Tanh())  # noqa: E731
+    block = compile(scheme, {"f": conv, "g": conv}, 6, "reversible")
+    reference = compile(scheme, {"f": conv, "g": conv}, 6, "autograd")
+    reference.load_state_dict(block.state_dict())
+    x = torch.randn(2, 4, 5, 5)
+    assert block(x).shape == (2, 4, 5, 5)
+    assert torch.allclose(block(x), reference(x))
+    assert torch.allclose(block.inverse(block(x)), x, atol=1e-5)
+
+
+def test_inverse_needs_the_whole_state():
+    block = build("revnet", 8, "autograd")
+    x = torch.randn(3, 6, dtype=torch.float64)
+    assert torch.allclose(block.inverse(block(x)), x, atol=1e-12)
+    with pytest.raises(
+        odenet.UnsupportedSchemeError, match="inverse\\(y\\) needs the output to be the whole state"
+    ):
+        build("leapfrog", 4, "autograd").inverse(x)
+
+
+def test_state_dict_round_trip(tmp_path):
+    block = build("momentum", 5, "reversible")
+    torch.save(block.state_dict(), tmp_path / "block.pt")
+    other = build("momentum", 5, "reversible", seed=1)
+    other.load_state_dict(torch.load(tmp_path / "block.pt"))
+    x = torch.randn(2, 6, dtype=torch.float64)
+    assert torch.equal(block(x), other(x))
+
+
+def test_clear_errors():
+    scheme = odenet.load("hamiltonian")
+    with pytest.raises(
+        odenet.SchemeValueError, match="scheme hamiltonian needs functions f, g: missing g; unexpected q"
+    ):
+        compile(scheme, {"f": mlp(3), "q": mlp(3)}, 4)
+    with pytest.raises(odenet.UnsupportedSchemeError) as info:
+        compile(odenet.load("euler"), {"f": mlp(3)}, 4, "reversible")
+    assert "memory='checkpoint'" in str(info.value) and "memory='adjoint'" in str(info.value)
+    with pytest.raises(NotImplementedError, match="scheme backward_euler is implicit"):
+        compile(odenet.load("backward_euler"), {"f": mlp(3)}, 4)
+    with pytest.raises(odenet.SchemeValueError, match="depth must be a whole number >= 1, not 0"):
+        compile(odenet.load("euler"), {"f": mlp(3)}, 0)
+    with pytest.raises(odenet.SchemeValueError, match="memory must be one of"):
+        compile(odenet.load("euler"), {"f": mlp(3)}, 2, "fast")
+    with pytest.raises(odenet.SchemeValueError, match="splits its input into 2 states"):
+        compile(scheme, {"f": mlp(3), "g": mlp(3)}, 2)(torch.randn(2, 5))
+    with pytest.raises(odenet.UnsupportedSchemeError, match="has no parameter h"):
+        compile(odenet.load("momentum"), {"f": mlp(3)}, 2, "adjoint")
+
+
+def test_generated_code_is_readable_and_shows_in_tracebacks():
+    block = build("leapfrog", 2, "reversible")
+    assert "y_np1 = -c0*torch.pow(h, 2) - y_nm1 + 2*y_n" in block.forward_code.source
+    assert "def inverse_step(state, p, call):" in block.inverse_code.source
+
+    def broken(i):
+        return nn.Linear(7, 7)  # wrong width: the error is raised inside the generated step
+
+    bad = compile(odenet.load("leapfrog"), {"f": broken}, 2)
+    with pytest.raises(RuntimeError) as info:
+        bad(torch.randn(2, 6))
+    assert 'c0 = call(0, "f", y_n)' in "".join(__import__("traceback").format_tb(info.tb))
