@@ -22,12 +22,24 @@ from odenet.ir import Equation, FunctionSymbol, Param, Scheme
 from odenet.language import format_scheme, parse
 from odenet.library import library_names, load
 
+
+def __getattr__(name: str):
+    """``odenet.compile`` and ``odenet.SchemeBlock`` load torch on first use, not at import."""
+    if name in ("compile", "SchemeBlock", "MEMORY_MODES"):
+        from odenet import nn
+
+        return getattr(nn, name)
+    raise AttributeError(f"module 'odenet' has no attribute {name!r}")
+
+
 try:
     __version__ = version("odenet-schemes")
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0+unknown"
 
-__all__ = [
+__all__ = [  # noqa: RUF022 - compile and SchemeBlock come from __getattr__
+    "compile",
+    "SchemeBlock",
     "Analysis",
     "Equation",
     "FunctionSymbol",

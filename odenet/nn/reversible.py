@@ -34,6 +34,7 @@ import sympy
 import torch
 
 from odenet.errors import OdenetError
+from odenet.nn.params import constrain
 
 __all__ = ["DriftControl", "ReconstructionError", "run_reversible"]
 
@@ -62,22 +63,33 @@ class DriftControl:
         return self._matrix
 
     def amplifications(self) -> list[float]:
-        """Backward amplification of each layer at the current parameter values."""
+        """Backward amplification of each layer at the current parameter values: the spectral
+        radius of M(0)^-1, for all layers at once (M's entries evaluated on arrays of values)."""
+        from odenet.analysis.numeric import evaluate
+
         matrix = self._amplification_matrix()
-        cache: dict[tuple, float] = {}
-        out = []
-        for n in range(self.block.depth):
-            values = {k: float(v) for k, v in self.block.layer_params(n).items()}
-            key = tuple(sorted(values.items()))
-            if key not in cache:
-                subs = {sympy.Symbol(k, real=True): v for k, v in values.items()}
-                m0 = np.array(matrix.subs(subs).evalf(), dtype=float)
-                try:
-                    cache[key] = float(np.abs(np.linalg.eigvals(np.linalg.inv(m0))).max())
-                except np.linalg.LinAlgError:
-                    cache[key] = math.inf
-            out.append(cache[key])
-        return out
+        depth = self.block.depth
+        env = {}
+        for name in self.block._param_names:
+            if name in self.block.raw_params:
+                raw = self.block.raw_params[name].detach()
+                values = constrain(raw, self.block._intervals[name]).double().cpu().numpy()
+            else:
+                values = np.full(depth, float(getattr(self.block, f"fixed_{name}")))
+            env[sympy.Symbol(name, real=True)] = values
+        size = matrix.shape[0]
+        stacked = np.empty((depth, size, size))
+        for i in range(size):
+            for j in range(size):
+                stacked[:, i, j] = evaluate(matrix[i, j], env, {})
+        with np.errstate(all="ignore"):
+            determinants = np.linalg.det(stacked)
+        out = np.full(depth, math.inf)
+        regular = np.abs(determinants) > 1e-300
+        if regular.any():
+            inverses = np.linalg.inv(stacked[regular])
+            out[regular] = np.abs(np.linalg.eigvals(inverses)).max(axis=-1)
+        return out.tolist()
 
     def boundaries(self, dtype: torch.dtype) -> set[int]:
         """Layer boundaries (the input of layer j is boundary j) at which to keep an exact copy."""
