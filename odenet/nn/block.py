@@ -88,6 +88,9 @@ class SchemeBlock(nn.Module):
 
         self.drift = DriftControl(self, drift_tolerance)
         self.reconstruction_errors: list[tuple[int, float]] = []  # (layer, relative error) after backward
+        # where each output state sits in the state vector (forward never touches sympy)
+        position = {symbol: i for i, symbol in enumerate(scheme.state_vector)}
+        self._output_index = [position[value(s)] for s in scheme.outputs]
 
     # -- construction ---------------------------------------------------------------------------
     def _build_functions(self, functions: Mapping[str, FunctionSpec], depth: int) -> None:
@@ -217,8 +220,7 @@ class SchemeBlock(nn.Module):
         return self._init(self.split_input(x), self.layer_params(0), self.caller(0))
 
     def output(self, state: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        index = {symbol: i for i, symbol in enumerate(self.scheme.state_vector)}
-        parts = [state[index[value(s)]] for s in self.scheme.outputs]
+        parts = [state[i] for i in self._output_index]
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
     # -- forward ----------------------------------------------------------------------------------
