@@ -90,3 +90,32 @@ def test_no_command_is_a_usage_error():
     result = run_cli()
     assert result.returncode == 2
     assert "usage: odenet" in result.stderr
+
+
+def test_compile_emit_prints_the_generated_code():
+    result = run_cli("compile", "reversible_heun", "--emit")
+    assert result.returncode == 0, result.stderr
+    assert "def step(state, p, call):" in result.stdout
+    assert "def inverse_step(state, p, call):" in result.stdout
+    assert 'c1 = call(1, "f", z_np1)' in result.stdout
+    result = run_cli("compile", "rk4", "--emit")
+    assert "# no explicit inverse: scheme rk4 has no explicit inverse" in result.stdout
+
+
+def test_compile_trains_a_few_steps_and_reports_memory():
+    result = run_cli(
+        "compile", "momentum", "--depth", "6", "--memory", "reversible", "--steps", "3", "--width", "8"
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("scheme momentum: depth 6, memory=reversible")
+    losses = [float(line.split("loss ")[1].split()[0]) for line in lines if line.strip().startswith("step")]
+    assert len(losses) == 3 and losses[2] < losses[0]
+
+
+def test_compile_refuses_bad_arguments():
+    result = run_cli("compile", "euler", "--depth", "0")
+    assert result.returncode == 2 and "expected a whole number >= 1, not '0'" in result.stderr
+    result = run_cli("compile", "euler", "--memory", "reversible", "--depth", "2")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "memory='checkpoint'" in result.stderr
