@@ -116,7 +116,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         if block.inverse_code is not None:
             print(block.inverse_code.source)
         else:
-            print(f"# no explicit inverse: {block._inverse_error}")
+            print(f"# no explicit inverse: {block.inverse_error}")
         return 0
     from odenet.nn.demo import train_demo
 

@@ -71,11 +71,11 @@ class SchemeBlock(nn.Module):
         self._init = compile_source(self.init_code, namespace, f"{scheme.name} init")
         self.inverse_code: StepCode | None = None
         self._inverse = None
-        self._inverse_error: OdenetError | None = None
+        self.inverse_error: OdenetError | None = None
         self._prepare_inverse()
         if memory == "reversible" and self._inverse is None:
             raise UnsupportedSchemeError(
-                f"memory='reversible' needs an explicit inverse, and {self._inverse_error} "
+                f"memory='reversible' needs an explicit inverse, and {self.inverse_error} "
                 "Use memory='checkpoint' (exact gradients, memory O(sqrt(depth))) or memory='adjoint' "
                 "(approximate gradients, memory O(1))."
             )
@@ -88,6 +88,7 @@ class SchemeBlock(nn.Module):
 
         self.drift = DriftControl(self, drift_tolerance)
         self.reconstruction_errors: list[tuple[int, float]] = []  # (layer, relative error) after backward
+        self.kept_bytes = 0  # bytes of the exact copies drift control kept in the last forward
         # where each output state sits in the state vector (forward never touches sympy)
         position = {symbol: i for i, symbol in enumerate(scheme.state_vector)}
         self._output_index = [position[value(s)] for s in scheme.outputs]
@@ -164,7 +165,7 @@ class SchemeBlock(nn.Module):
         try:
             derivation = invert(self.scheme)
         except NotReversibleError as exc:
-            self._inverse_error = exc
+            self.inverse_error = exc
             return
         keys = {call: key for key, call in enumerate(self.forward_code.calls)}
         self.inverse_code = generate_step(
@@ -259,9 +260,7 @@ class SchemeBlock(nn.Module):
     def inverse_step(self, n: int, new_state, call=None):
         """The input of layer ``n`` from its output, by the derived inverse (state vectors)."""
         if self._inverse is None:
-            raise UnsupportedSchemeError(
-                f"scheme {self.scheme.name} has no explicit inverse: {self._inverse_error}"
-            )
+            raise UnsupportedSchemeError(str(self.inverse_error))
         reversed_state = reverse_history(self.scheme, new_state)
         out = self._inverse(reversed_state, self.layer_params(n), call or self.caller(n))
         return reverse_history(self.scheme, out)

@@ -15,11 +15,12 @@ __all__ = ["saved_tensor_bytes", "train_demo"]
 
 
 class saved_tensor_bytes:  # noqa: N801 - used as a context manager, like torch's own hooks
-    """Count the bytes of the tensors autograd saves for backward while the context is active."""
+    """Count the bytes of the tensors autograd saves for backward while the context is active,
+    each storage once; storages of ``exclude`` (parameters, which exist anyway) are not counted."""
 
-    def __init__(self):
+    def __init__(self, exclude=()):
         self.bytes = 0
-        self._seen: set[int] = set()
+        self._seen: set[int] = {p.untyped_storage().data_ptr() for p in exclude}
 
     def _pack(self, tensor):
         key = tensor.untyped_storage().data_ptr()
@@ -60,12 +61,12 @@ def train_demo(
     for step in range(1, steps + 1):
         start = time.perf_counter()
         optimizer.zero_grad()
-        with saved_tensor_bytes() as saved:
+        with saved_tensor_bytes(exclude=block.parameters()) as saved:
             loss = (block(x) - target).square().mean()
         loss.backward()
         optimizer.step()
         seconds = time.perf_counter() - start
-        mib = saved.bytes / 2**20
+        mib = (saved.bytes + block.kept_bytes) / 2**20
         out(
             f"  step {step}: loss {loss.item():.5f}  saved for backward {mib:.2f} MiB  {seconds * 1e3:.0f} ms"
         )

@@ -22,7 +22,8 @@ state wherever the accumulated ``prod(a) * eps(dtype)`` would pass the tolerance
 from those copies. Memory is then O(depth / k) with ``k ~ log(tol/eps) / log(a)``, and O(1) when
 ``a = 1`` (leapfrog, revnet, reversible Heun). The measured reconstruction error at each copy is
 kept in ``block.reconstruction_errors``; a non-finite rebuild raises :class:`ReconstructionError`
-naming the layer, so a wrong gradient is never returned silently.
+naming the first layer it happened at (checked once at the end of the backward pass, before any
+gradient is returned), so a wrong gradient is never returned silently.
 """
 
 from __future__ import annotations
@@ -140,6 +141,8 @@ class _Stack(torch.autograd.Function):
         # an output that is an input (depth 1, history passing through) must be a new tensor
         inputs = {id(t) for t in tensors}
         state = tuple(t.clone() if id(t) in inputs else t for t in state)
+        # bytes of the exact copies kept for backward (not counted by saved-tensor hooks)
+        block.kept_bytes = sum(t.untyped_storage().nbytes() for k, copy in stored.items() if k for t in copy)
         ctx.block, ctx.exact, ctx.stored, ctx.n_state = block, exact, stored, n_state
         ctx.params = tensors[n_state:]
         ctx.save_for_backward(*state)
@@ -153,6 +156,7 @@ class _Stack(torch.autograd.Function):
         index = {id(p): i for i, p in enumerate(ctx.params)}
         param_grads: list[torch.Tensor | None] = [None] * len(ctx.params)
         errors = []
+        magnitudes: list[torch.Tensor] = []  # per rebuilt layer, from the last layer down
         for n in reversed(range(block.depth)):
             cache: dict[int, tuple] = {}
             if exact:
@@ -169,12 +173,9 @@ class _Stack(torch.autograd.Function):
             else:
                 with torch.no_grad():
                     old = block.approximate_inverse_step(n, state)
-            if not all(torch.isfinite(t).all() for t in old):
-                raise ReconstructionError(
-                    f"rebuilding the input of layer {n} of {block.scheme.name} gave non-finite values: "
-                    "the inverse amplifies rounding error too much; lower drift_tolerance or use "
-                    "memory='checkpoint'"
-                )
+            # the largest magnitude of the rebuilt state: NaN or inf if anything went non-finite;
+            # checked for all layers at once at the end (one host sync, not one per layer)
+            magnitudes.append(torch.stack([t.detach().abs().amax() for t in old]).amax())
             if n in ctx.stored:
                 exact_state = ctx.stored[n]
                 errors.append((n, _relative_error(old, exact_state)))
@@ -205,6 +206,14 @@ class _Stack(torch.autograd.Function):
                     i = index[id(p)]
                     param_grads[i] = r if param_grads[i] is None else param_grads[i] + r
             state = tuple(t.detach() for t in old)
+        finite = torch.isfinite(torch.stack(magnitudes)).tolist()
+        if not all(finite):
+            layer = block.depth - 1 - finite.index(False)
+            raise ReconstructionError(
+                f"rebuilding the input of layer {layer} of {block.scheme.name} gave non-finite values: "
+                "the inverse amplifies rounding error too much; lower drift_tolerance or use "
+                "memory='checkpoint'"
+            )
         block.reconstruction_errors = sorted(errors)
         return (None, None, None, *grads, *param_grads)
 

@@ -1,0 +1,31 @@
+"""The benchmark scripts run end to end at tiny sizes (their figures are not asserted: timings never
+belong in tests; they are recorded in docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
+pytestmark = pytest.mark.skipif(not BENCHMARKS.is_dir(), reason="no source checkout with benchmarks/")
+
+
+def _run(*args: str) -> str:
+    done = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=600, check=True)
+    return done.stdout
+
+
+def test_analysis_speed_runs():
+    out = _run(str(BENCHMARKS / "analysis_speed.py"), "--repeat", "1")
+    assert "leapfrog" in out and out.strip().splitlines()[-1].startswith("slowest median")
+
+
+def test_memory_depth_runs_and_prints_its_table():
+    out = _run(
+        str(BENCHMARKS / "memory_depth.py"), "--depths", "2", "--functions", "mlp", "--schemes", "leapfrog"
+    )
+    assert "| leapfrog | reversible |" in out
+    assert "error" not in out.split("### mlp")[1]
