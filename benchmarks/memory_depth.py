@@ -8,8 +8,9 @@ and reports:
   and its gradients, measured by the operating system;
 - bytes of the tensors autograd saved for backward (parameters excluded, each storage once), plus
   the exact copies odenet's drift control kept (MiB);
-- at depth 128, the median time of a few training steps as a ratio to plain autograd on the same
-  scheme and function.
+- at depth 128, the median time of a training step as a ratio to plain autograd on the same scheme
+  and function, the two measured in alternation in one process so that background load affects
+  both alike.
 
 Residual functions: an MLP ``Linear(256, 256) -> tanh -> Linear(256, 256)`` on a batch of 512, and
 a small conv net ``Conv3x3(16, 16) -> ReLU -> Conv3x3(16, 16)`` on 64 images of 16 x 16. Schemes:
@@ -117,16 +118,36 @@ def worker(config: dict) -> dict:
     kept = getattr(model, "kept_bytes", 0)
     result = {**config, "peak_rss_mib": peak, "saved_mib": (saved.bytes + kept) / 2**20}
     if config["time"]:
-        times = []
-        for _ in range(4):
-            x = _input(config["function"], states, torch)
-            if config["mode"] in ("memcnn", "revlib"):
-                x.requires_grad_(True)
-            start = time.perf_counter()
-            model(x).square().mean().backward()
-            times.append(time.perf_counter() - start)
-        result["step_seconds"] = statistics.median(times[1:])
+        result.update(_paired_timing(config, model, states, torch, nn))
     return result
+
+
+def _paired_timing(config, model, states, torch, nn, rounds: int = 7) -> dict:
+    """Step time of ``model`` against plain autograd on the same scheme and function, measured in
+    alternation in one process (so background load affects both alike): medians and their ratio."""
+    reference, _ = _build(config["function"], config["scheme"], "autograd", config["depth"], torch, nn)
+    if config["mode"] == "autograd":
+        reference = model
+    needs_grad = config["mode"] in ("memcnn", "revlib")
+
+    def step(net):
+        x = _input(config["function"], states, torch)
+        if needs_grad and net is model:
+            x.requires_grad_(True)
+        start = time.perf_counter()
+        net(x).square().mean().backward()
+        return time.perf_counter() - start
+
+    step(model), step(reference)  # warm-up
+    mine, theirs = [], []
+    for _ in range(rounds):
+        mine.append(step(model))
+        theirs.append(step(reference))
+    return {
+        "step_seconds": statistics.median(mine),
+        "autograd_seconds": statistics.median(theirs),
+        "time_ratio": statistics.median(mine) / statistics.median(theirs),
+    }
 
 
 def run_config(config: dict) -> dict:
@@ -172,9 +193,8 @@ def main() -> int:
     print(f"torch {torch.__version__}, {os.cpu_count()} CPU cores, 2 threads per run, float32")
     print("peak = peak RSS during one training step minus RSS before it (MiB, gradients allocated before);")
     print("saved = bytes autograd saved for backward (parameters excluded) + drift-control copies (MiB);")
-    print(
-        f"time = median training step at depth {TIMING_DEPTH} / plain autograd on the same scheme and function."
-    )
+    print(f"time = median step at depth {TIMING_DEPTH} / plain autograd on the same scheme and function,")
+    print("       both measured in alternation in one process (7 rounds).")
     results = []
     for function in args.functions:
         for scheme in args.schemes:
@@ -210,14 +230,6 @@ def _table(results, depths):
         print("|---|---|" + "---|" * len(depths) + "---|---|")
         rows = [r for r in results if r["function"] == function]
         for scheme in SCHEMES:
-            reference = next(
-                (
-                    r.get("step_seconds")
-                    for r in rows
-                    if r["scheme"] == scheme and r["mode"] == "autograd" and r.get("step_seconds")
-                ),
-                None,
-            )
             for mode in SCHEMES[scheme]:
                 mine = {r["depth"]: r for r in rows if r["scheme"] == scheme and r["mode"] == mode}
                 if not mine:
@@ -225,18 +237,17 @@ def _table(results, depths):
                 cells = []
                 for d in depths:
                     r = mine.get(d)
-                    cells.append(
-                        "–"
-                        if r is None
-                        else ("error" if "error" in r else f"{r['peak_rss_mib']:.0f} / {r['saved_mib']:.1f}")
-                    )
+                    if r is None:
+                        cells.append("–")
+                    elif "error" in r:
+                        cells.append("error")
+                    else:
+                        cells.append(f"{r['peak_rss_mib']:.0f} / {r['saved_mib']:.1f}")
                 growth = "–"
                 if 8 in mine and 512 in mine and "error" not in mine[8] and "error" not in mine[512]:
                     growth = f"{mine[512]['peak_rss_mib'] / max(mine[8]['peak_rss_mib'], 1e-9):.2f}x"
                 timed = mine.get(TIMING_DEPTH, {})
-                ratio = "–"
-                if reference and timed.get("step_seconds"):
-                    ratio = f"{timed['step_seconds'] / reference:.2f}x"
+                ratio = f"{timed['time_ratio']:.2f}x" if "time_ratio" in timed else "–"
                 print(f"| {scheme} | {mode} | {' | '.join(cells)} | {growth} | {ratio} |")
         print()
 
