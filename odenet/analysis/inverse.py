@@ -21,7 +21,7 @@ import sympy
 from sympy.core.function import AppliedUndef
 
 from odenet.errors import NotReversibleError
-from odenet.ir import Equation, Scheme, function_calls, value
+from odenet.ir import Equation, Scheme, function_calls, parse_value, value
 from odenet.language.printer import format_expr
 
 __all__ = ["InverseDerivation", "derive_inverse", "from_reversed", "invert", "to_reversed"]
@@ -156,16 +156,21 @@ def _unique(items):
     return out
 
 
-def _as_scheme(scheme: Scheme, solution) -> Scheme:
-    """Rename the forward symbols into the reversed-time scheme and package the updates."""
+def forward_to_reversed(scheme: Scheme) -> dict[sympy.Symbol, sympy.Symbol]:
+    """The reversed-time names of the forward step's values: for a state with history ``d``,
+    ``x[n-d+1+i] -> X[m-i]`` (i = 0..d) and the recovered ``x[n-d] -> X[m+1]``."""
     rename = {}
     for state in scheme.states:
         depth = scheme.history[state]
-        # forward x[n+1-j] (j = 0..depth) is reversed X[m-depth+j]... see the module doc:
-        # X[m - i] = x[n - depth + 1 + i] for i = 0..depth, and X[m+1] = x[n - depth].
         for i in range(depth + 1):
             rename[value(state, -depth + 1 + i)] = value(state, -i)
         rename[value(state, -depth)] = value(state, 1)
+    return rename
+
+
+def _as_scheme(scheme: Scheme, solution) -> Scheme:
+    """Rename the forward symbols into the reversed-time scheme and package the updates."""
+    rename = forward_to_reversed(scheme)
     steps = [Equation(rename[old], sympy.sympify(expr).xreplace(rename)) for old, expr in solution]
     # A later update reads earlier solved values as whole expressions; write them by name, X[m+1].
     solved = {rename[old]: steps[i].expr for i, (old, _) in enumerate(solution)}
@@ -198,21 +203,13 @@ def _reuse(expr, solved, target):
 def to_reversed(scheme: Scheme, forward_new: dict) -> dict:
     """The inverse scheme's *old* state vector from the values of a forward step (``x[n+1]``,
     ``x[n]``, ...): the values the inverse starts from."""
-    out = {}
-    for state in scheme.states:
-        depth = scheme.history[state]
-        for i in range(depth + 1):
-            out[value(state, -i)] = forward_new[value(state, -depth + 1 + i)]
-    return out
+    rename = forward_to_reversed(scheme)
+    return {rename[f]: forward_new[f] for f in rename if parse_value(rename[f])[1] <= 0}
 
 
 def from_reversed(scheme: Scheme, inverse_values: dict) -> dict:
     """The forward step's *old* state vector from the inverse scheme's values after its step
     (``X[m+1]`` and ``X[m], X[m-1], ...``)."""
-    out = {}
-    for state in scheme.states:
-        depth = scheme.history[state]
-        out[value(state, -depth)] = inverse_values[value(state, 1)]
-        for k in range(depth):  # x[n-k] = X[m-(depth-1-k)]
-            out[value(state, -k)] = inverse_values[value(state, -(depth - 1 - k))]
-    return out
+    rename = forward_to_reversed(scheme)
+    old = set(scheme.state_vector)
+    return {f: inverse_values[r] for f, r in rename.items() if f in old}

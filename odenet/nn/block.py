@@ -307,14 +307,10 @@ def reverse_history(scheme: Scheme, state):
 
 
 def reversed_to_forward(scheme: Scheme) -> dict[sympy.Symbol, sympy.Symbol]:
-    """The inverse scheme's symbols in the forward step's: X[m+1] = x[n-d], X[m-i] = x[n-d+1+i]."""
-    mapping = {}
-    for s in scheme.states:
-        d = scheme.history[s]
-        mapping[value(s, 1)] = value(s, -d)
-        for i in range(d + 1):
-            mapping[value(s, -i)] = value(s, -d + 1 + i)
-    return mapping
+    """The inverse scheme's symbols in the forward step's (X[m+1] = x[n-d], X[m-i] = x[n-d+1+i])."""
+    from odenet.analysis.inverse import forward_to_reversed
+
+    return {r: f for f, r in forward_to_reversed(scheme).items()}
 
 
 def compile(
