@@ -168,6 +168,17 @@ def _check_name(name: str, what: str) -> None:
         raise SchemeValueError(f"{what} name {name!r} is reserved")
 
 
+def history_depths(states, steps) -> dict[str, int]:
+    """For each state, the oldest lag the equations ``steps`` read (``x[n-2]`` gives 2)."""
+    depth = {s: 0 for s in states}
+    for eq in steps:
+        for symbol in eq.expr.free_symbols:
+            parsed = parse_value(symbol)
+            if parsed and parsed[1] < 0:
+                depth[parsed[0]] = max(depth[parsed[0]], -parsed[1])
+    return depth
+
+
 def function_calls(expr: sympy.Basic) -> list[sympy.Expr]:
     """Calls of function symbols in ``expr`` (undefined sympy functions), each once, in a stable
     order: inner calls before the calls that contain them."""
@@ -348,13 +359,31 @@ class Scheme:
     @functools.cached_property
     def history(self) -> dict[str, int]:
         """How many past values of each state one step reads: 1 when ``x[n-1]`` is the oldest."""
-        depth = {s: 0 for s in self.states}
+        return history_depths(self.states, self.steps)
+
+    @functools.cached_property
+    def update_residuals(self) -> dict[str, sympy.Expr]:
+        """``x[n+1] - rhs`` for each updated state, in update order, with the stages substituted:
+        the step as equations, for solving (the inverse) and expanding (the order)."""
+        stages: dict[sympy.Symbol, sympy.Expr] = {}
+        residuals = {}
         for eq in self.steps:
-            for symbol in eq.expr.free_symbols:
-                parsed = parse_value(symbol)
-                if parsed and parsed[1] < 0:
-                    depth[parsed[0]] = max(depth[parsed[0]], -parsed[1])
-        return depth
+            rhs = eq.expr.xreplace(stages)
+            if eq.is_stage:
+                stages[eq.target] = rhs
+            else:
+                residuals[eq.state] = eq.target - rhs
+        return residuals
+
+    def check_param_names(self, names) -> None:
+        """Raise SchemeValueError for the first name that is not a parameter of this scheme."""
+        known = [p.name for p in self.params]
+        for name in names:
+            if name not in known:
+                raise SchemeValueError(
+                    f"scheme {self.name} has no parameter {name!r}: "
+                    f"its parameters are {', '.join(known) or 'none'}"
+                )
 
     @functools.cached_property
     def state_vector(self) -> tuple[sympy.Symbol, ...]:

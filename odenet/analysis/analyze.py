@@ -27,7 +27,7 @@ from odenet.analysis.linear import (
     step_scaling,
 )
 from odenet.analysis.order import OrderResult, order_of_accuracy
-from odenet.errors import NotReversibleError, SchemeValueError
+from odenet.errors import NotReversibleError
 from odenet.ir import Scheme
 from odenet.language.printer import format_expr
 
@@ -134,13 +134,9 @@ def _interval(interval: Interval | None) -> list | None:
 
 
 def _param_values(scheme: Scheme, params: Mapping[str, float] | None) -> dict[str, sympy.Expr]:
+    scheme.check_param_names(params or {})
     values = {p.name: p.default for p in scheme.params}
     for name, v in (params or {}).items():
-        if name not in values:
-            known = ", ".join(values) or "none"
-            raise SchemeValueError(
-                f"scheme {scheme.name} has no parameter {name!r}: its parameters are {known}"
-            )
         values[name] = sympy.nsimplify(v, rational=True) if isinstance(v, float) else sympy.sympify(v)
     return values
 

@@ -36,19 +36,6 @@ class InverseDerivation:
     scheme: Scheme  # the inverse as a Scheme in reversed time
 
 
-def _step_equations(scheme: Scheme) -> list[sympy.Expr]:
-    """``x[n+1] - rhs = 0`` for each update, with the stages substituted."""
-    stages: dict[sympy.Symbol, sympy.Expr] = {}
-    equations = []
-    for eq in scheme.steps:
-        rhs = eq.expr.xreplace(stages)
-        if eq.is_stage:
-            stages[eq.target] = rhs
-        else:
-            equations.append(eq.target - rhs)
-    return equations
-
-
 def invert(scheme: Scheme) -> InverseDerivation:
     """Derive the explicit inverse, or raise :class:`NotReversibleError` saying what blocks it."""
     # An implicit step is handled the same way: its new values are all known to the inverse, so
@@ -59,7 +46,7 @@ def invert(scheme: Scheme) -> InverseDerivation:
         depth = scheme.history[state]
         known |= {value(state, -lag) for lag in range(depth)}
         unknowns.append(value(state, -depth))
-    equations = _step_equations(scheme)
+    equations = list(scheme.update_residuals.values())
     solved: dict[sympy.Symbol, sympy.Expr] = {}
     order: list[sympy.Symbol] = []
     conditions: list[sympy.Expr] = []

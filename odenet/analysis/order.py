@@ -206,18 +206,6 @@ def _total_derivative(expr, jets: dict[str, list[sympy.Symbol]]):
     return sympy.expand(out)
 
 
-def _residuals(scheme: Scheme) -> dict[str, sympy.Expr]:
-    stages: dict = {}
-    residuals = {}
-    for eq in scheme.steps:
-        rhs = eq.expr.xreplace(stages)
-        if eq.is_stage:
-            stages[eq.target] = rhs
-        else:
-            residuals[eq.state] = eq.target - rhs
-    return residuals
-
-
 def _is_zero(expr, values) -> bool:
     expr = sympy.expand(expr.xreplace(values))
     return expr == 0 or sympy.cancel(sympy.together(expr)) == 0
@@ -273,7 +261,7 @@ def order_of_accuracy(scheme: Scheme, values: dict[sympy.Symbol, sympy.Expr]) ->
 
 
 def _order(scheme: Scheme, h, values, terms: int) -> OrderResult:
-    residuals = _residuals(scheme)
+    residuals = scheme.update_residuals
     evolving, slaved = [], []
     for state, residual in residuals.items():
         at_zero = _collapse(residual.subs(h, 0))

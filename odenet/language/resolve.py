@@ -25,6 +25,7 @@ from odenet.ir import (
     FunctionSymbol,
     Param,
     Scheme,
+    history_depths,
     parse_value,
     value,
 )
@@ -310,12 +311,7 @@ class _Resolver:
         self.steps.append(Equation(value(name, 1), self.expression(statement.expr, _Context("the step"))))
 
     def compute_history(self) -> None:
-        self.history = {s: 0 for s in self.states}
-        for eq in self.steps:
-            for symbol in eq.expr.free_symbols:
-                parsed = parse_value(symbol)
-                if parsed and parsed[1] < 0:
-                    self.history[parsed[0]] = max(self.history[parsed[0]], -parsed[1])
+        self.history = history_depths(self.states, self.steps)
 
     def init_statement(self, statement: ast.Init) -> None:
         target = statement.target

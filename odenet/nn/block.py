@@ -134,12 +134,7 @@ class SchemeBlock(nn.Module):
 
     def _build_params(self, overrides: Mapping[str, float], depth: int) -> None:
         self._param_names = [p.name for p in self.scheme.params]
-        unknown = [k for k in overrides if k not in self._param_names]
-        if unknown:
-            raise SchemeValueError(
-                f"scheme {self.scheme.name} has no parameter {unknown[0]!r}: "
-                f"its parameters are {', '.join(self._param_names) or 'none'}"
-            )
+        self.scheme.check_param_names(overrides)
         self.raw_params = nn.ParameterDict()
         self._intervals = {}
         for p in self.scheme.params:
