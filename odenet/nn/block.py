@@ -69,11 +69,9 @@ class SchemeBlock(nn.Module):
         namespace = {"torch": torch}
         self._step = compile_source(self.forward_code, namespace, f"{scheme.name} step")
         self._init = compile_source(self.init_code, namespace, f"{scheme.name} init")
-        self.inverse_code: StepCode | None = None
-        self._inverse = None
-        self.inverse_error: OdenetError | None = None
-        self._prepare_inverse()
-        if memory == "reversible" and self._inverse is None:
+        # The inverse is derived on first use (a sympy solve): only reversible mode needs it now.
+        self._inverse_parts: tuple | None = None
+        if memory == "reversible" and self.inverse_code is None:
             raise UnsupportedSchemeError(
                 f"memory='reversible' needs an explicit inverse, and {self.inverse_error} "
                 "Use memory='checkpoint' (exact gradients, memory O(sqrt(depth))) or memory='adjoint' "
@@ -153,25 +151,38 @@ class SchemeBlock(nn.Module):
             else:
                 self.register_buffer(f"fixed_{p.name}", torch.tensor(start, dtype=torch.get_default_dtype()))
 
-    def _prepare_inverse(self) -> None:
-        from odenet.analysis.inverse import invert
-        from odenet.errors import NotReversibleError
+    def _inverse(self):
+        """(compiled inverse step, its code, the reason there is none), derived once."""
+        if self._inverse_parts is None:
+            from odenet.analysis.inverse import invert
+            from odenet.errors import NotReversibleError
 
-        try:
-            derivation = invert(self.scheme)
-        except NotReversibleError as exc:
-            self.inverse_error = exc
-            return
-        keys = {call: key for key, call in enumerate(self.forward_code.calls)}
-        self.inverse_code = generate_step(
-            derivation.scheme,
-            function_name="inverse_step",
-            call_keys=keys,
-            comment="the derived inverse, in reversed time: X[m+1] is the older value",
-            translate=reversed_to_forward(self.scheme),
-        )
-        self._inverse = compile_source(self.inverse_code, {"torch": torch}, f"{self.scheme.name} inverse")
-        self.inverse_conditions = derivation.conditions
+            try:
+                derivation = invert(self.scheme)
+            except NotReversibleError as exc:
+                self._inverse_parts = (None, None, exc)
+                return self._inverse_parts
+            keys = {call: key for key, call in enumerate(self.forward_code.calls)}
+            code = generate_step(
+                derivation.scheme,
+                function_name="inverse_step",
+                call_keys=keys,
+                comment="the derived inverse, in reversed time: X[m+1] is the older value",
+                translate=reversed_to_forward(self.scheme),
+            )
+            function = compile_source(code, {"torch": torch}, f"{self.scheme.name} inverse")
+            self._inverse_parts = (function, code, None)
+        return self._inverse_parts
+
+    @property
+    def inverse_code(self) -> StepCode | None:
+        """The generated inverse step, or None when the scheme has no explicit inverse."""
+        return self._inverse()[1]
+
+    @property
+    def inverse_error(self) -> OdenetError | None:
+        """Why the scheme has no explicit inverse (None when it has one)."""
+        return self._inverse()[2]
 
     # -- pieces used by every mode --------------------------------------------------------------
     def layer_params(self, n: int) -> dict[str, torch.Tensor]:
@@ -254,10 +265,11 @@ class SchemeBlock(nn.Module):
     # -- inverse ----------------------------------------------------------------------------------
     def inverse_step(self, n: int, new_state, call=None):
         """The input of layer ``n`` from its output, by the derived inverse (state vectors)."""
-        if self._inverse is None:
-            raise UnsupportedSchemeError(str(self.inverse_error))
+        inverse, _, error = self._inverse()
+        if inverse is None:
+            raise UnsupportedSchemeError(str(error))
         reversed_state = reverse_history(self.scheme, new_state)
-        out = self._inverse(reversed_state, self.layer_params(n), call or self.caller(n))
+        out = inverse(reversed_state, self.layer_params(n), call or self.caller(n))
         return reverse_history(self.scheme, out)
 
     def approximate_inverse_step(self, n: int, new_state, call=None):
