@@ -57,15 +57,16 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _schemes_from(argument: str) -> list[Scheme]:
-    """A library name, a .scheme file, or a folder of .scheme files (sorted by name)."""
+def _schemes_from(argument: str) -> tuple[list[Scheme], bool]:
+    """A library name, a .scheme file, or a folder of .scheme files (sorted by name); and whether
+    the argument was a folder."""
     path = Path(argument)
     if path.is_dir():
         files = sorted(path.glob("*.scheme"))
         if not files:
             raise SchemeNotFoundError(f"no .scheme files in the folder {argument!r}")
-        return [read_scheme_file(f) for f in files]
-    return [load(argument)]
+        return [read_scheme_file(f) for f in files], True
+    return [load(argument)], False
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
@@ -75,28 +76,24 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     from odenet.report.analysis import verdict, write_index, write_report
 
     params = dict(args.param or [])
-    schemes = _schemes_from(args.scheme)
+    schemes, folder = _schemes_from(args.scheme)
     analyses = [analyze(s, params=params or None) for s in schemes]
     if args.json:
         objects = [a.to_json() for a in analyses]
-        print(
-            json.dumps(
-                objects[0] if len(objects) == 1 and not Path(args.scheme).is_dir() else objects, indent=2
-            )
-        )
+        print(json.dumps(objects if folder else objects[0], indent=2))
     else:
         for a in analyses:
             print(f"{a.scheme.name}:")
             for line in verdict(a):
                 print(f"  - {line}")
     if args.report is not None:
-        folder = Path(args.report)
-        if len(analyses) == 1 and not Path(args.scheme).is_dir():
-            written = write_report(analyses[0], folder)
-        else:
+        target = Path(args.report)
+        if folder:
             for a in analyses:
-                write_report(a, folder / a.scheme.name)
-            written = write_index(analyses, folder)
+                write_report(a, target / a.scheme.name)
+            written = write_index(analyses, target)
+        else:
+            written = write_report(analyses[0], target)
         print(f"wrote {written}", file=sys.stderr)
     return 0
 

@@ -126,6 +126,9 @@ class _Emitter:
         if is_stage:
             self.stages[target] = expr.xreplace(self.stages)
 
+    def read_params(self, scheme: Scheme) -> None:
+        self.lines += [f'    {self.names[p.symbol]} = p["{p.name}"]' for p in scheme.params]
+
     def returns(self, symbols) -> None:
         self.lines.append(f"    return ({', '.join(self.names[s] for s in symbols)},)")
 
@@ -152,7 +155,7 @@ def generate_step(
     header += [f"    # {eq}" for eq in scheme.steps]
     inputs = scheme.state_vector
     emit.unpack(inputs, "state")
-    emit.lines += [f'    {emit.names[p.symbol]} = p["{p.name}"]' for p in scheme.params]
+    emit.read_params(scheme)
     for eq in scheme.steps:
         emit.equation(eq.target, eq.expr, eq.is_stage)
     outputs = []
@@ -173,7 +176,7 @@ def generate_init(scheme: Scheme, function_name: str = "init") -> StepCode:
     header += [f"    # {eq}" for eq in scheme.init]
     given = tuple(value(s) for s in scheme.inputs)
     emit.unpack(given, "inputs")
-    emit.lines += [f'    {emit.names[p.symbol]} = p["{p.name}"]' for p in scheme.params]
+    emit.read_params(scheme)
     for eq in scheme.init:
         if eq.expr.is_number:  # a constant start value: shaped like the first input
             expr = sympy.Symbol("__zero__")
