@@ -211,6 +211,12 @@ class SchemeBlock(nn.Module):
         """Layer ``n`` applied to a state vector (plain autograd)."""
         return self._step(state, self.layer_params(n), self.caller(n))
 
+    def steps(self, start: int, stop: int, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """Layers ``start .. stop-1`` applied in turn (plain autograd)."""
+        for n in range(start, stop):
+            state = self.step(n, state)
+        return tuple(state)
+
     def split_input(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         k = len(self.scheme.inputs)
         if k == 1:
@@ -237,9 +243,7 @@ class SchemeBlock(nn.Module):
     def run(self, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         """All ``depth`` layers on a full state vector, in this block's memory mode."""
         if self.memory == "autograd":
-            for n in range(self.depth):
-                state = self.step(n, state)
-            return state
+            return self.steps(0, self.depth, state)
         if self.memory == "checkpoint":
             return self._run_checkpointed(state)
         from odenet.nn.reversible import run_reversible
@@ -252,9 +256,7 @@ class SchemeBlock(nn.Module):
             stop = min(start + size, self.depth)
 
             def segment(*s, start=start, stop=stop):
-                for n in range(start, stop):
-                    s = self.step(n, s)
-                return s
+                return self.steps(start, stop, s)
 
             if torch.is_grad_enabled():
                 state = checkpoint(segment, *state, use_reentrant=False)

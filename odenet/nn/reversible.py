@@ -286,9 +286,7 @@ def run_reversible(block, state, exact: bool):
     if not torch.is_grad_enabled() or not (
         any(p.requires_grad for p in block.parameters()) or any(t.requires_grad for t in state)
     ):
-        for n in range(block.depth):  # nothing to differentiate: a plain loop
-            state = block.step(n, state)
-        return tuple(state)
+        return block.steps(0, block.depth, state)  # nothing to differentiate: a plain loop
     keep = block.drift.boundaries(state[0].dtype) if exact else {0}
     carrier = _Carrier(keep)
     shared = [p for name, m in block.functions.items() if block.shared[name] for p in m.parameters()]
