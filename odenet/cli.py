@@ -20,6 +20,8 @@ from odenet.library import describe, library_dir, library_names, load, read_sche
 
 __all__ = ["main"]
 
+MEMORY_CHOICES = ("autograd", "checkpoint", "reversible", "adjoint")  # odenet.nn.MEMORY_MODES, without torch
+
 
 def _cmd_list(args: argparse.Namespace) -> int:
     names = library_names()
@@ -121,6 +123,148 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- training and trained networks ------------------------------------------------------------------
+
+# per data set: the layout and sizes used when the command line does not say
+_DATA_DEFAULTS = {
+    "digits": {"layout": "conv", "width": 16, "stages": 2, "stem": True, "head": True},
+    "rings": {"layout": "mlp", "width": 16, "stages": 1, "stem": True, "head": True},
+    "cross1d": {"layout": "mlp", "width": 1, "stages": 1, "stem": False, "head": False},
+}
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import json
+
+    from odenet.language import format_scheme
+    from odenet.models import ModelConfig
+    from odenet.training import TrainSettings, load_data, train
+
+    scheme = load(args.scheme)
+    defaults = _DATA_DEFAULTS[args.data]
+    layout = args.layout or defaults["layout"]
+    data = load_data(args.data, layout, args.train_fraction, args.seed)
+    config = ModelConfig(
+        scheme=format_scheme(scheme),
+        input_shape=data.input_shape,
+        outputs=data.outputs,
+        layout=layout,
+        family=args.family,
+        activation=args.activation,
+        width=args.width or defaults["width"],
+        hidden=args.hidden,
+        depth=args.depth,
+        stages=args.stages or defaults["stages"],
+        memory=args.memory,
+        shared=args.shared,
+        params=dict(args.param or []),
+        stem=defaults["stem"] if args.stem is None else args.stem,
+        head=defaults["head"] if args.head is None else args.head,
+    )
+    settings = TrainSettings(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        optimizer=args.optimizer,
+        schedule=args.schedule,
+        smoothness=args.smoothness,
+        seed=args.seed,
+        device=args.device,
+    )
+    out = Path(args.out or f"runs/{scheme.name}-{args.data}")
+    info = {"name": args.data, "layout": layout, "train_fraction": args.train_fraction, "seed": args.seed}
+    _, metrics = train(config, data, settings, out=out, data_info=info)
+    if args.json:
+        print(json.dumps({k: v for k, v in metrics.items() if k != "history"}, indent=2))
+    else:
+        print(_metrics_line(metrics))
+        print(f"wrote {out / 'checkpoint.pt'} and {out / 'metrics.json'}")
+    return 0
+
+
+def _metrics_line(metrics: dict) -> str:
+    parts = [f"test loss {metrics['test_loss']:.4f}"]
+    if metrics.get("test_accuracy") is not None:
+        parts.insert(0, f"test accuracy {100 * metrics['test_accuracy']:.1f}%")
+    if "seconds" in metrics:
+        parts.append(f"{metrics['seconds']:.1f} s")
+    if "peak_memory_mb" in metrics:
+        parts.append(f"peak memory {metrics['peak_memory_mb']:.0f} MiB")
+    return ", ".join(parts)
+
+
+def _checkpoint_data(content: dict, model):
+    from odenet.training import load_data
+
+    info = content.get("data") or {}
+    name = info.get("name")
+    if name not in _DATA_DEFAULTS:
+        from odenet.errors import CheckpointError
+
+        raise CheckpointError(f"the checkpoint names no data set odenet knows (data = {info!r})")
+    return load_data(name, model.config.layout)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from odenet.training import evaluate, load_checkpoint
+
+    model, content = load_checkpoint(args.checkpoint)
+    data = _checkpoint_data(content, model)
+    result = evaluate(model, data.x_test, data.y_test, data.task)
+    metrics = {
+        "scheme": model.scheme.name,
+        "data": data.name,
+        "test_examples": len(data.x_test),
+        "test_loss": result["loss"],
+        "test_accuracy": result["accuracy"],
+    }
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        print(
+            f"{args.checkpoint}: scheme {model.scheme.name}, {data.name} ({len(data.x_test)} test examples)"
+        )
+        print(_metrics_line(metrics))
+    return 0
+
+
+def _cmd_stability(args: argparse.Namespace) -> int:
+    import json
+
+    from odenet.training import load_checkpoint
+    from odenet.training.stability import EXACT_LIMIT, trained_stability
+
+    model, content = load_checkpoint(args.checkpoint)
+    data = _checkpoint_data(content, model)
+    samples = args.samples
+    if samples is None:  # exact spectra are cheap; Arnoldi estimates cost more per input
+        samples = 16 if _state_size(model, data) <= EXACT_LIMIT else 4
+    result = trained_stability(model, data.x_test[:samples])
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print(f"{args.checkpoint}: scheme {model.scheme.name}, {len(result.layers)} layers")
+        print(result.verdict())
+    if args.report is not None:
+        from odenet.report.trained import write_trained_report
+
+        print(f"wrote {write_trained_report(result, args.report)}", file=sys.stderr)
+    return 0
+
+
+def _state_size(model, data) -> int:
+    """The largest number of values in one state of one example, over the stages."""
+    import math
+
+    from odenet.training.stability import _function_inputs
+
+    records = _function_inputs(model, data.x_test[:1])
+    return max((math.prod(a[0].shape[1:]) for *_, seen in records for a in seen.values()), default=0)
+
+
 def _param_argument(text: str) -> tuple[str, float]:
     name, sep, number = text.partition("=")
     try:
@@ -200,7 +344,9 @@ def show_text(scheme: Scheme) -> str:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="odenet",
-        description="Numerical ODE schemes as neural-network architectures: parse, analyze and compile them.",
+        description=(
+            "Numerical ODE schemes as neural-network architectures: parse, analyze, compile and train them."
+        ),
         epilog="A SCHEME is a library name (see 'odenet list') or a path to a .scheme file.",
     )
     parser.add_argument("--version", action="version", version=f"odenet {odenet.__version__}")
@@ -241,7 +387,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=_positive, default=16, help="number of layers (default 16)")
     p.add_argument(
         "--memory",
-        choices=["autograd", "checkpoint", "reversible", "adjoint"],
+        choices=list(MEMORY_CHOICES),
         default="autograd",
         help="what the backward pass keeps (default autograd)",
     )
@@ -250,6 +396,79 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=_positive, default=64, help="batch size (default 64)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=_cmd_compile)
+
+    p = commands.add_parser(
+        "train", help="train a network built from a scheme on a data set; write a checkpoint and metrics"
+    )
+    p.add_argument("scheme", metavar="SCHEME")
+    p.add_argument("--data", choices=list(_DATA_DEFAULTS), default="digits", help="data set (default digits)")
+    p.add_argument("--depth", type=_positive, default=16, help="layers per stage (default 16)")
+    p.add_argument("--epochs", type=_positive, default=5, help="passes over the training set (default 5)")
+    p.add_argument(
+        "--memory", choices=list(MEMORY_CHOICES), default="autograd", help="memory mode (default autograd)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights, batches and subset (default 0)")
+    p.add_argument(
+        "--out", metavar="DIR", help="where checkpoint.pt and metrics.json go (default runs/SCHEME-DATA)"
+    )
+    p.add_argument(
+        "--layout", choices=["mlp", "conv"], help="mlp, or conv (images); default: conv for digits"
+    )
+    p.add_argument(
+        "--family",
+        choices=["mlp", "bn", "chang", "antisymmetric"],
+        default="chang",
+        help="residual functions: K^T s(K y + b) (chang, default), mlp, bn (conv-BN-ReLU-conv), "
+        "antisymmetric",
+    )
+    p.add_argument("--activation", choices=["tanh", "relu"], default="tanh", help="default tanh")
+    p.add_argument("--width", type=_positive, help="features or channels per state in stage 1")
+    p.add_argument("--hidden", type=_positive, help="hidden size of the residual functions (default width)")
+    p.add_argument(
+        "--stages", type=_positive, help="stages, with downsampling between (default: 2 conv, 1 mlp)"
+    )
+    p.add_argument("--shared", action="store_true", help="one set of residual functions for all layers")
+    p.add_argument(
+        "--param", metavar="NAME=VALUE", type=_param_argument, action="append", help="scheme parameter"
+    )
+    p.add_argument(
+        "--stem", action=argparse.BooleanOptionalAction, default=None, help="input layer (default on)"
+    )
+    p.add_argument(
+        "--head", action=argparse.BooleanOptionalAction, default=None, help="output layer (default on)"
+    )
+    p.add_argument(
+        "--train-fraction", type=float, default=1.0, help="share of the training set used (default 1)"
+    )
+    p.add_argument("--batch-size", type=_positive, default=64, help="default 64")
+    p.add_argument("--lr", type=float, default=1e-2, help="learning rate (default 0.01)")
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument(
+        "--optimizer", choices=["adam", "sgd"], default="adam", help="adam (default) or sgd with momentum"
+    )
+    p.add_argument(
+        "--schedule", choices=["cosine", "constant"], default="cosine", help="learning-rate schedule"
+    )
+    p.add_argument("--smoothness", type=float, default=0.0, help="weight of the time-smoothness regularizer")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--json", action="store_true", help="print the final metrics as JSON")
+    p.set_defaults(run=_cmd_train)
+
+    p = commands.add_parser("evaluate", help="the test metrics of a checkpoint written by 'odenet train'")
+    p.add_argument("checkpoint", metavar="CHECKPOINT")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_cmd_evaluate)
+
+    p = commands.add_parser(
+        "stability", help="a trained network's layer Jacobian spectra against the scheme's stability region"
+    )
+    p.add_argument("checkpoint", metavar="CHECKPOINT")
+    p.add_argument(
+        "--samples", type=_positive, help="test inputs to linearize at (default 16, or 4 above 256 dims)"
+    )
+    p.add_argument("--json", action="store_true", help="print the per-layer facts as JSON")
+    p.add_argument("--report", metavar="DIR", help="write report.md and spectra.png")
+    p.set_defaults(run=_cmd_stability)
 
     p = commands.add_parser("check", help="check scheme files; exit 1 and report every problem if any")
     p.add_argument("files", metavar="FILE", nargs="+", type=Path)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
+    "CheckpointError",
     "Location",
     "NotReversibleError",
     "OdenetError",
@@ -115,3 +116,7 @@ class NotReversibleError(OdenetError, ValueError):
 
 class UnsupportedSchemeError(OdenetError, NotImplementedError):
     """The scheme is valid but this operation does not support it (e.g. compiling an implicit step)."""
+
+
+class CheckpointError(OdenetError, ValueError):
+    """A file given as an odenet checkpoint is missing, unreadable, or not one of ours."""

@@ -16,6 +16,7 @@ adjoint       only the output: each input is rebuilt approximately by a step wit
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Mapping
 
@@ -27,6 +28,7 @@ from torch.utils.checkpoint import checkpoint
 from odenet.codegen import StepCode, compile_source, generate_init, generate_step
 from odenet.errors import OdenetError, SchemeValueError, UnsupportedSchemeError
 from odenet.ir import Scheme, value
+from odenet.nn.norm import frozen_running_stats
 from odenet.nn.params import constrain, unconstrain
 
 __all__ = ["MEMORY_MODES", "SchemeBlock", "compile"]
@@ -207,9 +209,12 @@ class SchemeBlock(nn.Module):
 
         return call
 
-    def step(self, n: int, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        """Layer ``n`` applied to a state vector (plain autograd)."""
-        return self._step(state, self.layer_params(n), self.caller(n))
+    def step(
+        self, n: int, state: tuple[torch.Tensor, ...], call: Callable | None = None
+    ) -> tuple[torch.Tensor, ...]:
+        """Layer ``n`` applied to a state vector (plain autograd). ``call(key, name, *args)``, if
+        given, evaluates the function calls instead of layer ``n``'s modules (to observe them)."""
+        return self._step(state, self.layer_params(n), call or self.caller(n))
 
     def steps(self, start: int, stop: int, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         """Layers ``start .. stop-1`` applied in turn (plain autograd)."""
@@ -259,10 +264,14 @@ class SchemeBlock(nn.Module):
                 return self.steps(start, stop, s)
 
             if torch.is_grad_enabled():
-                state = checkpoint(segment, *state, use_reentrant=False)
+                # the recomputation must not update BatchNorm running statistics a second time
+                state = checkpoint(segment, *state, use_reentrant=False, context_fn=self._recompute_contexts)
             else:
                 state = segment(*state)
         return tuple(state)
+
+    def _recompute_contexts(self):
+        return contextlib.nullcontext(), frozen_running_stats(self.functions.values())
 
     # -- inverse ----------------------------------------------------------------------------------
     def inverse_step(self, n: int, new_state, call=None):

@@ -41,6 +41,7 @@ import sympy
 import torch
 
 from odenet.errors import OdenetError
+from odenet.nn.norm import frozen_running_stats
 from odenet.nn.params import constrain
 
 __all__ = ["DriftControl", "ReconstructionError", "run_reversible"]
@@ -178,27 +179,14 @@ class _Segment(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *grads):
-        block, exact, carrier = ctx.block, ctx.exact, ctx.carrier
+        block, carrier = ctx.block, ctx.carrier
         state = ctx.saved_tensors if ctx.last else carrier.state
         grads = [torch.zeros_like(s) if g is None else g for s, g in zip(state, grads, strict=True)]
         index = {id(p): i for i, p in enumerate(ctx.params)}
         param_grads: list[torch.Tensor | None] = [None] * len(ctx.params)
         magnitudes: list[torch.Tensor] = []  # per rebuilt layer, from the last layer down
-        for n in reversed(range(ctx.start, ctx.stop)):
-            old = _rebuild(block, exact, n, state, cache := {})
-            # the largest magnitude of the rebuilt state: NaN or inf if anything went non-finite;
-            # checked once per segment (one host sync, not one per layer)
-            magnitudes.append(torch.stack([t.detach().abs().amax() for t in old]).amax())
-            if n in ctx.stored:
-                exact_state = ctx.stored[n]
-                carrier.errors.append((n, _relative_error(old, exact_state)))
-                old = exact_state
-            grads, layer_grads = _layer_vjp(block, n, old, grads, cache)
-            for p, r in layer_grads:
-                if r is not None and id(p) in index:
-                    i = index[id(p)]
-                    param_grads[i] = r if param_grads[i] is None else param_grads[i] + r
-            state = tuple(t.detach() for t in old)
+        with frozen_running_stats(block.functions.values()):
+            state, grads = _backward_layers(ctx, state, grads, index, param_grads, magnitudes)
         finite = torch.isfinite(torch.stack(magnitudes)).tolist()
         if not all(finite):
             layer = ctx.stop - 1 - finite.index(False)
@@ -211,6 +199,29 @@ class _Segment(torch.autograd.Function):
         if ctx.start == 0:
             block.reconstruction_errors = sorted(carrier.errors)
         return (None, None, None, None, None, None, *grads, *param_grads)
+
+
+def _backward_layers(ctx, state, grads, index, param_grads, magnitudes):
+    """The layers of one segment from last to first: rebuild each input, take its vector-Jacobian
+    product, accumulate the parameters' gradients (in ``param_grads``); returns the segment's
+    rebuilt input and the gradient with respect to it."""
+    block, exact, carrier = ctx.block, ctx.exact, ctx.carrier
+    for n in reversed(range(ctx.start, ctx.stop)):
+        old = _rebuild(block, exact, n, state, cache := {})
+        # the largest magnitude of the rebuilt state: NaN or inf if anything went non-finite;
+        # checked once per segment (one host sync, not one per layer)
+        magnitudes.append(torch.stack([t.detach().abs().amax() for t in old]).amax())
+        if n in ctx.stored:
+            exact_state = ctx.stored[n]
+            carrier.errors.append((n, _relative_error(old, exact_state)))
+            old = exact_state
+        grads, layer_grads = _layer_vjp(block, n, old, grads, cache)
+        for p, r in layer_grads:
+            if r is not None and id(p) in index:
+                i = index[id(p)]
+                param_grads[i] = r if param_grads[i] is None else param_grads[i] + r
+        state = tuple(t.detach() for t in old)
+    return state, grads
 
 
 def _rebuild(block, exact: bool, n: int, state, cache: dict):

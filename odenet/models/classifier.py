@@ -1,0 +1,195 @@
+"""A classifier (or regressor) built from a scheme: stem, stages of compiled blocks, head.
+
+::
+
+    input --stem--> state --[stage 1: depth layers of the scheme]--> transition --[stage 2]--> ... --head-->
+
+* stem: ``Linear(in, k*width)`` (``mlp`` layout) or ``conv3x3 -> BN -> ReLU`` (``conv`` layout), where
+  ``k`` is the number of input states of the scheme (2 for ``hamiltonian``'s ``y, z``: the stem's
+  output is split in two halves). ``stem=False`` feeds the input itself (its size must be ``k*width``).
+* stage ``i``: one :class:`~odenet.nn.SchemeBlock` of ``depth`` layers on states of ``width * 2**i``
+  features or channels, each layer with its own residual functions (or one shared set,
+  ``shared=True``), all in the chosen memory mode.
+* transition between stages: ``Linear(k*w, 2*k*w)`` (``mlp``) or ``AvgPool2d(2)`` and a 1x1
+  convolution doubling the channels (``conv``): downsampling and channel growth.
+* head: ``Linear`` to the classes (after global average pooling in the ``conv`` layout);
+  ``head=False`` returns the last state itself (a regression on the state, as in ``cross1d``).
+
+Everything needed to rebuild the model is in :class:`ModelConfig`, which holds the scheme's text:
+a checkpoint stores the config and the state_dict, nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from odenet.errors import SchemeValueError
+from odenet.ir import Scheme
+from odenet.models.families import ACTIVATIONS, FAMILIES, make_function
+from odenet.nn.block import MEMORY_MODES, SchemeBlock
+
+__all__ = ["LAYOUTS", "Classifier", "ModelConfig", "build_model"]
+
+LAYOUTS = ("mlp", "conv")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What a model is made of. Plain values only (it goes into checkpoints and JSON)."""
+
+    scheme: str  # the scheme's text in the scheme language
+    input_shape: tuple[int, ...]  # one example: (features,) for mlp, (channels, H, W) for conv
+    outputs: int  # classes (or the regression's output size)
+    layout: str = "mlp"
+    family: str = "mlp"
+    activation: str = "tanh"
+    width: int = 32  # features or channels of each state in the first stage
+    hidden: int | None = None  # hidden size of the residual functions (default: width)
+    depth: int = 16  # layers per stage
+    stages: int = 1
+    memory: str = "autograd"
+    shared: bool = False  # one set of residual functions for all layers of a stage
+    params: dict[str, float] = field(default_factory=dict)  # scheme parameters other than defaults
+    stem: bool = True
+    head: bool = True
+
+    def __post_init__(self):
+        object.__setattr__(self, "input_shape", tuple(int(s) for s in self.input_shape))
+        object.__setattr__(self, "params", {str(k): float(v) for k, v in dict(self.params).items()})
+        problems = []
+        for name, value, allowed in (
+            ("layout", self.layout, LAYOUTS),
+            ("family", self.family, FAMILIES),
+            ("activation", self.activation, tuple(ACTIVATIONS)),
+            ("memory", self.memory, MEMORY_MODES),
+        ):
+            if value not in allowed:
+                problems.append(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+        for name in ("width", "depth", "stages", "outputs"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                problems.append(f"{name} must be a whole number >= 1, not {value!r}")
+        if self.hidden is not None and (not isinstance(self.hidden, int) or self.hidden < 1):
+            problems.append(f"hidden must be a whole number >= 1 or None, not {self.hidden!r}")
+        expected_dims = 3 if self.layout == "conv" else 1
+        if len(self.input_shape) != expected_dims:
+            problems.append(
+                f"the {self.layout} layout takes inputs of {expected_dims} dimension(s) per example, "
+                f"got input_shape {self.input_shape}"
+            )
+        if problems:
+            raise SchemeValueError("invalid model config: " + "; ".join(problems))
+
+    def to_json(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["input_shape"] = list(self.input_shape)
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict) -> ModelConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise SchemeValueError(f"unknown model config field(s): {', '.join(unknown)}")
+        return cls(**data)
+
+
+class Classifier(nn.Module):
+    """Stem, stages of compiled scheme blocks with transitions, head. Build with :func:`build_model`."""
+
+    def __init__(self, config: ModelConfig, scheme: Scheme):
+        super().__init__()
+        self.config = config
+        self.scheme = scheme
+        parts, outs = len(scheme.inputs), len(scheme.outputs)
+        conv = config.layout == "conv"
+        width = config.width
+        if config.stem:
+            if conv:
+                self.stem = nn.Sequential(
+                    nn.Conv2d(config.input_shape[0], parts * width, 3, padding=1, bias=False),
+                    nn.BatchNorm2d(parts * width),
+                    nn.ReLU(),
+                )
+            else:
+                self.stem = nn.Linear(config.input_shape[0], parts * width)
+        else:
+            if config.input_shape[0] != parts * width:
+                raise SchemeValueError(
+                    f"without a stem the input ({config.input_shape[0]} {'channels' if conv else 'features'})"
+                    " "
+                    f"is the state, so it must have {parts} x width = {parts * width}"
+                )
+            self.stem = nn.Identity()
+        self.stages = nn.ModuleList()
+        self.transitions = nn.ModuleList()
+        for i in range(config.stages):
+            w = width * 2**i
+            if i:
+                if conv:
+                    self.transitions.append(
+                        nn.Sequential(nn.AvgPool2d(2), nn.Conv2d(outs * w // 2, parts * w, 1, bias=False))
+                    )
+                else:
+                    self.transitions.append(nn.Linear(outs * w // 2, parts * w))
+            hidden = (config.hidden or width) * 2**i
+
+            def factory(layer: int, w=w, hidden=hidden) -> nn.Module:
+                return make_function(config.family, w, hidden, config.layout, config.activation)
+
+            functions = {f.name: factory(0) if config.shared else factory for f in scheme.functions}
+            self.stages.append(SchemeBlock(scheme, functions, config.depth, config.memory, config.params))
+        out_width = outs * width * 2 ** (config.stages - 1)  # the output states, concatenated
+        if config.head:
+            pool = [nn.AdaptiveAvgPool2d(1), nn.Flatten()] if conv else []
+            self.head = nn.Sequential(*pool, nn.Linear(out_width, config.outputs))
+        else:
+            if out_width != config.outputs:
+                raise SchemeValueError(
+                    f"without a head the last state ({out_width} features) is the output, "
+                    f"so outputs must be {out_width}, not {config.outputs}"
+                )
+            self.head = nn.Identity()
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last stage's output (before the head)."""
+        x = self.stem(x)
+        for i, stage in enumerate(self.stages):
+            if i:
+                x = self.transitions[i - 1](x)
+            x = stage(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    def smoothness(self) -> torch.Tensor:
+        """Chang et al.'s time-smoothness regularizer ``sum_n ||theta_{n+1} - theta_n||^2 / h`` over
+        consecutive layers of each stage (every per-layer parameter: kernels, biases, BN affine),
+        with ``h`` the scheme's step (1 when it has none). Zero for shared functions."""
+        total = torch.zeros(())
+        for stage in self.stages:
+            h = float(stage.layer_params(0)["h"]) if "h" in stage._param_names else 1.0
+            for name, modules in stage.functions.items():
+                if stage.shared[name]:
+                    continue
+                for a, b in itertools.pairwise(modules):
+                    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+                        total = total + (q - p).square().sum() / h
+        return total
+
+    def blocks(self) -> list[SchemeBlock]:
+        return list(self.stages)
+
+
+def build_model(config: ModelConfig) -> Classifier:
+    """The model a config describes (fresh weights; load a state_dict to restore trained ones)."""
+    from odenet.language import parse
+
+    scheme = parse(config.scheme, "<model config>")
+    return Classifier(config, scheme)

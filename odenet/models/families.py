@@ -1,0 +1,120 @@
+"""Residual-function families: the sub-networks that play ``f``, ``g``, ... in a compiled scheme.
+
+Each family maps a state of ``width`` features (``mlp`` layout: ``[batch, width]``) or channels
+(``conv`` layout: ``[batch, width, H, W]``) to a tensor of the same shape:
+
+================  ======================================================================================
+``mlp``           ``W2 s(W1 y + b1) + b2`` (two linear maps or 3x3 convolutions)
+``bn``            ``W2 relu(BN(W1 y))``: the conv-BN-ReLU-conv residual branch of a ResNet (BatchNorm1d
+                  with linear maps in the ``mlp`` layout)
+``chang``         ``K^T s(K y + b)``: one kernel and its transpose (Chang et al. 2018). With a
+                  monotone ``s`` the Jacobian ``K^T diag(s') K`` is symmetric positive semidefinite
+``antisymmetric`` ``s((W - W^T - eps I) y + b)``: a skew-symmetric map shifted by ``-eps I``, whose
+                  eigenvalues lie on ``Re = -eps`` (Haber & Ruthotto 2017; Chang et al. 2019). In the
+                  ``conv`` layout ``W^T`` is the transposed convolution, the adjoint of ``W``
+================  ======================================================================================
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F  # noqa: N812 - the usual spelling
+
+from odenet.errors import SchemeValueError
+
+__all__ = ["ACTIVATIONS", "FAMILIES", "make_function"]
+
+FAMILIES = ("mlp", "bn", "chang", "antisymmetric")
+ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}
+
+
+class MLP(nn.Module):
+    """``W2 s(W1 y + b1) + b2``."""
+
+    def __init__(self, width: int, hidden: int, layout: str, activation: str):
+        super().__init__()
+        self.first = _linear(width, hidden, layout)
+        self.second = _linear(hidden, width, layout)
+        self.activation = activation
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return self.second(ACTIVATIONS[self.activation](self.first(y)))
+
+
+class BNBranch(nn.Module):
+    """``W2 relu(BN(W1 y))``: the residual branch of a ResNet (conv-BN-ReLU-conv)."""
+
+    def __init__(self, width: int, hidden: int, layout: str):
+        super().__init__()
+        self.first = _linear(width, hidden, layout, bias=False)
+        self.norm = nn.BatchNorm2d(hidden) if layout == "conv" else nn.BatchNorm1d(hidden)
+        self.second = _linear(hidden, width, layout)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return self.second(torch.relu(self.norm(self.first(y))))
+
+
+class KernelTranspose(nn.Module):
+    """``K^T s(K y + b)`` with one kernel ``K`` (Chang et al. 2018, eq. 5-8)."""
+
+    def __init__(self, width: int, hidden: int, layout: str, activation: str):
+        super().__init__()
+        self.layout = layout
+        self.activation = activation
+        shape = (hidden, width, 3, 3) if layout == "conv" else (hidden, width)
+        self.kernel = nn.Parameter(torch.empty(shape))
+        self.bias = nn.Parameter(torch.zeros(hidden))
+        nn.init.kaiming_uniform_(self.kernel, a=5**0.5)  # nn.Linear's and nn.Conv2d's default
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        s = ACTIVATIONS[self.activation]
+        if self.layout == "conv":
+            inner = s(F.conv2d(y, self.kernel, self.bias, padding=1))
+            return F.conv_transpose2d(inner, self.kernel, padding=1)
+        return F.linear(s(F.linear(y, self.kernel, self.bias)), self.kernel.t())
+
+
+class Antisymmetric(nn.Module):
+    """``s((W - W^T - eps I) y + b)``."""
+
+    def __init__(self, width: int, layout: str, activation: str, eps: float = 0.01):
+        super().__init__()
+        self.layout = layout
+        self.activation = activation
+        self.eps = eps
+        shape = (width, width, 3, 3) if layout == "conv" else (width, width)
+        self.weight = nn.Parameter(torch.empty(shape))
+        self.bias = nn.Parameter(torch.zeros(width))
+        nn.init.kaiming_uniform_(self.weight, a=5**0.5)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        if self.layout == "conv":
+            w = self.weight
+            linear = F.conv2d(y, w, padding=1) - F.conv_transpose2d(y, w, padding=1)
+            linear = linear + self.bias[:, None, None]
+        else:
+            w = self.weight
+            linear = F.linear(y, w - w.t(), self.bias)
+        return ACTIVATIONS[self.activation](linear - self.eps * y)
+
+
+def _linear(n_in: int, n_out: int, layout: str, bias: bool = True) -> nn.Module:
+    if layout == "conv":
+        return nn.Conv2d(n_in, n_out, 3, padding=1, bias=bias)
+    return nn.Linear(n_in, n_out, bias=bias)
+
+
+def make_function(family: str, width: int, hidden: int, layout: str, activation: str = "tanh") -> nn.Module:
+    """One residual function of ``family`` on states of ``width`` features or channels."""
+    if activation not in ACTIVATIONS:
+        raise SchemeValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, not {activation!r}")
+    if family == "mlp":
+        return MLP(width, hidden, layout, activation)
+    if family == "bn":
+        return BNBranch(width, hidden, layout)
+    if family == "chang":
+        return KernelTranspose(width, hidden, layout, activation)
+    if family == "antisymmetric":
+        return Antisymmetric(width, layout, activation)
+    raise SchemeValueError(f"family must be one of {', '.join(FAMILIES)}, not {family!r}")

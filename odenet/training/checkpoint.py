@@ -1,0 +1,83 @@
+"""Checkpoints: everything needed to rebuild a trained model without the original files.
+
+A checkpoint is a ``torch.save`` of plain values and tensors (so ``torch.load(weights_only=True)``
+reads it)::
+
+    {"format": "odenet-checkpoint", "version": 1,
+     "config": ModelConfig.to_json()  (holds the scheme's text),
+     "data": {"name", "train_fraction", "seed"},
+     "training": the optimizer settings,
+     "epoch": epochs completed, "metrics": the last epoch's metrics,
+     "state_dict": the model's weights and buffers}
+
+It is written to a temporary file in the same folder and renamed over the target, so an interrupted
+run leaves either the previous checkpoint or the new one, never half a file.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import torch
+
+from odenet.errors import CheckpointError, OdenetError
+from odenet.models import Classifier, ModelConfig, build_model
+
+__all__ = ["FORMAT", "load_checkpoint", "save_checkpoint"]
+
+FORMAT = "odenet-checkpoint"
+VERSION = 1
+
+
+def save_checkpoint(path: str | os.PathLike, model: Classifier, **extra) -> Path:
+    """Write ``model`` (its config and state_dict) and ``extra`` fields to ``path`` atomically."""
+    path = Path(path)
+    content = {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": model.config.to_json(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        **extra,
+    }
+    temporary = path.with_name("." + path.name + ".partial")
+    try:
+        torch.save(content, temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[Classifier, dict]:
+    """The model saved in ``path`` (in eval mode, on the CPU) and the checkpoint's fields."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"{path}: not an odenet checkpoint (torch.load could not read it: {first})"
+        ) from None
+    if not isinstance(content, dict) or content.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path}: not an odenet checkpoint (a file written by 'odenet train' holds a dict with "
+            f"format={FORMAT!r})"
+        )
+    if content.get("version") != VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint version {content.get('version')!r}; this odenet reads version {VERSION}"
+        )
+    try:
+        config = ModelConfig.from_json(content["config"])
+        model = build_model(config)
+        model.load_state_dict(content["state_dict"])
+    except OdenetError as exc:
+        raise CheckpointError(f"{path}: the checkpoint's model cannot be rebuilt: {exc}") from None
+    except (KeyError, TypeError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: the checkpoint is damaged ({type(exc).__name__}: {exc})") from None
+    model.eval()
+    return model, content

@@ -1,0 +1,233 @@
+"""Stability of a trained network: its layers' Jacobian spectra against the scheme's stability region.
+
+Linear stability asks where the test function ``f(u) = lambda*u`` keeps a step power-bounded. For a
+trained layer the role of ``lambda`` is played by the eigenvalues of the Jacobian ``df/dy`` of the
+layer's function at the points where the layer evaluates it: each eigenvalue ``mu`` is placed at
+``scale*mu`` (``h*mu``, ``h**2*mu`` or ``mu``, the way the scheme uses it, with the layer's own
+parameter values) and tested against the region of the scheme at that layer's parameters (spectral
+radius of the amplification matrix ``M(mu) <= 1``). This is the frozen-coefficient linearization
+that the analysis of the scheme assumes; it is a diagnostic of the trained network, not a proof of
+its nonlinear stability. For a scheme with several functions (``hamiltonian``'s ``f`` and ``g``),
+each function's eigenvalues are placed on the same region, as the test equation gives every function
+the same ``lambda``.
+
+Where the functions are evaluated: the first call of each function in a layer (for every library
+scheme that is the function at the layer's input state, e.g. ``f(y[n])``), on a sample of test inputs
+pushed through the trained network. Eigenvalues are exact (a dense Jacobian, ``torch.func.jacrev``)
+up to ``exact_limit`` dimensions; above it, the extreme ones (largest modulus, largest and smallest
+real part, largest imaginary part) come from ARPACK's Arnoldi iteration on Jacobian-vector products.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import sympy
+import torch
+
+from odenet.analysis.linear import LAMBDA, NumericSpectrum, amplification_matrix, step_scaling
+from odenet.ir import Scheme
+from odenet.language.printer import format_expr
+from odenet.models import Classifier
+
+__all__ = ["LayerSpectrum", "TrainedStability", "trained_stability"]
+
+EXACT_LIMIT = 256
+OUTSIDE_TOL = 1e-6  # spectral radius above 1 + this counts as outside (rounding on the boundary)
+
+
+@dataclass
+class LayerSpectrum:
+    """The Jacobian eigenvalues of one layer's functions, pooled over the sample points."""
+
+    layer: int  # counted over all stages
+    stage: int
+    params: dict[str, float]  # the layer's scheme parameters
+    scale: float  # the region's variable is scale * eigenvalue
+    eigenvalues: np.ndarray  # complex, unscaled
+    outside: np.ndarray  # bool, per eigenvalue
+    method: str  # "exact" or "arnoldi"
+
+    @property
+    def outside_fraction(self) -> float:
+        return float(self.outside.mean()) if self.outside.size else 0.0
+
+    @property
+    def max_abs_eigenvalue(self) -> float:
+        return float(np.abs(self.eigenvalues).max()) if self.eigenvalues.size else 0.0
+
+
+@dataclass
+class TrainedStability:
+    scheme: Scheme
+    variable: str  # what the region depends on, e.g. "h**2*lambda"
+    samples: int
+    layers: list[LayerSpectrum] = field(default_factory=list)
+    region: NumericSpectrum | None = None  # at the middle layer's parameters, for the plot
+    region_scale: float = 1.0
+
+    @property
+    def stable(self) -> bool:
+        return all(not layer.outside.any() for layer in self.layers)
+
+    def verdict(self) -> str:
+        bad = [layer for layer in self.layers if layer.outside.any()]
+        where = f"{self.samples} test inputs, {len(self.layers)} layers"
+        if not bad:
+            return (
+                f"stable: every eigenvalue of every layer's Jacobian lies in the stability region of "
+                f"{self.scheme.name} ({where})"
+            )
+        worst = max(bad, key=lambda layer: layer.outside_fraction)
+        return (
+            f"unstable: {len(bad)} of {len(self.layers)} layers have Jacobian eigenvalues outside the "
+            f"stability region of {self.scheme.name} (worst: layer {worst.layer}, "
+            f"{100 * worst.outside_fraction:.1f}% outside; {where})"
+        )
+
+    def to_json(self) -> dict:
+        return {
+            "scheme": self.scheme.name,
+            "variable": self.variable,
+            "samples": self.samples,
+            "layers": [
+                {
+                    "layer": layer.layer,
+                    "stage": layer.stage,
+                    "outside_fraction": layer.outside_fraction,
+                    "max_abs_eigenvalue": layer.max_abs_eigenvalue,
+                    "max_abs_scaled": layer.scale * layer.max_abs_eigenvalue,
+                    "eigenvalues": int(layer.eigenvalues.size),
+                    "method": layer.method,
+                    "params": layer.params,
+                }
+                for layer in self.layers
+            ],
+            "stable": self.stable,
+        }
+
+
+class _Regions:
+    """The scheme's amplification matrix at each layer's parameter values (cached by value)."""
+
+    def __init__(self, scheme: Scheme):
+        self.scheme = scheme
+        self.matrix = amplification_matrix(scheme)
+        charpoly = self.matrix.charpoly(sympy.Symbol("zeta")).as_expr()
+        self.variable, _ = step_scaling(scheme, charpoly)
+        self._cache: dict[tuple, tuple[NumericSpectrum, float]] = {}
+
+    def at(self, params: dict[str, float]) -> tuple[NumericSpectrum, float]:
+        key = tuple(sorted((k, round(v, 12)) for k, v in params.items()))
+        if key not in self._cache:
+            subs = {sympy.Symbol(k, real=True): sympy.Float(v, 30) for k, v in params.items()}
+            numeric = NumericSpectrum(self.matrix.subs(subs))
+            scale = float(self.variable.subs(LAMBDA, 1).subs(subs))
+            self._cache[key] = (numeric, scale)
+        return self._cache[key]
+
+
+def _function_inputs(model: Classifier, x: torch.Tensor):
+    """For each layer of each stage: (stage, layer index in the stage, block, {function name: its
+    first call's arguments}), from one forward pass of ``x``."""
+    records = []
+    with torch.no_grad():
+        h = model.stem(x)
+        for s, block in enumerate(model.stages):
+            if s:
+                h = model.transitions[s - 1](h)
+            state = block.initial_state(h)
+            for n in range(block.depth):
+                seen: dict[str, tuple[torch.Tensor, ...]] = {}
+
+                def call(key, name, *args, n=n, seen=seen, block=block):
+                    seen.setdefault(name, args)
+                    return block.function(name, n)(*args)
+
+                state = block.step(n, state, call)
+                records.append((s, n, block, seen))
+            h = block.output(state)
+    return records
+
+
+def _exact_eigenvalues(module, points: torch.Tensor) -> np.ndarray:
+    def single(p):
+        return module(p.unsqueeze(0)).squeeze(0)
+
+    jac = torch.func.vmap(torch.func.jacrev(single))(points)
+    dim = math.prod(points.shape[1:])
+    return torch.linalg.eigvals(jac.detach().reshape(len(points), dim, dim)).numpy().ravel()
+
+
+def _arnoldi_eigenvalues(module, points: torch.Tensor, k: int = 4) -> np.ndarray:
+    """Extreme eigenvalues of the Jacobian at each point, from Jacobian-vector products: the ``k``
+    of largest modulus of ``J`` (radius ``r``), of ``J - r I`` (the leftmost, shifted back) and of
+    ``J + r I`` (the rightmost). Only largest-modulus problems: ARPACK converges on them in a few
+    dozen products, where asking for the smallest real part directly stalls on clustered spectra."""
+    from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigs
+
+    shape = points.shape[1:]
+    dim = math.prod(shape)
+    k = min(k, dim - 2)
+    found = []
+
+    def largest(matvec) -> np.ndarray:
+        operator = LinearOperator((dim, dim), matvec=matvec, dtype=np.float64)
+        try:
+            return eigs(operator, k=k, which="LM", return_eigenvectors=False, tol=1e-3, maxiter=20 * dim)
+        except ArpackNoConvergence as exc:
+            return exc.eigenvalues
+
+    for p in points:
+        p = p.unsqueeze(0)
+
+        def jvp(v, p=p):
+            tangent = torch.from_numpy(np.ascontiguousarray(v.real, dtype=np.float64)).reshape(1, *shape)
+            _, out = torch.func.jvp(module, (p,), (tangent,))
+            return out.detach().reshape(-1).numpy()
+
+        top = largest(jvp)
+        found.append(top)
+        radius = float(np.abs(top).max(initial=0.0))
+        if radius > 0:
+            for shift in (radius, -radius):  # leftmost, then rightmost
+                found.append(largest(lambda v, s=shift, jvp=jvp: jvp(v) - s * v) + shift)
+    return np.concatenate(found) if found else np.zeros(0, complex)
+
+
+def trained_stability(model: Classifier, x: torch.Tensor, exact_limit: int = EXACT_LIMIT) -> TrainedStability:
+    """The spectra of ``model``'s layers at the inputs ``x`` (a few test examples)."""
+    model = copy.deepcopy(model).double().eval()
+    x = x.double()
+    regions = _Regions(model.scheme)
+    result = TrainedStability(model.scheme, format_expr(regions.variable), samples=len(x))
+    layer_index = 0
+    middle = None
+    records = _function_inputs(model, x)
+    for stage, n, block, seen in records:
+        # parameters are stored in the training dtype: 7 significant digits say what float32 holds
+        params = {k: float(f"{float(v):.7g}") for k, v in block.layer_params(n).items()}
+        numeric, scale = regions.at(params)
+        values, method = [], "exact"
+        for name, args in seen.items():
+            if len(args) != 1:
+                continue  # functions of several arguments have no single Jacobian to place
+            module = block.function(name, n)
+            points = args[0].detach()
+            if math.prod(points.shape[1:]) <= exact_limit:
+                values.append(_exact_eigenvalues(module, points))
+            else:
+                values.append(_arnoldi_eigenvalues(module, points))
+                method = "arnoldi"
+        eigenvalues = np.concatenate(values) if values else np.zeros(0, complex)
+        outside = numeric.radius(eigenvalues) > 1 + OUTSIDE_TOL if eigenvalues.size else np.zeros(0, bool)
+        result.layers.append(LayerSpectrum(layer_index, stage, params, scale, eigenvalues, outside, method))
+        if layer_index == len(records) // 2:
+            middle = (numeric, scale)
+        layer_index += 1
+    if middle is not None:
+        result.region, result.region_scale = middle
+    return result

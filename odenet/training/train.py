@@ -1,0 +1,244 @@
+"""Training a model built from a scheme, with per-epoch metrics and atomic checkpoints.
+
+``train`` runs mini-batch training (Adam or SGD with momentum, cosine learning-rate decay by
+default), evaluates the whole train and test sets after every epoch (in eval mode, so BatchNorm
+uses its running statistics), and, given an output folder, rewrites ``checkpoint.pt`` and
+``metrics.json`` atomically after every epoch: an interrupted run leaves the last finished epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TextIO
+
+import torch
+from torch.nn import functional as F  # noqa: N812
+
+from odenet.errors import SchemeValueError
+from odenet.models import Classifier, ModelConfig, build_model
+from odenet.training.checkpoint import save_checkpoint
+from odenet.training.data import Dataset
+
+__all__ = ["OPTIMIZERS", "TrainSettings", "evaluate", "peak_memory_mb", "train"]
+
+OPTIMIZERS = ("adam", "sgd")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    epochs: int = 5
+    batch_size: int = 64
+    lr: float = 1e-2
+    weight_decay: float = 0.0
+    optimizer: str = "adam"  # "adam", or "sgd" with momentum 0.9
+    schedule: str = "cosine"  # "cosine" decay to 0 over the run, or "constant"
+    smoothness: float = 0.0  # weight of Chang et al.'s time-smoothness regularizer
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self):
+        problems = []
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                problems.append(f"{name} must be a whole number >= 1, not {value!r}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            problems.append(f"lr must be a positive number, not {self.lr!r}")
+        if not (self.weight_decay >= 0 and self.smoothness >= 0):
+            problems.append("weight_decay and smoothness must be >= 0")
+        if self.optimizer not in OPTIMIZERS:
+            problems.append(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {self.optimizer!r}")
+        if self.schedule not in ("cosine", "constant"):
+            problems.append(f"schedule must be cosine or constant, not {self.schedule!r}")
+        if problems:
+            raise SchemeValueError("invalid training settings: " + "; ".join(problems))
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+def _loss(task: str, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    if task == "classification":
+        return F.cross_entropy(output, target)
+    return F.mse_loss(output, target)
+
+
+@torch.no_grad()
+def evaluate(model: Classifier, x: torch.Tensor, y: torch.Tensor, task: str, batch: int = 1024) -> dict:
+    """Mean loss and accuracy (None for a regression) of ``model`` in eval mode on ``(x, y)``."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    total_loss, correct = 0.0, 0
+    for start in range(0, len(x), batch):
+        xb, yb = x[start : start + batch].to(device), y[start : start + batch].to(device)
+        out = model(xb)
+        total_loss += float(_loss(task, out, yb)) * len(xb)
+        if task == "classification":
+            correct += int((out.argmax(dim=1) == yb).sum())
+    model.train(was_training)
+    accuracy = correct / len(x) if task == "classification" else None
+    return {"loss": total_loss / len(x), "accuracy": accuracy}
+
+
+class _Progress:
+    """A one-line progress bar on a terminal; on anything else, one line per epoch only."""
+
+    def __init__(self, stream: TextIO | None, total: int):
+        self.stream = stream
+        self.total = total
+        self.live = stream is not None and stream.isatty()
+
+    def update(self, epoch: int, epochs: int, done: int, loss: float) -> None:
+        if self.live:
+            filled = round(24 * done / self.total)
+            bar = "#" * filled + "-" * (24 - filled)
+            self.stream.write(f"\repoch {epoch}/{epochs} [{bar}] {done}/{self.total} loss {loss:.4f}")
+            self.stream.flush()
+
+    def line(self, text: str) -> None:
+        if self.stream is None:
+            return
+        if self.live:
+            self.stream.write("\r" + " " * 72 + "\r")
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+def train(
+    config: ModelConfig,
+    data: Dataset,
+    settings: TrainSettings = TrainSettings(),  # frozen: safe as a default
+    out: str | os.PathLike | None = None,
+    stream: TextIO | None = sys.stderr,
+    data_info: dict | None = None,
+) -> tuple[Classifier, dict]:
+    """Train a model of ``config`` on ``data``; returns the model and the final metrics (also written
+    to ``out/metrics.json``, with the model in ``out/checkpoint.pt``, when ``out`` is given)."""
+    if tuple(config.input_shape) != data.input_shape or config.outputs != data.outputs:
+        raise SchemeValueError(
+            f"the model takes inputs {tuple(config.input_shape)} and gives {config.outputs} outputs; "
+            f"data set {data.name} has inputs {data.input_shape} and {data.outputs} outputs"
+        )
+    out_dir = None if out is None else Path(out)
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(settings.seed)
+    device = torch.device(settings.device)
+    model = build_model(config).to(device)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    if settings.optimizer == "adam":
+        optimizer = torch.optim.Adam(parameters, lr=settings.lr, weight_decay=settings.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(
+            parameters, lr=settings.lr, momentum=0.9, weight_decay=settings.weight_decay
+        )
+    batches = math.ceil(len(data.x_train) / settings.batch_size)
+    schedule = None
+    if settings.schedule == "cosine":
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.epochs * batches)
+    generator = torch.Generator().manual_seed(settings.seed)
+    progress = _Progress(stream, batches)
+    n_params = sum(p.numel() for p in parameters)
+    progress.line(
+        f"training {config.family} {data.task} network from scheme {model.scheme.name}: "
+        f"{config.stages} stage(s) x {config.depth} layers, memory={config.memory}, {n_params} parameters, "
+        f"{len(data.x_train)} train / {len(data.x_test)} test examples of {data.name}"
+    )
+    history = []
+    start = time.perf_counter()
+    metrics: dict = {}
+    for epoch in range(1, settings.epochs + 1):
+        model.train()
+        order = torch.randperm(len(data.x_train), generator=generator)
+        running = 0.0
+        for b in range(batches):
+            index = order[b * settings.batch_size : (b + 1) * settings.batch_size]
+            xb, yb = data.x_train[index].to(device), data.y_train[index].to(device)
+            optimizer.zero_grad(set_to_none=True)
+            loss = _loss(data.task, model(xb), yb)
+            total = loss + settings.smoothness * model.smoothness().to(loss) if settings.smoothness else loss
+            total.backward()
+            optimizer.step()
+            if schedule is not None:
+                schedule.step()
+            value = float(loss.detach())
+            running = value if b == 0 else 0.9 * running + 0.1 * value
+            if not math.isfinite(running):
+                raise FloatingPointError(
+                    f"the training loss became {running} at epoch {epoch}, batch {b + 1}: lower --lr"
+                )
+            progress.update(epoch, settings.epochs, b + 1, running)
+        train_m = evaluate(model, data.x_train, data.y_train, data.task)
+        test_m = evaluate(model, data.x_test, data.y_test, data.task)
+        seconds = time.perf_counter() - start
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": train_m["loss"],
+                "train_accuracy": train_m["accuracy"],
+                "test_loss": test_m["loss"],
+                "test_accuracy": test_m["accuracy"],
+                "seconds": seconds,
+            }
+        )
+        progress.line(_epoch_line(epoch, settings.epochs, train_m, test_m, seconds))
+        metrics = {
+            "scheme": model.scheme.name,
+            "data": data.name,
+            "task": data.task,
+            "memory": config.memory,
+            "depth": config.depth,
+            "stages": config.stages,
+            "parameters": n_params,
+            "train_examples": len(data.x_train),
+            "test_examples": len(data.x_test),
+            "epochs": epoch,
+            "train_loss": train_m["loss"],
+            "train_accuracy": train_m["accuracy"],
+            "test_loss": test_m["loss"],
+            "test_accuracy": test_m["accuracy"],
+            "seconds": seconds,
+            "peak_memory_mb": peak_memory_mb(),
+            "history": history,
+        }
+        if device.type == "cuda":
+            metrics["cuda_peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+        if out_dir is not None:
+            save_checkpoint(
+                out_dir / "checkpoint.pt",
+                model,
+                data=data_info or {"name": data.name},
+                training=asdict(settings),
+                epoch=epoch,
+                metrics={k: v for k, v in metrics.items() if k != "history"},
+            )
+            _write_json(out_dir / "metrics.json", metrics)
+    model.eval()
+    return model, metrics
+
+
+def _epoch_line(epoch: int, epochs: int, train_m: dict, test_m: dict, seconds: float) -> str:
+    def part(name: str, m: dict) -> str:
+        text = f"{name} loss {m['loss']:.4f}"
+        if m["accuracy"] is not None:
+            text += f" acc {100 * m['accuracy']:.1f}%"
+        return text
+
+    return f"epoch {epoch}/{epochs}: {part('train', train_m)} | {part('test', test_m)} | {seconds:.1f} s"
+
+
+def _write_json(path: Path, content: dict) -> None:
+    temporary = path.with_name("." + path.name + ".partial")
+    temporary.write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
