@@ -88,15 +88,18 @@ class Antisymmetric(nn.Module):
         self.bias = nn.Parameter(torch.zeros(width))
         nn.init.kaiming_uniform_(self.weight, a=5**0.5)
 
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
+    def linear(self, y: torch.Tensor) -> torch.Tensor:
+        """``(W - W^T - eps I) y`` (no bias): a linear map with eigenvalues on ``Re = -eps``."""
+        w = self.weight
         if self.layout == "conv":
-            w = self.weight
-            linear = F.conv2d(y, w, padding=1) - F.conv_transpose2d(y, w, padding=1)
-            linear = linear + self.bias[:, None, None]
+            skew = F.conv2d(y, w, padding=1) - F.conv_transpose2d(y, w, padding=1)
         else:
-            w = self.weight
-            linear = F.linear(y, w - w.t(), self.bias)
-        return ACTIVATIONS[self.activation](linear - self.eps * y)
+            skew = F.linear(y, w - w.t())
+        return skew - self.eps * y
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        bias = self.bias[:, None, None] if self.layout == "conv" else self.bias
+        return ACTIVATIONS[self.activation](self.linear(y) + bias)
 
 
 def _linear(n_in: int, n_out: int, layout: str, bias: bool = True) -> nn.Module:

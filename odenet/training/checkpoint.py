@@ -17,7 +17,6 @@ run leaves either the previous checkpoint or the new one, never half a file.
 from __future__ import annotations
 
 import os
-import pickle
 from pathlib import Path
 
 import torch
@@ -57,7 +56,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[Classifier, dict]:
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+    except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
             f"{path}: not an odenet checkpoint (torch.load could not read it: {first})"

@@ -1,0 +1,69 @@
+"""What the experiment scripts share: training one configuration quietly, and writing results."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+from pathlib import Path
+
+from odenet.language import format_scheme
+from odenet.library import load
+from odenet.models import ModelConfig
+from odenet.training import TrainSettings, load_data, train
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "experiments"
+
+
+def arguments(description: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the code path in seconds")
+    parser.add_argument("--out", type=Path, default=DOCS, help=f"where results go (default {DOCS})")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    return args
+
+
+def run(
+    scheme: str,
+    data: str,
+    *,
+    epochs: int,
+    seed: int = 0,
+    train_fraction: float = 1.0,
+    lr: float = 1e-2,
+    batch_size: int = 64,
+    **model,
+) -> tuple[object, dict]:
+    """Train one configuration (model fields as keywords) and return (model, final metrics)."""
+    layout = model.pop("layout", "mlp")
+    dataset = load_data(data, layout, train_fraction, seed)
+    config = ModelConfig(
+        scheme=format_scheme(load(scheme)),
+        input_shape=dataset.input_shape,
+        outputs=dataset.outputs,
+        layout=layout,
+        **model,
+    )
+    settings = TrainSettings(epochs=epochs, seed=seed, lr=lr, batch_size=batch_size)
+    return train(config, dataset, settings, stream=None)
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def write_json(path: Path, content) -> None:
+    temporary = path.with_name("." + path.name + ".partial")
+    temporary.write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt

@@ -1,0 +1,68 @@
+"""(f) LM-ResNet against ResNet on digits: test accuracy against parameter count (Lu et al. 2018 report
+LM-ResNet matching ResNet with about half the parameters).
+
+Both conv networks with conv-BN-ReLU-conv residual branches, 16 channels, 2 stages, h = 1:
+ResNet is euler, LM-ResNet is lm_resnet (u[n+1] = (1-k) u[n] + k u[n-1] + f(u[n]), k learnable per
+layer in (-1, 1), starting at 0.5). Depth per stage 1, 2, 4, 8; three seeds; 5 epochs, Adam.
+"""
+
+from __future__ import annotations
+
+from common import arguments, mean_std, pyplot, run, write_json
+
+args = arguments(__doc__.splitlines()[0])
+depths = [1, 2] if args.quick else [1, 2, 4, 8]
+seeds = [0] if args.quick else [0, 1, 2]
+epochs = 1 if args.quick else 5
+results = {"resnet": [], "lm_resnet": []}
+for depth in depths:
+    for name, scheme in (("resnet", "euler"), ("lm_resnet", "lm_resnet")):
+        accuracies = []
+        for seed in seeds:
+            _, m = run(
+                scheme,
+                "digits",
+                epochs=epochs,
+                seed=seed,
+                layout="conv",
+                family="bn",
+                width=16,
+                stages=2,
+                depth=depth,
+                params={"h": 1.0},
+            )
+            accuracies.append(m["test_accuracy"])
+        mean, std = mean_std(accuracies)
+        results[name].append(
+            {
+                "depth": depth,
+                "parameters": m["parameters"],
+                "test_accuracy": accuracies,
+                "mean": mean,
+                "std": std,
+            }
+        )
+        print(
+            f"{name:10s} depth {depth} per stage ({m['parameters']} parameters): test accuracy "
+            f"{100 * mean:.1f} ± {100 * std:.1f}%"
+        )
+write_json(args.out / "f_lm_resnet.json", results)
+
+plt = pyplot()
+fig, ax = plt.subplots(figsize=(5.5, 4), dpi=100)
+for name, rows in results.items():
+    ax.errorbar(
+        [r["parameters"] for r in rows],
+        [100 * r["mean"] for r in rows],
+        yerr=[100 * r["std"] for r in rows],
+        marker="o",
+        capsize=3,
+        label=name,
+    )
+ax.set_xscale("log")
+ax.set_xlabel("parameters")
+ax.set_ylabel("test accuracy (%)")
+ax.legend()
+ax.grid(True, alpha=0.3)
+fig.tight_layout()
+fig.savefig(args.out / "f_lm_resnet.png")

@@ -1,0 +1,187 @@
+"""odenet.models: the residual families against hand-written formulas, classifiers of every shape,
+memory modes against plain autograd (BatchNorm included), the smoothness regularizer by hand."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F  # noqa: N812
+
+import odenet
+from odenet.errors import SchemeValueError
+from odenet.models import ModelConfig, build_model, make_function
+from odenet.models.families import Antisymmetric, KernelTranspose
+
+
+@pytest.fixture(autouse=True)
+def float64_by_default():
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+def config(scheme="leapfrog", **fields) -> ModelConfig:
+    layout = fields.pop("layout", "mlp")
+    shape = (1, 8, 8) if layout == "conv" else (12,)
+    base = dict(outputs=3, layout=layout, width=4, depth=3)
+    base.update(fields)
+    return ModelConfig(odenet.format_scheme(odenet.load(scheme)), shape, **base)
+
+
+def test_chang_family_is_k_transpose_s_k_with_a_symmetric_semidefinite_jacobian():
+    torch.manual_seed(0)
+    f = make_function("chang", 5, 7, "mlp", "tanh")
+    y = torch.randn(3, 5)
+    k, b = f.kernel, f.bias
+    assert torch.allclose(f(y), torch.tanh(y @ k.T + b) @ k, atol=1e-14)
+    jac = torch.autograd.functional.jacobian(lambda v: f(v[None])[0], y[0])
+    hand = k.T @ torch.diag(1 - torch.tanh(k @ y[0] + b) ** 2) @ k
+    assert torch.allclose(jac, hand, atol=1e-13)
+    assert np.linalg.eigvalsh(jac.numpy()).min() > -1e-12
+
+
+def test_conv_kernel_transpose_uses_the_adjoint_convolution():
+    torch.manual_seed(1)
+    f = KernelTranspose(3, 4, "conv", "relu")
+    y, z = torch.randn(2, 3, 6, 6), torch.randn(2, 4, 6, 6)
+    # <K y, z> = <y, K^T z>: conv_transpose2d with the same kernel is the adjoint of conv2d
+    lhs = (F.conv2d(y, f.kernel, padding=1) * z).sum()
+    rhs = (y * F.conv_transpose2d(z, f.kernel, padding=1)).sum()
+    assert torch.allclose(lhs, rhs, atol=1e-12)
+    jac = torch.autograd.functional.jacobian(lambda v: f(v[None])[0], y[0]).reshape(108, 108)
+    assert torch.allclose(jac, jac.T, atol=1e-12)  # K^T diag(s') K is symmetric
+
+
+@pytest.mark.parametrize("layout", ["mlp", "conv"])
+def test_antisymmetric_linear_part_has_eigenvalues_on_minus_eps(layout):
+    torch.manual_seed(2)
+    f = Antisymmetric(3, layout, "tanh", eps=0.05)
+    shape = (3, 4, 4) if layout == "conv" else (3,)
+    y = torch.randn(*shape)
+    dim = y.numel()
+    matrix = torch.autograd.functional.jacobian(lambda v: f.linear(v[None])[0], y).reshape(dim, dim)
+    eigenvalues = np.linalg.eigvals(matrix.numpy())
+    assert np.allclose(eigenvalues.real, -0.05, atol=1e-10)
+    assert np.abs(eigenvalues.imag).max() > 0.1  # a genuinely skew part, not just -eps I
+    if layout == "mlp":
+        w = f.weight
+        assert torch.allclose(
+            f(y[None]), torch.tanh(y[None] @ (w - w.T).T - 0.05 * y[None] + f.bias), atol=1e-14
+        )
+
+
+def test_bn_family_is_conv_bn_relu_conv():
+    torch.manual_seed(3)
+    f = make_function("bn", 2, 3, "conv").eval()
+    with torch.no_grad():
+        f.norm.running_mean.uniform_(-1, 1)
+        f.norm.running_var.uniform_(0.5, 2)
+    y = torch.randn(2, 2, 5, 5)
+    n = f.norm
+    inner = F.conv2d(y, f.first.weight, padding=1)
+    normed = (inner - n.running_mean[:, None, None]) / torch.sqrt(n.running_var[:, None, None] + n.eps)
+    normed = normed * n.weight[:, None, None] + n.bias[:, None, None]
+    hand = F.conv2d(torch.relu(normed), f.second.weight, f.second.bias, padding=1)
+    assert torch.allclose(f(y), hand, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("scheme", "layout", "stages", "family"),
+    [
+        ("leapfrog", "mlp", 1, "chang"),
+        ("hamiltonian", "mlp", 2, "antisymmetric"),
+        ("momentum", "conv", 2, "bn"),
+        ("hamiltonian", "conv", 2, "chang"),
+        ("rk4", "mlp", 1, "mlp"),
+    ],
+)
+def test_classifier_shapes(scheme, layout, stages, family):
+    model = build_model(config(scheme, layout=layout, stages=stages, family=family))
+    x = torch.randn(5, *model.config.input_shape)
+    assert model(x).shape == (5, 3)
+    assert len(model.stages) == stages
+    assert all(block.depth == 3 for block in model.stages)
+    if layout == "conv" and stages == 2:  # downsampling and channel growth between the stages
+        width = model.config.width * len(model.scheme.inputs)
+        assert model.features(x).shape[1:] == (
+            2 * width // len(model.scheme.inputs) * len(model.scheme.outputs),
+            4,
+            4,
+        )
+
+
+@pytest.mark.parametrize("memory", ["checkpoint", "reversible"])
+@pytest.mark.parametrize(
+    ("scheme", "family"), [("leapfrog", "bn"), ("hamiltonian", "chang"), ("momentum", "bn")]
+)
+def test_memory_modes_match_autograd_with_batchnorm(memory, scheme, family):
+    """Gradients in training mode (BatchNorm with batch statistics) and the running statistics after
+    one step equal plain autograd's: the re-run must not update them a second time."""
+    torch.manual_seed(4)
+    reference = build_model(config(scheme, layout="conv", stages=2, family=family, depth=4))
+    model = build_model(config(scheme, layout="conv", stages=2, family=family, depth=4, memory=memory))
+    model.load_state_dict(reference.state_dict())
+    x, y = torch.randn(6, 1, 8, 8), torch.randint(0, 3, (6,))
+    grads = []
+    for m in (reference, model):
+        m.train()
+        F.cross_entropy(m(x), y).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in m.parameters()]))
+    assert torch.allclose(grads[1], grads[0], rtol=1e-9, atol=1e-12)
+    for (name, a), (_, b) in zip(reference.named_buffers(), model.named_buffers(), strict=True):
+        assert torch.equal(a, b), name
+    count = [b for name, b in model.named_buffers() if name.endswith("num_batches_tracked")]
+    assert count and all(int(c) == 1 for c in count)
+
+
+def test_smoothness_regularizer_by_hand():
+    model = build_model(config("euler", depth=3, params={"h": 0.5}))
+    layers = model.stages[0].functions["f"]
+    expected = 0.0
+    for a, b in itertools.pairwise(layers):
+        for p, q in zip(a.parameters(), b.parameters(), strict=True):
+            expected += float(((q - p) ** 2).sum().detach()) / 0.5
+    assert float(model.smoothness().detach()) == pytest.approx(expected, rel=1e-12)
+    with torch.no_grad():  # equal weights in every layer: no penalty
+        for layer in layers[1:]:
+            for p, q in zip(layers[0].parameters(), layer.parameters(), strict=True):
+                q.copy_(p)
+    assert float(model.smoothness().detach()) == 0.0
+    assert float(build_model(config("euler", shared=True)).smoothness()) == 0.0
+
+
+def test_config_round_trip_rebuilds_the_same_function():
+    c = config("lm_resnet", family="antisymmetric", params={"h": 0.2})
+    model = build_model(c)
+    again = build_model(ModelConfig.from_json(copy.deepcopy(c.to_json())))
+    again.load_state_dict(model.state_dict())
+    x = torch.randn(4, 12)
+    assert torch.equal(model(x), again(x))
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"family": "wavelet"}, "family must be one of mlp, bn, chang, antisymmetric, not 'wavelet'"),
+        ({"depth": 0}, "depth must be a whole number >= 1, not 0"),
+        ({"memory": "cheap"}, "memory must be one of autograd, checkpoint, reversible, adjoint, not 'cheap'"),
+        (
+            {"stem": False},
+            "without a stem the input (12 features) is the state, so it must have 1 x width = 4",
+        ),
+    ],
+)
+def test_config_errors(fields, message):
+    with pytest.raises(SchemeValueError) as info:
+        build_model(config(**fields))
+    assert message in str(info.value)
+
+
+def test_reversible_needs_an_explicit_inverse():
+    with pytest.raises(odenet.UnsupportedSchemeError, match="memory='reversible' needs an explicit inverse"):
+        build_model(config("rk4", memory="reversible"))
