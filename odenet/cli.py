@@ -127,9 +127,9 @@ def _cmd_compile(args: argparse.Namespace) -> int:
 
 # per data set: the layout and sizes used when the command line does not say
 _DATA_DEFAULTS = {
-    "digits": {"layout": "conv", "width": 16, "stages": 2, "stem": True, "head": True},
-    "rings": {"layout": "mlp", "width": 16, "stages": 1, "stem": True, "head": True},
-    "cross1d": {"layout": "mlp", "width": 1, "stages": 1, "stem": False, "head": False},
+    "digits": {"layout": "conv", "width": 16, "stem": True, "head": True},
+    "rings": {"layout": "mlp", "width": 16, "stem": True, "head": True},
+    "cross1d": {"layout": "mlp", "width": 1, "stem": False, "head": False},
 }
 
 
@@ -154,7 +154,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         width=args.width or defaults["width"],
         hidden=args.hidden,
         depth=args.depth,
-        stages=args.stages or defaults["stages"],
+        stages=args.stages or (2 if layout == "conv" else 1),
         memory=args.memory,
         shared=args.shared,
         params=dict(args.param or []),

@@ -1,0 +1,39 @@
+"""Every experiment script runs end to end at tiny sizes (--quick) and writes its numbers and figure.
+The full runs are not part of the test suite; their results are in docs/experiments.md."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+SCRIPTS = sorted(p.stem for p in EXPERIMENTS.glob("[a-f]_*.py"))
+
+
+def test_all_six_experiments_exist():
+    assert [s[0] for s in SCRIPTS] == list("abcdef")
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_experiment_quick(script, tmp_path):
+    env = {**os.environ, "PYTHONWARNINGS": "error"}
+    done = subprocess.run(
+        [sys.executable, str(EXPERIMENTS / f"{script}.py"), "--quick", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=EXPERIMENTS,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / f"{script}.json").read_text())
+    assert results
+    assert (tmp_path / f"{script}.png").read_bytes()[:4] == b"\x89PNG"
+    if script == "d_adjoint":  # Heun's rebuild is far better than Euler's (Sander et al. 2022)
+        for euler, heun in zip(results["euler"], results["heun"], strict=True):
+            assert heun["relative_error"] < euler["relative_error"] / 10

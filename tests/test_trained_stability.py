@@ -1,0 +1,161 @@
+"""Trained-network stability: spectra against hand-computed eigenvalues and known regions, the
+Arnoldi estimate against the exact spectrum, the stability command and its report."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import odenet
+from odenet.cli import main
+from odenet.models import ModelConfig, build_model
+from odenet.training.stability import _arnoldi_eigenvalues, _exact_eigenvalues, trained_stability
+
+
+def model_with_linear_functions(scheme: str, diagonal: list[float], depth: int = 2, **params):
+    """A model whose every layer's function is the linear map diag(diagonal): its Jacobian's
+    eigenvalues are the diagonal entries, wherever it is evaluated."""
+    width = len(diagonal)
+    config = ModelConfig(
+        odenet.format_scheme(odenet.load(scheme)),
+        (width,),
+        2,
+        width=width,
+        depth=depth,
+        params=params,
+        family="mlp",
+    )
+    model = build_model(config)
+    block = model.stages[0]
+    for name in list(block.functions):
+        layers = nn.ModuleList()
+        for _ in range(depth):
+            linear = nn.Linear(width, width, bias=False)
+            with torch.no_grad():
+                linear.weight.copy_(torch.diag(torch.tensor(diagonal)))
+            layers.append(linear)
+        block.functions[name] = layers
+    return model
+
+
+@pytest.mark.parametrize(
+    ("scheme", "diagonal", "params", "outside"),
+    [
+        ("euler", [-5.0, -25.0], {"h": 0.1}, 0.5),  # h*lambda = -0.5 inside [-2, 0]; -2.5 outside
+        ("euler", [-5.0, -15.0], {"h": 0.1}, 0.0),
+        ("euler", [3.0, -1.0], {"h": 0.1}, 0.5),  # 1 + h*lambda = 1.3: growth
+        ("leapfrog", [100.0, 500.0], {"h": 0.1}, 0.5),  # h^2*lambda = 1 inside [0, 4]; 5 outside
+        ("leapfrog", [-1.0, 100.0], {"h": 0.1}, 0.5),  # a negative lambda: exponential growth
+        ("rk4", [-20.0, -29.0], {"h": 0.1}, 0.5),  # the real interval of RK4 ends at -2.785
+    ],
+)
+def test_outside_fraction_of_known_spectra(scheme, diagonal, params, outside):
+    model = model_with_linear_functions(scheme, diagonal, **params)
+    result = trained_stability(model, torch.randn(3, len(diagonal)))
+    assert [layer.outside_fraction for layer in result.layers] == [outside, outside]
+    assert result.layers[0].max_abs_eigenvalue == pytest.approx(max(abs(d) for d in diagonal))
+    assert result.stable == (outside == 0)
+    assert result.layers[0].scale == pytest.approx(
+        params["h"] ** (2 if scheme == "leapfrog" else 1), rel=1e-6
+    )
+
+
+def test_learnable_parameters_give_each_layer_its_own_region():
+    """momentum's region in lambda depends on gamma: with gamma = 0.9 the real interval is
+    [-2(1+gamma)/(1-gamma), 0] = [-38, 0]; with gamma = 0.1 it is [-2.44, 0]."""
+    model = model_with_linear_functions("momentum", [-10.0], depth=2)
+    block = model.stages[0]
+    from odenet.nn.params import unconstrain
+
+    with torch.no_grad():
+        block.raw_params["gamma"].copy_(torch.tensor([unconstrain(0.9, (0, 1)), unconstrain(0.1, (0, 1))]))
+    result = trained_stability(model, torch.randn(2, 1))
+    assert [round(layer.params["gamma"], 6) for layer in result.layers] == [0.9, 0.1]
+    assert [layer.outside_fraction for layer in result.layers] == [0.0, 1.0]
+
+
+def test_exact_eigenvalues_match_the_hand_jacobian_of_the_chang_family():
+    torch.manual_seed(0)
+    config = ModelConfig(
+        odenet.format_scheme(odenet.load("leapfrog")), (6,), 2, width=6, depth=1, family="chang"
+    )
+    model = build_model(config).double()
+    f = model.stages[0].functions["f"][0]
+    points = torch.randn(4, 6, dtype=torch.float64)
+    found = np.sort_complex(_exact_eigenvalues(f, points))
+    k, b = f.kernel.detach().numpy(), f.bias.detach().numpy()
+    hand = []
+    for p in points.numpy():
+        d = 1 - np.tanh(k @ p + b) ** 2
+        hand.extend(np.linalg.eigvalsh(k.T @ np.diag(d) @ k))
+    assert np.allclose(found.real, np.sort(hand), atol=1e-12)
+    assert np.abs(found.imag).max() < 1e-12
+
+
+def test_arnoldi_finds_the_extreme_eigenvalues():
+    torch.manual_seed(1)
+    f = nn.Sequential(nn.Linear(60, 60), nn.Tanh(), nn.Linear(60, 60)).double()
+    points = torch.randn(2, 60, dtype=torch.float64)
+    exact = _exact_eigenvalues(f, points)
+    estimate = _arnoldi_eigenvalues(f, points)
+    radius = np.abs(exact).max()
+    assert np.abs(estimate).max() == pytest.approx(radius, rel=1e-3)
+    assert estimate.real.min() == pytest.approx(exact.real.min(), abs=2e-3 * radius)
+    assert estimate.real.max() == pytest.approx(exact.real.max(), abs=2e-3 * radius)
+
+
+def test_stability_command_json_and_report(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert (
+        main(
+            [
+                "train",
+                "leapfrog",
+                "--layout",
+                "mlp",
+                "--depth",
+                "3",
+                "--epochs",
+                "1",
+                "--width",
+                "8",
+                "--train-fraction",
+                "0.2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "stability",
+                str(out / "checkpoint.pt"),
+                "--json",
+                "--samples",
+                "4",
+                "--report",
+                str(tmp_path / "report"),
+            ]
+        )
+        == 0
+    )
+    result = json.loads(capsys.readouterr().out)
+    assert result["scheme"] == "leapfrog"
+    assert [layer["layer"] for layer in result["layers"]] == [0, 1, 2]
+    for layer in result["layers"]:
+        assert {"layer", "outside_fraction", "max_abs_eigenvalue"} <= set(layer)
+        assert layer["eigenvalues"] == 4 * 8
+    # the chang family's Jacobian K^T diag(s') K is positive semidefinite: leapfrog is stable while
+    # h^2 * lambda_max <= 4
+    assert result["stable"] is all(layer["max_abs_scaled"] <= 4 for layer in result["layers"])
+    assert result["stable"]
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "Trained-network stability: leapfrog" in report and "| 2 | 0 |" in report
+    assert (tmp_path / "report" / "spectra.png").read_bytes()[:4] == b"\x89PNG"
