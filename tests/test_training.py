@@ -175,3 +175,15 @@ def test_cli_train_evaluate_and_bad_input(tmp_path, capsys):
     bogus.write_bytes(b"\x00\x01 not a checkpoint")
     assert main(["evaluate", str(bogus)]) == 1
     assert "not an odenet checkpoint" in capsys.readouterr().err
+
+
+def test_settings_errors():
+    with pytest.raises(SchemeValueError, match="epochs must be a whole number >= 1, not 0"):
+        TrainSettings(epochs=0)
+    with pytest.raises(SchemeValueError, match="optimizer must be one of adam, sgd, not 'lbfgs'"):
+        TrainSettings(optimizer="lbfgs")
+    with pytest.raises(SchemeValueError, match="not 'tpu9'"):
+        TrainSettings(device="tpu9")
+    if not torch.cuda.is_available():
+        with pytest.raises(SchemeValueError, match="this machine has no CUDA device"):
+            TrainSettings(device="cuda")

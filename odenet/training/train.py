@@ -57,6 +57,13 @@ class TrainSettings:
             problems.append(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {self.optimizer!r}")
         if self.schedule not in ("cosine", "constant"):
             problems.append(f"schedule must be cosine or constant, not {self.schedule!r}")
+        try:
+            device = torch.device(self.device)
+        except (RuntimeError, TypeError):
+            problems.append(f"device must be a torch device such as cpu or cuda, not {self.device!r}")
+        else:
+            if device.type == "cuda" and not torch.cuda.is_available():
+                problems.append("device cuda was asked for, and this machine has no CUDA device")
         if problems:
             raise SchemeValueError("invalid training settings: " + "; ".join(problems))
 
