@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 from pathlib import Path
 
 from odenet.language import format_scheme
 from odenet.library import load
 from odenet.models import ModelConfig
+from odenet.report.analysis import atomic_write
 from odenet.training import TrainSettings, load_data, train
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "experiments"
@@ -55,9 +55,7 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def write_json(path: Path, content) -> None:
-    temporary = path.with_name("." + path.name + ".partial")
-    temporary.write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
+    atomic_write(path, json.dumps(content, indent=2) + "\n")
 
 
 def pyplot():
@@ -67,3 +65,26 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def accuracy_plot(results: dict, x: str, xlabel: str, path: Path, scale: float = 1.0) -> None:
+    """Mean test accuracy (error bars: one standard deviation over seeds) of each network in
+    ``results`` ({name: [row, ...]}) against the rows' field ``x`` (times ``scale``), log x axis."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4), dpi=100)
+    for name, rows in results.items():
+        ax.errorbar(
+            [scale * r[x] for r in rows],
+            [100 * r["mean"] for r in rows],
+            yerr=[100 * r["std"] for r in rows],
+            marker="o",
+            capsize=3,
+            label=name,
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend()
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)

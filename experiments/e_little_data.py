@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from common import arguments, mean_std, pyplot, run, write_json
+from common import accuracy_plot, arguments, mean_std, run, write_json
 
 args = arguments(__doc__.splitlines()[0])
 fractions = [0.1, 1.0] if args.quick else [0.05, 0.1, 0.2, 1.0]
@@ -65,21 +65,4 @@ for fraction in fractions:
         )
 write_json(args.out / "e_little_data.json", results)
 
-plt = pyplot()
-fig, ax = plt.subplots(figsize=(5.5, 4), dpi=100)
-for name, rows in results.items():
-    ax.errorbar(
-        [100 * r["fraction"] for r in rows],
-        [100 * r["mean"] for r in rows],
-        yerr=[100 * r["std"] for r in rows],
-        marker="o",
-        capsize=3,
-        label=name,
-    )
-ax.set_xscale("log")
-ax.set_xlabel("share of the training set (%)")
-ax.set_ylabel("test accuracy (%)")
-ax.legend()
-ax.grid(True, alpha=0.3)
-fig.tight_layout()
-fig.savefig(args.out / "e_little_data.png")
+accuracy_plot(results, "fraction", "share of the training set (%)", args.out / "e_little_data.png", scale=100)

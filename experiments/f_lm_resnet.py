@@ -9,7 +9,7 @@ learning rate 0.003 (0.01 made the 16-block networks diverge on some seeds).
 
 from __future__ import annotations
 
-from common import arguments, mean_std, pyplot, run, write_json
+from common import accuracy_plot, arguments, mean_std, run, write_json
 
 args = arguments(__doc__.splitlines()[0])
 depths = [1, 2] if args.quick else [1, 2, 4, 8]
@@ -50,21 +50,4 @@ for depth in depths:
         )
 write_json(args.out / "f_lm_resnet.json", results)
 
-plt = pyplot()
-fig, ax = plt.subplots(figsize=(5.5, 4), dpi=100)
-for name, rows in results.items():
-    ax.errorbar(
-        [r["parameters"] for r in rows],
-        [100 * r["mean"] for r in rows],
-        yerr=[100 * r["std"] for r in rows],
-        marker="o",
-        capsize=3,
-        label=name,
-    )
-ax.set_xscale("log")
-ax.set_xlabel("parameters")
-ax.set_ylabel("test accuracy (%)")
-ax.legend()
-ax.grid(True, alpha=0.3)
-fig.tight_layout()
-fig.savefig(args.out / "f_lm_resnet.png")
+accuracy_plot(results, "parameters", "parameters", args.out / "f_lm_resnet.png")

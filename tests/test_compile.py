@@ -31,13 +31,7 @@ def mlp(width: int) -> nn.Module:
     return nn.Sequential(nn.Linear(width, width), nn.Tanh(), nn.Linear(width, width))
 
 
-@pytest.fixture(autouse=True)
-def float64_by_default():
-    """Modules built in float64, so that no parameter carries float32 rounding into a comparison."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64_by_default")
 
 
 def build(name, depth, memory, width=6, dtype=torch.float64, seed=0, **kwargs):

@@ -16,13 +16,7 @@ from odenet.errors import SchemeValueError
 from odenet.models import ModelConfig, build_model, make_function
 from odenet.models.families import Antisymmetric, KernelTranspose
 
-
-@pytest.fixture(autouse=True)
-def float64_by_default():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64_by_default")
 
 
 def config(scheme="leapfrog", **fields) -> ModelConfig:

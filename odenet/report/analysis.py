@@ -16,7 +16,7 @@ import sympy
 from odenet.analysis import Analysis
 from odenet.language.printer import format_expr, format_number
 
-__all__ = ["plot_stability_region", "verdict", "write_index", "write_report"]
+__all__ = ["atomic_write", "plot_stability_region", "verdict", "write_index", "write_report"]
 
 
 def _fmt(x: float) -> str:
@@ -230,7 +230,7 @@ def write_report(analysis: Analysis, folder: str | os.PathLike) -> Path:
     """Write ``report.md`` and ``stability.png`` into ``folder``; returns the report's path."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    _atomic_write(folder / "report.md", report_markdown(analysis))
+    atomic_write(folder / "report.md", report_markdown(analysis))
     temporary = folder / ".stability.png.partial"
     plot_stability_region(analysis, temporary)
     os.replace(temporary, folder / "stability.png")
@@ -262,11 +262,11 @@ def write_index(analyses: Sequence[Analysis], folder: str | os.PathLike) -> Path
         )
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    _atomic_write(folder / "index.md", "\n".join(lines) + "\n")
+    atomic_write(folder / "index.md", "\n".join(lines) + "\n")
     return folder / "index.md"
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
     """Write through a temporary file and rename, so a failure never leaves half a report."""
     temporary = path.with_name("." + path.name + ".partial")
     temporary.write_text(text, encoding="utf-8")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from odenet.report.analysis import _atomic_write
+from odenet.report.analysis import atomic_write
 
 __all__ = ["plot_trained_spectra", "trained_markdown", "write_trained_report"]
 
@@ -110,5 +110,5 @@ def write_trained_report(result, folder: str | os.PathLike) -> Path:
     temporary = folder / ".spectra.png.partial"
     plot_trained_spectra(result, temporary)
     os.replace(temporary, folder / "spectra.png")
-    _atomic_write(folder / "report.md", trained_markdown(result))
+    atomic_write(folder / "report.md", trained_markdown(result))
     return folder / "report.md"

@@ -23,6 +23,7 @@ from torch.nn import functional as F  # noqa: N812
 
 from odenet.errors import SchemeValueError
 from odenet.models import Classifier, ModelConfig, build_model
+from odenet.report.analysis import atomic_write
 from odenet.training.checkpoint import save_checkpoint
 from odenet.training.data import Dataset
 
@@ -230,7 +231,7 @@ def train(
                 epoch=epoch,
                 metrics={k: v for k, v in metrics.items() if k != "history"},
             )
-            _write_json(out_dir / "metrics.json", metrics)
+            atomic_write(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     model.eval()
     return model, metrics
 
@@ -243,9 +244,3 @@ def _epoch_line(epoch: int, epochs: int, train_m: dict, test_m: dict, seconds: f
         return text
 
     return f"epoch {epoch}/{epochs}: {part('train', train_m)} | {part('test', test_m)} | {seconds:.1f} s"
-
-
-def _write_json(path: Path, content: dict) -> None:
-    temporary = path.with_name("." + path.name + ".partial")
-    temporary.write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
