@@ -11,8 +11,10 @@ from importlib.metadata import PackageNotFoundError, version
 
 from odenet.analysis import Analysis, analyze, derive_inverse
 from odenet.errors import (
+    DoubleBackwardError,
     NotReversibleError,
     OdenetError,
+    ReconstructionError,
     SchemeNotFoundError,
     SchemeSyntaxError,
     SchemeValueError,
@@ -41,11 +43,13 @@ __all__ = [  # noqa: RUF022 - compile and SchemeBlock come from __getattr__
     "compile",
     "SchemeBlock",
     "Analysis",
+    "DoubleBackwardError",
     "Equation",
     "FunctionSymbol",
     "NotReversibleError",
     "OdenetError",
     "Param",
+    "ReconstructionError",
     "Scheme",
     "SchemeNotFoundError",
     "SchemeSyntaxError",

@@ -17,9 +17,11 @@ from dataclasses import dataclass
 
 __all__ = [
     "CheckpointError",
+    "DoubleBackwardError",
     "Location",
     "NotReversibleError",
     "OdenetError",
+    "ReconstructionError",
     "SchemeNotFoundError",
     "SchemeSyntaxError",
     "SchemeValueError",
@@ -120,3 +122,12 @@ class UnsupportedSchemeError(OdenetError, NotImplementedError):
 
 class CheckpointError(OdenetError, ValueError):
     """A file given as an odenet checkpoint is missing, unreadable, or not one of ours."""
+
+
+class ReconstructionError(OdenetError, FloatingPointError):
+    """A memory-saving mode rebuilt a layer's input inaccurately (non-finite, or off by more than the
+    tolerance): the gradient would be wrong, so none is returned."""
+
+
+class DoubleBackwardError(OdenetError, RuntimeError):
+    """A second-order gradient (``create_graph=True``) was asked of a memory mode that cannot give it."""

@@ -12,11 +12,16 @@ reversible    only the output: each layer's input is rebuilt by the derived inve
 adjoint       only the output: each input is rebuilt approximately by a step with ``-h`` (Sander
               et al. 2022); approximate gradients; any explicit scheme with a parameter ``h``
 ============  ================================================================================
+
+Every mode that evaluates a layer again during backward replays what the forward's evaluation saw:
+random numbers, autocast settings and buffers (see ``replay.py``). Under ``torch.compile`` the
+memory-saving modes run as they are (compiled code around them, none inside): they manage their own
+graphs. A block pickles by its scheme's text and generates its code again when loaded.
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import math
 from collections.abc import Callable, Mapping
 
@@ -28,8 +33,8 @@ from torch.utils.checkpoint import checkpoint
 from odenet.codegen import StepCode, compile_source, generate_init, generate_step
 from odenet.errors import OdenetError, SchemeValueError, UnsupportedSchemeError
 from odenet.ir import Scheme, value
-from odenet.nn.norm import frozen_running_stats
 from odenet.nn.params import constrain, unconstrain
+from odenet.nn.replay import CallRecord
 
 __all__ = ["MEMORY_MODES", "SchemeBlock", "compile"]
 
@@ -49,6 +54,7 @@ class SchemeBlock(nn.Module):
         memory: str = "autograd",
         params: Mapping[str, float] | None = None,
         drift_tolerance: float | None = None,
+        guard: str = "adaptive",
     ):
         super().__init__()
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
@@ -66,13 +72,7 @@ class SchemeBlock(nn.Module):
         self.memory = memory
         self._build_functions(functions, depth)
         self._build_params(params or {}, depth)
-        self.forward_code = generate_step(scheme)
-        self.init_code = generate_init(scheme)
-        namespace = {"torch": torch}
-        self._step = compile_source(self.forward_code, namespace, f"{scheme.name} step")
-        self._init = compile_source(self.init_code, namespace, f"{scheme.name} init")
-        # The inverse is derived on first use (a sympy solve): only reversible mode needs it now.
-        self._inverse_parts: tuple | None = None
+        self._generate()
         if memory == "reversible" and self.inverse_code is None:
             raise UnsupportedSchemeError(
                 f"memory='reversible' needs an explicit inverse, and {self.inverse_error} "
@@ -86,14 +86,36 @@ class SchemeBlock(nn.Module):
             )
         from odenet.nn.reversible import DriftControl
 
-        self.drift = DriftControl(self, drift_tolerance)
+        self.drift = DriftControl(self, drift_tolerance, guard)
         self.reconstruction_errors: list[tuple[int, float]] = []  # (layer, relative error) after backward
-        self.kept_bytes = 0  # bytes of the exact copies drift control kept in the last forward
+        self.kept_bytes = 0  # bytes kept for backward beyond the output in the last forward (copies, replay)
         # where each output state sits in the state vector (forward never touches sympy)
         position = {symbol: i for i, symbol in enumerate(scheme.state_vector)}
         self._output_index = [position[value(s)] for s in scheme.outputs]
 
     # -- construction ---------------------------------------------------------------------------
+    def _generate(self) -> None:
+        """The generated step and init (shared by blocks of equal schemes); the inverse is derived
+        on first use (a sympy solve): only reversible mode needs it."""
+        self.forward_code, self.init_code, self._step, self._init = _generated(self.scheme)
+        self._inverse_parts: tuple | None = None
+
+    def __getstate__(self):
+        """Pickled by the scheme's text: generated functions are made again on load."""
+        from odenet.language import format_scheme
+
+        state = dict(self.__dict__)
+        for name in ("forward_code", "init_code", "_step", "_init", "_inverse_parts"):
+            del state[name]
+        state["scheme"] = format_scheme(self.scheme)
+        return state
+
+    def __setstate__(self, state):
+        from odenet.language import parse
+
+        super().__setstate__({**state, "scheme": parse(state["scheme"])})
+        self._generate()
+
     def _build_functions(self, functions: Mapping[str, FunctionSpec], depth: int) -> None:
         expected = [f.name for f in self.scheme.functions]
         given = list(functions)
@@ -156,24 +178,7 @@ class SchemeBlock(nn.Module):
     def _inverse(self):
         """(compiled inverse step, its code, the reason there is none), derived once."""
         if self._inverse_parts is None:
-            from odenet.analysis.inverse import invert
-            from odenet.errors import NotReversibleError
-
-            try:
-                derivation = invert(self.scheme)
-            except NotReversibleError as exc:
-                self._inverse_parts = (None, None, exc)
-                return self._inverse_parts
-            keys = {call: key for key, call in enumerate(self.forward_code.calls)}
-            code = generate_step(
-                derivation.scheme,
-                function_name="inverse_step",
-                call_keys=keys,
-                comment="the derived inverse, in reversed time: X[m+1] is the older value",
-                translate=reversed_to_forward(self.scheme),
-            )
-            function = compile_source(code, {"torch": torch}, f"{self.scheme.name} inverse")
-            self._inverse_parts = (function, code, None)
+            self._inverse_parts = _generated_inverse(self.scheme)
         return self._inverse_parts
 
     @property
@@ -249,29 +254,33 @@ class SchemeBlock(nn.Module):
         """All ``depth`` layers on a full state vector, in this block's memory mode."""
         if self.memory == "autograd":
             return self.steps(0, self.depth, state)
-        if self.memory == "checkpoint":
-            return self._run_checkpointed(state)
-        from odenet.nn.reversible import run_reversible
-
-        return run_reversible(self, state, exact=self.memory == "reversible")
+        return _run_saving_memory(self, state)
 
     def _run_checkpointed(self, state):
+        """Segments of about sqrt(depth) layers through ``torch.utils.checkpoint`` (non-reentrant:
+        random numbers, autocast and second-order gradients as torch does them); each segment's
+        record replays the buffers its calls started from in the recomputation."""
         size = max(1, math.isqrt(self.depth))
         for start in range(0, self.depth, size):
             stop = min(start + size, self.depth)
+            if not torch.is_grad_enabled():
+                state = self.steps(start, stop, state)
+                continue
+            record = CallRecord(state, rng=False)
 
-            def segment(*s, start=start, stop=stop):
-                return self.steps(start, stop, s)
+            def segment(*s, start=start, stop=stop, record=record):
+                for n in range(start, stop):
+                    s = self.step(n, s, self._recorded_caller(record, n))
+                return tuple(s)
 
-            if torch.is_grad_enabled():
-                # the recomputation must not update BatchNorm running statistics a second time
-                state = checkpoint(segment, *state, use_reentrant=False, context_fn=self._recompute_contexts)
-            else:
-                state = segment(*state)
+            state = checkpoint(segment, *state, use_reentrant=False, context_fn=record.contexts)
         return tuple(state)
 
-    def _recompute_contexts(self):
-        return contextlib.nullcontext(), frozen_running_stats(self.functions.values())
+    def _recorded_caller(self, record: CallRecord, n: int) -> Callable:
+        def call(key, name, *args):
+            return record.call(n, key, self.function(name, n), args)
+
+        return call
 
     # -- inverse ----------------------------------------------------------------------------------
     def inverse_step(self, n: int, new_state, call=None):
@@ -313,6 +322,47 @@ class SchemeBlock(nn.Module):
         return f"scheme={self.scheme.name}, depth={self.depth}, memory={self.memory}"
 
 
+@torch.compiler.disable
+def _run_saving_memory(block: SchemeBlock, state):
+    """checkpoint, reversible, adjoint: opaque to torch.compile (they manage their own graphs)."""
+    if block.memory == "checkpoint":
+        return block._run_checkpointed(state)
+    from odenet.nn.reversible import run_reversible
+
+    return run_reversible(block, state, exact=block.memory == "reversible")
+
+
+@functools.lru_cache(maxsize=64)
+def _generated(scheme: Scheme) -> tuple[StepCode, StepCode, Callable, Callable]:
+    """Generated code of one step and of the start (blocks of equal schemes share it)."""
+    forward_code, init_code = generate_step(scheme), generate_init(scheme)
+    namespace = {"torch": torch}
+    step = compile_source(forward_code, namespace, f"{scheme.name} step")
+    init = compile_source(init_code, namespace, f"{scheme.name} init")
+    return forward_code, init_code, step, init
+
+
+@functools.lru_cache(maxsize=64)
+def _generated_inverse(scheme: Scheme) -> tuple[Callable | None, StepCode | None, OdenetError | None]:
+    """(compiled inverse step, its code, the reason there is none), derived once per scheme."""
+    from odenet.analysis.inverse import invert
+    from odenet.errors import NotReversibleError
+
+    try:
+        derivation = invert(scheme)
+    except NotReversibleError as exc:
+        return None, None, exc
+    keys = {call: key for key, call in enumerate(_generated(scheme)[0].calls)}
+    code = generate_step(
+        derivation.scheme,
+        function_name="inverse_step",
+        call_keys=keys,
+        comment="the derived inverse, in reversed time: X[m+1] is the older value",
+        translate=reversed_to_forward(scheme),
+    )
+    return compile_source(code, {"torch": torch}, f"{scheme.name} inverse"), code, None
+
+
 def reverse_history(scheme: Scheme, state):
     """Reorder a state vector between forward and reversed time: each state's block of history is
     reversed (forward ``(x[n+1], x[n])`` is the inverse's ``(X[m], X[m-1])`` with X[m] = x[n])."""
@@ -338,12 +388,16 @@ def compile(
     memory: str = "autograd",
     params: Mapping[str, float] | None = None,
     drift_tolerance: float | None = None,
+    guard: str = "adaptive",
 ) -> SchemeBlock:
     """Compile ``scheme`` into a trainable block of ``depth`` layers.
 
     ``functions`` maps each function symbol to a factory ``layer_index -> nn.Module`` (separate
     weights per layer) or to one ``nn.Module`` shared by all layers. ``memory`` is one of
     ``"autograd"``, ``"checkpoint"``, ``"reversible"``, ``"adjoint"``; ``params`` overrides the
-    parameters' defaults. See docs/compile.md.
+    parameters' defaults. ``drift_tolerance`` is the accepted relative error of an input rebuilt in
+    reversible mode (default: 100 eps of the dtype); ``guard`` says what happens when a rebuilt input
+    passes it: ``"adaptive"`` recomputes exactly, ``"raise"`` raises ``ReconstructionError``. See
+    docs/compile.md.
     """
-    return SchemeBlock(scheme, functions, depth, memory, params, drift_tolerance)
+    return SchemeBlock(scheme, functions, depth, memory, params, drift_tolerance, guard)

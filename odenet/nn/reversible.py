@@ -1,13 +1,8 @@
-"""Training without storing activations.
+"""Training without storing activations, with a guard on every rebuilt input.
 
-The stack runs as segments of SEGMENT layers, each an ``autograd.Function``. Forward runs every
-layer under ``no_grad`` and keeps only the last output (plus, with drift control, an exact copy of
-the state at a few layer boundaries); a segment's output is not saved but rebuilt, and handed to
-the segment before it during backward. Segments exist so that each returns its own parameters'
-gradients, which autograd accumulates and frees before the next segment: with one Function over the
-whole stack, every layer's parameter gradients would be alive at once at the end of backward (a
-transient copy the size of the model; measured 2.7x its size at depth 512). Backward walks the
-layers from last to first:
+Forward runs every layer under ``no_grad`` and keeps only the last output, plus exact copies of the
+state at a few layer boundaries (the block's input is always one). Backward walks the layers from
+last to first:
 
 1. rebuild layer ``n``'s input from its output: exactly, by the derived inverse (``reversible``), or
    approximately, by a step with ``-h`` (``adjoint``, Sander et al. 2022);
@@ -16,20 +11,35 @@ layers from last to first:
 
 The inverse and the re-run evaluate the functions at the same points (leapfrog: ``f(y[n])``;
 reversible Heun: ``f(z[n])`` and ``f(z[n+1])``), so each call is evaluated once: the inverse keeps
-the evaluation with its small graph, and the re-run plugs it in through :class:`_Reattach`, whose
-backward is that graph's vector-Jacobian product. Every parameter is an input of the Function, so
-optimizers and DistributedDataParallel see ordinary ``.grad`` fields.
+the evaluation with its small graph, and the re-run plugs it in (as its own input when the call was
+made at a state tensor, else through :class:`_Reattach`, whose backward is that graph's
+vector-Jacobian product). Each value carried in the state (multistep history ``u[n-1]``) gets its
+own leaf, so its gradient is counted once even where two positions hold the same tensor.
 
-Drift. An inverse that divides (momentum: ``v[n] = (v[n+1] - (1-gamma) f(x[n]))/gamma``) multiplies
-rounding error by its backward amplification ``a`` (spectral radius of ``M(0)^-1``, ``1/gamma``)
-per layer: in float32 momentum with gamma = 0.5 is garbage after ~30 layers. :class:`DriftControl`
-computes ``a`` for every layer at the current parameter values and stores an exact copy of the
-state wherever the accumulated ``prod(a) * eps(dtype)`` would pass the tolerance; backward restarts
-from those copies. Memory is then O(depth / k) with ``k ~ log(tol/eps) / log(a)``, and O(1) when
-``a = 1`` (leapfrog, revnet, reversible Heun). The measured reconstruction error at each copy is
-kept in ``block.reconstruction_errors``; a non-finite rebuild raises :class:`ReconstructionError`
-naming the first layer it happened at (checked once at the end of the backward pass, before any
-gradient is returned), so a wrong gradient is never returned silently.
+Every evaluation in backward runs under what the forward's evaluation saw (``replay.py``): its
+random-number state, its autocast settings and its buffers.
+
+**Drift and the guard.** An inverse that divides (momentum: ``v[n] = (v[n+1] - (1-gamma) f(x[n]))
+/gamma``) multiplies rounding error by its backward amplification ``a`` (spectral radius of
+``M(0)^-1``) per layer, and any inverse multiplies it by the growth of the backward dynamics, which
+depends on the functions' Jacobians (leapfrog with a strongly expanding ``f``). :class:`DriftControl`
+plans exact copies so that the growth it expects (``a`` per layer, or the growth it measured on
+earlier passes, whichever is larger) keeps the error under half the tolerance between two copies.
+At every copy the rebuilt input is compared with the copy: that error is measured, not predicted
+(``block.reconstruction_errors``). Errors, non-finite ones included, stay on the device and are read
+once, at the end of the block's backward. If one passes the tolerance (100 times the machine epsilon
+of the dtype the functions compute in, or ``drift_tolerance``):
+
+- ``guard="adaptive"`` (default): the block's parameter gradients have not been released yet (the
+  whole stack is one ``autograd.Function``); every layer's input is recomputed exactly by the forward
+  from the block's input, in chunks of about sqrt(depth) layers, and the gradients are taken from
+  those; the growth measured is remembered, so later passes keep copies closer together;
+- ``guard="raise"``: the stack runs as segments of SEGMENT layers that release their parameters'
+  gradients as they finish (memory stays flat even when gradients accumulate into existing
+  ``.grad``); the failure raises :class:`~odenet.errors.ReconstructionError` at the end, naming the
+  layer from which the error, estimated from the measured growth, passes the tolerance.
+
+A second-order gradient (``create_graph=True``) raises :class:`~odenet.errors.DoubleBackwardError`.
 """
 
 from __future__ import annotations
@@ -40,51 +50,83 @@ import numpy as np
 import sympy
 import torch
 
-from odenet.errors import OdenetError
-from odenet.nn.norm import frozen_running_stats
+from odenet.errors import DoubleBackwardError, ReconstructionError, SchemeValueError
 from odenet.nn.params import constrain
+from odenet.nn.replay import AutocastState, CallRecord
 
-__all__ = ["DriftControl", "ReconstructionError", "run_reversible"]
+__all__ = ["GUARDS", "DriftControl", "ReconstructionError", "run_reversible"]
 
-# Accepted prod(a) * eps between two exact copies, by default: rounding may grow 100-fold (two
-# digits) before a copy restores the state, in any dtype (1.2e-5 in float32, 2.2e-14 in float64).
+GUARDS = ("adaptive", "raise")
+
+# Accepted relative error of a rebuilt state, by default: rounding may grow 100-fold (two digits)
+# before a copy restores the state (1.2e-5 in float32, 2.2e-14 in float64).
 DEFAULT_GROWTH = 100.0
+# Copies are planned for an error of tolerance / PLAN_MARGIN, so that the guard rarely has to act.
+PLAN_MARGIN = 2.0
 
-
-class ReconstructionError(OdenetError, FloatingPointError):
-    """Rebuilding a layer's input gave non-finite values: the gradient would be wrong."""
+SEGMENT = 16  # layers per autograd.Function with guard="raise": parameter gradients in flight
 
 
 class DriftControl:
     """Where to keep exact copies of the state so that rebuilt inputs stay accurate."""
 
-    def __init__(self, block, tolerance: float | None):
+    def __init__(self, block, tolerance: float | None, guard: str = "adaptive"):
+        if guard not in GUARDS:
+            raise SchemeValueError(f"guard must be one of {', '.join(GUARDS)}, not {guard!r}")
+        if tolerance is not None and not float(tolerance) > 0:
+            raise SchemeValueError(f"drift_tolerance must be a number > 0, not {tolerance!r}")
         self.block = block
         self.tolerance = None if tolerance is None else float(tolerance)
-        self._matrix = None  # M(lambda = 0) as a function of the parameters, built on first use
+        self.guard = guard
+        self.reset()
 
-    def _amplification_matrix(self):
+    def reset(self) -> None:
+        """Forget the measured growth and the cached amplifications."""
+        self._matrix = None
+        self._amplifications: np.ndarray | None = None
+        self._source: tuple | None = None
+        self.learned = np.ones(self.block.depth)  # growth per layer measured by the guard
+
+    def __getstate__(self):
+        return {**self.__dict__, "_matrix": None}  # sympy matrix: rebuilt on first use
+
+    # -- the backward amplification of each layer, a(n) = rho(M(0)^-1) ----------------------------
+    def _parameters(self) -> list[tuple[str, torch.Tensor]]:
+        """The parameter tensors M(0) depends on (learnable: one value per layer; fixed: a scalar)."""
         if self._matrix is None:
             from odenet.analysis.linear import LAMBDA, amplification_matrix
 
             self._matrix = amplification_matrix(self.block.scheme).subs(LAMBDA, 0)
-        return self._matrix
+        names = sorted(s.name for s in self._matrix.free_symbols)
+        block = self.block
+        return [
+            (name, block.raw_params[name] if name in block.raw_params else getattr(block, f"fixed_{name}"))
+            for name in names
+        ]
 
-    def amplifications(self) -> list[float]:
-        """Backward amplification of each layer at the current parameter values: the spectral
-        radius of M(0)^-1, for all layers at once (M's entries evaluated on arrays of values)."""
+    def device_values(self) -> torch.Tensor:
+        """The values of those parameters for every layer, on their device, as one float64 vector."""
+        depth = self.block.depth
+        parts = []
+        for name, tensor in self._parameters():
+            if name in self.block.raw_params:
+                values = constrain(tensor.detach(), self.block._intervals[name])
+            else:
+                values = tensor.detach().expand(depth)
+            parts.append(values.to(torch.float64))
+        return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
+
+    def refresh(self, values) -> None:
+        """Compute the amplifications from parameter values read from the device (``device_values``)."""
         from odenet.analysis.numeric import evaluate
 
-        matrix = self._amplification_matrix()
-        depth = self.block.depth
-        env = {}
-        for name in self.block._param_names:
-            if name in self.block.raw_params:
-                raw = self.block.raw_params[name].detach()
-                values = constrain(raw, self.block._intervals[name]).double().cpu().numpy()
-            else:
-                values = np.full(depth, float(getattr(self.block, f"fixed_{name}")))
-            env[sympy.Symbol(name, real=True)] = values
+        parameters = self._parameters()
+        matrix, depth = self._matrix, self.block.depth
+        values = np.asarray(values, dtype=float)
+        env = {
+            sympy.Symbol(name, real=True): values[i * depth : (i + 1) * depth]
+            for i, (name, _) in enumerate(parameters)
+        }
         size = matrix.shape[0]
         stacked = np.empty((depth, size, size))
         for i in range(size):
@@ -95,24 +137,55 @@ class DriftControl:
         out = np.full(depth, math.inf)
         regular = np.abs(determinants) > 1e-300
         if regular.any():
-            inverses = np.linalg.inv(stacked[regular])
-            out[regular] = np.abs(np.linalg.eigvals(inverses)).max(axis=-1)
-        return out.tolist()
+            out[regular] = np.abs(np.linalg.eigvals(np.linalg.inv(stacked[regular]))).max(axis=-1)
+        self._amplifications = out
+        self._source = self._identity()
 
-    def boundaries(self, dtype: torch.dtype) -> set[int]:
+    def _identity(self) -> tuple:
+        return tuple((id(t), t.data_ptr(), t.device, t.dtype) for _, t in self._parameters())
+
+    def amplifications(self) -> np.ndarray:
+        """Backward amplification of each layer. Refreshed by each backward pass (read with the
+        guard's errors, so no extra transfer); read here only on first use or when the parameter
+        tensors were replaced (``to()``, ``load_state_dict``). Between a backward and the next
+        forward an optimizer step may have moved them: the plan is then one step old, and the guard
+        measures what it misses."""
+        if self._amplifications is None or self._source != self._identity():
+            self.refresh(self.device_values().cpu().numpy())
+        return self._amplifications
+
+    # -- the plan and what the guard learns ------------------------------------------------------
+    def tolerance_for(self, dtype: torch.dtype, autocast: AutocastState | None = None) -> float:
+        """The accepted relative error of a rebuilt state: ``drift_tolerance``, or 100 eps of the
+        state's dtype; under autocast to a lower precision, at least that precision's eps."""
+        if self.tolerance is not None:
+            return self.tolerance
+        tolerance = DEFAULT_GROWTH * torch.finfo(dtype).eps
+        compute = dtype if autocast is None else autocast.compute_dtype(dtype)
+        return max(tolerance, torch.finfo(compute).eps)
+
+    def boundaries(self, dtype: torch.dtype, tolerance: float | None = None) -> set[int]:
         """Layer boundaries (the input of layer j is boundary j) at which to keep an exact copy."""
         eps = torch.finfo(dtype).eps
-        tolerance = DEFAULT_GROWTH * eps if self.tolerance is None else self.tolerance
+        target = (self.tolerance_for(dtype) if tolerance is None else tolerance) / PLAN_MARGIN
+        rates = np.maximum(self.amplifications(), self.learned)
         keep = {0}
         accumulated = 1.0
-        amplifications = self.amplifications()
         for n in reversed(range(self.block.depth)):  # backward order: error grows from the output
-            if accumulated * amplifications[n] * eps > tolerance:
+            if accumulated * rates[n] * eps > target:
                 keep.add(n + 1)
                 accumulated = 1.0
-            accumulated *= amplifications[n]
+            accumulated *= rates[n]
         keep.discard(self.block.depth)
         return keep
+
+    def learn(self, intervals, eps: float, tolerance: float) -> None:
+        """Remember the growth per layer of every interval ``(low, high, error)`` whose measured
+        error passed the planned one, so that later plans keep copies closer together."""
+        for low, high, error in intervals:
+            if not error <= tolerance / PLAN_MARGIN:  # NaN included
+                growth = (error / eps) ** (1 / (high - low)) if math.isfinite(error) else math.inf
+                self.learned[low:high] = np.maximum(self.learned[low:high], growth)
 
 
 class _Reattach(torch.autograd.Function):
@@ -135,42 +208,121 @@ class _Reattach(torch.autograd.Function):
         return (None, None, *grads)
 
 
-SEGMENT = 16  # layers per autograd.Function: the parameter gradients in flight at any time
+class _Pass:
+    """What one forward pass through the stack shares with its backward pass: the exact copies, the
+    record of every call, the autocast settings, the errors measured, and during backward the state
+    handed from a segment to the one before it (segments do not save their outputs)."""
+
+    def __init__(self, block, exact: bool, state: tuple[torch.Tensor, ...]):
+        self.block, self.exact = block, exact
+        self.dtype, self.device = state[0].dtype, state[0].device
+        self.eps = torch.finfo(self.dtype).eps
+        self.autocast = AutocastState(self.device.type)
+        self.record = CallRecord(state)
+        self.adaptive = exact and block.drift.guard == "adaptive"
+        if exact:
+            self.tolerance = block.drift.tolerance_for(self.dtype, self.autocast)
+            self.keep = block.drift.boundaries(self.dtype, self.tolerance)
+        else:  # the adjoint is approximate by design: its error is reported, not bounded
+            self.tolerance, self.keep = math.inf, {0}
+        self.copies: dict[int, tuple[torch.Tensor, ...]] = {}
+        self.input_versions: list[int] = []
+        self.errors: list[tuple[int, torch.Tensor]] = []  # (layer, relative error) at each copy
+        self.handoff: tuple[torch.Tensor, ...] | None = None
+
+    def recording(self, n: int):
+        def call(key, name, *args):
+            return self.record.run(n, key, self.block.function(name, n), args)
+
+        return call
+
+    def replaying(self, n: int):
+        def call(key, name, *args):
+            with self.record.replaying(n, key):
+                return self.block.function(name, n)(*args)
+
+        return call
+
+    def kept_bytes(self) -> int:
+        """Memory kept beyond the output: exact copies (the block's input excluded, each storage
+        once) and the record of random-number states and buffers."""
+        storages = {}
+        for n, copy in self.copies.items():
+            for t in copy if n else ():
+                storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        inputs = {t.untyped_storage().data_ptr() for t in self.copies.get(0, ())}
+        return sum(v for k, v in storages.items() if k not in inputs) + self.record.nbytes()
+
+    def verdict(self) -> ReconstructionError | None:
+        """Read the measured errors (and the parameters for the next plan) in one transfer; return
+        the error to raise when a rebuilt input is non-finite or off by more than the tolerance."""
+        block = self.block
+        if any(t._version != v for t, v in zip(self.copies[0], self.input_versions, strict=True)):
+            raise RuntimeError(
+                f"the input of {block.scheme.name}'s block was modified in place after its forward pass; "
+                "the reversible backward pass needs it unchanged (clone it before modifying it)"
+            )
+        parts = [e.reshape(1).to(torch.float64) for _, e in self.errors]
+        if self.exact:
+            parts.append(block.drift.device_values().to(self.device))
+        host = torch.cat(parts).tolist() if parts else []  # the one host read of this backward
+        errors = host[: len(self.errors)]
+        if self.exact:
+            block.drift.refresh(host[len(self.errors) :])
+        layers = [n for n, _ in self.errors]
+        block.reconstruction_errors = sorted(zip(layers, errors, strict=True))
+        tops = sorted(set(layers))[1:] + [block.depth]
+        intervals = [(low, high, e) for (low, e), high in zip(sorted(zip(layers, errors)), tops, strict=True)]
+        if self.exact:
+            block.drift.learn(intervals, self.eps, self.tolerance)
+        failing = [(low, high, e) for low, high, e in intervals if not e <= self.tolerance]
+        if not failing:
+            return None
+        low, high, error = max(failing)  # the highest: the first met in backward order
+        name = block.scheme.name
+        advice = (
+            "guard='adaptive' recomputes such layers exactly; or lower drift_tolerance (copies closer "
+            "together), or use memory='checkpoint'"
+        )
+        if not math.isfinite(error):
+            return ReconstructionError(
+                f"rebuilding the input of layer {low} of {name} gave non-finite values (the rebuild "
+                f"went wrong between layers {low} and {high - 1}): the inverse amplifies rounding "
+                f"error too much; {advice}"
+            )
+        # log-linear growth from eps at the copy above to the error measured at this one
+        steps = (high - low) * math.log(self.tolerance / self.eps) / math.log(error / self.eps)
+        first = min(high - 1, max(low, math.floor(high - steps)))
+        return ReconstructionError(
+            f"rebuilding the input of layer {low} of {name}: relative error {error:.3g} against its "
+            f"exact copy, more than the tolerance {self.tolerance:.3g}; by the growth measured, the error "
+            f"passes the tolerance from layer {first} down, so the gradients of layers {low} to {first} "
+            f"would be wrong; {advice}"
+        )
 
 
-class _Carrier:
-    """What the segments of one forward pass share: the exact copies to keep, and during backward
-    the state handed from a segment to the one before it (segments do not save their outputs)."""
-
-    def __init__(self, keep: set[int]):
-        self.keep = keep
-        self.state: tuple[torch.Tensor, ...] | None = None
-        self.errors: list[tuple[int, float]] = []
-        self.kept_bytes = 0
-
-
-class _Segment(torch.autograd.Function):
+class _Layers(torch.autograd.Function):
     """Layers ``[start, stop)`` of the stack. Only the last segment saves its output; each backward
-    rebuilds its segment's input and hands it to the previous segment through the carrier. Each
-    segment returns the gradients of its own parameters, which autograd accumulates and frees
-    before the next segment runs, so no more than SEGMENT layers' gradients are alive at once."""
+    rebuilds its segment's input and hands it to the previous segment through the pass object. The
+    segment at layer 0 reads the guard's measurements and raises, or (adaptive guard, one segment for
+    the whole stack) recomputes exactly, before any gradient of it is returned."""
 
     @staticmethod
-    def forward(ctx, block, exact, carrier, start, stop, n_state, *tensors):
+    def forward(ctx, run, start, stop, n_state, *tensors):
+        block = run.block
         state = tensors[:n_state]
-        stored = {start: tuple(state)} if start in carrier.keep else {}
+        if start == 0:
+            run.input_versions = [t._version for t in state]
+        if start in run.keep:
+            run.copies[start] = tuple(state)
         for n in range(start, stop):
-            state = block.step(n, state)
-            if n + 1 in carrier.keep and n + 1 < stop:
-                stored[n + 1] = state
+            state = block.step(n, state, run.recording(n))
+            if n + 1 in run.keep and n + 1 < block.depth:
+                run.copies[n + 1] = tuple(state)
         # an output that is an input (one layer, history passing through) must be a new tensor
         inputs = {id(t) for t in tensors}
         state = tuple(t.clone() if id(t) in inputs else t for t in state)
-        carrier.kept_bytes += sum(
-            t.untyped_storage().nbytes() for k, copy in stored.items() if k for t in copy
-        )
-        ctx.block, ctx.exact, ctx.carrier, ctx.stored = block, exact, carrier, stored
-        ctx.start, ctx.stop, ctx.n_state = start, stop, n_state
+        ctx.run, ctx.start, ctx.stop, ctx.n_state = run, start, stop, n_state
         ctx.params = tensors[n_state:]
         ctx.last = stop == block.depth
         if ctx.last:
@@ -179,61 +331,111 @@ class _Segment(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *grads):
-        block, carrier = ctx.block, ctx.carrier
-        state = ctx.saved_tensors if ctx.last else carrier.state
-        grads = [torch.zeros_like(s) if g is None else g for s, g in zip(state, grads, strict=True)]
-        index = {id(p): i for i, p in enumerate(ctx.params)}
-        param_grads: list[torch.Tensor | None] = [None] * len(ctx.params)
-        magnitudes: list[torch.Tensor] = []  # per rebuilt layer, from the last layer down
-        with frozen_running_stats(block.functions.values()):
-            state, grads = _backward_layers(ctx, state, grads, index, param_grads, magnitudes)
-        finite = torch.isfinite(torch.stack(magnitudes)).tolist()
-        if not all(finite):
-            layer = ctx.stop - 1 - finite.index(False)
-            raise ReconstructionError(
-                f"rebuilding the input of layer {layer} of {block.scheme.name} gave non-finite values: "
-                "the inverse amplifies rounding error too much; lower drift_tolerance or use "
-                "memory='checkpoint'"
+        run = ctx.run
+        if torch.is_grad_enabled():
+            mode = "reversible" if run.exact else "adjoint"
+            raise DoubleBackwardError(
+                f"memory='{mode}' cannot give second-order gradients (create_graph=True): it rebuilds "
+                "activations outside autograd's graph; use memory='checkpoint' or memory='autograd' "
+                f"for {run.block.scheme.name}'s block"
             )
-        carrier.state = state
-        if ctx.start == 0:
-            block.reconstruction_errors = sorted(carrier.errors)
-        return (None, None, None, None, None, None, *grads, *param_grads)
+        if ctx.last:  # a new backward pass through this graph (it may run more than once)
+            state, run.errors = ctx.saved_tensors, []
+        else:
+            state = run.handoff
+        out_grads = tuple(torch.zeros_like(s) if g is None else g for s, g in zip(state, grads, strict=True))
+        needs = ctx.needs_input_grad[4 + ctx.n_state :]
+        params = [p for p, need in zip(ctx.params, needs, strict=True) if need]
+        with run.autocast.restored():
+            state, in_grads, param_grads = _backward_layers(
+                run, ctx.start, ctx.stop, state, out_grads, params, run.copies, measure=True
+            )
+            run.handoff = state
+            if ctx.start == 0:
+                failure = run.verdict()
+                if failure is not None:
+                    if not (run.adaptive and ctx.last):
+                        raise failure
+                    in_grads, param_grads = _exact_backward(run, out_grads, params)
+        returned = iter(param_grads)
+        return (None, None, None, None, *in_grads, *(next(returned) if need else None for need in needs))
 
 
-def _backward_layers(ctx, state, grads, index, param_grads, magnitudes):
-    """The layers of one segment from last to first: rebuild each input, take its vector-Jacobian
-    product, accumulate the parameters' gradients (in ``param_grads``); returns the segment's
-    rebuilt input and the gradient with respect to it."""
-    block, exact, carrier = ctx.block, ctx.exact, ctx.carrier
-    for n in reversed(range(ctx.start, ctx.stop)):
-        old = _rebuild(block, exact, n, state, cache := {})
-        # the largest magnitude of the rebuilt state: NaN or inf if anything went non-finite;
-        # checked once per segment (one host sync, not one per layer)
-        magnitudes.append(torch.stack([t.detach().abs().amax() for t in old]).amax())
-        if n in ctx.stored:
-            exact_state = ctx.stored[n]
-            carrier.errors.append((n, _relative_error(old, exact_state)))
-            old = exact_state
-        grads, layer_grads = _layer_vjp(block, n, old, grads, cache)
-        for p, r in layer_grads:
-            if r is not None and id(p) in index:
-                i = index[id(p)]
-                param_grads[i] = r if param_grads[i] is None else param_grads[i] + r
+def _backward_layers(run, start, stop, state, grads, params, copies, measure):
+    """Layers ``stop-1 .. start`` from last to first: rebuild each input (or take its exact copy),
+    take its vector-Jacobian product, accumulate the parameters' gradients. With ``measure``, a
+    layer whose input has a copy is rebuilt too, and the error against the copy is recorded."""
+    block = run.block
+    index = {id(p): i for i, p in enumerate(params)}
+    param_grads: list[torch.Tensor | None] = [None] * len(params)
+    owned: set[int] = set()  # accumulators that are ours to add into
+    scheme_params = [p for p in block.raw_params.values() if id(p) in index]
+    for n in reversed(range(start, stop)):
+        cache: dict[int, tuple] = {}
+        exact = copies.get(n)
+        if exact is None or measure:
+            old = _rebuild(run, n, state, cache)
+            if exact is not None:
+                run.errors.append((n, _relative_error(old, exact)))
+        if exact is not None:
+            old = exact
+        layer = {id(p): p for m in block.layer_modules(n) for p in m.parameters() if id(p) in index}
+        grads, layer_grads = _layer_vjp(run, n, old, grads, cache, [*layer.values(), *scheme_params])
+        for p, g in layer_grads:
+            if g is None:
+                continue
+            i = index[id(p)]
+            if param_grads[i] is None:
+                param_grads[i] = g
+            elif i in owned:
+                param_grads[i].add_(g)
+            else:
+                param_grads[i] = param_grads[i] + g
+                owned.add(i)
         state = tuple(t.detach() for t in old)
-    return state, grads
+    return state, grads, param_grads
 
 
-def _rebuild(block, exact: bool, n: int, state, cache: dict):
+def _exact_backward(run, out_grads, params):
+    """The adaptive guard's repair: every layer's input recomputed by the forward from the block's
+    input (exact; each call replayed), in chunks of about sqrt(depth) layers (memory: two chunks of
+    states), and the vector-Jacobian products taken from those inputs."""
+    block, depth = run.block, run.block.depth
+    size = max(1, math.isqrt(depth - 1) + 1)
+    starts = list(range(0, depth, size))
+    boundaries = {}
+    state = run.copies[0]
+    with torch.no_grad():
+        for n in range(depth - 1):
+            if n % size == 0:
+                boundaries[n] = state
+            state = block.step(n, state, run.replaying(n))
+    boundaries[0] = run.copies[0]
+    grads, total = out_grads, [None] * len(params)
+    for start in reversed(starts):
+        stop = min(start + size, depth)
+        copies, state = {}, boundaries.pop(start)
+        with torch.no_grad():
+            for n in range(start, stop):
+                copies[n] = state
+                if n + 1 < stop:
+                    state = block.step(n, state, run.replaying(n))
+        _, grads, param_grads = _backward_layers(run, start, stop, None, grads, params, copies, measure=False)
+        total = [g if t is None else (t if g is None else t + g) for t, g in zip(total, param_grads, strict=True)]
+    return grads, total
+
+
+def _rebuild(run, n: int, state, cache: dict):
     """Layer n's input from its output; with the exact inverse, each call is evaluated once and kept
     (with its small graph) in ``cache`` for the re-run."""
-    if not exact:
+    block = run.block
+    if not run.exact:
         with torch.no_grad():
-            return block.approximate_inverse_step(n, state)
+            return block.approximate_inverse_step(n, state, run.replaying(n))
 
     def inverse_call(key, name, *args):
         leaves = [a.detach().requires_grad_(True) for a in args]
-        with torch.enable_grad():
+        with torch.enable_grad(), run.record.replaying(n, key):
             out = block.function(name, n)(*leaves)
         cache[key] = (leaves, out)
         return out.detach()
@@ -242,43 +444,50 @@ def _rebuild(block, exact: bool, n: int, state, cache: dict):
         return block.inverse_step(n, state, inverse_call)
 
 
-def _layer_vjp(block, n: int, old, grads, cache: dict):
+def _layer_vjp(run, n: int, old, grads, cache: dict, params):
     """Re-run layer n on ``old`` and take the vector-Jacobian product with ``grads``: the gradients
-    for the layer's input, and (parameter, gradient) pairs for its parameters."""
-    # Where the inverse evaluated a call at exactly a rebuilt state tensor (leapfrog's f(y[n]),
-    # momentum's f(x[n])), that evaluation's leaf becomes the re-run's input: its graph then joins
-    # the re-run directly, with no _Reattach and no second engine call.
+    for the layer's input, and (parameter, gradient) pairs for ``params``. At an exact copy, an
+    evaluation the inverse made at the rebuilt state is still reused: the two differ by no more than
+    the tolerance the guard checks."""
+    block = run.block
+    # Where the inverse evaluated a call at exactly a state tensor (leapfrog's f(y[n]), momentum's
+    # f(x[n])), that evaluation's leaf becomes the re-run's input: its graph then joins the re-run
+    # directly. One leaf per position: a tensor held at two positions (u[n] and its copy u[n-1] at
+    # the start of a multistep scheme) must not receive the gradient of both.
     leaf_of = {}
     for leaves, _ in cache.values():
         for leaf in leaves:
             leaf_of.setdefault(_same_tensor_key(leaf), leaf)
-    old_leaves = []
+    old_leaves, taken = [], set()
     for t in old:
         leaf = leaf_of.get(_same_tensor_key(t))
-        old_leaves.append(t.detach().requires_grad_(True) if leaf is None else leaf)
+        if leaf is None or id(leaf) in taken:
+            leaf = t.detach().requires_grad_(True)
+        taken.add(id(leaf))
+        old_leaves.append(leaf)
 
     def rerun_call(key, name, *args):
         module = block.function(name, n)
-        if key in cache:
-            leaves, out = cache.pop(key)
+        entry = cache.pop(key, None)
+        if entry is not None:
+            leaves, out = entry
             if len(leaves) == len(args) and all(a is b for a, b in zip(args, leaves, strict=True)):
                 return out
-            params = [p for p in module.parameters() if p.requires_grad]
-            return _Reattach.apply((leaves, out), len(args), *args, *params)
-        return module(*args)
+            module_params = [p for p in module.parameters() if p.requires_grad]
+            return _Reattach.apply((leaves, out), len(args), *args, *module_params)
+        with run.record.replaying(n, key):
+            return module(*args)
 
-    layer_params = [p for m in block.layer_modules(n) for p in m.parameters() if p.requires_grad]
-    layer_params += [p for p in block.raw_params.values() if p.requires_grad]
     with torch.enable_grad():
         new = block._step(tuple(old_leaves), block.layer_params(n), rerun_call)
         pairs = [(t, g) for t, g in zip(new, grads, strict=True) if t.requires_grad]
         results = torch.autograd.grad(
-            [t for t, _ in pairs], old_leaves + layer_params, [g for _, g in pairs], allow_unused=True
+            [t for t, _ in pairs], old_leaves + list(params), [g for _, g in pairs], allow_unused=True
         )
     state_grads = [
         torch.zeros_like(t) if r is None else r for t, r in zip(old, results[: len(old)], strict=True)
     ]
-    return state_grads, list(zip(layer_params, results[len(old) :], strict=True))
+    return state_grads, list(zip(params, results[len(old) :], strict=True))
 
 
 def _same_tensor_key(t: torch.Tensor) -> tuple:
@@ -286,24 +495,26 @@ def _same_tensor_key(t: torch.Tensor) -> tuple:
     return (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
 
 
-def _relative_error(rebuilt, exact) -> float:
-    num = sum(float((a - b).double().norm() ** 2) for a, b in zip(rebuilt, exact, strict=True))
-    den = sum(float(b.double().norm() ** 2) for b in exact)
-    return math.sqrt(num / den) if den else math.sqrt(num)
+def _relative_error(rebuilt, exact) -> torch.Tensor:
+    """||rebuilt - exact|| / ||exact|| over the whole state, on the device (no host transfer)."""
+    num = sum((a.detach() - b).to(torch.float64).square().sum() for a, b in zip(rebuilt, exact, strict=True))
+    den = sum(b.to(torch.float64).square().sum() for b in exact)
+    return torch.where(den > 0, num / den, num).sqrt()
 
 
 def run_reversible(block, state, exact: bool):
-    """All layers, keeping no activations: segments of SEGMENT layers, each an autograd.Function."""
+    """All layers, keeping no activations: one ``autograd.Function`` for the whole stack (adaptive
+    guard) or segments of SEGMENT layers (raise guard, adjoint)."""
     if not torch.is_grad_enabled() or not (
         any(p.requires_grad for p in block.parameters()) or any(t.requires_grad for t in state)
     ):
         return block.steps(0, block.depth, state)  # nothing to differentiate: a plain loop
-    keep = block.drift.boundaries(state[0].dtype) if exact else {0}
-    carrier = _Carrier(keep)
+    run = _Pass(block, exact, state)
+    size = block.depth if run.adaptive else SEGMENT
     shared = [p for name, m in block.functions.items() if block.shared[name] for p in m.parameters()]
     shared += list(block.raw_params.values())
-    for start in range(0, block.depth, SEGMENT):
-        stop = min(start + SEGMENT, block.depth)
+    for start in range(0, block.depth, size):
+        stop = min(start + size, block.depth)
         own = [
             p
             for n in range(start, stop)
@@ -311,7 +522,7 @@ def run_reversible(block, state, exact: bool):
             if not block.shared[name]
             for p in block.function(name, n).parameters()
         ]
-        params = [p for p in own + shared if p.requires_grad]
-        state = _Segment.apply(block, exact, carrier, start, stop, len(state), *state, *params)
-    block.kept_bytes = carrier.kept_bytes
+        params = list({id(p): p for p in own + shared if p.requires_grad}.values())
+        state = _Layers.apply(run, start, stop, len(state), *state, *params)
+    block.kept_bytes = run.kept_bytes()
     return tuple(state)

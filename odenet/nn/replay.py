@@ -1,0 +1,183 @@
+"""What a pass that runs a layer again owes the user: the forward's random numbers, autocast and buffers.
+
+The ``reversible``, ``adjoint`` and ``checkpoint`` modes evaluate a layer's functions a second time
+during backward (to rebuild its input, or to rebuild its graph). For the gradient to be the
+gradient of the forward that really happened, that second evaluation must see what the first saw:
+
+- **random numbers** (``nn.Dropout``, any random op): each call starts from the generator state it
+  started from in the forward, on the CPU and on every CUDA device the state lives on;
+- **autocast**: the forward's autocast settings (enabled, dtype, per device type), which the
+  backward pass does not inherit;
+- **buffers** (BatchNorm's running statistics, spectral normalization's power-iteration vectors, a
+  user's own): the values they had before the forward's call, and the re-run changes nothing.
+
+A :class:`CallRecord` keeps, for every call ``(layer, key)`` of the forward, the generator states it
+started from (only when the call drew random numbers) and the buffers it started from (only those
+the call changed). :meth:`CallRecord.replaying` runs a call again under them: the generators are set
+and then put back, and each changed buffer is swapped for a fresh copy of its old value and then
+swapped back, so the live buffers are never written by a re-run (their version counters do not move
+either, so no graph that saved them is invalidated).
+
+State a module keeps outside registered buffers (a Python counter, a tensor attribute) is not seen.
+Such a module can ask :func:`is_recomputing` and skip its side effects during a re-run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["AutocastState", "CallRecord", "is_recomputing"]
+
+_local = threading.local()
+
+
+def is_recomputing() -> bool:
+    """True while odenet evaluates a layer again during backward (in any memory mode)."""
+    return getattr(_local, "recomputing", 0) > 0
+
+
+@contextlib.contextmanager
+def _recomputing() -> Iterator[None]:
+    _local.recomputing = getattr(_local, "recomputing", 0) + 1
+    try:
+        yield
+    finally:
+        _local.recomputing -= 1
+
+
+class AutocastState:
+    """The autocast settings in force when a forward pass ran, for the CPU and the state's device type."""
+
+    def __init__(self, device_type: str):
+        types = ["cpu"] if device_type == "cpu" else ["cpu", device_type]
+        self.settings = [
+            (t, torch.is_autocast_enabled(t), torch.get_autocast_dtype(t))
+            for t in types
+            if torch.amp.is_autocast_available(t)
+        ]
+        self.cache_enabled = torch.is_autocast_cache_enabled()
+        self.device_type = device_type
+
+    def compute_dtype(self, dtype: torch.dtype) -> torch.dtype:
+        """The precision the functions compute in: ``dtype``, or autocast's when it is lower."""
+        for t, enabled, autocast_dtype in self.settings:
+            if t == self.device_type and enabled and torch.finfo(autocast_dtype).eps > torch.finfo(dtype).eps:
+                return autocast_dtype
+        return dtype
+
+    @contextlib.contextmanager
+    def restored(self) -> Iterator[None]:
+        with contextlib.ExitStack() as stack:
+            for t, enabled, dtype in self.settings:
+                stack.enter_context(
+                    torch.autocast(t, dtype=dtype, enabled=enabled, cache_enabled=self.cache_enabled)
+                )
+            yield
+
+
+def _cuda_devices(tensors: Sequence[torch.Tensor]) -> list[int]:
+    return sorted({t.device.index for t in tensors if t.is_cuda and t.device.index is not None})
+
+
+def _rng_states(devices: list[int]) -> list[torch.Tensor]:
+    return [torch.get_rng_state(), *(torch.cuda.get_rng_state(d) for d in devices)]
+
+
+def _set_rng_states(devices: list[int], states: list[torch.Tensor]) -> None:
+    torch.set_rng_state(states[0])
+    for d, s in zip(devices, states[1:], strict=True):
+        torch.cuda.set_rng_state(s, d)
+
+
+def _buffers(module: nn.Module) -> list[tuple[nn.Module, str, torch.Tensor]]:
+    return [(m, name, b) for m in module.modules() for name, b in m._buffers.items() if b is not None]
+
+
+class CallRecord:
+    """Generator states and buffers each call of one forward pass started from (see the module doc).
+
+    ``rng=False`` leaves random numbers alone (``torch.utils.checkpoint`` restores them per segment).
+    The record is also the switch of a checkpointed segment: :meth:`contexts` gives the pair of
+    context managers ``torch.utils.checkpoint`` wants (``context_fn``), which make :meth:`call`
+    record in the forward and replay in the recomputation, as often as it runs.
+    """
+
+    def __init__(self, tensors: Sequence[torch.Tensor], rng: bool = True):
+        self.devices = _cuda_devices(tensors)
+        self.rng = rng
+        self.calls: dict[tuple[int, int], tuple[list[torch.Tensor] | None, list]] = {}
+        self.replay = False
+
+    def run(self, n: int, key: int, module: nn.Module, args) -> torch.Tensor:
+        """Evaluate ``module(*args)`` as call ``key`` of layer ``n`` of the forward, and record it."""
+        before = [(m, name, b, b._version, b.clone()) for m, name, b in _buffers(module)]
+        rng = _rng_states(self.devices) if self.rng else None
+        out = module(*args)
+        # A buffer is replayed if its module is training (BatchNorm's kernel writes its running
+        # statistics in place without moving their version counters) or if a buffer of its module
+        # was replaced or written through autograd's view of it (its version counter moved).
+        moved = {id(m) for m, name, b, version, _ in before if m._buffers.get(name) is not b or b._version != version}
+        changed = [(m, name, snapshot) for m, name, _, _, snapshot in before if m.training or id(m) in moved]
+        drew = rng is not None and not all(
+            torch.equal(a, b) for a, b in zip(rng, _rng_states(self.devices), strict=True)
+        )
+        if changed or drew:
+            self.calls[(n, key)] = (rng if drew else None, changed)
+        return out
+
+    @contextlib.contextmanager
+    def replaying(self, n: int, key: int) -> Iterator[None]:
+        """Run call ``key`` of layer ``n`` again under what it started from in the forward."""
+        rng, changed = self.calls.get((n, key), (None, []))
+        saved = _rng_states(self.devices) if rng is not None else None
+        live = []
+        with _recomputing():
+            try:
+                if rng is not None:
+                    _set_rng_states(self.devices, rng)
+                for m, name, snapshot in changed:
+                    live.append((m, name, m._buffers[name]))
+                    m._buffers[name] = snapshot.clone()  # the re-run may change its copy, not the original
+                yield
+            finally:
+                for m, name, tensor in live:
+                    m._buffers[name] = tensor
+                if saved is not None:
+                    _set_rng_states(self.devices, saved)
+
+    def call(self, n: int, key: int, module: nn.Module, args) -> torch.Tensor:
+        """Record in the forward; replay in a recomputation (see :meth:`contexts`)."""
+        if not self.replay:
+            return self.run(n, key, module, args)
+        with self.replaying(n, key):
+            return module(*args)
+
+    def nbytes(self) -> int:
+        """Memory held by the record: generator states and buffer snapshots."""
+        total = 0
+        for rng, changed in self.calls.values():
+            total += sum(s.nbytes for s in rng or ())
+            total += sum(snapshot.nbytes for _, _, snapshot in changed)
+        return total
+
+    def contexts(self) -> tuple[_Switch, _Switch]:
+        return _Switch(self, False), _Switch(self, True)
+
+
+class _Switch:
+    """Sets a record to recording or replaying for the duration of a block; reusable, re-entrant."""
+
+    def __init__(self, record: CallRecord, replay: bool):
+        self.record, self.value, self.previous = record, replay, []
+
+    def __enter__(self) -> None:
+        self.previous.append(self.record.replay)
+        self.record.replay = self.value
+
+    def __exit__(self, *exc) -> None:
+        self.record.replay = self.previous.pop()
