@@ -129,9 +129,8 @@ def test_drift_control_keeps_float32_gradients_within_1e_4(name, param):
     errors = block.reconstruction_errors
     assert len(errors) > 10 and max(e for _, e in errors) < 1e-4  # measured, and small
     # without the exact copies, the same computation is wrong: the control is what makes it right
-    loose = build(
-        name, 256, "reversible", dtype=torch.float32, params=param, drift_tolerance=float("inf"), guard="raise"
-    )
+    unbounded = {"drift_tolerance": float("inf"), "guard": "raise"}
+    loose = build(name, 256, "reversible", dtype=torch.float32, params=param, **unbounded)
     loose.load_state_dict(reference.state_dict())
     with pytest.raises(ReconstructionError, match="gave non-finite values"):
         gradients(loose, x.float())

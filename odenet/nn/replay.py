@@ -121,7 +121,7 @@ class CallRecord:
         # A buffer is replayed if its module is training (BatchNorm's kernel writes its running
         # statistics in place without moving their version counters) or if a buffer of its module
         # was replaced or written through autograd's view of it (its version counter moved).
-        moved = {id(m) for m, name, b, version, _ in before if m._buffers.get(name) is not b or b._version != version}
+        moved = {id(m) for m, name, b, v, _ in before if m._buffers.get(name) is not b or b._version != v}
         changed = [(m, name, snapshot) for m, name, _, _, snapshot in before if m.training or id(m) in moved]
         drew = rng is not None and not all(
             torch.equal(a, b) for a, b in zip(rng, _rng_states(self.devices), strict=True)

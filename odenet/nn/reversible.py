@@ -271,8 +271,9 @@ class _Pass:
             block.drift.refresh(host[len(self.errors) :])
         layers = [n for n, _ in self.errors]
         block.reconstruction_errors = sorted(zip(layers, errors, strict=True))
-        tops = sorted(set(layers))[1:] + [block.depth]
-        intervals = [(low, high, e) for (low, e), high in zip(sorted(zip(layers, errors)), tops, strict=True)]
+        measured = sorted(block.reconstruction_errors)
+        tops = [*(n for n, _ in measured[1:]), block.depth]  # each copy's interval ends at the next
+        intervals = [(low, high, e) for (low, e), high in zip(measured, tops, strict=True)]
         if self.exact:
             block.drift.learn(intervals, self.eps, self.tolerance)
         failing = [(low, high, e) for low, high, e in intervals if not e <= self.tolerance]
@@ -421,8 +422,12 @@ def _exact_backward(run, out_grads, params):
                 if n + 1 < stop:
                     state = block.step(n, state, run.replaying(n))
         _, grads, param_grads = _backward_layers(run, start, stop, None, grads, params, copies, measure=False)
-        total = [g if t is None else (t if g is None else t + g) for t, g in zip(total, param_grads, strict=True)]
+        total = [_add(t, g) for t, g in zip(total, param_grads, strict=True)]
     return grads, total
+
+
+def _add(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+    return b if a is None else (a if b is None else a + b)
 
 
 def _rebuild(run, n: int, state, cache: dict):
