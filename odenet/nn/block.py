@@ -89,6 +89,7 @@ class SchemeBlock(nn.Module):
         self.drift = DriftControl(self, drift_tolerance, guard)
         self.reconstruction_errors: list[tuple[int, float]] = []  # (layer, relative error) after backward
         self.kept_bytes = 0  # bytes kept for backward beyond the output in the last forward (copies, replay)
+        self.repairs = 0  # backward passes whose inputs the adaptive guard recomputed exactly
         # where each output state sits in the state vector (forward never touches sympy)
         position = {symbol: i for i, symbol in enumerate(scheme.state_vector)}
         self._output_index = [position[value(s)] for s in scheme.outputs]
@@ -219,7 +220,7 @@ class SchemeBlock(nn.Module):
     ) -> tuple[torch.Tensor, ...]:
         """Layer ``n`` applied to a state vector (plain autograd). ``call(key, name, *args)``, if
         given, evaluates the function calls instead of layer ``n``'s modules (to observe them)."""
-        return self._step(state, self.layer_params(n), call or self.caller(n))
+        return self._step(state, self.layer_params(n), _in_state_dtype(call or self.caller(n), state))
 
     def steps(self, start: int, stop: int, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         """Layers ``start .. stop-1`` applied in turn (plain autograd)."""
@@ -289,7 +290,8 @@ class SchemeBlock(nn.Module):
         if inverse is None:
             raise UnsupportedSchemeError(str(error))
         reversed_state = reverse_history(self.scheme, new_state)
-        out = inverse(reversed_state, self.layer_params(n), call or self.caller(n))
+        call = _in_state_dtype(call or self.caller(n), new_state)
+        out = inverse(reversed_state, self.layer_params(n), call)
         return reverse_history(self.scheme, out)
 
     def approximate_inverse_step(self, n: int, new_state, call=None):
@@ -298,7 +300,7 @@ class SchemeBlock(nn.Module):
         params = dict(self.layer_params(n))
         params["h"] = -params["h"]
         reversed_state = reverse_history(self.scheme, new_state)
-        out = self._step(reversed_state, params, call or self.caller(n))
+        out = self._step(reversed_state, params, _in_state_dtype(call or self.caller(n), new_state))
         return reverse_history(self.scheme, out)
 
     @torch.no_grad()
@@ -320,6 +322,20 @@ class SchemeBlock(nn.Module):
 
     def extra_repr(self) -> str:
         return f"scheme={self.scheme.name}, depth={self.depth}, memory={self.memory}"
+
+
+def _in_state_dtype(call: Callable, state) -> Callable:
+    """``call`` with its results in the state's dtype. Under autocast a function returns bfloat16;
+    the step's arithmetic must still run in the state's precision, the same in every mode and in the
+    inverse: a 0-dimensional parameter does not promote a bfloat16 tensor (``(1 - gamma)*f(x)``
+    would be rounded to bfloat16 in the forward and ``gamma*f(x) - f(x)`` differently in the inverse)."""
+    dtype = state[0].dtype
+
+    def typed(key, name, *args):
+        out = call(key, name, *args)
+        return out if out.dtype == dtype else out.to(dtype)
+
+    return typed
 
 
 @torch.compiler.disable

@@ -1,0 +1,331 @@
+"""The gradient-equivalence matrix: the memory-saving modes give plain autograd's gradients, for every
+scheme they accept, under the conditions PyTorch users bring.
+
+Schemes are enrolled automatically: ``reversible`` for every library scheme the analysis calls
+explicitly reversible, ``checkpoint`` for every explicit one, ``adjoint`` for every one-step scheme
+with a step ``h`` (compared with its documented error order), plus schemes drawn by a hypothesis
+strategy whose inverse the analysis derives. ``repaired`` is reversible mode with a tolerance no
+rebuild can meet, so that its guard always recomputes every input exactly (the path a failing
+rebuild takes). The reference is plain autograd on the same weights, in float64; every comparison
+is a relative error of 1e-9.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from torch import nn
+from torch.nn.utils import parametrizations
+
+import odenet
+from odenet.nn import DoubleBackwardError, ReconstructionError, compile
+
+LIBRARY = {name: odenet.load(name) for name in odenet.library_names()}
+ANALYSES = {name: odenet.analyze(scheme) for name, scheme in LIBRARY.items()}
+EXPLICIT = sorted(name for name, scheme in LIBRARY.items() if scheme.is_explicit)
+REVERSIBLE = sorted(name for name in EXPLICIT if ANALYSES[name].reversibility.kind == "explicit")
+ONE_STEP = sorted(
+    name
+    for name in EXPLICIT
+    if "h" in [p.name for p in LIBRARY[name].params]
+    and not any(LIBRARY[name].history.values())
+    and ANALYSES[name].reversibility.kind != "none"
+)
+MODES = {
+    "reversible": {"memory": "reversible"},
+    "repaired": {"memory": "reversible", "drift_tolerance": 1e-300},
+    "checkpoint": {"memory": "checkpoint"},
+}
+CASES = [(name, mode) for name in REVERSIBLE for mode in MODES] + [
+    (name, "checkpoint") for name in EXPLICIT if name not in REVERSIBLE
+]
+CONDITIONS = [
+    "plain",
+    "dropout",
+    "batchnorm",
+    "spectral_norm",
+    "frozen",
+    "input_without_grad",
+    "weight_tied",
+    "stem",
+    "conv",
+]
+WIDTH, DEPTH, BATCH = 4, 5, 6
+TOLERANCE = 1e-9
+
+pytestmark = pytest.mark.usefixtures("float64_by_default")
+
+
+def test_enrolment_follows_the_analysis():
+    """The matrix covers what compile accepts: reversible mode exactly where the analysis finds an
+    explicit inverse (among explicit schemes), and every explicit scheme in checkpoint mode."""
+    accepted = []
+    for name in EXPLICIT:
+        try:
+            compile(LIBRARY[name], {f.name: nn.Identity() for f in LIBRARY[name].functions}, 1, "reversible")
+            accepted.append(name)
+        except odenet.UnsupportedSchemeError:
+            pass
+    assert accepted == REVERSIBLE
+    assert len(REVERSIBLE) >= 8 and len(EXPLICIT) >= 12
+
+
+def _function(condition: str, width: int):
+    """A factory (layer -> module) for one function symbol under ``condition``."""
+    if condition == "dropout":
+        return lambda i: nn.Sequential(
+            nn.Linear(width, width), nn.Dropout(0.3), nn.Tanh(), nn.Linear(width, width)
+        )
+    if condition == "batchnorm":
+        return lambda i: nn.Sequential(nn.Linear(width, width), nn.BatchNorm1d(width), nn.Tanh())
+    if condition == "spectral_norm":
+        return lambda i: nn.Sequential(parametrizations.spectral_norm(nn.Linear(width, width)), nn.Tanh())
+    if condition == "conv":
+        return lambda i: nn.Sequential(
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.BatchNorm2d(width),
+            nn.Tanh(),
+            nn.Conv2d(width, width, 1),
+        )
+    if condition == "weight_tied":
+        return nn.Sequential(nn.Linear(width, width), nn.Tanh(), nn.Linear(width, width))
+    return lambda i: nn.Sequential(nn.Linear(width, width), nn.Tanh(), nn.Linear(width, width))
+
+
+def _setup(scheme, condition: str, mode_kwargs: dict, seed: int = 0, depth: int = DEPTH):
+    """(reference block, block in the mode, stem or None, input) with equal weights."""
+    states = len(scheme.inputs)
+    torch.manual_seed(seed)
+    functions = {f.name: _function(condition, WIDTH) for f in scheme.functions}
+    reference = compile(scheme, functions, depth, "autograd", params=mode_kwargs.get("params"))
+    if condition == "weight_tied":  # fresh shared modules for the second block
+        functions = {f.name: _function(condition, WIDTH) for f in scheme.functions}
+    block = compile(scheme, functions, depth, **mode_kwargs)
+    block.load_state_dict(reference.state_dict())
+    if condition == "frozen":  # the first layer of every function, and the scheme's own parameters
+        for b in (reference, block):
+            for module in b.modules():
+                if isinstance(module, nn.Sequential):
+                    module[0].requires_grad_(False)
+            b.raw_params.requires_grad_(False)
+    shape = (BATCH, WIDTH * states, 3, 3) if condition == "conv" else (BATCH, WIDTH * states)
+    x = torch.randn(*shape)
+    stem = nn.Linear(WIDTH * states, WIDTH * states) if condition == "stem" else None
+    return reference, block, stem, x
+
+
+def _step(block, stem, x, condition, seed=1234):
+    """Output, gradients (input, stem, trainable block parameters), buffers and the generator state
+    after one forward and backward pass."""
+    torch.manual_seed(seed)
+    x = x.clone().requires_grad_(condition != "input_without_grad")
+    y = block(stem(x) if stem is not None else x)
+    weights = torch.linspace(-1, 1, y.numel()).reshape(y.shape)
+    loss = (y * weights).sum() + y.square().sum()
+    inputs = [x] if x.requires_grad else []
+    inputs += list(stem.parameters()) if stem is not None else []
+    inputs += [p for p in block.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(loss, inputs, allow_unused=True)  # a drawn scheme may not use gamma
+    grads = [torch.zeros_like(t) if g is None else g for t, g in zip(inputs, grads, strict=True)]
+    return y.detach(), grads, [b.clone() for b in block.buffers()], torch.get_rng_state()
+
+
+def assert_same_gradients(got, expected, tolerance=TOLERANCE):
+    """Every tensor within ``tolerance`` of the reference, relative to the whole gradient's norm."""
+    assert len(got) == len(expected)
+    scale = torch.cat([g.reshape(-1) for g in expected]).norm()
+    assert scale > 0
+    for a, b in zip(got, expected, strict=True):
+        assert ((a - b).norm() / scale).item() <= tolerance
+
+
+@pytest.mark.parametrize("condition", CONDITIONS)
+@pytest.mark.parametrize(("name", "mode"), CASES)
+def test_memory_mode_equals_autograd(name, mode, condition):
+    scheme = LIBRARY[name]
+    reference, block, stem, x = _setup(scheme, condition, MODES[mode])
+    y_ref, g_ref, buffers_ref, rng_ref = _step(reference, stem, x, condition)
+    y, g, buffers, rng = _step(block, stem, x, condition)
+    assert torch.allclose(y, y_ref, rtol=0, atol=1e-13)
+    assert_same_gradients(g, g_ref)
+    for a, b in zip(buffers, buffers_ref, strict=True):  # running statistics, power-iteration vectors
+        assert torch.allclose(a, b, rtol=1e-13, atol=1e-13)
+    assert torch.equal(rng, rng_ref)  # the backward pass leaves the user's random stream alone
+    if mode == "repaired":  # unless every rebuild happened to be exact to the last bit
+        assert block.repairs == any(e > 1e-300 for _, e in block.reconstruction_errors)
+
+
+@pytest.mark.parametrize("condition", ["plain", "dropout", "batchnorm"])
+@pytest.mark.parametrize("name", REVERSIBLE)
+def test_raise_guard_in_segments_equals_autograd(name, condition):
+    """guard='raise' releases gradients segment by segment (depth 40: three segments)."""
+    reference, block, stem, x = _setup(
+        LIBRARY[name], condition, {"memory": "reversible", "guard": "raise"}, depth=40
+    )
+    _, g_ref, buffers_ref, _ = _step(reference, stem, x, condition)
+    _, g, buffers, _ = _step(block, stem, x, condition)
+    assert_same_gradients(g, g_ref)
+    for a, b in zip(buffers, buffers_ref, strict=True):
+        assert torch.allclose(a, b, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("name", REVERSIBLE)
+def test_raise_guard_refuses_what_it_cannot_meet(name):
+    _, block, stem, x = _setup(
+        LIBRARY[name], "plain", {"memory": "reversible", "guard": "raise", "drift_tolerance": 1e-300}
+    )
+    with pytest.raises(ReconstructionError, match=rf"rebuilding the input of layer \d+ of {name}"):
+        _step(block, stem, x, "plain")
+
+
+@pytest.mark.parametrize("name", [n for n in REVERSIBLE if any(LIBRARY[n].history.values())])
+def test_history_gradient_counted_once_with_copies_everywhere(name):
+    """A multistep scheme starts with u[n-1] = u[n]: one tensor at two positions. With an exact copy
+    at every layer boundary, its gradient must still be counted once (it was counted twice)."""
+    reference, block, _, x = _setup(LIBRARY[name], "plain", {"memory": "reversible"}, depth=8)
+    block.drift.learned[:] = 1e12  # as if the guard had measured a huge growth: copy everywhere
+    stem = nn.Linear(WIDTH, WIDTH)
+    _, g_ref, _, _ = _step(reference, stem, x, "stem")
+    _, g, _, _ = _step(block, stem, x, "stem")
+    assert block.kept_bytes > 0 and len(block.reconstruction_errors) == 8
+    assert_same_gradients(g, g_ref)
+
+
+@pytest.mark.parametrize("name", ONE_STEP)
+@pytest.mark.parametrize("condition", ["plain", "dropout", "batchnorm", "spectral_norm"])
+def test_adjoint_error_falls_with_its_order(name, condition):
+    """The adjoint rebuilds each input by a step with -h: its gradient error falls like h^(p+1) per
+    layer. With dropout or BatchNorm replayed wrongly it would not fall at all. (Each call draws its
+    own dropout mask, so a step that calls a function twice combines two functions: order 1.)"""
+    scheme = LIBRARY[name]
+    order = ANALYSES[name].order
+    calls = len(compile(scheme, {f.name: nn.Identity() for f in scheme.functions}, 1).forward_code.calls)
+    if condition == "dropout" and calls > len(scheme.functions):
+        order = 1
+    errors = []
+    for h in (0.02, 0.01):
+        reference, block, stem, x = _setup(
+            LIBRARY[name], condition, {"memory": "adjoint", "params": {"h": h}}
+        )
+        reference.fixed_h.fill_(h)
+        _, g_ref, _, _ = _step(reference, stem, x, condition)
+        _, g, _, _ = _step(block, stem, x, condition)
+        scale = torch.cat([t.reshape(-1) for t in g_ref]).norm()
+        errors.append(max((a - b).norm().item() for a, b in zip(g, g_ref, strict=True)) / scale.item())
+    if errors[0] < 1e-12:  # time-symmetric: the step with -h is the exact inverse
+        return
+    assert errors[0] / errors[1] > 0.6 * 2 ** (order + 1), errors
+
+
+# -- mixed precision ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize(("name", "mode"), [(n, m) for n, m in CASES if m != "repaired"])
+def test_autocast_error_no_worse_than_autograd(name, mode, dtype):
+    """Under autocast the re-run must compute in the forward's precision: the error against float64
+    is then autograd's own (it was up to 4x larger, or a crash)."""
+    scheme = LIBRARY[name]
+    torch.manual_seed(0)
+    width = 16
+    functions = {
+        f.name: (lambda i: nn.Sequential(nn.Linear(width, width), nn.Tanh(), nn.Linear(width, width)))
+        for f in scheme.functions
+    }
+    exact = compile(scheme, functions, 8, "autograd")
+    x = torch.randn(8, width * len(scheme.inputs))
+    _, g_exact, _, _ = _step(exact, None, x, "plain")
+    errors = {}
+    for memory in ("autograd", MODES[mode]["memory"]):
+        block = compile(scheme, functions, 8, memory).float()
+        block.load_state_dict(exact.state_dict())
+        with torch.autocast("cpu", dtype=dtype):
+            _, g, _, _ = _step(block, None, x.float(), "plain")
+        scale = torch.cat([t.reshape(-1) for t in g_exact]).norm()
+        errors[memory] = (
+            max((a.double() - b).norm().item() for a, b in zip(g, g_exact, strict=True)) / scale.item()
+        )
+    assert errors[MODES[mode]["memory"]] <= 1.5 * errors["autograd"], errors
+
+
+# -- second-order gradients ---------------------------------------------------------------------
+
+
+def _gradient_penalty(block, x):
+    x = x.clone().requires_grad_(True)
+    (gx,) = torch.autograd.grad(block(x).square().sum(), x, create_graph=True)
+    return torch.autograd.grad(gx.square().sum(), [p for p in block.parameters() if p.requires_grad])
+
+
+@pytest.mark.parametrize("name", EXPLICIT)
+def test_checkpoint_gives_second_order_gradients(name):
+    reference, block, _, x = _setup(LIBRARY[name], "batchnorm", {"memory": "checkpoint"})
+    assert_same_gradients(_gradient_penalty(block, x), _gradient_penalty(reference, x))
+    # and a second backward through the same graph (retain_graph) recomputes again
+    y = block(x.clone().requires_grad_(True)).sum()
+    first = torch.autograd.grad(y, list(block.parameters()), retain_graph=True)
+    second = torch.autograd.grad(y, list(block.parameters()))
+    assert_same_gradients(second, first, tolerance=0)
+
+
+@pytest.mark.parametrize("memory", ["reversible", "adjoint"])
+def test_second_order_gradients_are_refused_not_dropped(memory):
+    name = "leapfrog"
+    _, block, _, x = _setup(LIBRARY[name], "plain", {"memory": memory})
+    with pytest.raises(DoubleBackwardError, match=f"memory='{memory}' cannot give second-order gradients"):
+        _gradient_penalty(block, x)
+
+
+# -- random reversible schemes ------------------------------------------------------------------
+
+COEFFICIENTS = ["1", "2", "1/2", "-1/2", "3/4", "gamma"]
+
+
+@st.composite
+def reversible_scheme_text(draw):
+    """A scheme whose updates can be undone one by one in reverse order: each solves for its state's
+    oldest value, which appears once, linearly, with a non-zero coefficient; its other terms use only
+    values the inverse knows by then."""
+    states = draw(st.sampled_from([["x"], ["x", "v"], ["a", "b", "c"]]))
+    lag = {s: 1 if len(states) == 1 else draw(st.integers(0, 1)) for s in states}
+    lines = [
+        "scheme drawn",
+        f"state {', '.join(states)}",
+        "param h = 1/4",
+        "param gamma = 4/5 learnable in (0, 1)",
+    ]
+    for i, s in enumerate(states):
+        oldest = f"{s}[n-1]" if lag[s] else f"{s}[n]"
+        known = [f"{t}[n+1]" for t in states[:i]] + [f"{t}[n]" for t in states[i + 1 :]]
+        known += [f"{t}[n]" for t in states if lag[t]]
+        coefficient = draw(st.sampled_from(COEFFICIENTS))
+        terms = [f"{coefficient}*{oldest}"]
+        for _ in range(draw(st.integers(0, 2))):
+            terms.append(f"{draw(st.sampled_from(COEFFICIENTS))}*{draw(st.sampled_from(known))}")
+        for function in draw(st.lists(st.sampled_from(["f", "g"]), min_size=1, max_size=2, unique=True)):
+            terms.append(f"h*{function}({draw(st.sampled_from(known))})")
+        lines.append(f"{s}[n+1] = {' + '.join(terms)}")
+    return "\n".join(lines)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+@given(reversible_scheme_text(), st.sampled_from(["plain", "dropout", "batchnorm"]))
+def test_random_reversible_schemes(text, condition):
+    scheme = odenet.parse(text)
+    # the analysis calls a scheme explicitly reversible when this derivation succeeds; the rest of
+    # the analysis (stability regions of three-state schemes) can take minutes and is not needed
+    try:
+        odenet.derive_inverse(scheme)
+    except odenet.NotReversibleError:
+        assume(False)
+    for mode in ("reversible", "repaired"):
+        reference, block, stem, x = _setup(scheme, condition, MODES[mode], depth=4)
+        y_ref, g_ref, _, _ = _step(reference, stem, x, condition)
+        _, g, _, _ = _step(block, stem, x, condition)
+        if not math.isfinite(y_ref.abs().max().item()):
+            continue
+        assert_same_gradients(g, g_ref)
