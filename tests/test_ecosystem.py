@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import os
+import pickle
+import shutil
 import socket
 
 import pytest
@@ -17,7 +21,7 @@ import odenet
 def _block(memory, seed=0, depth=4, width=8):
     torch.manual_seed(seed)
     return odenet.compile(
-        odenet.load("momentum"),
+        odenet.load("leapfrog" if memory == "adjoint" else "momentum"),  # the adjoint needs a step h
         {"f": lambda i: nn.Sequential(nn.Linear(width, width), nn.Tanh(), nn.Linear(width, width))},
         depth,
         memory,
@@ -29,19 +33,157 @@ def _grads(block, x):
     return y.detach(), torch.autograd.grad(y.square().sum(), list(block.parameters()))
 
 
+MEMORY_MODES = ["autograd", "checkpoint", "reversible", "adjoint"]
+
+
+def _leapfrog(memory, seed=0, depth=4, width=8):
+    """A block with dropout and BatchNorm inside its functions (random and stateful layers)."""
+    torch.manual_seed(seed)
+    return odenet.compile(
+        odenet.load("leapfrog"),
+        {
+            "f": lambda i: nn.Sequential(
+                nn.Linear(width, width),
+                nn.BatchNorm1d(width),
+                nn.Dropout(0.2),
+                nn.Tanh(),
+                nn.Linear(width, width),
+            )
+        },
+        depth,
+        memory,
+    )
+
+
+def _seeded_grads(block, x, seed=1):
+    torch.manual_seed(seed)
+    y = block(x)
+    return y.detach(), torch.autograd.grad(y.square().sum(), list(block.parameters()))
+
+
+def _compiled_matches_eager(memory, backend):
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    eager, block = _leapfrog(memory), _leapfrog(memory)
+    x = torch.randn(5, 8)
+    y_ref, g_ref = _seeded_grads(eager, x)
+    compiled = torch.compile(block, backend=backend)
+    y, g = _seeded_grads(compiled, x)
+    assert torch.allclose(y, y_ref, atol=1e-5)
+    for a, b in zip(g, g_ref, strict=True):
+        assert torch.allclose(a, b, atol=1e-4)
+    for a, b in zip(block.buffers(), eager.buffers(), strict=True):  # BatchNorm updated once, as eager
+        assert torch.allclose(a, b, atol=1e-6)
+    with torch._dynamo.config.patch(error_on_recompile=True):  # a new input of the same shape
+        compiled(torch.randn(5, 8)).sum().backward()
+
+
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch's own internals, not odenet's
 @pytest.mark.filterwarnings("ignore::UserWarning")
-@pytest.mark.parametrize("memory", ["autograd", "reversible"])
+@pytest.mark.parametrize("memory", MEMORY_MODES)
 def test_torch_compile_gives_the_same_forward_and_gradients(memory):
-    block = _block(memory)
-    x = torch.randn(3, 8)
-    y_ref, g_ref = _grads(block, x)
-    compiled = torch.compile(block)
-    y = compiled(x)
-    g = torch.autograd.grad(y.square().sum(), list(block.parameters()))
-    assert torch.allclose(y, y_ref, atol=1e-6)
-    for a, b in zip(g, g_ref, strict=True):
-        assert torch.allclose(a, b, atol=1e-5)
+    _compiled_matches_eager(memory, "aot_eager")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None, reason="needs a C compiler")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("memory", MEMORY_MODES)
+def test_torch_compile_with_inductor(memory):
+    import torch._inductor.config
+
+    with torch._inductor.config.patch(fallback_random=True):  # eager's random numbers, to compare
+        _compiled_matches_eager(memory, "inductor")
+
+
+@pytest.mark.parametrize("memory", MEMORY_MODES)
+def test_pickling_and_deepcopy_keep_outputs_and_gradients(memory, tmp_path):
+    block = _leapfrog(memory)
+    x = torch.randn(5, 8)
+    block(x).sum().backward()  # a block that has trained a step (drift control has measured)
+    block.eval()  # dropout off and BatchNorm on its running statistics: a deterministic function
+    path = tmp_path / "block.pt"
+    torch.save(block, path)
+    loaded = torch.load(path, weights_only=False)
+    copied = copy.deepcopy(block)
+    y_ref, g_ref = _seeded_grads(block, x)
+    for other in (loaded, copied):
+        assert other.forward_code.source == block.forward_code.source
+        y, g = _seeded_grads(other, x)
+        assert torch.equal(y, y_ref)
+        for a, b in zip(g, g_ref, strict=True):
+            assert torch.equal(a, b)
+    assert pickle.loads(pickle.dumps(block)).scheme == block.scheme
+
+
+def test_models_pickle():
+    from odenet.models import ModelConfig, build_model
+
+    config = ModelConfig(
+        odenet.format_scheme(odenet.load("momentum")),
+        (4, 6, 6),
+        3,
+        layout="conv",
+        family="bn",
+        width=4,
+        depth=3,
+        stages=2,
+        memory="reversible",
+    )
+    model = build_model(config).eval()
+    x = torch.randn(2, 4, 6, 6)
+    assert torch.equal(copy.deepcopy(model)(x), model(x))
+
+
+@contextlib.contextmanager
+def _host_reads():
+    """Counts the calls that copy a tensor's values to the host (a device synchronisation on a GPU),
+    in every thread (the backward pass may run in autograd's own)."""
+    reads: list[str] = []
+    names = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__")
+    originals = {name: getattr(torch.Tensor, name) for name in names}
+
+    def counting(name, original):
+        def read(self, *args, **kwargs):
+            reads.append(name)
+            return original(self, *args, **kwargs)
+
+        return read
+
+    for name, original in originals.items():
+        setattr(torch.Tensor, name, counting(name, original))
+    try:
+        yield reads
+    finally:
+        for name, original in originals.items():
+            setattr(torch.Tensor, name, original)
+
+
+@pytest.mark.parametrize(
+    ("memory", "per_step"), [("autograd", 0), ("checkpoint", 0), ("reversible", 1), ("adjoint", 1)]
+)
+def test_host_reads_per_training_step(memory, per_step):
+    """Checks accumulate on the device and are read once per backward, not per layer: the count
+    does not grow with depth. (The first forward reads the parameters once to plan the copies.)"""
+    for depth in (4, 32):
+        torch.manual_seed(0)
+        block = odenet.compile(
+            odenet.load("momentum" if memory != "adjoint" else "leapfrog"),
+            {"f": lambda i: nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 8))},
+            depth,
+            memory,
+        )
+        optimizer = torch.optim.SGD(block.parameters(), lr=0.01)
+        x = torch.randn(5, 8)
+        block(x).sum().backward()  # first step: plans from a fresh read
+        for _ in range(2):
+            optimizer.step()
+            optimizer.zero_grad()
+            with _host_reads() as reads:
+                block(x).square().sum().backward()
+            assert len(reads) == per_step, reads
 
 
 def _free_port() -> int:
@@ -63,7 +205,7 @@ def _ddp_worker(rank, world, port, memory, inputs, queue):
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("memory", ["autograd", "reversible"])
+@pytest.mark.parametrize("memory", MEMORY_MODES)
 def test_distributed_data_parallel_matches_one_process(memory):
     torch.manual_seed(1)
     inputs = torch.randn(2, 4, 8)
@@ -80,7 +222,7 @@ def test_distributed_data_parallel_matches_one_process(memory):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("memory", ["autograd", "checkpoint", "reversible"])
+@pytest.mark.parametrize("memory", MEMORY_MODES)
 def test_cuda_matches_cpu(memory):
     block = _block(memory, depth=16).double()
     x = torch.randn(5, 8, dtype=torch.float64)
@@ -103,3 +245,33 @@ def test_cuda_reversible_memory_is_flat_in_depth():
         return torch.cuda.max_memory_allocated() - base
 
     assert peak(64) < 1.5 * peak(8)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("memory", MEMORY_MODES)
+def test_cuda_training_step_has_no_hidden_synchronisation(memory):
+    """No host-device synchronisation per layer: under sync debug mode "error", a training step runs
+    (the one read per backward of the reversible guard is made with the mode relaxed, on purpose)."""
+    block = _leapfrog(memory, depth=16).cuda()
+    optimizer = torch.optim.SGD(block.parameters(), lr=0.01)
+    x = torch.randn(5, 8, device="cuda")
+    block(x).sum().backward()  # the first forward plans from the parameters (one read)
+    optimizer.step()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        block(x).square().sum().backward()
+        optimizer.step()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_dropout_replays_the_device_generator():
+    block = _leapfrog("reversible", depth=8).double().cuda()
+    reference = _leapfrog("autograd", depth=8).double().cuda()
+    x = torch.randn(5, 8, dtype=torch.float64, device="cuda")
+    y_ref, g_ref = _seeded_grads(reference, x)
+    y, g = _seeded_grads(block, x)
+    assert torch.equal(y, y_ref)
+    for a, b in zip(g, g_ref, strict=True):
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-12)
