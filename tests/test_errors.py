@@ -246,3 +246,92 @@ def test_long_line_is_quoted_around_the_column():
     quoted, caret = str(info.value).split("\n")[1:]
     assert len(quoted.split("| ", 1)[1]) == 100
     assert quoted[caret.index("^")] == "q"
+
+
+# -- the memory modes' errors ---------------------------------------------------------------------
+
+
+def _leapfrog_block(memory="reversible", **kwargs):
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    return odenet.compile(odenet.load("leapfrog"), {"f": lambda i: nn.Linear(4, 4)}, 3, memory, **kwargs)
+
+
+# fmt: off
+MEMORY_CASES = [
+    ("unknown guard", {"guard": "ignore"}, odenet.SchemeValueError,
+     "guard must be one of adaptive, raise, not 'ignore'"),
+    ("zero tolerance", {"drift_tolerance": 0}, odenet.SchemeValueError,
+     "drift_tolerance must be a number > 0, not 0"),
+    ("negative tolerance", {"drift_tolerance": -1e-3}, odenet.SchemeValueError,
+     "drift_tolerance must be a number > 0, not -0.001"),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(
+    ("label", "kwargs", "error", "message"), MEMORY_CASES, ids=[c[0] for c in MEMORY_CASES]
+)
+def test_memory_argument_message_is_pinned(label, kwargs, error, message):
+    with pytest.raises(error) as info:
+        _leapfrog_block(**kwargs)
+    assert str(info.value) == message
+
+
+def test_double_backward_message_is_pinned():
+    import torch
+
+    block = _leapfrog_block()
+    x = torch.randn(2, 4, requires_grad=True)
+    with pytest.raises(odenet.DoubleBackwardError) as info:  # refused when the graph is asked for
+        torch.autograd.grad(block(x).sum(), x, create_graph=True)
+    assert isinstance(info.value, RuntimeError)
+    assert str(info.value) == (
+        "memory='reversible' cannot give second-order gradients (create_graph=True): it rebuilds "
+        "activations outside autograd's graph; use memory='checkpoint' or memory='autograd' for "
+        "leapfrog's block"
+    )
+
+
+def test_non_finite_rebuild_message_is_pinned():
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    block = odenet.compile(
+        odenet.load("momentum"),
+        {"f": lambda i: nn.Linear(4, 4)},
+        40,
+        "reversible",
+        params={"gamma": 0.01},
+        drift_tolerance=float("inf"),
+        guard="raise",
+    )
+    with pytest.raises(odenet.ReconstructionError) as info:
+        block(torch.randn(2, 4)).sum().backward()
+    assert isinstance(info.value, FloatingPointError)
+    assert str(info.value) == (
+        "rebuilding the input of layer 0 of momentum gave non-finite values (the rebuild went wrong "
+        "between layers 0 and 39): the inverse amplifies rounding error too much; guard='adaptive' "
+        "recomputes such layers exactly; or lower drift_tolerance (copies closer together), or use "
+        "memory='checkpoint'"
+    )
+
+
+def test_input_changed_in_place_is_refused():
+    import torch
+
+    block = _leapfrog_block()
+    x = torch.randn(2, 4, requires_grad=True)
+    x0 = x * 1  # the block's input: modified after the forward, before the backward
+    y = block(x0)
+    with torch.no_grad():
+        x0.add_(1)
+    with pytest.raises(RuntimeError) as info:
+        y.sum().backward()
+    assert str(info.value) == (
+        "the input of leapfrog's block was modified in place after its forward pass; the reversible "
+        "backward pass needs it unchanged (clone it before modifying it)"
+    )

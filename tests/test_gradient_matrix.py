@@ -329,3 +329,43 @@ def test_random_reversible_schemes(text, condition):
         if not math.isfinite(y_ref.abs().max().item()):
             continue
         assert_same_gradients(g, g_ref)
+
+
+# -- a user's own stateful module ---------------------------------------------------------------
+
+
+class Tracked(nn.Module):
+    """Keeps state the two ways a user might: a registered buffer (an exponential average of its
+    input's mean, updated in place even in eval mode) and a Python attribute (a call count, which it
+    skips while odenet re-runs it)."""
+
+    def __init__(self, width):
+        super().__init__()
+        self.linear = nn.Linear(width, width)
+        self.register_buffer("average", torch.zeros(()))
+        self.calls = 0
+
+    def forward(self, u):
+        if not odenet.nn.is_recomputing():
+            self.calls += 1
+        with torch.no_grad():
+            self.average.mul_(0.5).add_(0.5 * u.mean())
+        return torch.tanh(self.linear(u) + self.average)  # the output depends on the buffer
+
+
+@pytest.mark.parametrize("memory", ["reversible", "checkpoint", "adjoint"])
+def test_user_state_is_updated_once(memory):
+    scheme = LIBRARY["leapfrog"]
+    torch.manual_seed(0)
+    reference = compile(scheme, {"f": lambda i: Tracked(WIDTH)}, DEPTH).eval()
+    block = compile(scheme, {"f": lambda i: Tracked(WIDTH)}, DEPTH, memory).eval()
+    block.load_state_dict(reference.state_dict())
+    x = torch.randn(BATCH, WIDTH)
+    _, g_ref, buffers_ref, _ = _step(reference, None, x, "plain")
+    _, g, buffers, _ = _step(block, None, x, "plain")
+    assert_same_gradients(g, g_ref, tolerance=1e-6 if memory == "adjoint" else TOLERANCE)
+    for a, b in zip(buffers, buffers_ref, strict=True):
+        assert torch.equal(a, b)
+    assert (
+        [f.calls for f in block.functions["f"]] == [f.calls for f in reference.functions["f"]] == [1] * DEPTH
+    )
