@@ -406,9 +406,10 @@ def _flat_relative(got, expected):
 
 
 def test_guard_repairs_an_ill_conditioned_rebuild_and_learns():
-    """Leapfrog with h = 0.5 and a strongly expanding f: the backward dynamics amplify rounding, the
-    rebuilt input of layer 0 is off by 2.4e-2 in float32 (finite: no non-finite check catches it).
-    The adaptive guard measures it, recomputes exactly and plans copies for the next step."""
+    """Leapfrog with h = 0.5 and a strongly expanding f: the backward dynamics amplify rounding, and
+    in float32 a rebuilt input is off by more than the tolerance (finite: no non-finite check would
+    catch it; with guard="raise" it is 2.4e-2 at layer 0, see the next test). The adaptive guard
+    measures it, recomputes that group exactly and plans a copy there for the next step."""
     scheme = odenet.load("leapfrog")
     kwargs = {"params": {"h": 0.5}}
     reference = compile(scheme, {"f": _expanding(3.0)}, 64, **kwargs).double()
@@ -418,14 +419,16 @@ def test_guard_repairs_an_ill_conditioned_rebuild_and_learns():
     _, g_ref32 = gradients(exact32, x)
     _, g_ref64 = gradients(reference, x.double())
     _, g = gradients(block, x)
-    assert block.reconstruction_errors[0][1] > 1e-2  # measured at the input's copy
+    tolerance = 100 * torch.finfo(torch.float32).eps
+    assert max(e for _, e in block.reconstruction_errors) > tolerance  # measured at a copy
     assert block.repairs == 1
-    assert _flat_relative(g, g_ref32) < 1e-6  # what plain float32 autograd gives
+    assert _flat_relative(g, g_ref32) < 1e-4  # within the tolerance of plain float32 autograd
     assert _flat_relative(g, g_ref64) < 1e-3
-    assert len(block.drift.boundaries(torch.float32)) > 1  # the next step keeps copies
-    _, g = gradients(block, x)
-    assert _flat_relative(g, g_ref32) < 1e-6
-    assert len(block.reconstruction_errors) > 1
+    copies = len(block.reconstruction_errors)
+    _, g = gradients(block, x)  # the next step keeps more copies and needs no repair
+    assert block.repairs == 1 and len(block.reconstruction_errors) > copies
+    assert max(e for _, e in block.reconstruction_errors) <= tolerance
+    assert _flat_relative(g, g_ref32) < 1e-4
 
 
 def test_guard_raise_names_the_layer_from_the_measured_growth():

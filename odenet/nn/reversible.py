@@ -25,20 +25,25 @@ random-number state, its autocast settings and its buffers.
 depends on the functions' Jacobians (leapfrog with a strongly expanding ``f``). :class:`DriftControl`
 plans exact copies so that the growth it expects (``a`` per layer, or the growth it measured on
 earlier passes, whichever is larger) keeps the error under a quarter of the tolerance between two
-copies.
-At every copy the rebuilt input is compared with the copy: that error is measured, not predicted
-(``block.reconstruction_errors``). Errors, non-finite ones included, stay on the device and are read
-once, at the end of the block's backward. If one passes the tolerance (100 times the machine epsilon
-of the dtype the functions compute in, or ``drift_tolerance``):
+copies (a sixteenth with the raise guard). At every copy the rebuilt input is compared with the
+copy: that error is measured, not predicted (``block.reconstruction_errors``). Errors, non-finite
+ones included, stay on the device until they are read; the tolerance is 100 times the machine
+epsilon of the dtype the functions compute in, or ``drift_tolerance``. What happens when an error passes it:
 
-- ``guard="adaptive"`` (default): the block's parameter gradients have not been released yet (the
-  whole stack is one ``autograd.Function``); every layer's input is recomputed exactly by the forward
-  from the block's input, in chunks of about sqrt(depth) layers, and the gradients are taken from
-  those; the growth measured is remembered, so later passes keep copies closer together;
+- ``guard="adaptive"`` (default): the stack runs as release groups, each one ``autograd.Function``
+  whose input is kept as an exact copy (as well as the copies the plan places inside it). A
+  group reads its errors when its layers are done, before it returns any gradient; if one fails,
+  the group's inputs are recomputed exactly by the forward from its bottom copy, in chunks of about
+  sqrt(length) layers, and its gradients taken from those. The growth measured is remembered, so
+  later passes keep copies closer together. Groups are ``sqrt(depth * S / P)`` layers long (S:
+  bytes of the state, P: parameter bytes per layer; at least SEGMENT), which balances the copies
+  they add against the gradients they hold; the errors are read once per group (once per backward
+  when the block is one group, as for convolutional functions of a few channels);
 - ``guard="raise"``: the stack runs as segments of SEGMENT layers that release their parameters'
-  gradients as they finish (memory stays flat even when gradients accumulate into existing
-  ``.grad``); the failure raises :class:`~odenet.errors.ReconstructionError` at the end, naming the
-  layer from which the error, estimated from the measured growth, passes the tolerance.
+  gradients as they finish, with no forced copies (memory flat in depth, also when gradients
+  accumulate into existing ``.grad``); the errors are read once, at the end of the backward pass,
+  and a failure raises :class:`~odenet.errors.ReconstructionError` naming the layer from which the
+  error, estimated from the measured growth, passes the tolerance.
 
 A second-order gradient (``create_graph=True``) raises :class:`~odenet.errors.DoubleBackwardError`.
 """
@@ -63,12 +68,13 @@ GUARDS = ("adaptive", "raise")
 # before a copy restores the state (1.2e-5 in float32, 2.2e-14 in float64).
 DEFAULT_GROWTH = 100.0
 # Copies are planned for an error of tolerance / PLAN_MARGIN, so that the guard rarely has to act:
-# the amplification a = rho(M(0)^-1) ignores the functions (momentum, gamma = 0.9: measured growth
-# 1.136 per layer where a = 1.111) and the rounding added at every layer; where it underestimates
-# more than that, the guard measures it and the plan learns.
-PLAN_MARGIN = 4.0
+# the amplification a = rho(M(0)^-1) ignores the functions (momentum, gamma = 0.9, float32: measured
+# growth 1.17 per layer where a = 1.11) and the rounding added at every layer; where it
+# underestimates more than that, the guard measures it and the plan learns. The raise guard cannot
+# repair, so it plans with a wider margin.
+PLAN_MARGIN = {"adaptive": 4.0, "raise": 16.0}
 
-SEGMENT = 16  # layers per autograd.Function with guard="raise": parameter gradients in flight
+SEGMENT = 16  # layers per autograd.Function with guard="raise"; the shortest adaptive group
 
 
 class DriftControl:
@@ -121,7 +127,7 @@ class DriftControl:
         return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
 
     def refresh(self, values) -> None:
-        """Compute the amplifications from parameter values read from the device (``device_values``)."""
+        """Compute the amplifications from the parameters' values (``device_values``, on the host)."""
         from odenet.analysis.numeric import evaluate
 
         parameters = self._parameters()
@@ -146,16 +152,18 @@ class DriftControl:
         self._source = self._identity()
 
     def _identity(self) -> tuple:
-        return tuple((id(t), t.data_ptr(), t.device, t.dtype) for _, t in self._parameters())
+        return tuple((id(t), t.data_ptr(), t.device, t.dtype, t._version) for _, t in self._parameters())
 
     def amplifications(self) -> np.ndarray:
-        """Backward amplification of each layer. Refreshed by each backward pass (read with the
-        guard's errors, so no extra transfer); read here only on first use or when the parameter
-        tensors were replaced (``to()``, ``load_state_dict``). Between a backward and the next
-        forward an optimizer step may have moved them: the plan is then one step old, and the guard
-        measures what it misses."""
-        if self._amplifications is None or self._source != self._identity():
-            self.refresh(self.device_values().cpu().numpy())
+        """Backward amplification of each layer at the current parameter values. Learnable
+        parameters are read from the device at every call (once per forward pass that plans; an
+        optimizer step may move them without telling: fused optimizers leave version counters
+        alone); fixed ones only when the tensors were replaced or written (``to()``,
+        ``load_state_dict``)."""
+        parameters = self._parameters()
+        learnable = any(name in self.block.raw_params for name, _ in parameters)
+        if learnable or self._amplifications is None or self._source != self._identity():
+            self.refresh(_to_host(self.device_values()))
         return self._amplifications
 
     # -- the plan and what the guard learns ------------------------------------------------------
@@ -173,7 +181,7 @@ class DriftControl:
     def boundaries(self, dtype: torch.dtype, tolerance: float | None = None) -> set[int]:
         """Layer boundaries (the input of layer j is boundary j) at which to keep an exact copy."""
         eps = torch.finfo(dtype).eps
-        target = (self.tolerance_for(dtype) if tolerance is None else tolerance) / PLAN_MARGIN
+        target = (self.tolerance_for(dtype) if tolerance is None else tolerance) / PLAN_MARGIN[self.guard]
         rates = np.maximum(self.amplifications(), self.learned)
         keep = {0}
         accumulated = 1.0
@@ -189,7 +197,7 @@ class DriftControl:
         """Remember the growth per layer of every interval ``(low, high, error)`` whose measured
         error passed the planned one, so that later plans keep copies closer together."""
         for low, high, error in intervals:
-            if not error <= tolerance / PLAN_MARGIN:  # NaN included
+            if not error <= tolerance / PLAN_MARGIN[self.guard]:  # NaN included
                 growth = (error / eps) ** (1 / (high - low)) if math.isfinite(error) else math.inf
                 self.learned[low:high] = np.maximum(self.learned[low:high], growth)
 
@@ -216,8 +224,8 @@ class _Reattach(torch.autograd.Function):
 
 class _Pass:
     """What one forward pass through the stack shares with its backward pass: the exact copies, the
-    record of every call, the autocast settings, the errors measured, and during backward the state
-    handed from a segment to the one before it (segments do not save their outputs)."""
+    release groups, the record of every call, the autocast settings, the errors measured, and during
+    backward the state handed from a group to the one below it (groups do not save their outputs)."""
 
     def __init__(self, block, exact: bool, state: tuple[torch.Tensor, ...]):
         self.block, self.exact = block, exact
@@ -231,10 +239,35 @@ class _Pass:
             self.keep = block.drift.boundaries(self.dtype, self.tolerance)
         else:  # the adjoint is approximate by design: its error is reported, not bounded
             self.tolerance, self.keep = math.inf, {0}
+        self.groups = (
+            self._groups(sum(t.nbytes for t in state))
+            if self.adaptive
+            else [(start, min(start + SEGMENT, block.depth)) for start in range(0, block.depth, SEGMENT)]
+        )
         self.copies: dict[int, tuple[torch.Tensor, ...]] = {}
         self.input_versions: list[int] = []
-        self.errors: list[tuple[int, torch.Tensor]] = []  # (layer, relative error) at each copy
+        self.pending: list[tuple[int, torch.Tensor]] = []  # errors measured, not read yet
+        self.measured: list[tuple[int, float]] = []
         self.handoff: tuple[torch.Tensor, ...] | None = None
+
+    def _groups(self, state_bytes: int) -> list[tuple[int, int]]:
+        """Release groups for the adaptive guard: L layers each, each starting at an exact copy (its
+        input), so that its errors are read and a failure repaired before any of its gradients is
+        released. A group holds its parameters' gradients until then, and L = sqrt(depth * state
+        bytes / parameter bytes per layer), at least SEGMENT, balances the two costs (the copies,
+        depth/L states; the held gradients, L layers)."""
+        block, depth = self.block, self.block.depth
+        own = sum(
+            p.nbytes
+            for name in block.functions
+            if not block.shared[name]
+            for p in block.functions[name].parameters()
+            if p.requires_grad
+        )
+        per_layer = own / depth
+        limit = depth if per_layer == 0 else max(SEGMENT, math.isqrt(int(depth * state_bytes / per_layer)))
+        self.keep |= set(range(0, depth, limit))
+        return [(start, min(start + limit, depth)) for start in range(0, depth, limit)]
 
     def recording(self, n: int):
         def call(key, name, *args):
@@ -259,27 +292,23 @@ class _Pass:
         inputs = {t.untyped_storage().data_ptr() for t in self.copies.get(0, ())}
         return sum(v for k, v in storages.items() if k not in inputs) + self.record.nbytes()
 
-    def verdict(self) -> ReconstructionError | None:
-        """Read the measured errors (and the parameters for the next plan) in one transfer; return
-        the error to raise when a rebuilt input is non-finite or off by more than the tolerance."""
-        block = self.block
-        if any(t._version != v for t, v in zip(self.copies[0], self.input_versions, strict=True)):
+    def check(self, final: bool) -> ReconstructionError | None:
+        """Read the errors measured since the last check in one transfer; return the error to raise
+        or repair when a rebuilt input is non-finite or off by more than the tolerance."""
+        block, pending = self.block, self.pending
+        self.pending = []
+        if final and any(t._version != v for t, v in zip(self.copies[0], self.input_versions, strict=True)):
             raise RuntimeError(
                 f"the input of {block.scheme.name}'s block was modified in place after its forward pass; "
                 "the reversible backward pass needs it unchanged (clone it before modifying it)"
             )
-        parts = [e.reshape(1).to(torch.float64) for _, e in self.errors]
-        if self.exact:
-            parts.append(block.drift.device_values().to(self.device))
-        host = _to_host(torch.cat(parts)) if parts else []
-        errors = host[: len(self.errors)]
-        if self.exact:
-            block.drift.refresh(host[len(self.errors) :])
-        layers = [n for n, _ in self.errors]
-        block.reconstruction_errors = sorted(zip(layers, errors, strict=True))
-        measured = sorted(block.reconstruction_errors)
-        tops = [*(n for n, _ in measured[1:]), block.depth]  # each copy's interval ends at the next
-        intervals = [(low, high, e) for (low, e), high in zip(measured, tops, strict=True)]
+        host = _to_host(torch.stack([e.to(torch.float64) for _, e in pending])) if pending else []
+        measured = [(n, e) for (n, _), e in zip(pending, host, strict=True)]
+        self.measured += measured
+        if final:
+            block.reconstruction_errors = sorted(self.measured)
+        above = sorted(self.keep | {block.depth})
+        intervals = [(low, above[above.index(low) + 1], e) for low, e in sorted(measured)]
         if self.exact:
             block.drift.learn(intervals, self.eps, self.tolerance)
         failing = [(low, high, e) for low, high, e in intervals if not e <= self.tolerance]
@@ -309,10 +338,11 @@ class _Pass:
 
 
 class _Layers(torch.autograd.Function):
-    """Layers ``[start, stop)`` of the stack. Only the last segment saves its output; each backward
-    rebuilds its segment's input and hands it to the previous segment through the pass object. The
-    segment at layer 0 reads the guard's measurements and raises, or (adaptive guard, one segment for
-    the whole stack) recomputes exactly, before any gradient of it is returned."""
+    """Layers ``[start, stop)`` of the stack, one release group. Only the top group saves its output;
+    each backward rebuilds its group's input and hands it to the group below through the pass
+    object. With the adaptive guard a group reads its own measurements and, if one fails, recomputes
+    its layers exactly, before it returns any gradient; otherwise the group at layer 0 reads them
+    all and raises."""
 
     @staticmethod
     def forward(ctx, run, start, stop, n_state, *tensors):
@@ -347,7 +377,7 @@ class _Layers(torch.autograd.Function):
                 f"for {run.block.scheme.name}'s block"
             )
         if ctx.last:  # a new backward pass through this graph (it may run more than once)
-            state, run.errors = ctx.saved_tensors, []
+            state, run.pending, run.measured = ctx.saved_tensors, [], []
         else:
             state = run.handoff
         out_grads = tuple(torch.zeros_like(s) if g is None else g for s, g in zip(state, grads, strict=True))
@@ -358,12 +388,14 @@ class _Layers(torch.autograd.Function):
                 run, ctx.start, ctx.stop, state, out_grads, params, run.copies, measure=True
             )
             run.handoff = state
-            if ctx.start == 0:
-                failure = run.verdict()
+            if run.adaptive or ctx.start == 0:
+                failure = run.check(final=ctx.start == 0)
                 if failure is not None:
-                    if not (run.adaptive and ctx.last):
+                    if not run.adaptive:
                         raise failure
-                    in_grads, param_grads = _exact_backward(run, out_grads, params)
+                    in_grads = param_grads = None  # freed before the recomputation
+                    in_grads, param_grads = _exact_backward(run, ctx.start, ctx.stop, out_grads, params)
+                    run.handoff = run.copies[ctx.start]
                     run.block.repairs += 1
         returned = iter(param_grads)
         return (None, None, None, None, *in_grads, *(next(returned) if need else None for need in needs))
@@ -384,7 +416,7 @@ def _backward_layers(run, start, stop, state, grads, params, copies, measure):
         if exact is None or measure:
             old = _rebuild(run, n, state, cache)
             if exact is not None:
-                run.errors.append((n, _relative_error(old, exact)))
+                run.pending.append((n, _relative_error(old, exact)))
         if exact is not None:
             old = exact
         layer = {id(p): p for m in block.layer_modules(n) for p in m.parameters() if id(p) in index}
@@ -404,31 +436,30 @@ def _backward_layers(run, start, stop, state, grads, params, copies, measure):
     return state, grads, param_grads
 
 
-def _exact_backward(run, out_grads, params):
-    """The adaptive guard's repair: every layer's input recomputed by the forward from the block's
-    input (exact; each call replayed), in chunks of about sqrt(depth) layers (memory: two chunks of
-    states), and the vector-Jacobian products taken from those inputs."""
-    block, depth = run.block, run.block.depth
-    size = max(1, math.isqrt(depth - 1) + 1)
-    starts = list(range(0, depth, size))
+def _exact_backward(run, start, stop, out_grads, params):
+    """The adaptive guard's repair of layers ``[start, stop)``: every input recomputed by the forward
+    from the exact copy at ``start`` (each call replayed), in chunks of about sqrt(stop - start)
+    layers (memory: two chunks of states), and the vector-Jacobian products taken from those."""
+    block = run.block
+    size = max(1, math.isqrt(stop - start - 1) + 1)
     boundaries = {}
-    state = run.copies[0]
+    state = run.copies[start]
     with torch.no_grad():
-        for n in range(depth - 1):
-            if n % size == 0:
+        for n in range(start, stop - 1):
+            if (n - start) % size == 0:
                 boundaries[n] = state
             state = block.step(n, state, run.replaying(n))
-    boundaries[0] = run.copies[0]
+    boundaries[start] = run.copies[start]
     grads, total = out_grads, [None] * len(params)
-    for start in reversed(starts):
-        stop = min(start + size, depth)
-        copies, state = {}, boundaries.pop(start)
+    for low in sorted(boundaries, reverse=True):
+        high = min(low + size, stop)
+        copies, state = {}, boundaries.pop(low)
         with torch.no_grad():
-            for n in range(start, stop):
+            for n in range(low, high):
                 copies[n] = state
-                if n + 1 < stop:
+                if n + 1 < high:
                     state = block.step(n, state, run.replaying(n))
-        _, grads, param_grads = _backward_layers(run, start, stop, None, grads, params, copies, measure=False)
+        _, grads, param_grads = _backward_layers(run, low, high, None, grads, params, copies, measure=False)
         total = [_add(t, g) for t, g in zip(total, param_grads, strict=True)]
     return grads, total
 
@@ -528,18 +559,15 @@ def _relative_error(rebuilt, exact) -> torch.Tensor:
 
 
 def run_reversible(block, state, exact: bool):
-    """All layers, keeping no activations: one ``autograd.Function`` for the whole stack (adaptive
-    guard) or segments of SEGMENT layers (raise guard, adjoint)."""
+    """All layers, keeping no activations: one ``autograd.Function`` per release group."""
     if not torch.is_grad_enabled() or not (
         any(p.requires_grad for p in block.parameters()) or any(t.requires_grad for t in state)
     ):
         return block.steps(0, block.depth, state)  # nothing to differentiate: a plain loop
     run = _Pass(block, exact, state)
-    size = block.depth if run.adaptive else SEGMENT
     shared = [p for name, m in block.functions.items() if block.shared[name] for p in m.parameters()]
     shared += list(block.raw_params.values())
-    for start in range(0, block.depth, size):
-        stop = min(start + size, block.depth)
+    for start, stop in run.groups:
         own = [
             p
             for n in range(start, stop)
