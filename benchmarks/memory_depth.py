@@ -7,10 +7,15 @@ and reports:
 - peak RSS during the step minus the RSS before it (MiB): what the step needed beyond the model
   and its gradients, measured by the operating system;
 - bytes of the tensors autograd saved for backward (parameters excluded, each storage once), plus
-  the exact copies odenet's drift control kept (MiB);
+  what odenet kept besides (exact copies, replay records) (MiB);
 - at depth 128, the median time of a training step as a ratio to plain autograd on the same scheme
   and function, the two measured in alternation in one process so that background load affects
   both alike.
+
+``reversible`` is the default adaptive guard (release groups that start at exact copies and hold
+their parameters' gradients until checked); ``reversible-raise`` the raise guard (segments that
+release as they go, no copies beyond the plan). The step measured is the first one of a freshly
+initialized network, where the adaptive guard may repair a group (see docs/compile.md).
 
 Residual functions: an MLP ``Linear(256, 256) -> tanh -> Linear(256, 256)`` on a batch of 512, and
 a small conv net ``Conv3x3(16, 16) -> ReLU -> Conv3x3(16, 16)`` on 64 images of 16 x 16. Schemes:
@@ -37,8 +42,15 @@ import sys
 import time
 
 SCHEMES = {
-    "leapfrog": ["autograd", "checkpoint", "reversible", "adjoint"],
-    "momentum": ["autograd", "checkpoint", "reversible", "momentumnet", "momentumnet-memory-free"],
+    "leapfrog": ["autograd", "checkpoint", "reversible", "reversible-raise", "adjoint"],
+    "momentum": [
+        "autograd",
+        "checkpoint",
+        "reversible",
+        "reversible-raise",
+        "momentumnet",
+        "momentumnet-memory-free",
+    ],
     "hamiltonian": ["autograd", "checkpoint", "reversible", "adjoint"],
     "revnet": ["autograd", "checkpoint", "reversible", "memcnn", "revlib"],
 }
@@ -91,7 +103,11 @@ def _build(kind, scheme_name, mode, depth, torch, nn):
     import odenet
 
     scheme = odenet.load(scheme_name)
-    block = odenet.compile(scheme, {f.name: (lambda i: make()) for f in scheme.functions}, depth, mode)
+    memory, _, guard = mode.partition("-")  # reversible-raise: the raise guard
+    kwargs = {"guard": guard} if guard else {}
+    block = odenet.compile(
+        scheme, {f.name: (lambda i: make()) for f in scheme.functions}, depth, memory, **kwargs
+    )
     return block, len(scheme.inputs)
 
 
@@ -192,7 +208,9 @@ def main() -> int:
 
     print(f"torch {torch.__version__}, {os.cpu_count()} CPU cores, 2 threads per run, float32")
     print("peak = peak RSS during one training step minus RSS before it (MiB, gradients allocated before);")
-    print("saved = bytes autograd saved for backward (parameters excluded) + drift-control copies (MiB);")
+    print(
+        "saved = bytes autograd saved for backward (parameters excluded) + odenet's copies and records (MiB);"
+    )
     print(f"time = median step at depth {TIMING_DEPTH} / plain autograd on the same scheme and function,")
     print("       both measured in alternation in one process (7 rounds).")
     results = []
