@@ -332,6 +332,46 @@ def test_input_changed_in_place_is_refused():
     with pytest.raises(RuntimeError) as info:
         y.sum().backward()
     assert str(info.value) == (
-        "the input of leapfrog's block was modified in place after its forward pass; the reversible "
-        "backward pass needs it unchanged (clone it before modifying it)"
+        "a tensor leapfrog's block needs for its backward pass (its input, a parameter or a fixed "
+        "scheme parameter, shape (2, 4)) was modified in place after the forward pass; run the forward "
+        "again, or clone the input before modifying it"
     )
+
+
+def test_parameter_changed_between_forward_and_backward_is_refused():
+    import torch
+
+    block = _leapfrog_block()
+    y = block(torch.randn(2, 4, requires_grad=True))
+    with torch.no_grad():
+        block.functions["f"][1].weight.mul_(2)  # e.g. an optimizer step before the backward pass
+    with pytest.raises(RuntimeError, match=r"shape \(4, 4\)\) was modified in place after the forward pass"):
+        y.sum().backward()
+
+
+def test_a_tensor_the_block_cannot_differentiate_is_refused():
+    import torch
+    from torch import nn
+
+    context = torch.randn(4, requires_grad=True)  # e.g. a conditioning vector from an encoder
+
+    class Conditioned(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(4, 4)
+
+        def forward(self, u):
+            return torch.tanh(self.linear(u) + context)
+
+    block = odenet.compile(odenet.load("leapfrog"), {"f": lambda i: Conditioned()}, 3, "reversible")
+    with pytest.raises(odenet.UnsupportedSchemeError) as info:
+        block(torch.randn(2, 4)).sum().backward()
+    assert str(info.value) == (
+        "a function of layer 2 of leapfrog's block uses a tensor that requires grad (shape (4,)) and is "
+        "neither its input nor a registered parameter of the block: memory='reversible' and "
+        "memory='adjoint' would give it no gradient. Register it as a parameter of the function's "
+        "module, or use memory='checkpoint' or 'autograd'"
+    )
+    checkpointed = odenet.compile(odenet.load("leapfrog"), {"f": lambda i: Conditioned()}, 3, "checkpoint")
+    checkpointed(torch.randn(2, 4)).sum().backward()
+    assert context.grad is not None and context.grad.abs().sum() > 0

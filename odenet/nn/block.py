@@ -89,7 +89,8 @@ class SchemeBlock(nn.Module):
         self.drift = DriftControl(self, drift_tolerance, guard)
         self.reconstruction_errors: list[tuple[int, float]] = []  # (layer, relative error) after backward
         self.kept_bytes = 0  # bytes kept for backward beyond the output in the last forward (copies, replay)
-        self.repairs = 0  # backward passes whose inputs the adaptive guard recomputed exactly
+        self.repairs = 0  # release groups whose inputs the adaptive guard recomputed exactly
+        self._foreign_checked = False  # the first backward pass checks what the functions reach
         # where each output state sits in the state vector (forward never touches sympy)
         position = {symbol: i for i, symbol in enumerate(scheme.state_vector)}
         self._output_index = [position[value(s)] for s in scheme.outputs]
@@ -271,17 +272,11 @@ class SchemeBlock(nn.Module):
 
             def segment(*s, start=start, stop=stop, record=record):
                 for n in range(start, stop):
-                    s = self.step(n, s, self._recorded_caller(record, n))
+                    s = self.step(n, s, record.caller(self, n))
                 return tuple(s)
 
             state = checkpoint(segment, *state, use_reentrant=False, context_fn=record.contexts)
         return tuple(state)
-
-    def _recorded_caller(self, record: CallRecord, n: int) -> Callable:
-        def call(key, name, *args):
-            return record.call(n, key, self.function(name, n), args)
-
-        return call
 
     # -- inverse ----------------------------------------------------------------------------------
     def inverse_step(self, n: int, new_state, call=None):

@@ -4,8 +4,9 @@ The ``reversible``, ``adjoint`` and ``checkpoint`` modes evaluate a layer's func
 during backward (to rebuild its input, or to rebuild its graph). For the gradient to be the
 gradient of the forward that really happened, that second evaluation must see what the first saw:
 
-- **random numbers** (``nn.Dropout``, any random op): each call starts from the generator state it
-  started from in the forward, on the CPU and on every CUDA device the state lives on;
+- **random numbers** (``nn.Dropout``, any random op on the default generators): each call starts
+  from the generator states it started from in the forward, on the CPU and on every accelerator
+  device the state lives on; a user's own ``torch.Generator`` objects are not seen;
 - **autocast**: the forward's autocast settings (enabled, dtype, per device type), which the
   backward pass does not inherit;
 - **buffers** (BatchNorm's running statistics, spectral normalization's power-iteration vectors, a
@@ -13,13 +14,18 @@ gradient of the forward that really happened, that second evaluation must see wh
 
 A :class:`CallRecord` keeps, for every call ``(layer, key)`` of the forward, the generator states it
 started from (only when the call drew random numbers) and the buffers it started from (only those
-the call changed). :meth:`CallRecord.replaying` runs a call again under them: the generators are set
-and then put back, and each changed buffer is swapped for a fresh copy of its old value and then
-swapped back, so the live buffers are never written by a re-run (their version counters do not move
-either, so no graph that saved them is invalidated).
+the call changed: whose version counter moved, plus the running statistics of normalization layers
+in training mode, which their kernels write without moving it). :meth:`CallRecord.replaying` runs a
+call again under them: the generators are set and then put back, and each changed buffer is
+swapped for a fresh copy of its old value and then swapped back, so the live buffers are never
+written by a re-run (their version counters do not move either, so no graph that saved them is
+invalidated).
 
-State a module keeps outside registered buffers (a Python counter, a tensor attribute) is not seen.
-Such a module can ask :func:`is_recomputing` and skip its side effects during a re-run.
+Not seen: state a module keeps outside registered buffers (a Python counter, a tensor attribute),
+and buffers written through ``.data`` (which bypasses version counters). Such a module can ask
+:func:`is_recomputing` and skip its side effects during a re-run. A module switched between
+``train()`` and ``eval()`` between forward and backward is re-run in its new mode, as
+``torch.utils.checkpoint`` does.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _NormBase
 
 __all__ = ["AutocastState", "CallRecord", "is_recomputing"]
 
@@ -80,22 +87,37 @@ class AutocastState:
             yield
 
 
-def _cuda_devices(tensors: Sequence[torch.Tensor]) -> list[int]:
-    return sorted({t.device.index for t in tensors if t.is_cuda and t.device.index is not None})
+def _devices(tensors: Sequence[torch.Tensor]) -> list[torch.device]:
+    """The accelerator devices the tensors live on (the CPU generator is always recorded)."""
+    return sorted({t.device for t in tensors if t.device.type != "cpu"}, key=str)
 
 
-def _rng_states(devices: list[int]) -> list[torch.Tensor]:
-    return [torch.get_rng_state(), *(torch.cuda.get_rng_state(d) for d in devices)]
+def _rng_states(devices: list[torch.device]) -> list[torch.Tensor]:
+    states = [torch.get_rng_state()]
+    for device in devices:
+        module = getattr(torch, device.type)
+        states.append(module.get_rng_state() if device.index is None else module.get_rng_state(device.index))
+    return states
 
 
-def _set_rng_states(devices: list[int], states: list[torch.Tensor]) -> None:
+def _set_rng_states(devices: list[torch.device], states: list[torch.Tensor]) -> None:
     torch.set_rng_state(states[0])
-    for d, s in zip(devices, states[1:], strict=True):
-        torch.cuda.set_rng_state(s, d)
+    for device, state in zip(devices, states[1:], strict=True):
+        module = getattr(torch, device.type)
+        if device.index is None:
+            module.set_rng_state(state)
+        else:
+            module.set_rng_state(state, device.index)
 
 
 def _buffers(module: nn.Module) -> list[tuple[nn.Module, str, torch.Tensor]]:
     return [(m, name, b) for m in module.modules() for name, b in m._buffers.items() if b is not None]
+
+
+def _written_silently(module: nn.Module, name: str) -> bool:
+    """A buffer the module's kernel updates in place without moving its version counter: the
+    running statistics of a normalization layer in training mode."""
+    return module.training and isinstance(module, _NormBase) and name in ("running_mean", "running_var")
 
 
 class CallRecord:
@@ -103,12 +125,12 @@ class CallRecord:
 
     ``rng=False`` leaves random numbers alone (``torch.utils.checkpoint`` restores them per segment).
     The record is also the switch of a checkpointed segment: :meth:`contexts` gives the pair of
-    context managers ``torch.utils.checkpoint`` wants (``context_fn``), which make :meth:`call`
+    context managers ``torch.utils.checkpoint`` wants (``context_fn``), which make :meth:`caller`
     record in the forward and replay in the recomputation, as often as it runs.
     """
 
     def __init__(self, tensors: Sequence[torch.Tensor], rng: bool = True):
-        self.devices = _cuda_devices(tensors)
+        self.devices = _devices(tensors)
         self.rng = rng
         self.calls: dict[tuple[int, int], tuple[list[torch.Tensor] | None, list]] = {}
         self.replay = False
@@ -118,11 +140,11 @@ class CallRecord:
         before = [(m, name, b, b._version, b.clone()) for m, name, b in _buffers(module)]
         rng = _rng_states(self.devices) if self.rng else None
         out = module(*args)
-        # A buffer is replayed if its module is training (BatchNorm's kernel writes its running
-        # statistics in place without moving their version counters) or if a buffer of its module
-        # was replaced or written through autograd's view of it (its version counter moved).
-        moved = {id(m) for m, name, b, v, _ in before if m._buffers.get(name) is not b or b._version != v}
-        changed = [(m, name, snapshot) for m, name, _, _, snapshot in before if m.training or id(m) in moved]
+        changed = [
+            (m, name, snapshot)
+            for m, name, b, version, snapshot in before
+            if m._buffers.get(name) is not b or b._version != version or _written_silently(m, name)
+        ]
         drew = rng is not None and not all(
             torch.equal(a, b) for a, b in zip(rng, _rng_states(self.devices), strict=True)
         )
@@ -132,9 +154,10 @@ class CallRecord:
 
     @contextlib.contextmanager
     def replaying(self, n: int, key: int) -> Iterator[None]:
-        """Run call ``key`` of layer ``n`` again under what it started from in the forward."""
+        """Run call ``key`` of layer ``n`` again under what it started from in the forward. The
+        generators are put back afterwards even if the forward call drew nothing."""
         rng, changed = self.calls.get((n, key), (None, []))
-        saved = _rng_states(self.devices) if rng is not None else None
+        saved = _rng_states(self.devices) if self.rng else None
         live = []
         with _recomputing():
             try:
@@ -150,12 +173,19 @@ class CallRecord:
                 if saved is not None:
                     _set_rng_states(self.devices, saved)
 
-    def call(self, n: int, key: int, module: nn.Module, args) -> torch.Tensor:
-        """Record in the forward; replay in a recomputation (see :meth:`contexts`)."""
-        if not self.replay:
-            return self.run(n, key, module, args)
-        with self.replaying(n, key):
-            return module(*args)
+    def caller(self, block, n: int):
+        """``call(key, name, *args)`` for layer ``n`` of ``block``: records in the forward, replays
+        once :attr:`replay` is set (by :meth:`contexts` in a checkpointed recomputation, or by the
+        reversible backward pass)."""
+
+        def call(key, name, *args):
+            module = block.function(name, n)
+            if not self.replay:
+                return self.run(n, key, module, args)
+            with self.replaying(n, key):
+                return module(*args)
+
+        return call
 
     def nbytes(self) -> int:
         """Memory held by the record: generator states and buffer snapshots."""

@@ -13,11 +13,17 @@ The inverse and the re-run evaluate the functions at the same points (leapfrog: 
 reversible Heun: ``f(z[n])`` and ``f(z[n+1])``), so each call is evaluated once: the inverse keeps
 the evaluation with its small graph, and the re-run plugs it in (as its own input when the call was
 made at a state tensor, else through :class:`_Reattach`, whose backward is that graph's
-vector-Jacobian product). Each value carried in the state (multistep history ``u[n-1]``) gets its
-own leaf, so its gradient is counted once even where two positions hold the same tensor.
+vector-Jacobian product; at an exact copy too, where the evaluation point differs from the copy by
+no more than the tolerance checked there). Each value carried in the state (multistep history
+``u[n-1]``) gets its own leaf, so its gradient is counted once even where two positions hold the
+same tensor. The vector-Jacobian products are taken with respect to the block's state and its
+registered parameters only: a tensor that requires grad and that a function reaches otherwise (a
+closure, an attribute set from outside) would silently get no gradient, so the first backward pass
+of a block walks the re-run graphs and refuses one.
 
 Every evaluation in backward runs under what the forward's evaluation saw (``replay.py``): its
-random-number state, its autocast settings and its buffers.
+random-number state, its autocast settings and its buffers. Parameters, fixed scheme parameters
+and the input changed in place between forward and backward are refused, as autograd refuses them.
 
 **Drift and the guard.** An inverse that divides (momentum: ``v[n] = (v[n+1] - (1-gamma) f(x[n]))
 /gamma``) multiplies rounding error by its backward amplification ``a`` (spectral radius of
@@ -26,37 +32,42 @@ depends on the functions' Jacobians (leapfrog with a strongly expanding ``f``). 
 plans exact copies so that the growth it expects (``a`` per layer, or the growth it measured on
 earlier passes, whichever is larger) keeps the error under a quarter of the tolerance between two
 copies (a sixteenth with the raise guard). At every copy the rebuilt input is compared with the
-copy: that error is measured, not predicted (``block.reconstruction_errors``). Errors, non-finite
-ones included, stay on the device until they are read; the tolerance is 100 times the machine
-epsilon of the dtype the functions compute in, or ``drift_tolerance``. What happens when an error passes it:
+copy: there the error is measured, not predicted (``block.reconstruction_errors``); between two
+copies it is taken to grow with the distance from the copy above. The errors, non-finite ones
+included, stay on the device until they are read. The tolerance is ``drift_tolerance``, by default
+100 eps of the state's dtype, and under autocast to a lower precision at least eps / 10 of that
+precision. When an error passes it:
 
 - ``guard="adaptive"`` (default): the stack runs as release groups, each one ``autograd.Function``
   whose input is kept as an exact copy (as well as the copies the plan places inside it). A
   group reads its errors when its layers are done, before it returns any gradient; if one fails,
-  the group's inputs are recomputed exactly by the forward from its bottom copy, in chunks of about
+  the group's inputs are recomputed exactly by the forward from its input, in chunks of about
   sqrt(length) layers, and its gradients taken from those. The growth measured is remembered, so
   later passes keep copies closer together. Groups are ``sqrt(depth * S / P)`` layers long (S:
   bytes of the state, P: parameter bytes per layer; at least SEGMENT), which balances the copies
   they add against the gradients they hold; the errors are read once per group (once per backward
   when the block is one group, as for convolutional functions of a few channels);
 - ``guard="raise"``: the stack runs as segments of SEGMENT layers that release their parameters'
-  gradients as they finish, with no forced copies (memory flat in depth, also when gradients
-  accumulate into existing ``.grad``); the errors are read once, at the end of the backward pass,
-  and a failure raises :class:`~odenet.errors.ReconstructionError` naming the layer from which the
-  error, estimated from the measured growth, passes the tolerance.
+  gradients as they finish, with no copies beyond the plan and the input of the lowest segment
+  that takes part (memory flat in depth, also when gradients accumulate into existing ``.grad``);
+  the errors are read once, when the lowest segment is done or, if it does not run (a gradient
+  asked only of upper layers), at the end of the backward pass, after an exact recomputation of the
+  last rebuilt input; a failure raises :class:`~odenet.errors.ReconstructionError` naming the layer
+  from which the error, estimated from the measured growth, passes the tolerance.
 
 A second-order gradient (``create_graph=True``) raises :class:`~odenet.errors.DoubleBackwardError`.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 
 import numpy as np
 import sympy
 import torch
 
-from odenet.errors import DoubleBackwardError, ReconstructionError, SchemeValueError
+from odenet.errors import DoubleBackwardError, ReconstructionError, SchemeValueError, UnsupportedSchemeError
 from odenet.nn.params import constrain
 from odenet.nn.replay import AutocastState, CallRecord
 
@@ -239,16 +250,18 @@ class _Pass:
             self.keep = block.drift.boundaries(self.dtype, self.tolerance)
         else:  # the adjoint is approximate by design: its error is reported, not bounded
             self.tolerance, self.keep = math.inf, {0}
-        self.groups = (
-            self._groups(sum(t.nbytes for t in state))
-            if self.adaptive
-            else [(start, min(start + SEGMENT, block.depth)) for start in range(0, block.depth, SEGMENT)]
-        )
-        self.copies: dict[int, tuple[torch.Tensor, ...]] = {}
-        self.input_versions: list[int] = []
+        if self.adaptive:
+            self.groups = self._groups(sum(t.nbytes for t in state))
+        else:
+            self.groups = [(low, min(low + SEGMENT, block.depth)) for low in range(0, block.depth, SEGMENT)]
+        self.copies: dict[int, tuple[torch.Tensor, ...]] = {}  # detached: no cycle through grad_fn
+        self.versions: list[tuple[torch.Tensor, int]] = []  # what backward needs unchanged
+        self.lowest = 0  # the lowest group that takes part in autograd's graph
         self.pending: list[tuple[int, torch.Tensor]] = []  # errors measured, not read yet
         self.measured: list[tuple[int, float]] = []
         self.handoff: tuple[torch.Tensor, ...] | None = None
+        self.reached = block.depth  # the lowest layer whose input this backward pass rebuilt
+        self.checked = False
 
     def _groups(self, state_bytes: int) -> list[tuple[int, int]]:
         """Release groups for the adaptive guard: L layers each, each starting at an exact copy (its
@@ -267,20 +280,7 @@ class _Pass:
         per_layer = own / depth
         limit = depth if per_layer == 0 else max(SEGMENT, math.isqrt(int(depth * state_bytes / per_layer)))
         self.keep |= set(range(0, depth, limit))
-        return [(start, min(start + limit, depth)) for start in range(0, depth, limit)]
-
-    def recording(self, n: int):
-        def call(key, name, *args):
-            return self.record.run(n, key, self.block.function(name, n), args)
-
-        return call
-
-    def replaying(self, n: int):
-        def call(key, name, *args):
-            with self.record.replaying(n, key):
-                return self.block.function(name, n)(*args)
-
-        return call
+        return [(low, min(low + limit, depth)) for low in range(0, depth, limit)]
 
     def kept_bytes(self) -> int:
         """Memory kept beyond the output: exact copies (the block's input excluded, each storage
@@ -292,23 +292,46 @@ class _Pass:
         inputs = {t.untyped_storage().data_ptr() for t in self.copies.get(0, ())}
         return sum(v for k, v in storages.items() if k not in inputs) + self.record.nbytes()
 
-    def check(self, final: bool) -> ReconstructionError | None:
+    def check_unchanged(self) -> None:
+        """Refuse, as autograd does, a backward pass after the input, a parameter or a fixed scheme
+        parameter was changed in place since the forward pass (the rebuild would use new values)."""
+        for tensor, version in self.versions:
+            if tensor._version != version:
+                raise RuntimeError(
+                    f"a tensor {self.block.scheme.name}'s block needs for its backward pass (its input, "
+                    f"a parameter or a fixed scheme parameter, shape {tuple(tensor.shape)}) was modified "
+                    "in place after the forward pass; run the forward again, or clone the input "
+                    "before modifying it"
+                )
+
+    def final_check(self) -> None:
+        """The raise guard's read when the lowest segment did not run (the backward pass stopped
+        above it): the last rebuilt input is compared with its value recomputed exactly by the
+        forward from the copy below, then every error is read."""
+        if self.checked or self.handoff is None:
+            return
+        if self.reached not in self.copies:
+            below = max(n for n in self.copies if n < self.reached)
+            state = self.copies[below]
+            with torch.no_grad(), self.autocast.restored():
+                for n in range(below, self.reached):
+                    state = self.block.step(n, state, self.record.caller(self.block, n))
+            self.pending.append((self.reached, _relative_error(self.handoff, state)))
+        failure = self.check()
+        if failure is not None:
+            raise failure
+
+    def check(self) -> ReconstructionError | None:
         """Read the errors measured since the last check in one transfer; return the error to raise
         or repair when a rebuilt input is non-finite or off by more than the tolerance."""
         block, pending = self.block, self.pending
-        self.pending = []
-        if final and any(t._version != v for t, v in zip(self.copies[0], self.input_versions, strict=True)):
-            raise RuntimeError(
-                f"the input of {block.scheme.name}'s block was modified in place after its forward pass; "
-                "the reversible backward pass needs it unchanged (clone it before modifying it)"
-            )
+        self.pending, self.checked = [], True
         host = _to_host(torch.stack([e.to(torch.float64) for _, e in pending])) if pending else []
-        measured = [(n, e) for (n, _), e in zip(pending, host, strict=True)]
+        measured = sorted((n, e) for (n, _), e in zip(pending, host, strict=True))
         self.measured += measured
-        if final:
-            block.reconstruction_errors = sorted(self.measured)
-        above = sorted(self.keep | {block.depth})
-        intervals = [(low, above[above.index(low) + 1], e) for low, e in sorted(measured)]
+        block.reconstruction_errors = sorted(self.measured)
+        tops = sorted(self.keep | {self.reached, block.depth})
+        intervals = [(low, tops[bisect.bisect_right(tops, low)], e) for low, e in measured]
         if self.exact:
             block.drift.learn(intervals, self.eps, self.tolerance)
         failing = [(low, high, e) for low, high, e in intervals if not e <= self.tolerance]
@@ -319,6 +342,8 @@ class _Pass:
         advice = (
             "guard='adaptive' recomputes such layers exactly; or lower drift_tolerance (copies closer "
             "together), or use memory='checkpoint'"
+            if self.exact
+            else "the step with -h is unstable here; use memory='checkpoint'"
         )
         if not math.isfinite(error):
             return ReconstructionError(
@@ -341,21 +366,19 @@ class _Layers(torch.autograd.Function):
     """Layers ``[start, stop)`` of the stack, one release group. Only the top group saves its output;
     each backward rebuilds its group's input and hands it to the group below through the pass
     object. With the adaptive guard a group reads its own measurements and, if one fails, recomputes
-    its layers exactly, before it returns any gradient; otherwise the group at layer 0 reads them
-    all and raises."""
+    its layers exactly, before it returns any gradient; otherwise the lowest group reads them all
+    and raises (or, if it does not run, a callback at the end of the backward pass does)."""
 
     @staticmethod
     def forward(ctx, run, start, stop, n_state, *tensors):
         block = run.block
         state = tensors[:n_state]
-        if start == 0:
-            run.input_versions = [t._version for t in state]
         if start in run.keep:
-            run.copies[start] = tuple(state)
+            run.copies[start] = tuple(t.detach() for t in state)
         for n in range(start, stop):
-            state = block.step(n, state, run.recording(n))
+            state = block.step(n, state, run.record.caller(block, n))
             if n + 1 in run.keep and n + 1 < block.depth:
-                run.copies[n + 1] = tuple(state)
+                run.copies[n + 1] = tuple(t.detach() for t in state)
         # an output that is an input (one layer, history passing through) must be a new tensor
         inputs = {id(t) for t in tensors}
         state = tuple(t.clone() if id(t) in inputs else t for t in state)
@@ -377,95 +400,89 @@ class _Layers(torch.autograd.Function):
                 f"for {run.block.scheme.name}'s block"
             )
         if ctx.last:  # a new backward pass through this graph (it may run more than once)
-            state, run.pending, run.measured = ctx.saved_tensors, [], []
+            run.check_unchanged()
+            state, run.pending, run.measured, run.checked = ctx.saved_tensors, [], [], False
+            run.record.replay = True
+            if not run.adaptive:
+                torch.autograd.Variable._execution_engine.queue_callback(run.final_check)
         else:
             state = run.handoff
         out_grads = tuple(torch.zeros_like(s) if g is None else g for s, g in zip(state, grads, strict=True))
         needs = ctx.needs_input_grad[4 + ctx.n_state :]
         params = [p for p, need in zip(ctx.params, needs, strict=True) if need]
+        param_grads: list[torch.Tensor | None] = [None] * len(params)
         with run.autocast.restored():
-            state, in_grads, param_grads = _backward_layers(
-                run, ctx.start, ctx.stop, state, out_grads, params, run.copies, measure=True
+            state, in_grads = _backward_layers(
+                run, ctx.start, ctx.stop, state, out_grads, params, param_grads
             )
-            run.handoff = state
-            if run.adaptive or ctx.start == 0:
-                failure = run.check(final=ctx.start == 0)
+            run.handoff, run.reached = state, ctx.start
+            if run.adaptive or ctx.start == run.lowest:
+                failure = run.check()
                 if failure is not None:
                     if not run.adaptive:
                         raise failure
-                    in_grads = param_grads = None  # freed before the recomputation
-                    in_grads, param_grads = _exact_backward(run, ctx.start, ctx.stop, out_grads, params)
+                    in_grads, param_grads = None, [None] * len(params)  # freed before the recomputation
+                    in_grads = _exact_backward(run, ctx.start, ctx.stop, out_grads, params, param_grads)
                     run.handoff = run.copies[ctx.start]
                     run.block.repairs += 1
+        run.block._foreign_checked = True
         returned = iter(param_grads)
         return (None, None, None, None, *in_grads, *(next(returned) if need else None for need in needs))
 
 
-def _backward_layers(run, start, stop, state, grads, params, copies, measure):
-    """Layers ``stop-1 .. start`` from last to first: rebuild each input (or take its exact copy),
-    take its vector-Jacobian product, accumulate the parameters' gradients. With ``measure``, a
-    layer whose input has a copy is rebuilt too, and the error against the copy is recorded."""
+def _backward_layers(run, start, stop, state, grads, params, param_grads, copies=None):
+    """Layers ``stop-1 .. start`` from last to first: rebuild each input, take its vector-Jacobian
+    product and add the parameters' gradients into ``param_grads`` (aligned with ``params``). Where
+    the pass has an exact copy the rebuilt input is measured against it and the copy is used;
+    ``copies`` instead gives every input exactly (the repair), and nothing is rebuilt."""
     block = run.block
     index = {id(p): i for i, p in enumerate(params)}
-    param_grads: list[torch.Tensor | None] = [None] * len(params)
-    owned: set[int] = set()  # accumulators that are ours to add into
     scheme_params = [p for p in block.raw_params.values() if id(p) in index]
     for n in reversed(range(start, stop)):
         cache: dict[int, tuple] = {}
-        exact = copies.get(n)
-        if exact is None or measure:
+        if copies is not None:
+            old = copies[n]
+        else:
             old = _rebuild(run, n, state, cache)
+            exact = run.copies.get(n)
             if exact is not None:
                 run.pending.append((n, _relative_error(old, exact)))
-        if exact is not None:
-            old = exact
+                old = exact
         layer = {id(p): p for m in block.layer_modules(n) for p in m.parameters() if id(p) in index}
         grads, layer_grads = _layer_vjp(run, n, old, grads, cache, [*layer.values(), *scheme_params])
         for p, g in layer_grads:
-            if g is None:
-                continue
-            i = index[id(p)]
-            if param_grads[i] is None:
-                param_grads[i] = g
-            elif i in owned:
-                param_grads[i].add_(g)
-            else:
-                param_grads[i] = param_grads[i] + g
-                owned.add(i)
+            if g is not None:
+                i = index[id(p)]
+                param_grads[i] = g if param_grads[i] is None else param_grads[i] + g
         state = tuple(t.detach() for t in old)
-    return state, grads, param_grads
+    return state, grads
 
 
-def _exact_backward(run, start, stop, out_grads, params):
+def _exact_backward(run, start, stop, out_grads, params, param_grads):
     """The adaptive guard's repair of layers ``[start, stop)``: every input recomputed by the forward
     from the exact copy at ``start`` (each call replayed), in chunks of about sqrt(stop - start)
     layers (memory: two chunks of states), and the vector-Jacobian products taken from those."""
     block = run.block
     size = max(1, math.isqrt(stop - start - 1) + 1)
-    boundaries = {}
-    state = run.copies[start]
+    lows = list(range(start, stop, size))
+    boundaries, state = {}, run.copies[start]
     with torch.no_grad():
-        for n in range(start, stop - 1):
-            if (n - start) % size == 0:
+        for n in range(start, lows[-1] + 1):
+            if n in lows:
                 boundaries[n] = state
-            state = block.step(n, state, run.replaying(n))
-    boundaries[start] = run.copies[start]
-    grads, total = out_grads, [None] * len(params)
-    for low in sorted(boundaries, reverse=True):
+            if n < lows[-1]:
+                state = block.step(n, state, run.record.caller(block, n))
+    grads = out_grads
+    for low in reversed(lows):
         high = min(low + size, stop)
         copies, state = {}, boundaries.pop(low)
         with torch.no_grad():
             for n in range(low, high):
                 copies[n] = state
                 if n + 1 < high:
-                    state = block.step(n, state, run.replaying(n))
-        _, grads, param_grads = _backward_layers(run, low, high, None, grads, params, copies, measure=False)
-        total = [_add(t, g) for t, g in zip(total, param_grads, strict=True)]
-    return grads, total
-
-
-def _add(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
-    return b if a is None else (a if b is None else a + b)
+                    state = block.step(n, state, run.record.caller(block, n))
+        _, grads = _backward_layers(run, low, high, None, grads, params, param_grads, copies)
+    return grads
 
 
 def _rebuild(run, n: int, state, cache: dict):
@@ -474,7 +491,7 @@ def _rebuild(run, n: int, state, cache: dict):
     block = run.block
     if not run.exact:
         with torch.no_grad():
-            return block.approximate_inverse_step(n, state, run.replaying(n))
+            return block.approximate_inverse_step(n, state, run.record.caller(block, n))
 
     def inverse_call(key, name, *args):
         leaves = [a.detach().requires_grad_(True) for a in args]
@@ -489,9 +506,7 @@ def _rebuild(run, n: int, state, cache: dict):
 
 def _layer_vjp(run, n: int, old, grads, cache: dict, params):
     """Re-run layer n on ``old`` and take the vector-Jacobian product with ``grads``: the gradients
-    for the layer's input, and (parameter, gradient) pairs for ``params``. At an exact copy, an
-    evaluation the inverse made at the rebuilt state is still reused: the two differ by no more than
-    the tolerance the guard checks."""
+    for the layer's input, and (parameter, gradient) pairs for ``params``."""
     block = run.block
     # Where the inverse evaluated a call at exactly a state tensor (leapfrog's f(y[n]), momentum's
     # f(x[n])), that evaluation's leaf becomes the re-run's input: its graph then joins the re-run
@@ -508,6 +523,7 @@ def _layer_vjp(run, n: int, old, grads, cache: dict, params):
             leaf = t.detach().requires_grad_(True)
         taken.add(id(leaf))
         old_leaves.append(leaf)
+    evaluations = list(cache.values())  # (leaves, out) of every call the inverse evaluated
 
     def rerun_call(key, name, *args):
         module = block.function(name, n)
@@ -524,6 +540,8 @@ def _layer_vjp(run, n: int, old, grads, cache: dict, params):
     with torch.enable_grad():
         new = block.step(n, tuple(old_leaves), rerun_call)
         pairs = [(t, g) for t, g in zip(new, grads, strict=True) if t.requires_grad]
+        if not block._foreign_checked:
+            _refuse_foreign_tensors(run, n, [t for t, _ in pairs], evaluations, old_leaves)
         results = torch.autograd.grad(
             [t for t, _ in pairs], old_leaves + list(params), [g for _, g in pairs], allow_unused=True
         )
@@ -533,9 +551,33 @@ def _layer_vjp(run, n: int, old, grads, cache: dict, params):
     return state_grads, list(zip(params, results[len(old) :], strict=True))
 
 
+def _refuse_foreign_tensors(run, n: int, roots, evaluations, leaves) -> None:
+    """Walk the graph of layer n's re-run, and of the evaluations the inverse made, down to its
+    leaves: one that requires grad and is neither the state nor a registered parameter of the block
+    would get no gradient from this mode, so it is refused (on a block's first backward pass)."""
+    allowed = {id(t) for t in leaves} | {id(p) for p in run.block.parameters()}
+    allowed |= {id(leaf) for evaluation_leaves, _ in evaluations for leaf in evaluation_leaves}
+    stack = [t.grad_fn for t in [*roots, *(out for _, out in evaluations)] if t.grad_fn is not None]
+    seen = set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        variable = getattr(node, "variable", None)
+        if variable is not None and id(variable) not in allowed:
+            raise UnsupportedSchemeError(
+                f"a function of layer {n} of {run.block.scheme.name}'s block uses a tensor that requires "
+                f"grad (shape {tuple(variable.shape)}) and is neither its input nor a registered parameter "
+                "of the block: memory='reversible' and memory='adjoint' would give it no gradient. Register "
+                "it as a parameter of the function's module, or use memory='checkpoint' or 'autograd'"
+            )
+        stack.extend(fn for fn, _ in node.next_functions)
+
+
 def _to_host(tensor: torch.Tensor) -> list[float]:
-    """The one deliberate host read of a backward pass (allowed under CUDA's sync debug mode, which
-    is there to find the reads nobody meant)."""
+    """A deliberate host read (allowed under CUDA's sync debug mode, which is there to find the
+    reads nobody meant)."""
     if not tensor.is_cuda:
         return tensor.tolist()
     mode = torch.cuda.get_sync_debug_mode()
@@ -567,6 +609,7 @@ def run_reversible(block, state, exact: bool):
     run = _Pass(block, exact, state)
     shared = [p for name, m in block.functions.items() if block.shared[name] for p in m.parameters()]
     shared += list(block.raw_params.values())
+    groups = []
     for start, stop in run.groups:
         own = [
             p
@@ -575,7 +618,16 @@ def run_reversible(block, state, exact: bool):
             if not block.shared[name]
             for p in block.function(name, n).parameters()
         ]
-        params = list({id(p): p for p in own + shared if p.requires_grad}.values())
+        groups.append(list({id(p): p for p in own + shared if p.requires_grad}.values()))
+    # the lowest group in autograd's graph ends the rebuild: its input must be an exact copy
+    tracked = any(t.requires_grad for t in state)
+    run.lowest = next(
+        (start for (start, _), params in zip(run.groups, groups, strict=True) if tracked or params), 0
+    )
+    run.keep.add(run.lowest)
+    fixed = [getattr(block, f"fixed_{name}") for name in block._param_names if name not in block.raw_params]
+    run.versions = [(t, t._version) for t in [*state, *block.parameters(), *fixed]]
+    for (start, stop), params in zip(run.groups, groups, strict=True):
         state = _Layers.apply(run, start, stop, len(state), *state, *params)
     block.kept_bytes = run.kept_bytes()
     return tuple(state)
