@@ -199,9 +199,15 @@ def main() -> int:
     parser.add_argument("--functions", nargs="+", default=["mlp", "conv"], choices=["mlp", "conv"])
     parser.add_argument("--schemes", nargs="+", default=list(SCHEMES), choices=list(SCHEMES))
     parser.add_argument("--json", help="also write all results to this file")
+    parser.add_argument("--table", metavar="JSON", help="print the tables of an earlier run's --json file")
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
+        return 0
+    if args.table:
+        with open(args.table) as f:
+            results = json.load(f)
+        _table(results, sorted({r["depth"] for r in results}))
         return 0
 
     import torch
@@ -257,6 +263,10 @@ def _table(results, depths):
                     r = mine.get(d)
                     if r is None:
                         cells.append("–")
+                    elif "ReconstructionError" in r.get("error", ""):
+                        cells.append(
+                            "refused"
+                        )  # the raise guard: a rebuilt input off by more than the tolerance
                     elif "error" in r:
                         cells.append("error")
                     else:
