@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -55,16 +54,6 @@ SCHEMES = {
     "revnet": ["autograd", "checkpoint", "reversible", "memcnn", "revlib"],
 }
 TIMING_DEPTH = 128
-
-
-def _rss_mib() -> float:
-    with open("/proc/self/statm") as f:
-        pages = int(f.read().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
 def _function(kind: str, torch, nn):
@@ -115,7 +104,7 @@ def worker(config: dict) -> dict:
     import torch
     from torch import nn
 
-    from odenet.nn.demo import saved_tensor_bytes
+    from odenet.nn.memory import peak_rss_mib, rss_mib, saved_tensor_bytes
 
     torch.manual_seed(0)
     torch.set_num_threads(2)
@@ -126,11 +115,11 @@ def worker(config: dict) -> dict:
     params = [p for p in model.parameters() if p.requires_grad]
     for p in params:
         p.grad = torch.zeros_like(p)  # gradients exist before the baseline: they are not activations
-    baseline = _rss_mib()
+    baseline = rss_mib()
     with saved_tensor_bytes(exclude=params) as saved:
         loss = model(x).square().mean()
     loss.backward()
-    peak = max(0.0, _peak_rss_mib() - baseline)
+    peak = max(0.0, peak_rss_mib() - baseline)
     kept = getattr(model, "kept_bytes", 0)
     result = {**config, "peak_rss_mib": peak, "saved_mib": (saved.bytes + kept) / 2**20}
     if config["time"]:

@@ -11,7 +11,9 @@ Prints and writes the test MSE of each, and a figure of the learned maps and tra
 from __future__ import annotations
 
 import torch
-from common import arguments, pyplot, run, write_json
+from common import arguments, run, write_json
+
+from odenet.report.plotting import new_figure, save_figure
 
 args = arguments(__doc__.splitlines()[0])
 epochs = 20 if args.quick else 600
@@ -50,8 +52,7 @@ print(
     f"momentum {results['momentum']['mean_test_mse']:.5f} (predicting 0: {baseline:.5f})"
 )
 
-plt = pyplot()
-fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), dpi=100)
+fig, axes = new_figure(1, 3, figsize=(12, 3.6), dpi=100)
 x = torch.linspace(-1, 1, 201)[:, None]
 axes[0].plot(x, -(x**3), "k--", label="target -x³")
 for scheme, model in models.items():
@@ -72,5 +73,4 @@ for ax, scheme in zip(axes[1:], models, strict=True):
     ax.plot(range(block.depth + 1), path, color="C0" if scheme == "euler" else "C1")
     ax.set_title(f"{scheme}: x over layers")
     ax.set_xlabel("layer")
-fig.tight_layout()
-fig.savefig(args.out / "a_cross1d.png")
+save_figure(fig, args.out / "a_cross1d.png")

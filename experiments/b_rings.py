@@ -8,7 +8,9 @@ f: R^2 -> R^2 (hidden 32, tanh), 20 layers; Adam, 1000 training points. Prints t
 from __future__ import annotations
 
 import torch
-from common import arguments, pyplot, run, write_json
+from common import arguments, run, write_json
+
+from odenet.report.plotting import new_figure, save_figure
 
 args = arguments(__doc__.splitlines()[0])
 epochs = 2 if args.quick else 60
@@ -39,16 +41,14 @@ for scheme in ("euler", "momentum"):
 results["setup"] = {"depth": depth, "epochs": epochs, "seeds": seeds, "hidden": 32}
 write_json(args.out / "b_rings.json", results)
 
-plt = pyplot()
 from odenet.training import load_data  # noqa: E402
 
 data = load_data("rings")
-fig, axes = plt.subplots(1, 2, figsize=(8, 3.8), dpi=100)
+fig, axes = new_figure(1, 2, figsize=(8, 3.8), dpi=100)
 for ax, (scheme, model) in zip(axes, models.items(), strict=True):
     with torch.no_grad():
         features = model.features(data.x_test)
     ax.scatter(features[:, 0], features[:, 1], c=data.y_test, s=4, cmap="coolwarm")
     acc = results[scheme]["test_accuracy"][0]
     ax.set_title(f"{scheme}: points after the last layer ({100 * acc:.0f}%)")
-fig.tight_layout()
-fig.savefig(args.out / "b_rings.png")
+save_figure(fig, args.out / "b_rings.png")

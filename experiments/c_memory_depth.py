@@ -10,21 +10,21 @@ of tensors autograd saved for backward (parameters excluded).
 from __future__ import annotations
 
 import json
-import os
-import resource
 import subprocess
 import sys
 
-from common import arguments, pyplot, run, write_json
+from common import arguments, run, write_json
+
+from odenet.report.plotting import new_figure, save_figure
 
 
 def worker(mode: str, depth: int) -> dict:
     import torch
 
-    from odenet.language import format_scheme
+    from odenet.ir import format_scheme
     from odenet.library import load
     from odenet.models import ModelConfig, build_model
-    from odenet.nn.demo import saved_tensor_bytes
+    from odenet.nn.memory import peak_rss_mib, rss_mib, saved_tensor_bytes
     from odenet.training import load_data
 
     torch.manual_seed(0)
@@ -42,13 +42,12 @@ def worker(mode: str, depth: int) -> dict:
     for p in model.parameters():
         p.grad = torch.zeros_like(p)
     x, y = data.x_train[:256], data.y_train[:256]
-    with open("/proc/self/statm") as f:
-        before = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    before = rss_mib()
+    peak_before = peak_rss_mib()
     with saved_tensor_bytes(exclude=model.parameters()) as saved:
         loss = torch.nn.functional.cross_entropy(model(x), y)
     loss.backward()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mib()
     kept = sum(block.kept_bytes for block in model.stages)
     return {
         "mode": mode,
@@ -105,8 +104,7 @@ print(
 )
 write_json(args.out / "c_memory_depth.json", {"steps": rows, "deep_training": deep})
 
-plt = pyplot()
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=100)
+fig, axes = new_figure(1, 2, figsize=(10, 3.8), dpi=100)
 for mode, color in (("autograd", "C3"), ("reversible", "C0")):
     sel = [r for r in rows if r["mode"] == mode]
     axes[0].plot([r["depth"] for r in sel], [r["step_peak_mib"] for r in sel], "o-", color=color, label=mode)
@@ -118,5 +116,4 @@ for ax, title in zip(axes, ("peak RSS of a training step (MiB)", "saved for back
     ax.set_title(title)
     ax.legend()
 fig.suptitle("hamiltonian, digits, batch 256")
-fig.tight_layout()
-fig.savefig(args.out / "c_memory_depth.png")
+save_figure(fig, args.out / "c_memory_depth.png")

@@ -7,10 +7,11 @@ import json
 import statistics
 from pathlib import Path
 
-from odenet.language import format_scheme
+from odenet.files import write_text
+from odenet.ir import format_scheme
 from odenet.library import load
 from odenet.models import ModelConfig
-from odenet.report.analysis import atomic_write
+from odenet.report.plotting import new_figure, save_figure
 from odenet.training import TrainSettings, load_data, train
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "experiments"
@@ -55,23 +56,13 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def write_json(path: Path, content) -> None:
-    atomic_write(path, json.dumps(content, indent=2) + "\n")
-
-
-def pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    write_text(path, json.dumps(content, indent=2) + "\n")
 
 
 def accuracy_plot(results: dict, x: str, xlabel: str, path: Path, scale: float = 1.0) -> None:
     """Mean test accuracy (error bars: one standard deviation over seeds) of each network in
     ``results`` ({name: [row, ...]}) against the rows' field ``x`` (times ``scale``), log x axis."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 4), dpi=100)
+    fig, ax = new_figure(figsize=(5.5, 4), dpi=100)
     for name, rows in results.items():
         ax.errorbar(
             [scale * r[x] for r in rows],
@@ -86,5 +77,4 @@ def accuracy_plot(results: dict, x: str, xlabel: str, path: Path, scale: float =
     ax.set_ylabel("test accuracy (%)")
     ax.legend()
     ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)

@@ -13,10 +13,11 @@ import itertools
 import math
 
 import torch
-from common import arguments, pyplot, write_json
+from common import arguments, write_json
 from torch import nn
 
 import odenet
+from odenet.report.plotting import new_figure, save_figure
 
 args = arguments(__doc__.splitlines()[0])
 depths = [4, 8, 16] if args.quick else [4, 8, 16, 32, 64, 128, 256]
@@ -63,13 +64,11 @@ for name in ("euler", "heun"):
     results[name] = rows
 write_json(args.out / "d_adjoint.json", results)
 
-plt = pyplot()
-fig, ax = plt.subplots(figsize=(5.5, 4), dpi=100)
+fig, ax = new_figure(figsize=(5.5, 4), dpi=100)
 for name, rows in results.items():
     ax.loglog([r["depth"] for r in rows], [r["relative_error"] for r in rows], "o-", label=name)
 ax.set_xlabel("layers N (h = 1/N)")
 ax.set_ylabel("relative gradient error of the adjoint")
 ax.legend()
 ax.grid(True, which="both", alpha=0.3)
-fig.tight_layout()
-fig.savefig(args.out / "d_adjoint.png")
+save_figure(fig, args.out / "d_adjoint.png")

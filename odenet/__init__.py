@@ -20,8 +20,8 @@ from odenet.errors import (
     SchemeValueError,
     UnsupportedSchemeError,
 )
-from odenet.ir import Equation, FunctionSymbol, Param, Scheme
-from odenet.language import format_scheme, parse
+from odenet.ir import Equation, FunctionSymbol, Param, Scheme, format_scheme
+from odenet.language import parse
 from odenet.library import library_names, load
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import odenet
 from odenet.errors import OdenetError, SchemeNotFoundError
 from odenet.ir import Scheme
-from odenet.language.printer import format_expr, format_number
+from odenet.ir.printing import format_expr, format_number
 from odenet.library import describe, library_dir, library_names, load, read_scheme_file
 
 __all__ = ["main"]
@@ -136,7 +136,7 @@ _DATA_DEFAULTS = {
 def _cmd_train(args: argparse.Namespace) -> int:
     import json
 
-    from odenet.language import format_scheme
+    from odenet.ir import format_scheme
     from odenet.models import ModelConfig
     from odenet.training import TrainSettings, load_data, train
 

@@ -147,7 +147,7 @@ def test_scalar_functions_of_parameters():
     expr = s.updates[0].expr
     assert expr.coeff(value("y")) == 1 / (1 + sympy.exp(-a))
     assert expr.subs(a, 0).coeff(value("y")) == sympy.Rational(1, 2)
-    assert odenet.parse(s.to_text()) == s
+    assert odenet.parse(str(s)) == s
 
 
 def test_param_defaults_print_as_decimals_when_exact():
@@ -155,7 +155,7 @@ def test_param_defaults_print_as_decimals_when_exact():
         "scheme s\nstate y\nparam a = 0.125\nparam b = 1/3\nparam c = -2.5e-3\n"
         "param d = 1 learnable in (0, inf)\ny[n+1] = a*b*c*d*y[n]"
     )
-    text = s.to_text()
+    text = str(s)
     assert "param a = 0.125\nparam b = 1/3\nparam c = -0.0025\nparam d = 1 learnable in (0, inf)\n" in text
     assert odenet.parse(text) == s
 
@@ -170,4 +170,4 @@ def test_continuation_lines_and_comments():
 def test_multi_argument_functions():
     s = odenet.parse("scheme s\nstate y, z\ny[n+1] = y[n] + f(y[n], z[n])\nz[n+1] = z[n] - f(z[n], y[n+1])")
     assert s.functions == (FunctionSymbol("f", 2),)
-    assert odenet.parse(s.to_text()) == s
+    assert odenet.parse(str(s)) == s

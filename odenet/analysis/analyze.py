@@ -29,7 +29,7 @@ from odenet.analysis.linear import (
 from odenet.analysis.order import OrderResult, order_of_accuracy
 from odenet.errors import NotReversibleError
 from odenet.ir import Scheme
-from odenet.language.printer import format_expr
+from odenet.ir.printing import format_expr
 
 __all__ = ["Analysis", "Reversibility", "Stability", "analyze"]
 

@@ -8,9 +8,9 @@ solution that does not involve any opaque symbol frees its unknown, which makes 
 evaluable; repeat. Reversible Heun needs exactly this: ``z[n]`` comes out free of ``f(z[n])`` only
 after its two equations are combined, and then ``f(z[n])`` is known and gives ``y[n]``.
 
-The result is itself a :class:`~odenet.ir.Scheme` in reversed time (index ``m``): its current value
-``X[m]`` is the forward ``x[n-d+1]`` and its new value ``X[m+1]`` is the recovered ``x[n-d]``, so
-history keeps its meaning (``X[m-1]`` is the more recent forward value).
+The result is itself a :class:`~odenet.ir.Scheme` in reversed time (index ``m``; the convention is
+:mod:`odenet.ir.reversal`'s): its current value ``X[m]`` is the forward ``x[n-d+1]`` and its new value
+``X[m+1]`` is the recovered ``x[n-d]``, so history keeps its meaning.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ import sympy
 from sympy.core.function import AppliedUndef
 
 from odenet.errors import NotReversibleError
-from odenet.ir import Equation, Scheme, function_calls, parse_value, value
-from odenet.language.printer import format_expr
+from odenet.ir import Equation, Scheme, format_expr, function_calls, value
+from odenet.ir.reversal import forward_to_reversed
 
-__all__ = ["InverseDerivation", "derive_inverse", "from_reversed", "invert", "to_reversed"]
+__all__ = ["InverseDerivation", "derive_inverse", "invert"]
 
 
 @dataclass(frozen=True)
@@ -143,18 +143,6 @@ def _unique(items):
     return out
 
 
-def forward_to_reversed(scheme: Scheme) -> dict[sympy.Symbol, sympy.Symbol]:
-    """The reversed-time names of the forward step's values: for a state with history ``d``,
-    ``x[n-d+1+i] -> X[m-i]`` (i = 0..d) and the recovered ``x[n-d] -> X[m+1]``."""
-    rename = {}
-    for state in scheme.states:
-        depth = scheme.history[state]
-        for i in range(depth + 1):
-            rename[value(state, -depth + 1 + i)] = value(state, -i)
-        rename[value(state, -depth)] = value(state, 1)
-    return rename
-
-
 def _as_scheme(scheme: Scheme, solution) -> Scheme:
     """Rename the forward symbols into the reversed-time scheme and package the updates."""
     rename = forward_to_reversed(scheme)
@@ -185,18 +173,3 @@ def _reuse(expr, solved, target):
             lambda e, s=solution, name=symbol: e.func(*[name if a == s else a for a in e.args]),
         )
     return expr
-
-
-def to_reversed(scheme: Scheme, forward_new: dict) -> dict:
-    """The inverse scheme's *old* state vector from the values of a forward step (``x[n+1]``,
-    ``x[n]``, ...): the values the inverse starts from."""
-    rename = forward_to_reversed(scheme)
-    return {rename[f]: forward_new[f] for f in rename if parse_value(rename[f])[1] <= 0}
-
-
-def from_reversed(scheme: Scheme, inverse_values: dict) -> dict:
-    """The forward step's *old* state vector from the inverse scheme's values after its step
-    (``X[m+1]`` and ``X[m], X[m-1], ...``)."""
-    rename = forward_to_reversed(scheme)
-    old = set(scheme.state_vector)
-    return {f: inverse_values[r] for f, r in rename.items() if f in old}

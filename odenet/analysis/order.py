@@ -32,7 +32,7 @@ import sympy
 from sympy.core.function import AppliedUndef
 
 from odenet.ir import Scheme, parse_value
-from odenet.language.printer import format_expr
+from odenet.ir.printing import format_expr
 
 __all__ = ["OrderResult", "order_of_accuracy"]
 

@@ -1,13 +1,13 @@
-"""The scheme language: text to :class:`~odenet.ir.Scheme` (``parse``) and back (``format_scheme``)."""
+"""The scheme language: text to :class:`~odenet.ir.Scheme` (``parse``; the way back is
+:func:`odenet.ir.format_scheme`)."""
 
 from __future__ import annotations
 
 from odenet.ir import Scheme
-from odenet.language.printer import format_expr, format_scheme
 from odenet.language.resolve import resolve
 from odenet.language.syntax import parse_syntax, source_lines
 
-__all__ = ["format_expr", "format_scheme", "parse"]
+__all__ = ["parse"]
 
 
 def parse(text: str, source: str | None = None) -> Scheme:

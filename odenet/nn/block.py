@@ -25,14 +25,14 @@ import functools
 import math
 from collections.abc import Callable, Mapping
 
-import sympy
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from odenet.codegen import StepCode, compile_source, generate_init, generate_step
 from odenet.errors import OdenetError, SchemeValueError, UnsupportedSchemeError
-from odenet.ir import Scheme, value
+from odenet.ir import Scheme, format_scheme, value
+from odenet.ir.reversal import reverse_history, reversed_to_forward
 from odenet.nn.params import constrain, unconstrain
 from odenet.nn.replay import CallRecord
 
@@ -104,8 +104,6 @@ class SchemeBlock(nn.Module):
 
     def __getstate__(self):
         """Pickled by the scheme's text: generated functions are made again on load."""
-        from odenet.language import format_scheme
-
         state = dict(self.__dict__)
         for name in ("forward_code", "init_code", "_step", "_init", "_inverse_parts"):
             del state[name]
@@ -372,24 +370,6 @@ def _generated_inverse(scheme: Scheme) -> tuple[Callable | None, StepCode | None
         translate=reversed_to_forward(scheme),
     )
     return compile_source(code, {"torch": torch}, f"{scheme.name} inverse"), code, None
-
-
-def reverse_history(scheme: Scheme, state):
-    """Reorder a state vector between forward and reversed time: each state's block of history is
-    reversed (forward ``(x[n+1], x[n])`` is the inverse's ``(X[m], X[m-1])`` with X[m] = x[n])."""
-    out, i = [], 0
-    for s in scheme.states:
-        size = scheme.history[s] + 1
-        out.extend(reversed(state[i : i + size]))
-        i += size
-    return tuple(out)
-
-
-def reversed_to_forward(scheme: Scheme) -> dict[sympy.Symbol, sympy.Symbol]:
-    """The inverse scheme's symbols in the forward step's (X[m+1] = x[n-d], X[m-i] = x[n-d+1+i])."""
-    from odenet.analysis.inverse import forward_to_reversed
-
-    return {r: f for f, r in forward_to_reversed(scheme).items()}
 
 
 def compile(

@@ -10,32 +10,9 @@ from torch import nn
 
 from odenet.ir import Scheme
 from odenet.nn.block import compile
+from odenet.nn.memory import saved_tensor_bytes
 
-__all__ = ["saved_tensor_bytes", "train_demo"]
-
-
-class saved_tensor_bytes:  # noqa: N801 - used as a context manager, like torch's own hooks
-    """Count the bytes of the tensors autograd saves for backward while the context is active,
-    each storage once; storages of ``exclude`` (parameters, which exist anyway) are not counted."""
-
-    def __init__(self, exclude=()):
-        self.bytes = 0
-        self._seen: set[int] = {p.untyped_storage().data_ptr() for p in exclude}
-
-    def _pack(self, tensor):
-        key = tensor.untyped_storage().data_ptr()
-        if key not in self._seen:
-            self._seen.add(key)
-            self.bytes += tensor.untyped_storage().nbytes()
-        return tensor
-
-    def __enter__(self):
-        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
-        self._hooks.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self._hooks.__exit__(*exc)
+__all__ = ["train_demo"]
 
 
 def mlp_factory(width: int, hidden: int):

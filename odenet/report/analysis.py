@@ -14,9 +14,11 @@ import numpy as np
 import sympy
 
 from odenet.analysis import Analysis
-from odenet.language.printer import format_expr, format_number
+from odenet.files import write_text
+from odenet.ir.printing import format_expr, format_number
+from odenet.report.plotting import STABLE_TOLERANCE, new_figure, save_figure, shade_region
 
-__all__ = ["atomic_write", "plot_stability_region", "verdict", "write_index", "write_report"]
+__all__ = ["plot_stability_region", "verdict", "write_index", "write_report"]
 
 
 def _fmt(x: float) -> str:
@@ -176,7 +178,7 @@ def _extents(analysis: Analysis) -> tuple[float, float]:
     reach = max(3.0, 1.3 * max(ends))
     axis = np.linspace(-reach, reach, 161)
     grid = axis[None, :] + 1j * axis[:, None]
-    stable = s.radius(grid / s.scale) <= 1 + 1e-9
+    stable = s.radius(grid / s.scale) <= 1 + STABLE_TOLERANCE
     rows, cols = np.nonzero(stable)
     box_x = np.abs(axis[cols]).max(initial=0.0)
     box_y = np.abs(axis[rows]).max(initial=0.0)
@@ -185,23 +187,12 @@ def _extents(analysis: Analysis) -> tuple[float, float]:
 
 def plot_stability_region(analysis: Analysis, path: str | os.PathLike, resolution: int = 401) -> None:
     """Draw the stability region in the complex plane of the scheme's variable (h*λ, h²*λ or λ)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     s = analysis.stability
     width, height = _extents(analysis)
     xs = np.linspace(-width, width, resolution)
     ys = np.linspace(-height, height, resolution)
-    grid = xs[None, :] + 1j * ys[:, None]
-    radius = s.radius(grid / s.scale)
-    stable = (radius <= 1 + 1e-9).astype(float)
-    fig, ax = plt.subplots(figsize=(5.2, 5.0), dpi=110)
-    ax.contourf(xs, ys, stable, levels=[0.5, 1.5], colors=["#9ecae1"])
-    ax.contour(
-        xs, ys, np.where(np.isfinite(radius), radius, 1e6), levels=[1.0], colors=["#08519c"], linewidths=0.8
-    )
+    fig, ax = new_figure(figsize=(5.2, 5.0), dpi=110)
+    shade_region(ax, lambda z: s.radius(z / s.scale), xs, ys, "#9ecae1", boundary="#08519c")
     ax.axhline(0, color="0.6", lw=0.6)
     ax.axvline(0, color="0.6", lw=0.6)
     for interval, horizontal, reach in ((s.real_interval, True, width), (s.imag_interval, False, height)):
@@ -221,19 +212,15 @@ def plot_stability_region(analysis: Analysis, path: str | os.PathLike, resolutio
     ax.set_ylim(-height, height)
     if max(width, height) / min(width, height) < 3:
         ax.set_aspect("equal")
-    fig.tight_layout()
-    fig.savefig(path, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def write_report(analysis: Analysis, folder: str | os.PathLike) -> Path:
     """Write ``report.md`` and ``stability.png`` into ``folder``; returns the report's path."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write(folder / "report.md", report_markdown(analysis))
-    temporary = folder / ".stability.png.partial"
-    plot_stability_region(analysis, temporary)
-    os.replace(temporary, folder / "stability.png")
+    write_text(folder / "report.md", report_markdown(analysis))
+    plot_stability_region(analysis, folder / "stability.png")
     return folder / "report.md"
 
 
@@ -262,12 +249,5 @@ def write_index(analyses: Sequence[Analysis], folder: str | os.PathLike) -> Path
         )
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write(folder / "index.md", "\n".join(lines) + "\n")
+    write_text(folder / "index.md", "\n".join(lines) + "\n")
     return folder / "index.md"
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write through a temporary file and rename, so a failure never leaves half a report."""
-    temporary = path.with_name("." + path.name + ".partial")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from odenet.report.analysis import atomic_write
+from odenet.files import write_text
+from odenet.report.plotting import STABLE_TOLERANCE, new_figure, save_figure, shade_region
 
 __all__ = ["plot_trained_spectra", "trained_markdown", "write_trained_report"]
 
@@ -48,9 +49,6 @@ def plot_trained_spectra(result, path: str | os.PathLike, resolution: int = 301)
     coloured by depth; eigenvalues outside their layer's region are ringed in red."""
     import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     points = [layer.scale * layer.eigenvalues for layer in result.layers]
     every = np.concatenate(points) if points else np.zeros(0, complex)
     reach_x = max(1.0, 1.25 * float(np.abs(every.real).max(initial=0.0)))
@@ -58,7 +56,7 @@ def plot_trained_spectra(result, path: str | os.PathLike, resolution: int = 301)
     if result.region is not None:  # show the region's extent along both axes (probed up to +-8)
         probe = np.linspace(-8, 8, 1601)
         for axis, unit in ((0, 1), (1, 1j)):
-            inside = probe[result.region.radius(unit * probe / result.region_scale) <= 1 + 1e-9]
+            inside = probe[result.region.radius(unit * probe / result.region_scale) <= 1 + STABLE_TOLERANCE]
             if inside.size:
                 reach = 1.15 * float(np.abs(inside).max())
                 reach_x, reach_y = (
@@ -67,27 +65,26 @@ def plot_trained_spectra(result, path: str | os.PathLike, resolution: int = 301)
     reach_x = reach_y = (
         max(reach_x, reach_y) if max(reach_x, reach_y) / min(reach_x, reach_y) < 4 else reach_x
     )
-    fig, ax = plt.subplots(figsize=(6.0, 5.0), dpi=110)
+    fig, ax = new_figure(figsize=(6.0, 5.0), dpi=110)
     if result.region is not None:
         xs = np.linspace(-reach_x, reach_x, resolution)
         ys = np.linspace(-reach_y, reach_y, resolution)
-        grid = xs[None, :] + 1j * ys[:, None]
-        radius = result.region.radius(grid / result.region_scale)
-        ax.contourf(xs, ys, (radius <= 1 + 1e-9).astype(float), levels=[0.5, 1.5], colors=["#c6dbef"])
-        # a region that is a segment (leapfrog: 0 <= h^2 mu <= 4) has no area: draw the real axis part
-        axis = xs + 0j
-        on_axis = result.region.radius(axis / result.region_scale) <= 1 + 1e-9
-        ax.plot(np.where(on_axis, xs, np.nan), np.zeros_like(xs), color="#6baed6", lw=4, zorder=1)
+        region = result.region
+
+        def radius(z):
+            return region.radius(z / result.region_scale)
+
+        shade_region(ax, radius, xs, ys, "#c6dbef", real_axis="#6baed6")
     ax.axhline(0, color="0.6", lw=0.6, zorder=0)
     ax.axvline(0, color="0.6", lw=0.6, zorder=0)
-    cmap = plt.get_cmap("viridis")
+    cmap = matplotlib.colormaps["viridis"]
     depth = max(1, len(result.layers) - 1)
     for layer, z in zip(result.layers, points, strict=True):
         ax.scatter(z.real, z.imag, s=6, color=cmap(layer.layer / depth), alpha=0.6, lw=0, zorder=2)
         out = z[layer.outside]
         if out.size:
             ax.scatter(out.real, out.imag, s=16, facecolors="none", edgecolors="#cb181d", lw=0.6, zorder=3)
-    mappable = plt.cm.ScalarMappable(cmap=cmap, norm=matplotlib.colors.Normalize(0, depth))
+    mappable = matplotlib.cm.ScalarMappable(cmap=cmap, norm=matplotlib.colors.Normalize(0, depth))
     fig.colorbar(mappable, ax=ax, label="layer")
     variable = result.variable.replace("lambda", "μ").replace("**2", "²").replace("*", "·")
     ax.set_xlabel(f"Re({variable})")
@@ -98,17 +95,13 @@ def plot_trained_spectra(result, path: str | os.PathLike, resolution: int = 301)
         f"{result.scheme.name}: trained layers' Jacobian spectra "
         f"({'stable' if result.stable else 'unstable'})"
     )
-    fig.tight_layout()
-    fig.savefig(path, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def write_trained_report(result, folder: str | os.PathLike) -> Path:
     """``report.md`` and ``spectra.png`` in ``folder``; returns the report's path."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    temporary = folder / ".spectra.png.partial"
-    plot_trained_spectra(result, temporary)
-    os.replace(temporary, folder / "spectra.png")
-    atomic_write(folder / "report.md", trained_markdown(result))
+    plot_trained_spectra(result, folder / "spectra.png")
+    write_text(folder / "report.md", trained_markdown(result))
     return folder / "report.md"

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from odenet.errors import CheckpointError, OdenetError
+from odenet.files import atomic_path
 from odenet.models import Classifier, ModelConfig, build_model
 
 __all__ = ["FORMAT", "load_checkpoint", "save_checkpoint"]
@@ -40,12 +41,8 @@ def save_checkpoint(path: str | os.PathLike, model: Classifier, **extra) -> Path
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         **extra,
     }
-    temporary = path.with_name("." + path.name + ".partial")
-    try:
+    with atomic_path(path) as temporary:
         torch.save(content, temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
     return path
 
 

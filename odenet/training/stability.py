@@ -31,7 +31,7 @@ import torch
 
 from odenet.analysis.linear import LAMBDA, NumericSpectrum, amplification_matrix, step_scaling
 from odenet.ir import Scheme
-from odenet.language.printer import format_expr
+from odenet.ir.printing import format_expr
 from odenet.models import Classifier
 
 __all__ = ["LayerSpectrum", "TrainedStability", "trained_stability"]

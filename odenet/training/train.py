@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import resource
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -22,12 +21,13 @@ import torch
 from torch.nn import functional as F  # noqa: N812
 
 from odenet.errors import SchemeValueError
+from odenet.files import write_text
 from odenet.models import Classifier, ModelConfig, build_model
-from odenet.report.analysis import atomic_write
+from odenet.nn.memory import peak_rss_mib
 from odenet.training.checkpoint import save_checkpoint
 from odenet.training.data import Dataset
 
-__all__ = ["OPTIMIZERS", "TrainSettings", "evaluate", "peak_memory_mb", "train"]
+__all__ = ["OPTIMIZERS", "TrainSettings", "evaluate", "train"]
 
 OPTIMIZERS = ("adam", "sgd")
 
@@ -67,12 +67,6 @@ class TrainSettings:
                 problems.append("device cuda was asked for, and this machine has no CUDA device")
         if problems:
             raise SchemeValueError("invalid training settings: " + "; ".join(problems))
-
-
-def peak_memory_mb() -> float:
-    """Peak resident memory of this process so far, in MiB (Linux reports KiB, macOS bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (2**20 if sys.platform == "darwin" else 2**10)
 
 
 def _loss(task: str, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -217,7 +211,7 @@ def train(
             "test_loss": test_m["loss"],
             "test_accuracy": test_m["accuracy"],
             "seconds": seconds,
-            "peak_memory_mb": peak_memory_mb(),
+            "peak_memory_mb": peak_rss_mib(),
             "history": history,
         }
         if device.type == "cuda":
@@ -231,7 +225,7 @@ def train(
                 epoch=epoch,
                 metrics={k: v for k, v in metrics.items() if k != "history"},
             )
-            atomic_write(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+            write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     model.eval()
     return model, metrics
 

@@ -6,86 +6,28 @@ A scheme advances a state ``s[n] -> s[n+1]`` by a list of equations, in order::
     x[n+1] = x[n] + h/2*(k1 + f(x[n] + h*k1))  # an update of a state
 
 Values of a state at a time step are sympy symbols named as written, ``x[n]``, ``x[n-1]``,
-``x[n+1]`` (see :func:`value`); parameters are real symbols; sub-networks are undefined sympy
-functions ``f(...)``. The object checks its invariants when built and fills the defaults of the
-language (input and output are the first state; a state that is not an input starts at 0; history
-starts as a copy, ``x[n-1] = x[n]``), so two schemes that mean the same step compare equal.
-Everything else (history depth, explicitness, the dependency graph, LaTeX) is derived, never stored.
+``x[n+1]`` (see :func:`~odenet.ir.symbols.value`); parameters are real symbols; sub-networks are
+undefined sympy functions ``f(...)``. The object checks its invariants when built and fills the
+defaults of the language (input and output are the first state; a state that is not an input starts
+at 0; history starts as a copy, ``x[n-1] = x[n]``), so two schemes that mean the same step compare
+equal. Everything else (history depth, explicitness, the dependency graph, LaTeX) is derived, never
+stored.
 """
 
 from __future__ import annotations
 
 import functools
-import re
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import networkx as nx
 import sympy
 
 from odenet.errors import SchemeValueError
+from odenet.ir.graph import dependency_graph
+from odenet.ir.printing import format_equation, format_scheme
+from odenet.ir.symbols import MAX_LAG, check_name, function_calls, history_depths, parse_value, value
 
-__all__ = [
-    "MAX_LAG",
-    "RESERVED_NAMES",
-    "SCALAR_FUNCTIONS",
-    "Equation",
-    "FunctionSymbol",
-    "Param",
-    "Scheme",
-    "parse_value",
-    "value",
-]
-
-MAX_LAG = 16  # x[n-16] is the oldest value a scheme may use
-
-_IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
-_VALUE = re.compile(r"(?P<state>[A-Za-z][A-Za-z0-9_]*)\[n(?P<offset>[+-][0-9]+)?\]\Z")
-
-
-def _sigmoid(x: sympy.Expr) -> sympy.Expr:
-    return 1 / (1 + sympy.exp(-x))
-
-
-# Scalar functions a scheme may apply to parameters and numbers (never to states: a nonlinearity of
-# the state belongs in a function symbol, which becomes a sub-network).
-SCALAR_FUNCTIONS: Mapping[str, object] = {
-    "exp": sympy.exp,
-    "log": sympy.log,
-    "sqrt": sympy.sqrt,
-    "sin": sympy.sin,
-    "cos": sympy.cos,
-    "tanh": sympy.tanh,
-    "sigmoid": _sigmoid,
-}
-
-_KEYWORDS = ("scheme", "state", "param", "function", "input", "output", "init", "learnable", "in")
-_PYTHON_KEYWORDS = (
-    "False None True and as assert async await break class continue def del elif else except "
-    "finally for from global if import is lambda nonlocal not or pass raise return try while with "
-    "yield"
-).split()
-# Names a user may not give to a state, parameter, function or stage: the language's keywords, the
-# step index n, the scalar functions, `inf`, the symbols of the analysis (lambda, zeta) and Python's
-# keywords (generated code uses the scheme's names).
-RESERVED_NAMES = frozenset((*_KEYWORDS, "n", "inf", "zeta", *SCALAR_FUNCTIONS, *_PYTHON_KEYWORDS))
-
-
-@functools.cache
-def value(state: str, offset: int = 0) -> sympy.Symbol:
-    """The symbol of ``state`` at step ``n + offset``: ``value("y", -1)`` is ``y[n-1]``."""
-    suffix = "" if offset == 0 else f"{offset:+d}"
-    return sympy.Symbol(f"{state}[n{suffix}]")
-
-
-def parse_value(symbol: sympy.Basic) -> tuple[str, int] | None:
-    """``(state, offset)`` for a symbol made by :func:`value`, else ``None``."""
-    if not isinstance(symbol, sympy.Symbol):
-        return None
-    match = _VALUE.match(symbol.name)
-    if match is None:
-        return None
-    return match["state"], int(match["offset"] or 0)
+__all__ = ["Equation", "FunctionSymbol", "Param", "Scheme"]
 
 
 @dataclass(frozen=True)
@@ -102,7 +44,7 @@ class Param:
         object.__setattr__(self, "default", sympy.sympify(self.default))
         if self.interval is not None:
             object.__setattr__(self, "interval", tuple(sympy.sympify(b) for b in self.interval))
-        _check_name(self.name, "parameter")
+        check_name(self.name, "parameter")
         if not (self.default.is_number and self.default.is_real and self.default.is_finite):
             raise SchemeValueError(f"parameter {self.name}: default {self.default} is not a real number")
         if self.interval is not None:
@@ -129,13 +71,9 @@ class FunctionSymbol:
     arity: int = 1
 
     def __post_init__(self):
-        _check_name(self.name, "function")
+        check_name(self.name, "function")
         if self.arity < 1:
             raise SchemeValueError(f"function {self.name}: needs at least one argument")
-
-    @property
-    def sympy_function(self) -> sympy.FunctionClass:
-        return sympy.Function(self.name)
 
 
 @dataclass(frozen=True)
@@ -156,37 +94,7 @@ class Equation:
         return parse_value(self.target) is None
 
     def __str__(self) -> str:
-        from odenet.language.printer import format_expr
-
-        return f"{self.target.name} = {format_expr(self.expr)}"
-
-
-def _check_name(name: str, what: str) -> None:
-    if not isinstance(name, str) or not _IDENTIFIER.match(name):
-        raise SchemeValueError(f"{what} name {name!r} is not an identifier")
-    if name in RESERVED_NAMES:
-        raise SchemeValueError(f"{what} name {name!r} is reserved")
-
-
-def history_depths(states, steps) -> dict[str, int]:
-    """For each state, the oldest lag the equations ``steps`` read (``x[n-2]`` gives 2)."""
-    depth = {s: 0 for s in states}
-    for eq in steps:
-        for symbol in eq.expr.free_symbols:
-            parsed = parse_value(symbol)
-            if parsed and parsed[1] < 0:
-                depth[parsed[0]] = max(depth[parsed[0]], -parsed[1])
-    return depth
-
-
-def function_calls(expr: sympy.Basic) -> list[sympy.Expr]:
-    """Calls of function symbols in ``expr`` (undefined sympy functions), each once, in a stable
-    order: inner calls before the calls that contain them."""
-    calls = []
-    for node in sympy.postorder_traversal(expr):
-        if isinstance(node, sympy.core.function.AppliedUndef) and node not in calls:
-            calls.append(node)
-    return calls
+        return format_equation(self)
 
 
 @dataclass(frozen=True)
@@ -211,7 +119,7 @@ class Scheme:
     def __post_init__(self):
         for name in ("states", "steps", "params", "functions", "init", "inputs", "outputs"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
-        _check_name(self.name, "scheme")
+        check_name(self.name, "scheme")
         if not self.states:
             raise SchemeValueError(f"scheme {self.name}: no state")
         if not self.inputs:
@@ -232,7 +140,7 @@ class Scheme:
             ("stage", stages),
         ):
             for name in names:
-                _check_name(name, kind)
+                check_name(name, kind)
                 if name in seen:
                     raise SchemeValueError(
                         f"scheme {self.name}: {name!r} is both a {seen[name]} and a {kind}"
@@ -410,32 +318,8 @@ class Scheme:
         return not self.implicit_references
 
     def dependency_graph(self) -> nx.DiGraph:
-        """One step's data flow: old values, stages, function calls and new values as nodes
-        (attribute ``kind``: "old", "stage", "call", "new"), an edge from each value to what is
-        computed from it. Parameters are left out. An implicit scheme shows as a cycle."""
-        graph = nx.DiGraph()
-
-        def node(symbol_or_call) -> str:
-            label = _label(symbol_or_call)
-            if label not in graph:
-                if isinstance(symbol_or_call, sympy.core.function.AppliedUndef):
-                    kind = "call"
-                    graph.add_node(label, kind=kind, function=symbol_or_call.func.__name__)
-                    add_inputs(label, symbol_or_call.args)
-                else:
-                    parsed = parse_value(symbol_or_call)
-                    kind = "stage" if parsed is None else ("new" if parsed[1] == 1 else "old")
-                    graph.add_node(label, kind=kind)
-            return label
-
-        def add_inputs(label: str, exprs: Iterable[sympy.Expr]) -> None:
-            for source in _direct_inputs(exprs, params):
-                graph.add_edge(node(source), label)
-
-        params = {p.symbol for p in self.params}
-        for eq in self.steps:
-            add_inputs(node(eq.target), [eq.expr])
-        return graph
+        """One step's data flow (see :func:`odenet.ir.graph.dependency_graph`)."""
+        return dependency_graph(self)
 
     # -- presentation ---------------------------------------------------------------------------
     def latex_names(self) -> dict[sympy.Symbol, str]:
@@ -457,31 +341,6 @@ class Scheme:
         """Each equation of the step as LaTeX, ``y_{n+1} = 2 y_{n} - ...``."""
         return [f"{self.latex(eq.target)} = {self.latex(eq.expr)}" for eq in self.steps]
 
-    def to_text(self) -> str:
-        """The scheme in the scheme language; parsing it gives an equal Scheme."""
-        from odenet.language.printer import format_scheme
-
-        return format_scheme(self)
-
     def __str__(self) -> str:
-        return self.to_text()
-
-
-def _label(item: sympy.Basic) -> str:
-    from odenet.language.printer import format_expr
-
-    return format_expr(item)
-
-
-def _direct_inputs(exprs: Iterable[sympy.Expr], skip: set) -> list[sympy.Basic]:
-    """Symbols and outermost function calls that ``exprs`` read directly (not through a call)."""
-    found: list[sympy.Basic] = []
-    stack = list(exprs)
-    while stack:
-        expr = stack.pop()
-        if isinstance(expr, sympy.core.function.AppliedUndef) or isinstance(expr, sympy.Symbol):
-            if expr not in skip and expr not in found:
-                found.append(expr)
-        else:
-            stack.extend(expr.args)
-    return sorted(found, key=_label)
+        """The scheme in the scheme language (:func:`~odenet.ir.printing.format_scheme`)."""
+        return format_scheme(self)

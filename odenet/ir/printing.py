@@ -1,4 +1,4 @@
-"""Scheme to text: the inverse of the parser.
+"""Scheme to text: the inverse of the parser, and the one way odenet prints a scheme or an expression.
 
 Expressions go through sympy's own ``StrPrinter``, whose output (``-h**2*f(y[n]) + 2*y[n] - y[n-1]``)
 is already in the language; the subclass only spells the few constants sympy writes otherwise.
@@ -12,10 +12,12 @@ from typing import TYPE_CHECKING
 import sympy
 from sympy.printing.str import StrPrinter
 
-if TYPE_CHECKING:
-    from odenet.ir import Param, Scheme
+from odenet.ir.symbols import parse_value, value
 
-__all__ = ["format_expr", "format_number", "format_scheme"]
+if TYPE_CHECKING:  # annotations only: the scheme module imports this one
+    from odenet.ir.scheme import Equation, Param, Scheme
+
+__all__ = ["format_equation", "format_expr", "format_number", "format_param", "format_scheme"]
 
 
 class _SchemePrinter(StrPrinter):
@@ -50,7 +52,13 @@ def format_number(number: sympy.Expr) -> str:
     return format_expr(number)
 
 
-def _format_param(param: Param) -> str:
+def format_equation(eq: Equation) -> str:
+    """``target = expr`` as the language writes it."""
+    return f"{eq.target.name} = {format_expr(eq.expr)}"
+
+
+def format_param(param: Param) -> str:
+    """The ``param`` statement that declares ``param``."""
     text = f"param {param.name} = {format_number(param.default)}"
     if param.learnable:
         text += " learnable"
@@ -63,13 +71,11 @@ def _format_param(param: Param) -> str:
 def format_scheme(scheme: Scheme) -> str:
     """The scheme in the scheme language. Defaults (input and output are the first state, history
     copies ``x[n]``, other states start at 0) are left out, as a person would leave them out."""
-    from odenet.ir import parse_value, value
-
     lines = [f"scheme {scheme.name}"]
     if scheme.doc:
         lines.append(f'"""{scheme.doc}"""')
     lines.append("state " + ", ".join(scheme.states))
-    lines += [_format_param(p) for p in scheme.params]
+    lines += [format_param(p) for p in scheme.params]
     if scheme.functions:
         lines.append("function " + ", ".join(f.name for f in scheme.functions))
     if scheme.inputs != scheme.states[:1]:
@@ -82,5 +88,5 @@ def format_scheme(scheme: Scheme) -> str:
         if eq.expr != default:
             target = state if offset == 0 else eq.target.name
             lines.append(f"init {target} = {format_expr(eq.expr)}")
-    lines += [f"{eq.target.name} = {format_expr(eq.expr)}" for eq in scheme.steps]
+    lines += [format_equation(eq) for eq in scheme.steps]
     return "\n".join(lines) + "\n"

@@ -1,0 +1,57 @@
+"""Measuring memory honestly: the bytes autograd saves for backward, and the process's resident set.
+
+The benchmarks, the experiments and ``odenet compile``'s demo all measure with these, so their
+figures mean the same thing.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+from collections.abc import Iterable
+
+import torch
+
+__all__ = ["peak_rss_mib", "rss_mib", "saved_tensor_bytes"]
+
+
+class saved_tensor_bytes:  # noqa: N801 - used as a context manager, like torch's own hooks
+    """Count the bytes of the tensors autograd saves for backward while the context is active,
+    each storage once; storages of ``exclude`` (parameters, which exist anyway) are not counted.
+    A compiled block's own copies are not autograd's: add ``SchemeBlock.kept_bytes``."""
+
+    def __init__(self, exclude: Iterable[torch.Tensor] = ()):
+        self.bytes = 0
+        self._seen: set[int] = {p.untyped_storage().data_ptr() for p in exclude}
+
+    def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
+        key = tensor.untyped_storage().data_ptr()
+        if key not in self._seen:
+            self._seen.add(key)
+            self.bytes += tensor.untyped_storage().nbytes()
+        return tensor
+
+    def __enter__(self) -> saved_tensor_bytes:
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._hooks.__exit__(*exc)
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far, in MiB (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+def rss_mib() -> float:
+    """Resident memory of this process now, in MiB (Linux's /proc; the peak elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+    except OSError:
+        return peak_rss_mib()
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20

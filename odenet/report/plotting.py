@@ -1,0 +1,57 @@
+"""Figures for reports: made with matplotlib's object API (no pyplot, so a user's backend and open
+figures are left alone), saved atomically as PNG, and one way to draw a stability region."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from odenet.files import atomic_path
+
+__all__ = ["STABLE_TOLERANCE", "new_figure", "save_figure", "shade_region"]
+
+# A point is drawn inside a region when its spectral radius is at most 1 + this.
+STABLE_TOLERANCE = 1e-9
+
+
+def new_figure(nrows: int = 1, ncols: int = 1, **figure: Any) -> tuple[Any, Any]:
+    """A figure and its axes, like ``pyplot.subplots`` but owned by the caller (nothing global)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(**figure)
+    return fig, fig.subplots(nrows, ncols)
+
+
+def save_figure(fig: Any, path: str | os.PathLike) -> Path:
+    """Lay out ``fig`` and write it to ``path`` as PNG, atomically."""
+    fig.tight_layout()
+    with atomic_path(path) as temporary:
+        fig.savefig(temporary, format="png")
+    return Path(path)
+
+
+def shade_region(
+    ax: Any,
+    radius: Callable[[np.ndarray], np.ndarray],
+    xs: np.ndarray,
+    ys: np.ndarray,
+    color: str,
+    boundary: str | None = None,
+    real_axis: str | None = None,
+) -> None:
+    """Shade ``{z : radius(z) <= 1}`` on the grid ``xs + i ys``. ``boundary`` draws the level line
+    ``radius = 1`` in that colour; ``real_axis`` draws the stable part of the real axis, so that a
+    region of zero area (leapfrog's segment) still shows."""
+    grid = xs[None, :] + 1j * ys[:, None]
+    r = radius(grid)
+    ax.contourf(xs, ys, (r <= 1 + STABLE_TOLERANCE).astype(float), levels=[0.5, 1.5], colors=[color])
+    if boundary is not None:
+        finite = np.where(np.isfinite(r), r, 1e6)
+        ax.contour(xs, ys, finite, levels=[1.0], colors=[boundary], linewidths=0.8)
+    if real_axis is not None:
+        on_axis = radius(xs + 0j) <= 1 + STABLE_TOLERANCE
+        ax.plot(np.where(on_axis, xs, np.nan), np.zeros_like(xs), color=real_axis, lw=4, zorder=1)
