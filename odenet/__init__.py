@@ -11,6 +11,8 @@ from importlib.metadata import PackageNotFoundError, version
 
 from odenet.analysis import Analysis, analyze, derive_inverse
 from odenet.errors import (
+    CheckpointError,
+    ConfigError,
     DoubleBackwardError,
     NotReversibleError,
     OdenetError,
@@ -18,6 +20,7 @@ from odenet.errors import (
     SchemeNotFoundError,
     SchemeSyntaxError,
     SchemeValueError,
+    TrainingDivergedError,
     UnsupportedSchemeError,
 )
 from odenet.ir import Equation, FunctionSymbol, Param, Scheme, format_scheme
@@ -43,6 +46,8 @@ __all__ = [  # noqa: RUF022 - compile and SchemeBlock come from __getattr__
     "compile",
     "SchemeBlock",
     "Analysis",
+    "CheckpointError",
+    "ConfigError",
     "DoubleBackwardError",
     "Equation",
     "FunctionSymbol",
@@ -54,6 +59,7 @@ __all__ = [  # noqa: RUF022 - compile and SchemeBlock come from __getattr__
     "SchemeNotFoundError",
     "SchemeSyntaxError",
     "SchemeValueError",
+    "TrainingDivergedError",
     "UnsupportedSchemeError",
     "__version__",
     "analyze",

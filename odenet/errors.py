@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "CheckpointError",
+    "ConfigError",
     "DoubleBackwardError",
     "Location",
     "NotReversibleError",
@@ -25,6 +26,7 @@ __all__ = [
     "SchemeNotFoundError",
     "SchemeSyntaxError",
     "SchemeValueError",
+    "TrainingDivergedError",
     "UnsupportedSchemeError",
 ]
 
@@ -105,7 +107,14 @@ class SchemeSyntaxError(_LocatedError, SyntaxError):
 
 class SchemeValueError(_LocatedError, ValueError):
     """The text parses but breaks a rule of the language (an unknown name, a state updated twice, ...),
-    or a :class:`~odenet.ir.Scheme` was built with inconsistent parts."""
+    or a :class:`~odenet.ir.Scheme` was built with inconsistent parts. Bad arguments given with a
+    valid scheme are :class:`ConfigError`."""
+
+
+class ConfigError(OdenetError, ValueError):
+    """A bad argument or setting outside the scheme's text: an argument of ``compile`` or ``analyze``
+    (functions, depth, memory mode, parameter values), a model configuration, training settings, or
+    a data set that does not fit."""
 
 
 class SchemeNotFoundError(OdenetError, LookupError):
@@ -122,6 +131,10 @@ class UnsupportedSchemeError(OdenetError, NotImplementedError):
 
 class CheckpointError(OdenetError, ValueError):
     """A file given as an odenet checkpoint is missing, unreadable, or not one of ours."""
+
+
+class TrainingDivergedError(OdenetError, FloatingPointError):
+    """The training loss became infinite or NaN; the message says where and what to lower."""
 
 
 class ReconstructionError(OdenetError, FloatingPointError):

@@ -144,7 +144,7 @@ def test_momentum_backward_amplification_is_one_over_gamma():
 
 
 def test_unknown_parameter_override_is_refused():
-    with pytest.raises(odenet.SchemeValueError, match="has no parameter 'gamma'"):
+    with pytest.raises(odenet.ConfigError, match="has no parameter 'gamma'"):
         analyze(odenet.load("euler"), params={"gamma": 1})
 
 

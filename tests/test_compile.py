@@ -353,7 +353,7 @@ def test_state_dict_round_trip(tmp_path):
 def test_clear_errors():
     scheme = odenet.load("hamiltonian")
     with pytest.raises(
-        odenet.SchemeValueError, match="scheme hamiltonian needs functions f, g: missing g; unexpected q"
+        odenet.ConfigError, match="scheme hamiltonian needs functions f, g: missing g; unexpected q"
     ):
         compile(scheme, {"f": mlp(3), "q": mlp(3)}, 4)
     with pytest.raises(odenet.UnsupportedSchemeError) as info:
@@ -361,11 +361,11 @@ def test_clear_errors():
     assert "memory='checkpoint'" in str(info.value) and "memory='adjoint'" in str(info.value)
     with pytest.raises(NotImplementedError, match="scheme backward_euler is implicit"):
         compile(odenet.load("backward_euler"), {"f": mlp(3)}, 4)
-    with pytest.raises(odenet.SchemeValueError, match="depth must be a whole number >= 1, not 0"):
+    with pytest.raises(odenet.ConfigError, match="depth must be a whole number >= 1, not 0"):
         compile(odenet.load("euler"), {"f": mlp(3)}, 0)
-    with pytest.raises(odenet.SchemeValueError, match="memory must be one of"):
+    with pytest.raises(odenet.ConfigError, match="memory must be one of"):
         compile(odenet.load("euler"), {"f": mlp(3)}, 2, "fast")
-    with pytest.raises(odenet.SchemeValueError, match="splits its input into 2 states"):
+    with pytest.raises(odenet.ConfigError, match="splits its input into 2 states"):
         compile(scheme, {"f": mlp(3), "g": mlp(3)}, 2)(torch.randn(2, 5))
     with pytest.raises(odenet.UnsupportedSchemeError, match="has no parameter h"):
         compile(odenet.load("momentum"), {"f": mlp(3)}, 2, "adjoint")

@@ -6,6 +6,8 @@ a change of wording is a deliberate change of this file.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 import odenet
@@ -261,11 +263,11 @@ def _leapfrog_block(memory="reversible", **kwargs):
 
 # fmt: off
 MEMORY_CASES = [
-    ("unknown guard", {"guard": "ignore"}, odenet.SchemeValueError,
+    ("unknown guard", {"guard": "ignore"}, odenet.ConfigError,
      "guard must be one of adaptive, raise, not 'ignore'"),
-    ("zero tolerance", {"drift_tolerance": 0}, odenet.SchemeValueError,
+    ("zero tolerance", {"drift_tolerance": 0}, odenet.ConfigError,
      "drift_tolerance must be a number > 0, not 0"),
-    ("negative tolerance", {"drift_tolerance": -1e-3}, odenet.SchemeValueError,
+    ("negative tolerance", {"drift_tolerance": -1e-3}, odenet.ConfigError,
      "drift_tolerance must be a number > 0, not -0.001"),
 ]
 # fmt: on
@@ -375,3 +377,152 @@ def test_a_tensor_the_block_cannot_differentiate_is_refused():
     checkpointed = odenet.compile(odenet.load("leapfrog"), {"f": lambda i: Conditioned()}, 3, "checkpoint")
     checkpointed(torch.randn(2, 4)).sum().backward()
     assert context.grad is not None and context.grad.abs().sum() > 0
+
+
+# -- errors about arguments and settings (ConfigError), training, checkpoints --------------------------
+
+
+def _config_cases():
+    import torch
+    from torch import nn
+
+    from odenet.models import ModelConfig
+    from odenet.training import TrainSettings, load_data
+
+    leapfrog = odenet.format_scheme(odenet.load("leapfrog"))
+    hamiltonian = odenet.load("hamiltonian")
+    return [
+        (
+            "model layout",
+            lambda: ModelConfig(leapfrog, (12,), 3, layout="grid"),
+            "invalid model config: layout must be one of mlp, conv, not 'grid'",
+        ),
+        (
+            "model sizes",
+            lambda: ModelConfig(leapfrog, (12,), 0, width=0),
+            "invalid model config: width must be a whole number >= 1, not 0; "
+            "outputs must be a whole number >= 1, not 0",
+        ),
+        (
+            "model field",
+            lambda: ModelConfig.from_json({"scheme": leapfrog, "colour": "red"}),
+            "unknown model config field(s): colour",
+        ),
+        (
+            "optimizer",
+            lambda: TrainSettings(optimizer="lbfgs"),
+            "invalid training settings: optimizer must be one of adam, sgd, not 'lbfgs'",
+        ),
+        (
+            "schedule",
+            lambda: TrainSettings(schedule="step"),
+            "invalid training settings: schedule must be one of cosine, constant, not 'step'",
+        ),
+        (
+            "data set",
+            lambda: load_data("mnist"),
+            "unknown data set 'mnist'; expected one of digits, rings, cross1d",
+        ),
+        (
+            "train fraction",
+            lambda: load_data("digits", train_fraction=0),
+            "train_fraction must be in (0, 1], not 0",
+        ),
+        (
+            "conv on vectors",
+            lambda: load_data("rings", "conv"),
+            "the conv layout needs images; 'rings' is not an image data set",
+        ),
+        (
+            "functions",
+            lambda: odenet.compile(hamiltonian, {"f": nn.Identity()}, 2),
+            "scheme hamiltonian needs functions f, g: missing g. "
+            "Give each a factory (layer index -> nn.Module) or one shared nn.Module",
+        ),
+        (
+            "compile parameter",
+            lambda: odenet.compile(odenet.load("leapfrog"), {"f": nn.Identity()}, 2, params={"gamma": 0.5}),
+            "scheme leapfrog has no parameter 'gamma': its parameters are h",
+        ),
+        (
+            "analyze parameter",
+            lambda: odenet.analyze(odenet.load("euler"), params={"k": 1}),
+            "scheme euler has no parameter 'k': its parameters are h",
+        ),
+        (
+            "input size",
+            lambda: odenet.compile(hamiltonian, {"f": nn.Identity(), "g": nn.Identity()}, 1)(
+                torch.zeros(2, 3)
+            ),
+            "scheme hamiltonian splits its input into 2 states (y, z) along dimension 1, which needs a "
+            "size divisible by 2; got shape (2, 3)",
+        ),
+    ]
+
+
+CONFIG_LABELS = [
+    "model layout",
+    "model sizes",
+    "model field",
+    "optimizer",
+    "schedule",
+    "data set",
+    "train fraction",
+    "conv on vectors",
+    "functions",
+    "compile parameter",
+    "analyze parameter",
+    "input size",
+]
+# fmt: on
+
+
+@pytest.mark.parametrize("label", CONFIG_LABELS)
+def test_config_error_message_is_pinned(label):
+    cases = {case[0]: case[1:] for case in _config_cases()}
+    assert list(cases) == CONFIG_LABELS
+    make, message = cases[label]
+    with pytest.raises(odenet.ConfigError) as info:
+        make()
+    assert isinstance(info.value, ValueError) and not isinstance(info.value, SchemeValueError)
+    assert str(info.value) == message
+
+
+def test_training_divergence_message_is_pinned():
+    import torch
+
+    from odenet.models import ModelConfig
+    from odenet.training import TrainSettings, load_data, train
+
+    data = load_data("rings")
+    config = ModelConfig(
+        odenet.format_scheme(odenet.load("euler")),
+        data.input_shape,
+        data.outputs,
+        family="mlp",
+        width=4,
+        depth=2,
+        params={"h": 1.0},
+    )
+    torch.manual_seed(0)
+    with pytest.raises(odenet.TrainingDivergedError) as info:
+        train(config, data, TrainSettings(epochs=1, lr=1e12, optimizer="sgd"), stream=None)
+    assert isinstance(info.value, FloatingPointError)
+    pattern = (
+        r"the training loss became (nan|inf) at epoch 1, batch \d+: lower the learning rate \(lr, --lr\)"
+    )
+    assert re.fullmatch(pattern, str(info.value)), str(info.value)
+
+
+def test_checkpoint_error_message_is_pinned(tmp_path):
+    from odenet.training import load_checkpoint
+
+    path = tmp_path / "notes.pt"
+    path.write_text("not a checkpoint")
+    with pytest.raises(odenet.CheckpointError) as info:
+        load_checkpoint(path)
+    assert isinstance(info.value, ValueError)
+    assert str(info.value).startswith(f"{path}: not an odenet checkpoint (torch.load could not read it: ")
+    with pytest.raises(odenet.CheckpointError) as info:
+        load_checkpoint(tmp_path / "missing.pt")
+    assert str(info.value) == f"{tmp_path / 'missing.pt'}: no such checkpoint file"

@@ -12,7 +12,7 @@ import torch
 from torch.nn import functional as F  # noqa: N812
 
 import odenet
-from odenet.errors import SchemeValueError
+from odenet.errors import ConfigError
 from odenet.models import ModelConfig, build_model, make_function
 from odenet.models.families import Antisymmetric, KernelTranspose
 
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("float64_by_default")
 def config(scheme="leapfrog", **fields) -> ModelConfig:
     layout = fields.pop("layout", "mlp")
     shape = (1, 8, 8) if layout == "conv" else (12,)
-    base = dict(outputs=3, layout=layout, width=4, depth=3)
+    base = dict(outputs=3, layout=layout, family="mlp", width=4, depth=3)
     base.update(fields)
     return ModelConfig(odenet.format_scheme(odenet.load(scheme)), shape, **base)
 
@@ -171,7 +171,7 @@ def test_config_round_trip_rebuilds_the_same_function():
     ],
 )
 def test_config_errors(fields, message):
-    with pytest.raises(SchemeValueError) as info:
+    with pytest.raises(ConfigError) as info:
         build_model(config(**fields))
     assert message in str(info.value)
 

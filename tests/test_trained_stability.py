@@ -13,7 +13,7 @@ from torch import nn
 import odenet
 from odenet.cli import main
 from odenet.models import ModelConfig, build_model
-from odenet.training.stability import _arnoldi_eigenvalues, _exact_eigenvalues, trained_stability
+from odenet.models.spectra import _arnoldi_eigenvalues, _exact_eigenvalues, trained_stability
 
 
 def model_with_linear_functions(scheme: str, diagonal: list[float], depth: int = 2, **params):

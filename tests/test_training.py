@@ -9,7 +9,7 @@ import torch
 
 import odenet
 from odenet.cli import main
-from odenet.errors import CheckpointError, SchemeValueError
+from odenet.errors import CheckpointError, ConfigError
 from odenet.models import ModelConfig
 from odenet.training import TrainSettings, evaluate, load_checkpoint, load_data, train
 
@@ -47,9 +47,7 @@ def test_rings_and_cross1d():
     assert float(radius[rings.y_train == 1].min()) >= 1.0 - 1e-6
     cross = load_data("cross1d")
     assert torch.allclose(cross.y_test, -(cross.x_test**3))
-    with pytest.raises(
-        SchemeValueError, match="unknown data set 'mnist'; expected one of digits, rings, cross1d"
-    ):
+    with pytest.raises(ConfigError, match="unknown data set 'mnist'; expected one of digits, rings, cross1d"):
         load_data("mnist")
 
 
@@ -58,6 +56,7 @@ def tiny_config(**fields) -> ModelConfig:
         scheme=odenet.format_scheme(odenet.load("leapfrog")),
         input_shape=(64,),
         outputs=10,
+        family="mlp",
         width=16,
         depth=2,
         memory="reversible",
@@ -178,12 +177,12 @@ def test_cli_train_evaluate_and_bad_input(tmp_path, capsys):
 
 
 def test_settings_errors():
-    with pytest.raises(SchemeValueError, match="epochs must be a whole number >= 1, not 0"):
+    with pytest.raises(ConfigError, match="epochs must be a whole number >= 1, not 0"):
         TrainSettings(epochs=0)
-    with pytest.raises(SchemeValueError, match="optimizer must be one of adam, sgd, not 'lbfgs'"):
+    with pytest.raises(ConfigError, match="optimizer must be one of adam, sgd, not 'lbfgs'"):
         TrainSettings(optimizer="lbfgs")
-    with pytest.raises(SchemeValueError, match="not 'tpu9'"):
+    with pytest.raises(ConfigError, match="not 'tpu9'"):
         TrainSettings(device="tpu9")
     if not torch.cuda.is_available():
-        with pytest.raises(SchemeValueError, match="this machine has no CUDA device"):
+        with pytest.raises(ConfigError, match="this machine has no CUDA device"):
             TrainSettings(device="cuda")

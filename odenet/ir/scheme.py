@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import networkx as nx
 import sympy
 
-from odenet.errors import SchemeValueError
+from odenet.errors import ConfigError, SchemeValueError
 from odenet.ir.graph import dependency_graph
 from odenet.ir.printing import format_equation, format_scheme
 from odenet.ir.symbols import MAX_LAG, check_name, function_calls, history_depths, parse_value, value
@@ -284,11 +284,12 @@ class Scheme:
         return residuals
 
     def check_param_names(self, names) -> None:
-        """Raise SchemeValueError for the first name that is not a parameter of this scheme."""
+        """Raise :class:`~odenet.errors.ConfigError` for the first of ``names`` (parameter values
+        given to analyze or compile) that is not a parameter of this scheme."""
         known = [p.name for p in self.params]
         for name in names:
             if name not in known:
-                raise SchemeValueError(
+                raise ConfigError(
                     f"scheme {self.name} has no parameter {name!r}: "
                     f"its parameters are {', '.join(known) or 'none'}"
                 )

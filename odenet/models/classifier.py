@@ -21,82 +21,22 @@ a checkpoint stores the config and the state_dict, nothing else.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
-from dataclasses import dataclass, field
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from odenet.errors import SchemeValueError
+from odenet.errors import ConfigError
 from odenet.ir import Scheme
-from odenet.models.families import ACTIVATIONS, FAMILIES, make_function
-from odenet.nn.block import MEMORY_MODES, SchemeBlock
+from odenet.models.config import ModelConfig
+from odenet.models.families import make_function
+from odenet.nn.block import SchemeBlock
 
-__all__ = ["LAYOUTS", "Classifier", "ModelConfig", "build_model"]
+__all__ = ["Classifier", "Observer", "build_model"]
 
-LAYOUTS = ("mlp", "conv")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """What a model is made of. Plain values only (it goes into checkpoints and JSON)."""
-
-    scheme: str  # the scheme's text in the scheme language
-    input_shape: tuple[int, ...]  # one example: (features,) for mlp, (channels, H, W) for conv
-    outputs: int  # classes (or the regression's output size)
-    layout: str = "mlp"
-    family: str = "mlp"
-    activation: str = "tanh"
-    width: int = 32  # features or channels of each state in the first stage
-    hidden: int | None = None  # hidden size of the residual functions (default: width)
-    depth: int = 16  # layers per stage
-    stages: int = 1
-    memory: str = "autograd"
-    shared: bool = False  # one set of residual functions for all layers of a stage
-    params: dict[str, float] = field(default_factory=dict)  # scheme parameters other than defaults
-    stem: bool = True
-    head: bool = True
-
-    def __post_init__(self):
-        object.__setattr__(self, "input_shape", tuple(int(s) for s in self.input_shape))
-        object.__setattr__(self, "params", {str(k): float(v) for k, v in dict(self.params).items()})
-        problems = []
-        for name, value, allowed in (
-            ("layout", self.layout, LAYOUTS),
-            ("family", self.family, FAMILIES),
-            ("activation", self.activation, tuple(ACTIVATIONS)),
-            ("memory", self.memory, MEMORY_MODES),
-        ):
-            if value not in allowed:
-                problems.append(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
-        for name in ("width", "depth", "stages", "outputs"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                problems.append(f"{name} must be a whole number >= 1, not {value!r}")
-        if self.hidden is not None and (not isinstance(self.hidden, int) or self.hidden < 1):
-            problems.append(f"hidden must be a whole number >= 1 or None, not {self.hidden!r}")
-        expected_dims = 3 if self.layout == "conv" else 1
-        if len(self.input_shape) != expected_dims:
-            problems.append(
-                f"the {self.layout} layout takes inputs of {expected_dims} dimension(s) per example, "
-                f"got input_shape {self.input_shape}"
-            )
-        if problems:
-            raise SchemeValueError("invalid model config: " + "; ".join(problems))
-
-    def to_json(self) -> dict:
-        out = dataclasses.asdict(self)
-        out["input_shape"] = list(self.input_shape)
-        return out
-
-    @classmethod
-    def from_json(cls, data: dict) -> ModelConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise SchemeValueError(f"unknown model config field(s): {', '.join(unknown)}")
-        return cls(**data)
+# observe(stage, layer, function name, arguments): see Classifier.features
+Observer = Callable[[int, int, str, tuple], None]
 
 
 class Classifier(nn.Module):
@@ -120,7 +60,7 @@ class Classifier(nn.Module):
                 self.stem = nn.Linear(config.input_shape[0], parts * width)
         else:
             if config.input_shape[0] != parts * width:
-                raise SchemeValueError(
+                raise ConfigError(
                     f"without a stem the input ({config.input_shape[0]} {'channels' if conv else 'features'})"
                     " "
                     f"is the state, so it must have {parts} x width = {parts * width}"
@@ -143,26 +83,41 @@ class Classifier(nn.Module):
                 return make_function(config.family, w, hidden, config.layout, config.activation)
 
             functions = {f.name: factory(0) if config.shared else factory for f in scheme.functions}
-            self.stages.append(SchemeBlock(scheme, functions, config.depth, config.memory, config.params))
+            self.stages.append(
+                SchemeBlock(scheme, functions, config.depth, config.memory, dict(config.params))
+            )
         out_width = outs * width * 2 ** (config.stages - 1)  # the output states, concatenated
         if config.head:
             pool = [nn.AdaptiveAvgPool2d(1), nn.Flatten()] if conv else []
             self.head = nn.Sequential(*pool, nn.Linear(out_width, config.outputs))
         else:
             if out_width != config.outputs:
-                raise SchemeValueError(
+                raise ConfigError(
                     f"without a head the last state ({out_width} features) is the output, "
                     f"so outputs must be {out_width}, not {config.outputs}"
                 )
             self.head = nn.Identity()
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The last stage's output (before the head)."""
+    def features(self, x: torch.Tensor, observe: Observer | None = None) -> torch.Tensor:
+        """The last stage's output (before the head). With ``observe``, each block runs layer by
+        layer (plain autograd) and every function call is reported first as
+        ``observe(stage, layer, name, args)`` (``layer`` counted within the stage)."""
         x = self.stem(x)
         for i, stage in enumerate(self.stages):
             if i:
                 x = self.transitions[i - 1](x)
-            x = stage(x)
+            if observe is None:
+                x = stage(x)
+                continue
+            state = stage.initial_state(x)
+            for n in range(stage.depth):
+
+                def call(key, name, *args, i=i, n=n, block=stage):
+                    observe(i, n, name, args)
+                    return block.function(name, n)(*args)
+
+                state = stage.step(n, state, call)
+            x = stage.output(state)
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -182,9 +137,6 @@ class Classifier(nn.Module):
                     for p, q in zip(a.parameters(), b.parameters(), strict=True):
                         total = total + (q - p).square().sum() / h
         return total
-
-    def blocks(self) -> list[SchemeBlock]:
-        return list(self.stages)
 
 
 def build_model(config: ModelConfig) -> Classifier:

@@ -17,16 +17,21 @@ Each family maps a state of ``width`` features (``mlp`` layout: ``[batch, width]
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812 - the usual spelling
 
-from odenet.errors import SchemeValueError
+from odenet.errors import ConfigError
+from odenet.options import Activation, Family, Layout, choices
 
-__all__ = ["ACTIVATIONS", "FAMILIES", "make_function"]
+__all__ = ["ACTIVATIONS", "make_function"]
 
-FAMILIES = ("mlp", "bn", "chang", "antisymmetric")
-ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}
+ACTIVATIONS: dict[Activation, Callable[[torch.Tensor], torch.Tensor]] = {
+    "tanh": torch.tanh,
+    "relu": torch.relu,
+}
 
 
 class MLP(nn.Module):
@@ -108,10 +113,12 @@ def _linear(n_in: int, n_out: int, layout: str, bias: bool = True) -> nn.Module:
     return nn.Linear(n_in, n_out, bias=bias)
 
 
-def make_function(family: str, width: int, hidden: int, layout: str, activation: str = "tanh") -> nn.Module:
+def make_function(
+    family: Family, width: int, hidden: int, layout: Layout, activation: Activation = "tanh"
+) -> nn.Module:
     """One residual function of ``family`` on states of ``width`` features or channels."""
     if activation not in ACTIVATIONS:
-        raise SchemeValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, not {activation!r}")
+        raise ConfigError(f"activation must be one of {', '.join(ACTIVATIONS)}, not {activation!r}")
     if family == "mlp":
         return MLP(width, hidden, layout, activation)
     if family == "bn":
@@ -120,4 +127,4 @@ def make_function(family: str, width: int, hidden: int, layout: str, activation:
         return KernelTranspose(width, hidden, layout, activation)
     if family == "antisymmetric":
         return Antisymmetric(width, layout, activation)
-    raise SchemeValueError(f"family must be one of {', '.join(FAMILIES)}, not {family!r}")
+    raise ConfigError(f"family must be one of {', '.join(choices(Family))}, not {family!r}")

@@ -30,15 +30,16 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from odenet.codegen import StepCode, compile_source, generate_init, generate_step
-from odenet.errors import OdenetError, SchemeValueError, UnsupportedSchemeError
+from odenet.errors import ConfigError, OdenetError, UnsupportedSchemeError
 from odenet.ir import Scheme, format_scheme, value
 from odenet.ir.reversal import reverse_history, reversed_to_forward
 from odenet.nn.params import constrain, unconstrain
 from odenet.nn.replay import CallRecord
+from odenet.options import Guard, Memory, choices
 
 __all__ = ["MEMORY_MODES", "SchemeBlock", "compile"]
 
-MEMORY_MODES = ("autograd", "checkpoint", "reversible", "adjoint")
+MEMORY_MODES = choices(Memory)
 
 FunctionSpec = nn.Module | Callable[[int], nn.Module]
 
@@ -51,16 +52,16 @@ class SchemeBlock(nn.Module):
         scheme: Scheme,
         functions: Mapping[str, FunctionSpec],
         depth: int,
-        memory: str = "autograd",
+        memory: Memory = "autograd",
         params: Mapping[str, float] | None = None,
         drift_tolerance: float | None = None,
-        guard: str = "adaptive",
+        guard: Guard = "adaptive",
     ):
         super().__init__()
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
-            raise SchemeValueError(f"depth must be a whole number >= 1, not {depth!r}")
+            raise ConfigError(f"depth must be a whole number >= 1, not {depth!r}")
         if memory not in MEMORY_MODES:
-            raise SchemeValueError(f"memory must be one of {', '.join(MEMORY_MODES)}, not {memory!r}")
+            raise ConfigError(f"memory must be one of {', '.join(MEMORY_MODES)}, not {memory!r}")
         if not scheme.is_explicit:
             eq, symbol = scheme.implicit_references[0]
             raise UnsupportedSchemeError(
@@ -127,7 +128,7 @@ class SchemeBlock(nn.Module):
                 problems.append(f"missing {', '.join(missing)}")
             if extra:
                 problems.append(f"unexpected {', '.join(extra)}")
-            raise SchemeValueError(
+            raise ConfigError(
                 f"scheme {self.scheme.name} needs functions {', '.join(expected)}: {'; '.join(problems)}. "
                 "Give each a factory (layer index -> nn.Module) or one shared nn.Module"
             )
@@ -142,14 +143,14 @@ class SchemeBlock(nn.Module):
                 modules = [spec(i) for i in range(depth)]
                 for i, module in enumerate(modules):
                     if not isinstance(module, nn.Module):
-                        raise SchemeValueError(
+                        raise ConfigError(
                             f"the factory for {name} returned {type(module).__name__} for layer {i}, "
                             "expected an nn.Module"
                         )
                 self.functions[name] = nn.ModuleList(modules)
                 self.shared[name] = False
             else:
-                raise SchemeValueError(
+                raise ConfigError(
                     f"function {name}: expected an nn.Module or a factory (layer index -> nn.Module), "
                     f"not {type(spec).__name__}"
                 )
@@ -163,7 +164,7 @@ class SchemeBlock(nn.Module):
             start = float(overrides.get(p.name, p.default))
             self._intervals[p.name] = p.interval
             if p.interval is not None and not (float(p.interval[0]) < start < float(p.interval[1])):
-                raise SchemeValueError(
+                raise ConfigError(
                     f"parameter {p.name} = {start} lies outside its interval "
                     f"({p.interval[0]}, {p.interval[1]})"
                 )
@@ -232,7 +233,7 @@ class SchemeBlock(nn.Module):
         if k == 1:
             return (x,)
         if x.dim() < 2 or x.shape[1] % k:
-            raise SchemeValueError(
+            raise ConfigError(
                 f"scheme {self.scheme.name} splits its input into {k} states "
                 f"({', '.join(self.scheme.inputs)}) "
                 f"along dimension 1, which needs a size divisible by {k}; got shape {tuple(x.shape)}"
@@ -376,10 +377,10 @@ def compile(
     scheme: Scheme,
     functions: Mapping[str, FunctionSpec],
     depth: int,
-    memory: str = "autograd",
+    memory: Memory = "autograd",
     params: Mapping[str, float] | None = None,
     drift_tolerance: float | None = None,
-    guard: str = "adaptive",
+    guard: Guard = "adaptive",
 ) -> SchemeBlock:
     """Compile ``scheme`` into a trainable block of ``depth`` layers.
 

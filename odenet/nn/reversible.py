@@ -67,13 +67,14 @@ import numpy as np
 import sympy
 import torch
 
-from odenet.errors import DoubleBackwardError, ReconstructionError, SchemeValueError, UnsupportedSchemeError
+from odenet.errors import ConfigError, DoubleBackwardError, ReconstructionError, UnsupportedSchemeError
 from odenet.nn.params import constrain
 from odenet.nn.replay import AutocastState, CallRecord
+from odenet.options import Guard, choices
 
 __all__ = ["GUARDS", "DriftControl", "ReconstructionError", "run_reversible"]
 
-GUARDS = ("adaptive", "raise")
+GUARDS = choices(Guard)
 
 # Accepted relative error of a rebuilt state, by default: rounding may grow 100-fold (two digits)
 # before a copy restores the state (1.2e-5 in float32, 2.2e-14 in float64).
@@ -93,9 +94,9 @@ class DriftControl:
 
     def __init__(self, block, tolerance: float | None, guard: str = "adaptive"):
         if guard not in GUARDS:
-            raise SchemeValueError(f"guard must be one of {', '.join(GUARDS)}, not {guard!r}")
+            raise ConfigError(f"guard must be one of {', '.join(GUARDS)}, not {guard!r}")
         if tolerance is not None and not float(tolerance) > 0:
-            raise SchemeValueError(f"drift_tolerance must be a number > 0, not {tolerance!r}")
+            raise ConfigError(f"drift_tolerance must be a number > 0, not {tolerance!r}")
         self.block = block
         self.tolerance = None if tolerance is None else float(tolerance)
         self.guard = guard

@@ -5,21 +5,42 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from odenet.files import write_text
 from odenet.report.plotting import STABLE_TOLERANCE, new_figure, save_figure, shade_region
 
-__all__ = ["plot_trained_spectra", "trained_markdown", "write_trained_report"]
+if TYPE_CHECKING:
+    from odenet.models.spectra import TrainedStability
+
+__all__ = ["plot_trained_spectra", "trained_markdown", "verdict", "write_trained_report"]
 
 
-def trained_markdown(result, image: str | None = "spectra.png") -> str:
+def verdict(result: TrainedStability) -> str:
+    """One sentence: stable, or which layers leave the region and how far."""
+    bad = result.unstable_layers
+    where = f"{result.samples} test inputs, {len(result.layers)} layers"
+    if not bad:
+        return (
+            f"stable: every eigenvalue of every layer's Jacobian lies in the stability region of "
+            f"{result.scheme.name} ({where})"
+        )
+    worst = max(bad, key=lambda layer: layer.outside_fraction)
+    return (
+        f"unstable: {len(bad)} of {len(result.layers)} layers have Jacobian eigenvalues outside the "
+        f"stability region of {result.scheme.name} (worst: layer {worst.layer}, "
+        f"{100 * worst.outside_fraction:.1f}% outside; {where})"
+    )
+
+
+def trained_markdown(result: TrainedStability, image: str | None = "spectra.png") -> str:
     name = result.scheme.name
     lines = [
         f"# Trained-network stability: {name}",
         "",
-        f"**Verdict.** {result.verdict()}.",
+        f"**Verdict.** {verdict(result)}.",
         "",
         f"Each eigenvalue μ of a layer's Jacobian (at {result.samples} test inputs) is placed at "
         f"`{result.variable.replace('lambda', 'μ')}` with the layer's own parameters and tested against the "
@@ -44,7 +65,7 @@ def trained_markdown(result, image: str | None = "spectra.png") -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_trained_spectra(result, path: str | os.PathLike, resolution: int = 301) -> None:
+def plot_trained_spectra(result: TrainedStability, path: str | os.PathLike, resolution: int = 301) -> None:
     """The region (at the middle layer's parameters) shaded, each layer's scaled eigenvalues as dots
     coloured by depth; eigenvalues outside their layer's region are ringed in red."""
     import matplotlib
@@ -98,7 +119,7 @@ def plot_trained_spectra(result, path: str | os.PathLike, resolution: int = 301)
     save_figure(fig, path)
 
 
-def write_trained_report(result, folder: str | os.PathLike) -> Path:
+def write_trained_report(result: TrainedStability, folder: str | os.PathLike) -> Path:
     """``report.md`` and ``spectra.png`` in ``folder``; returns the report's path."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

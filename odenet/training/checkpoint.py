@@ -23,7 +23,8 @@ import torch
 
 from odenet.errors import CheckpointError, OdenetError
 from odenet.files import atomic_path
-from odenet.models import Classifier, ModelConfig, build_model
+from odenet.models.classifier import Classifier, build_model
+from odenet.models.config import ModelConfig
 
 __all__ = ["FORMAT", "load_checkpoint", "save_checkpoint"]
 

@@ -24,17 +24,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from odenet.errors import SchemeValueError
+from odenet.errors import ConfigError
+from odenet.options import DataName, Layout, Task, choices
 
-__all__ = ["DATASETS", "Dataset", "load_data"]
-
-DATASETS = ("digits", "rings", "cross1d")
+__all__ = ["Dataset", "load_data"]
 
 
 @dataclass(frozen=True)
 class Dataset:
     name: str
-    task: str  # "classification" or "regression"
+    task: Task
     x_train: torch.Tensor
     y_train: torch.Tensor
     x_test: torch.Tensor
@@ -46,14 +45,14 @@ class Dataset:
         return tuple(self.x_train.shape[1:])
 
 
-def load_data(name: str, layout: str = "mlp", train_fraction: float = 1.0, seed: int = 0) -> Dataset:
+def load_data(name: DataName, layout: Layout = "mlp", train_fraction: float = 1.0, seed: int = 0) -> Dataset:
     """The data set ``name``, shaped for ``layout`` (``conv`` gives digits as 1x8x8 images)."""
-    if name not in DATASETS:
-        raise SchemeValueError(f"unknown data set {name!r}; expected one of {', '.join(DATASETS)}")
+    if name not in choices(DataName):
+        raise ConfigError(f"unknown data set {name!r}; expected one of {', '.join(choices(DataName))}")
     if not (0 < train_fraction <= 1):
-        raise SchemeValueError(f"train_fraction must be in (0, 1], not {train_fraction!r}")
+        raise ConfigError(f"train_fraction must be in (0, 1], not {train_fraction!r}")
     if layout == "conv" and name != "digits":
-        raise SchemeValueError(f"the conv layout needs images; {name!r} is not an image data set")
+        raise ConfigError(f"the conv layout needs images; {name!r} is not an image data set")
     if name == "digits":
         data = _digits(layout)
     elif name == "rings":

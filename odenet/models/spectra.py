@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
 
 import numpy as np
 import sympy
@@ -32,25 +34,31 @@ import torch
 from odenet.analysis.linear import LAMBDA, NumericSpectrum, amplification_matrix, step_scaling
 from odenet.ir import Scheme
 from odenet.ir.printing import format_expr
-from odenet.models import Classifier
+from odenet.models.classifier import Classifier
 
-__all__ = ["LayerSpectrum", "TrainedStability", "trained_stability"]
+__all__ = ["EXACT_LIMIT", "LayerSpectrum", "TrainedStability", "default_samples", "trained_stability"]
 
 EXACT_LIMIT = 256
 OUTSIDE_TOL = 1e-6  # spectral radius above 1 + this counts as outside (rounding on the boundary)
 
 
-@dataclass
+@dataclass(frozen=True)
 class LayerSpectrum:
-    """The Jacobian eigenvalues of one layer's functions, pooled over the sample points."""
+    """The Jacobian eigenvalues of one layer's functions, pooled over the sample points (the arrays
+    are read-only)."""
 
     layer: int  # counted over all stages
     stage: int
-    params: dict[str, float]  # the layer's scheme parameters
+    params: Mapping[str, float]  # the layer's scheme parameters (read-only)
     scale: float  # the region's variable is scale * eigenvalue
     eigenvalues: np.ndarray  # complex, unscaled
     outside: np.ndarray  # bool, per eigenvalue
     method: str  # "exact" or "arnoldi"
+
+    def __post_init__(self):
+        object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
+        for array in (self.eigenvalues, self.outside):
+            array.setflags(write=False)
 
     @property
     def outside_fraction(self) -> float:
@@ -61,12 +69,15 @@ class LayerSpectrum:
         return float(np.abs(self.eigenvalues).max()) if self.eigenvalues.size else 0.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainedStability:
+    """Every layer's spectrum against the scheme's region; the words are
+    :func:`odenet.report.trained.verdict`'s."""
+
     scheme: Scheme
     variable: str  # what the region depends on, e.g. "h**2*lambda"
     samples: int
-    layers: list[LayerSpectrum] = field(default_factory=list)
+    layers: tuple[LayerSpectrum, ...]
     region: NumericSpectrum | None = None  # at the middle layer's parameters, for the plot
     region_scale: float = 1.0
 
@@ -74,20 +85,9 @@ class TrainedStability:
     def stable(self) -> bool:
         return all(not layer.outside.any() for layer in self.layers)
 
-    def verdict(self) -> str:
-        bad = [layer for layer in self.layers if layer.outside.any()]
-        where = f"{self.samples} test inputs, {len(self.layers)} layers"
-        if not bad:
-            return (
-                f"stable: every eigenvalue of every layer's Jacobian lies in the stability region of "
-                f"{self.scheme.name} ({where})"
-            )
-        worst = max(bad, key=lambda layer: layer.outside_fraction)
-        return (
-            f"unstable: {len(bad)} of {len(self.layers)} layers have Jacobian eigenvalues outside the "
-            f"stability region of {self.scheme.name} (worst: layer {worst.layer}, "
-            f"{100 * worst.outside_fraction:.1f}% outside; {where})"
-        )
+    @property
+    def unstable_layers(self) -> tuple[LayerSpectrum, ...]:
+        return tuple(layer for layer in self.layers if layer.outside.any())
 
     def to_json(self) -> dict:
         return {
@@ -103,7 +103,7 @@ class TrainedStability:
                     "max_abs_scaled": layer.scale * layer.max_abs_eigenvalue,
                     "eigenvalues": int(layer.eigenvalues.size),
                     "method": layer.method,
-                    "params": layer.params,
+                    "params": dict(layer.params),
                 }
                 for layer in self.layers
             ],
@@ -129,29 +129,6 @@ class _Regions:
             scale = float(self.variable.subs(LAMBDA, 1).subs(subs))
             self._cache[key] = (numeric, scale)
         return self._cache[key]
-
-
-def _function_inputs(model: Classifier, x: torch.Tensor):
-    """For each layer of each stage: (stage, layer index in the stage, block, {function name: its
-    first call's arguments}), from one forward pass of ``x``."""
-    records = []
-    with torch.no_grad():
-        h = model.stem(x)
-        for s, block in enumerate(model.stages):
-            if s:
-                h = model.transitions[s - 1](h)
-            state = block.initial_state(h)
-            for n in range(block.depth):
-                seen: dict[str, tuple[torch.Tensor, ...]] = {}
-
-                def call(key, name, *args, n=n, seen=seen, block=block):
-                    seen.setdefault(name, args)
-                    return block.function(name, n)(*args)
-
-                state = block.step(n, state, call)
-                records.append((s, n, block, seen))
-            h = block.output(state)
-    return records
 
 
 def _exact_eigenvalues(module, points: torch.Tensor) -> np.ndarray:
@@ -202,21 +179,42 @@ def _arnoldi_eigenvalues(module, points: torch.Tensor, k: int = 4) -> np.ndarray
     return np.concatenate(found) if found else np.zeros(0, complex)
 
 
+def _first_calls(model: Classifier, x: torch.Tensor) -> dict[tuple[int, int], dict[str, tuple]]:
+    """For each layer ``(stage, layer in the stage)``: the arguments of the first call of each
+    function, from one forward pass of ``x``."""
+    seen: dict[tuple[int, int], dict[str, tuple]] = {}
+
+    def observe(stage: int, layer: int, name: str, args: tuple) -> None:
+        seen.setdefault((stage, layer), {}).setdefault(name, args)
+
+    with torch.no_grad():
+        model.features(x, observe)
+    return seen
+
+
+def default_samples(model: Classifier, example: torch.Tensor) -> int:
+    """How many inputs to linearize at: 16 where exact spectra are cheap, 4 where the states are
+    wider than ``EXACT_LIMIT`` and Arnoldi estimates cost more per input."""
+    seen = _first_calls(model, example[:1])
+    size = max((math.prod(a[0].shape[1:]) for calls in seen.values() for a in calls.values()), default=0)
+    return 16 if size <= EXACT_LIMIT else 4
+
+
 def trained_stability(model: Classifier, x: torch.Tensor, exact_limit: int = EXACT_LIMIT) -> TrainedStability:
     """The spectra of ``model``'s layers at the inputs ``x`` (a few test examples)."""
     model = copy.deepcopy(model).double().eval()
     x = x.double()
     regions = _Regions(model.scheme)
-    result = TrainedStability(model.scheme, format_expr(regions.variable), samples=len(x))
-    layer_index = 0
+    seen = _first_calls(model, x)
+    order = [(s, n, block) for s, block in enumerate(model.stages) for n in range(block.depth)]
+    layers = []
     middle = None
-    records = _function_inputs(model, x)
-    for stage, n, block, seen in records:
+    for layer_index, (stage, n, block) in enumerate(order):
         # parameters are stored in the training dtype: 7 significant digits say what float32 holds
         params = {k: float(f"{float(v.detach()):.7g}") for k, v in block.layer_params(n).items()}
         numeric, scale = regions.at(params)
         values, method = [], "exact"
-        for name, args in seen.items():
+        for name, args in seen.get((stage, n), {}).items():
             if len(args) != 1:
                 continue  # functions of several arguments have no single Jacobian to place
             module = block.function(name, n)
@@ -228,10 +226,10 @@ def trained_stability(model: Classifier, x: torch.Tensor, exact_limit: int = EXA
                 method = "arnoldi"
         eigenvalues = np.concatenate(values) if values else np.zeros(0, complex)
         outside = numeric.radius(eigenvalues) > 1 + OUTSIDE_TOL if eigenvalues.size else np.zeros(0, bool)
-        result.layers.append(LayerSpectrum(layer_index, stage, params, scale, eigenvalues, outside, method))
-        if layer_index == len(records) // 2:
+        layers.append(LayerSpectrum(layer_index, stage, params, scale, eigenvalues, outside, method))
+        if layer_index == len(order) // 2:
             middle = (numeric, scale)
-        layer_index += 1
-    if middle is not None:
-        result.region, result.region_scale = middle
-    return result
+    region, region_scale = middle if middle is not None else (None, 1.0)
+    return TrainedStability(
+        model.scheme, format_expr(regions.variable), len(x), tuple(layers), region, region_scale
+    )

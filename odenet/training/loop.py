@@ -13,60 +13,23 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import TextIO
 
 import torch
 from torch.nn import functional as F  # noqa: N812
 
-from odenet.errors import SchemeValueError
+from odenet.errors import ConfigError, TrainingDivergedError
 from odenet.files import write_text
-from odenet.models import Classifier, ModelConfig, build_model
+from odenet.models.classifier import Classifier, build_model
+from odenet.models.config import ModelConfig
 from odenet.nn.memory import peak_rss_mib
 from odenet.training.checkpoint import save_checkpoint
 from odenet.training.data import Dataset
+from odenet.training.settings import TrainSettings
 
-__all__ = ["OPTIMIZERS", "TrainSettings", "evaluate", "train"]
-
-OPTIMIZERS = ("adam", "sgd")
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    epochs: int = 5
-    batch_size: int = 64
-    lr: float = 1e-2
-    weight_decay: float = 0.0
-    optimizer: str = "adam"  # "adam", or "sgd" with momentum 0.9
-    schedule: str = "cosine"  # "cosine" decay to 0 over the run, or "constant"
-    smoothness: float = 0.0  # weight of Chang et al.'s time-smoothness regularizer
-    seed: int = 0
-    device: str = "cpu"
-
-    def __post_init__(self):
-        problems = []
-        for name in ("epochs", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                problems.append(f"{name} must be a whole number >= 1, not {value!r}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            problems.append(f"lr must be a positive number, not {self.lr!r}")
-        if not (self.weight_decay >= 0 and self.smoothness >= 0):
-            problems.append("weight_decay and smoothness must be >= 0")
-        if self.optimizer not in OPTIMIZERS:
-            problems.append(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {self.optimizer!r}")
-        if self.schedule not in ("cosine", "constant"):
-            problems.append(f"schedule must be cosine or constant, not {self.schedule!r}")
-        try:
-            device = torch.device(self.device)
-        except (RuntimeError, TypeError):
-            problems.append(f"device must be a torch device such as cpu or cuda, not {self.device!r}")
-        else:
-            if device.type == "cuda" and not torch.cuda.is_available():
-                problems.append("device cuda was asked for, and this machine has no CUDA device")
-        if problems:
-            raise SchemeValueError("invalid training settings: " + "; ".join(problems))
+__all__ = ["evaluate", "train"]
 
 
 def _loss(task: str, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -120,15 +83,17 @@ class _Progress:
 def train(
     config: ModelConfig,
     data: Dataset,
-    settings: TrainSettings = TrainSettings(),  # frozen: safe as a default
+    settings: TrainSettings | None = None,
     out: str | os.PathLike | None = None,
     stream: TextIO | None = sys.stderr,
     data_info: dict | None = None,
 ) -> tuple[Classifier, dict]:
     """Train a model of ``config`` on ``data``; returns the model and the final metrics (also written
-    to ``out/metrics.json``, with the model in ``out/checkpoint.pt``, when ``out`` is given)."""
+    to ``out/metrics.json``, with the model in ``out/checkpoint.pt``, when ``out`` is given).
+    ``settings`` default to ``TrainSettings()``."""
+    settings = TrainSettings() if settings is None else settings
     if tuple(config.input_shape) != data.input_shape or config.outputs != data.outputs:
-        raise SchemeValueError(
+        raise ConfigError(
             f"the model takes inputs {tuple(config.input_shape)} and gives {config.outputs} outputs; "
             f"data set {data.name} has inputs {data.input_shape} and {data.outputs} outputs"
         )
@@ -177,8 +142,9 @@ def train(
             value = float(loss.detach())
             running = value if b == 0 else 0.9 * running + 0.1 * value
             if not math.isfinite(running):
-                raise FloatingPointError(
-                    f"the training loss became {running} at epoch {epoch}, batch {b + 1}: lower --lr"
+                raise TrainingDivergedError(
+                    f"the training loss became {running} at epoch {epoch}, batch {b + 1}: "
+                    "lower the learning rate (lr, --lr)"
                 )
             progress.update(epoch, settings.epochs, b + 1, running)
         train_m = evaluate(model, data.x_train, data.y_train, data.task)

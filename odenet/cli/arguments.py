@@ -1,0 +1,54 @@
+"""Argument types and helpers shared by the subcommands: choices from :mod:`odenet.options`, defaults
+read from the configuration dataclasses, so that the command line restates neither."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any
+
+from odenet.options import choices
+
+__all__ = ["add_choice", "default_of", "param_argument", "positive"]
+
+
+def default_of(config: type, name: str) -> Any:
+    """The default of field ``name`` of the dataclass ``config``."""
+    for f in dataclasses.fields(config):
+        if f.name == name:
+            if f.default is dataclasses.MISSING:
+                raise LookupError(f"{config.__name__}.{name} has no default")
+            return f.default
+    raise LookupError(f"{config.__name__} has no field {name}")
+
+
+def add_choice(
+    parser: argparse.ArgumentParser, flag: str, option: Any, help: str, default: Any = None
+) -> None:
+    """``--flag`` taking one of the values of the ``Literal`` type ``option``."""
+    values = choices(option)
+    if default is not None:
+        help = f"{help} (default {default})"
+    parser.add_argument(flag, choices=values, default=default, help=help)
+
+
+def param_argument(text: str) -> tuple[str, float]:
+    """``NAME=NUMBER``, as in ``--param h=0.05``."""
+    name, sep, number = text.partition("=")
+    try:
+        if not sep:
+            raise ValueError
+        return name.strip(), float(number)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME=NUMBER, such as h=0.05, not {text!r}") from None
+
+
+def positive(text: str) -> int:
+    """A whole number >= 1."""
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, not {text!r}")
+    return number

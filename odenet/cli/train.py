@@ -1,0 +1,247 @@
+"""Subcommands about networks: ``train``, ``evaluate``, ``stability``.
+
+Their defaults are read from :class:`~odenet.models.ModelConfig`, :class:`~odenet.training.TrainSettings`
+and the per-data-set :data:`~odenet.training.DATA_DEFAULTS`; their choices from :mod:`odenet.options`.
+torch is imported when a command runs, not when the parser is built.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from odenet.cli.arguments import add_choice, default_of, param_argument, positive
+from odenet.errors import CheckpointError
+from odenet.ir import format_scheme
+from odenet.library import load
+from odenet.models.config import ModelConfig
+from odenet.options import Activation, DataName, Family, Layout, Memory, Optimizer, Schedule, choices
+from odenet.training.settings import DATA_DEFAULTS, TrainSettings, default_stages
+
+__all__ = ["add_commands"]
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from odenet.training import load_data, train
+
+    scheme = load(args.scheme)
+    defaults = DATA_DEFAULTS[args.data]
+    layout = args.layout or defaults.layout
+    data = load_data(args.data, layout, args.train_fraction, args.seed)
+    config = ModelConfig(
+        scheme=format_scheme(scheme),
+        input_shape=data.input_shape,
+        outputs=data.outputs,
+        layout=layout,
+        family=args.family,
+        activation=args.activation,
+        width=args.width or defaults.width,
+        hidden=args.hidden,
+        depth=args.depth,
+        stages=args.stages or default_stages(layout),
+        memory=args.memory,
+        shared=args.shared,
+        params=dict(args.param or []),
+        stem=defaults.stem if args.stem is None else args.stem,
+        head=defaults.head if args.head is None else args.head,
+    )
+    settings = TrainSettings(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        optimizer=args.optimizer,
+        schedule=args.schedule,
+        smoothness=args.smoothness,
+        seed=args.seed,
+        device=args.device,
+    )
+    out = Path(args.out or f"runs/{scheme.name}-{args.data}")
+    info = {"name": args.data, "layout": layout, "train_fraction": args.train_fraction, "seed": args.seed}
+    _, metrics = train(config, data, settings, out=out, data_info=info)
+    if args.json:
+        print(json.dumps({k: v for k, v in metrics.items() if k != "history"}, indent=2))
+    else:
+        print(_metrics_line(metrics))
+        print(f"wrote {out / 'checkpoint.pt'} and {out / 'metrics.json'}")
+    return 0
+
+
+def _metrics_line(metrics: dict) -> str:
+    parts = [f"test loss {metrics['test_loss']:.4f}"]
+    if metrics.get("test_accuracy") is not None:
+        parts.insert(0, f"test accuracy {100 * metrics['test_accuracy']:.1f}%")
+    if "seconds" in metrics:
+        parts.append(f"{metrics['seconds']:.1f} s")
+    if "peak_memory_mb" in metrics:
+        parts.append(f"peak memory {metrics['peak_memory_mb']:.0f} MiB")
+    return ", ".join(parts)
+
+
+def _checkpoint_data(content: dict, model):
+    from odenet.training import load_data
+
+    info = content.get("data") or {}
+    name = info.get("name")
+    if name not in choices(DataName):
+        raise CheckpointError(f"the checkpoint names no data set odenet knows (data = {info!r})")
+    return load_data(name, model.config.layout)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from odenet.training import evaluate, load_checkpoint
+
+    model, content = load_checkpoint(args.checkpoint)
+    data = _checkpoint_data(content, model)
+    result = evaluate(model, data.x_test, data.y_test, data.task)
+    metrics = {
+        "scheme": model.scheme.name,
+        "data": data.name,
+        "test_examples": len(data.x_test),
+        "test_loss": result["loss"],
+        "test_accuracy": result["accuracy"],
+    }
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        print(
+            f"{args.checkpoint}: scheme {model.scheme.name}, {data.name} ({len(data.x_test)} test examples)"
+        )
+        print(_metrics_line(metrics))
+    return 0
+
+
+def _cmd_stability(args: argparse.Namespace) -> int:
+    from odenet.models.spectra import default_samples, trained_stability
+    from odenet.report.trained import verdict
+    from odenet.training import load_checkpoint
+
+    model, content = load_checkpoint(args.checkpoint)
+    data = _checkpoint_data(content, model)
+    samples = args.samples or default_samples(model, data.x_test[:1])
+    result = trained_stability(model, data.x_test[:samples])
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print(f"{args.checkpoint}: scheme {model.scheme.name}, {len(result.layers)} layers")
+        print(verdict(result))
+    if args.report is not None:
+        from odenet.report.trained import write_trained_report
+
+        print(f"wrote {write_trained_report(result, args.report)}", file=sys.stderr)
+    return 0
+
+
+def add_commands(commands) -> None:
+    """Register the subcommands on ``commands`` (argparse's subparsers)."""
+    model = lambda name: default_of(ModelConfig, name)  # noqa: E731 - a local shorthand
+    training = lambda name: default_of(TrainSettings, name)  # noqa: E731
+    per_data = ", ".join(f"{name} {d.layout}" for name, d in DATA_DEFAULTS.items())
+
+    p = commands.add_parser(
+        "train", help="train a network built from a scheme on a data set; write a checkpoint and metrics"
+    )
+    p.add_argument("scheme", metavar="SCHEME")
+    add_choice(p, "--data", DataName, "data set", default=choices(DataName)[0])
+    p.add_argument(
+        "--depth", type=positive, default=model("depth"), help=f"layers per stage (default {model('depth')})"
+    )
+    p.add_argument(
+        "--epochs",
+        type=positive,
+        default=training("epochs"),
+        help=f"passes over the training set (default {training('epochs')})",
+    )
+    add_choice(p, "--memory", Memory, "memory mode", default=model("memory"))
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=training("seed"),
+        help=f"seed of the weights, batches and subset (default {training('seed')})",
+    )
+    p.add_argument(
+        "--out", metavar="DIR", help="where checkpoint.pt and metrics.json go (default runs/SCHEME-DATA)"
+    )
+    add_choice(p, "--layout", Layout, f"vectors or images (default per data set: {per_data})")
+    add_choice(
+        p,
+        "--family",
+        Family,
+        "residual functions: mlp, bn (conv-BN-ReLU-conv), chang K^T s(K y + b), antisymmetric",
+        default=model("family"),
+    )
+    add_choice(p, "--activation", Activation, "activation of the residual functions", model("activation"))
+    p.add_argument(
+        "--width",
+        type=positive,
+        help="features or channels per state in stage 1 (default per data set: "
+        + ", ".join(f"{name} {d.width}" for name, d in DATA_DEFAULTS.items())
+        + ")",
+    )
+    p.add_argument("--hidden", type=positive, help="hidden size of the residual functions (default width)")
+    p.add_argument(
+        "--stages",
+        type=positive,
+        help=f"stages, with downsampling between (default {default_stages('conv')} conv, "
+        f"{default_stages('mlp')} mlp)",
+    )
+    p.add_argument("--shared", action="store_true", help="one set of residual functions for all layers")
+    p.add_argument(
+        "--param", metavar="NAME=VALUE", type=param_argument, action="append", help="scheme parameter"
+    )
+    p.add_argument(
+        "--stem",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="input layer (default on, except for cross1d)",
+    )
+    p.add_argument(
+        "--head",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="output layer (default on, except for cross1d)",
+    )
+    p.add_argument(
+        "--train-fraction", type=float, default=1.0, help="share of the training set used (default 1)"
+    )
+    p.add_argument(
+        "--batch-size",
+        type=positive,
+        default=training("batch_size"),
+        help=f"default {training('batch_size')}",
+    )
+    p.add_argument(
+        "--lr", type=float, default=training("lr"), help=f"learning rate (default {training('lr')})"
+    )
+    p.add_argument("--weight-decay", type=float, default=training("weight_decay"))
+    add_choice(p, "--optimizer", Optimizer, "adam, or sgd with momentum 0.9", training("optimizer"))
+    add_choice(p, "--schedule", Schedule, "learning-rate schedule", training("schedule"))
+    p.add_argument(
+        "--smoothness",
+        type=float,
+        default=training("smoothness"),
+        help="weight of the time-smoothness regularizer",
+    )
+    p.add_argument(
+        "--device", default=training("device"), help=f"torch device (default {training('device')})"
+    )
+    p.add_argument("--json", action="store_true", help="print the final metrics as JSON")
+    p.set_defaults(run=_cmd_train)
+
+    p = commands.add_parser("evaluate", help="the test metrics of a checkpoint written by 'odenet train'")
+    p.add_argument("checkpoint", metavar="CHECKPOINT")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_cmd_evaluate)
+
+    p = commands.add_parser(
+        "stability", help="a trained network's layer Jacobian spectra against the scheme's stability region"
+    )
+    p.add_argument("checkpoint", metavar="CHECKPOINT")
+    p.add_argument(
+        "--samples", type=positive, help="test inputs to linearize at (default 16, or 4 above 256 dims)"
+    )
+    p.add_argument("--json", action="store_true", help="print the per-layer facts as JSON")
+    p.add_argument("--report", metavar="DIR", help="write report.md and spectra.png")
+    p.set_defaults(run=_cmd_stability)

@@ -1,0 +1,51 @@
+"""The choices odenet offers, each named once, as ``Literal`` types (no torch here).
+
+The compiled blocks, the model and training configurations and the command line all read their
+allowed values from these types (``choices(Memory)`` is ``("autograd", ...)``), so a choice is added
+in one place and a type checker sees the same set as the validation.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, get_args
+
+__all__ = [
+    "Activation",
+    "DataName",
+    "Family",
+    "Guard",
+    "Layout",
+    "Memory",
+    "Optimizer",
+    "Schedule",
+    "Task",
+    "choices",
+]
+
+Memory = Literal["autograd", "checkpoint", "reversible", "adjoint"]
+"""What a compiled block keeps for the backward pass (docs/compile.md)."""
+
+Guard = Literal["adaptive", "raise"]
+"""What a memory-saving block does when a rebuilt input drifts past its tolerance."""
+
+Family = Literal["mlp", "bn", "chang", "antisymmetric"]
+"""The residual-function families of :mod:`odenet.models.families`."""
+
+Activation = Literal["tanh", "relu"]
+
+Layout = Literal["mlp", "conv"]
+"""Feature vectors (``mlp``) or images (``conv``)."""
+
+Optimizer = Literal["adam", "sgd"]
+
+Schedule = Literal["cosine", "constant"]
+
+DataName = Literal["digits", "rings", "cross1d"]
+"""The bundled data sets (nothing is downloaded)."""
+
+Task = Literal["classification", "regression"]
+
+
+def choices(option: Any) -> tuple[str, ...]:
+    """The allowed values of one of the ``Literal`` types above, in their order."""
+    return tuple(get_args(option))
