@@ -1,15 +1,20 @@
-"""Shared fixtures: the library's scheme names, float64 modules, and a helper that runs the installed CLI."""
+"""Shared fixtures: the library's scheme names, float64 modules, and the command line run in this
+process (``cli``) or, for the end-to-end tests, in a fresh interpreter (``run_cli``)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 
 import pytest
 import torch
 
 import odenet
+from odenet.cli import main
 
 
 @pytest.fixture(scope="session")
@@ -32,3 +37,22 @@ def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "odenet", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=120
     )
+
+
+@dataclass(frozen=True)
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def cli(*args: str) -> CliResult:
+    """Run ``odenet ARGS`` through ``main`` in this process, capturing what it prints (an argparse
+    usage error exits 2, as in a shell)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    return CliResult(code, out.getvalue(), err.getvalue())

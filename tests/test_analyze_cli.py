@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import cli
 
 import odenet
 from odenet.library import library_dir
@@ -35,7 +35,7 @@ REVERSIBILITY = {"kind", "inverse", "conditions", "volume_preserving", "backward
 
 
 def test_json_contract():
-    result = run_cli("analyze", "momentum", "--json")
+    result = cli("analyze", "momentum", "--json")
     assert result.returncode == 0, result.stderr
     facts = json.loads(result.stdout)
     assert set(facts) == KEYS
@@ -49,17 +49,17 @@ def test_json_contract():
 
 
 def test_param_override_on_the_command_line():
-    facts = json.loads(run_cli("analyze", "momentum", "--json", "--param", "gamma=0.5").stdout)
+    facts = json.loads(cli("analyze", "momentum", "--json", "--param", "gamma=0.5").stdout)
     assert facts["params"] == {"gamma": 0.5}
     assert facts["stability"]["real_interval"] == [-6.0, 0.0]  # -2 (1 + gamma) / (1 - gamma)
     assert facts["reversibility"]["backward_amplification"] == 2.0
 
 
 def test_bad_param_is_a_clear_error():
-    result = run_cli("analyze", "euler", "--param", "gamma=0.5")
+    result = cli("analyze", "euler", "--param", "gamma=0.5")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "scheme euler has no parameter 'gamma': its parameters are h" in result.stderr
-    result = run_cli("analyze", "euler", "--param", "h")
+    result = cli("analyze", "euler", "--param", "h")
     assert result.returncode == 2
     assert "expected NAME=NUMBER, such as h=0.05, not 'h'" in result.stderr
 
@@ -86,7 +86,7 @@ def test_verdict_of_leapfrog_and_euler():
 
 
 def test_report_of_one_scheme(tmp_path):
-    result = run_cli("analyze", "reversible_heun", "--report", str(tmp_path / "out"))
+    result = cli("analyze", "reversible_heun", "--report", str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr
     report = (tmp_path / "out" / "report.md").read_text()
     assert "## Inverse (derived)" in report
@@ -102,7 +102,7 @@ def test_folder_report_matches_the_committed_gallery(tmp_path):
     gallery = Path(__file__).parent.parent / "docs" / "gallery"
     if not gallery.is_dir():
         pytest.skip("no source checkout with docs/gallery")
-    result = run_cli("analyze", str(library_dir()), "--report", str(tmp_path))
+    result = cli("analyze", str(library_dir()), "--report", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "index.md").read_text() == (gallery / "index.md").read_text()
     for name in odenet.library_names():
@@ -113,7 +113,7 @@ def test_folder_report_matches_the_committed_gallery(tmp_path):
 def test_folder_json_is_a_list(tmp_path):
     (tmp_path / "a.scheme").write_text("scheme a\nstate x\nparam h = 0.5\nx[n+1] = x[n] + h*f(x[n])\n")
     (tmp_path / "b.scheme").write_text("scheme b\nstate x\nx[n+1] = f(x[n])\n")
-    facts = json.loads(run_cli("analyze", str(tmp_path), "--json").stdout)
+    facts = json.loads(cli("analyze", str(tmp_path), "--json").stdout)
     assert [f["scheme"] for f in facts] == ["a", "b"]
     assert facts[0]["stability"]["real_interval"] == [-4.0, 0.0]
     assert facts[1]["reversibility"]["kind"] == "none"
@@ -121,6 +121,6 @@ def test_folder_json_is_a_list(tmp_path):
 
 
 def test_empty_folder_is_a_clear_error(tmp_path):
-    result = run_cli("analyze", str(tmp_path))
+    result = cli("analyze", str(tmp_path))
     assert result.returncode == 1
     assert f"no .scheme files in the folder '{tmp_path}'" in result.stderr

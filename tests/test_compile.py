@@ -8,22 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import REVERSIBLE
 from torch import nn
 
 import odenet
 from odenet.ir import function_calls
 from odenet.nn import ReconstructionError, compile
 
-REVERSIBLE = [
-    "leapfrog",
-    "momentum",
-    "reversible_heun",
-    "revnet",
-    "hamiltonian",
-    "verlet",
-    "midpoint",
-    "lm_resnet",
-]
 DATA = Path(__file__).parent / "data"
 
 

@@ -7,7 +7,6 @@ inputs. A fourth property generates random *valid* schemes and checks print -> p
 from __future__ import annotations
 
 import builtins
-import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -17,20 +16,16 @@ from strategies import random_scheme
 import odenet
 from odenet.library import library_dir
 
-TIME_BOUND = 2.0  # seconds for one parse, on a slow machine
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _parse_only_odenet_errors(text: str) -> None:
-    start = time.perf_counter()
     try:
         odenet.parse(text, source="fuzz.scheme")
     except odenet.OdenetError as exc:
         str(exc)  # the message itself must render
         for error in exc.errors:
             assert error.location is None or error.location.line >= 1
-    elapsed = time.perf_counter() - start
-    assert elapsed < TIME_BOUND, f"parse took {elapsed:.2f} s"
 
 
 LIBRARY_TEXTS = [path.read_text(encoding="utf-8") for path in sorted(library_dir().glob("*.scheme"))]
@@ -150,11 +145,7 @@ def test_hostile_input(text, tmp_path, monkeypatch):
     monkeypatch.setattr(builtins, "eval", forbidden)
     monkeypatch.setattr(builtins, "exec", forbidden)
     with pytest.raises(odenet.OdenetError):
-        start = time.perf_counter()
-        try:
-            odenet.parse(text.format(marker=marker))
-        finally:
-            assert time.perf_counter() - start < TIME_BOUND
+        odenet.parse(text.format(marker=marker))
     assert not marker.exists()
     assert not called
 
@@ -166,7 +157,7 @@ def test_library_parses_without_eval(monkeypatch):
     texts = list(LIBRARY_TEXTS)
     monkeypatch.setattr(builtins, "eval", forbidden)
     monkeypatch.setattr(builtins, "exec", forbidden)
-    assert len([odenet.parse(t) for t in texts]) == 13
+    assert [odenet.parse(t).name for t in texts] == odenet.library_names()
 
 
 # -- random valid schemes: print -> parse is the identity ---------------------------------------------

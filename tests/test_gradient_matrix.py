@@ -16,6 +16,7 @@ import math
 
 import pytest
 import torch
+from helpers import EXPLICIT, LIBRARY, REVERSIBLE, analysis
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -24,10 +25,7 @@ from torch.nn.utils import parametrizations
 import odenet
 from odenet.nn import DoubleBackwardError, ReconstructionError, compile
 
-LIBRARY = {name: odenet.load(name) for name in odenet.library_names()}
-ANALYSES = {name: odenet.analyze(scheme) for name, scheme in LIBRARY.items()}
-EXPLICIT = sorted(name for name, scheme in LIBRARY.items() if scheme.is_explicit)
-REVERSIBLE = sorted(name for name in EXPLICIT if ANALYSES[name].reversibility.kind == "explicit")
+ANALYSES = {name: analysis(name) for name in LIBRARY}
 ONE_STEP = sorted(
     name
     for name in EXPLICIT
