@@ -11,7 +11,7 @@ import sympy
 
 import odenet
 from odenet.analysis.analyze import analyze
-from odenet.analysis.linear import LAMBDA, ZETA
+from odenet.analysis.stability import LAMBDA, ZETA
 
 nodepy_rk = pytest.importorskip("nodepy.runge_kutta_method")
 nodepy_lm = pytest.importorskip("nodepy.linear_multistep_method")

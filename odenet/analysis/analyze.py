@@ -16,7 +16,7 @@ import numpy as np
 import sympy
 
 from odenet.analysis.inverse import invert
-from odenet.analysis.linear import (
+from odenet.analysis.stability import (
     LAMBDA,
     ZETA,
     NumericSpectrum,

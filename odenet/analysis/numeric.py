@@ -17,7 +17,7 @@ from sympy.core.function import AppliedUndef
 from odenet.errors import UnsupportedSchemeError
 from odenet.ir import Scheme, parse_value, value
 
-__all__ = ["evaluate", "next_state", "run_init", "step"]
+__all__ = ["evaluate", "next_state", "step"]
 
 _SCALAR = {
     sympy.exp: np.exp,
@@ -78,11 +78,3 @@ def next_state(scheme: Scheme, env: Mapping) -> dict:
         state, offset = parse_value(symbol)
         out[symbol] = env[value(state, offset + 1)]
     return out
-
-
-def run_init(scheme: Scheme, inputs: Mapping, functions: Mapping[str, Callable], params=None) -> dict:
-    """The full starting state vector from the input states' values at ``n``."""
-    env = {**_params(scheme, params), **inputs}
-    for eq in scheme.init:
-        env[eq.target] = evaluate(eq.expr, env, functions)
-    return {s: env[s] for s in scheme.state_vector}

@@ -411,7 +411,7 @@ def _acceptable(err: lark.UnexpectedInput) -> set[str]:
     if interactive is not None:
         try:
             return set(interactive.accepts())
-        except Exception:
+        except lark.exceptions.LarkError:  # a state lark cannot probe: fall back to its own set
             pass
     return set(getattr(err, "expected", None) or getattr(err, "allowed", None) or ())
 

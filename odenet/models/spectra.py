@@ -31,7 +31,7 @@ import numpy as np
 import sympy
 import torch
 
-from odenet.analysis.linear import LAMBDA, NumericSpectrum, amplification_matrix, step_scaling
+from odenet.analysis.stability import LAMBDA, NumericSpectrum, amplification_matrix, step_scaling
 from odenet.ir import Scheme
 from odenet.ir.printing import format_expr
 from odenet.models.classifier import Classifier

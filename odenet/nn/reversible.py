@@ -116,7 +116,7 @@ class DriftControl:
     def _parameters(self) -> list[tuple[str, torch.Tensor]]:
         """The parameter tensors M(0) depends on (learnable: one value per layer; fixed: a scalar)."""
         if self._matrix is None:
-            from odenet.analysis.linear import LAMBDA, amplification_matrix
+            from odenet.analysis.stability import LAMBDA, amplification_matrix
 
             self._matrix = amplification_matrix(self.block.scheme).subs(LAMBDA, 0)
         names = sorted(s.name for s in self._matrix.free_symbols)

@@ -103,10 +103,9 @@ def step_scaling(scheme: Scheme, charpoly: sympy.Expr) -> tuple[sympy.Expr, int]
 
 @dataclass(frozen=True)
 class Spectrum:
-    """Eigenvalues of a matrix with their algebraic multiplicity and largest Jordan block."""
+    """Eigenvalues of a matrix (each distinct one once) with the size of its largest Jordan block."""
 
     eigenvalues: tuple[complex, ...]
-    multiplicity: tuple[int, ...]
     jordan_block: tuple[int, ...]
 
     @property
@@ -120,7 +119,7 @@ def exact_spectrum(matrix: sympy.Matrix) -> Spectrum:
     eigen = matrix.eigenvals(multiple=False)  # {eigenvalue: algebraic multiplicity}
     if sum(eigen.values()) != n:
         raise SchemeValueError("the eigenvalues of the step have no closed form")
-    values, mults, blocks = [], [], []
+    values, blocks = [], []
     for eig, mult in eigen.items():
         shifted = matrix - eig * sympy.eye(n)
         # The largest Jordan block is the smallest k with rank((M - e I)^k) = n - multiplicity.
@@ -128,9 +127,8 @@ def exact_spectrum(matrix: sympy.Matrix) -> Spectrum:
         while power.rank(simplify=True) > n - mult and k < mult:
             power, k = power * shifted, k + 1
         values.append(complex(sympy.N(eig, 30)))
-        mults.append(mult)
         blocks.append(k)
-    return Spectrum(tuple(values), tuple(mults), tuple(blocks))
+    return Spectrum(tuple(values), tuple(blocks))
 
 
 def is_power_bounded(spectrum: Spectrum, ode_order: int = 1) -> bool:
