@@ -8,12 +8,14 @@ not import torch: only the parts that need it do, when they are first used.
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 
 from odenet.analysis import Analysis, analyze, derive_inverse
 from odenet.errors import (
     CheckpointError,
     ConfigError,
     DoubleBackwardError,
+    MissingDependencyError,
     NotReversibleError,
     OdenetError,
     ReconstructionError,
@@ -26,6 +28,9 @@ from odenet.errors import (
 from odenet.ir import Equation, FunctionSymbol, Param, Scheme, format_scheme
 from odenet.language import parse
 from odenet.library import library_names, load
+
+if TYPE_CHECKING:
+    from odenet.nn import MEMORY_MODES, SchemeBlock, compile
 
 
 def __getattr__(name: str):
@@ -42,15 +47,17 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0+unknown"
 
-__all__ = [  # noqa: RUF022 - compile and SchemeBlock come from __getattr__
+__all__ = [  # noqa: RUF022 - compile, SchemeBlock and MEMORY_MODES come from __getattr__
     "compile",
     "SchemeBlock",
+    "MEMORY_MODES",
     "Analysis",
     "CheckpointError",
     "ConfigError",
     "DoubleBackwardError",
     "Equation",
     "FunctionSymbol",
+    "MissingDependencyError",
     "NotReversibleError",
     "OdenetError",
     "Param",

@@ -20,6 +20,7 @@ __all__ = [
     "ConfigError",
     "DoubleBackwardError",
     "Location",
+    "MissingDependencyError",
     "NotReversibleError",
     "OdenetError",
     "ReconstructionError",
@@ -119,6 +120,10 @@ class ConfigError(OdenetError, ValueError):
 
 class SchemeNotFoundError(OdenetError, LookupError):
     """``load`` was given a name that is neither a library scheme nor an existing file."""
+
+
+class MissingDependencyError(OdenetError, ImportError):
+    """An optional dependency is not installed; the message names the extra that installs it."""
 
 
 class NotReversibleError(OdenetError, ValueError):

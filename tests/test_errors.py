@@ -7,6 +7,7 @@ a change of wording is a deliberate change of this file.
 from __future__ import annotations
 
 import re
+import sys
 
 import pytest
 
@@ -526,3 +527,29 @@ def test_checkpoint_error_message_is_pinned(tmp_path):
     with pytest.raises(odenet.CheckpointError) as info:
         load_checkpoint(tmp_path / "missing.pt")
     assert str(info.value) == f"{tmp_path / 'missing.pt'}: no such checkpoint file"
+
+
+@pytest.mark.parametrize(
+    ("module", "make", "message"),
+    [
+        (
+            "sklearn.datasets",
+            lambda: __import__("odenet.training", fromlist=["x"]).load_data("digits"),
+            'the digits data set needs scikit-learn, which is not installed: pip install "odenet-schemes[train]" '
+            '(or "odenet-schemes[all]")',
+        ),
+        (
+            "matplotlib.figure",
+            lambda: __import__("odenet.report.plotting", fromlist=["x"]).new_figure(),
+            'drawing a figure needs matplotlib, which is not installed: pip install "odenet-schemes[plot]" '
+            '(or "odenet-schemes[all]")',
+        ),
+    ],
+    ids=["scikit-learn", "matplotlib"],
+)
+def test_missing_optional_dependency_names_its_extra(module, make, message, monkeypatch):
+    monkeypatch.setitem(sys.modules, module, None)  # importing it now raises ImportError
+    with pytest.raises(odenet.MissingDependencyError) as info:
+        make()
+    assert isinstance(info.value, ImportError)
+    assert str(info.value) == message

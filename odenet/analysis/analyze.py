@@ -16,6 +16,7 @@ import numpy as np
 import sympy
 
 from odenet.analysis.inverse import invert
+from odenet.analysis.order import OrderResult, order_of_accuracy
 from odenet.analysis.stability import (
     LAMBDA,
     ZETA,
@@ -26,7 +27,6 @@ from odenet.analysis.stability import (
     stable_interval,
     step_scaling,
 )
-from odenet.analysis.order import OrderResult, order_of_accuracy
 from odenet.errors import NotReversibleError
 from odenet.ir import Scheme
 from odenet.ir.printing import format_expr

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import sympy
 from sympy.printing.str import StrPrinter
 
-from odenet.ir.symbols import parse_value, value
+from odenet.ir.symbols import split_value, value
 
 if TYPE_CHECKING:  # annotations only: the scheme module imports this one
     from odenet.ir.scheme import Equation, Param, Scheme
@@ -83,7 +83,7 @@ def format_scheme(scheme: Scheme) -> str:
     if scheme.outputs != scheme.states[:1]:
         lines.append("output " + ", ".join(scheme.outputs))
     for eq in scheme.init:
-        state, offset = parse_value(eq.target)
+        state, offset = split_value(eq.target)
         default = sympy.Integer(0) if offset == 0 else value(state)
         if eq.expr != default:
             target = state if offset == 0 else eq.target.name

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import sympy
 
-from odenet.ir.symbols import parse_value, value
+from odenet.ir.symbols import split_value, value
 
 if TYPE_CHECKING:
     from odenet.ir.scheme import Scheme
@@ -48,7 +48,7 @@ def to_reversed(scheme: Scheme, forward_new: Mapping[sympy.Symbol, T]) -> dict[s
     """The inverse scheme's *old* state vector from the values of a forward step (``x[n+1]``,
     ``x[n]``, ...): the values the inverse starts from."""
     rename = forward_to_reversed(scheme)
-    return {rename[f]: forward_new[f] for f in rename if _offset(rename[f]) <= 0}
+    return {rename[f]: forward_new[f] for f in rename if split_value(rename[f])[1] <= 0}
 
 
 def from_reversed(scheme: Scheme, inverse_values: Mapping[sympy.Symbol, T]) -> dict[sympy.Symbol, T]:
@@ -70,9 +70,3 @@ def reverse_history(scheme: Scheme, state: Sequence[T]) -> tuple[T, ...]:
         out.extend(reversed(state[i : i + size]))
         i += size
     return tuple(out)
-
-
-def _offset(symbol: sympy.Symbol) -> int:
-    parsed = parse_value(symbol)
-    assert parsed is not None, symbol
-    return parsed[1]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+from typing import cast
 
 import networkx as nx
 import sympy
@@ -25,7 +26,15 @@ import sympy
 from odenet.errors import ConfigError, SchemeValueError
 from odenet.ir.graph import dependency_graph
 from odenet.ir.printing import format_equation, format_scheme
-from odenet.ir.symbols import MAX_LAG, check_name, function_calls, history_depths, parse_value, value
+from odenet.ir.symbols import (
+    MAX_LAG,
+    check_name,
+    function_calls,
+    history_depths,
+    parse_value,
+    split_value,
+    value,
+)
 
 __all__ = ["Equation", "FunctionSymbol", "Param", "Scheme"]
 
@@ -164,7 +173,7 @@ class Scheme:
             if state is None:
                 known.add(eq.target)
                 continue
-            if parse_value(eq.target)[1] != 1 or state not in self.states:
+            if split_value(eq.target)[1] != 1 or state not in self.states:
                 raise SchemeValueError(
                     f"scheme {self.name}: {eq.target.name} is neither a stage nor an update"
                 )
@@ -218,13 +227,13 @@ class Scheme:
         for slot in slots:
             if slot in given:
                 continue
-            state, offset = parse_value(slot)
+            state, offset = split_value(slot)
             default = sympy.Integer(0) if offset == 0 else value(state)
             exprs[slot] = explicit.get(slot, default)
             self._check_expr(
                 exprs[slot], set(slots) | {p.symbol for p in self.params}, functions, f"init {slot}"
             )
-            if any(parse_value(s)[1] > 0 for s in exprs[slot].free_symbols if parse_value(s)):
+            if any(p[1] > 0 for p in map(parse_value, exprs[slot].free_symbols) if p is not None):
                 raise SchemeValueError(f"scheme {self.name}: init {slot} uses a value of step n+1")
         # Order: each init after the inits it reads; ties in the order of the slots.
         graph = nx.DiGraph()
@@ -276,7 +285,7 @@ class Scheme:
         stages: dict[sympy.Symbol, sympy.Expr] = {}
         residuals = {}
         for eq in self.steps:
-            rhs = eq.expr.xreplace(stages)
+            rhs = cast(sympy.Expr, eq.expr.xreplace(stages))
             if eq.is_stage:
                 stages[eq.target] = rhs
             else:

@@ -23,6 +23,7 @@ __all__ = [
     "function_calls",
     "history_depths",
     "parse_value",
+    "split_value",
     "value",
 ]
 
@@ -75,6 +76,14 @@ def parse_value(symbol: sympy.Basic) -> tuple[str, int] | None:
     if match is None:
         return None
     return match["state"], int(match["offset"] or 0)
+
+
+def split_value(symbol: sympy.Basic) -> tuple[str, int]:
+    """``(state, offset)`` of a symbol known to be a value (``x[n-1]``); ValueError otherwise."""
+    parsed = parse_value(symbol)
+    if parsed is None:
+        raise ValueError(f"{symbol} is not the value of a state at a step")
+    return parsed
 
 
 def check_name(name: str, what: str) -> None:

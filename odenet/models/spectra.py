@@ -32,6 +32,7 @@ import sympy
 import torch
 
 from odenet.analysis.stability import LAMBDA, NumericSpectrum, amplification_matrix, step_scaling
+from odenet.extras import require
 from odenet.ir import Scheme
 from odenet.ir.printing import format_expr
 from odenet.models.classifier import Classifier
@@ -145,7 +146,7 @@ def _arnoldi_eigenvalues(module, points: torch.Tensor, k: int = 4) -> np.ndarray
     of largest modulus of ``J`` (radius ``r``), of ``J - r I`` (the leftmost, shifted back) and of
     ``J + r I`` (the rightmost). Only largest-modulus problems: ARPACK converges on them in a few
     dozen products, where asking for the smallest real part directly stalls on clustered spectra."""
-    from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigs
+    linalg = require("scipy.sparse.linalg", "estimating the spectra of layers wider than EXACT_LIMIT")
 
     shape = points.shape[1:]
     dim = math.prod(shape)
@@ -153,10 +154,12 @@ def _arnoldi_eigenvalues(module, points: torch.Tensor, k: int = 4) -> np.ndarray
     found = []
 
     def largest(matvec) -> np.ndarray:
-        operator = LinearOperator((dim, dim), matvec=matvec, dtype=np.float64)
+        operator = linalg.LinearOperator((dim, dim), matvec=matvec, dtype=np.float64)
         try:
-            return eigs(operator, k=k, which="LM", return_eigenvectors=False, tol=1e-3, maxiter=20 * dim)
-        except ArpackNoConvergence as exc:
+            return linalg.eigs(
+                operator, k=k, which="LM", return_eigenvectors=False, tol=1e-3, maxiter=20 * dim
+            )
+        except linalg.ArpackNoConvergence as exc:
             return exc.eigenvalues
 
     for p in points:

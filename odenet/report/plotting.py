@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from odenet.extras import require
 from odenet.files import atomic_path
 
 __all__ = ["STABLE_TOLERANCE", "new_figure", "save_figure", "shade_region"]
@@ -20,9 +21,8 @@ STABLE_TOLERANCE = 1e-9
 
 def new_figure(nrows: int = 1, ncols: int = 1, **figure: Any) -> tuple[Any, Any]:
     """A figure and its axes, like ``pyplot.subplots`` but owned by the caller (nothing global)."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(**figure)
+    figure_module = require("matplotlib.figure", "drawing a figure")
+    fig = figure_module.Figure(**figure)
     return fig, fig.subplots(nrows, ncols)
 
 

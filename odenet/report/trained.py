@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from odenet.extras import require
 from odenet.files import write_text
 from odenet.report.plotting import STABLE_TOLERANCE, new_figure, save_figure, shade_region
 
@@ -68,7 +69,7 @@ def trained_markdown(result: TrainedStability, image: str | None = "spectra.png"
 def plot_trained_spectra(result: TrainedStability, path: str | os.PathLike, resolution: int = 301) -> None:
     """The region (at the middle layer's parameters) shaded, each layer's scaled eigenvalues as dots
     coloured by depth; eigenvalues outside their layer's region are ringed in red."""
-    import matplotlib
+    matplotlib = require("matplotlib", "drawing a figure")
 
     points = [layer.scale * layer.eigenvalues for layer in result.layers]
     every = np.concatenate(points) if points else np.zeros(0, complex)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from odenet.errors import ConfigError
+from odenet.extras import require
 from odenet.options import DataName, Layout, Task, choices
 
 __all__ = ["Dataset", "load_data"]
@@ -65,8 +66,9 @@ def load_data(name: DataName, layout: Layout = "mlp", train_fraction: float = 1.
 
 
 def _digits(layout: str) -> Dataset:
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    datasets = require("sklearn.datasets", "the digits data set")
+    load_digits = datasets.load_digits
+    train_test_split = require("sklearn.model_selection", "the digits data set").train_test_split
 
     digits = load_digits()
     x = digits.data.astype(np.float32) / 16.0
