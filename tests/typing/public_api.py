@@ -52,4 +52,3 @@ def errors() -> list[type[odenet.OdenetError]]:
         odenet.TrainingDivergedError,
         odenet.MissingDependencyError,
     ]
-
