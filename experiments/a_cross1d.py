@@ -11,7 +11,7 @@ Prints and writes the test MSE of each, and a figure of the learned maps and tra
 from __future__ import annotations
 
 import torch
-from common import arguments, run, write_json
+from common import POINT_FLOW, arguments, run, write_json
 
 from odenet.report.plotting import new_figure, save_figure
 
@@ -30,14 +30,10 @@ for scheme in ("euler", "momentum"):
             epochs=epochs,
             seed=seed,
             batch_size=200,
-            lr=1e-2,
-            family="mlp",
             width=1,
-            hidden=32,
             depth=depth,
-            shared=True,
-            stem=False,
             head=False,
+            **POINT_FLOW,
         )
         rows.append(m["test_loss"])
         models.setdefault(scheme, model)

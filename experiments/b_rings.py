@@ -8,7 +8,7 @@ f: R^2 -> R^2 (hidden 32, tanh), 20 layers; Adam, 1000 training points. Prints t
 from __future__ import annotations
 
 import torch
-from common import arguments, run, write_json
+from common import POINT_FLOW, arguments, run, write_json
 
 from odenet.report.plotting import new_figure, save_figure
 
@@ -26,13 +26,9 @@ for scheme in ("euler", "momentum"):
             "rings",
             epochs=epochs,
             seed=seed,
-            lr=1e-2,
-            family="mlp",
             width=2,
-            hidden=32,
             depth=depth,
-            shared=True,
-            stem=False,
+            **POINT_FLOW,
         )
         rows.append(m["test_accuracy"])
         models.setdefault(scheme, model)

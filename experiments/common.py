@@ -16,6 +16,11 @@ from odenet.training import TrainSettings, load_data, train
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "experiments"
 
+# A flow of the point itself (experiments a and b): no stem, one small MLP shared by every layer.
+POINT_FLOW = dict(family="mlp", hidden=32, shared=True, stem=False, lr=1e-2)
+# The digits as images, two stages with downsampling between (experiments e and f).
+DIGITS_CONV = dict(layout="conv", stages=2)
+
 
 def arguments(description: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from common import accuracy_plot, arguments, mean_std, run, write_json
+from common import DIGITS_CONV, accuracy_plot, arguments, mean_std, run, write_json
 
 args = arguments(__doc__.splitlines()[0])
 fractions = [0.1, 1.0] if args.quick else [0.05, 0.1, 0.2, 1.0]
@@ -40,9 +40,8 @@ for fraction in fractions:
                 epochs=epochs,
                 seed=seed,
                 train_fraction=fraction,
-                layout="conv",
                 depth=depth,
-                stages=2,
+                **DIGITS_CONV,
                 **spec,
             )
             accuracies.append(m["test_accuracy"])

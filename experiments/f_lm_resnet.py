@@ -9,7 +9,7 @@ learning rate 0.003 (0.01 made the 16-block networks diverge on some seeds).
 
 from __future__ import annotations
 
-from common import accuracy_plot, arguments, mean_std, run, write_json
+from common import DIGITS_CONV, accuracy_plot, arguments, mean_std, run, write_json
 
 args = arguments(__doc__.splitlines()[0])
 depths = [1, 2] if args.quick else [1, 2, 4, 8]
@@ -25,11 +25,10 @@ for depth in depths:
                 "digits",
                 epochs=epochs,
                 seed=seed,
-                layout="conv",
                 family="bn",
                 width=16,
-                stages=2,
                 depth=depth,
+                **DIGITS_CONV,
                 params={"h": 1.0},
                 lr=3e-3,
             )

@@ -120,3 +120,27 @@ def test_compile_refuses_bad_arguments():
     result = cli("compile", "euler", "--memory", "reversible", "--depth", "2")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "memory='checkpoint'" in result.stderr
+
+
+def test_train_without_flags_uses_the_configs_defaults(monkeypatch, tmp_path):
+    """The command line restates no default: with no flags, the settings are TrainSettings() and the
+    model is ModelConfig's defaults plus the data set's sizes from DATA_DEFAULTS."""
+    import odenet.training
+    from odenet.models import ModelConfig
+    from odenet.training import DATA_DEFAULTS, TrainSettings
+
+    seen = {}
+
+    def fake_train(config, data, settings, out, data_info):
+        seen.update(config=config, settings=settings)
+        return None, {"test_loss": 0.0, "test_accuracy": None}
+
+    monkeypatch.setattr(odenet.training, "train", fake_train)
+    monkeypatch.chdir(tmp_path)
+    assert cli("train", "leapfrog", "--data", "rings").returncode == 0
+    assert seen["settings"] == TrainSettings()
+    config, rings = seen["config"], DATA_DEFAULTS["rings"]
+    expected = ModelConfig(
+        config.scheme, (2,), 2, layout=rings.layout, width=rings.width, stem=rings.stem, head=rings.head
+    )
+    assert config == expected

@@ -9,7 +9,7 @@ from typing import Any
 
 from odenet.options import choices
 
-__all__ = ["add_choice", "default_of", "param_argument", "positive"]
+__all__ = ["add_choice", "add_field", "default_of", "param_argument", "positive"]
 
 
 def default_of(config: type, name: str) -> Any:
@@ -20,6 +20,14 @@ def default_of(config: type, name: str) -> Any:
                 raise LookupError(f"{config.__name__}.{name} has no default")
             return f.default
     raise LookupError(f"{config.__name__} has no field {name}")
+
+
+def add_field(
+    parser: argparse.ArgumentParser, flag: str, config: type, name: str, help: str, type: Any = None
+) -> None:
+    """``--flag`` for field ``name`` of the dataclass ``config``, with that field's default."""
+    default = default_of(config, name)
+    parser.add_argument(flag, type=type, default=default, help=f"{help} (default {default})")
 
 
 def add_choice(

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from odenet.cli.arguments import add_choice, default_of, param_argument, positive
+from odenet.cli.arguments import add_choice, add_field, default_of, param_argument, positive
 from odenet.errors import CheckpointError
 from odenet.ir import format_scheme
 from odenet.library import load
@@ -145,22 +145,10 @@ def add_commands(commands) -> None:
     )
     p.add_argument("scheme", metavar="SCHEME")
     add_choice(p, "--data", DataName, "data set", default=choices(DataName)[0])
-    p.add_argument(
-        "--depth", type=positive, default=model("depth"), help=f"layers per stage (default {model('depth')})"
-    )
-    p.add_argument(
-        "--epochs",
-        type=positive,
-        default=training("epochs"),
-        help=f"passes over the training set (default {training('epochs')})",
-    )
+    add_field(p, "--depth", ModelConfig, "depth", "layers per stage", positive)
+    add_field(p, "--epochs", TrainSettings, "epochs", "passes over the training set", positive)
     add_choice(p, "--memory", Memory, "memory mode", default=model("memory"))
-    p.add_argument(
-        "--seed",
-        type=int,
-        default=training("seed"),
-        help=f"seed of the weights, batches and subset (default {training('seed')})",
-    )
+    add_field(p, "--seed", TrainSettings, "seed", "seed of the weights, batches and subset", int)
     p.add_argument(
         "--out", metavar="DIR", help="where checkpoint.pt and metrics.json go (default runs/SCHEME-DATA)"
     )
@@ -191,42 +179,26 @@ def add_commands(commands) -> None:
     p.add_argument(
         "--param", metavar="NAME=VALUE", type=param_argument, action="append", help="scheme parameter"
     )
-    p.add_argument(
-        "--stem",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="input layer (default on, except for cross1d)",
-    )
-    p.add_argument(
-        "--head",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="output layer (default on, except for cross1d)",
-    )
+    for flag, what in (("stem", "input layer"), ("head", "output layer")):
+        without = [name for name, d in DATA_DEFAULTS.items() if not getattr(d, flag)]
+        p.add_argument(
+            f"--{flag}",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help=f"{what} (default on, except for {', '.join(without)})",
+        )
     p.add_argument(
         "--train-fraction", type=float, default=1.0, help="share of the training set used (default 1)"
     )
-    p.add_argument(
-        "--batch-size",
-        type=positive,
-        default=training("batch_size"),
-        help=f"default {training('batch_size')}",
-    )
-    p.add_argument(
-        "--lr", type=float, default=training("lr"), help=f"learning rate (default {training('lr')})"
-    )
-    p.add_argument("--weight-decay", type=float, default=training("weight_decay"))
+    add_field(p, "--batch-size", TrainSettings, "batch_size", "examples per batch", positive)
+    add_field(p, "--lr", TrainSettings, "lr", "learning rate", float)
+    add_field(p, "--weight-decay", TrainSettings, "weight_decay", "weight decay", float)
     add_choice(p, "--optimizer", Optimizer, "adam, or sgd with momentum 0.9", training("optimizer"))
     add_choice(p, "--schedule", Schedule, "learning-rate schedule", training("schedule"))
-    p.add_argument(
-        "--smoothness",
-        type=float,
-        default=training("smoothness"),
-        help="weight of the time-smoothness regularizer",
+    add_field(
+        p, "--smoothness", TrainSettings, "smoothness", "weight of the time-smoothness regularizer", float
     )
-    p.add_argument(
-        "--device", default=training("device"), help=f"torch device (default {training('device')})"
-    )
+    add_field(p, "--device", TrainSettings, "device", "torch device")
     p.add_argument("--json", action="store_true", help="print the final metrics as JSON")
     p.set_defaults(run=_cmd_train)
 
