@@ -263,11 +263,10 @@ def stable_interval(
     cuts = sorted({c * sign for c in boundary_candidates(charpoly, direction)} - {0.0})
     cuts = [c for c in cuts if c > 0]
     previous = 0.0
-    for cut in [*cuts, None]:
-        probe = (previous + cut) / 2 if cut is not None else 2 * previous + 1
-        if not numeric.stable(sign * probe * direction, allowed_block):
+    for cut in cuts:  # stability can change only at a cut: probe between consecutive ones
+        if not numeric.stable(sign * (previous + cut) / 2 * direction, allowed_block):
             return previous
-        if cut is None:
-            return None
         previous = cut
-    return None  # unreachable
+    if not numeric.stable(sign * (2 * previous + 1) * direction, allowed_block):
+        return previous
+    return None

@@ -48,7 +48,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OdenetError as exc:
         print(exc, file=sys.stderr)
         return 1
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
