@@ -179,3 +179,13 @@ def test_config_errors(fields, message):
 def test_reversible_needs_an_explicit_inverse():
     with pytest.raises(odenet.UnsupportedSchemeError, match="memory='reversible' needs an explicit inverse"):
         build_model(config("rk4", memory="reversible"))
+
+
+def test_config_is_hashable_and_its_params_cannot_change():
+    a = config("momentum", params={"gamma": 0.5})
+    b = config("momentum", params={"gamma": 0.5})
+    assert hash(a) == hash(b) and {a, b} == {a}
+    assert a.params == (("gamma", 0.5),) and dict(a.params) == {"gamma": 0.5}
+    with pytest.raises(TypeError):
+        a.params[0] = ("gamma", 0.9)  # type: ignore[index]
+    assert ModelConfig.from_json(a.to_json()) == a and a.to_json()["params"] == {"gamma": 0.5}
