@@ -46,12 +46,21 @@ def python_name(symbol: sympy.Symbol) -> str:
     return f"{state}_{suffix}"
 
 
+def _constants_as_floats(expr: sympy.Expr) -> sympy.Expr:
+    """Irrational constants (``sqrt(3)/6``, ``pi``, ``exp(1)``) evaluated now, to 17 digits: the
+    generated code does arithmetic on tensors and Python floats, never ``torch.sqrt`` of a number."""
+    return expr.replace(lambda e: e.is_number and not e.is_Rational, lambda e: e.evalf(17))
+
+
 class _StepPrinter(TorchPrinter):
     """TorchPrinter with the scheme's symbols renamed and function symbols printed as ``call``s."""
 
     def __init__(self, names: dict[sympy.Basic, str]):
         super().__init__({"strict": False})
         self.names = names
+
+    def doprint(self, expr, *args, **kwargs):
+        return super().doprint(_constants_as_floats(sympy.sympify(expr)), *args, **kwargs)
 
     def _print_Symbol(self, expr):
         return self.names.get(expr, expr.name)

@@ -119,3 +119,18 @@ def test_generated_inverse_equals_the_derived_inverse_scheme(name):
 @given(random_scheme())
 def test_generated_code_of_random_schemes_equals_the_ir(scheme):
     _check_step(scheme)
+
+
+IRRATIONAL = {
+    "sqrt": "scheme s\nstate x\nparam h = 0.1\nk1 = f(x[n])\nk2 = f(x[n] + h*(1/2 + sqrt(3)/6)*k1)\n"
+    "x[n+1] = x[n] + h*(k1 + k2)/2\n",
+    "pi and functions of parameters": "scheme p\nstate y\nparam h = pi/10\nparam k = 2 learnable in (0, 3)\n"
+    "y[n+1] = y[n] + h*sin(pi/5)*exp(k)*f(y[n])\n",
+    "exp(1) in an init": "scheme q\nstate y, v\nparam h = 0.1\ninit v = exp(1)*f(y[n])\n"
+    "v[n+1] = v[n]/sqrt(2) + h*f(y[n])\ny[n+1] = y[n] + h*v[n+1]\n",
+}
+
+
+@pytest.mark.parametrize("text", list(IRRATIONAL.values()), ids=list(IRRATIONAL))
+def test_irrational_constants_are_compiled_as_numbers(text):
+    _check_step(odenet.parse(text))

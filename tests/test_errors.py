@@ -60,9 +60,9 @@ CASES = [
     ("misspelt parameter", H + "y[n+1] = y[n] + hh*f(y[n])", SchemeValueError, 4, 17,
      "unknown name 'hh': expected a parameter (h) or a state with a time index such as y[n] "
      "(did you mean 'h'?)"),
-    ("pi is no constant", H + "y[n+1] = pi*y[n]", SchemeValueError, 4, 10,
-     "unknown name 'pi': expected a parameter (h) or a state with a time index such as y[n] "
-     "('pi' is not a constant of the language: write the number or use exp(1))"),
+    ("e is no constant", H + "y[n+1] = e*y[n]", SchemeValueError, 4, 10,
+     "unknown name 'e': expected a parameter (h) or a state with a time index such as y[n] "
+     "('e' is not a constant of the language: write the number or use exp(1))"),
     ("unknown state", H + "y[n+1] = x[n]", SchemeValueError, 4, 10,
      "unknown state 'x': the states are y"),
     ("state without index", H + "y[n+1] = y + f(y[n])", SchemeValueError, 4, 10,

@@ -32,7 +32,7 @@ def evaluate(expr: sympy.Expr, env: Mapping, functions: Mapping[str, Callable]):
     """The value of ``expr`` with symbols from ``env`` and function symbols from ``functions``."""
     if expr in env:
         return env[expr]
-    if expr.is_Number:
+    if expr.is_number:  # any constant: 1/3, sqrt(3)/6, pi, exp(1)
         return float(expr)
     if isinstance(expr, AppliedUndef):
         return functions[expr.func.__name__](*(evaluate(a, env, functions) for a in expr.args))

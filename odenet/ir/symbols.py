@@ -56,9 +56,9 @@ _PYTHON_KEYWORDS = (
     "yield"
 ).split()
 # Names a user may not give to a state, parameter, function or stage: the language's keywords, the
-# step index n, the scalar functions, `inf`, the symbols of the analysis (lambda, zeta) and Python's
-# keywords (generated code uses the scheme's names).
-RESERVED_NAMES = frozenset((*_KEYWORDS, "n", "inf", "zeta", *SCALAR_FUNCTIONS, *_PYTHON_KEYWORDS))
+# step index n, the scalar functions, the constants `inf` and `pi`, the symbols of the analysis
+# (lambda, zeta) and Python's keywords (generated code uses the scheme's names).
+RESERVED_NAMES = frozenset((*_KEYWORDS, "n", "inf", "pi", "zeta", *SCALAR_FUNCTIONS, *_PYTHON_KEYWORDS))
 
 
 @functools.cache

@@ -434,6 +434,8 @@ class _Resolver:
         name = node.name
         if name == "inf" and ctx.allow_inf:
             return sympy.oo
+        if name == "pi":
+            return sympy.pi
         if name == "n":
             raise _StatementError(
                 "'n' is the step index: it stands only inside brackets, as in y[n-1]", node.span
@@ -547,7 +549,7 @@ class _Resolver:
             options.append("a number")
         known = [*self.params, *self.stages, *self.states]
         message = f"unknown name '{name}': expected " + _or(options)
-        if name in ("pi", "e", "E", "I"):
+        if name in ("e", "E", "I"):
             message += f" ('{name}' is not a constant of the language: write the number or use exp(1))"
         return message + _suggest(name, known)
 

@@ -1,0 +1,132 @@
+"""nodepy's catalogue of Runge-Kutta and linear multistep methods, each written as a scheme.
+
+Used by ``tests/test_catalogue.py`` (odenet's analysis against nodepy and against a high-precision
+evaluation of the stability function) and by ``benchmarks/analysis_speed.py --catalogue``.
+nodepy is a test-only dependency: import this module only where it is installed.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+
+import mpmath
+import nodepy.linear_multistep_method as lmm
+import nodepy.runge_kutta_method as rkm
+import numpy as np
+import sympy
+
+from odenet.ir.methods import multistep_text, runge_kutta_text
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str  # a valid scheme name
+    kind: str  # "rk" or "lmm"
+    text: str  # the scheme
+    method: object  # nodepy's object
+
+
+def _name(text: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9_]", "_", text.replace("ö", "o")).strip("_")
+    return name if name[0].isalpha() else "m" + name
+
+
+def _rk(name: str, method) -> Entry:
+    return Entry(name, "rk", runge_kutta_text(name, method.A, method.b), method)
+
+
+def _lmm(name: str, method, carried: bool = False) -> Entry:
+    return Entry(name, "lmm", multistep_text(name, method.alpha, method.beta, carried=carried), method)
+
+
+@functools.cache
+def entries() -> tuple[Entry, ...]:
+    found: dict[str, Entry] = {}
+
+    def add(entry: Entry) -> None:
+        found.setdefault(entry.name, entry)
+
+    for key, method in sorted(rkm.loadRKM("All").items()):
+        name = _name(key)
+        add(_rk(name, method))
+        embedded = getattr(method, "embedded_method", None)
+        if embedded is not None:
+            add(_rk(name + "_embedded", embedded))
+    for p in range(2, 7):
+        add(_rk(f"extrap{p}", rkm.extrap(p)))
+    for s in range(2, 6):
+        add(_rk(f"SSPRK2_{s}", rkm.SSPRK2(s)))
+    for s in (4, 9):
+        add(_rk(f"SSPRK3_{s}", rkm.SSPRK3(s)))
+    for key, method in sorted(lmm.loadLMM("All").items()):
+        if type(method) is lmm.LinearMultistepMethod:  # additive (IMEX) methods have two right-hand sides
+            add(_lmm(_name(key), method))
+    families = {
+        "AB": (lmm.Adams_Bashforth, range(1, 7)),
+        "AM": (lmm.Adams_Moulton, range(1, 6)),
+        "BDF": (lmm.backward_difference_formula, range(1, 8)),
+        "MS": (lmm.Milne_Simpson, range(2, 6)),
+        "Nystrom": (lmm.Nystrom, range(2, 6)),
+        "elmSSP2_": (lmm.elm_ssp2, range(3, 6)),
+        "sand": (lmm.sand_cc, range(1, 3)),
+    }
+    for prefix, (make, steps) in families.items():
+        for k in steps:
+            method = make(k)
+            add(_lmm(f"{prefix}{k}", method))
+            if len(method.alpha) > 2:
+                add(_lmm(f"{prefix}{k}_carried", method, carried=True))
+    return tuple(found.values())
+
+
+# -- references --------------------------------------------------------------------------------------
+
+
+def _mp(c) -> mpmath.mpf:
+    if isinstance(c, sympy.Basic):
+        return mpmath.mpmathify(sympy.N(c, 60))
+    return mpmath.mpf(float(c)) if not isinstance(c, int) else mpmath.mpf(c)
+
+
+def radius(entry: Entry, z: complex) -> mpmath.mpf:
+    """The spectral radius of the step at ``lambda*h = z``, in 50 digits."""
+    with mpmath.workdps(50):
+        z = mpmath.mpmathify(z)
+        if entry.kind == "rk":
+            a = mpmath.matrix([[_mp(c) for c in row] for row in np.asarray(entry.method.A, dtype=object)])
+            b = mpmath.matrix([_mp(c) for c in entry.method.b])
+            s = len(entry.method.b)
+            stages = mpmath.lu_solve(mpmath.eye(s) - z * a, mpmath.matrix([1] * s))
+            return abs(1 + z * (b.T * stages)[0])
+        alpha = [_mp(c) for c in entry.method.alpha]
+        beta = [_mp(c) for c in entry.method.beta]
+        coefficients = [alpha[j] - z * beta[j] for j in reversed(range(len(alpha)))]
+        while coefficients and abs(coefficients[0]) == 0:
+            coefficients = coefficients[1:]
+        if len(coefficients) <= 1:
+            return mpmath.mpf(0)
+        roots = mpmath.polyroots(coefficients, maxsteps=200, extraprec=100)
+        return max(abs(r) for r in roots)
+
+
+def interval_end(entry: Entry, direction: complex, reach: float = 50.0, samples: int = 2000) -> float | None:
+    """The first ``t > 0`` on a grid of ``[0, reach]`` (refined by bisection) where the step at
+    ``t*direction`` has spectral radius above 1 (by more than 1e-30, in 50-digit arithmetic); ``None``
+    when no sample leaves the disc. The definition, sampled: the oracle for odenet's intervals."""
+    limit = mpmath.mpf(1) + mpmath.mpf(10) ** -30
+
+    def unstable(t: float) -> bool:
+        return radius(entry, t * direction) > limit
+
+    previous = 0.0
+    for t in np.geomspace(1e-4, reach, samples):
+        if unstable(t):
+            low, high = previous, float(t)
+            for _ in range(50):
+                middle = (low + high) / 2
+                low, high = (low, middle) if unstable(middle) else (middle, high)
+            return high
+        previous = float(t)
+    return None
