@@ -22,6 +22,7 @@ from odenet.analysis.stability import (
     ZETA,
     NumericSpectrum,
     amplification_matrix,
+    exact_det,
     exact_spectrum,
     is_power_bounded,
     stable_interval,
@@ -149,6 +150,21 @@ def _end(t: float | None, direction: complex) -> float | None:
     return float(f"{sign * t:.12g}") + 0.0  # + 0.0 turns -0.0 into 0.0
 
 
+def _readable(root: sympy.Expr) -> sympy.Expr:
+    """A closed-form eigenvalue, expanded, with the radicands factored (``sympy.simplify`` would
+    do as well, at the price of loading sympy.physics on its first call)."""
+    root = sympy.expand(root)
+
+    def shortest(base):
+        forms = [sympy.factor_terms(base), sympy.factor(base), base]
+        return min(forms, key=sympy.count_ops)
+
+    return root.replace(
+        lambda e: e.is_Pow and e.exp.is_Rational and not e.exp.is_Integer,
+        lambda e: shortest(e.base) ** e.exp,
+    )
+
+
 def _stability(scheme: Scheme, values: dict[str, sympy.Expr]) -> Stability:
     matrix = amplification_matrix(scheme)
     charpoly = sympy.collect(sympy.expand(matrix.charpoly(ZETA).as_expr()), ZETA)
@@ -158,7 +174,7 @@ def _stability(scheme: Scheme, values: dict[str, sympy.Expr]) -> Stability:
     roots = sympy.roots(sympy.Poly(charpoly, ZETA), cubics=False, quartics=False)
     eigenvalues = None
     if sum(roots.values()) == matrix.rows:
-        eigenvalues = tuple(sympy.simplify(r) for r, m in roots.items() for _ in range(m))
+        eigenvalues = tuple(_readable(r) for r, m in roots.items() for _ in range(m))
 
     subs = {sympy.Symbol(name, real=True): v for name, v in values.items()}
     # Zero-stability: all functions 0 (lambda = 0) and, with a step h, h -> 0.
@@ -198,7 +214,7 @@ def _reversibility(scheme: Scheme, stability: Stability, values: dict[str, sympy
     det = stability.det
     volume_preserving = bool(det.is_number and abs(det) == 1)
     at_zero = stability.amplification_matrix.subs(LAMBDA, 0).subs(subs)
-    det_zero = sympy.simplify(at_zero.det())
+    det_zero = exact_det(at_zero)
     amplification = None
     if not det_zero.is_zero:  # exact: M(0) is often defective (leapfrog), where floats lose digits
         amplification = float(f"{exact_spectrum(at_zero.inv()).radius:.12g}")

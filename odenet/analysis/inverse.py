@@ -109,15 +109,20 @@ def _solve_linear(equations, unknowns) -> dict | None:
     solution = {}
     # Each unknown may be determined even if others are not: solve the full system when square and
     # regular, else find the unknowns that the equations pin down on their own.
-    if matrix.shape[0] == matrix.shape[1] and not sympy.simplify(matrix.det()).is_zero:
+    if matrix.shape[0] == matrix.shape[1] and not sympy.cancel(matrix.det()).is_zero:
         values = matrix.LUsolve(rhs)
-        return {u: sympy.simplify(v) for u, v in zip(unknowns, values, strict=True)}
+        return {u: _tidy(v) for u, v in zip(unknowns, values, strict=True)}
     for i in rows:
-        nonzero = [j for j in range(len(unknowns)) if not sympy.simplify(matrix[i, j]).is_zero]
+        nonzero = [j for j in range(len(unknowns)) if not sympy.cancel(matrix[i, j]).is_zero]
         if len(nonzero) == 1:
             j = nonzero[0]
-            solution[unknowns[j]] = sympy.simplify(rhs[i] / matrix[i, j])
+            solution[unknowns[j]] = _tidy(rhs[i] / matrix[i, j])
     return solution or None
+
+
+def _tidy(expr: sympy.Expr) -> sympy.Expr:
+    """A solved value in a readable normal form: one fraction, cancelled."""
+    return sympy.cancel(sympy.together(expr))
 
 
 def _blocked_message(scheme, remaining, opaque, equations) -> str:
@@ -138,7 +143,7 @@ def _blocked_message(scheme, remaining, opaque, equations) -> str:
 def _unique(items):
     out = []
     for item in items:
-        if all(sympy.simplify(item - o) != 0 and sympy.simplify(item + o) != 0 for o in out):
+        if all(sympy.cancel(item - o) != 0 and sympy.cancel(item + o) != 0 for o in out):
             out.append(item)
     return out
 

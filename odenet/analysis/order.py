@@ -19,25 +19,31 @@ Method: put a smooth trajectory into the step equations and expand in powers of 
   *modified equation* (Lu et al. 2018: ``(1+k) u' + (1-k) h/2 u'' = f(u)`` for LM-ResNet).
 
 The expansion is scalar (one state component, one function argument): for order up to 4 the scalar
-conditions are the general ones; beyond, they are necessary only. Tests cross-check the result with
-an empirical convergence slope on a nonlinear problem.
+conditions are the general ones; beyond, they are necessary only. So a scheme for one first-order
+ODE ``x' = f(x)`` is then judged on the conditions of every rooted tree (:mod:`~odenet.analysis.
+bseries`), which hold for systems, to order 12; its decimals, if it is written with them, are taken
+as approximations of the coefficients meant (see ``OrderResult.exact_order``). Tests cross-check the
+result with nodepy's catalogue and with an empirical convergence slope on a nonlinear problem.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import sympy
 from sympy.core.function import AppliedUndef
 
+from odenet.analysis.bseries import tree_order
 from odenet.ir import Scheme, parse_value
 from odenet.ir.printing import format_expr
 
 __all__ = ["OrderResult", "order_of_accuracy"]
 
-TERMS = 7  # powers h**0 .. h**6 of each expansion: enough for p <= 5 (first-order) or 4 (second-order)
-FIRST_TERMS = 4  # a first, cheaper pass: most schemes show their error term by h**3
+TERMS = (4, 7, 10)  # scalar expansions to h**(k-1) tried in turn, until an error term shows
+MAX_TREE_ORDER = 12  # the tree conditions are checked up to this order
+DECIMAL_DIGITS = 10  # a coefficient with at least this many decimal places is a rounded decimal
+LEADING_ERROR_ORDER = 5  # the leading error term is expanded for orders up to this one
 _t = sympy.Symbol("t")
 
 
@@ -54,6 +60,9 @@ class OrderResult:
     leading_error_text: str | None = None  # the same, written with primes: h**2*f(x)*f'(x)/2
     modified_equation: str | None = None
     lower_bound: bool = False  # the expansion was truncated before any error term appeared
+    # For a scheme written with rounded decimals: the order of the coefficients exactly as written
+    # (``order`` is the one they approximate, to the precision of their digits); else equal to order.
+    exact_order: int | None = None
 
 
 # -- truncated power series in h -------------------------------------------------------------------
@@ -254,10 +263,82 @@ def order_of_accuracy(scheme: Scheme, values: dict[sympy.Symbol, sympy.Expr]) ->
     except KeyError:
         return OrderResult(None, "the scheme has no step parameter h, so it discretizes no ODE in h")
     try:
-        result = _order(scheme, h, values, FIRST_TERMS)
-        return _order(scheme, h, values, TERMS) if result.lower_bound else result
+        result = _order(scheme, h, values, TERMS[0])
     except _UnsupportedError as exc:
         return OrderResult(None, f"not analyzed: {exc}")
+    trees = _by_trees(scheme, h, values, result)
+    if trees is not None:
+        return trees
+    for terms in TERMS[1:]:
+        if not result.lower_bound:
+            break
+        try:
+            result = _order(scheme, h, values, terms)
+        except _UnsupportedError as exc:
+            return OrderResult(None, f"not analyzed: {exc}")
+    return replace(result, exact_order=result.order)
+
+
+def _decimal_digits(scheme: Scheme) -> int | None:
+    """The significant digits of the scheme's decimals, when it is written with rounded decimals
+    (a coefficient with at least DECIMAL_DIGITS decimal places), else None."""
+    digits = []
+    for eq in scheme.steps:
+        for number in eq.expr.atoms(sympy.Rational):
+            q = int(number.q)
+            places = 0
+            while q % 10 == 0 and q > 1:
+                q, places = q // 10, places + 1
+            if q == 1 and places >= DECIMAL_DIGITS:
+                digits.append(len(str(abs(int(number.p)))))
+    return max(digits) if digits else None
+
+
+def _by_trees(scheme: Scheme, h, values, scalar: OrderResult) -> OrderResult | None:
+    """The order from the tree conditions, for a scheme of ``x' = f(x)``; None for other schemes."""
+    evolving = [line for line in scalar.ode if "auxiliary" not in line]
+    if scalar.order is None or len(evolving) != 1 or len(scheme.functions) != 1:
+        return None
+    f = scheme.functions[0].name
+    state = evolving[0].split("'", 1)[0]
+    if evolving[0] != f"{state}' = {f}({state})":
+        return None
+    decimals = _decimal_digits(scheme)
+    if scalar.order < 4 and not scalar.lower_bound and decimals is None:
+        return None  # below order 5 the scalar conditions are the general ones
+    found = tree_order(scheme, state, f, h, values, MAX_TREE_ORDER, decimals)
+    if found is None:
+        return None
+    reason = "judged on the order conditions of every rooted tree (B-series), which hold for systems"
+    if found.lower_bound:
+        reason = f"every tree condition holds up to order {found.order}: the order is at least {found.order}"
+    if decimals is not None and found.exact_order < found.order:
+        reason += (
+            f"; the coefficients are {decimals}-digit decimals: order {found.order} to their precision, "
+            f"while the decimals as written satisfy order {found.exact_order} exactly"
+        )
+    same = scalar.order == found.order and not scalar.lower_bound and decimals is None
+    if (
+        scalar.lower_bound
+        and not found.lower_bound
+        and decimals is None
+        and found.order <= LEADING_ERROR_ORDER
+    ):
+        try:  # the scalar expansion far enough to show the error term, for the leading error
+            scalar = _order(scheme, h, values, found.order + 2)
+        except _UnsupportedError:
+            pass
+        same = scalar.order == found.order and not scalar.lower_bound
+    return OrderResult(
+        found.order,
+        reason,
+        scalar.ode,
+        leading_error=scalar.leading_error if same else None,
+        leading_error_text=scalar.leading_error_text if same else None,
+        modified_equation=scalar.modified_equation if same else None,
+        lower_bound=found.lower_bound,
+        exact_order=found.exact_order,
+    )
 
 
 def _order(scheme: Scheme, h, values, terms: int) -> OrderResult:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import mpmath
 import numpy as np
 import sympy
 from sympy.core.function import AppliedUndef
@@ -24,6 +25,8 @@ __all__ = [
     "ZETA",
     "Spectrum",
     "amplification_matrix",
+    "exact_det",
+    "exact_spectrum",
     "is_power_bounded",
     "linearize",
     "stable_interval",
@@ -103,43 +106,96 @@ def step_scaling(scheme: Scheme, charpoly: sympy.Expr) -> tuple[sympy.Expr, int]
 
 @dataclass(frozen=True)
 class Spectrum:
-    """Eigenvalues of a matrix (each distinct one once) with the size of its largest Jordan block."""
+    """The eigenvalues of a constant matrix (each distinct one once), with the size of its largest
+    Jordan block and where it lies: -1 inside the unit circle, 0 on it, 1 outside."""
 
     eigenvalues: tuple[complex, ...]
     jordan_block: tuple[int, ...]
+    position: tuple[int, ...] = ()
 
     @property
     def radius(self) -> float:
         return max((abs(e) for e in self.eigenvalues), default=0.0)
 
 
+# Precision of the root finding: roots are computed to DIGITS digits, and a modulus within
+# 10**-CIRCLE_DIGITS of 1 is on the unit circle.
+DIGITS = 60
+CIRCLE_DIGITS = 40
+
+
 def exact_spectrum(matrix: sympy.Matrix) -> Spectrum:
-    """Eigenvalues and Jordan block sizes of a constant matrix, exactly where sympy can."""
+    """Eigenvalues and Jordan block sizes of a constant matrix.
+
+    The characteristic polynomial is computed and factored exactly over the field of the entries
+    (the rationals, or the algebraic numbers they generate). All roots of one irreducible factor
+    ``g`` share a Jordan structure, which ranks over that field give: the largest block is the
+    smallest ``k`` with ``rank(g(M)**k) = n - m deg g`` (``m``: the factor's multiplicity), so no
+    eigenvalue is ever written in radicals. The roots themselves are located to 60 digits.
+    """
+    from sympy.polys.constructor import construct_domain
+    from sympy.polys.matrices import DomainMatrix
+
     n = matrix.shape[0]
-    eigen = matrix.eigenvals(multiple=False)  # {eigenvalue: algebraic multiplicity}
-    if sum(eigen.values()) != n:
-        raise SchemeValueError("the eigenvalues of the step have no closed form")
-    values, blocks = [], []
-    for eig, mult in eigen.items():
-        shifted = matrix - eig * sympy.eye(n)
-        # The largest Jordan block is the smallest k with rank((M - e I)^k) = n - multiplicity.
-        power, k = shifted, 1
-        while power.rank(simplify=True) > n - mult and k < mult:
-            power, k = power * shifted, k + 1
-        values.append(complex(sympy.N(eig, 30)))
-        blocks.append(k)
-    return Spectrum(tuple(values), tuple(blocks))
+    domain, entries = construct_domain(list(matrix), extension=True)
+    dm = DomainMatrix([entries[i * n : (i + 1) * n] for i in range(n)], (n, n), domain)
+    charpoly = sympy.Poly(dm.charpoly(), ZETA, domain=domain)
+    try:
+        _, factors = charpoly.factor_list()
+    except (NotImplementedError, sympy.polys.polyerrors.DomainError):
+        _, factors = charpoly.sqf_list()
+    values, blocks, positions = [], [], []
+    identity = DomainMatrix.eye(n, domain)
+    for factor, multiplicity in factors:
+        block = 1
+        if multiplicity > 1:
+            at_matrix = DomainMatrix.zeros((n, n), domain)
+            for c in factor.all_coeffs():  # Horner: g(M)
+                at_matrix = at_matrix * dm + identity * domain.convert(c)
+            power, target = at_matrix, n - multiplicity * factor.degree()
+            while power.rank() > target and block < multiplicity:
+                power, block = power * at_matrix, block + 1
+        for root in _roots(factor):
+            modulus = abs(root)
+            on_circle = abs(modulus - 1) <= mpmath.mpf(10) ** -CIRCLE_DIGITS
+            values.append(complex(root))
+            blocks.append(block)
+            positions.append(0 if on_circle else (1 if modulus > 1 else -1))
+    return Spectrum(tuple(values), tuple(blocks), tuple(positions))
+
+
+def exact_det(matrix: sympy.Matrix) -> sympy.Expr:
+    """The determinant of a constant matrix, exactly, over the field of its entries."""
+    from sympy.polys.constructor import construct_domain
+    from sympy.polys.matrices import DomainMatrix
+
+    n = matrix.shape[0]
+    domain, entries = construct_domain(list(matrix), extension=True)
+    dm = DomainMatrix([entries[i * n : (i + 1) * n] for i in range(n)], (n, n), domain)
+    return domain.to_sympy(dm.det())
+
+
+def _roots(factor: sympy.Poly) -> list:
+    """The roots of a square-free polynomial, to DIGITS digits (mpmath numbers)."""
+    with mpmath.workdps(DIGITS):
+        coefficients = [
+            mpmath.mpmathify(sympy.N(factor.domain.to_sympy(c), DIGITS + 10)) for c in factor.rep.to_list()
+        ]
+        if len(coefficients) == 2:
+            return [-coefficients[1] / coefficients[0]]
+        return list(mpmath.polyroots(coefficients, maxsteps=400, extraprec=4 * DIGITS))
 
 
 def is_power_bounded(spectrum: Spectrum, ode_order: int = 1) -> bool:
-    """Exact test of a constant matrix's powers: no eigenvalue outside the unit circle; on it,
+    """Whether a constant matrix's powers stay bounded: no eigenvalue outside the unit circle; on it,
     Jordan blocks of size 1, except a block of size 2 at zeta = 1 for a second-order ODE (whose
     solutions grow linearly, as y'' = 0 allows)."""
-    for eig, block in zip(spectrum.eigenvalues, spectrum.jordan_block, strict=True):
-        modulus = abs(eig)
-        if modulus > 1 + 1e-12:
+    for eig, block, position in zip(
+        spectrum.eigenvalues, spectrum.jordan_block, spectrum.position, strict=True
+    ):
+        if position > 0:
             return False
-        if abs(modulus - 1) <= 1e-12:
+        if position == 0:
             allowed = 2 if ode_order == 2 and abs(eig - 1) <= 1e-12 else 1
             if block > allowed:
                 return False
