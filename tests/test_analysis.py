@@ -156,3 +156,43 @@ def test_region_radius_matches_a_direct_eigenvalue_computation():
         matrix = stability.amplification_matrix.subs({LAMBDA: value, h: sympy.Rational(1, 10)})
         direct.append(np.abs(np.linalg.eigvals(np.array(matrix.evalf(), dtype=complex))).max())
     assert stability.radius(lam) == pytest.approx(direct, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("name", "axis", "end", "closed"),
+    [
+        ("leapfrog", "real", 1, False),  # h**2*lambda = 4: zeta = -1 twice, one Jordan block
+        ("midpoint", "imag", 1, False),  # h*lambda = i: zeta = -i twice, one Jordan block
+        ("rk4", "imag", 1, True),  # h*lambda = 2*sqrt(2) i: |R| = 1, a simple root
+        ("euler", "real", 0, True),  # h*lambda = -2: R = -1, simple
+    ],
+)
+def test_interval_ends_are_closed_only_where_the_step_is_power_bounded(name, axis, end, closed):
+    """The reference: the powers of M at the end itself, computed exactly (a defective eigenvalue on
+    the unit circle makes ||M**n|| grow like n)."""
+    a = odenet.analyze(odenet.load(name))
+    s = a.stability
+    interval = s.real_interval if axis == "real" else s.imag_interval
+    assert (s.real_closed if axis == "real" else s.imag_closed)[end] is closed
+    lam = sympy.nsimplify(interval[end], [sympy.sqrt(2)])
+    if axis == "imag":
+        lam = sympy.I * lam
+    values = {sympy.Symbol(p.name, real=True): p.default for p in a.scheme.params}
+    m = s.amplification_matrix.subs(values).subs(sympy.Symbol("lambda"), lam)
+    norms = [float(max(abs(sympy.N(e)) for e in (m**n))) for n in (64, 128)]
+    grows = norms[1] > 1.5 * norms[0]
+    assert grows is (not closed), norms
+
+
+def test_decimal_coefficients_are_read_to_their_precision():
+    """Tsitouras' 5(4) pair as published (17-digit decimals): order 5 to their precision, while the
+    decimals as written are not even exactly consistent (their weights sum to 1 - 1.7e-16)."""
+    import nodepy.runge_kutta_method as rkm
+
+    from odenet.ir.methods import runge_kutta_text
+
+    tsit5 = rkm.loadRKM("Tsit5")
+    a = odenet.analyze(odenet.parse(runge_kutta_text("tsit5", tsit5.A, tsit5.b)))
+    assert (a.order, a.accuracy.exact_order) == (5, 0)
+    assert "satisfy order 0 exactly" in a.accuracy.reason
+    assert tsit5.order(tol=1e-12) == 5  # nodepy agrees at a tolerance above the decimals' rounding

@@ -30,6 +30,8 @@ STABILITY = {
     "zero_stable",
     "real_interval",
     "imag_interval",
+    "real_interval_closed",
+    "imag_interval_closed",
 }
 REVERSIBILITY = {"kind", "inverse", "conditions", "volume_preserving", "backward_amplification"}
 
@@ -43,6 +45,7 @@ def test_json_contract():
     assert set(facts["reversibility"]) == REVERSIBILITY
     assert facts["stability"]["det"] == "gamma"
     assert facts["stability"]["real_interval"] == [-38.0, 0.0]
+    assert facts["stability"]["real_interval_closed"] == [True, True]
     assert facts["reversibility"]["inverse"]["x[n]"] == "-v[n+1] + x[n+1]"
     assert facts["reversibility"]["backward_amplification"] == pytest.approx(1 / 0.9)
     assert facts["order"] is None
@@ -68,7 +71,7 @@ def test_verdict_of_leapfrog_and_euler():
     leapfrog = verdict(odenet.analyze(odenet.load("leapfrog")))
     assert (
         leapfrog[0]
-        == "stable for h**2*λ in [0, 4] on the real axis and on the imaginary axis only at h**2*λ = 0"
+        == "stable for h**2*λ in [0, 4) on the real axis and on the imaginary axis only at h**2*λ = 0"
     )
     assert (
         leapfrog[3]

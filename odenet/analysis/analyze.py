@@ -53,6 +53,10 @@ class Stability:
     imag_interval: Interval | None  # imaginary parts of lambda
     scale: float  # variable / lambda at the parameter values: h, h**2 or 1
     numeric: NumericSpectrum = field(repr=False, compare=False)
+    # whether each end of the intervals is itself stable (an end where a unit-modulus eigenvalue is
+    # defective, as at leapfrog's h**2*lambda = -4, is not); True at infinite ends
+    real_closed: tuple[bool, bool] = (True, True)
+    imag_closed: tuple[bool, bool] = (True, True)
 
     def radius(self, lam):
         """Spectral radius of ``M(lambda)`` at the parameter values, for an array of ``lambda``."""
@@ -110,6 +114,8 @@ class Analysis:
                 "zero_stable": s.zero_stable,
                 "real_interval": _interval(s.real_interval),
                 "imag_interval": _interval(s.imag_interval),
+                "real_interval_closed": list(s.real_closed),
+                "imag_interval_closed": list(s.imag_closed),
             },
             "reversibility": {
                 "kind": r.kind,
@@ -187,12 +193,15 @@ def _stability(scheme: Scheme, values: dict[str, sympy.Expr]) -> Stability:
 
     numeric = NumericSpectrum(matrix.subs(subs))
     scale = float(variable.subs(LAMBDA, 1).subs(subs))
-    allowed = 2 if ode_order == 2 else 1
     real = imag = None
+    real_closed = imag_closed = (True, True)
     if stable_at_zero:
-        at_values = charpoly.subs(subs)
-        real = tuple(_end(stable_interval(numeric, at_values, d, allowed), d) for d in (-1, 1))
-        imag = tuple(_end(stable_interval(numeric, at_values, d, allowed), d) for d in (-1j, 1j))
+        at_values, matrix_at_values = charpoly.subs(subs), matrix.subs(subs)
+        found = {d: stable_interval(matrix_at_values, at_values, d) for d in (-1, 1, -1j, 1j)}
+        real = (_end(found[-1][0], -1), _end(found[1][0], 1))
+        imag = (_end(found[-1j][0], -1j), _end(found[1j][0], 1j))
+        real_closed = (found[-1][1], found[1][1])
+        imag_closed = (found[-1j][1], found[1j][1])
     return Stability(
         amplification_matrix=matrix,
         characteristic_polynomial=charpoly,
@@ -204,6 +213,8 @@ def _stability(scheme: Scheme, values: dict[str, sympy.Expr]) -> Stability:
         stable_at_zero=stable_at_zero,
         real_interval=real,
         imag_interval=imag,
+        real_closed=real_closed,
+        imag_closed=imag_closed,
         scale=scale,
         numeric=numeric,
     )

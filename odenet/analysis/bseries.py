@@ -357,7 +357,8 @@ def tree_order(
     exact = _orders(steps, state, function, h, exact_numbers, None, min(4, max_order))
     if exact is None:
         return None
-    approximate = _orders(steps, state, function, h, _Numbers(set(), floats=True), decimals, max_order)
+    floats = _Numbers(set(), floats=True)
+    approximate = _orders(steps, state, function, h, floats, decimals, max_order)
     if approximate is None:
         return None
     exact_order = exact.order if not exact.lower_bound else approximate.order
@@ -365,7 +366,10 @@ def tree_order(
 
 
 def _orders(steps, state, function, h, numbers: _Numbers, decimals: int | None, max_order: int):
-    tolerance = 0.0 if decimals is None else 10.0 ** (4 - decimals)
+    """The first order whose tree conditions fail. With ``decimals``, a condition on a tree of
+    ``q`` nodes counts as met when its residual is below ``10**(2 - decimals) * q * m``, where ``m``
+    is the same sum with every coefficient and term taken positive: what rounding each coefficient
+    to that many digits can leave in it."""
     checked = 0
     for power in [p for p in (4, 6, 8, 10, 12, 16) if p < max_order] + [max_order]:
         step = _Step(steps, state, function, h, numbers, power)
@@ -375,13 +379,20 @@ def _orders(steps, state, function, h, numbers: _Numbers, decimals: int | None, 
             return None
         if not numbers.is_zero(residual.x0):
             return None  # not consistent at h**0
+        magnitudes = {}
+        if decimals is not None:
+            absolute = _Numbers(set(), floats=True)
+            absolute.convert = lambda c: abs(float(c))
+            bound = _Step(steps, state, function, h, absolute, power)
+            magnitudes = (bound.exact(1) + bound.evaluate(bound.update.expr, 0)).coefficients
         for q in range(checked + 1, power + 1):
             failing = []
             for t in trees(q):
                 r = residual.coefficients.get(t)
                 if r is None or numbers.is_zero(r):
                     continue
-                if numbers.magnitude(r) > tolerance * float(exact_coefficient(t, 1)):
+                tolerance = 0.0 if decimals is None else 10.0 ** (2 - decimals) * q * magnitudes.get(t, 0.0)
+                if numbers.magnitude(r) > tolerance:
                     failing.append(t)
             if failing:
                 return TreeOrder(q - 1, q - 1, False, numbers.exact, tuple(failing))

@@ -301,13 +301,14 @@ def _by_trees(scheme: Scheme, h, values, scalar: OrderResult) -> OrderResult | N
         return None
     f = scheme.functions[0].name
     state = evolving[0].split("'", 1)[0]
-    if evolving[0] != f"{state}' = {f}({state})":
-        return None
     decimals = _decimal_digits(scheme)
+    # x' = f(x); with rounded decimals, x' = c*f(x) with c = 1 to their precision (checked below)
+    if evolving[0] != f"{state}' = {f}({state})" and not (decimals and f"{f}({state})" in evolving[0]):
+        return None
     if scalar.order < 4 and not scalar.lower_bound and decimals is None:
         return None  # below order 5 the scalar conditions are the general ones
     found = tree_order(scheme, state, f, h, values, MAX_TREE_ORDER, decimals)
-    if found is None:
+    if found is None or found.order == 0:
         return None
     reason = "judged on the order conditions of every rooted tree (B-series), which hold for systems"
     if found.lower_bound:
@@ -341,12 +342,41 @@ def _by_trees(scheme: Scheme, h, values, scalar: OrderResult) -> OrderResult | N
     )
 
 
+def _classify(residuals: dict[str, sympy.Expr], h, values) -> tuple[list[str], list[str]]:
+    """Evolving and slaved states, from the step at h = 0 (every value of a state equal).
+
+    A state whose equation is trivial there (``x = x``) evolves. The others are solved for, one by
+    one, copies first (equations without h: ``x1 = x`` for a carried past value, ``F = f(x)``); a
+    state whose equation becomes trivial once the states solved so far are substituted evolves too
+    (a multistep method written with its past values as states: ``x = 4/3 x - 1/3 x1`` with
+    ``x1 = x``).
+    """
+    at_zero = {s: _collapse(r.subs(h, 0)) for s, r in residuals.items()}
+    evolving = [s for s in residuals if _is_zero(at_zero[s], values)]
+    pending = [s for s in residuals if s not in evolving]
+    pending.sort(key=lambda s: (h in residuals[s].free_symbols, sympy.count_ops(at_zero[s])))
+    solved: dict[sympy.Symbol, sympy.Expr] = {}
+    for s in pending:
+        symbol = sympy.Symbol(s)
+        equation = sympy.expand(at_zero[s].xreplace(solved))
+        if _is_zero(equation, values):
+            evolving.append(s)
+            continue
+        slope = sympy.diff(equation, symbol)
+        if symbol in slope.free_symbols or _is_zero(slope, values):
+            solved[symbol] = symbol  # not solvable here: left to the slaved-state solve below
+            continue
+        value = sympy.expand(symbol - equation / slope)
+        solved = {k: v.xreplace({symbol: value}) for k, v in solved.items()}
+        solved[symbol] = value
+    slaved = [s for s in residuals if s not in evolving]
+    order = list(residuals)
+    return sorted(evolving, key=order.index), slaved
+
+
 def _order(scheme: Scheme, h, values, terms: int) -> OrderResult:
     residuals = scheme.update_residuals
-    evolving, slaved = [], []
-    for state, residual in residuals.items():
-        at_zero = _collapse(residual.subs(h, 0))
-        (evolving if _is_zero(at_zero, values) else slaved).append(state)
+    evolving, slaved = _classify(residuals, h, values)
     if not evolving:
         return OrderResult(None, "inconsistent: no state evolves smoothly as h -> 0")
     jets = {s: [sympy.Symbol(s)] + [sympy.Dummy(f"{s}_{i}") for i in range(1, terms + 1)] for s in evolving}

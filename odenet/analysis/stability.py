@@ -127,11 +127,12 @@ CIRCLE_DIGITS = 40
 def exact_spectrum(matrix: sympy.Matrix) -> Spectrum:
     """Eigenvalues and Jordan block sizes of a constant matrix.
 
-    The characteristic polynomial is computed and factored exactly over the field of the entries
-    (the rationals, or the algebraic numbers they generate). All roots of one irreducible factor
-    ``g`` share a Jordan structure, which ranks over that field give: the largest block is the
-    smallest ``k`` with ``rank(g(M)**k) = n - m deg g`` (``m``: the factor's multiplicity), so no
-    eigenvalue is ever written in radicals. The roots themselves are located to 60 digits.
+    The characteristic polynomial is computed exactly over the field of the entries (the rationals,
+    or the algebraic numbers they generate, such as ``i`` for a point of the imaginary axis) and
+    split into its square-free parts; a part whose roots are repeated is factored into irreducible
+    factors ``g``, whose roots share one Jordan structure: the largest block is the smallest ``k``
+    with ``rank(g(M)**k) = n - m deg g`` (``m``: the multiplicity), a rank over that field. No
+    eigenvalue is ever written in radicals; the roots themselves are located to 60 digits.
     """
     from sympy.polys.constructor import construct_domain
     from sympy.polys.matrices import DomainMatrix
@@ -140,10 +141,15 @@ def exact_spectrum(matrix: sympy.Matrix) -> Spectrum:
     domain, entries = construct_domain(list(matrix), extension=True)
     dm = DomainMatrix([entries[i * n : (i + 1) * n] for i in range(n)], (n, n), domain)
     charpoly = sympy.Poly(dm.charpoly(), ZETA, domain=domain)
-    try:
-        _, factors = charpoly.factor_list()
-    except (NotImplementedError, sympy.polys.polyerrors.DomainError):
-        _, factors = charpoly.sqf_list()
+    factors = []
+    for part, multiplicity in charpoly.sqf_list()[1]:
+        if multiplicity == 1:
+            factors.append((part, 1))
+            continue
+        try:
+            factors += [(g, multiplicity) for g, _ in part.factor_list()[1]]
+        except (NotImplementedError, sympy.polys.polyerrors.DomainError):
+            factors.append((part, multiplicity))  # one block size for all its roots: the largest
     values, blocks, positions = [], [], []
     identity = DomainMatrix.eye(n, domain)
     for factor, multiplicity in factors:
@@ -265,8 +271,12 @@ def _rational_coeffs(expr: sympy.Expr) -> tuple[np.ndarray, np.ndarray]:
 _T = sympy.Symbol("t", real=True)
 
 
-def boundary_candidates(charpoly: sympy.Expr, direction: complex) -> list[float]:
-    """Exact real ``t`` at which the stability of ``lambda = t*direction`` can change.
+def boundary_candidates(
+    charpoly: sympy.Expr, direction: complex
+) -> list[tuple[sympy.Rational, sympy.Rational]]:
+    """The real ``t`` at which the stability of ``lambda = t*direction`` can change, each as a
+    rational interval ``(low, high)`` that isolates it (``low == high`` for a rational one), sorted
+    and disjoint.
 
     Stability changes only where a root of ``P(zeta)`` meets the unit circle, where roots collide,
     or where the degree drops (a root escapes to infinity). A root on the circle is a common root of
@@ -283,46 +293,119 @@ def boundary_candidates(charpoly: sympy.Expr, direction: complex) -> list[float]
     common = sympy.gcd(poly, star)
     moving = sympy.quo(poly, common) if common.degree() > 0 else poly
     moving_star = sympy.Poly([sympy.conjugate(c) for c in reversed(moving.all_coeffs())], ZETA)
-    candidates: set[float] = set()
     polys_in_t = [coeffs[0]]
     if moving.degree() > 0:
         polys_in_t.append(sympy.resultant(moving, moving_star))
     if poly.degree() > 1:
         polys_in_t.append(sympy.discriminant(poly))
-    for expr in polys_in_t:
-        candidates |= _real_roots(sympy.expand(expr))
-    return sorted(candidates)
+    intervals = [interval for expr in polys_in_t for interval in _real_roots(sympy.expand(expr))]
+    return _merge(sorted(intervals))
 
 
-def _real_roots(expr: sympy.Expr) -> set[float]:
-    """Real roots in t of an expression that may have complex coefficients."""
+def _merge(intervals: list[tuple]) -> list[tuple]:
+    """Sorted intervals with the overlapping ones joined (one candidate, or close ones together:
+    a probe is only ever taken between the joined intervals)."""
+    merged: list[list] = []
+    for low, high in intervals:
+        if merged and low <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], high)
+        else:
+            merged.append([low, high])
+    return [(low, high) for low, high in merged]
+
+
+def _real_roots(expr: sympy.Expr) -> list[tuple[sympy.Rational, sympy.Rational]]:
+    """Isolating rational intervals of the real roots in t of an expression that may have complex
+    coefficients, each refined to a relative width of 1e-20: exact isolation over the rationals
+    (sympy's Vincent-Akritas-Strzebonski), through the norm for algebraic coefficients (a rational
+    polynomial with these roots among its own); to 60 digits for any other number."""
     real, imag = (sympy.expand(part) for part in expr.as_real_imag())
-    polys = [sympy.Poly(p, _T) for p in (real, imag) if not p.is_zero]
-    if not polys:
-        return set()
-    g = polys[0]
-    for p in polys[1:]:
-        g = sympy.gcd(g, p)
+    parts = [p for p in (real, imag) if not p.is_zero]
+    if not parts:
+        return []
+    g = sympy.Poly(parts[0], _T, extension=True)
+    for p in parts[1:]:
+        g = sympy.gcd(g, sympy.Poly(p, _T, extension=True))
     if g.degree() <= 0:
-        return set()
-    return {float(r) for r in g.real_roots()}
+        return []
+    if g.domain.is_AlgebraicField:
+        g = g.norm()
+    if g.domain.is_QQ or g.domain.is_ZZ:
+        g = g.sqf_part()
+        out = []
+        for (low, high), _ in g.intervals():
+            if low != high:
+                width = max(abs(low), abs(high), 1) * sympy.Rational(1, 10**20)
+                low, high = g.refine_root(low, high, eps=width)
+            out.append((sympy.Rational(low), sympy.Rational(high)))
+        return out
+    with mpmath.workdps(DIGITS):
+        coefficients = [mpmath.mpmathify(sympy.N(c, DIGITS + 10)) for c in g.all_coeffs()]
+        roots = mpmath.polyroots(coefficients, maxsteps=400, extraprec=4 * DIGITS)
+        out = []
+        for r in roots:
+            if abs(r.imag) <= mpmath.mpf(10) ** -30:
+                centre = sympy.Rational(str(r.real))
+                width = max(abs(centre), 1) * sympy.Rational(1, 10**30)
+                out.append((centre - width, centre + width))
+        return out
+
+
+def stable_at(matrix: sympy.Matrix, lam: sympy.Expr) -> bool:
+    """Whether ``M(lam)`` is power-bounded, decided on the exact characteristic polynomial (see
+    :func:`exact_spectrum`); a repeated eigenvalue on the unit circle must not be defective."""
+    return is_power_bounded(exact_spectrum(matrix.subs(LAMBDA, lam)), ode_order=1)
 
 
 def stable_interval(
-    numeric: NumericSpectrum, charpoly: sympy.Expr, direction: complex, allowed_block: int
-) -> float | None:
-    """The largest ``t >= 0`` with ``lambda = s*direction`` stable for every ``s`` in ``[0, t)``,
-    given that ``lambda = 0`` is stable; ``None`` when there is no bound."""
+    matrix: sympy.Matrix, charpoly: sympy.Expr, direction: complex
+) -> tuple[float | None, bool]:
+    """``(t, closed)``: the largest ``t >= 0`` with ``lambda = s*direction`` stable for every ``s``
+    in ``[0, t)``, given that ``lambda = 0`` is stable, and whether ``t`` itself is stable; ``(None,
+    True)`` when there is no bound. ``matrix`` is ``M(lambda)`` at the parameters' values.
+
+    Stability can change only at the candidates of :func:`boundary_candidates`; between two of them
+    it is decided at one rational point, exactly (:func:`stable_at`)."""
     sign = 1
     if direction in (-1, -1j):
         sign, direction = -1, -direction
-    cuts = sorted({c * sign for c in boundary_candidates(charpoly, direction)} - {0.0})
-    cuts = [c for c in cuts if c > 0]
-    previous = 0.0
-    for cut in cuts:  # stability can change only at a cut: probe between consecutive ones
-        if not numeric.stable(sign * (previous + cut) / 2 * direction, allowed_block):
-            return previous
+    unit = sympy.I if direction == 1j else sympy.Integer(1)
+    cuts = boundary_candidates(charpoly, direction)
+    if sign < 0:
+        cuts = [(-high, -low) for low, high in reversed(cuts)]
+    cuts = [(low, high) for low, high in cuts if high > 0 and not (low <= 0 <= high and high == 0)]
+    previous: tuple = (sympy.Integer(0), sympy.Integer(0))
+    for cut in [*cuts, None]:
+        if cut is not None and cut[0] <= 0:  # an interval around 0 itself: stability at 0 is known
+            previous = (sympy.Integer(0), cut[1])
+            continue
+        probe = (previous[1] + cut[0]) / 2 if cut is not None else 2 * previous[1] + 1
+        if not stable_at(matrix, sign * probe * unit):
+            end = (previous[0] + previous[1]) / 2
+            closed = end == 0 or _endpoint_stable(matrix, previous, sign, unit)
+            return float(end), closed
+        if cut is None:
+            return None, True
         previous = cut
-    if not numeric.stable(sign * (2 * previous + 1) * direction, allowed_block):
-        return previous
-    return None
+    raise AssertionError("unreachable: the loop returns at its last probe")
+
+
+def _endpoint_stable(matrix: sympy.Matrix, interval: tuple, sign: int, unit: sympy.Expr) -> bool:
+    """Stability at an interval's end: exact at a rational end; at an algebraic one, decided on the
+    eigenvalues to 60 digits, a repeated one on the circle counted as defective (its growth is at
+    least linear there)."""
+    low, high = interval
+    if low == high:
+        return stable_at(matrix, sign * low * unit)
+    with mpmath.workdps(DIGITS):
+        at = matrix.subs(LAMBDA, sign * (low + high) / 2 * unit).evalf(DIGITS + 10)
+        m = mpmath.matrix(
+            [[mpmath.mpc(str(sympy.re(c)), str(sympy.im(c))) for c in at.row(i)] for i in range(at.rows)]
+        )
+        eigenvalues = mpmath.eig(m, left=False, right=False)
+        if isinstance(eigenvalues, tuple):  # mpmath returns (E, ER, EL) for some inputs
+            eigenvalues = eigenvalues[0]
+        if any(abs(e) > 1 + mpmath.mpf(10) ** -12 for e in eigenvalues):
+            return False
+        near = [e for e in eigenvalues if abs(abs(e) - 1) <= mpmath.mpf(10) ** -12]
+        return all(sum(abs(e - f) <= mpmath.mpf(10) ** -8 for f in near) == 1 for e in near)

@@ -37,13 +37,14 @@ def _scaled(analysis: Analysis, interval):
     return tuple(None if e is None else e * scale for e in interval)
 
 
-def _interval_text(interval, imaginary: bool = False) -> str:
-    """``[-2, 0]``, ``(-∞, 0]``, ``i·[-1, 1]``, or ``{0}`` for the single point."""
+def _interval_text(interval, imaginary: bool = False, closed=(True, True)) -> str:
+    """``[-2, 0]``, ``(-4, 0]`` (an end that is not stable itself), ``(-∞, 0]``, ``i·[-1, 1]``, or
+    ``{0}`` for the single point."""
     lo, hi = interval
     if lo == 0 and hi == 0:
         return "{0}"
-    left = "(-∞" if lo is None else f"[{_fmt(lo)}"
-    right = "∞)" if hi is None else f"{_fmt(hi)}]"
+    left = "(-∞" if lo is None else f"{'[' if closed[0] else '('}{_fmt(lo)}"
+    right = "∞)" if hi is None else f"{_fmt(hi)}{']' if closed[1] else ')'}"
     return ("i·" if imaginary else "") + f"{left}, {right}"
 
 
@@ -56,19 +57,18 @@ def verdict(analysis: Analysis) -> list[str]:
         out.append(f"unstable even at {var} = 0: the step amplifies its own state without any input from f")
     else:
         parts = []
-        for interval, imaginary, axis in (
-            (s.real_interval, False, "real"),
-            (s.imag_interval, True, "imaginary"),
+        for interval, imaginary, axis, closed in (
+            (s.real_interval, False, "real", s.real_closed),
+            (s.imag_interval, True, "imaginary", s.imag_closed),
         ):
             scaled = _scaled(analysis, interval)
+            text = _interval_text(scaled, imaginary, closed)
             if scaled == (0.0, 0.0):
                 parts.append(f"on the {axis} axis only at {var} = 0")
             elif None in scaled:
-                parts.append(
-                    f"for {var} in {_interval_text(scaled, imaginary)} on the {axis} axis (unbounded)"
-                )
+                parts.append(f"for {var} in {text} on the {axis} axis (unbounded)")
             else:
-                parts.append(f"for {var} in {_interval_text(scaled, imaginary)} on the {axis} axis")
+                parts.append(f"for {var} in {text} on the {axis} axis")
         out.append("stable " + " and ".join(parts))
     out.append("zero-stable" if s.zero_stable else "not zero-stable: the homogeneous recurrence grows")
     if a.order is None:
@@ -123,8 +123,12 @@ def report_markdown(analysis: Analysis, image: str | None = "stability.png") -> 
         out += [_latex_block([f"{latex(old)} = {latex(expr)}" for old, expr in r.solution]), ""]
     params = ", ".join(f"{k} = {format_number(v)}" for k, v in analysis.params.items()) or "none"
     eigen = "no closed form" if s.eigenvalues is None else ", ".join(f"${latex(e)}$" for e in s.eigenvalues)
-    real = "unstable at 0" if s.real_interval is None else _interval_text(s.real_interval)
-    imag = "unstable at 0" if s.imag_interval is None else _interval_text(s.imag_interval, True)
+    real = (
+        "unstable at 0" if s.real_interval is None else _interval_text(s.real_interval, False, s.real_closed)
+    )
+    imag = (
+        "unstable at 0" if s.imag_interval is None else _interval_text(s.imag_interval, True, s.imag_closed)
+    )
     order = "none" if a.order is None else f"{'≥ ' if a.lower_bound else ''}{a.order}"
     rows = [
         _row("explicit step", "yes" if analysis.explicit else "no (implicit)"),
@@ -239,8 +243,16 @@ def write_index(analyses: Sequence[Analysis], folder: str | os.PathLike) -> Path
     for a in analyses:
         s, r = a.stability, a.reversibility
         var = _variable_text(a)
-        real = "unstable" if s.real_interval is None else _interval_text(_scaled(a, s.real_interval))
-        imag = "unstable" if s.imag_interval is None else _interval_text(_scaled(a, s.imag_interval), True)
+        real = (
+            "unstable"
+            if s.real_interval is None
+            else _interval_text(_scaled(a, s.real_interval), False, s.real_closed)
+        )
+        imag = (
+            "unstable"
+            if s.imag_interval is None
+            else _interval_text(_scaled(a, s.imag_interval), True, s.imag_closed)
+        )
         amplification = "–" if r.backward_amplification is None else f"{r.backward_amplification:.3g}"
         lines.append(
             f"| [{a.scheme.name}]({a.scheme.name}/report.md) | {'yes' if a.explicit else 'no'} "
