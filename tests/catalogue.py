@@ -17,7 +17,7 @@ import nodepy.runge_kutta_method as rkm
 import numpy as np
 import sympy
 
-from odenet.ir.methods import multistep_text, runge_kutta_text
+from odenet.ir.methods import _number, multistep_text, runge_kutta_text
 
 
 @dataclass(frozen=True)
@@ -85,9 +85,14 @@ def entries() -> tuple[Entry, ...]:
 
 
 def _mp(c) -> mpmath.mpf:
-    if isinstance(c, sympy.Basic):
-        return mpmath.mpmathify(sympy.N(c, 60))
-    return mpmath.mpf(float(c)) if not isinstance(c, int) else mpmath.mpf(c)
+    """A coefficient as the scheme text writes it (a float as its shortest decimal), to 60 digits:
+    the oracle judges the same numbers odenet reads."""
+    text = _number(c)
+    try:
+        exact = sympy.Rational(text)  # decimals and fractions exactly (sympify would round to 15 digits)
+    except (TypeError, ValueError):
+        exact = sympy.sympify(text)
+    return mpmath.mpmathify(sympy.N(exact, 60))
 
 
 def radius(entry: Entry, z: complex) -> mpmath.mpf:
@@ -115,18 +120,19 @@ def interval_end(entry: Entry, direction: complex, reach: float = 50.0, samples:
     """The first ``t > 0`` on a grid of ``[0, reach]`` (refined by bisection) where the step at
     ``t*direction`` has spectral radius above 1 (by more than 1e-30, in 50-digit arithmetic); ``None``
     when no sample leaves the disc. The definition, sampled: the oracle for odenet's intervals."""
-    limit = mpmath.mpf(1) + mpmath.mpf(10) ** -30
+    with mpmath.workdps(50):
+        limit = mpmath.mpf(1) + mpmath.mpf(10) ** -30
 
-    def unstable(t: float) -> bool:
-        return radius(entry, t * direction) > limit
+        def unstable(t: float) -> bool:
+            return radius(entry, t * direction) > limit
 
-    previous = 0.0
-    for t in np.geomspace(1e-4, reach, samples):
-        if unstable(t):
-            low, high = previous, float(t)
-            for _ in range(50):
-                middle = (low + high) / 2
-                low, high = (low, middle) if unstable(middle) else (middle, high)
-            return high
-        previous = float(t)
-    return None
+        previous = 0.0
+        for t in np.geomspace(1e-4, reach, samples):
+            if unstable(t):
+                low, high = previous, float(t)
+                for _ in range(50):
+                    middle = (low + high) / 2
+                    low, high = (low, middle) if unstable(middle) else (middle, high)
+                return high
+            previous = float(t)
+        return None

@@ -43,7 +43,7 @@ __all__ = ["OrderResult", "order_of_accuracy"]
 TERMS = (4, 7, 10)  # scalar expansions to h**(k-1) tried in turn, until an error term shows
 MAX_TREE_ORDER = 12  # the tree conditions are checked up to this order
 DECIMAL_DIGITS = 10  # a coefficient with at least this many decimal places is a rounded decimal
-LEADING_ERROR_ORDER = 5  # the leading error term is expanded for orders up to this one
+LEADING_ERROR_ORDER = 4  # the leading error term is expanded (scalar) for orders up to this one
 _t = sympy.Symbol("t")
 
 
@@ -262,6 +262,12 @@ def order_of_accuracy(scheme: Scheme, values: dict[sympy.Symbol, sympy.Expr]) ->
         h = scheme.param("h").symbol
     except KeyError:
         return OrderResult(None, "the scheme has no step parameter h, so it discretizes no ODE in h")
+    if _coupled_stages(scheme):
+        # An implicit Runge-Kutta method written with its stages as states: the scalar expansion
+        # of the coupled stages is slow and the tree conditions decide the order on their own.
+        trees = _trees_first(scheme, h, values)
+        if trees is not None:
+            return trees
     try:
         result = _order(scheme, h, values, TERMS[0])
     except _UnsupportedError as exc:
@@ -277,6 +283,23 @@ def order_of_accuracy(scheme: Scheme, values: dict[sympy.Symbol, sympy.Expr]) ->
         except _UnsupportedError as exc:
             return OrderResult(None, f"not analyzed: {exc}")
     return replace(result, exact_order=result.order)
+
+
+def _coupled_stages(scheme: Scheme) -> bool:
+    """Whether new values other than one evolving state's are read before they are computed."""
+    references = {symbol.name.split("[")[0] for _, symbol in scheme.implicit_references}
+    return len(references) > 1 or (len(references) == 1 and len(scheme.states) > 1)
+
+
+def _trees_first(scheme: Scheme, h, values) -> OrderResult | None:
+    """The tree conditions without the scalar expansion (which finds the ODE): for a scheme with one
+    evolving state and one function, consistent with ``x' = f(x)`` (the order-1 tree condition)."""
+    evolving, slaved = _classify(scheme.update_residuals, h, values)
+    if len(evolving) != 1 or len(scheme.functions) != 1 or scheme.functions[0].arity != 1:
+        return None
+    state, f = evolving[0], scheme.functions[0].name
+    ode = (f"{state}' = {f}({state})", *(f"{s} is an auxiliary (parasitic) state" for s in slaved))
+    return _by_trees(scheme, h, values, OrderResult(0, "", ode, lower_bound=True))
 
 
 def _decimal_digits(scheme: Scheme) -> int | None:
@@ -324,6 +347,7 @@ def _by_trees(scheme: Scheme, h, values, scalar: OrderResult) -> OrderResult | N
         and not found.lower_bound
         and decimals is None
         and found.order <= LEADING_ERROR_ORDER
+        and not _coupled_stages(scheme)
     ):
         try:  # the scalar expansion far enough to show the error term, for the leading error
             scalar = _order(scheme, h, values, found.order + 2)

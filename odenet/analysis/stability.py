@@ -10,6 +10,7 @@ the ODE allows (a Jordan block of size 2 for schemes of a second-order ODE, ``h*
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import mpmath
@@ -58,12 +59,27 @@ def solve_step(scheme: Scheme, transform=lambda e: e) -> dict[sympy.Symbol, symp
         for eq in scheme.steps:
             values[eq.target] = sympy.expand(transform(eq.expr).xreplace(values))
         return values
+    from sympy.polys.constructor import construct_domain
+    from sympy.polys.matrices import DomainMatrix
+
     unknowns = [eq.target for eq in scheme.steps]
     equations = [eq.target - transform(eq.expr) for eq in scheme.steps]
-    solution = sympy.solve(equations, unknowns, dict=True)
-    if len(solution) != 1 or set(solution[0]) != set(unknowns):
+    try:
+        a, b = sympy.linear_eq_to_matrix(equations, unknowns)
+    except sympy.polys.polyerrors.PolynomialError:
+        raise SchemeValueError(
+            f"scheme {scheme.name}: the linearized implicit step is not linear in its new values"
+        ) from None
+    # Solved over the field of the coefficients (rational functions of lambda, h and the other
+    # parameters, with algebraic numbers where the scheme has them): exact and fast.
+    domain, entries = construct_domain(list(a) + list(b), field=True, extension=True)
+    n = len(unknowns)
+    matrix = DomainMatrix([entries[i * n : (i + 1) * n] for i in range(n)], (n, n), domain)
+    rhs = DomainMatrix([[e] for e in entries[n * n :]], (n, 1), domain)
+    if matrix.det() == domain.zero:
         raise SchemeValueError(f"scheme {scheme.name}: the implicit step has no unique linear solution")
-    return {k: sympy.expand(sympy.cancel(v)) for k, v in solution[0].items()}
+    solution = matrix.lu_solve(rhs).to_Matrix()
+    return {u: sympy.expand(sympy.cancel(v)) for u, v in zip(unknowns, solution, strict=True)}
 
 
 def next_state_vector(scheme: Scheme, values: dict[sympy.Symbol, sympy.Expr]) -> list[sympy.Expr]:
@@ -134,11 +150,10 @@ def exact_spectrum(matrix: sympy.Matrix) -> Spectrum:
     with ``rank(g(M)**k) = n - m deg g`` (``m``: the multiplicity), a rank over that field. No
     eigenvalue is ever written in radicals; the roots themselves are located to 60 digits.
     """
-    from sympy.polys.constructor import construct_domain
     from sympy.polys.matrices import DomainMatrix
 
     n = matrix.shape[0]
-    domain, entries = construct_domain(list(matrix), extension=True)
+    domain, entries = _field_of(list(matrix))
     dm = DomainMatrix([entries[i * n : (i + 1) * n] for i in range(n)], (n, n), domain)
     charpoly = sympy.Poly(dm.charpoly(), ZETA, domain=domain)
     factors = []
@@ -170,13 +185,38 @@ def exact_spectrum(matrix: sympy.Matrix) -> Spectrum:
     return Spectrum(tuple(values), tuple(blocks), tuple(positions))
 
 
+@functools.lru_cache(maxsize=64)
+def _algebraic_field(generators: frozenset):
+    return sympy.QQ.algebraic_field(*sorted(generators, key=sympy.default_sort_key))
+
+
+def _field_of(numbers: list[sympy.Expr]):
+    """The field of exact numbers (the rationals, or the rationals with the algebraic numbers among
+    ``numbers`` adjoined) and ``numbers`` in it. The algebraic field of a set of generators is made
+    once (finding its primitive element is the expensive part) and kept."""
+    from sympy.polys.constructor import construct_domain
+
+    generators = frozenset(
+        a
+        for x in numbers
+        for a in sympy.preorder_traversal(x)
+        if a.is_number and not a.is_Rational and (a.is_Pow or a is sympy.I or isinstance(a, sympy.CRootOf))
+    )
+    if not generators:
+        return construct_domain(numbers)
+    try:
+        field = _algebraic_field(generators)
+        return field, [field.from_sympy(x) for x in numbers]
+    except (sympy.polys.polyerrors.CoercionFailed, sympy.polys.polyerrors.NotAlgebraic, ValueError):
+        return construct_domain(numbers, extension=True)
+
+
 def exact_det(matrix: sympy.Matrix) -> sympy.Expr:
     """The determinant of a constant matrix, exactly, over the field of its entries."""
-    from sympy.polys.constructor import construct_domain
     from sympy.polys.matrices import DomainMatrix
 
     n = matrix.shape[0]
-    domain, entries = construct_domain(list(matrix), extension=True)
+    domain, entries = _field_of(list(matrix))
     dm = DomainMatrix([entries[i * n : (i + 1) * n] for i in range(n)], (n, n), domain)
     return domain.to_sympy(dm.det())
 
@@ -287,17 +327,26 @@ def boundary_candidates(
     """
     num = sympy.fraction(sympy.together(charpoly))[0]
     lam = {1: _T, -1: -_T, 1j: sympy.I * _T, -1j: -sympy.I * _T}[direction]
-    poly = sympy.Poly(sympy.expand(num.subs(LAMBDA, lam)), ZETA)
-    coeffs = poly.all_coeffs()
-    star = sympy.Poly([sympy.conjugate(c) for c in reversed(coeffs)], ZETA)
-    common = sympy.gcd(poly, star)
-    moving = sympy.quo(poly, common) if common.degree() > 0 else poly
-    moving_star = sympy.Poly([sympy.conjugate(c) for c in reversed(moving.all_coeffs())], ZETA)
+    coeffs = sympy.Poly(sympy.expand(num.subs(LAMBDA, lam)), ZETA).all_coeffs()
+    # Polynomials in (zeta, t) over the field of the coefficients (rationals, with i and the
+    # scheme's algebraic numbers adjoined): exact, and far faster than sympy's expression domain.
+    n = len(coeffs) - 1
+
+    def in_zeta_t(coefficients) -> sympy.Poly:
+        expr = sympy.expand(sum(c * ZETA ** (len(coefficients) - 1 - k) for k, c in enumerate(coefficients)))
+        return sympy.Poly(expr, ZETA, _T, extension=True)
+
+    poly = in_zeta_t(coeffs)
+    star = in_zeta_t([sympy.conjugate(c) for c in reversed(coeffs)])
+    common = poly.gcd(star)
+    moving = poly.quo(common) if common.degree(ZETA) > 0 else poly
+    moving_coeffs = sympy.Poly(moving.as_expr(), ZETA).all_coeffs()
+    moving_star = in_zeta_t([sympy.conjugate(c) for c in reversed(moving_coeffs)])
     polys_in_t = [coeffs[0]]
-    if moving.degree() > 0:
-        polys_in_t.append(sympy.resultant(moving, moving_star))
-    if poly.degree() > 1:
-        polys_in_t.append(sympy.discriminant(poly))
+    if moving.degree(ZETA) > 0:
+        polys_in_t.append(moving.resultant(moving_star).as_expr())
+    if n > 1:
+        polys_in_t.append(poly.discriminant().as_expr())
     intervals = [interval for expr in polys_in_t for interval in _real_roots(sympy.expand(expr))]
     return _merge(sorted(intervals))
 

@@ -1,0 +1,95 @@
+"""odenet's analysis of nodepy's whole catalogue, each method written as a scheme (tests/catalogue.py):
+order and zero-stability against nodepy, the stability intervals against the definition evaluated
+in 50-digit arithmetic (the spectral radius of the step along each axis, sampled and bisected).
+
+Explicit and implicit Runge-Kutta methods (with their embedded methods), extrapolation and SSP
+families, Adams-Bashforth and -Moulton, BDF 1 to 7, Milne-Simpson, Nystrom, the optimal SSP and
+Sand's multistep methods, each multistep method both with history and with its past values carried
+as states: 139 schemes.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import odenet
+
+catalogue = pytest.importorskip("catalogue")  # tests/catalogue.py imports nodepy (the test extra)
+
+# The whole catalogue takes about 40 minutes on the development machine (2 cores): the implicit
+# Runge-Kutta methods still analyze in 2 to 30 s each, and the 50-digit oracle samples every axis.
+# Until that is brought down (issue 12), it runs when asked: ODENET_CATALOGUE=1 pytest tests/test_catalogue.py
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        os.environ.get("ODENET_CATALOGUE") != "1", reason="the whole catalogue: set ODENET_CATALOGUE=1"
+    ),
+]
+
+ENTRIES = catalogue.entries()
+
+# Where odenet's order differs from nodepy's default answer, with the evidence (asserted below).
+NODEPY_DIFFERS = {
+    # The published 17-digit decimals leave residuals of about 1e-13 in the order-5 tree
+    # conditions, above nodepy's default tolerance (1e-14), far below what an order-6 failure
+    # leaves; nodepy itself gives 5 at tolerance 1e-12. Tsitouras designed the method as order 5.
+    "Tsit5": (5, 4),
+    # The published decimals sum to 1.00000000032373 (a rounding of 3e-10 in 14-digit numbers): to
+    # their precision the method is not consistent with x' = f(x), so nodepy says 0; odenet says
+    # order 1 for the ODE it is consistent with, x' = 1.00000000032373*f(x).
+    "SSP53": (1, 0),
+}
+
+
+@pytest.fixture(scope="module")
+def analyses():
+    return {}
+
+
+def _analysis(entry, cache):
+    if entry.name not in cache:
+        cache[entry.name] = odenet.analyze(odenet.parse(entry.text, source=f"{entry.name}.scheme"))
+    return cache[entry.name]
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=[e.name for e in ENTRIES])
+def test_order_and_zero_stability_agree_with_nodepy(entry, analyses):
+    a = _analysis(entry, analyses)
+    nodepy_order = entry.method.order()
+    if entry.name in NODEPY_DIFFERS:
+        ours, theirs = NODEPY_DIFFERS[entry.name]
+        assert (a.order, nodepy_order) == (ours, theirs)
+        if entry.name == "Tsit5":
+            assert entry.method.order(tol=1e-12) == 5
+        else:
+            assert a.accuracy.ode[0].startswith("x' = 100000000032373*f(x)/")
+    else:
+        assert a.order == nodepy_order, a.accuracy.reason
+    assert not a.accuracy.lower_bound
+    zero_stable = bool(entry.method.is_zero_stable()) if entry.kind == "lmm" else True
+    assert a.stability.zero_stable is zero_stable
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=[e.name for e in ENTRIES])
+def test_stability_intervals_agree_with_the_definition(entry, analyses):
+    """Each end of the real and imaginary intervals, in h*lambda, against the first point where the
+    50-digit spectral radius exceeds 1 (None: stable as far as the oracle looks, |h*lambda| <= 200)."""
+    a = _analysis(entry, analyses)
+    s = a.stability
+    assert s.stable_at_zero
+    ends = {
+        -1: None if s.real_interval[0] is None else -s.real_interval[0] * s.scale,
+        1: None if s.real_interval[1] is None else s.real_interval[1] * s.scale,
+        1j: None if s.imag_interval[1] is None else s.imag_interval[1] * s.scale,
+    }
+    assert s.imag_interval[0] == (None if s.imag_interval[1] is None else -s.imag_interval[1])
+    for direction, ours in ends.items():
+        oracle = catalogue.interval_end(entry, direction, reach=200.0, samples=200)
+        if ours is None:
+            assert oracle is None, (direction, oracle)
+        elif ours == 0:
+            assert oracle is not None and oracle < 1e-3, (direction, oracle)
+        else:
+            assert oracle == pytest.approx(ours, rel=1e-6), direction
