@@ -96,7 +96,8 @@ class _NotABSeriesError(Exception):
 
 class _Numbers:
     """The arithmetic of the coefficients: Fractions when the scheme's numbers are rational, the
-    algebraic field they generate when they are algebraic (exact either way), else 60-digit floats."""
+    algebraic field they generate when they are algebraic (exact either way), else 80-digit floats
+    (numbers such as cos(pi/18) that sympy cannot place in a field)."""
 
     def __init__(self, constants: set[sympy.Expr], floats: bool = False):
         self.exact = not floats

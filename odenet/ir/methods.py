@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from numbers import Real
+from typing import cast
 
 import numpy as np
 import sympy
@@ -36,7 +37,9 @@ def _number(c) -> str:
 
 
 def _negated(c):
-    return -float(c) if isinstance(c, Real) and not isinstance(c, (int, sympy.Basic)) else -sympy.sympify(c)
+    if isinstance(c, Real) and not isinstance(c, (int, sympy.Basic)):
+        return -float(c)
+    return -cast(sympy.Expr, sympy.sympify(c))
 
 
 def _combination(terms: Sequence[tuple[object, str]]) -> str:
