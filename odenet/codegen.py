@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from itertools import count
 
 import sympy
+from sympy.printing.precedence import precedence
 from sympy.printing.pytorch import TorchPrinter
 
 from odenet.ir import Scheme, function_calls, parse_value, value
@@ -67,6 +68,14 @@ class _StepPrinter(TorchPrinter):
 
     def _print_Dummy(self, expr):
         return self.names.get(expr, expr.name)
+
+    def _print_Pow(self, expr, rational=False):
+        # Python's ** rather than torch.pow: a stage may hold a plain number (k = 16), and
+        # torch.pow refuses two numbers; ** works on numbers and tensors alike.
+        level = precedence(expr)
+        base = self.parenthesize(expr.base, level, strict=True)
+        exponent = self.parenthesize(expr.exp, level, strict=True)
+        return f"{base}**{exponent}"
 
 
 @dataclass(frozen=True)
@@ -166,7 +175,12 @@ def generate_step(
     emit.unpack(inputs, "state")
     emit.read_params(scheme)
     for eq in scheme.steps:
-        emit.equation(eq.target, eq.expr, eq.is_stage)
+        if eq.expr.is_number and not eq.is_stage:  # a constant new value: shaped like the state
+            constant = sympy.Symbol("__constant__")
+            emit.names[constant] = f"torch.full_like({emit.names[inputs[0]]}, {float(eq.expr)!r})"
+            emit.equation(eq.target, constant, False)
+        else:
+            emit.equation(eq.target, eq.expr, eq.is_stage)
     outputs = []
     for symbol in inputs:  # the next state vector: x[n+1], then the history shifted
         state, offset = parse_value(symbol)

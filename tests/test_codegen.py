@@ -134,3 +134,11 @@ IRRATIONAL = {
 @pytest.mark.parametrize("text", list(IRRATIONAL.values()), ids=list(IRRATIONAL))
 def test_irrational_constants_are_compiled_as_numbers(text):
     _check_step(odenet.parse(text))
+
+
+def test_constant_stages_and_new_values_are_compiled():
+    """Found by the random schemes: a stage that is a plain number (k0 = 16) raised to a power made
+    the generated code call torch.pow on two numbers; a constant new value was a number, not a state."""
+    _check_step(
+        odenet.parse("scheme c\nstate x, v\nk0 = 16\nx[n+1] = k0**4 + x[n-2] + x[n]**2/2\nv[n+1] = 3\n")
+    )
