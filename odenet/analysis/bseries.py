@@ -36,6 +36,7 @@ import mpmath
 import sympy
 from sympy.core.function import AppliedUndef
 
+from odenet.analysis.stability import algebraic_field
 from odenet.ir import Scheme, parse_value, value
 
 __all__ = ["TreeOrder", "tree_order", "trees"]
@@ -111,7 +112,7 @@ class _Numbers:
             self.convert = lambda c: Fraction(int(c.p), int(c.q))
             return
         try:
-            field = sympy.QQ.algebraic_field(*irrational)
+            field = algebraic_field(frozenset(irrational))
             self.kind = "algebraic"
             self.field = field
             self.convert = lambda c: field.from_sympy(c)

@@ -37,11 +37,6 @@ __all__ = [
 LAMBDA = sympy.Symbol("lambda")
 ZETA = sympy.Symbol("zeta")
 
-# Tolerances of the floating-point stability test: a root within UNIT_TOL of the unit circle is on
-# it; roots within CLUSTER_TOL of each other are one repeated root.
-UNIT_TOL = 1e-7
-CLUSTER_TOL = 1e-5
-
 
 def linearize(expr: sympy.Expr, lam: sympy.Expr = LAMBDA) -> sympy.Expr:
     """Replace every call ``f(u1, ..., uk)`` by ``lam*(u1 + ... + uk)`` (inner calls first)."""
@@ -186,7 +181,9 @@ def exact_spectrum(matrix: sympy.Matrix) -> Spectrum:
 
 
 @functools.lru_cache(maxsize=64)
-def _algebraic_field(generators: frozenset):
+def algebraic_field(generators: frozenset):
+    """The rationals with ``generators`` adjoined, made once per set (finding the primitive element
+    is the expensive part)."""
     return sympy.QQ.algebraic_field(*sorted(generators, key=sympy.default_sort_key))
 
 
@@ -205,7 +202,7 @@ def _field_of(numbers: list[sympy.Expr]):
     if not generators:
         return construct_domain(numbers)
     try:
-        field = _algebraic_field(generators)
+        field = algebraic_field(generators)
         return field, [field.from_sympy(x) for x in numbers]
     except (sympy.polys.polyerrors.CoercionFailed, sympy.polys.polyerrors.NotAlgebraic, ValueError):
         return construct_domain(numbers, extension=True)
@@ -250,7 +247,7 @@ def is_power_bounded(spectrum: Spectrum, ode_order: int = 1) -> bool:
 
 class NumericSpectrum:
     """``M(lambda)`` at fixed parameter values, its entries as numpy rational functions of lambda,
-    for fast evaluation at many points (the region plot, the tests between boundary points)."""
+    for fast evaluation at many points (the region plot, trained-network spectra)."""
 
     def __init__(self, matrix: sympy.Matrix):
         self.n = matrix.shape[0]
@@ -273,28 +270,6 @@ class NumericSpectrum:
         if finite.any():
             radius[finite] = np.abs(np.linalg.eigvals(matrices[finite])).max(axis=-1)
         return radius
-
-    def stable(self, lam: complex, allowed_block: int) -> bool:
-        """Floating-point test at one point away from the boundary: spectral radius <= 1, and
-        eigenvalues on the unit circle repeated only as much as ``allowed_block`` allows."""
-        matrix = self.matrices(np.array([lam]))[0]
-        if not np.isfinite(matrix).all():
-            return False
-        eig = np.linalg.eigvals(matrix)
-        if np.abs(eig).max() > 1 + UNIT_TOL:
-            return False
-        on_circle = eig[np.abs(np.abs(eig) - 1) <= UNIT_TOL]
-        while on_circle.size:
-            center = on_circle[0]
-            cluster = np.abs(on_circle - center) <= CLUSTER_TOL
-            mult = int(cluster.sum())
-            if mult > 1:  # geometric multiplicity from the singular values of M - center*I
-                sv = np.linalg.svd(matrix - center * np.eye(self.n), compute_uv=False)
-                geometric = int((sv <= CLUSTER_TOL * max(1.0, sv.max())).sum())
-                if mult - geometric + 1 > allowed_block:
-                    return False
-            on_circle = on_circle[~cluster]
-        return True
 
 
 def _rational_coeffs(expr: sympy.Expr) -> tuple[np.ndarray, np.ndarray]:
