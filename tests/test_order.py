@@ -148,3 +148,54 @@ def test_empirical_convergence_slope_matches_the_order(name):
     errors = [_run(name, h) for h in steps]
     slope = np.polyfit(np.log(steps), np.log(errors), 1)[0]
     assert slope == pytest.approx(odenet.analyze(odenet.load(name)).order, abs=0.3), errors
+
+
+# -- the modified equation ------------------------------------------------------------------------
+
+
+def _modified_rhs(name):
+    """``x' = f(x) - leading/h`` at f = _f, as a numpy function (the leading error in derivative form
+    with x(t) and f's derivatives, from the analysis)."""
+    t, u = sympy.Symbol("t"), sympy.Symbol("u")
+    h = sympy.Symbol("h", real=True)
+    accuracy = odenet.analyze(odenet.load(name)).accuracy
+    leading = accuracy.leading_error.subs(sympy.Function("x")(t), u)
+    concrete = leading.subs(sympy.Function("f"), sympy.Lambda(u, sympy.sin(u) - u / 2)).doit()
+    correction = sympy.lambdify((u, h), sympy.simplify(concrete / h), "numpy")
+    return accuracy.order, lambda step: (lambda y: _f(y) - correction(y, step))
+
+
+@pytest.mark.parametrize("name", ["euler", "heun", "rk4", "backward_euler"])
+def test_modified_equation_is_followed_one_order_closer(name):
+    """One step of the method from x0 against the flows of x' = f(x) and of the modified equation
+    (integrated here by a fine RK4): the first differ by O(h**(p+1)), the second by O(h**(p+2))."""
+    order, modified = _modified_rhs(name)
+    scheme = odenet.load(name)
+    x0 = 0.5  # where f'(x0) f(x0) is not small
+    steps = [0.1, 0.05, 0.025]
+    to_exact, to_modified = [], []
+    for h in steps:
+        if scheme.is_explicit:
+            one = step(scheme, {value("x", 0): x0}, {"f": _f}, {"h": h})[value("x", 1)]
+        else:  # backward Euler: x1 = x0 + h f(x1), solved by Newton's method here
+            one = x0
+            for _ in range(50):
+                one -= (one - x0 - h * _f(one)) / (1 - h * (np.cos(one) - 0.5))
+        to_exact.append(abs(one - _rk4(_f, [x0], h, 400)[0]))
+        to_modified.append(abs(one - _rk4(modified(h), [x0], h, 400)[0]))
+    slope_exact = np.polyfit(np.log(steps), np.log(to_exact), 1)[0]
+    slope_modified = np.polyfit(np.log(steps), np.log(to_modified), 1)[0]
+    assert slope_exact == pytest.approx(order + 1, abs=0.3), to_exact
+    assert slope_modified > order + 1.7, to_modified
+    assert all(m < e / 5 for m, e in zip(to_modified, to_exact, strict=True))
+
+
+def test_multistep_leading_error_is_normalised_by_rho_prime_one():
+    """The two-step midpoint rule y[n+1] = y[n-1] + 2h f(y[n]): residual h**3 y'''/3, rho'(1) = 2,
+    so the error constant is 1/6 (C_3 / sigma(1), hand-derived) and y' = f - h**2 y'''/6."""
+    t, y = sympy.Symbol("t"), sympy.Function("y")
+    h, f = sympy.Symbol("h", real=True), sympy.Function("f")
+    accuracy = odenet.analyze(odenet.load("midpoint")).accuracy
+    third = f(y(t)) ** 2 * sympy.diff(f(y(t)), y(t), 2) + f(y(t)) * sympy.diff(f(y(t)), y(t)) ** 2
+    assert sympy.expand(accuracy.leading_error - h**3 * third / 6) == 0
+    assert accuracy.modified_equation.startswith("y' = ")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import sympy
 
+from odenet.analysis.fields import domain_matrix
 from odenet.analysis.inverse import invert
 from odenet.analysis.order import OrderResult, order_of_accuracy
 from odenet.analysis.stability import (
@@ -22,6 +23,7 @@ from odenet.analysis.stability import (
     ZETA,
     NumericSpectrum,
     amplification_matrix,
+    deflate,
     exact_det,
     exact_spectrum,
     is_power_bounded,
@@ -171,24 +173,48 @@ def _readable(root: sympy.Expr) -> sympy.Expr:
     )
 
 
+# Factoring over the integers (Wang's algorithm) searches for primes beyond the coefficients' size:
+# seconds for a polynomial with 16-digit decimals. Such polynomials are shown with their common
+# factors pulled out only.
+_FACTOR_DIGITS = 12
+
+
+def _factored(expr: sympy.Expr) -> sympy.Expr:
+    """``expr`` factored for display, when its numbers are small enough to factor quickly."""
+    numbers = sympy.together(expr).atoms(sympy.Rational)
+    if any(max(abs(int(q.p)), int(q.q)) >= 10**_FACTOR_DIGITS for q in numbers):
+        return sympy.factor_terms(expr)
+    return sympy.factor(expr)
+
+
 def _stability(scheme: Scheme, values: dict[str, sympy.Expr]) -> Stability:
     matrix = amplification_matrix(scheme)
-    charpoly = sympy.collect(sympy.expand(matrix.charpoly(ZETA).as_expr()), ZETA)
-    det = sympy.factor(matrix.det())
+    # The states the step never reads (stages written as states) only add eigenvalues 0: the
+    # spectrum's other facts are decided on the rest.
+    reduced = deflate(matrix)
+    exact = domain_matrix(reduced)  # over the field of the entries: no simplification rounds
+    coefficients = [exact.domain.to_sympy(c) for c in exact.charpoly()]
+    n = len(coefficients) - 1
+    reduced_charpoly = sympy.expand(sum(c * ZETA ** (n - k) for k, c in enumerate(coefficients)))
+    charpoly = sympy.collect(sympy.expand(reduced_charpoly * ZETA ** (matrix.rows - n)), ZETA)
+    det = _factored(exact.domain.to_sympy(exact.det())) if n == matrix.rows else sympy.Integer(0)
     variable, k = step_scaling(scheme, charpoly)
     ode_order = 2 if k == 2 else 1
-    roots = sympy.roots(sympy.Poly(charpoly, ZETA), cubics=False, quartics=False)
     eigenvalues = None
-    if sum(roots.values()) == matrix.rows:
-        eigenvalues = tuple(_readable(r) for r, m in roots.items() for _ in range(m))
+    if reduced.rows == 1:  # a one-step method of one state: the stability function itself
+        eigenvalues = (reduced[0, 0],) + (sympy.Integer(0),) * (matrix.rows - 1)
+    else:
+        roots = sympy.roots(sympy.Poly(charpoly, ZETA), cubics=False, quartics=False)
+        if sum(roots.values()) == matrix.rows:
+            eigenvalues = tuple(_readable(r) for r, m in roots.items() for _ in range(m))
 
     subs = {sympy.Symbol(name, real=True): v for name, v in values.items()}
     # Zero-stability: all functions 0 (lambda = 0) and, with a step h, h -> 0.
-    homogeneous = matrix.subs(LAMBDA, 0)
+    homogeneous = reduced.subs(LAMBDA, 0)
     if "h" in values:
         homogeneous = homogeneous.subs(sympy.Symbol("h", real=True), 0)
     zero_stable = is_power_bounded(exact_spectrum(homogeneous.subs(subs)), ode_order)
-    at_zero = matrix.subs(LAMBDA, 0).subs(subs)
+    at_zero = reduced.subs(LAMBDA, 0).subs(subs)
     stable_at_zero = is_power_bounded(exact_spectrum(at_zero), ode_order)
 
     numeric = NumericSpectrum(matrix.subs(subs))
@@ -196,7 +222,7 @@ def _stability(scheme: Scheme, values: dict[str, sympy.Expr]) -> Stability:
     real = imag = None
     real_closed = imag_closed = (True, True)
     if stable_at_zero:
-        at_values, matrix_at_values = charpoly.subs(subs), matrix.subs(subs)
+        at_values, matrix_at_values = reduced_charpoly.subs(subs), reduced.subs(subs)
         found = {d: stable_interval(matrix_at_values, at_values, d) for d in (-1, 1, -1j, 1j)}
         real = (_end(found[-1][0], -1), _end(found[1][0], 1))
         imag = (_end(found[-1j][0], -1j), _end(found[1j][0], 1j))

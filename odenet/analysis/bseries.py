@@ -29,14 +29,14 @@ from __future__ import annotations
 import functools
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 
 import mpmath
 import sympy
 from sympy.core.function import AppliedUndef
 
-from odenet.analysis.stability import algebraic_field
+from odenet.analysis.fields import ALGEBRAIC_FAILURES, FieldElement, fast_field
 from odenet.ir import Scheme, parse_value, value
 
 __all__ = ["TreeOrder", "tree_order", "trees"]
@@ -85,6 +85,12 @@ def _sigma(tree: Tree) -> int:
     return math.prod(_sigma(child) ** k * math.factorial(k) for child, k in Counter(tree).items())
 
 
+@functools.cache
+def _children(tree: Tree) -> tuple[tuple[Tree, int], ...]:
+    """The distinct children of ``tree`` with their multiplicities."""
+    return tuple(Counter(tree).items())
+
+
 def exact_coefficient(tree: Tree, theta: int) -> Fraction:
     """The coefficient of ``h**|t| F(t)`` in ``y(t + theta h)``: ``theta**|t| / (sigma(t) gamma(t))``."""
     return Fraction(theta ** _size(tree), _sigma(tree) * _gamma(tree))
@@ -112,18 +118,11 @@ class _Numbers:
             self.convert = lambda c: Fraction(int(c.p), int(c.q))
             return
         try:
-            field = algebraic_field(frozenset(irrational))
+            basis, convert = fast_field(irrational)
             self.kind = "algebraic"
-            self.field = field
-            self.convert = lambda c: field.from_sympy(c)
-            self.lift = lambda q: field.from_sympy(sympy.Rational(q.numerator, q.denominator))
-        except (
-            sympy.polys.polyerrors.NotAlgebraic,
-            sympy.polys.polyerrors.CoercionFailed,
-            NotImplementedError,
-            ValueError,
-            TypeError,
-        ):
+            self.convert = convert
+            self.lift = lambda q: FieldElement.rational(basis, q)
+        except ALGEBRAIC_FAILURES:
             self.kind = "numeric"
             self.exact = False
             self.convert = lambda c: mpmath.mpf(sympy.N(c, 70))
@@ -144,12 +143,19 @@ class _Numbers:
         if self.kind == "numeric":
             return abs(x) <= mpmath.mpf(10) ** -45
         if self.kind == "algebraic":
-            return x == self.field.zero
+            return not x
         return x == 0
+
+    def to_sympy(self, x) -> sympy.Expr:
+        if self.kind == "algebraic":
+            return x.to_sympy()
+        if self.kind == "rational":
+            return sympy.Rational(x.numerator, x.denominator)
+        return sympy.Float(x, 30)
 
     def magnitude(self, x) -> float:
         if self.kind == "algebraic":
-            return abs(float(sympy.N(self.field.to_sympy(x), 30)))
+            return abs(complex(x))
         return abs(float(x))
 
 
@@ -205,6 +211,7 @@ class _Step:
         self.pending: set[tuple[sympy.Symbol, int]] = set()
         self.all_trees = [t for order in range(1, power + 2) for t in trees(order)]
         self.exacts: dict[int, _Series] = {}
+        self.silent = False  # f taken as 0 (see scale)
 
     def exact(self, theta: int) -> _Series:
         if theta not in self.exacts:
@@ -217,15 +224,17 @@ class _Step:
         return self.exacts[theta]
 
     def call(self, argument: _Series) -> _Series:
+        if self.silent:
+            return _Series(1, self.zero, {})
         if argument.level != 0 or argument.x0 != self.one:
             raise _NotABSeriesError("f is evaluated away from the state")
         c = argument.coefficients
         out = {}
-        for t in self.all_trees:
+        for t in self.all_trees:  # by order
             if _size(t) - 1 > self.truncation:
-                continue
+                break
             product = self.one
-            for child, k in Counter(t).items():
+            for child, k in _children(t):
                 factor = c.get(child)
                 if factor is None or self.numbers.is_zero(factor):
                     product = None
@@ -312,6 +321,16 @@ class _Step:
             raise _NotABSeriesError("a constant term")
         raise _NotABSeriesError(f"{type(expr).__name__} of values of the step")
 
+    def scale(self):
+        """``rho'(1)``: the residual is ``rho'(1) h (x' - f(x)) + O(h**2)`` for a consistent method
+        (1 for a one-step method, 2 for the two-step midpoint rule); from the update with f = 0."""
+        self.silent, self.values = True, {}
+        try:
+            free = self.evaluate(self.update.expr, 0).coefficients.get((), self.zero)
+        finally:
+            self.silent, self.values = False, {}
+        return self.one - free
+
     def residual(self) -> _Series:
         """``y(t + h)`` minus the update of the evolving state: the local truncation error."""
         return self.exact(1) + self.evaluate(self.update.expr, 0).scaled(-self.one)
@@ -324,6 +343,10 @@ class TreeOrder:
     lower_bound: bool  # no condition failed up to the largest order tried
     exact: bool  # the arithmetic was exact (rational or algebraic coefficients)
     failing: tuple[Tree, ...] = ()  # the trees of order + 1 whose condition fails
+    # The local error's coefficient on each tree of order + 1 (exact minus the method's), as sympy
+    # numbers: the leading error is h**(order+1) times their sum against the elementary differentials.
+    error: tuple[tuple[Tree, sympy.Expr], ...] = ()
+    scale: sympy.Expr = sympy.S.One  # rho'(1), see _Step.scale
 
 
 def tree_order(
@@ -364,7 +387,7 @@ def tree_order(
     if approximate is None:
         return None
     exact_order = exact.order if not exact.lower_bound else approximate.order
-    return TreeOrder(approximate.order, exact_order, approximate.lower_bound, False, approximate.failing)
+    return replace(approximate, exact_order=exact_order, exact=False)
 
 
 def _orders(steps, state, function, h, numbers: _Numbers, decimals: int | None, max_order: int):
@@ -397,6 +420,9 @@ def _orders(steps, state, function, h, numbers: _Numbers, decimals: int | None, 
                 if numbers.magnitude(r) > tolerance:
                     failing.append(t)
             if failing:
-                return TreeOrder(q - 1, q - 1, False, numbers.exact, tuple(failing))
+                coefficients = residual.coefficients
+                error = tuple((t, numbers.to_sympy(coefficients.get(t, step.zero))) for t in trees(q))
+                scale = numbers.to_sympy(step.scale())
+                return TreeOrder(q - 1, q - 1, False, numbers.exact, tuple(failing), error, scale)
         checked = power
     return TreeOrder(max_order, max_order, True, numbers.exact)

@@ -53,7 +53,9 @@ def invert(scheme: Scheme) -> InverseDerivation:
 
     while len(solved) < len(unknowns):
         remaining = [u for u in unknowns if u not in solved]
-        current = [sympy.expand(e.xreplace(solved)) for e in equations]
+        # expanded at the top only: the arguments of calls stay as written (expanding them is slow
+        # for many nested stages and changes nothing for the linear solve)
+        current = [sympy.expand(e.xreplace(solved), deep=False) for e in equations]
         # Calls whose arguments involve a remaining unknown are opaque symbols for this round.
         opaque = {}
         for e in current:
@@ -94,7 +96,7 @@ def derive_inverse(scheme: Scheme) -> Scheme:
 def _mask(expr: sympy.Expr, opaque: dict) -> sympy.Expr:
     if not opaque:
         return expr
-    return expr.replace(lambda e: isinstance(e, AppliedUndef) and e in opaque, lambda e: opaque[e])
+    return expr.xreplace(opaque)  # top-down: an outer call is replaced whole, its inner ones with it
 
 
 def _solve_linear(equations, unknowns) -> dict | None:

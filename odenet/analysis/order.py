@@ -28,6 +28,7 @@ result with nodepy's catalogue and with an empirical convergence slope on a nonl
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, replace
 
@@ -262,12 +263,12 @@ def order_of_accuracy(scheme: Scheme, values: dict[sympy.Symbol, sympy.Expr]) ->
         h = scheme.param("h").symbol
     except KeyError:
         return OrderResult(None, "the scheme has no step parameter h, so it discretizes no ODE in h")
-    if _coupled_stages(scheme):
-        # An implicit Runge-Kutta method written with its stages as states: the scalar expansion
-        # of the coupled stages is slow and the tree conditions decide the order on their own.
-        trees = _trees_first(scheme, h, values)
-        if trees is not None:
-            return trees
+    # A scheme of one state and one function that is a B-series (a Runge-Kutta or multistep
+    # method, in any form): the tree conditions decide the order on their own, and the scalar
+    # expansion (slow for many stages or coupled ones) runs only as far as the leading error needs.
+    trees = _trees_first(scheme, h, values)
+    if trees is not None:
+        return trees
     try:
         result = _order(scheme, h, values, TERMS[0])
     except _UnsupportedError as exc:
@@ -341,29 +342,42 @@ def _by_trees(scheme: Scheme, h, values, scalar: OrderResult) -> OrderResult | N
             f"; the coefficients are {decimals}-digit decimals: order {found.order} to their precision, "
             f"while the decimals as written satisfy order {found.exact_order} exactly"
         )
-    same = scalar.order == found.order and not scalar.lower_bound and decimals is None
-    if (
-        scalar.lower_bound
-        and not found.lower_bound
-        and decimals is None
-        and found.order <= LEADING_ERROR_ORDER
-        and not _coupled_stages(scheme)
-    ):
-        try:  # the scalar expansion far enough to show the error term, for the leading error
-            scalar = _order(scheme, h, values, found.order + 2)
-        except _UnsupportedError:
-            pass
-        same = scalar.order == found.order and not scalar.lower_bound
+    leading = _tree_leading_error(state, f, h, found) if decimals is None else None
     return OrderResult(
         found.order,
         reason,
         scalar.ode,
-        leading_error=scalar.leading_error if same else None,
-        leading_error_text=scalar.leading_error_text if same else None,
-        modified_equation=scalar.modified_equation if same else None,
+        leading_error=None if leading is None else leading[0],
+        leading_error_text=None if leading is None else leading[1],
+        modified_equation=None if leading is None else leading[2],
         lower_bound=found.lower_bound,
         exact_order=found.exact_order,
     )
+
+
+def _tree_leading_error(state: str, function: str, h, found) -> tuple[sympy.Expr, str, str] | None:
+    """The leading local error ``h**(p+1) delta`` with ``delta = sum_t e(t) F(t) / rho'(1)`` over the
+    trees of order p + 1 (``e``: the residual's coefficient, ``F``: the elementary differential of
+    the scalar ODE, ``f^(k)(x)`` times its children's; ``rho'(1)`` is 1 for one-step methods, the
+    normalisation of a multistep method's error constant), and the modified equation to that
+    order, ``x' = f(x) - h**p delta`` (backward error analysis: the ODE the numerical solution
+    follows to one order more)."""
+    if found.lower_bound or not found.error or found.order > LEADING_ERROR_ORDER:
+        return None
+    x = sympy.Symbol(state)
+    fx = sympy.Function(function)(x)
+
+    @functools.cache
+    def elementary(tree) -> sympy.Expr:
+        derivative = fx if not tree else sympy.Derivative(fx, (x, len(tree)))
+        return derivative * sympy.Mul(*(elementary(child) for child in tree))
+
+    delta = sympy.expand(sympy.Add(*(e * elementary(t) for t, e in found.error)) / found.scale)
+    jets = {state: [x, sympy.Dummy(f"{state}_1")]}
+    leading = sympy.factor(delta) * h ** (found.order + 1)
+    modified = sympy.expand(fx - h**found.order * delta)
+    text = f"{_prime(state, 1)} = {_jet_text(modified, jets)}"
+    return _derivative_form(leading, jets), _jet_text(leading, jets), text
 
 
 def _classify(residuals: dict[str, sympy.Expr], h, values) -> tuple[list[str], list[str]]:

@@ -10,7 +10,6 @@ the ODE allows (a Jordan block of size 2 for schemes of a second-order ODE, ``h*
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import mpmath
@@ -18,6 +17,8 @@ import numpy as np
 import sympy
 from sympy.core.function import AppliedUndef
 
+from odenet.analysis.fields import domain_matrix, field_of
+from odenet.analysis.fields import poly as field_poly
 from odenet.errors import SchemeValueError
 from odenet.ir import Scheme, parse_value, value
 
@@ -26,6 +27,7 @@ __all__ = [
     "ZETA",
     "Spectrum",
     "amplification_matrix",
+    "deflate",
     "exact_det",
     "exact_spectrum",
     "is_power_bounded",
@@ -54,9 +56,6 @@ def solve_step(scheme: Scheme, transform=lambda e: e) -> dict[sympy.Symbol, symp
         for eq in scheme.steps:
             values[eq.target] = sympy.expand(transform(eq.expr).xreplace(values))
         return values
-    from sympy.polys.constructor import construct_domain
-    from sympy.polys.matrices import DomainMatrix
-
     unknowns = [eq.target for eq in scheme.steps]
     equations = [eq.target - transform(eq.expr) for eq in scheme.steps]
     try:
@@ -67,14 +66,25 @@ def solve_step(scheme: Scheme, transform=lambda e: e) -> dict[sympy.Symbol, symp
         ) from None
     # Solved over the field of the coefficients (rational functions of lambda, h and the other
     # parameters, with algebraic numbers where the scheme has them): exact and fast.
-    domain, entries = construct_domain(list(a) + list(b), field=True, extension=True)
+    # Fraction-free elimination over the polynomials (each row's denominators cleared first), one
+    # division at the end: far faster than eliminating in the field of fractions, which cancels a
+    # multivariate gcd after every operation.
     n = len(unknowns)
-    matrix = DomainMatrix([entries[i * n : (i + 1) * n] for i in range(n)], (n, n), domain)
-    rhs = DomainMatrix([[e] for e in entries[n * n :]], (n, 1), domain)
-    if matrix.det() == domain.zero:
-        raise SchemeValueError(f"scheme {scheme.name}: the implicit step has no unique linear solution")
-    solution = matrix.lu_solve(rhs).to_Matrix()
-    return {u: sympy.expand(sympy.cancel(v)) for u, v in zip(unknowns, solution, strict=True)}
+    system = domain_matrix(a.row_join(b))
+    field = system.domain
+    if field.is_Field and field.has_assoc_Ring and not field.is_EX:
+        _, system = system.clear_denoms_rowwise(convert=True)
+    matrix, rhs = system[:, :n], system[:, n:]
+    try:
+        numerators, denominator = matrix.solve_den(rhs)
+    except sympy.polys.matrices.exceptions.DMNonInvertibleMatrixError:
+        raise SchemeValueError(
+            f"scheme {scheme.name}: the implicit step has no unique linear solution"
+        ) from None
+    ring = system.domain
+    denominator = field.convert_from(denominator, ring)
+    solution = [field.to_sympy(field.convert_from(x, ring) / denominator) for x in numerators.flat()]
+    return {u: sympy.expand(v) for u, v in zip(unknowns, solution, strict=True)}
 
 
 def next_state_vector(scheme: Scheme, values: dict[sympy.Symbol, sympy.Expr]) -> list[sympy.Expr]:
@@ -91,6 +101,18 @@ def amplification_matrix(scheme: Scheme, lam: sympy.Expr = LAMBDA) -> sympy.Matr
     values = solve_step(scheme, lambda e: linearize(e, lam))
     new = sympy.Matrix(next_state_vector(scheme, values))
     return new.jacobian(sympy.Matrix(scheme.state_vector)).applyfunc(sympy.factor_terms)
+
+
+def deflate(matrix: sympy.Matrix) -> sympy.Matrix:
+    """``matrix`` without the states whose old value the step never reads (a zero column, such as
+    the stages of a Runge-Kutta method written as states), repeatedly: each removal takes out one
+    eigenvalue 0, which never decides stability, and leaves the other eigenvalues and their Jordan
+    blocks as they were (the matrix is block triangular in that state)."""
+    while True:
+        keep = [j for j in range(matrix.cols) if any(not e.is_zero for e in matrix.col(j))]
+        if len(keep) == matrix.cols or not keep:
+            return matrix
+        matrix = matrix.extract(keep, keep)
 
 
 def step_scaling(scheme: Scheme, charpoly: sympy.Expr) -> tuple[sympy.Expr, int]:
@@ -148,7 +170,7 @@ def exact_spectrum(matrix: sympy.Matrix) -> Spectrum:
     from sympy.polys.matrices import DomainMatrix
 
     n = matrix.shape[0]
-    domain, entries = _field_of(list(matrix))
+    domain, entries = field_of(list(matrix))
     dm = DomainMatrix([entries[i * n : (i + 1) * n] for i in range(n)], (n, n), domain)
     charpoly = sympy.Poly(dm.charpoly(), ZETA, domain=domain)
     factors = []
@@ -180,40 +202,12 @@ def exact_spectrum(matrix: sympy.Matrix) -> Spectrum:
     return Spectrum(tuple(values), tuple(blocks), tuple(positions))
 
 
-@functools.lru_cache(maxsize=64)
-def algebraic_field(generators: frozenset):
-    """The rationals with ``generators`` adjoined, made once per set (finding the primitive element
-    is the expensive part)."""
-    return sympy.QQ.algebraic_field(*sorted(generators, key=sympy.default_sort_key))
-
-
-def _field_of(numbers: list[sympy.Expr]):
-    """The field of exact numbers (the rationals, or the rationals with the algebraic numbers among
-    ``numbers`` adjoined) and ``numbers`` in it. The algebraic field of a set of generators is made
-    once (finding its primitive element is the expensive part) and kept."""
-    from sympy.polys.constructor import construct_domain
-
-    generators = frozenset(
-        a
-        for x in numbers
-        for a in sympy.preorder_traversal(x)
-        if a.is_number and not a.is_Rational and (a.is_Pow or a is sympy.I or isinstance(a, sympy.CRootOf))
-    )
-    if not generators:
-        return construct_domain(numbers)
-    try:
-        field = algebraic_field(generators)
-        return field, [field.from_sympy(x) for x in numbers]
-    except (sympy.polys.polyerrors.CoercionFailed, sympy.polys.polyerrors.NotAlgebraic, ValueError):
-        return construct_domain(numbers, extension=True)
-
-
 def exact_det(matrix: sympy.Matrix) -> sympy.Expr:
     """The determinant of a constant matrix, exactly, over the field of its entries."""
     from sympy.polys.matrices import DomainMatrix
 
     n = matrix.shape[0]
-    domain, entries = _field_of(list(matrix))
+    domain, entries = field_of(list(matrix))
     dm = DomainMatrix([entries[i * n : (i + 1) * n] for i in range(n)], (n, n), domain)
     return domain.to_sympy(dm.det())
 
@@ -302,14 +296,19 @@ def boundary_candidates(
     """
     num = sympy.fraction(sympy.together(charpoly))[0]
     lam = {1: _T, -1: -_T, 1j: sympy.I * _T, -1j: -sympy.I * _T}[direction]
-    coeffs = sympy.Poly(sympy.expand(num.subs(LAMBDA, lam)), ZETA).all_coeffs()
+    # The coefficients in zeta as expressions (a Poly would place them in an algebraic field of its
+    # own choosing, whose elements sympy cannot conjugate).
+    coeffs = sympy.Poly(sympy.expand(num.subs(LAMBDA, lam)), ZETA, domain=sympy.EX).all_coeffs()
+    coeffs = [sympy.expand(c) for c in coeffs]
     # Polynomials in (zeta, t) over the field of the coefficients (rationals, with i and the
     # scheme's algebraic numbers adjoined): exact, and far faster than sympy's expression domain.
     n = len(coeffs) - 1
 
+    numbers = [*coeffs, *(sympy.conjugate(c) for c in coeffs)]  # one field for P and P*
+
     def in_zeta_t(coefficients) -> sympy.Poly:
         expr = sympy.expand(sum(c * ZETA ** (len(coefficients) - 1 - k) for k, c in enumerate(coefficients)))
-        return sympy.Poly(expr, ZETA, _T, extension=True)
+        return field_poly(expr, ZETA, _T, numbers=numbers)
 
     poly = in_zeta_t(coeffs)
     star = in_zeta_t([sympy.conjugate(c) for c in reversed(coeffs)])
@@ -340,16 +339,16 @@ def _merge(intervals: list[tuple]) -> list[tuple]:
 
 def _real_roots(expr: sympy.Expr) -> list[tuple[sympy.Rational, sympy.Rational]]:
     """Isolating rational intervals of the real roots in t of an expression that may have complex
-    coefficients, each refined to a relative width of 1e-20: exact isolation over the rationals
+    coefficients, each refined to a relative width of 1e-16: exact isolation over the rationals
     (sympy's Vincent-Akritas-Strzebonski), through the norm for algebraic coefficients (a rational
     polynomial with these roots among its own); to 60 digits for any other number."""
     real, imag = (sympy.expand(part) for part in expr.as_real_imag())
     parts = [p for p in (real, imag) if not p.is_zero]
     if not parts:
         return []
-    g = sympy.Poly(parts[0], _T, extension=True)
+    g = field_poly(parts[0], _T, numbers=parts)
     for p in parts[1:]:
-        g = sympy.gcd(g, sympy.Poly(p, _T, extension=True))
+        g = g.gcd(field_poly(p, _T, numbers=parts))
     if g.degree() <= 0:
         return []
     if g.domain.is_AlgebraicField:
@@ -359,7 +358,7 @@ def _real_roots(expr: sympy.Expr) -> list[tuple[sympy.Rational, sympy.Rational]]
         out = []
         for (low, high), _ in g.intervals():
             if low != high:
-                width = max(abs(low), abs(high), 1) * sympy.Rational(1, 10**20)
+                width = max(abs(low), abs(high), 1) * sympy.Rational(1, 10**16)
                 low, high = g.refine_root(low, high, eps=width)
             out.append((sympy.Rational(low), sympy.Rational(high)))
         return out
