@@ -53,7 +53,7 @@ def test_schemes_without_h_have_no_order():
     for name in ("momentum", "revnet"):
         accuracy = odenet.analyze(odenet.load(name)).accuracy
         assert accuracy.order is None
-        assert accuracy.reason == "the scheme has no step parameter h, so it discretizes no ODE in h"
+        assert accuracy.reason.startswith("the scheme has no step parameter h (declare one")
 
 
 def test_inconsistent_scheme_has_no_order():
@@ -162,7 +162,7 @@ def _modified_rhs(name):
     leading = accuracy.leading_error.subs(sympy.Function("x")(t), u)
     concrete = leading.subs(sympy.Function("f"), sympy.Lambda(u, sympy.sin(u) - u / 2)).doit()
     correction = sympy.lambdify((u, h), sympy.simplify(concrete / h), "numpy")
-    return accuracy.order, lambda step: (lambda y: _f(y) - correction(y, step))
+    return accuracy.order, lambda step: lambda y: _f(y) - correction(y, step)
 
 
 @pytest.mark.parametrize("name", ["euler", "heun", "rk4", "backward_euler"])

@@ -211,8 +211,8 @@ def _stability(scheme: Scheme, values: dict[str, sympy.Expr]) -> Stability:
     subs = {sympy.Symbol(name, real=True): v for name, v in values.items()}
     # Zero-stability: all functions 0 (lambda = 0) and, with a step h, h -> 0.
     homogeneous = reduced.subs(LAMBDA, 0)
-    if "h" in values:
-        homogeneous = homogeneous.subs(sympy.Symbol("h", real=True), 0)
+    if scheme.step in values:
+        homogeneous = homogeneous.subs(sympy.Symbol(scheme.step, real=True), 0)
     zero_stable = is_power_bounded(exact_spectrum(homogeneous.subs(subs)), ode_order)
     at_zero = reduced.subs(LAMBDA, 0).subs(subs)
     stable_at_zero = is_power_bounded(exact_spectrum(at_zero), ode_order)

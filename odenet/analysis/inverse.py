@@ -166,6 +166,7 @@ def _as_scheme(scheme: Scheme, solution) -> Scheme:
         steps=tuple(steps),
         inputs=scheme.inputs,
         outputs=scheme.outputs,
+        step=scheme.step,
     )
 
 

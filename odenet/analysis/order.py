@@ -258,11 +258,15 @@ def _jet_text(expr, jets) -> str:
 
 
 def order_of_accuracy(scheme: Scheme, values: dict[sympy.Symbol, sympy.Expr]) -> OrderResult:
-    """The order in ``h`` at the parameter ``values`` (a dict from parameter symbols to numbers)."""
-    try:
-        h = scheme.param("h").symbol
-    except KeyError:
-        return OrderResult(None, "the scheme has no step parameter h, so it discretizes no ODE in h")
+    """The order in the step ``h`` (or the parameter declared with ``step``) at the parameter
+    ``values`` (a dict from parameter symbols to numbers)."""
+    if scheme.step_param is None:
+        return OrderResult(
+            None,
+            f"the scheme has no step parameter {scheme.step} (declare one: 'step h = 0.1'), "
+            "so it discretizes no ODE in a step",
+        )
+    h = scheme.step_param.symbol
     # A scheme of one state and one function that is a B-series (a Runge-Kutta or multistep
     # method, in any form): the tree conditions decide the order on their own, and the scalar
     # expansion (slow for many stages or coupled ones) runs only as far as the leading error needs.

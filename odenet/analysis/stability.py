@@ -121,10 +121,9 @@ def step_scaling(scheme: Scheme, charpoly: sympy.Expr) -> tuple[sympy.Expr, int]
     ``k = 1`` for a first-order ODE (Euler, RK4), ``k = 2`` for a second-order one (leapfrog,
     ``h**2`` scaling); ``(lambda, 0)`` when the scheme has no parameter ``h`` or no such scaling.
     """
-    try:
-        h = scheme.param("h").symbol
-    except KeyError:
+    if scheme.step_param is None:
         return LAMBDA, 0
+    h = scheme.step_param.symbol
     z = sympy.Symbol("z")
     for k in (1, 2):
         scaled = sympy.expand(charpoly.subs(LAMBDA, z / h**k))

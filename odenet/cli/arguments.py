@@ -51,6 +51,32 @@ def param_argument(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"expected NAME=NUMBER, such as h=0.05, not {text!r}") from None
 
 
+def add_step(parser: argparse.ArgumentParser) -> None:
+    """``--step VALUE``: the value of the scheme's step parameter, whatever it is called."""
+    parser.add_argument(
+        "--step",
+        type=float,
+        metavar="VALUE",
+        help="the step size: the scheme's step parameter (h, or the one its 'step' line declares)",
+    )
+
+
+def params_with_step(scheme, params: dict[str, float], step: float | None) -> dict[str, float]:
+    """``params`` with the step's value from ``--step`` under the scheme's own name for it."""
+    if step is None:
+        return params
+    from odenet.errors import ConfigError
+
+    if scheme.step_param is None:
+        raise ConfigError(
+            f"--step: scheme {scheme.name} has no step parameter {scheme.step} "
+            "(declare one with a line such as 'step h = 0.1')"
+        )
+    if scheme.step in params and params[scheme.step] != step:
+        raise ConfigError(f"--step {step:g} and --param {scheme.step}={params[scheme.step]:g} disagree")
+    return {**params, scheme.step: step}
+
+
 def positive(text: str) -> int:
     """A whole number >= 1."""
     try:

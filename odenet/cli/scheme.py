@@ -10,7 +10,14 @@ import json
 import sys
 from pathlib import Path
 
-from odenet.cli.arguments import add_choice, default_of, param_argument, positive
+from odenet.cli.arguments import (
+    add_choice,
+    add_step,
+    default_of,
+    param_argument,
+    params_with_step,
+    positive,
+)
 from odenet.errors import OdenetError, SchemeNotFoundError
 from odenet.ir import Scheme
 from odenet.library import describe, library_dir, library_names, load, read_scheme_file
@@ -75,7 +82,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 
     params = dict(args.param or [])
     schemes, folder = _schemes_from(args.scheme)
-    analyses = [analyze(s, params=params or None) for s in schemes]
+    analyses = [analyze(s, params=params_with_step(s, params, args.step) or None) for s in schemes]
     if args.json:
         objects = [a.to_json() for a in analyses]
         print(json.dumps(objects if folder else objects[0], indent=2))
@@ -144,6 +151,7 @@ def add_commands(commands) -> None:
         action="append",
         help="use this parameter value instead of the default (repeatable)",
     )
+    add_step(p)
     p.set_defaults(run=_cmd_analyze)
 
     # The demo's sizes are its own: they are written here and nowhere else.

@@ -12,7 +12,15 @@ import json
 import sys
 from pathlib import Path
 
-from odenet.cli.arguments import add_choice, add_field, default_of, param_argument, positive
+from odenet.cli.arguments import (
+    add_choice,
+    add_field,
+    add_step,
+    default_of,
+    param_argument,
+    params_with_step,
+    positive,
+)
 from odenet.errors import CheckpointError
 from odenet.ir import format_scheme
 from odenet.library import load
@@ -43,7 +51,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         stages=args.stages or default_stages(layout),
         memory=args.memory,
         shared=args.shared,
-        params=dict(args.param or []),
+        params=params_with_step(scheme, dict(args.param or []), args.step),
         stem=defaults.stem if args.stem is None else args.stem,
         head=defaults.head if args.head is None else args.head,
     )
@@ -179,6 +187,7 @@ def add_commands(commands) -> None:
     p.add_argument(
         "--param", metavar="NAME=VALUE", type=param_argument, action="append", help="scheme parameter"
     )
+    add_step(p)
     for flag, what in (("stem", "input layer"), ("head", "output layer")):
         without = [name for name, d in DATA_DEFAULTS.items() if not getattr(d, flag)]
         p.add_argument(

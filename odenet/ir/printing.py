@@ -57,9 +57,9 @@ def format_equation(eq: Equation) -> str:
     return f"{eq.target.name} = {format_expr(eq.expr)}"
 
 
-def format_param(param: Param) -> str:
-    """The ``param`` statement that declares ``param``."""
-    text = f"param {param.name} = {format_number(param.default)}"
+def format_param(param: Param, keyword: str = "param") -> str:
+    """The ``param`` (or ``step``) statement that declares ``param``."""
+    text = f"{keyword} {param.name} = {format_number(param.default)}"
     if param.learnable:
         text += " learnable"
     if param.interval is not None:
@@ -75,7 +75,7 @@ def format_scheme(scheme: Scheme) -> str:
     if scheme.doc:
         lines.append(f'"""{scheme.doc}"""')
     lines.append("state " + ", ".join(scheme.states))
-    lines += [format_param(p) for p in scheme.params]
+    lines += [format_param(p, "step" if p.name == scheme.step != "h" else "param") for p in scheme.params]
     if scheme.functions:
         lines.append("function " + ", ".join(f.name for f in scheme.functions))
     if scheme.inputs != scheme.states[:1]:

@@ -123,6 +123,7 @@ class Scheme:
     inputs: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
     doc: str = field(default="", compare=True)
+    step: str = "h"  # the name of the step-size parameter (``step dt = 0.1``; h by default)
 
     # -- construction ---------------------------------------------------------------------------
     def __post_init__(self):
@@ -133,6 +134,8 @@ class Scheme:
             raise SchemeValueError(f"scheme {self.name}: no state")
         if not self.inputs:
             object.__setattr__(self, "inputs", self.states[:1])
+        if self.step != "h" and self.step not in {p.name for p in self.params}:
+            raise SchemeValueError(f"scheme {self.name}: the step {self.step} is not a parameter")
         if not self.outputs:
             object.__setattr__(self, "outputs", self.states[:1])
         self._check_names()
@@ -266,6 +269,14 @@ class Scheme:
     @property
     def updates(self) -> tuple[Equation, ...]:
         return tuple(eq for eq in self.steps if not eq.is_stage)
+
+    @property
+    def step_param(self) -> Param | None:
+        """The step-size parameter (``h``, or the one declared with ``step``), or None."""
+        try:
+            return self.param(self.step)
+        except KeyError:
+            return None
 
     def param(self, name: str) -> Param:
         for p in self.params:

@@ -49,7 +49,7 @@ SCALAR_FUNCTIONS: Mapping[str, object] = {
     "sigmoid": _sigmoid,
 }
 
-_KEYWORDS = ("scheme", "state", "param", "function", "input", "output", "init", "learnable", "in")
+_KEYWORDS = ("scheme", "state", "param", "step", "function", "input", "output", "init", "learnable", "in")
 _PYTHON_KEYWORDS = (
     "False None True and as assert async await break class continue def del elif else except "
     "finally for from global if import is lambda nonlocal not or pass raise return try while with "

@@ -70,6 +70,7 @@ class _Resolver:
         self.doc = ""
         self.states: dict[str, ast.Span] = {}
         self.params: dict[str, Param] = {}
+        self.step_name: str | None = None  # declared with 'step'
         self.param_spans: dict[str, ast.Span] = {}
         self.declared_functions: dict[str, ast.Span] | None = None
         self.arity: dict[str, tuple[int, ast.Span]] = {}
@@ -141,6 +142,7 @@ class _Resolver:
                 init=tuple(self.init),
                 inputs=self.inputs,
                 outputs=self.outputs,
+                step=self.step_name or "h",
             )
         except SchemeValueError as exc:
             # The inits' order is a property of the whole block: a cycle is found only here.
@@ -238,6 +240,14 @@ class _Resolver:
         name = statement.name
         self.check_new_name(name, statement.name_span, "parameter")
         self.param_spans[name] = statement.name_span
+        if statement.is_step:
+            if self.step_name is not None:
+                raise _StatementError(
+                    f"a second step declaration: the step is already '{self.step_name}'; "
+                    "expected one 'step' line (other parameters are declared with 'param')",
+                    statement.span,
+                )
+            self.step_name = name
         constant = _Context(
             "a parameter's default",
             allow_states=False,

@@ -156,6 +156,7 @@ class ParamDecl(Statement):
     default: Expr
     learnable: bool
     interval: tuple[Expr, Expr] | None
+    is_step: bool = False  # declared with 'step': the step-size parameter
 
 
 @dataclass(frozen=True)
@@ -238,11 +239,14 @@ class _Builder(lark.Transformer):
     output_decl = _declaration("output")
     del _declaration
 
-    def param_decl(self, children):
+    def param_decl(self, children, is_step=False):
         name, default, *rest = children
         learnable = bool(rest)
         interval = rest[0] if rest else None
-        return ParamDecl(Span.of(name), str(name), Span.of(name), default, learnable, interval)
+        return ParamDecl(Span.of(name), str(name), Span.of(name), default, learnable, interval, is_step)
+
+    def step_decl(self, children):
+        return self.param_decl(children, is_step=True)
 
     def learnable(self, children):
         return children[0] if children else None
@@ -354,7 +358,7 @@ _TERMINAL_WORDS = {
 }
 _EXPRESSION_START = {"NAME", "NUMBER", "LPAR", "MINUS", "PLUS"}
 _OPERATORS = {"PLUS", "MINUS", "STAR", "SLASH", "POWER"}
-_STATEMENT_KEYWORDS = {"SCHEME", "STATE", "PARAM", "FUNCTION", "INPUT", "OUTPUT", "INIT"}
+_STATEMENT_KEYWORDS = {"SCHEME", "STATE", "PARAM", "STEP", "FUNCTION", "INPUT", "OUTPUT", "INIT"}
 
 
 def _describe_terminal(name: str) -> str:
@@ -371,7 +375,7 @@ def _describe_expected(expected: set[str]) -> str:
     expected = set(expected)
     if _STATEMENT_KEYWORDS <= expected:
         return (
-            "a statement (scheme, state, param, function, input, output, init, "
+            "a statement (scheme, state, param, step, function, input, output, init, "
             "a stage 'k1 = ...' or an update 'x[n+1] = ...')"
         )
     words = []

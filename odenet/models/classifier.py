@@ -129,7 +129,8 @@ class Classifier(nn.Module):
         with ``h`` the scheme's step (1 when it has none). Zero for shared functions."""
         total = torch.zeros(())
         for stage in self.stages:
-            h = float(stage.layer_params(0)["h"]) if "h" in stage._param_names else 1.0
+            step = stage.scheme.step
+            h = float(stage.layer_params(0)[step]) if step in stage._param_names else 1.0
             for name, modules in stage.functions.items():
                 if stage.shared[name]:
                     continue

@@ -80,10 +80,11 @@ class SchemeBlock(nn.Module):
                 "Use memory='checkpoint' (exact gradients, memory O(sqrt(depth))) or memory='adjoint' "
                 "(approximate gradients, memory O(1))."
             )
-        if memory == "adjoint" and "h" not in self._param_names:
+        if memory == "adjoint" and scheme.step not in self._param_names:
             raise UnsupportedSchemeError(
-                f"memory='adjoint' rebuilds each layer's input by a step with -h, and scheme {scheme.name} "
-                "has no parameter h; use memory='checkpoint'"
+                f"memory='adjoint' rebuilds each layer's input by a step with -{scheme.step}, and scheme "
+                f"{scheme.name} has no step parameter {scheme.step}; declare one ('step h = 0.1') or use "
+                "memory='checkpoint'"
             )
         from odenet.nn.reversible import DriftControl
 
@@ -289,10 +290,11 @@ class SchemeBlock(nn.Module):
         return reverse_history(self.scheme, out)
 
     def approximate_inverse_step(self, n: int, new_state, call=None):
-        """The input of layer ``n`` rebuilt approximately: the forward step with ``-h``, in reversed
+        """The input of layer ``n`` rebuilt approximately: the forward step with ``-h`` (the scheme's
+        step parameter, whatever its name), in reversed
         time (Sander et al. 2022). Exact for time-symmetric schemes such as leapfrog."""
         params = dict(self.layer_params(n))
-        params["h"] = -params["h"]
+        params[self.scheme.step] = -params[self.scheme.step]
         reversed_state = reverse_history(self.scheme, new_state)
         out = self._step(reversed_state, params, _in_state_dtype(call or self.caller(n), new_state))
         return reverse_history(self.scheme, out)
