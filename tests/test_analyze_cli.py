@@ -20,6 +20,8 @@ KEYS = {
     "params",
     "explicit",
     "order",
+    "ode",
+    "time_scale",
     "stability",
     "reversibility",
 }

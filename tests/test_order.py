@@ -53,7 +53,7 @@ def test_schemes_without_h_have_no_order():
     for name in ("momentum", "revnet"):
         accuracy = odenet.analyze(odenet.load(name)).accuracy
         assert accuracy.order is None
-        assert accuracy.reason.startswith("the scheme has no step parameter h (declare one")
+        assert accuracy.reason.startswith("the scheme has no step parameter h (nor one declared")
 
 
 def test_inconsistent_scheme_has_no_order():
@@ -199,3 +199,59 @@ def test_multistep_leading_error_is_normalised_by_rho_prime_one():
     third = f(y(t)) ** 2 * sympy.diff(f(y(t)), y(t), 2) + f(y(t)) * sympy.diff(f(y(t)), y(t)) ** 2
     assert sympy.expand(accuracy.leading_error - h**3 * third / 6) == 0
     assert accuracy.modified_equation.startswith("y' = ")
+
+
+# -- momentum-type schemes: consistent with a rescaled ODE ------------------------------------------
+
+MOMENTUM = {
+    # name: (text, the limit ODE's factor c in x' = c*f(x), written here)
+    "heavy_ball": (
+        "scheme heavy_ball\nstate x, v\nparam h = 0.1\nparam gamma = 0.6\n"
+        "v[n+1] = gamma*v[n] + h*f(x[n])\nx[n+1] = x[n] + v[n+1]\n",
+        1 / (1 - 0.6),
+    ),
+    "nesterov": (
+        "scheme nesterov\nstate x\nparam h = 0.1\nparam gamma = 0.5\ninit x[n-1] = x[n]\n"
+        "y = x[n] + gamma*(x[n] - x[n-1])\nx[n+1] = y + h*f(y)\n",
+        1 / (1 - 0.5),
+    ),
+    "robert_asselin": (
+        "scheme robert_asselin\nstate x, xf\nparam h = 0.1\nparam nu = 0.1\ninit xf = x[n]\n"
+        "x[n+1] = xf[n] + 2*h*f(x[n])\nxf[n+1] = x[n] + nu*(x[n+1] - 2*x[n] + xf[n])\n",
+        1.0,
+    ),
+}
+
+
+def _momentum_error(name: str, h: float) -> float:
+    text, c = MOMENTUM[name]
+    scheme = odenet.parse(text)
+    x0 = 0.5
+    old = {symbol: 0.0 for symbol in scheme.state_vector}
+    old[value("x")] = x0
+    for symbol in scheme.state_vector:
+        if parse_value(symbol)[0] in ("x", "xf"):
+            old[symbol] = x0
+    for _ in range(round(1.0 / h)):
+        old = next_state(scheme, step(scheme, old, {"f": _f}, {"h": h}))
+    return abs(old[value("x")] - _rk4(lambda y: c * _f(y), [x0], 1.0)[0])
+
+
+@pytest.mark.parametrize("name", sorted(MOMENTUM))
+def test_momentum_schemes_converge_to_their_rescaled_ode(name):
+    """Heavy ball, Nesterov and the Robert-Asselin filter are consistent, at order 1, with
+    x' = c f(x) (c written above, from the h -> 0 limit worked by hand); a numerical run converges
+    to that ODE's solution at slope 1."""
+    text, c = MOMENTUM[name]
+    scheme = odenet.parse(text)
+    analysis = odenet.analyze(scheme)
+    assert analysis.order == 1
+    scale = analysis.accuracy.time_scale
+    assert (1.0 if scale is None else float(scale.subs({p.symbol: p.default for p in scheme.params}))) == (
+        pytest.approx(c)
+    )
+    if scale is not None:
+        assert analysis.accuracy.unscaled_ode == "x' = f(x)"
+    steps = [0.02, 0.01, 0.005]
+    slope = np.polyfit(np.log(steps), np.log([_momentum_error(name, h) for h in steps]), 1)[0]
+    assert slope == pytest.approx(1.0, abs=0.25)

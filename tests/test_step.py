@@ -26,7 +26,9 @@ def _renamed(scheme: odenet.Scheme, name: str = "dt") -> odenet.Scheme:
     language's ``step`` line)."""
     old, new = sympy.Symbol("h", real=True), sympy.Symbol(name, real=True)
     rename = {old: new}
-    params = tuple(Param(name, p.default, p.learnable, p.interval) if p.name == "h" else p for p in scheme.params)
+    params = tuple(
+        Param(name, p.default, p.learnable, p.interval) if p.name == "h" else p for p in scheme.params
+    )
     renamed = dataclasses.replace(
         scheme,
         params=params,
@@ -52,12 +54,18 @@ def test_renamed_step_gives_the_same_analysis(name):
     assert renamed.order == original.order
     assert renamed.accuracy.ode == original.accuracy.ode
     s, r = original.stability, renamed.stability
-    assert (r.real_interval, r.imag_interval, r.zero_stable) == (s.real_interval, s.imag_interval, s.zero_stable)
+    assert (r.real_interval, r.imag_interval, r.zero_stable) == (
+        s.real_interval,
+        s.imag_interval,
+        s.zero_stable,
+    )
     assert str(r.variable) == str(s.variable).replace("h", "dt")
     assert renamed.reversibility.kind == original.reversibility.kind
     if original.accuracy.leading_error is not None:
         back = {sympy.Symbol("dt", real=True): sympy.Symbol("h", real=True)}
-        assert sympy.expand(renamed.accuracy.leading_error.xreplace(back) - original.accuracy.leading_error) == 0
+        assert (
+            sympy.expand(renamed.accuracy.leading_error.xreplace(back) - original.accuracy.leading_error) == 0
+        )
 
 
 def _mlp():

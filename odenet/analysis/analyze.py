@@ -106,6 +106,8 @@ class Analysis:
             "params": {name: _number(v) for name, v in self.params.items()},
             "explicit": self.explicit,
             "order": self.order,
+            "ode": list(self.accuracy.ode),
+            "time_scale": None if self.accuracy.time_scale is None else format_expr(self.accuracy.time_scale),
             "stability": {
                 "amplification_matrix": [
                     [format_expr(e) for e in s.amplification_matrix.row(i)]

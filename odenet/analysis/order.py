@@ -64,6 +64,9 @@ class OrderResult:
     # For a scheme written with rounded decimals: the order of the coefficients exactly as written
     # (``order`` is the one they approximate, to the precision of their digits); else equal to order.
     exact_order: int | None = None
+    # ``c`` when the limit ODE is x' = c*f(x), c a constant other than 1: x' = f(x) in rescaled time
+    time_scale: sympy.Expr | None = None
+    unscaled_ode: str | None = None  # x' = f(x), the ODE followed in that time
 
 
 # -- truncated power series in h -------------------------------------------------------------------
@@ -263,8 +266,8 @@ def order_of_accuracy(scheme: Scheme, values: dict[sympy.Symbol, sympy.Expr]) ->
     if scheme.step_param is None:
         return OrderResult(
             None,
-            f"the scheme has no step parameter {scheme.step} (declare one: 'step h = 0.1'), "
-            "so it discretizes no ODE in a step",
+            f"the scheme has no step parameter {scheme.step} (nor one declared with 'step'), "
+            "so it discretizes no ODE",
         )
     h = scheme.step_param.symbol
     # A scheme of one state and one function that is a B-series (a Runge-Kutta or multistep
@@ -398,6 +401,7 @@ def _classify(residuals: dict[str, sympy.Expr], h, values) -> tuple[list[str], l
     pending = [s for s in residuals if s not in evolving]
     pending.sort(key=lambda s: (h in residuals[s].free_symbols, sympy.count_ops(at_zero[s])))
     solved: dict[sympy.Symbol, sympy.Expr] = {}
+    unsolved = []
     for s in pending:
         symbol = sympy.Symbol(s)
         equation = sympy.expand(at_zero[s].xreplace(solved))
@@ -406,11 +410,17 @@ def _classify(residuals: dict[str, sympy.Expr], h, values) -> tuple[list[str], l
             continue
         slope = sympy.diff(equation, symbol)
         if symbol in slope.free_symbols or _is_zero(slope, values):
-            solved[symbol] = symbol  # not solvable here: left to the slaved-state solve below
+            unsolved.append(s)  # not solvable for its own state here: decided below
             continue
         value = sympy.expand(symbol - equation / slope)
         solved = {k: v.xreplace({symbol: value}) for k, v in solved.items()}
         solved[symbol] = value
+    # A state whose equation did not involve it may still be trivial once every other state is
+    # placed: the heavy ball's x[n+1] = x[n] + v[n+1] reads x = x + v at h = 0, which holds once
+    # v = 0 (the velocity is O(h)). Such a state evolves; the others are left to the slaved solve.
+    for s in unsolved:
+        if _is_zero(sympy.expand(at_zero[s].xreplace(solved)), values):
+            evolving.append(s)
     slaved = [s for s in residuals if s not in evolving]
     order = list(residuals)
     return sorted(evolving, key=order.index), slaved
@@ -464,7 +474,7 @@ def _order(scheme: Scheme, h, values, terms: int) -> OrderResult:
         if highest in alpha.free_symbols or _is_zero(alpha, values):
             raise _UnsupportedError(f"the equation of {s} is not linear in its highest derivative")
         rest = sympy.expand(coefficient_expr - alpha * highest)
-        ode[s] = (power, order, sympy.expand(-rest / alpha), alpha)
+        ode[s] = (power, order, _simplest(sympy.expand(-rest / alpha)), alpha)
 
     # Reduce every jet to phase coordinates (s, ..., s^(order-1)) with the ODE.
     reduce: dict = {}
@@ -494,6 +504,7 @@ def _order(scheme: Scheme, h, values, terms: int) -> OrderResult:
                 break
     ode_text = tuple(f"{_prime(s, ode[s][1])} = {_jet_text(ode[s][2], jets)}" for s in evolving)
     slaved_text = tuple(f"{s} is an auxiliary (parasitic) state" for s in slaved)
+    scale, unscaled = _time_scale(evolving, ode, jets)
     if best is None:
         worst = min(terms - 1 - ode[s][0] for s in evolving)
         return OrderResult(
@@ -501,6 +512,8 @@ def _order(scheme: Scheme, h, values, terms: int) -> OrderResult:
             f"no error term up to h**{terms - 1}: the order is at least {worst}",
             ode_text + slaved_text,
             lower_bound=True,
+            time_scale=scale,
+            unscaled_ode=unscaled,
         )
     p, s, m = best
     alpha = ode[s][3]
@@ -514,7 +527,33 @@ def _order(scheme: Scheme, h, values, terms: int) -> OrderResult:
         leading_error=_derivative_form(leading, jets),
         leading_error_text=_jet_text(leading, jets),
         modified_equation=f"{_jet_text(modified, jets)} = 0",
+        time_scale=scale,
+        unscaled_ode=unscaled,
     )
+
+
+def _simplest(expr: sympy.Expr) -> sympy.Expr:
+    """``expr`` as written, or cancelled to one fraction when that is shorter (the Robert-Asselin
+    filter's ``2*f(x)/(1 + 1/(nu - 1)**2 - ...)`` is ``f(x)``)."""
+    cancelled = sympy.expand(sympy.cancel(expr))
+    return cancelled if sympy.count_ops(cancelled) < sympy.count_ops(expr) else expr
+
+
+def _time_scale(evolving, ode, jets) -> tuple[sympy.Expr | None, str | None]:
+    """``c`` when the limit ODE is ``x' = c*f(x)`` with a constant ``c != 1``: the scheme follows
+    ``x' = f(x)`` in a rescaled time, one step of size h advancing it by ``c*h`` (heavy ball with
+    momentum gamma: ``c = 1/(1 - gamma)``; LM-ResNet: ``c = 1/(1 + k)``)."""
+    if len(evolving) != 1 or ode[evolving[0]][1] != 1:
+        return None, None
+    state = evolving[0]
+    rhs = ode[state][2]
+    calls = [c for c in rhs.atoms(AppliedUndef) if not c.free_symbols - set(jets[state][:1])]
+    if len(calls) != 1:
+        return None, None
+    c = _simplest(sympy.expand(rhs / calls[0]))
+    if c.has(AppliedUndef) or c.free_symbols & set(jets[state]) or c == 1:
+        return None, None
+    return c, f"{_prime(state, 1)} = {_jet_text(calls[0], jets)}"
 
 
 def _ode_derivative(expr, phase, jets, ode, reduce):

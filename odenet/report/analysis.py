@@ -48,6 +48,19 @@ def _interval_text(interval, imaginary: bool = False, closed=(True, True)) -> st
     return ("i·" if imaginary else "") + f"{left}, {right}"
 
 
+def _rescaled(analysis: Analysis) -> str:
+    """The time rescaling when the limit ODE is ``x' = c*f(x)``: the scheme is consistent, with
+    an effective step ``c*h`` (heavy ball and Nesterov: ``h/(1 - gamma)``)."""
+    c = analysis.accuracy.time_scale
+    if c is None:
+        return ""
+    step = sympy.Symbol(analysis.scheme.step, real=True)
+    return (
+        f" (that is {analysis.accuracy.unscaled_ode} in rescaled time: "
+        f"a step advances it by {format_expr(c * step)})"
+    )
+
+
 def verdict(analysis: Analysis) -> list[str]:
     """The plain-language conclusions, one sentence each."""
     s, r, a = analysis.stability, analysis.reversibility, analysis.accuracy
@@ -75,7 +88,7 @@ def verdict(analysis: Analysis) -> list[str]:
         out.append(f"no order of accuracy: {a.reason}")
     else:
         bound = "at least " if a.lower_bound else ""
-        out.append(f"order {bound}{a.order} for {'; '.join(a.ode)}")
+        out.append(f"order {bound}{a.order} for {'; '.join(a.ode)}{_rescaled(analysis)}")
     if r.kind == "explicit":
         needs = (
             f" (valid while {', '.join(format_expr(c) + ' != 0' for c in r.conditions)})"
@@ -134,7 +147,7 @@ def report_markdown(analysis: Analysis, image: str | None = "stability.png") -> 
         _row("explicit step", "yes" if analysis.explicit else "no (implicit)"),
         _row("parameters used for numbers", params),
         _row("order in h", f"{order} ({a.reason})"),
-        _row("consistent ODE", "; ".join(f"`{line}`" for line in a.ode) or "none"),
+        _row("consistent ODE", ("; ".join(f"`{line}`" for line in a.ode) or "none") + _rescaled(analysis)),
         _row("leading local error", "none" if a.leading_error is None else f"`{a.leading_error_text}`"),
         _row("modified equation", "none" if a.modified_equation is None else f"`{a.modified_equation}`"),
         _row("amplification matrix M(λ)", f"${latex(s.amplification_matrix)}$"),
