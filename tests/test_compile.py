@@ -352,7 +352,7 @@ def test_clear_errors():
         compile(odenet.load("euler"), {"f": mlp(3)}, 2, "fast")
     with pytest.raises(odenet.ConfigError, match="splits its input into 2 states"):
         compile(scheme, {"f": mlp(3), "g": mlp(3)}, 2)(torch.randn(2, 5))
-    with pytest.raises(odenet.UnsupportedSchemeError, match="has no parameter h"):
+    with pytest.raises(odenet.UnsupportedSchemeError, match="has no step parameter h"):
         compile(odenet.load("momentum"), {"f": mlp(3)}, 2, "adjoint")
 
 
@@ -511,3 +511,19 @@ def test_raise_guard_checks_when_only_upper_layers_are_asked_for():
         errors.append(_flat_relative(got, expected))
     assert block.reconstruction_errors[0][0] == 48
     assert errors[0] <= 1.5 * errors[1], errors
+
+
+def test_kick_drift_kick_with_a_nonlinear_drift_trains_reversibly():
+    """The inverse found by solving the stage as an unknown (tests/test_inverse.py) compiles: the
+    reversible gradients equal autograd's."""
+    from test_inverse import KDK
+
+    scheme = odenet.parse(KDK)
+    blocks = []
+    for memory in ("autograd", "reversible"):
+        torch.manual_seed(0)
+        blocks.append(compile(scheme, {"f": lambda i: mlp(3), "g": lambda i: mlp(3)}, 12, memory).double())
+    x = torch.randn(4, 3, dtype=torch.float64)
+    (y_ref, g_ref), (y, g) = gradients(blocks[0], x), gradients(blocks[1], x)
+    assert torch.equal(y, y_ref)
+    assert max(relative(a, b) for a, b in zip(g, g_ref, strict=True)) <= 1e-10

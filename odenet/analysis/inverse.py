@@ -46,7 +46,37 @@ def invert(scheme: Scheme) -> InverseDerivation:
         depth = scheme.history[state]
         known |= {value(state, -lag) for lag in range(depth)}
         unknowns.append(value(state, -depth))
-    equations = list(scheme.update_residuals.values())
+    try:
+        pairs, conditions = _solve_jointly(scheme, list(scheme.update_residuals.values()), unknowns)
+    except NotReversibleError:
+        if not scheme.stages:
+            raise
+        # Stages as unknowns of their own, solved in whatever order frees them: kick-drift-kick
+        # Verlet with a nonlinear drift, v_half = v[n] + h/2*f(x[n]), x[n+1] = x[n] + h*g(v_half),
+        # v[n+1] = v_half + h/2*f(x[n+1]), gives v_half from the last line, then x[n], then v[n].
+        # (With the stages substituted, g(v[n] + h/2*f(x[n])) hides both unknowns.)
+        equations = [eq.target - eq.expr for eq in scheme.steps]
+        try:
+            pairs, conditions = _solve_jointly(
+                scheme, equations, [*unknowns, *(eq.target for eq in scheme.stages)]
+            )
+        except NotReversibleError:
+            raise NotReversibleError(_first_message(scheme, unknowns)) from None
+    return InverseDerivation(pairs, conditions, _as_scheme(scheme, pairs))
+
+
+def _first_message(scheme: Scheme, unknowns) -> str:
+    """The message of the solve with the stages substituted (it names the call that blocks)."""
+    try:
+        _solve_jointly(scheme, list(scheme.update_residuals.values()), unknowns)
+    except NotReversibleError as exc:
+        return str(exc)
+    raise AssertionError("unreachable: that solve failed before")
+
+
+def _solve_jointly(scheme: Scheme, equations, unknowns):
+    """Solve ``equations`` for ``unknowns`` by rounds (see the module doc): ``((unknown, value),
+    ...)`` in the order found, and the expressions that must be non-zero."""
     solved: dict[sympy.Symbol, sympy.Expr] = {}
     order: list[sympy.Symbol] = []
     conditions: list[sympy.Expr] = []
@@ -79,9 +109,8 @@ def invert(scheme: Scheme) -> InverseDerivation:
                 conditions.extend(factor for factor, _ in sympy.factor_list(denominator)[1])
             solved[u] = sympy.factor_terms(solution[u])
             order.append(u)
-    conditions = _unique(c for c in conditions if not c.is_number)
     pairs = tuple((u, solved[u]) for u in order)
-    return InverseDerivation(pairs, tuple(conditions), _as_scheme(scheme, pairs))
+    return pairs, tuple(_unique(c for c in conditions if not c.is_number))
 
 
 def derive_inverse(scheme: Scheme) -> Scheme:
@@ -153,6 +182,8 @@ def _unique(items):
 def _as_scheme(scheme: Scheme, solution) -> Scheme:
     """Rename the forward symbols into the reversed-time scheme and package the updates."""
     rename = forward_to_reversed(scheme)
+    # Stages solved along the way (see invert) keep their names: they are stages of the inverse too.
+    rename |= {eq.target: eq.target for eq in scheme.stages}
     steps = [Equation(rename[old], sympy.sympify(expr).xreplace(rename)) for old, expr in solution]
     # A later update reads earlier solved values as whole expressions; write them by name, X[m+1].
     solved = {rename[old]: steps[i].expr for i, (old, _) in enumerate(solution)}
