@@ -33,8 +33,14 @@ def _name(text: str) -> str:
     return name if name[0].isalpha() else "m" + name
 
 
-def _rk(name: str, method) -> Entry:
-    return Entry(name, "rk", runge_kutta_text(name, method.A, method.b), method)
+def _rk(name: str, method, stages_as_states: bool = False) -> Entry:
+    text = runge_kutta_text(name, method.A, method.b, stages_as_states=stages_as_states)
+    return Entry(name, "rk", text, method)
+
+
+def _implicit(method) -> bool:
+    a = np.asarray(method.A)
+    return bool(np.any(np.triu(a != 0)))
 
 
 def _lmm(name: str, method, carried: bool = False) -> Entry:
@@ -51,6 +57,8 @@ def entries() -> tuple[Entry, ...]:
     for key, method in sorted(rkm.loadRKM("All").items()):
         name = _name(key)
         add(_rk(name, method))
+        if _implicit(method):  # the same method with its stages carried as states
+            add(_rk(name + "_as_states", method, stages_as_states=True))
         embedded = getattr(method, "embedded_method", None)
         if embedded is not None:
             add(_rk(name + "_embedded", embedded))

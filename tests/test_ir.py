@@ -171,3 +171,49 @@ def test_multi_argument_functions():
     s = odenet.parse("scheme s\nstate y, z\ny[n+1] = y[n] + f(y[n], z[n])\nz[n+1] = z[n] - f(z[n], y[n+1])")
     assert s.functions == (FunctionSymbol("f", 2),)
     assert odenet.parse(str(s)) == s
+
+
+GL2_COUPLED = """scheme gl2
+state x
+param h = 0.1
+k1 = f(x[n] + h*(1/4*k1 + (1/4 - sqrt(3)/6)*k2))
+k2 = f(x[n] + h*((1/4 + sqrt(3)/6)*k1 + 1/4*k2))
+x[n+1] = x[n] + h/2*(k1 + k2)
+"""
+
+
+def test_stages_in_any_order_are_a_coupled_implicit_system():
+    """Gauss-Legendre as published: k1 reads k2, defined on the next line, and itself."""
+    scheme = odenet.parse(GL2_COUPLED)
+    assert not scheme.is_explicit
+    assert scheme.coupled_stages == {sympy.Symbol("k1"), sympy.Symbol("k2")}
+    references = {(eq.target.name, s.name) for eq, s in scheme.implicit_references}
+    assert references == {("k1", "k1"), ("k1", "k2"), ("k2", "k2")}
+    assert odenet.parse(str(scheme)) == scheme  # printed and read back
+
+
+def test_coupled_gauss_legendre_analysis_against_hand_values():
+    """Order 4 (nodepy's GL2 and Butcher's theory), the (2,2) Pade approximant of exp as the
+    stability function (hand-derived from the tableau), A-stable, the same facts as the method
+    written with its stages as states; its inverse is implicit too (fixed-point)."""
+    from odenet.ir.methods import runge_kutta_text
+
+    coupled = odenet.analyze(odenet.parse(GL2_COUPLED))
+    z, h, lam = sympy.symbols("z"), sympy.Symbol("h", real=True), sympy.Symbol("lambda")
+    pade = (12 + 6 * z + z**2) / (12 - 6 * z + z**2)
+    (entry,) = coupled.stability.amplification_matrix
+    assert sympy.simplify(entry - pade.subs(z, h * lam)) == 0
+    assert coupled.order == 4
+    assert coupled.stability.real_interval == (None, 0.0)
+    assert coupled.stability.imag_interval == (None, None)
+    assert coupled.reversibility.kind == "fixed-point"
+    r = sympy.sqrt(3) / 6
+    a = [[sympy.Rational(1, 4), sympy.Rational(1, 4) - r], [sympy.Rational(1, 4) + r, sympy.Rational(1, 4)]]
+    states = odenet.analyze(
+        odenet.parse(runge_kutta_text("gl2s", a, [sympy.Rational(1, 2)] * 2, stages_as_states=True))
+    )
+    assert states.order == 4
+    assert (states.stability.real_interval, states.stability.imag_interval) == (
+        coupled.stability.real_interval,
+        coupled.stability.imag_interval,
+    )

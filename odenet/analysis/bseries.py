@@ -190,6 +190,7 @@ class _Equation:
     expr: sympy.Expr
     is_stage: bool
     state: str | None
+    coupled: bool = False  # a stage read before or in its own line (an implicit method's)
 
 
 class _Step:
@@ -199,7 +200,7 @@ class _Step:
         self.state, self.function, self.h = state, function, h
         self.equations = {eq.target: eq for eq in steps if eq.state != state}
         (self.update,) = [eq for eq in steps if eq.state == state]
-        new = {t for t, eq in self.equations.items() if not eq.is_stage}
+        new = {t for t, eq in self.equations.items() if not eq.is_stage or eq.coupled}
         # new values read in their own step before they are computed: solved together, by iteration
         self.coupled = {t for t, eq in self.equations.items() if eq.expr.free_symbols & new}
         self.numbers = numbers
@@ -365,7 +366,13 @@ def tree_order(
     (not for ``exact_order``, which takes the coefficients as written)."""
     others = {k: v for k, v in values.items() if k != h}
     steps = [
-        _Equation(eq.target, sympy.expand(eq.expr.xreplace(others)), eq.is_stage, eq.state)
+        _Equation(
+            eq.target,
+            sympy.expand(eq.expr.xreplace(others)),
+            eq.is_stage,
+            eq.state,
+            eq.target in scheme.coupled_stages,
+        )
         for eq in scheme.steps
     ]
     if [eq.state for eq in steps].count(state) != 1:

@@ -46,8 +46,11 @@ def invert(scheme: Scheme) -> InverseDerivation:
         depth = scheme.history[state]
         known |= {value(state, -lag) for lag in range(depth)}
         unknowns.append(value(state, -depth))
+    # Coupled stages (an implicit Runge-Kutta method's) depend on the old values: unknowns too.
+    equations = [*scheme.update_residuals.values(), *scheme.coupled_residuals.values()]
+    unknowns += sorted(scheme.coupled_residuals, key=str)
     try:
-        pairs, conditions = _solve_jointly(scheme, list(scheme.update_residuals.values()), unknowns)
+        pairs, conditions = _solve_jointly(scheme, equations, unknowns)
     except NotReversibleError:
         if not scheme.stages:
             raise
@@ -55,20 +58,20 @@ def invert(scheme: Scheme) -> InverseDerivation:
         # Verlet with a nonlinear drift, v_half = v[n] + h/2*f(x[n]), x[n+1] = x[n] + h*g(v_half),
         # v[n+1] = v_half + h/2*f(x[n+1]), gives v_half from the last line, then x[n], then v[n].
         # (With the stages substituted, g(v[n] + h/2*f(x[n])) hides both unknowns.)
-        equations = [eq.target - eq.expr for eq in scheme.steps]
+        stages = [eq.target for eq in scheme.stages if eq.target not in scheme.coupled_stages]
         try:
             pairs, conditions = _solve_jointly(
-                scheme, equations, [*unknowns, *(eq.target for eq in scheme.stages)]
+                scheme, [eq.target - eq.expr for eq in scheme.steps], [*unknowns, *stages]
             )
         except NotReversibleError:
-            raise NotReversibleError(_first_message(scheme, unknowns)) from None
+            raise NotReversibleError(_first_message(scheme, equations, unknowns)) from None
     return InverseDerivation(pairs, conditions, _as_scheme(scheme, pairs))
 
 
-def _first_message(scheme: Scheme, unknowns) -> str:
+def _first_message(scheme: Scheme, equations, unknowns) -> str:
     """The message of the solve with the stages substituted (it names the call that blocks)."""
     try:
-        _solve_jointly(scheme, list(scheme.update_residuals.values()), unknowns)
+        _solve_jointly(scheme, equations, unknowns)
     except NotReversibleError as exc:
         return str(exc)
     raise AssertionError("unreachable: that solve failed before")

@@ -276,6 +276,12 @@ def order_of_accuracy(scheme: Scheme, values: dict[sympy.Symbol, sympy.Expr]) ->
     trees = _trees_first(scheme, h, values)
     if trees is not None:
         return trees
+    if scheme.coupled_stages:
+        return OrderResult(
+            None,
+            "not analyzed: coupled implicit stages are judged on the tree conditions, which need one "
+            "evolving state and one function of one argument",
+        )
     try:
         result = _order(scheme, h, values, TERMS[0])
     except _UnsupportedError as exc:
@@ -295,6 +301,8 @@ def order_of_accuracy(scheme: Scheme, values: dict[sympy.Symbol, sympy.Expr]) ->
 
 def _coupled_stages(scheme: Scheme) -> bool:
     """Whether new values other than one evolving state's are read before they are computed."""
+    if scheme.coupled_stages:
+        return True
     references = {symbol.name.split("[")[0] for _, symbol in scheme.implicit_references}
     return len(references) > 1 or (len(references) == 1 and len(scheme.states) > 1)
 

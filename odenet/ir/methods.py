@@ -4,8 +4,10 @@ Butcher tableau, a linear multistep method from its ``alpha`` and ``beta``.
 The result is scheme text (parse it with :func:`odenet.parse`), the way a person would write it:
 
 * an explicit Runge-Kutta method as stages ``k1 = f(x[n] + h*(...))`` and one update;
-* an implicit one with its stage values as states ``K1[n+1] = f(x[n] + h*(a11*K1[n+1] + ...))``,
-  updated before ``x`` (a coupled implicit system, solved together with the update);
+* an implicit one with coupled stages, ``k1 = f(x[n] + h*(a11*k1 + a12*k2 + ...))`` (a stage read
+  before or in its own line makes the step implicit), or, with ``stages_as_states=True``, with its
+  stage values as states ``K1[n+1] = f(x[n] + h*(a11*K1[n+1] + ...))`` updated before ``x``: the
+  same method, its stages carried to the next step (where nothing reads them);
 * a ``k``-step method either with history (``x[n-1]``, ..., ``x[n-k+1]``) or with the past values
   carried as states (``x1[n+1] = x[n]``, ``x2[n+1] = x1[n]``, ...), which is the same method.
 
@@ -57,15 +59,22 @@ def _doc(doc: str) -> list[str]:
     return [f'"""{doc}"""'] if doc else []
 
 
-def runge_kutta_text(name: str, a: Sequence[Sequence], b: Sequence, doc: str = "", h: str = "0.1") -> str:
+def runge_kutta_text(
+    name: str,
+    a: Sequence[Sequence],
+    b: Sequence,
+    doc: str = "",
+    h: str = "0.1",
+    stages_as_states: bool = False,
+) -> str:
     """A Runge-Kutta method (Butcher tableau ``a``, weights ``b``) as scheme text for ``x' = f(x)``."""
     s = len(b)
     explicit = all(_number(a[i][j]) in ("0", "0.0") for i in range(s) for j in range(i, s))
     lines = [f"scheme {name}", *_doc(doc)]
-    if explicit:
+    if not stages_as_states:
         lines += ["state x", f"param h = {h}", "function f"]
         for i in range(s):
-            inner = _combination([(a[i][j], f"k{j + 1}") for j in range(i)])
+            inner = _combination([(a[i][j], f"k{j + 1}") for j in range(i if explicit else s)])
             lines.append(f"k{i + 1} = f(x[n])" if inner == "0" else f"k{i + 1} = f(x[n] + h*({inner}))")
         lines.append(f"x[n+1] = x[n] + h*({_combination([(b[i], f'k{i + 1}') for i in range(s)])})")
         return "\n".join(lines) + "\n"

@@ -168,13 +168,17 @@ class Scheme:
     def _check_steps(self) -> None:
         params = {p.symbol for p in self.params}
         functions = {f.name: f.arity for f in self.functions}
-        known: set[sympy.Symbol] = set(params)
+        # Stages may be read anywhere in the step: before their own line, or in it, they make the
+        # step implicit (the coupled stages of Gauss-Legendre), as a new value read early does.
+        stages = [eq.target for eq in self.steps if eq.is_stage]
+        if len(set(stages)) != len(stages):
+            raise SchemeValueError(f"scheme {self.name}: a stage is defined twice")
+        known: set[sympy.Symbol] = set(params) | set(stages)
         updated: set[str] = set()
         for eq in self.steps:
             self._check_expr(eq.expr, known, functions, where=f"{eq.target.name} = ...")
             state = eq.state
             if state is None:
-                known.add(eq.target)
                 continue
             if split_value(eq.target)[1] != 1 or state not in self.states:
                 raise SchemeValueError(
@@ -291,17 +295,28 @@ class Scheme:
 
     @functools.cached_property
     def update_residuals(self) -> dict[str, sympy.Expr]:
-        """``x[n+1] - rhs`` for each updated state, in update order, with the stages substituted:
-        the step as equations, for solving (the inverse) and expanding (the order)."""
+        """``x[n+1] - rhs`` for each updated state, in update order, with the stages substituted
+        (coupled stages, see :attr:`coupled_stages`, stay symbols): the step as equations, for
+        solving (the inverse) and expanding (the order)."""
+        return {eq.state: r for eq, r in self._residuals if eq.state is not None}
+
+    @functools.cached_property
+    def coupled_residuals(self) -> dict[sympy.Symbol, sympy.Expr]:
+        """``k - rhs`` for each coupled stage, the other stages substituted: with
+        :attr:`update_residuals`, the step's implicit system."""
+        return {eq.target: r for eq, r in self._residuals if eq.target in self.coupled_stages}
+
+    @functools.cached_property
+    def _residuals(self) -> tuple[tuple[Equation, sympy.Expr], ...]:
         stages: dict[sympy.Symbol, sympy.Expr] = {}
-        residuals = {}
+        out = []
         for eq in self.steps:
             rhs = cast(sympy.Expr, eq.expr.xreplace(stages))
-            if eq.is_stage:
+            if eq.is_stage and eq.target not in self.coupled_stages:
                 stages[eq.target] = rhs
             else:
-                residuals[eq.state] = eq.target - rhs
-        return residuals
+                out.append((eq, eq.target - rhs))
+        return tuple(out)
 
     def check_param_names(self, names) -> None:
         """Raise :class:`~odenet.errors.ConfigError` for the first of ``names`` (parameter values
@@ -321,17 +336,29 @@ class Scheme:
 
     @functools.cached_property
     def implicit_references(self) -> tuple[tuple[Equation, sympy.Symbol], ...]:
-        """``(equation, x[n+1])`` wherever a new value is read before or in its own update."""
+        """``(equation, x[n+1])`` wherever a new value is read before or in its own update, and
+        ``(equation, k2)`` wherever a stage is read before or in its own line."""
+        stages = {eq.target for eq in self.steps if eq.is_stage}
         updated: set[str] = set()
+        computed: set[sympy.Symbol] = set()
         found = []
         for eq in self.steps:
             for symbol in sorted(eq.expr.free_symbols, key=str):
                 parsed = parse_value(symbol)
                 if parsed and parsed[1] == 1 and parsed[0] not in updated:
                     found.append((eq, symbol))
+                elif symbol in stages and symbol not in computed:
+                    found.append((eq, symbol))
             if eq.state is not None:
                 updated.add(eq.state)
+            else:
+                computed.add(eq.target)
         return tuple(found)
+
+    @functools.cached_property
+    def coupled_stages(self) -> frozenset[sympy.Symbol]:
+        """The stages read before or in their own line: unknowns of the step's implicit system."""
+        return frozenset(s for _, s in self.implicit_references if parse_value(s) is None)
 
     @property
     def is_explicit(self) -> bool:

@@ -468,11 +468,8 @@ class _Resolver:
         if name in SCALAR_FUNCTIONS or (self.declared_functions and name in self.declared_functions):
             raise _StatementError(f"'{name}' is a function: expected a call such as {name}(...)", node.span)
         if name in self.later_stages and ctx.allow_stages:
-            raise _StatementError(
-                f"stage '{name}' is used before its definition on line {self.later_stages[name].line}: "
-                "expected stages in the order they are computed",
-                node.span,
-            )
+            # A stage read before (or in) its own line: the stages are coupled, the step implicit.
+            return sympy.Symbol(name)
         raise _StatementError(self.unknown_name_message(name, ctx), node.span)
 
     def indexed_value(self, node: ast.Indexed, ctx: _Context) -> sympy.Expr:
