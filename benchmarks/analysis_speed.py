@@ -80,7 +80,7 @@ def _cold(text: str, timeout: float) -> dict:
 
 def catalogue(timeout: float, workers: int, out: str | None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from catalogue import entries  # noqa: PLC0415 - needs the test extra (nodepy)
+    from catalogue import entries  # needs the test extra (nodepy)
 
     items = entries()
     print(

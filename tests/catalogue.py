@@ -126,10 +126,10 @@ def radius(entry: Entry, z: complex) -> mpmath.mpf:
 
 def interval_end(entry: Entry, direction: complex, reach: float = 50.0, samples: int = 2000) -> float | None:
     """The first ``t > 0`` on a grid of ``[0, reach]`` (refined by bisection) where the step at
-    ``t*direction`` has spectral radius above 1 (by more than 1e-30, in 50-digit arithmetic); ``None``
+    ``t*direction`` has spectral radius above 1 (by more than 1e-40, in 50-digit arithmetic); ``None``
     when no sample leaves the disc. The definition, sampled: the oracle for odenet's intervals."""
     with mpmath.workdps(50):
-        limit = mpmath.mpf(1) + mpmath.mpf(10) ** -30
+        limit = mpmath.mpf(1) + mpmath.mpf(10) ** -40
 
         def unstable(t: float) -> bool:
             return radius(entry, t * direction) > limit

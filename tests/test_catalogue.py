@@ -78,6 +78,12 @@ def test_stability_intervals_agree_with_the_definition(entry, analyses):
     50-digit spectral radius exceeds 1 (None: stable as far as the oracle looks, |h*lambda| <= 200)."""
     a = _analysis(entry, analyses)
     s = a.stability
+    if entry.kind == "lmm" and not entry.method.is_zero_stable():  # BDF7: a root outside at lambda = 0
+        assert not s.stable_at_zero and s.real_interval is None and s.imag_interval is None
+        for direction in (-1, 1j):
+            oracle = catalogue.interval_end(entry, direction, reach=200.0, samples=200)
+            assert oracle is not None and oracle < 1e-3, (direction, oracle)
+        return
     assert s.stable_at_zero
     ends = {
         -1: None if s.real_interval[0] is None else -s.real_interval[0] * s.scale,

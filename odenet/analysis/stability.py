@@ -193,11 +193,15 @@ def exact_spectrum(matrix: sympy.Matrix) -> Spectrum:
             while power.rank() > target and block < multiplicity:
                 power, block = power * at_matrix, block + 1
         for root in _roots(factor):
-            modulus = abs(root)
-            on_circle = abs(modulus - 1) <= mpmath.mpf(10) ** -CIRCLE_DIGITS
+            with mpmath.workdps(
+                DIGITS
+            ):  # at the roots' precision: 15 digits would call 1 + 1e-30 on the circle
+                modulus = abs(root)
+                on_circle = abs(modulus - 1) <= mpmath.mpf(10) ** -CIRCLE_DIGITS
+                outside = modulus > 1
             values.append(complex(root))
             blocks.append(block)
-            positions.append(0 if on_circle else (1 if modulus > 1 else -1))
+            positions.append(0 if on_circle else (1 if outside else -1))
     return Spectrum(tuple(values), tuple(blocks), tuple(positions))
 
 
