@@ -298,6 +298,8 @@ def boundary_candidates(
     as in leapfrog) that factor is divided out first; its roots move only through collisions.
     """
     num = sympy.fraction(sympy.together(charpoly))[0]
+    if sympy.degree(num, ZETA) == 1 and num.free_symbols <= {ZETA, LAMBDA} and not num.has(sympy.I):
+        return _merge(sorted(_one_step_candidates(num, direction)))
     lam = {1: _T, -1: -_T, 1j: sympy.I * _T, -1j: -sympy.I * _T}[direction]
     # The coefficients in zeta as expressions (a Poly would place them in an algebraic field of its
     # own choosing, whose elements sympy cannot conjugate).
@@ -328,6 +330,37 @@ def boundary_candidates(
     return _merge(sorted(intervals))
 
 
+def _one_step_candidates(num: sympy.Expr, direction: complex) -> list[tuple]:
+    """The candidates of a one-step method of one state (after deflation), ``a(lambda)*zeta + b(lambda)``
+    with real coefficients: ``|R| = |b/a| = 1`` where ``|b|**2 - |a|**2`` vanishes, and the degree
+    drops where ``a`` does. On the imaginary axis ``a(i*t) = a_even(t) + i*a_odd(t)``, so
+    ``|a|**2 = a_even**2 + a_odd**2``: every polynomial stays over the real field of the scheme's
+    numbers (no ``i`` adjoined, which doubles the degree of the field and slows every operation)."""
+    p = field_poly(num, ZETA, LAMBDA)
+    field = p.domain
+    a, b = {}, {}
+    for (i, j), c in p.as_dict(native=True).items():
+        (a if i == 1 else b)[j] = c
+
+    def poly(coefficients: dict[int, object]) -> sympy.Poly:
+        return sympy.Poly.from_dict({(j,): c for j, c in coefficients.items()}, _T, domain=field)
+
+    sign = -1 if direction in (-1, -1j) else 1
+    if direction in (1, -1):
+        along = {name: poly({j: c * sign**j for j, c in part.items()}) for name, part in (("a", a), ("b", b))}
+        polys = [along["a"], along["b"] ** 2 - along["a"] ** 2]
+    else:
+
+        def halves(part):  # q(i*t) = even(t) + i*odd(t)
+            even = poly({j: c * (-1) ** (j // 2) for j, c in part.items() if j % 2 == 0})
+            odd = poly({j: c * (-1) ** (j // 2) for j, c in part.items() if j % 2 == 1})
+            return even, odd
+
+        (a_even, a_odd), (b_even, b_odd) = halves(a), halves(b)
+        polys = [a_even.gcd(a_odd), b_even**2 + b_odd**2 - a_even**2 - a_odd**2]
+    return [interval for g in polys for interval in _isolate(g)]
+
+
 def _merge(intervals: list[tuple]) -> list[tuple]:
     """Sorted intervals with the overlapping ones joined (one candidate, or close ones together:
     a probe is only ever taken between the joined intervals)."""
@@ -354,17 +387,30 @@ def _real_roots(expr: sympy.Expr) -> list[tuple[sympy.Rational, sympy.Rational]]
         g = g.gcd(field_poly(p, _T, numbers=parts))
     if g.degree() <= 0:
         return []
+    if g.domain.is_AlgebraicField or g.domain.is_QQ or g.domain.is_ZZ:
+        return _isolate(g)
+    return _numeric_real_roots(g)
+
+
+def _isolate(g: sympy.Poly) -> list[tuple[sympy.Rational, sympy.Rational]]:
+    """Isolating rational intervals of the real roots of ``g`` (over the rationals, or a number
+    field through the norm), refined to a relative width of 1e-16."""
+    if g.is_zero or g.degree() <= 0:
+        return []
     if g.domain.is_AlgebraicField:
         g = g.norm()
-    if g.domain.is_QQ or g.domain.is_ZZ:
-        g = g.sqf_part()
-        out = []
-        for (low, high), _ in g.intervals():
-            if low != high:
-                width = max(abs(low), abs(high), 1) * sympy.Rational(1, 10**16)
-                low, high = g.refine_root(low, high, eps=width)
-            out.append((sympy.Rational(low), sympy.Rational(high)))
-        return out
+    g = g.sqf_part()
+    out = []
+    for (low, high), _ in g.intervals():
+        if low != high:
+            width = max(abs(low), abs(high), 1) * sympy.Rational(1, 10**16)
+            low, high = g.refine_root(low, high, eps=width)
+        out.append((sympy.Rational(low), sympy.Rational(high)))
+    return out
+
+
+def _numeric_real_roots(g: sympy.Poly) -> list[tuple[sympy.Rational, sympy.Rational]]:
+    """The real roots of a polynomial with numbers outside any number field, to 60 digits."""
     with mpmath.workdps(DIGITS):
         coefficients = [mpmath.mpmathify(sympy.N(c, DIGITS + 10)) for c in g.all_coeffs()]
         roots = mpmath.polyroots(coefficients, maxsteps=400, extraprec=4 * DIGITS)
