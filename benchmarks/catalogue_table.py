@@ -71,8 +71,11 @@ def main() -> int:
         a = odenet.analyze(odenet.parse(entry.text, source=f"{entry.name}.scheme"))
         seconds = time.perf_counter() - start
         s = a.stability
-        real = None if s.real_interval[0] is None else -s.real_interval[0] * s.scale
-        imag = None if s.imag_interval[1] is None else s.imag_interval[1] * s.scale
+        if s.real_interval is None or s.imag_interval is None:  # not stable at 0 (BDF7)
+            real = imag = 0.0
+        else:
+            real = None if s.real_interval[0] is None else -s.real_interval[0] * s.scale
+            imag = None if s.imag_interval[1] is None else s.imag_interval[1] * s.scale
         ref_real = catalogue.interval_end(entry, -1, reach=200.0, samples=200)
         ref_imag = catalogue.interval_end(entry, 1j, reach=200.0, samples=200)
         nodepy_order = entry.method.order()
