@@ -73,10 +73,48 @@ def _number_field(generators: frozenset) -> tuple[Domain, dict]:
         return field, {ordered[0]: field.from_sympy(ordered[0])}
     x = sympy.Dummy("x")
     minimal, coefficients, representations = primitive_element(ordered, x, ex=True, polys=True)
+    representations = [sympy.Poly(list(r), x, domain=sympy.QQ) for r in representations]
+    simpler = _generator_as_primitive(ordered, minimal, representations, x)
+    if simpler is not None:
+        return simpler
     root = sympy.Add(*(c * g for c, g in zip(coefficients, ordered, strict=True)))
     field = sympy.QQ.algebraic_field((minimal, root))
-    images = {g: field([sympy.QQ(c) for c in r]) for g, r in zip(ordered, representations, strict=True)}
+    images = {g: field(r.rep.to_list()) for g, r in zip(ordered, representations, strict=True)}
     return field, images
+
+
+def _generator_as_primitive(ordered, minimal: sympy.Poly, representations, x) -> tuple[Domain, dict] | None:
+    """The field with one of the generators as its primitive element, when one generates all of it
+    (``cos(pi/18)`` does, ``sqrt(3) = 8*cos(pi/18)**3 - 6*cos(pi/18)`` being in it): numbers are then
+    polynomials in that generator, far shorter than in sympy's ``cos(pi/18) + sqrt(3)``, and every
+    later conversion and expansion is faster. Rational linear algebra on the basis of powers."""
+    d = minimal.degree()
+    for g, r in zip(ordered, representations, strict=True):
+        powers = [sympy.Poly(1, x, domain=sympy.QQ)]
+        for _ in range(d):
+            powers.append((powers[-1] * r).rem(minimal))
+
+        def column(p: sympy.Poly) -> list:
+            coefficients = list(reversed(p.rep.to_list()))
+            return coefficients + [sympy.QQ(0)] * (d - len(coefficients))
+
+        basis = sympy.Matrix([column(p) for p in powers[:d]]).T  # columns: g**k in alpha's basis
+        if basis.rank() < d:
+            continue
+        # g's minimal polynomial, g**d = sum c_k g**k, and alpha = S(g)
+        c = basis.LUsolve(sympy.Matrix(column(powers[d])))
+        g_minimal = sympy.Poly([1, *(-c[k] for k in reversed(range(d)))], x, domain=sympy.QQ)
+        s = basis.LUsolve(sympy.Matrix(column(sympy.Poly(x, x, domain=sympy.QQ))))
+        alpha = sympy.Poly(list(reversed(list(s))), x, domain=sympy.QQ)
+        field = sympy.QQ.algebraic_field((g_minimal, g))
+        images = {}
+        for other, rep in zip(ordered, representations, strict=True):
+            value = sympy.Poly(0, x, domain=sympy.QQ)
+            for coefficient in rep.rep.to_list():  # Horner: rep(alpha) with alpha = S(g)
+                value = (value * alpha + coefficient).rem(g_minimal)
+            images[other] = field(value.rep.to_list())
+        return field, images
+    return None
 
 
 def algebraic_field(generators: frozenset) -> Domain:
