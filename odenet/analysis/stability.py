@@ -46,16 +46,23 @@ def linearize(expr: sympy.Expr, lam: sympy.Expr = LAMBDA) -> sympy.Expr:
 
 
 def solve_step(scheme: Scheme, transform=lambda e: e) -> dict[sympy.Symbol, sympy.Expr]:
-    """Stage and new values in terms of the old values, after ``transform`` of each right-hand side.
+    """Stage and new values of an explicit step in terms of the old values, after ``transform`` of
+    each right-hand side: substituted in order."""
+    values: dict[sympy.Symbol, sympy.Expr] = {}
+    for eq in scheme.steps:
+        values[eq.target] = sympy.expand(transform(eq.expr).xreplace(values))
+    return values
 
-    Explicit steps are substituted in order; an implicit step is solved as a linear system (after
-    linearization it is linear), which fails clearly if it is singular.
-    """
-    if scheme.is_explicit:
-        values: dict[sympy.Symbol, sympy.Expr] = {}
-        for eq in scheme.steps:
-            values[eq.target] = sympy.expand(transform(eq.expr).xreplace(values))
-        return values
+
+def _implicit_derivatives(scheme: Scheme, transform) -> dict[sympy.Symbol, list[sympy.Expr]]:
+    """For each stage and new value of an implicit step (linear after ``transform``), its
+    derivatives with respect to the state vector: ``A u = B s`` solved for ``U = A**-1 B`` with the
+    columns of ``B`` as right-hand sides, so that no solution is ever differentiated.
+
+    Solved over the field of the coefficients (rational functions of lambda, h and the other
+    parameters, with algebraic numbers where the scheme has them) by fraction-free elimination over
+    the polynomials (each row's denominators cleared first) and one division at the end: far faster
+    than eliminating in the field of fractions, which cancels a multivariate gcd after every step."""
     unknowns = [eq.target for eq in scheme.steps]
     equations = [eq.target - transform(eq.expr) for eq in scheme.steps]
     try:
@@ -64,13 +71,8 @@ def solve_step(scheme: Scheme, transform=lambda e: e) -> dict[sympy.Symbol, symp
         raise SchemeValueError(
             f"scheme {scheme.name}: the linearized implicit step is not linear in its new values"
         ) from None
-    # Solved over the field of the coefficients (rational functions of lambda, h and the other
-    # parameters, with algebraic numbers where the scheme has them): exact and fast.
-    # Fraction-free elimination over the polynomials (each row's denominators cleared first), one
-    # division at the end: far faster than eliminating in the field of fractions, which cancels a
-    # multivariate gcd after every operation.
     n = len(unknowns)
-    system = domain_matrix(a.row_join(b))
+    system = domain_matrix(a.row_join(b.jacobian(sympy.Matrix(scheme.state_vector))))
     field = system.domain
     if field.is_Field and field.has_assoc_Ring and not field.is_EX:
         _, system = system.clear_denoms_rowwise(convert=True)
@@ -83,8 +85,11 @@ def solve_step(scheme: Scheme, transform=lambda e: e) -> dict[sympy.Symbol, symp
         ) from None
     ring = system.domain
     denominator = field.convert_from(denominator, ring)
-    solution = [field.to_sympy(field.convert_from(x, ring) / denominator) for x in numerators.flat()]
-    return {u: sympy.expand(v) for u, v in zip(unknowns, solution, strict=True)}
+    rows = numerators.to_list()
+    return {
+        u: [field.to_sympy(field.convert_from(x, ring) / denominator) for x in row]
+        for u, row in zip(unknowns, rows, strict=True)
+    }
 
 
 def next_state_vector(scheme: Scheme, values: dict[sympy.Symbol, sympy.Expr]) -> list[sympy.Expr]:
@@ -98,9 +103,24 @@ def next_state_vector(scheme: Scheme, values: dict[sympy.Symbol, sympy.Expr]) ->
 
 def amplification_matrix(scheme: Scheme, lam: sympy.Expr = LAMBDA) -> sympy.Matrix:
     """``M(lambda)``: the Jacobian of the linearized step on ``scheme.state_vector``."""
-    values = solve_step(scheme, lambda e: linearize(e, lam))
-    new = sympy.Matrix(next_state_vector(scheme, values))
-    return new.jacobian(sympy.Matrix(scheme.state_vector)).applyfunc(sympy.factor_terms)
+    old = sympy.Matrix(scheme.state_vector)
+    if scheme.is_explicit:
+        values = solve_step(scheme, lambda e: linearize(e, lam))
+        matrix = sympy.Matrix(next_state_vector(scheme, values)).jacobian(old)
+    else:
+        derivatives = _implicit_derivatives(scheme, lambda e: linearize(e, lam))
+        position = {symbol: k for k, symbol in enumerate(scheme.state_vector)}
+        rows = []
+        for symbol in scheme.state_vector:
+            state, offset = parse_value(symbol)
+            if offset == 0:
+                rows.append(derivatives[value(state, 1)])
+            else:  # history shifts: x[n-1] <- x[n]
+                rows.append(
+                    [sympy.Integer(int(k == position[value(state, offset + 1)])) for k in range(len(old))]
+                )
+        matrix = sympy.Matrix(rows)
+    return matrix.applyfunc(sympy.factor_terms)
 
 
 def deflate(matrix: sympy.Matrix) -> sympy.Matrix:
@@ -193,9 +213,8 @@ def exact_spectrum(matrix: sympy.Matrix) -> Spectrum:
             while power.rank() > target and block < multiplicity:
                 power, block = power * at_matrix, block + 1
         for root in _roots(factor):
-            with mpmath.workdps(
-                DIGITS
-            ):  # at the roots' precision: 15 digits would call 1 + 1e-30 on the circle
+            # at the roots' precision: at mpmath's default 15 digits, 1 + 1e-30 is on the circle
+            with mpmath.workdps(DIGITS):
                 modulus = abs(root)
                 on_circle = abs(modulus - 1) <= mpmath.mpf(10) ** -CIRCLE_DIGITS
                 outside = modulus > 1
