@@ -196,3 +196,26 @@ def test_decimal_coefficients_are_read_to_their_precision():
     assert (a.order, a.accuracy.exact_order) == (5, 0)
     assert "satisfy order 0 exactly" in a.accuracy.reason
     assert tsit5.order(tol=1e-12) == 5  # nodepy agrees at a tolerance above the decimals' rounding
+
+
+@pytest.mark.parametrize(
+    "weight",
+    ["exp(-1)", "log(2)", "sqrt(2)/2", "sin(1)", "cos(1)", "tanh(1/2)", "sigmoid(1/2)", "cos(pi/7)"],
+)
+def test_every_scalar_function_works_in_every_analysis(weight):
+    """The second-order two-stage family b = (c, 1 - c), a21 = 1/(2(1 - c)) with a weight c written
+    with each scalar function (transcendental, algebraic): order 2 for every c != 1 and the
+    stability function 1 + z + z**2/2 (hand-derived), so the real interval is [-2, 0] in h*lambda
+    and the imaginary one {0}; no sympy error reaches the user, with c in a parameter or inline."""
+    for text in (
+        f"scheme w\nstate x\nparam h = 0.1\nparam c = {weight}\n"
+        "k1 = f(x[n])\nk2 = f(x[n] + h/(2*(1 - c))*k1)\nx[n+1] = x[n] + h*(c*k1 + (1 - c)*k2)\n",
+        f"scheme w\nstate x\nparam h = 0.1\n"
+        f"k1 = f(x[n])\nk2 = f(x[n] + h/(2*(1 - {weight}))*k1)\n"
+        f"x[n+1] = x[n] + h*({weight}*k1 + (1 - {weight})*k2)\n",
+    ):
+        a = odenet.analyze(odenet.parse(text))
+        assert a.order == 2, a.accuracy.reason
+        assert a.stability.real_interval == (-20.0, 0.0)
+        assert a.stability.imag_interval == (0.0, 0.0)
+        assert a.reversibility.kind == "fixed-point"

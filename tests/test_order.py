@@ -11,6 +11,7 @@ import sympy
 import odenet
 from odenet.analysis.numeric import evaluate, next_state, step
 from odenet.ir import parse_value, value
+from odenet.ir.methods import multistep_text
 
 nodepy_rk = pytest.importorskip("nodepy.runge_kutta_method")
 nodepy_lm = pytest.importorskip("nodepy.linear_multistep_method")
@@ -255,3 +256,16 @@ def test_momentum_schemes_converge_to_their_rescaled_ode(name):
     steps = [0.02, 0.01, 0.005]
     slope = np.polyfit(np.log(steps), np.log([_momentum_error(name, h) for h in steps]), 1)[0]
     assert slope == pytest.approx(1.0, abs=0.25)
+
+
+@pytest.mark.slow
+def test_order_ten_is_found_exactly():
+    """Adams-Bashforth with 10 steps has order 10 and Adams-Moulton with 9 steps order 10 (k and
+    k + 1 for k steps: the classical result). nodepy agrees on AB10; on AM9 its default tolerance
+    (1e-10) gives 6 in floating point, 10 from 1e-8 on: the exact tree conditions settle it."""
+    for name, method in (("AB10", nodepy_lm.Adams_Bashforth(10)), ("AM9", nodepy_lm.Adams_Moulton(9))):
+        analysis = odenet.analyze(odenet.parse(multistep_text(name, method.alpha, method.beta)))
+        assert analysis.order == 10 and not analysis.accuracy.lower_bound
+        assert method.order(tol=1e-8) == 10
+    assert nodepy_lm.Adams_Bashforth(10).order() == 10
+    assert nodepy_lm.Adams_Moulton(9).order() == 6  # nodepy's floating-point answer, see above
