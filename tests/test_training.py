@@ -166,7 +166,8 @@ def test_cli_train_evaluate_and_bad_input(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "leapfrog", "--data", "mnist"])
     assert exit_info.value.code == 2
-    assert "invalid choice: 'mnist'" in capsys.readouterr().err
+    expected = "expected one of digits, rings, cross1d, or a file PATH.npz or PATH.pt, not 'mnist'"
+    assert expected in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["train", "leapfrog", "--depth", "0"])
     assert "expected a whole number >= 1, not '0'" in capsys.readouterr().err

@@ -77,6 +77,17 @@ def params_with_step(scheme, params: dict[str, float], step: float | None) -> di
     return {**params, scheme.step: step}
 
 
+def data_argument(text: str) -> str:
+    """A bundled data set's name, or a path ending in .npz or .pt (read when the command runs)."""
+    from odenet.options import DataName
+
+    if text in choices(DataName) or text.lower().endswith((".npz", ".pt")):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"expected one of {', '.join(choices(DataName))}, or a file PATH.npz or PATH.pt, not {text!r}"
+    )
+
+
 def positive(text: str) -> int:
     """A whole number >= 1."""
     try:

@@ -16,6 +16,7 @@ from odenet.cli.arguments import (
     add_choice,
     add_field,
     add_step,
+    data_argument,
     default_of,
     param_argument,
     params_with_step,
@@ -26,18 +27,24 @@ from odenet.ir import format_scheme
 from odenet.library import load
 from odenet.models.config import ModelConfig
 from odenet.options import Activation, DataName, Family, Layout, Memory, Optimizer, Schedule, choices
-from odenet.training.settings import DATA_DEFAULTS, TrainSettings, default_stages
+from odenet.training.settings import DATA_DEFAULTS, FILE_DEFAULTS, TrainSettings, default_stages
 
 __all__ = ["add_commands"]
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from odenet.training import load_data, train
+    from odenet.training.data import file_layout, is_data_file
 
     scheme = load(args.scheme)
-    defaults = DATA_DEFAULTS[args.data]
-    layout = args.layout or defaults.layout
-    data = load_data(args.data, layout, args.train_fraction, args.seed)
+    if is_data_file(args.data):  # the user's arrays: the layout is theirs
+        data = load_data(args.data, args.layout, args.train_fraction, args.seed)
+        layout = file_layout(data)
+        defaults = FILE_DEFAULTS[layout]
+    else:
+        defaults = DATA_DEFAULTS[args.data]
+        layout = args.layout or defaults.layout
+        data = load_data(args.data, layout, args.train_fraction, args.seed)
     config = ModelConfig(
         scheme=format_scheme(scheme),
         input_shape=data.input_shape,
@@ -66,8 +73,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
     )
-    out = Path(args.out or f"runs/{scheme.name}-{args.data}")
-    info = {"name": args.data, "layout": layout, "train_fraction": args.train_fraction, "seed": args.seed}
+    out = Path(args.out or f"runs/{scheme.name}-{Path(args.data).stem}")
+    info = {"name": data.name, "layout": layout, "train_fraction": args.train_fraction, "seed": args.seed}
     _, metrics = train(config, data, settings, out=out, data_info=info)
     if args.json:
         print(json.dumps({k: v for k, v in metrics.items() if k != "history"}, indent=2))
@@ -90,11 +97,14 @@ def _metrics_line(metrics: dict) -> str:
 
 def _checkpoint_data(content: dict, model):
     from odenet.training import load_data
+    from odenet.training.data import is_data_file
 
     info = content.get("data") or {}
     name = info.get("name")
-    if name not in choices(DataName):
+    if not isinstance(name, str) or not (name in choices(DataName) or is_data_file(name)):
         raise CheckpointError(f"the checkpoint names no data set odenet knows (data = {info!r})")
+    if is_data_file(name):  # the user's file, at the path it was trained from
+        return load_data(name, None, 1.0, int(info.get("seed", 0)))
     return load_data(name, model.config.layout)
 
 
@@ -152,7 +162,14 @@ def add_commands(commands) -> None:
         "train", help="train a network built from a scheme on a data set; write a checkpoint and metrics"
     )
     p.add_argument("scheme", metavar="SCHEME")
-    add_choice(p, "--data", DataName, "data set", default=choices(DataName)[0])
+    p.add_argument(
+        "--data",
+        type=data_argument,
+        default=choices(DataName)[0],
+        metavar="DATA",
+        help=f"a bundled data set ({', '.join(choices(DataName))}; default %(default)s) or a file of "
+        "your own: PATH.npz or PATH.pt with arrays x, y (and optionally x_test, y_test)",
+    )
     add_field(p, "--depth", ModelConfig, "depth", "layers per stage", positive)
     add_field(p, "--epochs", TrainSettings, "epochs", "passes over the training set", positive)
     add_choice(p, "--memory", Memory, "memory mode", default=model("memory"))

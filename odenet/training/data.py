@@ -12,6 +12,15 @@ the others are generated from a fixed seed.
             train points, 200 uniform test points (generator seed 1).
 ==========  ===========================================================================================
 
+A user's own data: ``--data PATH.npz`` (numpy) or ``--data PATH.pt`` (a dict of tensors, read with
+``torch.load(weights_only=True)``) with ``x`` (samples x features, or samples x C x H x W) and ``y``
+(integer labels: classification, as many classes as the largest label + 1; floats: regression, one
+output per column), optionally ``x_test`` and ``y_test``; without them 20% of the samples are held
+out, stratified by class for classification, with the training seed. The layout (``mlp`` for
+vectors, ``conv`` for images), the input shape and the outputs are read from the arrays. Every
+problem (a missing key, lengths that differ, an unsupported dtype, NaN or infinity, a negative
+label) is a :class:`~odenet.errors.ConfigError` naming the file, the key and what was expected.
+
 ``train_fraction`` keeps that share of each class of the training set (at least one example per
 class), chosen with the training seed; the test set is always whole.
 """
@@ -28,7 +37,15 @@ from odenet.errors import ConfigError
 from odenet.extras import require
 from odenet.options import DataName, Layout, Task, choices
 
-__all__ = ["Dataset", "load_data"]
+__all__ = ["DATA_SUFFIXES", "Dataset", "is_data_file", "load_data"]
+
+DATA_SUFFIXES = (".npz", ".pt")
+TEST_SHARE = 0.2  # held out of a user's file without x_test and y_test
+
+
+def is_data_file(name: str) -> bool:
+    """Whether ``--data`` names a file of the user's (by its suffix) rather than a bundled set."""
+    return name.lower().endswith(DATA_SUFFIXES)
 
 
 @dataclass(frozen=True)
@@ -46,12 +63,27 @@ class Dataset:
         return tuple(self.x_train.shape[1:])
 
 
-def load_data(name: DataName, layout: Layout = "mlp", train_fraction: float = 1.0, seed: int = 0) -> Dataset:
-    """The data set ``name``, shaped for ``layout`` (``conv`` gives digits as 1x8x8 images)."""
-    if name not in choices(DataName):
-        raise ConfigError(f"unknown data set {name!r}; expected one of {', '.join(choices(DataName))}")
+def load_data(
+    name: DataName | str, layout: Layout | None = "mlp", train_fraction: float = 1.0, seed: int = 0
+) -> Dataset:
+    """The data set ``name`` (a bundled one, shaped for ``layout``: ``conv`` gives digits as 1x8x8
+    images), or the user's file ``name`` (``.npz``/``.pt``; its layout is its own)."""
     if not (0 < train_fraction <= 1):
         raise ConfigError(f"train_fraction must be in (0, 1], not {train_fraction!r}")
+    if is_data_file(name):
+        data = _from_file(name, seed)
+        if layout is not None and layout != file_layout(data):
+            raise ConfigError(
+                f"--layout {layout}: the arrays of {name} are {file_layout(data)} data "
+                f"(x is samples x {' x '.join(map(str, data.input_shape))})"
+            )
+        return _subset(data, train_fraction, seed) if train_fraction < 1 else data
+    if name not in choices(DataName):
+        raise ConfigError(
+            f"unknown data set {name!r}; expected one of {', '.join(choices(DataName))}, "
+            f"or a file of your own ({' or '.join(DATA_SUFFIXES)})"
+        )
+    layout = layout or "mlp"
     if layout == "conv" and name != "digits":
         raise ConfigError(f"the conv layout needs images; {name!r} is not an image data set")
     if name == "digits":
@@ -122,3 +154,135 @@ def _subset(data: Dataset, fraction: float, seed: int) -> Dataset:
     return Dataset(
         data.name, data.task, data.x_train[index], data.y_train[index], data.x_test, data.y_test, data.outputs
     )
+
+
+def file_layout(data: Dataset) -> Layout:
+    """``conv`` for images (samples x C x H x W), ``mlp`` for vectors."""
+    return "conv" if len(data.input_shape) == 3 else "mlp"
+
+
+def _read(path: str) -> dict[str, np.ndarray]:
+    from pathlib import Path
+
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"--data {path}: no such file")
+    try:
+        if file.suffix.lower() == ".npz":
+            with np.load(file, allow_pickle=False) as arrays:
+                return {key: arrays[key] for key in arrays.files}
+        content = torch.load(file, map_location="cpu", weights_only=True)
+    except (OSError, ValueError, RuntimeError, EOFError) as exc:  # a damaged file, an archive of pickles
+        raise ConfigError(f"--data {path}: cannot be read as a {file.suffix} file ({exc})") from None
+    if not isinstance(content, dict) or not all(isinstance(v, torch.Tensor) for v in content.values()):
+        raise ConfigError(
+            f"--data {path}: expected a dict of tensors with keys x and y (torch.save of a dict)"
+        )
+    return {str(key): value.numpy() for key, value in content.items()}
+
+
+def _check_x(path: str, key: str, x: np.ndarray) -> np.ndarray:
+    if x.ndim not in (2, 4):
+        raise ConfigError(
+            f"--data {path}: {key} has shape {x.shape}; expected samples x features (2 dimensions) "
+            "or samples x channels x height x width (4)"
+        )
+    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise ConfigError(
+            f"--data {path}: {key} has dtype {x.dtype}; expected floating-point or integer numbers"
+        )
+    x = x.astype(np.float32)
+    if not np.isfinite(x).all():
+        count = int((~np.isfinite(x)).sum())
+        raise ConfigError(
+            f"--data {path}: {key} holds {count} NaN or infinite value(s); expected finite numbers"
+        )
+    return x
+
+
+def _check_y(path: str, key: str, y: np.ndarray, samples: int, x_key: str) -> np.ndarray:
+    if len(y) != samples:
+        raise ConfigError(
+            f"--data {path}: {key} has {len(y)} entries and {x_key} has {samples} samples; expected as many"
+        )
+    if np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_:
+        if y.ndim != 1:
+            raise ConfigError(
+                f"--data {path}: integer labels {key} must be one per sample, shape ({samples},), "
+                f"not {y.shape}"
+            )
+        y = y.astype(np.int64)
+        if (y < 0).any():
+            raise ConfigError(f"--data {path}: {key} has negative labels; expected classes 0, 1, 2, ...")
+        return y
+    if np.issubdtype(y.dtype, np.floating):
+        y = y.astype(np.float32).reshape(samples, -1)
+        if not np.isfinite(y).all():
+            raise ConfigError(f"--data {path}: {key} holds NaN or infinite values; expected finite targets")
+        return y
+    raise ConfigError(
+        f"--data {path}: {key} has dtype {y.dtype}; expected integer labels or floating-point targets"
+    )
+
+
+def _from_file(path: str, seed: int) -> Dataset:
+    arrays = _read(path)
+    for key in ("x", "y"):
+        if key not in arrays:
+            raise ConfigError(
+                f"--data {path}: no array {key!r} (found: {', '.join(sorted(arrays)) or 'none'})"
+            )
+    if ("x_test" in arrays) != ("y_test" in arrays):
+        present = "x_test" if "x_test" in arrays else "y_test"
+        raise ConfigError(
+            f"--data {path}: {present} without its partner; give both x_test and y_test, or neither"
+        )
+    x = _check_x(path, "x", arrays["x"])
+    y = _check_y(path, "y", arrays["y"], len(x), "x")
+    task: Task = "classification" if y.dtype == np.int64 else "regression"
+    if "x_test" in arrays:
+        x_test = _check_x(path, "x_test", arrays["x_test"])
+        if x_test.shape[1:] != x.shape[1:]:
+            raise ConfigError(
+                f"--data {path}: x_test samples have shape {x_test.shape[1:]}, x's {x.shape[1:]}; "
+                "expected the same"
+            )
+        y_test = _check_y(path, "y_test", arrays["y_test"], len(x_test), "x_test")
+        if (y_test.dtype == np.int64) != (task == "classification") or y_test.shape[1:] != y.shape[1:]:
+            raise ConfigError(
+                f"--data {path}: y_test ({y_test.dtype}, {y_test.shape}) does not match "
+                f"y ({y.dtype}, {y.shape})"
+            )
+        x_train, y_train = x, y
+    else:
+        x_train, y_train, x_test, y_test = _split(x, y, task, seed)
+    outputs = int(max(y_train.max(), y_test.max()) + 1) if task == "classification" else y_train.shape[1]
+    if task == "classification" and outputs < 2:
+        raise ConfigError(f"--data {path}: every label is 0; expected at least two classes")
+    from pathlib import Path
+
+    name = str(Path(path).resolve())
+    return Dataset(name, task, *_tensors(x_train, y_train, x_test, y_test), outputs=outputs)
+
+
+def _split(x: np.ndarray, y: np.ndarray, task: str, seed: int):
+    """A seeded held-out test set of TEST_SHARE of the samples, stratified by class."""
+    rng = np.random.default_rng(seed)
+    test = []
+    groups = (
+        [np.flatnonzero(y == label) for label in np.unique(y)]
+        if task == "classification"
+        else [np.arange(len(y))]
+    )
+    for members in groups:
+        count = round(TEST_SHARE * len(members))
+        if len(members) > 1:
+            count = min(max(count, 1), len(members) - 1)
+        else:
+            count = 0
+        test.append(rng.permutation(members)[:count])
+    test_index = np.sort(np.concatenate(test))
+    train_index = np.setdiff1d(np.arange(len(y)), test_index)
+    if len(test_index) == 0:
+        raise ConfigError("the data set is too small to hold out a test set: give x_test and y_test")
+    return x[train_index], y[train_index], x[test_index], y[test_index]

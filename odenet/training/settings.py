@@ -75,6 +75,12 @@ DATA_DEFAULTS: Mapping[DataName, DataDefaults] = MappingProxyType(
 )
 
 
+# A user's own data (--data FILE.npz): the layout is read from the arrays.
+FILE_DEFAULTS: Mapping[Layout, DataDefaults] = MappingProxyType(
+    {"mlp": DataDefaults("mlp", 32), "conv": DataDefaults("conv", 16)}
+)
+
+
 def default_stages(layout: Layout) -> int:
     """Stages when not told: two for images (with downsampling between), one for vectors."""
     return 2 if layout == "conv" else 1
