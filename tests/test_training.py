@@ -187,3 +187,81 @@ def test_settings_errors():
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="this machine has no CUDA device"):
             TrainSettings(device="cuda")
+
+
+def _strict_json(path):
+    """The file as JSON, refusing NaN and Infinity (which json.loads would accept)."""
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_divergence_keeps_the_last_finite_epoch_and_writes_valid_json(tmp_path, monkeypatch):
+    """A loss that turns NaN in epoch 2: the checkpoint keeps epoch 1 (finite weights), metrics.json
+    is valid JSON recording the divergence, and the error names the epoch, the checkpoint and a cause
+    from the layers' spectra against the stability region."""
+    from odenet.errors import TrainingDivergedError
+    from odenet.training import loop
+
+    data = load_data("digits", train_fraction=0.1)
+    batches = -(-len(data.x_train) // 64)
+    calls = {"n": 0}
+    real_loss = loop._loss
+
+    def poisoned(task, output, target):
+        calls["n"] += 1
+        loss = real_loss(task, output, target)
+        return loss * float("nan") if calls["n"] > batches + 2 else loss  # evaluation calls count too
+
+    monkeypatch.setattr(loop, "_loss", poisoned)
+    with pytest.raises(TrainingDivergedError) as info:
+        train(tiny_config(), data, TrainSettings(epochs=3, batch_size=64), out=tmp_path, stream=None)
+    message = str(info.value)
+    assert "at epoch 2" in message and "keeps epoch 1" in message and "stability region" in message
+    written = _strict_json(tmp_path / "metrics.json")
+    assert written["epochs"] == 1 and written["diverged"]["epoch"] == 2 and len(written["history"]) == 1
+    _, content = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert content["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in content["state_dict"].values() if v.is_floating_point())
+
+
+def test_a_step_outside_the_stability_region_is_named_as_the_cause(tmp_path):
+    """Euler with h = 40: the layers' h*lambda leave the disc |1 + z| <= 1 and the loss overflows;
+    the error says so instead of blaming the learning rate alone."""
+    from odenet.errors import TrainingDivergedError
+
+    data = load_data("rings")
+    config = tiny_config(scheme=odenet.format_scheme(odenet.load("euler")), layout="mlp", input_shape=(2,),
+                         outputs=2, memory="autograd", depth=8, params={"h": 40.0}, family="mlp")  # fmt: skip
+    with pytest.raises(TrainingDivergedError, match="outside the scheme's stability region"):
+        train(config, data, TrainSettings(epochs=2, lr=1.0, optimizer="sgd"), out=tmp_path, stream=None)
+    _strict_json(tmp_path / "metrics.json")
+
+
+def test_one_writer_per_output_folder(tmp_path):
+    from odenet.files import output_lock
+
+    data = load_data("digits", train_fraction=0.05)
+    with output_lock(tmp_path), pytest.raises(ConfigError, match="another odenet run is writing there"):
+        train(tiny_config(), data, TrainSettings(epochs=1), out=tmp_path, stream=None)
+    train(tiny_config(), data, TrainSettings(epochs=1), out=tmp_path, stream=None)  # free again
+
+
+def test_temporary_names_are_unique_and_json_is_finite(tmp_path):
+    from odenet.files import atomic_path, finite_json
+
+    with atomic_path(tmp_path / "a.txt") as first, atomic_path(tmp_path / "a.txt") as second:
+        assert first != second
+        first.write_text("1")
+        second.write_text("2")
+    assert (tmp_path / "a.txt").read_text() == "1"  # the outer block renamed last
+    assert json.loads(finite_json({"x": [float("nan"), 1.0, float("inf")]})) == {"x": [None, 1.0, None]}
+
+
+def test_unwritable_out_is_one_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code = main(["train", "euler", "--data", "rings", "--epochs", "1", "--out", str(blocker / "run")])
+    assert code == 1

@@ -26,22 +26,27 @@ from odenet.files import atomic_path
 from odenet.models.classifier import Classifier, build_model
 from odenet.models.config import ModelConfig
 
-__all__ = ["FORMAT", "load_checkpoint", "save_checkpoint"]
+__all__ = ["FORMAT", "checkpoint_content", "load_checkpoint", "save_checkpoint"]
 
 FORMAT = "odenet-checkpoint"
 VERSION = 1
 
 
-def save_checkpoint(path: str | os.PathLike, model: Classifier, **extra) -> Path:
-    """Write ``model`` (its config and state_dict) and ``extra`` fields to ``path`` atomically."""
-    path = Path(path)
-    content = {
+def checkpoint_content(model: Classifier, **extra) -> dict:
+    """What a checkpoint holds: ``model``'s config and state_dict (on the CPU) and ``extra`` fields."""
+    return {
         "format": FORMAT,
         "version": VERSION,
         "config": model.config.to_json(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         **extra,
     }
+
+
+def save_checkpoint(path: str | os.PathLike, model: Classifier, **extra) -> Path:
+    """Write ``model`` (its config and state_dict) and ``extra`` fields to ``path`` atomically."""
+    path = Path(path)
+    content = checkpoint_content(model, **extra)
     with atomic_path(path) as temporary:
         torch.save(content, temporary)
     return path

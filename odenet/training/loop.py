@@ -3,12 +3,18 @@
 ``train`` runs mini-batch training (Adam or SGD with momentum, cosine learning-rate decay by
 default), evaluates the whole train and test sets after every epoch (in eval mode, so BatchNorm
 uses its running statistics), and, given an output folder, rewrites ``checkpoint.pt`` and
-``metrics.json`` atomically after every epoch: an interrupted run leaves the last finished epoch.
+``metrics.json`` atomically after every epoch, both for the same epoch: an interrupted run leaves
+the last finished epoch. One run writes to a folder at a time (an advisory lock).
+
+A loss or metric that is not finite stops the run: the checkpoint keeps the last finite epoch,
+``metrics.json`` (valid JSON: no NaN) records the divergence, and the error names the likely cause,
+from the layers' Jacobian spectra at the last finite weights against the scheme's stability region.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
+import copy
 import math
 import os
 import sys
@@ -21,11 +27,11 @@ import torch
 from torch.nn import functional as F  # noqa: N812
 
 from odenet.errors import ConfigError, TrainingDivergedError
-from odenet.files import write_text
+from odenet.files import atomic_path, finite_json, output_lock
 from odenet.models.classifier import Classifier, build_model
 from odenet.models.config import ModelConfig
 from odenet.nn.memory import peak_rss_mib
-from odenet.training.checkpoint import save_checkpoint
+from odenet.training.checkpoint import checkpoint_content
 from odenet.training.data import Dataset
 from odenet.training.settings import TrainSettings
 
@@ -99,7 +105,17 @@ def train(
         )
     out_dir = None if out is None else Path(out)
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"--out {out_dir}: cannot create the folder ({exc.strerror})") from None
+        if not os.access(out_dir, os.W_OK):
+            raise ConfigError(f"--out {out_dir}: the folder is not writable")
+    with output_lock(out_dir) if out_dir is not None else contextlib.nullcontext():
+        return _train(config, data, settings, out_dir, stream, data_info)
+
+
+def _train(config, data, settings, out_dir, stream, data_info) -> tuple[Classifier, dict]:
     torch.manual_seed(settings.seed)
     device = torch.device(settings.device)
     model = build_model(config).to(device)
@@ -125,6 +141,7 @@ def train(
     history = []
     start = time.perf_counter()
     metrics: dict = {}
+    last_finite = (0, copy.deepcopy(model.state_dict()))
     for epoch in range(1, settings.epochs + 1):
         model.train()
         order = torch.randperm(len(data.x_train), generator=generator)
@@ -142,13 +159,12 @@ def train(
             value = float(loss.detach())
             running = value if b == 0 else 0.9 * running + 0.1 * value
             if not math.isfinite(running):
-                raise TrainingDivergedError(
-                    f"the training loss became {running} at epoch {epoch}, batch {b + 1}: "
-                    "lower the learning rate (lr, --lr)"
-                )
+                _diverged(config, data, out_dir, history, last_finite, epoch, f"batch {b + 1}", running)
             progress.update(epoch, settings.epochs, b + 1, running)
         train_m = evaluate(model, data.x_train, data.y_train, data.task)
         test_m = evaluate(model, data.x_test, data.y_test, data.task)
+        if not all(math.isfinite(m["loss"]) for m in (train_m, test_m)):
+            _diverged(config, data, out_dir, history, last_finite, epoch, "its evaluation", test_m["loss"])
         seconds = time.perf_counter() - start
         history.append(
             {
@@ -182,18 +198,70 @@ def train(
         }
         if device.type == "cuda":
             metrics["cuda_peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-        if out_dir is not None:
-            save_checkpoint(
-                out_dir / "checkpoint.pt",
+        if out_dir is not None:  # the epoch's checkpoint and metrics, renamed into place together
+            content = checkpoint_content(
                 model,
                 data=data_info or {"name": data.name},
                 training=asdict(settings),
                 epoch=epoch,
                 metrics={k: v for k, v in metrics.items() if k != "history"},
             )
-            write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+            with (
+                atomic_path(out_dir / "checkpoint.pt") as weights,
+                atomic_path(out_dir / "metrics.json") as text,
+            ):
+                torch.save(content, weights)
+                text.write_text(finite_json(metrics, indent=2) + "\n", encoding="utf-8")
+        last_finite = (epoch, copy.deepcopy(model.state_dict()))
     model.eval()
     return model, metrics
+
+
+def _diverged(config, data, out_dir, history, last_finite, epoch, where, value) -> None:
+    """Stop a run whose loss is no longer finite: keep the last finite checkpoint, record the
+    divergence in metrics.json, and raise with the likely cause."""
+    good_epoch, state = last_finite
+    cause = _likely_cause(config, data, state, good_epoch)
+    message = f"the loss became {value} at epoch {epoch}, {where}; {cause}"
+    if out_dir is not None:
+        record = {
+            "scheme": config.scheme.split(None, 2)[1] if config.scheme.startswith("scheme ") else None,
+            "data": data.name,
+            "epochs": good_epoch,
+            "diverged": {"epoch": epoch, "where": where, "cause": cause},
+            "history": history,
+        }
+        with atomic_path(out_dir / "metrics.json") as text:
+            text.write_text(finite_json(record, indent=2) + "\n", encoding="utf-8")
+        if good_epoch:
+            message += f"; {out_dir / 'checkpoint.pt'} keeps epoch {good_epoch}"
+    raise TrainingDivergedError(message)
+
+
+def _likely_cause(config, data, state, good_epoch: int) -> str:
+    """The layers' h*lambda at the last finite weights against the scheme's stability region: a
+    step outside it, or else the learning rate."""
+    from odenet.models.spectra import trained_stability
+
+    try:
+        model = build_model(config)
+        model.load_state_dict(state)
+        result = trained_stability(model, data.x_test[:2].to(next(model.parameters()).device))
+    except Exception as exc:  # the diagnosis must never hide the divergence itself
+        return f"lower the learning rate (--lr) (the stability diagnosis failed: {exc})"
+    largest = max((layer.max_abs_eigenvalue * layer.scale for layer in result.layers), default=0.0)
+    when = f"at the weights of epoch {good_epoch}" if good_epoch else "at the initial weights"
+    unstable = result.unstable_layers
+    if unstable:
+        return (
+            f"{when}, {len(unstable)} of {len(result.layers)} layers have {result.variable} outside the "
+            f"scheme's stability region (largest |{result.variable}| = {largest:.3g}): lower the step "
+            "(--step) or the learning rate (--lr), or use a family with normalisation (--family)"
+        )
+    return (
+        f"{when}, every layer's {result.variable} lies inside the scheme's stability region "
+        f"(largest |{result.variable}| = {largest:.3g}): lower the learning rate (--lr)"
+    )
 
 
 def _epoch_line(epoch: int, epochs: int, train_m: dict, test_m: dict, seconds: float) -> str:
