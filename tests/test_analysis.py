@@ -219,3 +219,11 @@ def test_every_scalar_function_works_in_every_analysis(weight):
         assert a.stability.real_interval == (-20.0, 0.0)
         assert a.stability.imag_interval == (0.0, 0.0)
         assert a.reversibility.kind == "fixed-point"
+
+
+def test_transcendental_coefficient_in_a_one_step_method():
+    """x[n+1] = x[n] + 2h exp(-1) f(x[n]): R = 1 + 2 exp(-1) z, stable for h*lambda in
+    [-e, 0] (hand-derived); exp(-1) lies in no number field, so the roots are found numerically."""
+    text = "scheme t\nstate x\nparam h = 0.1\nx[n+1] = x[n] + 2*h*exp(-1)*f(x[n])\n"
+    a = odenet.analyze(odenet.parse(text))
+    assert a.stability.real_interval[0] == pytest.approx(-math.e / 0.1, rel=1e-9)

@@ -157,3 +157,15 @@ def test_kick_drift_kick_with_a_nonlinear_drift_has_an_explicit_inverse():
         back = from_reversed(scheme, step(derivation.scheme, to_reversed(scheme, forward), functions, params))
         for symbol, expected in old.items():
             np.testing.assert_allclose(back[symbol], expected, rtol=0, atol=1e-12)
+
+
+def test_a_cancellation_inside_a_call_argument_frees_the_old_value():
+    """g(h*(x[n+1] + y[n]) - h*y[n]) is g(h*x[n+1]) once expanded: y[n] = y[n+1] - g(h*x[n+1])."""
+    text = (
+        "scheme cancel\nstate x, y\nparam h = 0.1\nfunction f, g\nx[n+1] = x[n] + h*f(y[n])\n"
+        "s = h*(x[n+1] + y[n])\ny[n+1] = y[n] + g(s - h*y[n])\n"
+    )
+    scheme = odenet.parse(text)
+    solution = dict(invert(scheme).solution)
+    h, g = sympy.Symbol("h", real=True), sympy.Function("g")
+    assert sympy.expand(solution[value("y")] - (value("y", 1) - g(h * value("x", 1)))) == 0

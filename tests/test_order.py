@@ -11,7 +11,7 @@ import sympy
 import odenet
 from odenet.analysis.numeric import evaluate, next_state, step
 from odenet.ir import parse_value, value
-from odenet.ir.methods import multistep_text
+from odenet.ir.methods import multistep_text, runge_kutta_text
 
 nodepy_rk = pytest.importorskip("nodepy.runge_kutta_method")
 nodepy_lm = pytest.importorskip("nodepy.linear_multistep_method")
@@ -269,3 +269,38 @@ def test_order_ten_is_found_exactly():
         assert method.order(tol=1e-8) == 10
     assert nodepy_lm.Adams_Bashforth(10).order() == 10
     assert nodepy_lm.Adams_Moulton(9).order() == 6  # nodepy's floating-point answer, see above
+
+
+def test_coupled_stages_reading_only_each_other_are_solved_together():
+    """k1 = f(x + h/2 k2), k2 = f(x + h/2 k1), b = (1/2, 1/2): order 2 by hand (sum b = 1,
+    sum b c = 1/2, sum b c**2 = 1/8 != 1/3), as nodepy says and as the stages-as-states form gives;
+    k1's line reads only k2, which must not leave k1 at its first guess."""
+    r = sympy.Rational
+    a, b = [[0, r(1, 2)], [r(1, 2), 0]], [r(1, 2), r(1, 2)]
+    for as_states in (False, True):
+        text = runge_kutta_text("swap", a, b, stages_as_states=as_states)
+        assert odenet.analyze(odenet.parse(text)).order == 2
+    three = [[0, 0, r(1, 2)], [r(1, 2), 0, 0], [0, r(1, 2), 0]]
+    assert odenet.analyze(odenet.parse(runge_kutta_text("cycle", three, [r(1, 3)] * 3))).order == 2
+    assert nodepy_rk.RungeKuttaMethod(np.array(a, dtype=float), np.array(b, dtype=float)).order() == 2
+
+
+def test_a_tiny_exact_residual_still_fails_its_condition():
+    """The order-2 residual is sqrt(2) - 131836323/93222358, about -4e-17 but not 0: order 1."""
+    text = (
+        "scheme tiny\nstate x\nparam h = 0.1\nk1 = f(x[n])\n"
+        "k2 = f(x[n] + h*(1/2 + sqrt(2) - 131836323/93222358)*k1)\nx[n+1] = x[n] + h*k2\n"
+    )
+    assert odenet.analyze(odenet.parse(text)).order == 1
+
+
+def test_rho_prime_zero_is_not_judged_on_the_trees():
+    """x[n+1] = 2x[n] - x[n-1] + h(f(x[n]) - f(x[n-1])): rho = (zeta - 1)**2, rho'(1) = 0, so it is
+    no method for x' = f(x); the scalar expansion finds the second-order ODE it discretizes."""
+    text = (
+        "scheme flat\nstate x\nparam h = 0.1\ninit x[n-1] = x[n]\n"
+        "x[n+1] = 2*x[n] - x[n-1] + h*(f(x[n]) - f(x[n-1]))\n"
+    )
+    accuracy = odenet.analyze(odenet.parse(text)).accuracy
+    assert accuracy.ode == ("x'' = f'(x)*x'",)
+    assert accuracy.leading_error is None or not accuracy.leading_error.has(sympy.zoo)

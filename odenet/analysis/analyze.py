@@ -267,7 +267,7 @@ def _reversibility(scheme: Scheme, stability: Stability, values: dict[str, sympy
             kind = "fixed-point"
             reason = (
                 f"{exc} Since det M(0) = {format_expr(det_zero)} != 0, the inverse is a fixed point "
-                "that iteration finds when h*Lip(f) < 1"
+                f"that iteration finds when {scheme.step}*Lip(f) < 1"
             )
         return Reversibility(kind, None, (), (), volume_preserving, amplification, reason)
     return Reversibility(

@@ -202,7 +202,14 @@ class _Step:
         (self.update,) = [eq for eq in steps if eq.state == state]
         new = {t for t, eq in self.equations.items() if not eq.is_stage or eq.coupled}
         # new values read in their own step before they are computed: solved together, by iteration
+        # ... and every value that reads one of those, to the closure: a coupled stage whose line
+        # reads only another stage (k1 = f(x + h/2*k2), k2 = f(x + h/2*k1)) is recomputed with it
         self.coupled = {t for t, eq in self.equations.items() if eq.expr.free_symbols & new}
+        while True:
+            more = {t for t, eq in self.equations.items() if eq.expr.free_symbols & self.coupled}
+            if more <= self.coupled:
+                break
+            self.coupled |= more
         self.numbers = numbers
         self.power = power
         self.truncation = power  # lowered while a coupled system's first passes run
@@ -411,6 +418,8 @@ def _orders(steps, state, function, h, numbers: _Numbers, decimals: int | None, 
             return None
         if not numbers.is_zero(residual.x0):
             return None  # not consistent at h**0
+        if checked == 0 and numbers.is_zero(step.scale()):
+            return None  # rho'(1) = 0: not a method for x' = f(x) (the scalar expansion finds its ODE)
         magnitudes = {}
         if decimals is not None:
             absolute = _Numbers(set(), floats=True)
@@ -423,7 +432,10 @@ def _orders(steps, state, function, h, numbers: _Numbers, decimals: int | None, 
                 r = residual.coefficients.get(t)
                 if r is None or numbers.is_zero(r):
                     continue
-                tolerance = 0.0 if decimals is None else 10.0 ** (2 - decimals) * q * magnitudes.get(t, 0.0)
+                if decimals is None:  # exact (or 80-digit) arithmetic: a residual that is not 0 fails
+                    failing.append(t)
+                    continue
+                tolerance = 10.0 ** (2 - decimals) * q * magnitudes.get(t, 0.0)
                 if numbers.magnitude(r) > tolerance:
                     failing.append(t)
             if failing:

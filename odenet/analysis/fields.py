@@ -313,6 +313,8 @@ class FieldElement:
         return FieldElement(self.basis, tuple(a / other for a in self.c))
 
     def __pow__(self, k: int) -> FieldElement:
+        if k < 0:
+            raise ValueError("FieldElement has no inverse here: only powers k >= 0")
         out = FieldElement.rational(self.basis, Fraction(1))
         for _ in range(k):
             out = out * self
@@ -325,8 +327,8 @@ class FieldElement:
             return self.c[0] == other and not any(self.c[1:])
         return NotImplemented
 
-    def __hash__(self) -> int:
-        return hash(self.c)
+    def __hash__(self) -> int:  # a rational element hashes as its Fraction, as it compares equal to it
+        return hash(self.c[0]) if not any(self.c[1:]) else hash(self.c)
 
     def __bool__(self) -> bool:
         return any(self.c)

@@ -50,7 +50,7 @@ def invert(scheme: Scheme) -> InverseDerivation:
     equations = [*scheme.update_residuals.values(), *scheme.coupled_residuals.values()]
     unknowns += sorted(scheme.coupled_residuals, key=str)
     try:
-        pairs, conditions = _solve_jointly(scheme, equations, unknowns)
+        pairs, conditions = _solve_jointly_expanding(scheme, equations, unknowns)
     except NotReversibleError:
         if not scheme.stages:
             raise
@@ -60,7 +60,7 @@ def invert(scheme: Scheme) -> InverseDerivation:
         # (With the stages substituted, g(v[n] + h/2*f(x[n])) hides both unknowns.)
         stages = [eq.target for eq in scheme.stages if eq.target not in scheme.coupled_stages]
         try:
-            pairs, conditions = _solve_jointly(
+            pairs, conditions = _solve_jointly_expanding(
                 scheme, [eq.target - eq.expr for eq in scheme.steps], [*unknowns, *stages]
             )
         except NotReversibleError:
@@ -71,13 +71,23 @@ def invert(scheme: Scheme) -> InverseDerivation:
 def _first_message(scheme: Scheme, equations, unknowns) -> str:
     """The message of the solve with the stages substituted (it names the call that blocks)."""
     try:
-        _solve_jointly(scheme, equations, unknowns)
+        _solve_jointly(scheme, equations, unknowns, deep=True)
     except NotReversibleError as exc:
         return str(exc)
     raise AssertionError("unreachable: that solve failed before")
 
 
-def _solve_jointly(scheme: Scheme, equations, unknowns):
+def _solve_jointly_expanding(scheme: Scheme, equations, unknowns):
+    """:func:`_solve_jointly` with the equations expanded at the top only (fast for many nested
+    stages), and again expanded inside the calls when that blocks: an argument such as
+    ``h*(x[n+1] + y[n]) - h*y[n]`` is free of ``y[n]`` only once expanded."""
+    try:
+        return _solve_jointly(scheme, equations, unknowns, deep=False)
+    except NotReversibleError:
+        return _solve_jointly(scheme, equations, unknowns, deep=True)
+
+
+def _solve_jointly(scheme: Scheme, equations, unknowns, deep: bool = True):
     """Solve ``equations`` for ``unknowns`` by rounds (see the module doc): ``((unknown, value),
     ...)`` in the order found, and the expressions that must be non-zero."""
     solved: dict[sympy.Symbol, sympy.Expr] = {}
@@ -86,9 +96,7 @@ def _solve_jointly(scheme: Scheme, equations, unknowns):
 
     while len(solved) < len(unknowns):
         remaining = [u for u in unknowns if u not in solved]
-        # expanded at the top only: the arguments of calls stay as written (expanding them is slow
-        # for many nested stages and changes nothing for the linear solve)
-        current = [sympy.expand(e.xreplace(solved), deep=False) for e in equations]
+        current = [sympy.expand(e.xreplace(solved), deep=deep) for e in equations]
         # Calls whose arguments involve a remaining unknown are opaque symbols for this round.
         opaque = {}
         for e in current:

@@ -416,6 +416,8 @@ def _isolate(g: sympy.Poly) -> list[tuple[sympy.Rational, sympy.Rational]]:
     field through the norm), refined to a relative width of 1e-16."""
     if g.is_zero or g.degree() <= 0:
         return []
+    if not (g.domain.is_AlgebraicField or g.domain.is_QQ or g.domain.is_ZZ):
+        return _numeric_real_roots(g)  # numbers outside any number field (exp(-1), tanh(1/2))
     if g.domain.is_AlgebraicField:
         g = g.norm()
     g = g.sqf_part()

@@ -42,6 +42,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
+    except KeyboardInterrupt:
+        # Every file odenet writes is renamed into place whole: what is on disk is the last
+        # finished epoch (or report), never half of one.
+        message = "odenet: interrupted; files already written are complete (the last finished epoch)"
+        print(message, file=sys.stderr)
+        return 130
     except SchemeNotFoundError as exc:
         print(f"odenet: {exc}", file=sys.stderr)
         return 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from typing import Any
 
 from odenet.options import choices
@@ -46,16 +47,30 @@ def param_argument(text: str) -> tuple[str, float]:
     try:
         if not sep:
             raise ValueError
-        return name.strip(), float(number)
+        value = float(number)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected NAME=NUMBER, such as h=0.05, not {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number in NAME=NUMBER, not {text!r}")
+    return name.strip(), value
+
+
+def finite(text: str) -> float:
+    """A finite number (``nan`` and ``inf`` are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, not {text!r}")
+    return value
 
 
 def add_step(parser: argparse.ArgumentParser) -> None:
     """``--step VALUE``: the value of the scheme's step parameter, whatever it is called."""
     parser.add_argument(
         "--step",
-        type=float,
+        type=finite,
         metavar="VALUE",
         help="the step size: the scheme's step parameter (h, or the one its 'step' line declares)",
     )

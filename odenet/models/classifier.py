@@ -21,6 +21,7 @@ a checkpoint stores the config and the state_dict, nothing else.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable
 
@@ -140,9 +141,58 @@ class Classifier(nn.Module):
         return total
 
 
-def build_model(config: ModelConfig) -> Classifier:
-    """The model a config describes (fresh weights; load a state_dict to restore trained ones)."""
+# Bytes per parameter when training: the weight, its gradient and Adam's two moments, float32.
+TRAINING_BYTES_PER_PARAMETER = 16
+# Python objects of one layer (its modules, parameters' wrappers, generated step): measured about
+# 10 KiB for a two-function layer; a million layers are gigabytes before any weight.
+LAYER_OVERHEAD_BYTES = 16 * 1024
+
+
+def build_model(config: ModelConfig, bytes_per_parameter: int = 4) -> Classifier:
+    """The model a config describes (fresh weights; load a state_dict to restore trained ones).
+
+    It is first built on the ``meta`` device, where nothing is allocated, and refused with a
+    :class:`~odenet.errors.ConfigError` when its parameters (``bytes_per_parameter`` each: 4 to hold
+    them, 16 to train them with Adam) would not fit in the memory this machine has free: a huge
+    ``--depth`` or ``--width`` is a message, not an exhausted machine."""
     from odenet.language import parse
 
     scheme = parse(config.scheme, "<model config>")
+    count = parameter_count(config, scheme)
+    layers = config.depth * config.stages
+    needed = count * bytes_per_parameter + layers * LAYER_OVERHEAD_BYTES
+    available = available_memory()
+    if available is not None and needed > 0.8 * available:
+        raise ConfigError(
+            f"the model has {count:,} parameters in {layers:,} layers and needs about "
+            f"{needed / 2**30:.1f} GiB ({bytes_per_parameter} bytes a parameter, "
+            f"{LAYER_OVERHEAD_BYTES // 1024} KiB a layer), more than the {available / 2**30:.1f} GiB this "
+            f"machine has free: lower --depth ({config.depth}) or --width ({config.width})"
+        )
     return Classifier(config, scheme)
+
+
+def parameter_count(config: ModelConfig, scheme: Scheme) -> int:
+    """The model's parameters, counted without allocating them: one and two layers per stage are
+    built on the ``meta`` device and the difference scaled to the depth (a million layers are not
+    built to be counted)."""
+
+    def count(depth: int) -> int:
+        with torch.device("meta"):
+            model = Classifier(dataclasses.replace(config, depth=depth), scheme)
+            return sum(p.numel() for p in model.parameters())
+
+    one = count(1)
+    return one + (config.depth - 1) * (count(2) - one)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory free for a new allocation (Linux's MemAvailable), or None when unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -52,6 +53,9 @@ class ModelConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 problems.append(f"{name} must be a whole number >= 1, not {value!r}")
+        for name, value in self.params:
+            if not math.isfinite(value):
+                problems.append(f"parameter {name} must be a finite number, not {value!r}")
         if self.hidden is not None and (not isinstance(self.hidden, int) or self.hidden < 1):
             problems.append(f"hidden must be a whole number >= 1 or None, not {self.hidden!r}")
         expected_dims = 3 if self.layout == "conv" else 1

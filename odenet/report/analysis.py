@@ -101,7 +101,8 @@ def verdict(analysis: Analysis) -> list[str]:
         out.append(text)
     elif r.kind == "fixed-point":
         out.append(
-            "invertible only by fixed-point iteration (when h*Lip(f) < 1): train with stored or "
+            f"invertible only by fixed-point iteration (when {analysis.scheme.step}*Lip(f) < 1): "
+            "train with stored or "
             "recomputed activations"
         )
     else:
@@ -146,7 +147,7 @@ def report_markdown(analysis: Analysis, image: str | None = "stability.png") -> 
     rows = [
         _row("explicit step", "yes" if analysis.explicit else "no (implicit)"),
         _row("parameters used for numbers", params),
-        _row("order in h", f"{order} ({a.reason})"),
+        _row(f"order in {scheme.step}", f"{order} ({a.reason})"),
         _row("consistent ODE", ("; ".join(f"`{line}`" for line in a.ode) or "none") + _rescaled(analysis)),
         _row("leading local error", "none" if a.leading_error is None else f"`{a.leading_error_text}`"),
         _row("modified equation", "none" if a.modified_equation is None else f"`{a.modified_equation}`"),

@@ -28,7 +28,7 @@ from torch.nn import functional as F  # noqa: N812
 
 from odenet.errors import ConfigError, TrainingDivergedError
 from odenet.files import atomic_path, finite_json, output_lock
-from odenet.models.classifier import Classifier, build_model
+from odenet.models.classifier import TRAINING_BYTES_PER_PARAMETER, Classifier, build_model
 from odenet.models.config import ModelConfig
 from odenet.nn.memory import peak_rss_mib
 from odenet.training.checkpoint import checkpoint_content
@@ -118,7 +118,7 @@ def train(
 def _train(config, data, settings, out_dir, stream, data_info) -> tuple[Classifier, dict]:
     torch.manual_seed(settings.seed)
     device = torch.device(settings.device)
-    model = build_model(config).to(device)
+    model = build_model(config, TRAINING_BYTES_PER_PARAMETER).to(device)
     parameters = [p for p in model.parameters() if p.requires_grad]
     if settings.optimizer == "adam":
         optimizer = torch.optim.Adam(parameters, lr=settings.lr, weight_decay=settings.weight_decay)
