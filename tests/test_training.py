@@ -265,3 +265,63 @@ def test_unwritable_out_is_one_line(tmp_path):
     blocker.write_text("")
     code = main(["train", "euler", "--data", "rings", "--epochs", "1", "--out", str(blocker / "run")])
     assert code == 1
+
+
+def test_resume_gives_the_same_final_weights_as_an_uninterrupted_run(tmp_path, monkeypatch):
+    """Four epochs in one go, against two epochs, Ctrl-C, and --resume: the same weights, to the
+    bit (model, Adam's moments, the cosine schedule, the batch order's generator, torch's RNG)."""
+    from odenet.training import loop
+
+    data = load_data("digits", train_fraction=0.2)
+    settings = TrainSettings(epochs=4, batch_size=64)
+    config = tiny_config(family="bn", layout="mlp")
+    reference, _ = train(config, data, settings, out=tmp_path / "whole", stream=None)
+
+    calls = {"n": 0}
+    real_evaluate = loop.evaluate
+
+    def interrupt_in_epoch_three(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:  # two evaluations per finished epoch: the 5th is epoch 3's
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "evaluate", interrupt_in_epoch_three)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, data, settings, out=tmp_path / "parts", stream=None)
+    monkeypatch.setattr(loop, "evaluate", real_evaluate)
+    assert load_checkpoint(tmp_path / "parts" / "checkpoint.pt")[1]["epoch"] == 2
+    resumed, metrics = train(config, data, settings, out=tmp_path / "parts", stream=None, resume=True)
+    assert metrics["epochs"] == 4 and len(metrics["history"]) == 4
+    for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    with pytest.raises(ConfigError, match="trained with other settings"):
+        train(
+            config,
+            data,
+            TrainSettings(epochs=5, batch_size=64),
+            out=tmp_path / "parts",
+            stream=None,
+            resume=True,
+        )
+    with pytest.raises(ConfigError, match="no checkpoint to resume"):
+        train(config, data, settings, out=tmp_path / "empty", stream=None, resume=True)
+
+
+def test_progress_is_a_bar_on_a_terminal_and_lines_elsewhere(tmp_path):
+    import io
+
+    from odenet.training.loop import _Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    for stream, live in ((io.StringIO(), False), (Terminal(), True)):
+        progress = _Progress(stream, 4)
+        for done in range(1, 5):
+            progress.update(1, 2, done, 0.5)
+        progress.line("epoch 1/2: done")
+        text = stream.getvalue()
+        assert text.endswith("epoch 1/2: done\n")
+        assert ("4/4" in text) is live  # tqdm's counter only on a terminal

@@ -75,7 +75,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     )
     out = Path(args.out or f"runs/{scheme.name}-{Path(args.data).stem}")
     info = {"name": data.name, "layout": layout, "train_fraction": args.train_fraction, "seed": args.seed}
-    _, metrics = train(config, data, settings, out=out, data_info=info)
+    _, metrics = train(config, data, settings, out=out, data_info=info, resume=args.resume)
     if args.json:
         print(json.dumps({k: v for k, v in metrics.items() if k != "history"}, indent=2))
     else:
@@ -226,6 +226,11 @@ def add_commands(commands) -> None:
     )
     add_field(p, "--device", TrainSettings, "device", "torch device")
     p.add_argument("--json", action="store_true", help="print the final metrics as JSON")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run whose checkpoint is in --out (same options), to the same final weights",
+    )
     p.set_defaults(run=_cmd_train)
 
     p = commands.add_parser("evaluate", help="the test metrics of a checkpoint written by 'odenet train'")

@@ -63,25 +63,34 @@ def evaluate(model: Classifier, x: torch.Tensor, y: torch.Tensor, task: str, bat
 
 
 class _Progress:
-    """A one-line progress bar on a terminal; on anything else, one line per epoch only."""
+    """tqdm's bar for the batches of an epoch on a terminal (when tqdm is installed, as the train
+    extra does); on anything else (a file, a pipe, a CI log), one line per epoch only."""
 
     def __init__(self, stream: TextIO | None, total: int):
         self.stream = stream
         self.total = total
         self.live = stream is not None and stream.isatty()
+        self.bar = None
 
     def update(self, epoch: int, epochs: int, done: int, loss: float) -> None:
-        if self.live:
-            filled = round(24 * done / self.total)
-            bar = "#" * filled + "-" * (24 - filled)
-            self.stream.write(f"\repoch {epoch}/{epochs} [{bar}] {done}/{self.total} loss {loss:.4f}")
-            self.stream.flush()
+        if not self.live:
+            return
+        if self.bar is None:
+            try:
+                from tqdm import tqdm
+            except ImportError:  # without the train extra: the epoch lines only
+                self.live = False
+                return
+            self.bar = tqdm(total=self.total, desc=f"epoch {epoch}/{epochs}", file=self.stream, leave=False)
+        self.bar.n = done
+        self.bar.set_postfix(loss=f"{loss:.4f}", refresh=True)
 
     def line(self, text: str) -> None:
         if self.stream is None:
             return
-        if self.live:
-            self.stream.write("\r" + " " * 72 + "\r")
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
         self.stream.write(text + "\n")
         self.stream.flush()
 
@@ -93,10 +102,13 @@ def train(
     out: str | os.PathLike | None = None,
     stream: TextIO | None = sys.stderr,
     data_info: dict | None = None,
+    resume: bool = False,
 ) -> tuple[Classifier, dict]:
     """Train a model of ``config`` on ``data``; returns the model and the final metrics (also written
     to ``out/metrics.json``, with the model in ``out/checkpoint.pt``, when ``out`` is given).
-    ``settings`` default to ``TrainSettings()``."""
+    ``settings`` default to ``TrainSettings()``. With ``resume``, a run continues from the
+    checkpoint in ``out`` (model, optimizer, schedule, epoch and random states), to the same final
+    weights as a run that was never interrupted; config and settings must be the checkpoint's."""
     settings = TrainSettings() if settings is None else settings
     if tuple(config.input_shape) != data.input_shape or config.outputs != data.outputs:
         raise ConfigError(
@@ -111,11 +123,30 @@ def train(
             raise ConfigError(f"--out {out_dir}: cannot create the folder ({exc.strerror})") from None
         if not os.access(out_dir, os.W_OK):
             raise ConfigError(f"--out {out_dir}: the folder is not writable")
+    if resume and (out_dir is None or not (out_dir / "checkpoint.pt").is_file()):
+        raise ConfigError(f"--resume: no checkpoint to resume in {out_dir} (train without --resume first)")
     with output_lock(out_dir) if out_dir is not None else contextlib.nullcontext():
-        return _train(config, data, settings, out_dir, stream, data_info)
+        return _train(config, data, settings, out_dir, stream, data_info, resume)
 
 
-def _train(config, data, settings, out_dir, stream, data_info) -> tuple[Classifier, dict]:
+def _resume_state(out_dir: Path, config: ModelConfig, settings: TrainSettings) -> dict:
+    """The checkpoint's resume fields, after checking that it was written by this very run."""
+    content = torch.load(out_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
+    state = content.get("resume") if isinstance(content, dict) else None
+    if state is None:
+        raise ConfigError(
+            f"--resume: {out_dir / 'checkpoint.pt'} has no resume state (written by an older odenet)"
+        )
+    if content.get("config") != config.to_json():
+        raise ConfigError(f"--resume: the checkpoint in {out_dir} is of another model; give the same options")
+    if content.get("training") != asdict(settings):
+        raise ConfigError(
+            f"--resume: the checkpoint in {out_dir} was trained with other settings; give the same options"
+        )
+    return {**state, "state_dict": content["state_dict"], "epoch": content["epoch"]}
+
+
+def _train(config, data, settings, out_dir, stream, data_info, resume=False) -> tuple[Classifier, dict]:
     torch.manual_seed(settings.seed)
     device = torch.device(settings.device)
     model = build_model(config, TRAINING_BYTES_PER_PARAMETER).to(device)
@@ -141,8 +172,21 @@ def _train(config, data, settings, out_dir, stream, data_info) -> tuple[Classifi
     history = []
     start = time.perf_counter()
     metrics: dict = {}
-    last_finite = (0, copy.deepcopy(model.state_dict()))
-    for epoch in range(1, settings.epochs + 1):
+    first = 1
+    if resume:
+        state = _resume_state(out_dir, config, settings)
+        model.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        if schedule is not None:
+            schedule.load_state_dict(state["schedule"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        history = list(state["history"])
+        first = state["epoch"] + 1
+        start -= float(state["seconds"])
+        progress.line(f"resuming from epoch {state['epoch']} of {settings.epochs}")
+    last_finite = (first - 1, copy.deepcopy(model.state_dict()))
+    for epoch in range(first, settings.epochs + 1):
         model.train()
         order = torch.randperm(len(data.x_train), generator=generator)
         running = 0.0
@@ -205,6 +249,14 @@ def _train(config, data, settings, out_dir, stream, data_info) -> tuple[Classifi
                 training=asdict(settings),
                 epoch=epoch,
                 metrics={k: v for k, v in metrics.items() if k != "history"},
+                resume={  # what --resume needs to continue as if never stopped
+                    "optimizer": optimizer.state_dict(),
+                    "schedule": None if schedule is None else schedule.state_dict(),
+                    "generator": generator.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "history": history,
+                    "seconds": seconds,
+                },
             )
             with (
                 atomic_path(out_dir / "checkpoint.pt") as weights,
