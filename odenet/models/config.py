@@ -53,8 +53,8 @@ class ModelConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 problems.append(f"{name} must be a whole number >= 1, not {value!r}")
-        for name, value in self.params:
-            if not math.isfinite(value):
+        for name, value in dict(self.params).items():
+            if not math.isfinite(float(value)):
                 problems.append(f"parameter {name} must be a finite number, not {value!r}")
         if self.hidden is not None and (not isinstance(self.hidden, int) or self.hidden < 1):
             problems.append(f"hidden must be a whole number >= 1 or None, not {self.hidden!r}")
