@@ -75,7 +75,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     )
     out = Path(args.out or f"runs/{scheme.name}-{Path(args.data).stem}")
     info = {"name": data.name, "layout": layout, "train_fraction": args.train_fraction, "seed": args.seed}
-    _, metrics = train(config, data, settings, out=out, data_info=info, resume=args.resume)
+    from odenet.training.distributed import process_group
+
+    with process_group(settings.device) as group:  # under torchrun: DistributedDataParallel
+        _, metrics = train(config, data, settings, out=out, data_info=info, resume=args.resume)
+    if not group.main:
+        return 0
     if args.json:
         print(json.dumps({k: v for k, v in metrics.items() if k != "history"}, indent=2))
     else:

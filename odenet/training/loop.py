@@ -33,6 +33,7 @@ from odenet.models.config import ModelConfig
 from odenet.nn.memory import peak_rss_mib
 from odenet.training.checkpoint import checkpoint_content
 from odenet.training.data import Dataset
+from odenet.training.distributed import processes
 from odenet.training.settings import TrainSettings
 
 __all__ = ["evaluate", "train"]
@@ -116,7 +117,7 @@ def train(
             f"data set {data.name} has inputs {data.input_shape} and {data.outputs} outputs"
         )
     out_dir = None if out is None else Path(out)
-    if out_dir is not None:
+    if out_dir is not None and processes().main:  # with several processes, rank 0 writes
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -125,8 +126,9 @@ def train(
             raise ConfigError(f"--out {out_dir}: the folder is not writable")
     if resume and (out_dir is None or not (out_dir / "checkpoint.pt").is_file()):
         raise ConfigError(f"--resume: no checkpoint to resume in {out_dir} (train without --resume first)")
-    with output_lock(out_dir) if out_dir is not None else contextlib.nullcontext():
-        return _train(config, data, settings, out_dir, stream, data_info, resume)
+    writes = out_dir is not None and processes().main
+    with output_lock(out_dir) if writes else contextlib.nullcontext():
+        return _train(config, data, settings, out_dir, stream, data_info, resume, writes)
 
 
 def _resume_state(out_dir: Path, config: ModelConfig, settings: TrainSettings) -> dict:
@@ -146,23 +148,37 @@ def _resume_state(out_dir: Path, config: ModelConfig, settings: TrainSettings) -
     return {**state, "state_dict": content["state_dict"], "epoch": content["epoch"]}
 
 
-def _train(config, data, settings, out_dir, stream, data_info, resume=False) -> tuple[Classifier, dict]:
+def _train(config, data, settings, out_dir, stream, data_info, resume=False, writes=True):
     torch.manual_seed(settings.seed)
     device = torch.device(settings.device)
+    if device.type == "cuda" and processes().world > 1:
+        device = torch.device("cuda", torch.cuda.current_device())
     model = build_model(config, TRAINING_BYTES_PER_PARAMETER).to(device)
     parameters = [p for p in model.parameters() if p.requires_grad]
+    group = processes()
+    if group.world > 1 and settings.batch_size % group.world:
+        raise ConfigError(
+            f"--batch-size {settings.batch_size} does not split over {group.world} processes; "
+            f"expected a multiple of {group.world}"
+        )
+    network = model
+    if group.world > 1:  # gradients averaged over the processes, each with its share of the batch
+        network = torch.nn.parallel.DistributedDataParallel(model)
+    local_batch = settings.batch_size // group.world
+    sampler = torch.utils.data.DistributedSampler(
+        range(len(data.x_train)), num_replicas=group.world, rank=group.rank, shuffle=True, seed=settings.seed
+    )
     if settings.optimizer == "adam":
         optimizer = torch.optim.Adam(parameters, lr=settings.lr, weight_decay=settings.weight_decay)
     else:
         optimizer = torch.optim.SGD(
             parameters, lr=settings.lr, momentum=0.9, weight_decay=settings.weight_decay
         )
-    batches = math.ceil(len(data.x_train) / settings.batch_size)
+    batches = math.ceil(len(sampler) / local_batch)
     schedule = None
     if settings.schedule == "cosine":
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.epochs * batches)
-    generator = torch.Generator().manual_seed(settings.seed)
-    progress = _Progress(stream, batches)
+    progress = _Progress(stream if group.main else None, batches)
     n_params = sum(p.numel() for p in parameters)
     progress.line(
         f"training {config.family} {data.task} network from scheme {model.scheme.name}: "
@@ -179,7 +195,6 @@ def _train(config, data, settings, out_dir, stream, data_info, resume=False) -> 
         optimizer.load_state_dict(state["optimizer"])
         if schedule is not None:
             schedule.load_state_dict(state["schedule"])
-        generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         history = list(state["history"])
         first = state["epoch"] + 1
@@ -188,13 +203,14 @@ def _train(config, data, settings, out_dir, stream, data_info, resume=False) -> 
     last_finite = (first - 1, copy.deepcopy(model.state_dict()))
     for epoch in range(first, settings.epochs + 1):
         model.train()
-        order = torch.randperm(len(data.x_train), generator=generator)
+        sampler.set_epoch(epoch)  # the epoch's permutation, the same on every rank
+        order = torch.tensor(list(iter(sampler)), dtype=torch.long)
         running = 0.0
         for b in range(batches):
-            index = order[b * settings.batch_size : (b + 1) * settings.batch_size]
+            index = order[b * local_batch : (b + 1) * local_batch]
             xb, yb = data.x_train[index].to(device), data.y_train[index].to(device)
             optimizer.zero_grad(set_to_none=True)
-            loss = _loss(data.task, model(xb), yb)
+            loss = _loss(data.task, network(xb), yb)
             total = loss + settings.smoothness * model.smoothness().to(loss) if settings.smoothness else loss
             total.backward()
             optimizer.step()
@@ -203,12 +219,14 @@ def _train(config, data, settings, out_dir, stream, data_info, resume=False) -> 
             value = float(loss.detach())
             running = value if b == 0 else 0.9 * running + 0.1 * value
             if not math.isfinite(running):
-                _diverged(config, data, out_dir, history, last_finite, epoch, f"batch {b + 1}", running)
+                target = out_dir if writes else None
+                _diverged(config, data, target, history, last_finite, epoch, f"batch {b + 1}", running)
             progress.update(epoch, settings.epochs, b + 1, running)
         train_m = evaluate(model, data.x_train, data.y_train, data.task)
         test_m = evaluate(model, data.x_test, data.y_test, data.task)
         if not all(math.isfinite(m["loss"]) for m in (train_m, test_m)):
-            _diverged(config, data, out_dir, history, last_finite, epoch, "its evaluation", test_m["loss"])
+            target, value = (out_dir if writes else None), test_m["loss"]
+            _diverged(config, data, target, history, last_finite, epoch, "its evaluation", value)
         seconds = time.perf_counter() - start
         history.append(
             {
@@ -242,7 +260,7 @@ def _train(config, data, settings, out_dir, stream, data_info, resume=False) -> 
         }
         if device.type == "cuda":
             metrics["cuda_peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-        if out_dir is not None:  # the epoch's checkpoint and metrics, renamed into place together
+        if out_dir is not None and writes:  # the epoch's checkpoint and metrics, renamed together
             content = checkpoint_content(
                 model,
                 data=data_info or {"name": data.name},
@@ -252,7 +270,6 @@ def _train(config, data, settings, out_dir, stream, data_info, resume=False) -> 
                 resume={  # what --resume needs to continue as if never stopped
                     "optimizer": optimizer.state_dict(),
                     "schedule": None if schedule is None else schedule.state_dict(),
-                    "generator": generator.get_state(),
                     "torch_rng": torch.get_rng_state(),
                     "history": history,
                     "seconds": seconds,
