@@ -18,6 +18,7 @@ from odenet.cli.arguments import (
     add_step,
     data_argument,
     default_of,
+    finite,
     param_argument,
     params_with_step,
     positive,
@@ -35,8 +36,16 @@ __all__ = ["add_commands"]
 def _cmd_train(args: argparse.Namespace) -> int:
     from odenet.training import load_data, train
     from odenet.training.data import file_layout, is_data_file
+    from odenet.training.defaults import scheme_defaults
 
     scheme = load(args.scheme)
+    chosen = scheme_defaults(scheme)
+    if args.explain_defaults:
+        print(_explain(scheme, chosen))
+        return 0
+    params = params_with_step(scheme, dict(args.param or []), args.step)
+    if chosen.step is not None and scheme.step not in params:
+        params[scheme.step] = chosen.step
     if is_data_file(args.data):  # the user's arrays: the layout is theirs
         data = load_data(args.data, args.layout, args.train_fraction, args.seed)
         layout = file_layout(data)
@@ -50,7 +59,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         input_shape=data.input_shape,
         outputs=data.outputs,
         layout=layout,
-        family=args.family,
+        family=args.family or chosen.family,
         activation=args.activation,
         width=args.width or defaults.width,
         hidden=args.hidden,
@@ -58,14 +67,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
         stages=args.stages or default_stages(layout),
         memory=args.memory,
         shared=args.shared,
-        params=params_with_step(scheme, dict(args.param or []), args.step),
+        params=params,
         stem=defaults.stem if args.stem is None else args.stem,
         head=defaults.head if args.head is None else args.head,
     )
     settings = TrainSettings(
         epochs=args.epochs,
         batch_size=args.batch_size,
-        lr=args.lr,
+        lr=chosen.lr if args.lr is None else args.lr,
         weight_decay=args.weight_decay,
         optimizer=args.optimizer,
         schedule=args.schedule,
@@ -87,6 +96,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(_metrics_line(metrics))
         print(f"wrote {out / 'checkpoint.pt'} and {out / 'metrics.json'}")
     return 0
+
+
+def _explain(scheme, chosen) -> str:
+    """What ``odenet train SCHEME`` chooses when not told, and why."""
+    step = scheme.step_param
+    lines = [
+        f"training defaults for {scheme.name}"
+        + (f" (from {chosen.like}, the library scheme it resembles)" if chosen.like else " (measured)"),
+        f"  --family {chosen.family}",
+        f"  --lr {chosen.lr:g}",
+        f"  memory-saving mode: --memory {chosen.memory_saving}",
+    ]
+    if step is not None:
+        value = chosen.step if chosen.step is not None else float(step.default)
+        lines.append(f"  --step {value:g}  ({scheme.step})")
+    lines += [f"  why: {reason}" for reason in chosen.reasons]
+    return "\n".join(lines)
 
 
 def _metrics_line(metrics: dict) -> str:
@@ -187,8 +213,8 @@ def add_commands(commands) -> None:
         p,
         "--family",
         Family,
-        "residual functions: mlp, bn (conv-BN-ReLU-conv), chang K^T s(K y + b), antisymmetric",
-        default=model("family"),
+        "residual functions: mlp, bn (conv-BN-ReLU-conv), chang K^T s(K y + b), antisymmetric "
+        "(default per scheme: see --explain-defaults)",
     )
     add_choice(p, "--activation", Activation, "activation of the residual functions", model("activation"))
     p.add_argument(
@@ -222,7 +248,7 @@ def add_commands(commands) -> None:
         "--train-fraction", type=float, default=1.0, help="share of the training set used (default 1)"
     )
     add_field(p, "--batch-size", TrainSettings, "batch_size", "examples per batch", positive)
-    add_field(p, "--lr", TrainSettings, "lr", "learning rate", float)
+    p.add_argument("--lr", type=finite, help="learning rate (default per scheme: see --explain-defaults)")
     add_field(p, "--weight-decay", TrainSettings, "weight_decay", "weight decay", float)
     add_choice(p, "--optimizer", Optimizer, "adam, or sgd with momentum 0.9", training("optimizer"))
     add_choice(p, "--schedule", Schedule, "learning-rate schedule", training("schedule"))
@@ -231,6 +257,11 @@ def add_commands(commands) -> None:
     )
     add_field(p, "--device", TrainSettings, "device", "torch device")
     p.add_argument("--json", action="store_true", help="print the final metrics as JSON")
+    p.add_argument(
+        "--explain-defaults",
+        action="store_true",
+        help="print the defaults this scheme gets (family, learning rate, step, memory-saving mode) and why",
+    )
     p.add_argument(
         "--resume",
         action="store_true",

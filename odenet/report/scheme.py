@@ -6,6 +6,8 @@ import networkx as nx
 
 from odenet.ir import Scheme
 from odenet.ir.printing import format_expr, format_number
+from odenet.library import library_names, load
+from odenet.training.defaults import LIBRARY_DEFAULTS
 
 __all__ = ["show_text"]
 
@@ -58,4 +60,13 @@ def show_text(scheme: Scheme) -> str:
     for node in computed:
         sources = ", ".join(sorted(graph.predecessors(node)))
         out.append(f"  {node:<{width}}  <- {sources}")
+    out += ["", "training defaults (odenet train):"]
+    measured = LIBRARY_DEFAULTS.get(scheme.name)
+    if measured is not None and scheme.name in library_names() and load(scheme.name) == scheme:
+        out.append(
+            f"  --family {measured.family} --lr {measured.lr:g}; memory-saving mode {measured.memory_saving} "
+            "(measured: docs/training.md)"
+        )
+    else:
+        out.append(f"  derived from its analysis: odenet train {scheme.name}.scheme --explain-defaults")
     return "\n".join(out)
