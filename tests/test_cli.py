@@ -26,7 +26,10 @@ def test_show_leapfrog():
     assert "  y  history 1 (reads y[n], y[n-1])  input, output\n" in out
     assert "  h = 0.1  (fixed)\n" in out
     assert "  y[n-1] = y[n]\n" in out
-    assert out.rstrip().endswith("f(y[n])  <- y[n]\n  y[n+1]   <- f(y[n]), y[n-1], y[n]".rstrip())
+    assert "f(y[n])  <- y[n]\n  y[n+1]   <- f(y[n]), y[n-1], y[n]\n" in out
+    assert out.rstrip().endswith(
+        "--family bn --lr 0.01; memory-saving mode reversible (measured: docs/training.md)"
+    )
 
 
 def test_show_marks_implicit_schemes_and_learnable_params():
@@ -124,23 +127,33 @@ def test_compile_refuses_bad_arguments():
 
 def test_train_without_flags_uses_the_configs_defaults(monkeypatch, tmp_path):
     """The command line restates no default: with no flags, the settings are TrainSettings() and the
-    model is ModelConfig's defaults plus the data set's sizes from DATA_DEFAULTS."""
+    model is ModelConfig's defaults plus the data set's sizes from DATA_DEFAULTS, with the scheme's
+    measured defaults (odenet.training.defaults) for the family and the learning rate."""
     import odenet.training
     from odenet.models import ModelConfig
     from odenet.training import DATA_DEFAULTS, TrainSettings
+    from odenet.training.defaults import LIBRARY_DEFAULTS
 
     seen = {}
 
-    def fake_train(config, data, settings, out, data_info):
+    def fake_train(config, data, settings, out, data_info, resume=False):
         seen.update(config=config, settings=settings)
         return None, {"test_loss": 0.0, "test_accuracy": None}
 
     monkeypatch.setattr(odenet.training, "train", fake_train)
     monkeypatch.chdir(tmp_path)
     assert cli("train", "leapfrog", "--data", "rings").returncode == 0
-    assert seen["settings"] == TrainSettings()
+    chosen = LIBRARY_DEFAULTS["leapfrog"]
+    assert seen["settings"] == TrainSettings(lr=chosen.lr)
     config, rings = seen["config"], DATA_DEFAULTS["rings"]
     expected = ModelConfig(
-        config.scheme, (2,), 2, layout=rings.layout, width=rings.width, stem=rings.stem, head=rings.head
+        config.scheme,
+        (2,),
+        2,
+        layout=rings.layout,
+        width=rings.width,
+        stem=rings.stem,
+        head=rings.head,
+        family=chosen.family,
     )
     assert config == expected

@@ -20,7 +20,7 @@ CASES = [
     ("missing file", ["train", "euler", "--data", "absent.npz"], 1, "--data absent.npz: no such file"),
     ("data name", ["train", "euler", "--data", "mnist"], 2, "or a file PATH.npz or PATH.pt, not 'mnist'"),
     ("zero depth", ["train", "euler", "--depth", "0"], 2, "--depth"),
-    ("bad lr", ["train", "euler", "--lr", "nan", "--epochs", "1"], 1, "lr"),
+    ("bad lr", ["train", "euler", "--lr", "nan"], 2, "--lr: expected a finite number, not 'nan'"),
 ]
 # fmt: on
 

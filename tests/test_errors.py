@@ -422,7 +422,8 @@ def _config_cases():
         (
             "data set",
             lambda: load_data("mnist"),
-            "unknown data set 'mnist'; expected one of digits, rings, cross1d",
+            "unknown data set 'mnist'; expected one of digits, rings, cross1d, or a file of your own "
+            "(.npz or .pt)",
         ),
         (
             "train fraction",
@@ -510,7 +511,11 @@ def test_training_divergence_message_is_pinned():
         train(config, data, TrainSettings(epochs=1, lr=1e12, optimizer="sgd"), stream=None)
     assert isinstance(info.value, FloatingPointError)
     pattern = (
-        r"the training loss became (nan|inf) at epoch 1, batch \d+: lower the learning rate \(lr, --lr\)"
+        r"the loss became (nan|inf) at epoch 1, batch \d+; at the initial weights, (every layer's h\*lambda "
+        r"lies inside the scheme's stability region \(largest \|h\*lambda\| = [0-9.e+-]+\): lower the learning "
+        r"rate \(--lr\)|\d+ of \d+ layers have h\*lambda outside the scheme's stability region \(largest "
+        r"\|h\*lambda\| = [0-9.e+-]+\): lower the step \(--step\) or the learning rate \(--lr\), or use a "
+        r"family with normalisation \(--family\))"
     )
     assert re.fullmatch(pattern, str(info.value)), str(info.value)
 

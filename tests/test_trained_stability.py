@@ -115,6 +115,8 @@ def test_stability_command_json_and_report(tmp_path, capsys):
             [
                 "train",
                 "leapfrog",
+                "--family",
+                "chang",
                 "--layout",
                 "mlp",
                 "--depth",
