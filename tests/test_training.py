@@ -325,3 +325,36 @@ def test_progress_is_a_bar_on_a_terminal_and_lines_elsewhere(tmp_path):
         text = stream.getvalue()
         assert text.endswith("epoch 1/2: done\n")
         assert ("4/4" in text) is live  # tqdm's counter only on a terminal
+
+
+def test_ctrl_c_stops_after_the_batch_in_progress(tmp_path, monkeypatch):
+    """SIGINT during batch 2's forward pass: that batch still takes its optimizer step, then the run
+    stops with KeyboardInterrupt, and the handler is put back afterwards."""
+    import signal
+
+    from odenet.training import loop
+
+    data = load_data("digits", train_fraction=0.2)
+    steps = {"n": 0, "forward": 0}
+    real_loss = loop._loss
+
+    def interrupting(task, output, target):
+        if torch.is_grad_enabled():
+            steps["forward"] += 1
+            if steps["forward"] == 2:
+                signal.raise_signal(signal.SIGINT)
+        return real_loss(task, output, target)
+
+    real_step = torch.optim.Adam.step
+
+    def counted(self, *args, **kwargs):
+        steps["n"] += 1
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "_loss", interrupting)
+    monkeypatch.setattr(torch.optim.Adam, "step", counted)
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(), data, TrainSettings(epochs=2, batch_size=32), out=tmp_path, stream=None)
+    assert steps == {"n": 2, "forward": 2}  # batch 2 finished its step, batch 3 never began
+    assert signal.getsignal(signal.SIGINT) is before

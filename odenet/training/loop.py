@@ -127,8 +127,33 @@ def train(
     if resume and (out_dir is None or not (out_dir / "checkpoint.pt").is_file()):
         raise ConfigError(f"--resume: no checkpoint to resume in {out_dir} (train without --resume first)")
     writes = out_dir is not None and processes().main
-    with output_lock(out_dir) if writes else contextlib.nullcontext():
-        return _train(config, data, settings, out_dir, stream, data_info, resume, writes)
+    with output_lock(out_dir) if writes else contextlib.nullcontext(), _after_the_batch() as stop:
+        return _train(config, data, settings, out_dir, stream, data_info, resume, writes, stop)
+
+
+@contextlib.contextmanager
+def _after_the_batch():
+    """Ctrl-C during training stops after the batch in progress (a second Ctrl-C stops at once):
+    the handler only raises a flag, which the loop reads after each optimizer step. Installed in the
+    main thread only (signals go nowhere else)."""
+    import signal
+    import threading
+
+    stop = {"asked": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def ask(signum, frame):
+        if stop["asked"]:
+            raise KeyboardInterrupt
+        stop["asked"] = True
+
+    previous = signal.signal(signal.SIGINT, ask)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _resume_state(out_dir: Path, config: ModelConfig, settings: TrainSettings) -> dict:
@@ -148,7 +173,7 @@ def _resume_state(out_dir: Path, config: ModelConfig, settings: TrainSettings) -
     return {**state, "state_dict": content["state_dict"], "epoch": content["epoch"]}
 
 
-def _train(config, data, settings, out_dir, stream, data_info, resume=False, writes=True):
+def _train(config, data, settings, out_dir, stream, data_info, resume=False, writes=True, stop=None):
     torch.manual_seed(settings.seed)
     device = torch.device(settings.device)
     if device.type == "cuda" and processes().world > 1:
@@ -214,6 +239,8 @@ def _train(config, data, settings, out_dir, stream, data_info, resume=False, wri
             total = loss + settings.smoothness * model.smoothness().to(loss) if settings.smoothness else loss
             total.backward()
             optimizer.step()
+            if stop is not None and stop["asked"]:
+                raise KeyboardInterrupt  # after this batch: the files on disk stay the last finished epoch
             if schedule is not None:
                 schedule.step()
             value = float(loss.detach())
