@@ -178,12 +178,10 @@ def _rational_functions(entries: Sequence[sympy.Expr]) -> tuple[Domain, list]:
     """The entries in ``K(symbols)``: rational functions of their symbols over the field ``K`` of
     their numbers."""
     symbols = sorted(set().union(*(e.free_symbols for e in entries)), key=sympy.default_sort_key)
-    generators = generators_of(entries)
     if not symbols:
         return field_of(entries)
     try:
-        base = algebraic_field(generators) if generators else sympy.QQ
-        images = _images(generators) if generators else {}
+        base, convert = number_field(entries)
     except ALGEBRAIC_FAILURES:
         from sympy.polys.constructor import construct_domain
 
@@ -192,13 +190,7 @@ def _rational_functions(entries: Sequence[sympy.Expr]) -> tuple[Domain, list]:
     gens = dict(zip(symbols, domain.gens, strict=True))
 
     def atom(a):
-        if a in gens:
-            return gens[a]
-        if a in images:
-            return domain.convert_from(images[a], base)
-        if a.is_Rational:
-            return domain.convert_from(sympy.QQ(int(a.p), int(a.q)), sympy.QQ)
-        return domain.convert_from(base.from_sympy(a), base)
+        return gens[a] if a in gens else domain.convert_from(convert(a), base)
 
     try:
         return domain, [to_domain(e, domain, atom) for e in entries]
