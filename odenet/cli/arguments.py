@@ -95,8 +95,9 @@ def params_with_step(scheme, params: dict[str, float], step: float | None) -> di
 def data_argument(text: str) -> str:
     """A bundled data set's name, or a path ending in .npz or .pt (read when the command runs)."""
     from odenet.options import DataName
+    from odenet.training.settings import is_data_file
 
-    if text in choices(DataName) or text.lower().endswith((".npz", ".pt")):
+    if text in choices(DataName) or is_data_file(text):
         return text
     raise argparse.ArgumentTypeError(
         f"expected one of {', '.join(choices(DataName))}, or a file PATH.npz or PATH.pt, not {text!r}"

@@ -36,16 +36,11 @@ import torch
 from odenet.errors import ConfigError
 from odenet.extras import require
 from odenet.options import DataName, Layout, Task, choices
+from odenet.training.settings import DATA_SUFFIXES, is_data_file
 
 __all__ = ["DATA_SUFFIXES", "Dataset", "is_data_file", "load_data"]
 
-DATA_SUFFIXES = (".npz", ".pt")
 TEST_SHARE = 0.2  # held out of a user's file without x_test and y_test
-
-
-def is_data_file(name: str) -> bool:
-    """Whether ``--data`` names a file of the user's (by its suffix) rather than a bundled set."""
-    return name.lower().endswith(DATA_SUFFIXES)
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,14 @@ FILE_DEFAULTS: Mapping[Layout, DataDefaults] = MappingProxyType(
 )
 
 
+DATA_SUFFIXES = (".npz", ".pt")  # --data PATH.npz / PATH.pt: a file of the user's
+
+
+def is_data_file(name: str) -> bool:
+    """Whether ``--data`` names a file of the user's (by its suffix) rather than a bundled set."""
+    return name.lower().endswith(DATA_SUFFIXES)
+
+
 def default_stages(layout: Layout) -> int:
     """Stages when not told: two for images (with downsampling between), one for vectors."""
     return 2 if layout == "conv" else 1
