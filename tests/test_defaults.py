@@ -57,6 +57,24 @@ def test_a_users_scheme_takes_the_resembled_schemes_defaults_and_a_step_inside_i
     assert abs(chosen.step - 0.1 * 1.5 / 2) < 1e-9
 
 
+def test_a_scheme_written_with_minus_h_f_gets_the_same_step_as_its_mirror():
+    """``x[n+1] = y - h*f(y)`` is stable for h*lambda in [0, 1.5], the mirror of Nesterov's
+    [-1.5, 0]; the network learns the sign of f, so the step is scaled the same (it was left at 0.1,
+    "stable only at 0" on the negative side)."""
+    mirrored = odenet.parse(NESTEROV.replace("y + h*f(y)", "y - h*f(y)"))
+    interval = odenet.analyze(mirrored).stability.real_interval
+    assert [float(e) * 0.1 for e in interval] == [0.0, 1.5]
+    assert abs(scheme_defaults(mirrored).step - 0.075) < 1e-9
+
+
+def test_no_step_scaling_without_a_shared_stable_axis():
+    """Kick-drift-kick (x' = g(v), v' = f(x)) is stable on the imaginary axis only; the Hamiltonian
+    network it resembles on the real axis only: nothing to scale by, the step stays and says so."""
+    chosen = scheme_defaults(odenet.parse(KDK))
+    assert chosen.step is None
+    assert "stable on neither axis where hamiltonian is" in chosen.reasons[-1]
+
+
 def test_kick_drift_kick_resembles_hamiltonian_and_trains_reversibly():
     chosen = scheme_defaults(odenet.parse(KDK))
     assert chosen.like == "hamiltonian" and chosen.memory_saving == "reversible"

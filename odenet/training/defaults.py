@@ -87,20 +87,22 @@ def _library_structures() -> dict[str, tuple]:
 
 
 def _reach(scheme: Scheme, axis: str) -> float | None:
-    """How far the stability interval reaches along the negative real axis (``axis="real"``) or the
-    imaginary axis, in the region's variable (h*lambda or h**2*lambda); None when unbounded."""
+    """How far the stability interval reaches from 0 along the real axis (``axis="real"``, the longer
+    side: a scheme written with ``-h*f`` is the mirror of one with ``+h*f``, and the network learns the
+    sign of ``f``) or the imaginary axis, in the region's variable (h*lambda or h**2*lambda); None when
+    unbounded, 0 when the scheme is stable there only at 0."""
     from odenet.analysis import analyze
 
     s = analyze(scheme).stability
     interval = s.real_interval if axis == "real" else s.imag_interval
     if interval is None:
         return 0.0
-    end = (
-        -interval[0]
-        if axis == "real" and interval[0] is not None
-        else (interval[1] if axis != "real" else None)
-    )
-    return None if end is None else abs(float(end) * s.scale)
+    ends = [None if end is None else abs(float(end)) for end in interval]
+    if axis == "real" and (ends[0] is None or ends[1] is None):
+        return None
+    if axis != "real" and ends[0] is None and ends[1] is None:
+        return None
+    return max(e for e in ends if e is not None) * abs(float(s.scale))
 
 
 def scheme_defaults(scheme: Scheme) -> SchemeDefaults:
@@ -133,24 +135,36 @@ def scheme_defaults(scheme: Scheme) -> SchemeDefaults:
     step = None
     param = scheme.step_param
     if param is not None:
-        # compare along the axis where the resembled scheme is stable (the negative real axis for
-        # dissipative schemes, the imaginary one for symplectic ones); Euler's [-2, 0] when the
-        # resembled scheme has no step (its region is in lambda, not comparable)
+        # compare along an axis where both schemes are stable beyond 0, the resembled scheme's own
+        # first (the real axis for dissipative schemes, the imaginary one for symplectic ones); Euler's
+        # [-2, 0] when the resembled scheme has no step (its region is in lambda, not comparable)
         reference_scheme = load(like) if load(like).step_param is not None else load("euler")
-        axis = "real" if _reach(reference_scheme, "real") != 0 else "imag"
-        ours, theirs = _reach(scheme, axis), _reach(reference_scheme, axis)
-        where = "negative real axis" if axis == "real" else "imaginary axis"
-        if ours == 0:
+        axes = sorted(("real", "imag"), key=lambda a: _reach(reference_scheme, a) == 0)
+        variable = f"{scheme.step}**2*lambda" if order == 2 else f"{scheme.step}*lambda"
+        usable = [a for a in axes if _reach(scheme, a) != 0 and _reach(reference_scheme, a) != 0]
+        if not usable:
             reasons.append(
-                f"step {scheme.step} = {float(param.default):g}, its own: its stability interval on the "
-                f"{where} is only 0, so no step keeps {scheme.step}*lambda inside it there"
+                f"step {scheme.step} = {float(param.default):g}, its own: it is stable on neither axis "
+                f"where {reference_scheme.name} is (beyond {variable} = 0), so there is no "
+                "interval to scale by"
             )
-        elif ours is not None and theirs is not None and ours < theirs:
-            exponent = 0.5 if order == 2 else 1.0  # the region's variable is h**2*lambda for order 2
-            step = round(float(param.default) * (ours / theirs) ** exponent, 6)
-            reasons.append(
-                f"step {scheme.step} = {step:g}: its stability interval reaches {ours:.3g} on the {where}, "
-                f"{reference_scheme.name}'s {theirs:.3g}; scaled so the layers' {scheme.step}*lambda stay "
-                "as far inside"
-            )
+        else:
+            axis = usable[0]
+            ours, theirs = _reach(scheme, axis), _reach(reference_scheme, axis)
+            where = "real axis" if axis == "real" else "imaginary axis"
+            if ours is not None and theirs is not None and ours < theirs:
+                exponent = 0.5 if order == 2 else 1.0  # the region's variable is h**2*lambda for order 2
+                step = round(float(param.default) * (ours / theirs) ** exponent, 6)
+                reasons.append(
+                    f"step {scheme.step} = {step:g}: its stability interval reaches {ours:.3g} on the "
+                    f"{where}, {reference_scheme.name}'s {theirs:.3g}; scaled so the layers' {variable} "
+                    "stay as far inside"
+                )
+            else:
+                reach = "without end" if ours is None else f"{ours:.3g}"
+                other = "without end" if theirs is None else f"{theirs:.3g}"
+                reasons.append(
+                    f"step {scheme.step} = {float(param.default):g}, its own: its stability interval "
+                    f"reaches {reach} on the {where}, {reference_scheme.name}'s {other}"
+                )
     return SchemeDefaults(base.family, base.lr, memory, step, like, tuple(reasons))
