@@ -116,8 +116,8 @@ def _user_table(paths: list[Path], results: dict, header: str) -> tuple[str, int
 
 def _write(path: Path, name: str, table: str) -> None:
     text = path.read_text(encoding="utf-8")
-    pattern = re.compile(rf"(<!-- generated: {name} -->\n)(.*?)(\n<!-- end generated -->)", re.S)
-    new, count = pattern.subn(lambda m: m.group(1) + table + m.group(3), text)
+    pattern = re.compile(rf"(<!-- generated: {name} -->\n)(.*?)(<!-- end generated -->)", re.S)
+    new, count = pattern.subn(lambda m: m.group(1) + table + "\n" + m.group(3), text)
     if count != 1:
         raise SystemExit(f"{path}: expected one block <!-- generated: {name} -->")
     path.write_text(new, encoding="utf-8")

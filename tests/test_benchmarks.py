@@ -29,3 +29,23 @@ def test_memory_depth_runs_and_prints_its_table():
     )
     assert "| leapfrog | reversible |" in out
     assert "error" not in out.split("### mlp")[1]
+
+
+def test_a_generated_table_replaces_its_own_block_only(tmp_path):
+    """An empty block followed by another: the table goes into the first, the second stays (the
+    lazy match once ran on to the next block's end and swallowed the text between)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from train_defaults import _write
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    doc = tmp_path / "doc.md"
+    doc.write_text(
+        "<!-- generated: a -->\n<!-- end generated -->\n\nkept\n\n"
+        "<!-- generated: b -->\nold\n<!-- end generated -->\n"
+    )
+    _write(doc, "a", "| table |")
+    assert doc.read_text() == (
+        "<!-- generated: a -->\n| table |\n<!-- end generated -->\n\nkept\n\n"
+        "<!-- generated: b -->\nold\n<!-- end generated -->\n"
+    )

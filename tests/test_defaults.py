@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import sympy
 from conftest import cli
@@ -65,6 +66,20 @@ def test_a_scheme_written_with_minus_h_f_gets_the_same_step_as_its_mirror():
     interval = odenet.analyze(mirrored).stability.real_interval
     assert [float(e) * 0.1 for e in interval] == [0.0, 1.5]
     assert abs(scheme_defaults(mirrored).step - 0.075) < 1e-9
+
+
+def test_a_region_in_lambda_is_compared_in_h_lambda():
+    """The tutorial's damped scheme: its region depends on c*h, so the analysis states it in lambda
+    itself, [0, 380] at h = 0.1, c = 1 (by hand: M = [[1 - h^2 lam, h(1 - ch)], [-h lam, 1 - ch]],
+    det = 1 - ch, and the root -1 appears where 1 + tr M + det M = 0: 0.01 lam = 3.8). Against
+    Euler's h*lambda reach of 2 that is h*lambda = 38, not 380."""
+    from odenet.library import load as load_scheme
+
+    damped = load_scheme(Path(__file__).parent.parent / "docs" / "tutorial" / "damped.scheme")
+    assert [float(e) for e in odenet.analyze(damped).stability.real_interval] == [0.0, 380.0]
+    chosen = scheme_defaults(damped)
+    assert chosen.step is None
+    assert "reaches 38 on the real axis, euler's 2" in chosen.reasons[-1]
 
 
 def test_no_step_scaling_without_a_shared_stable_axis():

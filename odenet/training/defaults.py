@@ -102,7 +102,12 @@ def _reach(scheme: Scheme, axis: str) -> float | None:
         return None
     if axis != "real" and ends[0] is None and ends[1] is None:
         return None
-    return max(e for e in ends if e is not None) * abs(float(s.scale))
+    scale = abs(float(s.scale))
+    if scale == 1 and scheme.step_param is not None:
+        # a region in lambda itself (damped: c*h keeps h from factoring out): h*lambda at the default
+        # step, h**2*lambda for a second-order ODE, so that it compares with a scaled region
+        scale = abs(float(scheme.step_param.default)) ** (2 if s.ode_order == 2 else 1)
+    return max(e for e in ends if e is not None) * scale
 
 
 def scheme_defaults(scheme: Scheme) -> SchemeDefaults:
