@@ -1,9 +1,11 @@
 """Time of one training step (forward + backward) of each memory mode as a ratio to plain autograd.
 
 Leapfrog with h = 1/depth, float32, on this machine's CPU, in one process: the modes are measured in
-alternation (one step of each per round, after a warm-up round), so that background load hits all of
-them alike, and the ratio is the median over the rounds of the mode's time to autograd's time in the
-same round. Residual functions (issue 14):
+alternation (one step of each per round, after two warm-up rounds; autograd first in even rounds,
+last in odd ones, since the step that follows another runs measurably differently), so that
+background load hits all of them alike, and the ratio is the median over the rounds of the mode's
+time to autograd's time in the same round; the spread printed is the interquartile range of those
+per-round ratios (on a shared virtual machine it is wide: trust the median of many rounds). Residual functions (issue 14):
 
 - mlp: ``Linear(256, 256) -> tanh -> Linear(256, 256)`` on a batch of 512, depths 64 to 512;
 - conv: ``Conv3x3(16, 16) -> ReLU -> Conv3x3(16, 16)`` on 32 images of 32 x 32, depths 16 to 128.
@@ -29,6 +31,7 @@ from odenet.library import load
 
 DEPTHS = {"mlp": [64, 128, 256, 512], "conv": [16, 32, 64, 128]}
 TARGET = 1.35
+CLOCK = time.perf_counter
 
 
 def function_factory(kind: str):
@@ -52,9 +55,9 @@ def build(kind: str, depth: int, memory: str, seed: int = 0) -> nn.Module:
 
 
 def training_step(block: nn.Module, x: torch.Tensor) -> float:
-    start = time.perf_counter()
+    start = CLOCK()
     block(x).square().mean().backward()
-    elapsed = time.perf_counter() - start
+    elapsed = CLOCK() - start
     for p in block.parameters():
         p.grad = None
     return elapsed
@@ -63,14 +66,20 @@ def training_step(block: nn.Module, x: torch.Tensor) -> float:
 def ratios(kind: str, depth: int, modes: list[str], rounds: int) -> dict[str, float]:
     x = example_input(kind)
     blocks = {mode: build(kind, depth, mode) for mode in ["autograd", *modes]}
-    for block in blocks.values():  # warm-up: allocator, first-pass checks, drift plan
-        training_step(block, x)
+    for _ in range(2):  # warm-up: allocator, first-pass checks, drift plan
+        for block in blocks.values():
+            training_step(block, x)
     samples: dict[str, list[float]] = {mode: [] for mode in modes}
-    for _ in range(rounds):
-        base = training_step(blocks["autograd"], x)
+    for i in range(rounds):
+        if i % 2 == 0:
+            base = training_step(blocks["autograd"], x)
+            times = {mode: training_step(blocks[mode], x) for mode in modes}
+        else:
+            times = {mode: training_step(blocks[mode], x) for mode in modes}
+            base = training_step(blocks["autograd"], x)
         for mode in modes:
-            samples[mode].append(training_step(blocks[mode], x) / base)
-    return {mode: statistics.median(values) for mode, values in samples.items()}
+            samples[mode].append(times[mode] / base)
+    return {mode: statistics.quantiles(values, n=4) for mode, values in samples.items()}
 
 
 def main() -> int:
@@ -78,20 +87,22 @@ def main() -> int:
     parser.add_argument("--functions", nargs="+", default=["mlp", "conv"], choices=list(DEPTHS))
     parser.add_argument("--depths", nargs="+", type=int, help="instead of each function's list")
     parser.add_argument("--modes", nargs="+", default=["reversible"])
-    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--rounds", type=int, default=21)
     args = parser.parse_args()
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32; leapfrog, h = 1/depth; "
-        f"median over {args.rounds} interleaved rounds of (mode / autograd), training step"
+        f"median (interquartile range) over {args.rounds} interleaved rounds of (mode / autograd), "
+        "training step"
     )
     print("| function | depth | " + " | ".join(args.modes) + " |")
     print("|---|---|" + "---|" * len(args.modes))
     worst = 0.0
     for kind in args.functions:
         for depth in args.depths or DEPTHS[kind]:
-            r = ratios(kind, depth, args.modes, args.rounds)
-            worst = max(worst, r.get("reversible", 0.0))
-            print(f"| {kind} | {depth} | " + " | ".join(f"{r[m]:.2f}x" for m in args.modes) + " |", flush=True)
+            r = ratios(kind, depth, args.modes, args.rounds)  # quartiles
+            worst = max(worst, r["reversible"][1] if "reversible" in r else 0.0)
+            cells = [f"{r[m][1]:.2f}x ({r[m][0]:.2f}-{r[m][2]:.2f})" for m in args.modes]
+            print(f"| {kind} | {depth} | " + " | ".join(cells) + " |", flush=True)
     if "reversible" in args.modes:
         verdict = "met" if worst <= TARGET else "missed"
         print(f"worst reversible / autograd: {worst:.2f}x (target <= {TARGET}x: {verdict})")

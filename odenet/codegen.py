@@ -34,7 +34,7 @@ from sympy.printing.pytorch import TorchPrinter
 
 from odenet.ir import Scheme, function_calls, parse_value, value
 
-__all__ = ["StepCode", "compile_source", "generate_init", "generate_step", "python_name"]
+__all__ = ["StepCode", "compile_source", "generate_init", "generate_step", "generate_vjp", "python_name"]
 
 
 def python_name(symbol: sympy.Symbol) -> str:
@@ -54,11 +54,45 @@ def _constants_as_floats(expr: sympy.Expr) -> sympy.Expr:
 
 
 class _StepPrinter(TorchPrinter):
-    """TorchPrinter with the scheme's symbols renamed and function symbols printed as ``call``s."""
+    """TorchPrinter with the scheme's symbols renamed and function symbols printed as ``call``s.
 
-    def __init__(self, names: dict[sympy.Basic, str]):
+    A product of scalars (numbers and the scheme's parameters, 0-dimensional tensors) and tensors is
+    printed with the scalars first, ``-h**2*c0``: Python, multiplying from the left, computes the
+    scalar factor on 0-dimensional tensors and touches the whole tensor once, where sympy's order
+    ``-c0*h**2`` touches it twice (negate, then multiply)."""
+
+    def __init__(self, names: dict[sympy.Basic, str], scalars: frozenset = frozenset()):
         super().__init__({"strict": False})
         self.names = names
+        self.scalars = scalars
+
+    def _print_Add(self, expr, order=None):
+        """A sum of at least two terms, each a scalar factor times a tensor factor, is printed as
+        ``linear_combination(t0, s0, t1, s1, ...)`` (one pass over memory per term; see
+        ``odenet.nn.block.linear_combination``); any other sum as sympy prints it."""
+        terms = []
+        for term in sympy.Add.make_args(expr):
+            factors = sympy.Mul.make_args(term)
+            scalar = [a for a in factors if a.free_symbols <= self.scalars]
+            tensor = [a for a in factors if not a.free_symbols <= self.scalars]
+            if not tensor:
+                return super()._print_Add(expr, order)
+            terms.append((sympy.Mul(*scalar), sympy.Mul(*tensor)))
+        if len(terms) < 2:
+            return super()._print_Add(expr, order)
+        printed = []
+        for scalar, tensor in terms:
+            printed += [self._print(tensor), self._print(scalar)]
+        return f"linear_combination({', '.join(printed)})"
+
+    def _print_Mul(self, expr):
+        scalar = [a for a in expr.args if a.free_symbols <= self.scalars]
+        tensor = [a for a in expr.args if not a.free_symbols <= self.scalars]
+        if not tensor or all(a.is_number for a in scalar) or not scalar:
+            return super()._print_Mul(expr)
+        level = precedence(expr)
+        factors = [sympy.Mul(*scalar), *tensor]
+        return "*".join(self.parenthesize(a, level, strict=False) for a in factors)
 
     def doprint(self, expr, *args, **kwargs):
         return super().doprint(_constants_as_floats(sympy.sympify(expr)), *args, **kwargs)
@@ -98,12 +132,15 @@ class _Emitter:
         self.translate = translate or {}
         self.used = {"state", "inputs", "p", "call", "torch"}
         self.names: dict[sympy.Basic, str] = {}
-        self.printer = _StepPrinter(self.names)
+        self.printer = _StepPrinter(self.names, frozenset(p.symbol for p in scheme.params))
         self.lines: list[str] = []
         self.stages: dict[sympy.Symbol, sympy.Expr] = {}
         self.canonical_calls: dict[int, sympy.Expr] = {}
         self.call_symbols: dict[sympy.Expr, sympy.Dummy] = {}
         self.temporaries = (sympy.Symbol(f"t{i}") for i in count())
+        # the step as a list of nodes, for the vector-Jacobian product: ("call", symbol, key,
+        # arguments) and ("assign", target, expression), calls replaced by their symbols
+        self.nodes: list[tuple] = []
         for p in scheme.params:
             self.name_for(p.symbol, p.name)
 
@@ -130,12 +167,15 @@ class _Emitter:
             if key is None:
                 key = self.call_keys[canonical] = next(self.fresh)
             self.canonical_calls[key] = canonical
-            arguments = ", ".join(self.printer.doprint(a.xreplace(self.call_symbols)) for a in call.args)
+            plain_args = tuple(a.xreplace(self.call_symbols) for a in call.args)
+            arguments = ", ".join(self.printer.doprint(a) for a in plain_args)
             symbol = sympy.Dummy(f"c{key}")
             variable = self.name_for(symbol, f"c{key}")
             self.call_symbols[call] = symbol
+            self.nodes.append(("call", symbol, key, call.func.__name__, plain_args))
             self.lines.append(f'    {variable} = call({key}, "{call.func.__name__}", {arguments})')
         plain = expr.xreplace(self.call_symbols)
+        self.nodes.append(("assign", target, plain))
         replacements, (reduced,) = sympy.cse([plain], symbols=self.temporaries, optimizations="basic")
         for temporary, sub in replacements:
             self.lines.append(f"    {self.name_for(temporary, temporary.name)} = {self.printer.doprint(sub)}")
@@ -188,6 +228,129 @@ def generate_step(
     emit.returns(outputs)
     source = "\n".join(header + emit.lines) + "\n"
     calls = tuple(emit.canonical_calls[k] for k in sorted(emit.canonical_calls))
+    return StepCode(source, function_name, inputs, tuple(outputs), calls)
+
+
+def generate_vjp(
+    scheme: Scheme, learnable: tuple[str, ...] = (), cached: bool = False, function_name: str = "vjp"
+) -> StepCode:
+    """Source of the vector-Jacobian product of one step, derived symbolically.
+
+    ``vjp(state, grads, p, call, pull)`` walks the step backwards: the gradient of every value is the
+    sum, over the expressions that read it, of the expression's gradient times its sympy derivative;
+    the gradients of a call's arguments are ``pull(key, gradient)``, the function's own
+    vector-Jacobian product (autograd's, which also takes care of the function's parameters). It
+    returns the gradients of the state vector and, for each name in ``learnable``, the gradient of
+    that parameter's value (a sum over elements: parameters are scalars). The step's arithmetic is
+    elementwise, so its derivatives are too: autograd sees the functions, never the step's adds and
+    multiplies. The code first computes the step's values that the derivatives read, and every
+    call's value through ``call(key, name, *arguments)``; with ``cached=True`` the calls are known
+    already (evaluated by the inverse) and are asked for as ``call(key, name)``, so their arguments
+    are computed only where a derivative reads them.
+    """
+    scratch = _Emitter(scheme, None, None)
+    inputs = scheme.state_vector
+    constant = sympy.Symbol("__constant__")
+    for eq in scheme.steps:
+        if eq.expr.is_number and not eq.is_stage:
+            scratch.equation(eq.target, constant, False)
+        else:
+            scratch.equation(eq.target, eq.expr, eq.is_stage)
+    nodes = scratch.nodes
+    call_names = {node[1]: f"c{node[2]}" for node in nodes if node[0] == "call"}
+    outputs = [value(parse_value(s)[0], parse_value(s)[1] + 1) for s in inputs]
+    given = [sympy.Dummy(f"grad_{python_name(out)}") for out in outputs]
+
+    # the backward walk, symbolically: ("grad", variable, source, expression) and
+    # ("pull", key, gradient variable, argument gradient variables)
+    contributions: dict[sympy.Basic, list[sympy.Expr]] = {}
+    for out, grad in zip(outputs, given, strict=True):
+        contributions.setdefault(out, []).append(grad)
+    walk: list[tuple] = []
+
+    def spread(gradient: sympy.Expr, expr: sympy.Expr) -> None:
+        for symbol in sorted(expr.free_symbols - {constant}, key=str):
+            derivative = sympy.diff(expr, symbol)
+            if derivative != 0:
+                contributions.setdefault(symbol, []).append(gradient * derivative)
+
+    def gradient_of(symbol: sympy.Basic) -> sympy.Dummy | None:
+        parts = contributions.pop(symbol, [])
+        if not parts:
+            return None
+        variable = sympy.Dummy(f"g_{call_names.get(symbol) or python_name(symbol)}")
+        walk.append(("grad", variable, symbol, sympy.Add(*parts)))
+        return variable
+
+    for node in reversed(nodes):
+        if node[0] == "assign":
+            _, target, expr = node
+            gradient = gradient_of(target)
+            if gradient is not None:
+                spread(gradient, expr)
+            continue
+        _, symbol, key, name, arguments = node
+        gradient = gradient_of(symbol)
+        if gradient is not None:
+            pulled = [sympy.Dummy(f"g_c{key}_arg{i}") for i in range(len(arguments))]
+            walk.append(("pull", key, gradient, pulled))
+            for argument, gradient_arg in zip(arguments, pulled, strict=True):
+                spread(gradient_arg, argument)
+    returned = [gradient_of(symbol) for symbol in inputs]
+    params = {p.name: p.symbol for p in scheme.params}
+    wanted = [gradient_of(params[name]) for name in learnable]
+
+    # the values the walk reads, and what they need in turn
+    needed: set[sympy.Basic] = set()
+    for step in walk:
+        if step[0] == "grad":
+            needed |= step[3].free_symbols
+    needed |= {node[1] for node in nodes if node[0] == "call"}  # every call is evaluated or looked up
+    for node in reversed(nodes):
+        if node[0] == "assign" and node[1] in needed:
+            needed |= node[2].free_symbols
+        elif node[0] == "call" and node[1] in needed and not cached:
+            needed |= set().union(*(a.free_symbols for a in node[4]))
+
+    emit = _Emitter(scheme, None, None)
+    emit.names[constant] = "torch.full_like({}, 0.0)"  # placeholder, set below
+    header = [f"def {function_name}(state, grads, p, call, pull):"]
+    header += [f"    # {eq}" for eq in scheme.steps]
+    emit.unpack(inputs, "state")
+    emit.read_params(scheme)
+    emit.names[constant] = f"torch.full_like({emit.names[inputs[0]]}, 0.0)"
+    constants = {eq.target: float(eq.expr) for eq in scheme.steps if eq.expr.is_number and not eq.is_stage}
+    for node in nodes:
+        if node[1] not in needed:
+            continue
+        if node[0] == "assign":
+            _, target, expr = node
+            if target in constants:
+                emit.names[constant] = f"torch.full_like({emit.names[inputs[0]]}, {constants[target]!r})"
+            emit.equation(target, expr, False)
+            continue
+        _, symbol, key, name, arguments = node
+        variable = emit.name_for(symbol, call_names[symbol])
+        printed = "" if cached else "".join(f", {emit.printer.doprint(a)}" for a in arguments)
+        emit.lines.append(f'    {variable} = call({key}, "{name}"{printed})')
+    emit.unpack(given, "grads")
+    for step in walk:
+        if step[0] == "grad":
+            _, variable, _, expr = step
+            emit.equation(variable, expr, False)
+        else:
+            _, key, gradient, pulled = step
+            emit.unpack(pulled, f"pull({key}, {emit.names[gradient]})")
+    state_grads = [
+        emit.names[g] if g is not None else f"torch.zeros_like({emit.names[s]})"
+        for g, s in zip(returned, inputs, strict=True)
+    ]
+    param_grads = [f"({emit.names[g]}).sum()" if g is not None else "None" for g in wanted]
+    emit.lines.append(
+        f"    return ({', '.join(state_grads)},), ({', '.join(param_grads)}{',' if param_grads else ''})"
+    )
+    source = "\n".join(header + emit.lines) + "\n"
+    calls = tuple(scratch.canonical_calls[k] for k in sorted(scratch.canonical_calls))
     return StepCode(source, function_name, inputs, tuple(outputs), calls)
 
 

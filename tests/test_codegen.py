@@ -142,3 +142,57 @@ def test_constant_stages_and_new_values_are_compiled():
     _check_step(
         odenet.parse("scheme c\nstate x, v\nk0 = 16\nx[n+1] = k0**4 + x[n-2] + x[n]**2/2\nv[n+1] = 3\n")
     )
+
+
+def _check_vjp(scheme: odenet.Scheme, seed: int = 0) -> None:
+    """The generated vector-Jacobian product (every parameter learnable, no call cached) against
+    autograd through the generated step: gradients of the state vector and of each parameter."""
+    block = _block(scheme)
+    generator = torch.Generator().manual_seed(seed)
+    old = tuple(
+        torch.randn(2, WIDTH, generator=generator, dtype=torch.float64, requires_grad=True)
+        for _ in scheme.state_vector
+    )
+    grads = tuple(torch.randn(2, WIDTH, generator=generator, dtype=torch.float64) for _ in old)
+    values = {
+        name: v.detach().clone().requires_grad_(True) for name, v in block.layer_params(0).items()
+    }
+    names = tuple(values)
+    new = block._step(old, values, block.caller(0))
+    pairs = [(t, g) for t, g in zip(new, grads, strict=True) if t.requires_grad]
+    expected = torch.autograd.grad(
+        [t for t, _ in pairs], [*old, *values.values()], [g for _, g in pairs], allow_unused=True
+    )
+    evaluations = {}
+
+    def call(key, name, *args):
+        leaves = [torch.as_tensor(a, dtype=torch.float64).detach().requires_grad_(True) for a in args]
+        out = block.function(name, 0)(*leaves)
+        evaluations[key] = (leaves, out)
+        return out.detach()
+
+    def pull(key, gradient):
+        leaves, out = evaluations[key]
+        got = torch.autograd.grad(out, leaves, gradient.sum_to_size(out.shape), allow_unused=True)
+        return tuple(torch.zeros_like(leaf) if g is None else g for leaf, g in zip(leaves, got, strict=True))
+
+    state_grads, param_grads = block.vjp(names, cached=False)(
+        tuple(t.detach() for t in old), grads, {k: v.detach() for k, v in values.items()}, call, pull
+    )
+    state_grads = [g.sum_to_size(s.shape) for g, s in zip(state_grads, old, strict=True)]
+    for i, (got, want) in enumerate(zip([*state_grads, *param_grads], expected, strict=True)):
+        want = torch.zeros(()) if want is None else want
+        got = torch.zeros(()) if got is None else got
+        scale = 1.0 + float(want.abs().max())
+        assert torch.allclose(got.double(), want.double(), rtol=0, atol=1e-12 * scale), (scheme.name, i)
+
+
+@pytest.mark.parametrize("name", EXPLICIT)
+def test_generated_vjp_equals_autograd_through_the_step(name):
+    _check_vjp(LIBRARY[name])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(random_scheme())
+def test_generated_vjp_of_random_schemes_equals_autograd(scheme):
+    _check_vjp(scheme)

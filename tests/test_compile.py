@@ -356,9 +356,34 @@ def test_clear_errors():
         compile(odenet.load("momentum"), {"f": mlp(3)}, 2, "adjoint")
 
 
+def test_linear_combination_equals_the_sum_it_stands_for():
+    """The generated code's sums: in place where the terms agree in shape and dtype, as written
+    otherwise; autograd's gradients through it are those of the plain expression."""
+    from odenet.nn.block import linear_combination
+
+    torch.manual_seed(0)
+    a, b, c = (torch.randn(3, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    h = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    for terms, plain in [
+        ((a, -1, b, 2, c, -(h**2)), lambda: -a + 2 * b - h**2 * c),
+        ((a, 1, b, h, c, 0.5), lambda: a + h * b + 0.5 * c),
+        ((a, h, b[:1], 2), lambda: h * a + 2 * b[:1]),  # broadcasting: as written
+        ((a, 1, c.float(), 1), lambda: a + c.float()),  # mixed dtypes: as written
+    ]:
+        before = [t.detach().clone() for t in (a, b, c)]
+        out, expected = linear_combination(*terms), plain()
+        assert out.dtype == expected.dtype and out.shape == expected.shape
+        assert torch.allclose(out, expected, rtol=1e-6 if out.dtype == torch.float32 else 1e-14, atol=0)
+        assert all(torch.equal(t, old) for t, old in zip((a, b, c), before, strict=True))  # no term written
+        grads = torch.autograd.grad(out.sum(), [a, b, c, h], allow_unused=True)
+        reference = torch.autograd.grad(expected.sum(), [a, b, c, h], allow_unused=True)
+        for g, r in zip(grads, reference, strict=True):
+            assert (g is None and r is None) or torch.allclose(g, r, rtol=1e-6 if g.dtype == torch.float32 else 1e-14)
+
+
 def test_generated_code_is_readable_and_shows_in_tracebacks():
     block = build("leapfrog", 2, "reversible")
-    assert "y_np1 = -c0*h**2 - y_nm1 + 2*y_n" in block.forward_code.source
+    assert "y_np1 = linear_combination(y_nm1, -1, y_n, 2, c0, -h**2)" in block.forward_code.source
     assert "def inverse_step(state, p, call):" in block.inverse_code.source
 
     def broken(i):

@@ -119,6 +119,8 @@ def _cmd_compile(args: argparse.Namespace) -> int:
             print(block.inverse_code.source)
         else:
             print(f"# no explicit inverse: {block.inverse_error}")
+        learnable = tuple(p.name for p in scheme.params if p.learnable)
+        print(block.vjp_code(learnable, cached=block.inverse_code is not None).source)
         return 0
     from odenet.nn.demo import train_demo
 
@@ -160,7 +162,7 @@ def add_commands(commands) -> None:
         help="compile a scheme into a PyTorch block: print its generated code, or train it a few steps",
     )
     p.add_argument("scheme", metavar="SCHEME")
-    p.add_argument("--emit", action="store_true", help="print the generated step, init and inverse code")
+    p.add_argument("--emit", action="store_true", help="print the generated step, init, inverse and vector-Jacobian product code")
     p.add_argument("--depth", type=positive, default=16, help="number of layers (default 16)")
     add_choice(p, "--memory", Memory, "what the backward pass keeps", default_of(ModelConfig, "memory"))
     p.add_argument("--width", type=positive, default=32, help="width of each state (default 32)")

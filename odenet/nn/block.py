@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from odenet.codegen import StepCode, compile_source, generate_init, generate_step
+from odenet.codegen import StepCode, compile_source, generate_init, generate_step, generate_vjp
 from odenet.errors import ConfigError, OdenetError, UnsupportedSchemeError
 from odenet.ir import Scheme, format_scheme, value
 from odenet.ir.reversal import reverse_history, reversed_to_forward
@@ -103,11 +103,12 @@ class SchemeBlock(nn.Module):
         on first use (a sympy solve): only reversible mode needs it."""
         self.forward_code, self.init_code, self._step, self._init = _generated(self.scheme)
         self._inverse_parts: tuple | None = None
+        self._vjps: dict[tuple, Callable] = {}
 
     def __getstate__(self):
         """Pickled by the scheme's text: generated functions are made again on load."""
         state = dict(self.__dict__)
-        for name in ("forward_code", "init_code", "_step", "_init", "_inverse_parts"):
+        for name in ("forward_code", "init_code", "_step", "_init", "_inverse_parts", "_vjps"):
             del state[name]
         state["scheme"] = format_scheme(self.scheme)
         return state
@@ -182,6 +183,22 @@ class SchemeBlock(nn.Module):
         if self._inverse_parts is None:
             self._inverse_parts = _generated_inverse(self.scheme)
         return self._inverse_parts
+
+    @property
+    def call_count(self) -> int:
+        """How many distinct function calls one forward step makes (keys 0 .. call_count - 1)."""
+        return len(self.forward_code.calls)
+
+    def vjp_code(self, learnable: tuple[str, ...], cached: bool) -> StepCode:
+        """The source of :meth:`vjp`."""
+        return _generated_vjp(self.scheme, learnable, cached)[0]
+
+    def vjp(self, learnable: tuple[str, ...], cached: bool) -> Callable:
+        """The step's generated vector-Jacobian product (see :func:`odenet.codegen.generate_vjp`)."""
+        found = self._vjps.get((learnable, cached))
+        if found is None:  # looked up here, not by hashing the scheme at every layer
+            found = self._vjps[(learnable, cached)] = _generated_vjp(self.scheme, learnable, cached)[1]
+        return found
 
     @property
     def inverse_code(self) -> StepCode | None:
@@ -334,6 +351,54 @@ def _in_state_dtype(call: Callable, state) -> Callable:
     return typed
 
 
+def linear_combination(*terms):
+    """``t0*s0 + t1*s1 + ...`` for ``terms = (t0, s0, t1, s1, ...)``: tensors of one shape and dtype
+    with scalar coefficients (numbers or 0-dimensional tensors), in one pass over memory per term
+    into one new tensor (the first term's product, or the sum of a term with coefficient 1 and the
+    next one, then in place), where ``t0*s0 + t1*s1`` allocates a tensor per operation: 2.6 times
+    faster for leapfrog's step on a conv state, measured. Anything else (broadcasting, mixed dtypes)
+    is computed as written. The generated step, inverse and vector-Jacobian product use it for the
+    scheme's linear combinations; autograd differentiates it as usual (the in-place updates touch
+    only the new tensor, which no backward formula reads)."""
+    first = terms[0]
+    base = -1  # a term with coefficient 1 starts the sum without a multiplication
+    for i in range(0, len(terms), 2):
+        tensor, scale = terms[i], terms[i + 1]
+        if (
+            not isinstance(tensor, torch.Tensor)
+            or tensor.shape != first.shape
+            or tensor.dtype != first.dtype
+            or (isinstance(scale, torch.Tensor) and scale.dim())
+        ):
+            return sum(terms[j] * terms[j + 1] for j in range(0, len(terms), 2))
+        if base < 0 and not isinstance(scale, torch.Tensor) and scale == 1:
+            base = i
+    if base < 0 or len(terms) == 2:
+        out = torch.mul(terms[0], terms[1])
+        rest = range(2, len(terms), 2)
+    else:
+        other = 2 if base == 0 else 0
+        scale = terms[other + 1]
+        out = (
+            torch.addcmul(terms[base], terms[other], scale)
+            if isinstance(scale, torch.Tensor)
+            else torch.add(terms[base], terms[other], alpha=scale)
+        )
+        rest = [i for i in range(0, len(terms), 2) if i not in (base, other)]
+    for i in rest:
+        scale = terms[i + 1]
+        if isinstance(scale, torch.Tensor):
+            out.addcmul_(terms[i], scale)
+        else:
+            out.add_(terms[i], alpha=scale)
+    return out
+
+
+def _namespace() -> dict:
+    """What generated code may use."""
+    return {"torch": torch, "linear_combination": linear_combination}
+
+
 @torch.compiler.disable
 def _run_saving_memory(block: SchemeBlock, state):
     """checkpoint, reversible, adjoint: opaque to torch.compile (they manage their own graphs)."""
@@ -348,10 +413,18 @@ def _run_saving_memory(block: SchemeBlock, state):
 def _generated(scheme: Scheme) -> tuple[StepCode, StepCode, Callable, Callable]:
     """Generated code of one step and of the start (blocks of equal schemes share it)."""
     forward_code, init_code = generate_step(scheme), generate_init(scheme)
-    namespace = {"torch": torch}
+    namespace = _namespace()
     step = compile_source(forward_code, namespace, f"{scheme.name} step")
     init = compile_source(init_code, namespace, f"{scheme.name} init")
     return forward_code, init_code, step, init
+
+
+@functools.lru_cache(maxsize=256)
+def _generated_vjp(scheme: Scheme, learnable: tuple[str, ...], cached: bool) -> tuple[StepCode, Callable]:
+    """Generated vector-Jacobian product of one step, per set of learnable parameters wanted."""
+    code = generate_vjp(scheme, learnable, cached)
+    label = f"{scheme.name} vjp{' (calls cached)' if cached else ''}"
+    return code, compile_source(code, _namespace(), label)
 
 
 @functools.lru_cache(maxsize=64)
@@ -372,7 +445,7 @@ def _generated_inverse(scheme: Scheme) -> tuple[Callable | None, StepCode | None
         comment="the derived inverse, in reversed time: X[m+1] is the older value",
         translate=reversed_to_forward(scheme),
     )
-    return compile_source(code, {"torch": torch}, f"{scheme.name} inverse"), code, None
+    return compile_source(code, _namespace(), f"{scheme.name} inverse"), code, None
 
 
 def compile(

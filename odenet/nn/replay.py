@@ -15,7 +15,7 @@ gradient of the forward that really happened, that second evaluation must see wh
 A :class:`CallRecord` keeps, for every call ``(layer, key)`` of the forward, the generator states it
 started from (only when the call drew random numbers) and the buffers it started from (only those
 the call changed: whose version counter moved, plus the running statistics of normalization layers
-in training mode, which their kernels write without moving it). :meth:`CallRecord.replaying` runs a
+in training mode, which their kernels write without moving it). :meth:`CallRecord.call_again` runs a
 call again under them: the generators are set and then put back, and each changed buffer is
 swapped for a fresh copy of its old value and then swapped back, so the live buffers are never
 written by a re-run (their version counters do not move either, so no graph that saved them is
@@ -46,15 +46,6 @@ _local = threading.local()
 def is_recomputing() -> bool:
     """True while odenet evaluates a layer again during backward (in any memory mode)."""
     return getattr(_local, "recomputing", 0) > 0
-
-
-@contextlib.contextmanager
-def _recomputing() -> Iterator[None]:
-    _local.recomputing = getattr(_local, "recomputing", 0) + 1
-    try:
-        yield
-    finally:
-        _local.recomputing -= 1
 
 
 class AutocastState:
@@ -120,6 +111,9 @@ def _written_silently(module: nn.Module, name: str) -> bool:
     return module.training and isinstance(module, _NormBase) and name in ("running_mean", "running_var")
 
 
+_NOTHING: tuple = (None, ())
+
+
 class CallRecord:
     """Generator states and buffers each call of one forward pass started from (see the module doc).
 
@@ -134,10 +128,19 @@ class CallRecord:
         self.rng = rng
         self.calls: dict[tuple[int, int], tuple[list[torch.Tensor] | None, list]] = {}
         self.replay = False
+        self._holders: dict[int, list[tuple[nn.Module, str]]] = {}  # id(module) -> buffer places
+
+    def _buffers(self, module: nn.Module) -> list[tuple[nn.Module, str, torch.Tensor]]:
+        """The module's buffers now, at the places found on its first call (once per record:
+        walking a module's submodules at every call is slow)."""
+        places = self._holders.get(id(module))
+        if places is None:
+            places = self._holders[id(module)] = [(m, name) for m, name, _ in _buffers(module)]
+        return [(m, name, m._buffers[name]) for m, name in places if m._buffers.get(name) is not None]
 
     def run(self, n: int, key: int, module: nn.Module, args) -> torch.Tensor:
         """Evaluate ``module(*args)`` as call ``key`` of layer ``n`` of the forward, and record it."""
-        before = [(m, name, b, b._version, b.clone()) for m, name, b in _buffers(module)]
+        before = [(m, name, b, b._version, b.clone()) for m, name, b in self._buffers(module)]
         rng = _rng_states(self.devices) if self.rng else None
         out = module(*args)
         changed = [
@@ -152,26 +155,29 @@ class CallRecord:
             self.calls[(n, key)] = (rng if drew else None, changed)
         return out
 
-    @contextlib.contextmanager
-    def replaying(self, n: int, key: int) -> Iterator[None]:
-        """Run call ``key`` of layer ``n`` again under what it started from in the forward. The
-        generators are put back afterwards even if the forward call drew nothing."""
-        rng, changed = self.calls.get((n, key), (None, []))
+    def call_again(self, n: int, key: int, module: nn.Module, args) -> torch.Tensor:
+        """Evaluate ``module(*args)`` again as call ``key`` of layer ``n``, under what that call
+        started from in the forward. The generators are put back afterwards even if the forward
+        call drew nothing. (A plain method, not a context manager: it runs once per call of every
+        layer in the backward pass, where contextlib's generator machinery costs more than the
+        work.)"""
+        rng, changed = self.calls.get((n, key), _NOTHING)
         saved = _rng_states(self.devices) if self.rng else None
         live = []
-        with _recomputing():
-            try:
-                if rng is not None:
-                    _set_rng_states(self.devices, rng)
-                for m, name, snapshot in changed:
-                    live.append((m, name, m._buffers[name]))
-                    m._buffers[name] = snapshot.clone()  # the re-run may change its copy, not the original
-                yield
-            finally:
-                for m, name, tensor in live:
-                    m._buffers[name] = tensor
-                if saved is not None:
-                    _set_rng_states(self.devices, saved)
+        _local.recomputing = getattr(_local, "recomputing", 0) + 1
+        try:
+            if rng is not None:
+                _set_rng_states(self.devices, rng)
+            for m, name, snapshot in changed:
+                live.append((m, name, m._buffers[name]))
+                m._buffers[name] = snapshot.clone()  # the re-run may change its copy, not the original
+            return module(*args)
+        finally:
+            for m, name, tensor in live:
+                m._buffers[name] = tensor
+            if saved is not None:
+                _set_rng_states(self.devices, saved)
+            _local.recomputing -= 1
 
     def caller(self, block, n: int):
         """``call(key, name, *args)`` for layer ``n`` of ``block``: records in the forward, replays
@@ -182,8 +188,7 @@ class CallRecord:
             module = block.function(name, n)
             if not self.replay:
                 return self.run(n, key, module, args)
-            with self.replaying(n, key):
-                return module(*args)
+            return self.call_again(n, key, module, args)
 
         return call
 

@@ -6,20 +6,21 @@ last to first:
 
 1. rebuild layer ``n``'s input from its output: exactly, by the derived inverse (``reversible``), or
    approximately, by a step with ``-h`` (``adjoint``, Sander et al. 2022);
-2. re-run layer ``n`` on the rebuilt input with gradients enabled and take the vector-Jacobian
-   product for the input and the layer's parameters.
+2. take layer ``n``'s vector-Jacobian product at the rebuilt input, for the input and the layer's
+   parameters: the step's own arithmetic by generated code (``codegen.generate_vjp``: sympy's
+   derivatives of the elementwise expressions), the functions by autograd, each call through the
+   graph of its evaluation. No graph of the step's adds and multiplies is built.
 
-The inverse and the re-run evaluate the functions at the same points (leapfrog: ``f(y[n])``;
+The inverse and the product need the functions at the same points (leapfrog: ``f(y[n])``;
 reversible Heun: ``f(z[n])`` and ``f(z[n+1])``), so each call is evaluated once: the inverse keeps
-the evaluation with its small graph, and the re-run plugs it in (as its own input when the call was
-made at a state tensor, else through :class:`_Reattach`, whose backward is that graph's
-vector-Jacobian product; at an exact copy too, where the evaluation point differs from the copy by
-no more than the tolerance checked there). Each value carried in the state (multistep history
-``u[n-1]``) gets its own leaf, so its gradient is counted once even where two positions hold the
-same tensor. The vector-Jacobian products are taken with respect to the block's state and its
-registered parameters only: a tensor that requires grad and that a function reaches otherwise (a
-closure, an attribute set from outside) would silently get no gradient, so the first backward pass
-of a block walks the re-run graphs and refuses one.
+the evaluation with its small graph, and the product pulls the call's gradient through it (at an
+exact copy too, where the evaluation point differs from the copy by no more than the tolerance
+checked there). Each position of the state vector has its own gradient symbol, so a value held at
+two positions (multistep history ``u[n-1]``) has its gradient counted once. The vector-Jacobian
+products are taken with respect to the block's state and its registered parameters only: a tensor
+that requires grad and that a function reaches otherwise (a closure, an attribute set from
+outside) would silently get no gradient, so the first backward pass
+of a block walks the evaluations' graphs and refuses one.
 
 Every evaluation in backward runs under what the forward's evaluation saw (``replay.py``): its
 random-number state, its autocast settings and its buffers. Parameters, fixed scheme parameters
@@ -214,26 +215,6 @@ class DriftControl:
                 self.learned[low:high] = np.maximum(self.learned[low:high], growth)
 
 
-class _Reattach(torch.autograd.Function):
-    """Plug an evaluation made during the inverse into the re-run's graph: forward returns the
-    stored value; backward is the stored evaluation's vector-Jacobian product."""
-
-    @staticmethod
-    def forward(ctx, stored, n_args, *tensors):
-        # ``stored`` = (leaves, out) travels inside a tuple: as top-level arguments autograd would
-        # treat them as inputs and walk the evaluation's graph a second time.
-        ctx.leaves, ctx.out = stored
-        ctx.params = tensors[n_args:]
-        return ctx.out.detach()
-
-    @staticmethod
-    def backward(ctx, grad):
-        inputs = [*ctx.leaves, *ctx.params]
-        grads = torch.autograd.grad(ctx.out, inputs, grad, allow_unused=True)
-        ctx.leaves = ctx.out = None
-        return (None, None, *grads)
-
-
 class _Pass:
     """What one forward pass through the stack shares with its backward pass: the exact copies, the
     release groups, the record of every call, the autocast settings, the errors measured, and during
@@ -246,6 +227,13 @@ class _Pass:
         self.autocast = AutocastState(self.device.type)
         self.record = CallRecord(state)
         self.adaptive = exact and block.drift.guard == "adaptive"
+        # each function's parameters per layer, listed once per pass (walking modules is slow)
+        self.function_params = {
+            name: [list(block.functions[name].parameters())] * block.depth
+            if block.shared[name]
+            else [list(m.parameters()) for m in block.functions[name]]
+            for name in block.functions
+        }
         if exact:
             self.tolerance = block.drift.tolerance_for(self.dtype, self.autocast)
             self.keep = block.drift.boundaries(self.dtype, self.tolerance)
@@ -273,9 +261,10 @@ class _Pass:
         block, depth = self.block, self.block.depth
         own = sum(
             p.nbytes
-            for name in block.functions
+            for name, layers in self.function_params.items()
             if not block.shared[name]
-            for p in block.functions[name].parameters()
+            for params in layers
+            for p in params
             if p.requires_grad
         )
         per_layer = own / depth
@@ -438,7 +427,6 @@ def _backward_layers(run, start, stop, state, grads, params, param_grads, copies
     ``copies`` instead gives every input exactly (the repair), and nothing is rebuilt."""
     block = run.block
     index = {id(p): i for i, p in enumerate(params)}
-    scheme_params = [p for p in block.raw_params.values() if id(p) in index]
     for n in reversed(range(start, stop)):
         cache: dict[int, tuple] = {}
         if copies is not None:
@@ -449,12 +437,10 @@ def _backward_layers(run, start, stop, state, grads, params, param_grads, copies
             if exact is not None:
                 run.pending.append((n, _relative_error(old, exact)))
                 old = exact
-        layer = {id(p): p for m in block.layer_modules(n) for p in m.parameters() if id(p) in index}
-        grads, layer_grads = _layer_vjp(run, n, old, grads, cache, [*layer.values(), *scheme_params])
+        grads, layer_grads = _layer_vjp(run, n, old, grads, cache, index)
         for p, g in layer_grads:
-            if g is not None:
-                i = index[id(p)]
-                param_grads[i] = g if param_grads[i] is None else param_grads[i] + g
+            i = index[id(p)]
+            param_grads[i] = g if param_grads[i] is None else param_grads[i] + g
         state = tuple(t.detach() for t in old)
     return state, grads
 
@@ -496,8 +482,8 @@ def _rebuild(run, n: int, state, cache: dict):
 
     def inverse_call(key, name, *args):
         leaves = [a.detach().requires_grad_(True) for a in args]
-        with torch.enable_grad(), run.record.replaying(n, key):
-            out = block.function(name, n)(*leaves)
+        with torch.enable_grad():
+            out = run.record.call_again(n, key, block.function(name, n), leaves)
         cache[key] = (leaves, out)
         return out.detach()
 
@@ -505,51 +491,73 @@ def _rebuild(run, n: int, state, cache: dict):
         return block.inverse_step(n, state, inverse_call)
 
 
-def _layer_vjp(run, n: int, old, grads, cache: dict, params):
-    """Re-run layer n on ``old`` and take the vector-Jacobian product with ``grads``: the gradients
-    for the layer's input, and (parameter, gradient) pairs for ``params``."""
+def _layer_vjp(run, n: int, old, grads, cache: dict, wanted: dict):
+    """The vector-Jacobian product of layer n at its input ``old`` with ``grads``: the gradients for
+    the layer's input, and (parameter, gradient) pairs for the parameters in ``wanted`` (ids).
+
+    The step's own arithmetic is differentiated symbolically (``block.vjp``, generated code); autograd
+    differentiates only the functions, each call through the graph of its evaluation: the one the
+    inverse made (``cache``), or one made here (replaying what the forward's call saw)."""
     block = run.block
-    # Where the inverse evaluated a call at exactly a state tensor (leapfrog's f(y[n]), momentum's
-    # f(x[n])), that evaluation's leaf becomes the re-run's input: its graph then joins the re-run
-    # directly. One leaf per position: a tensor held at two positions (u[n] and its copy u[n-1] at
-    # the start of a multistep scheme) must not receive the gradient of both.
-    leaf_of = {}
-    for leaves, _ in cache.values():
-        for leaf in leaves:
-            leaf_of.setdefault(_same_tensor_key(leaf), leaf)
-    old_leaves, taken = [], set()
-    for t in old:
-        leaf = leaf_of.get(_same_tensor_key(t))
-        if leaf is None or id(leaf) in taken:
-            leaf = t.detach().requires_grad_(True)
-        taken.add(id(leaf))
-        old_leaves.append(leaf)
-    evaluations = list(cache.values())  # (leaves, out) of every call the inverse evaluated
+    dtype = old[0].dtype
+    evaluations: dict[int, tuple] = {}
+    pairs: dict[int, list] = {}  # id(parameter) -> [parameter, gradient]
 
-    def rerun_call(key, name, *args):
-        module = block.function(name, n)
-        entry = cache.pop(key, None)
-        if entry is not None:
-            leaves, out = entry
-            if len(leaves) == len(args) and all(a is b for a, b in zip(args, leaves, strict=True)):
-                return out
-            module_params = [p for p in module.parameters() if p.requires_grad]
-            return _Reattach.apply((leaves, out), len(args), *args, *module_params)
-        with run.record.replaying(n, key):
-            return module(*args)
+    def call(key, name, *args):
+        entry = cache.get(key)
+        if entry is None:
+            leaves = [a.detach().requires_grad_(True) for a in args]
+            with torch.enable_grad():
+                out = run.record.call_again(n, key, block.function(name, n), leaves)
+            entry = (leaves, out)
+        evaluations[key] = (name, *entry)
+        out = entry[1].detach()
+        return out if out.dtype == dtype else out.to(dtype)
 
-    with torch.enable_grad():
-        new = block.step(n, tuple(old_leaves), rerun_call)
-        pairs = [(t, g) for t, g in zip(new, grads, strict=True) if t.requires_grad]
-        if not block._foreign_checked:
-            _refuse_foreign_tensors(run, n, [t for t, _ in pairs], evaluations, old_leaves)
-        results = torch.autograd.grad(
-            [t for t, _ in pairs], old_leaves + list(params), [g for _, g in pairs], allow_unused=True
+    def pull(key, gradient):
+        name, leaves, out = evaluations[key]
+        params = [p for p in run.function_params[name][n] if id(p) in wanted]
+        if not out.requires_grad:  # nothing in the function needs a gradient (frozen, no input grad)
+            return tuple(torch.zeros_like(leaf) for leaf in leaves)
+        if gradient.shape != out.shape:  # a call broadcast in the step (f(2) + x[n])
+            gradient = gradient.sum_to_size(out.shape)
+        results = _engine_grad(out, (*leaves, *params), gradient.to(out.dtype))
+        for p, g in zip(params, results[len(leaves) :], strict=True):
+            if g is not None:
+                entry = pairs.setdefault(id(p), [p, None])
+                entry[1] = g if entry[1] is None else entry[1] + g
+        return tuple(
+            torch.zeros_like(leaf) if r is None else r.to(dtype)
+            for leaf, r in zip(leaves, results[: len(leaves)], strict=True)
         )
-    state_grads = [
-        torch.zeros_like(t) if r is None else r for t, r in zip(old, results[: len(old)], strict=True)
-    ]
-    return state_grads, list(zip(params, results[len(old) :], strict=True))
+
+    learnable = tuple(name for name, raw in block.raw_params.items() if id(raw) in wanted)
+    vjp = block.vjp(learnable, cached=all(k in cache for k in range(block.call_count)))
+    with torch.no_grad():
+        values = block.layer_params(n)
+    state_grads, value_grads = vjp(tuple(old), tuple(grads), values, call, pull)
+    if not block._foreign_checked:
+        _refuse_foreign_tensors(run, n, [], [(e[1], e[2]) for e in evaluations.values()], [])
+    if learnable:  # through the map that keeps each parameter in its interval
+        given = [(name, g) for name, g in zip(learnable, value_grads, strict=True) if g is not None]
+        raws = [block.raw_params[name] for name, _ in given]
+        with torch.enable_grad():
+            mapped = [constrain(raw[n], block._intervals[name]) for raw, (name, _) in zip(raws, given, strict=True)]
+        results = torch.autograd.grad(mapped, raws, [g for _, g in given]) if given else ()
+        for raw, g in zip(raws, results, strict=True):
+            entry = pairs.setdefault(id(raw), [raw, None])
+            entry[1] = g if entry[1] is None else entry[1] + g
+    state_grads = [g if g.shape == s.shape else g.sum_to_size(s.shape) for g, s in zip(state_grads, old, strict=True)]
+    return state_grads, [(p, g) for p, g in pairs.values()]
+
+
+def _engine_grad(out: torch.Tensor, inputs: tuple, gradient: torch.Tensor) -> tuple:
+    """``torch.autograd.grad(out, inputs, gradient, allow_unused=True)`` straight from autograd's
+    engine: what ``torch.autograd.grad`` checks (shapes, overrides, batched gradients) holds by
+    construction here, and skipping its Python layer saves 20 to 60 us per layer, measured."""
+    return torch.autograd.Variable._execution_engine.run_backward(
+        (out,), (gradient,), False, False, inputs, True, False
+    )
 
 
 def _refuse_foreign_tensors(run, n: int, roots, evaluations, leaves) -> None:
@@ -589,11 +597,6 @@ def _to_host(tensor: torch.Tensor) -> list[float]:
         torch.cuda.set_sync_debug_mode(mode)
 
 
-def _same_tensor_key(t: torch.Tensor) -> tuple:
-    """Two tensors with this key hold the same values: the same storage, offset, shape, strides."""
-    return (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
-
-
 def _relative_error(rebuilt, exact) -> torch.Tensor:
     """||rebuilt - exact|| / ||exact|| over the whole state, on the device (no host transfer)."""
     num = sum((a.detach() - b).to(torch.float64).square().sum() for a, b in zip(rebuilt, exact, strict=True))
@@ -608,7 +611,7 @@ def run_reversible(block, state, exact: bool):
     ):
         return block.steps(0, block.depth, state)  # nothing to differentiate: a plain loop
     run = _Pass(block, exact, state)
-    shared = [p for name, m in block.functions.items() if block.shared[name] for p in m.parameters()]
+    shared = [p for name in block.functions if block.shared[name] for p in run.function_params[name][0]]
     shared += list(block.raw_params.values())
     groups = []
     for start, stop in run.groups:
@@ -617,7 +620,7 @@ def run_reversible(block, state, exact: bool):
             for n in range(start, stop)
             for name in block.functions
             if not block.shared[name]
-            for p in block.function(name, n).parameters()
+            for p in run.function_params[name][n]
         ]
         groups.append(list({id(p): p for p in own + shared if p.requires_grad}.values()))
     # the lowest group in autograd's graph ends the rebuild: its input must be an exact copy
