@@ -5,7 +5,8 @@ alternation (one step of each per round, after two warm-up rounds; autograd firs
 last in odd ones, since the step that follows another runs measurably differently), so that
 background load hits all of them alike, and the ratio is the median over the rounds of the mode's
 time to autograd's time in the same round; the spread printed is the interquartile range of those
-per-round ratios (on a shared virtual machine it is wide: trust the median of many rounds). Residual functions (issue 14):
+per-round ratios (on a shared virtual machine it is wide: trust the median of many rounds).
+Residual functions (issue 14):
 
 - mlp: ``Linear(256, 256) -> tanh -> Linear(256, 256)`` on a batch of 512, depths 64 to 512;
 - conv: ``Conv3x3(16, 16) -> ReLU -> Conv3x3(16, 16)`` on 32 images of 32 x 32, depths 16 to 128.

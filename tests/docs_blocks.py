@@ -161,7 +161,11 @@ def rewrite_sessions() -> None:
         path = ROOT / file
         with tempfile.TemporaryDirectory() as folder:
             fresh = iter(replay(file, Path(folder)))
-            text = CONSOLE.sub(lambda m: m.group(1) + next(fresh) + m.group(3), path.read_text("utf-8"))
+
+            def fill(match: re.Match, fresh=fresh) -> str:
+                return match.group(1) + next(fresh) + match.group(3)
+
+            text = CONSOLE.sub(fill, path.read_text("utf-8"))
             for made, shown in PICTURES.get(file, []):
                 shutil.copy(Path(folder) / made, SESSIONS[file] / shown)
         path.write_text(text, encoding="utf-8")

@@ -154,9 +154,7 @@ def _check_vjp(scheme: odenet.Scheme, seed: int = 0) -> None:
         for _ in scheme.state_vector
     )
     grads = tuple(torch.randn(2, WIDTH, generator=generator, dtype=torch.float64) for _ in old)
-    values = {
-        name: v.detach().clone().requires_grad_(True) for name, v in block.layer_params(0).items()
-    }
+    values = {name: v.detach().clone().requires_grad_(True) for name, v in block.layer_params(0).items()}
     names = tuple(values)
     new = block._step(old, values, block.caller(0))
     pairs = [(t, g) for t, g in zip(new, grads, strict=True) if t.requires_grad]

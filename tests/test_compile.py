@@ -378,7 +378,9 @@ def test_linear_combination_equals_the_sum_it_stands_for():
         grads = torch.autograd.grad(out.sum(), [a, b, c, h], allow_unused=True)
         reference = torch.autograd.grad(expected.sum(), [a, b, c, h], allow_unused=True)
         for g, r in zip(grads, reference, strict=True):
-            assert (g is None and r is None) or torch.allclose(g, r, rtol=1e-6 if g.dtype == torch.float32 else 1e-14)
+            assert (g is None and r is None) or torch.allclose(
+                g, r, rtol=1e-6 if g.dtype == torch.float32 else 1e-14
+            )
 
 
 def test_generated_code_is_readable_and_shows_in_tracebacks():

@@ -162,7 +162,11 @@ def add_commands(commands) -> None:
         help="compile a scheme into a PyTorch block: print its generated code, or train it a few steps",
     )
     p.add_argument("scheme", metavar="SCHEME")
-    p.add_argument("--emit", action="store_true", help="print the generated step, init, inverse and vector-Jacobian product code")
+    p.add_argument(
+        "--emit",
+        action="store_true",
+        help="print the generated step, init, inverse and vector-Jacobian product code",
+    )
     p.add_argument("--depth", type=positive, default=16, help="number of layers (default 16)")
     add_choice(p, "--memory", Memory, "what the backward pass keeps", default_of(ModelConfig, "memory"))
     p.add_argument("--width", type=positive, default=32, help="width of each state (default 32)")

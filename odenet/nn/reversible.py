@@ -425,7 +425,6 @@ def _backward_layers(run, start, stop, state, grads, params, param_grads, copies
     product and add the parameters' gradients into ``param_grads`` (aligned with ``params``). Where
     the pass has an exact copy the rebuilt input is measured against it and the copy is used;
     ``copies`` instead gives every input exactly (the repair), and nothing is rebuilt."""
-    block = run.block
     index = {id(p): i for i, p in enumerate(params)}
     for n in reversed(range(start, stop)):
         cache: dict[int, tuple] = {}
@@ -542,12 +541,16 @@ def _layer_vjp(run, n: int, old, grads, cache: dict, wanted: dict):
         given = [(name, g) for name, g in zip(learnable, value_grads, strict=True) if g is not None]
         raws = [block.raw_params[name] for name, _ in given]
         with torch.enable_grad():
-            mapped = [constrain(raw[n], block._intervals[name]) for raw, (name, _) in zip(raws, given, strict=True)]
+            mapped = [
+                constrain(raw[n], block._intervals[name]) for raw, (name, _) in zip(raws, given, strict=True)
+            ]
         results = torch.autograd.grad(mapped, raws, [g for _, g in given]) if given else ()
         for raw, g in zip(raws, results, strict=True):
             entry = pairs.setdefault(id(raw), [raw, None])
             entry[1] = g if entry[1] is None else entry[1] + g
-    state_grads = [g if g.shape == s.shape else g.sum_to_size(s.shape) for g, s in zip(state_grads, old, strict=True)]
+    state_grads = [
+        g if g.shape == s.shape else g.sum_to_size(s.shape) for g, s in zip(state_grads, old, strict=True)
+    ]
     return state_grads, [(p, g) for p, g in pairs.values()]
 
 
