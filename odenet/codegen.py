@@ -130,7 +130,8 @@ class _Emitter:
         self.call_keys = dict(call_keys or {})
         self.fresh = count(max(self.call_keys.values(), default=-1) + 1)
         self.translate = translate or {}
-        self.used = {"state", "inputs", "p", "call", "torch"}
+        # the generated functions' own names: arguments, and what their namespace provides
+        self.used = {"state", "inputs", "p", "call", "torch", "grads", "pull", "linear_combination"}
         self.names: dict[sympy.Basic, str] = {}
         self.printer = _StepPrinter(self.names, frozenset(p.symbol for p in scheme.params))
         self.lines: list[str] = []
@@ -256,7 +257,18 @@ def generate_vjp(
             scratch.equation(eq.target, constant, False)
         else:
             scratch.equation(eq.target, eq.expr, eq.is_stage)
-    nodes = scratch.nodes
+    # one node per call key: two spellings of one call (``f(s)`` with a stage ``s = 2*x[n]``, and
+    # ``f(2*x[n])``) share a key and an evaluation, whose gradient is pulled once, summed
+    nodes, first_of, alias = [], {}, {}
+    for node in scratch.nodes:
+        node = tuple(a.xreplace(alias) if isinstance(a, sympy.Basic) else a for a in node)
+        if node[0] == "call":
+            node = (*node[:4], tuple(a.xreplace(alias) for a in node[4]))
+            if node[2] in first_of:
+                alias[node[1]] = first_of[node[2]]
+                continue
+            first_of[node[2]] = node[1]
+        nodes.append(node)
     call_names = {node[1]: f"c{node[2]}" for node in nodes if node[0] == "call"}
     outputs = [value(parse_value(s)[0], parse_value(s)[1] + 1) for s in inputs]
     given = [sympy.Dummy(f"grad_{python_name(out)}") for out in outputs]

@@ -352,15 +352,18 @@ def _in_state_dtype(call: Callable, state) -> Callable:
 
 
 def linear_combination(*terms):
-    """``t0*s0 + t1*s1 + ...`` for ``terms = (t0, s0, t1, s1, ...)``: tensors of one shape and dtype
-    with scalar coefficients (numbers or 0-dimensional tensors), in one pass over memory per term
-    into one new tensor (the first term's product, or the sum of a term with coefficient 1 and the
-    next one, then in place), where ``t0*s0 + t1*s1`` allocates a tensor per operation: 2.6 times
-    faster for leapfrog's step on a conv state, measured. Anything else (broadcasting, mixed dtypes)
-    is computed as written. The generated step, inverse and vector-Jacobian product use it for the
-    scheme's linear combinations; autograd differentiates it as usual (the in-place updates touch
-    only the new tensor, which no backward formula reads)."""
+    """``t0*s0 + t1*s1 + ...`` for ``terms = (t0, s0, t1, s1, ...)``: floating-point tensors of one
+    shape and dtype with scalar coefficients (numbers or 0-dimensional tensors), in one pass over
+    memory per term into one new tensor (the first term's product, or the sum of a term with
+    coefficient 1 and the next one, then in place), where ``t0*s0 + t1*s1`` allocates a tensor per
+    operation: 2.6 times faster for leapfrog's step on a conv state, measured. Anything else
+    (broadcasting, mixed dtypes, integers, tensors inside ``torch.func`` transforms) is computed as
+    written. The generated step, inverse and vector-Jacobian product use it for the scheme's linear
+    combinations; autograd differentiates it as usual (the in-place updates touch only the new
+    tensor, which no backward formula reads)."""
     first = terms[0]
+    if not isinstance(first, torch.Tensor) or not first.is_floating_point() or _wrapped(first):
+        return sum(terms[j] * terms[j + 1] for j in range(0, len(terms), 2))
     base = -1  # a term with coefficient 1 starts the sum without a multiplication
     for i in range(0, len(terms), 2):
         tensor, scale = terms[i], terms[i + 1]
@@ -369,6 +372,7 @@ def linear_combination(*terms):
             or tensor.shape != first.shape
             or tensor.dtype != first.dtype
             or (isinstance(scale, torch.Tensor) and scale.dim())
+            or _wrapped(tensor)
         ):
             return sum(terms[j] * terms[j + 1] for j in range(0, len(terms), 2))
         if base < 0 and not isinstance(scale, torch.Tensor) and scale == 1:
@@ -392,6 +396,12 @@ def linear_combination(*terms):
         else:
             out.add_(terms[i], alpha=scale)
     return out
+
+
+def _wrapped(tensor: torch.Tensor) -> bool:
+    """Under ``torch.func`` transforms (vmap, grad) a tensor is a wrapper whose in-place updates
+    must match its batching: such sums are computed as written."""
+    return torch._C._functorch.is_functorch_wrapped_tensor(tensor)
 
 
 def _namespace() -> dict:

@@ -480,7 +480,7 @@ def _rebuild(run, n: int, state, cache: dict):
             return block.approximate_inverse_step(n, state, run.record.caller(block, n))
 
     def inverse_call(key, name, *args):
-        leaves = [a.detach().requires_grad_(True) for a in args]
+        leaves = _leaves(args)
         with torch.enable_grad():
             out = run.record.call_again(n, key, block.function(name, n), leaves)
         cache[key] = (leaves, out)
@@ -505,7 +505,7 @@ def _layer_vjp(run, n: int, old, grads, cache: dict, wanted: dict):
     def call(key, name, *args):
         entry = cache.get(key)
         if entry is None:
-            leaves = [a.detach().requires_grad_(True) for a in args]
+            leaves = _leaves(args)
             with torch.enable_grad():
                 out = run.record.call_again(n, key, block.function(name, n), leaves)
             entry = (leaves, out)
@@ -516,19 +516,22 @@ def _layer_vjp(run, n: int, old, grads, cache: dict, wanted: dict):
     def pull(key, gradient):
         name, leaves, out = evaluations[key]
         params = [p for p in run.function_params[name][n] if id(p) in wanted]
-        if not out.requires_grad:  # nothing in the function needs a gradient (frozen, no input grad)
-            return tuple(torch.zeros_like(leaf) for leaf in leaves)
-        if gradient.shape != out.shape:  # a call broadcast in the step (f(2) + x[n])
-            gradient = gradient.sum_to_size(out.shape)
-        results = _engine_grad(out, (*leaves, *params), gradient.to(out.dtype))
-        for p, g in zip(params, results[len(leaves) :], strict=True):
-            if g is not None:
-                entry = pairs.setdefault(id(p), [p, None])
-                entry[1] = g if entry[1] is None else entry[1] + g
-        return tuple(
+        tensors = [leaf for leaf in leaves if isinstance(leaf, torch.Tensor)]
+        results: tuple = (None,) * len(tensors)
+        if out.requires_grad:  # else nothing in the function needs a gradient (frozen, no input grad)
+            if gradient.shape != out.shape:  # a call broadcast in the step (f(2) + x[n])
+                gradient = gradient.sum_to_size(out.shape)
+            results = _engine_grad(out, (*tensors, *params), gradient.to(out.dtype))
+            for p, g in zip(params, results[len(tensors) :], strict=True):
+                if g is not None:
+                    entry = pairs.setdefault(id(p), [p, None])
+                    entry[1] = g if entry[1] is None else entry[1] + g
+        found = iter(
             torch.zeros_like(leaf) if r is None else r.to(dtype)
-            for leaf, r in zip(leaves, results[: len(leaves)], strict=True)
+            for leaf, r in zip(tensors, results[: len(tensors)], strict=True)
         )
+        # a plain-number argument has no gradient, and no symbol of the step reads one for it
+        return tuple(next(found) if isinstance(leaf, torch.Tensor) else None for leaf in leaves)
 
     learnable = tuple(name for name, raw in block.raw_params.items() if id(raw) in wanted)
     vjp = block.vjp(learnable, cached=all(k in cache for k in range(block.call_count)))
@@ -552,6 +555,11 @@ def _layer_vjp(run, n: int, old, grads, cache: dict, wanted: dict):
         g if g.shape == s.shape else g.sum_to_size(s.shape) for g, s in zip(state_grads, old, strict=True)
     ]
     return state_grads, [(p, g) for p, g in pairs.values()]
+
+
+def _leaves(args) -> list:
+    """The arguments of a call as leaves of its own graph; a plain number (``f(2)``) stays one."""
+    return [a.detach().requires_grad_(True) if isinstance(a, torch.Tensor) else a for a in args]
 
 
 def _engine_grad(out: torch.Tensor, inputs: tuple, gradient: torch.Tensor) -> tuple:
