@@ -66,6 +66,20 @@ class _StepPrinter(TorchPrinter):
         self.names = names
         self.scalars = scalars
 
+    def linear_terms(self, expr) -> list[str]:
+        """``expr`` as printed arguments ``t0, s0, t1, s1, ...`` of ``linear_combination`` (a term
+        without a tensor factor is its own tensor, with coefficient 1)."""
+        printed = []
+        for term in sympy.Add.make_args(expr):
+            factors = sympy.Mul.make_args(term)
+            scalar = [a for a in factors if a.free_symbols <= self.scalars]
+            tensor = [a for a in factors if not a.free_symbols <= self.scalars]
+            if tensor:
+                printed += [self._print(sympy.Mul(*tensor)), self._print(sympy.Mul(*scalar))]
+            else:
+                printed += [self._print(term), "1"]
+        return printed
+
     def _print_Add(self, expr, order=None):
         """A sum of at least two terms, each a scalar factor times a tensor factor, is printed as
         ``linear_combination(t0, s0, t1, s1, ...)`` (one pass over memory per term; see
@@ -131,7 +145,17 @@ class _Emitter:
         self.fresh = count(max(self.call_keys.values(), default=-1) + 1)
         self.translate = translate or {}
         # the generated functions' own names: arguments, and what their namespace provides
-        self.used = {"state", "inputs", "p", "call", "torch", "grads", "pull", "linear_combination"}
+        self.used = {
+            "state",
+            "inputs",
+            "p",
+            "call",
+            "torch",
+            "grads",
+            "pull",
+            "linear_combination",
+            "accumulate",
+        }
         self.names: dict[sympy.Basic, str] = {}
         self.printer = _StepPrinter(self.names, frozenset(p.symbol for p in scheme.params))
         self.lines: list[str] = []
@@ -291,7 +315,7 @@ def generate_vjp(
         if not parts:
             return None
         variable = sympy.Dummy(f"g_{call_names.get(symbol) or python_name(symbol)}")
-        walk.append(("grad", variable, symbol, sympy.Add(*parts)))
+        walk.append(("grad", variable, symbol, parts))
         return variable
 
     for node in reversed(nodes):
@@ -314,9 +338,19 @@ def generate_vjp(
 
     # the values the walk reads, and what they need in turn
     needed: set[sympy.Basic] = set()
+    # A value read in several places gets the sum of several gradients, which may differ in shape
+    # where the step broadcasts (h*x[n] and f(h) both read h): each is reduced to the value's own
+    # shape before the sum (``accumulate``), so a gradient is never counted once per broadcast
+    # element. The value's shape comes from the value (an input, a call), the output's gradient (a
+    # new value), or the value computed again (a stage); a parameter's gradients are summed whole.
+    params_by_symbol = {p.symbol for p in scheme.params}
+    given_of = dict(zip(outputs, given, strict=True))
     for step in walk:
         if step[0] == "grad":
-            needed |= step[3].free_symbols
+            needed |= sympy.Add(*step[3]).free_symbols
+            source = step[2]
+            if len(step[3]) > 1 and source not in params_by_symbol and source not in given_of:
+                needed.add(source)  # a stage (or input, call: always there)
     needed |= {node[1] for node in nodes if node[0] == "call"}  # every call is evaluated or looked up
     for node in reversed(nodes):
         if node[0] == "assign" and node[1] in needed:
@@ -348,8 +382,22 @@ def generate_vjp(
     emit.unpack(given, "grads")
     for step in walk:
         if step[0] == "grad":
-            _, variable, _, expr = step
-            emit.equation(variable, expr, False)
+            _, variable, source, parts = step
+            if len(parts) == 1:
+                emit.equation(variable, parts[0], False)
+                continue
+            name = emit.name_for(variable, python_name(variable))
+            if source in params_by_symbol:
+                summed = " + ".join(f"({emit.printer.doprint(part)}).sum()" for part in parts)
+                emit.lines.append(f"    {name} = {summed}")
+                continue
+            like = (
+                emit.names[given_of[source]]
+                if source in given_of and source not in inputs
+                else emit.names[source]
+            )
+            terms = ", ".join(emit.printer.linear_terms(sympy.Add(*parts)))
+            emit.lines.append(f"    {name} = accumulate({like}, {terms})")
         else:
             _, key, gradient, pulled = step
             emit.unpack(pulled, f"pull({key}, {emit.names[gradient]})")
@@ -357,7 +405,7 @@ def generate_vjp(
         emit.names[g] if g is not None else f"torch.zeros_like({emit.names[s]})"
         for g, s in zip(returned, inputs, strict=True)
     ]
-    param_grads = [f"({emit.names[g]}).sum()" if g is not None else "None" for g in wanted]
+    param_grads = [f"({emit.names[g]}).sum()" if g is not None else "None" for g in wanted]  # of one part
     emit.lines.append(
         f"    return ({', '.join(state_grads)},), ({', '.join(param_grads)}{',' if param_grads else ''})"
     )

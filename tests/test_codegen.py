@@ -153,10 +153,13 @@ def _check_vjp(scheme: odenet.Scheme, seed: int = 0) -> None:
         torch.randn(2, WIDTH, generator=generator, dtype=torch.float64, requires_grad=True)
         for _ in scheme.state_vector
     )
-    grads = tuple(torch.randn(2, WIDTH, generator=generator, dtype=torch.float64) for _ in old)
     values = {name: v.detach().clone().requires_grad_(True) for name, v in block.layer_params(0).items()}
     names = tuple(values)
     new = block._step(old, values, block.caller(0))
+    # one gradient per output, shaped like it (x[n+1] = h is a 0-dimensional output)
+    grads = tuple(
+        torch.randn(torch.as_tensor(t).shape, generator=generator, dtype=torch.float64) for t in new
+    )
     pairs = [(t, g) for t, g in zip(new, grads, strict=True) if t.requires_grad]
     expected = torch.autograd.grad(
         [t for t, _ in pairs], [*old, *values.values()], [g for _, g in pairs], allow_unused=True

@@ -398,6 +398,19 @@ def linear_combination(*terms):
     return out
 
 
+def accumulate(like, *terms):
+    """``linear_combination(*terms)`` for the gradient of ``like`` (a tensor or a number): a term
+    broadcast beyond ``like``'s shape is first summed down to it (the gradient of a broadcast value
+    is the sum over the broadcast elements)."""
+    shape = like.shape if isinstance(like, torch.Tensor) else torch.Size()
+    reduced = list(terms)
+    for i in range(0, len(reduced), 2):
+        tensor = reduced[i]
+        if isinstance(tensor, torch.Tensor) and tensor.shape != shape and tensor.numel() > shape.numel():
+            reduced[i] = tensor.sum_to_size(shape)
+    return linear_combination(*reduced)
+
+
 def _wrapped(tensor: torch.Tensor) -> bool:
     """Under ``torch.func`` transforms (vmap, grad) a tensor is a wrapper whose in-place updates
     must match its batching: such sums are computed as written."""
@@ -406,7 +419,7 @@ def _wrapped(tensor: torch.Tensor) -> bool:
 
 def _namespace() -> dict:
     """What generated code may use."""
-    return {"torch": torch, "linear_combination": linear_combination}
+    return {"torch": torch, "linear_combination": linear_combination, "accumulate": accumulate}
 
 
 @torch.compiler.disable
