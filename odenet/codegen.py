@@ -16,9 +16,9 @@ distinct calls of the forward step, so that the reversible backward pass can sha
 between the inverse and the re-run (the inverse uses the forward step's keys for the same calls).
 
 Nothing of the user's text is executed: the source is made of identifiers derived from validated
-names and of sympy's printing of the IR; it is compiled with no builtins but ``__import__``
-(which torch's C code needs). This module does not import torch; :func:`compile_source`
-needs it only in the namespace it is given.
+names and of sympy's printing of the IR (the fuzz tests parse and compile with ``eval`` and
+``exec`` forbidden). This module does not import torch; :func:`compile_source` needs it only in
+the namespace it is given.
 """
 
 from __future__ import annotations
@@ -443,8 +443,10 @@ def compile_source(code: StepCode, namespace: dict, label: str):
     debuggers show the generated lines. ``namespace`` supplies ``torch``."""
     filename = f"<odenet-generated {label} #{next(_counter)}>"
     linecache.cache[filename] = (len(code.source), None, code.source.splitlines(True), filename)
-    # Only __import__ among the builtins: torch's C code imports through the calling frame.
-    scope = {"__builtins__": {"__import__": builtins.__import__}, **namespace}
+    # The builtins module itself: torch.compile's guards and resume functions look builtins up in
+    # the calling frame (a dict with __import__ alone, as before, fails there once the code calls a
+    # helper such as linear_combination). The source is still made from the IR only (see above).
+    scope = {"__builtins__": builtins, **namespace}
     # Generated from the IR (see the module doc), never from user text.
     exec(compile(code.source, filename, "exec"), scope)
     return scope[code.function_name]
