@@ -137,6 +137,9 @@ class StepCode:
     calls: tuple[sympy.Expr, ...]  # the forward calls by key (inlined canonical form)
 
 
+CONSTANT = sympy.Symbol("__constant__")  # stands for a constant new value, printed as torch.full_like
+
+
 class _Emitter:
     """Writes the body of a generated function: names, calls, cse temporaries and assignments."""
 
@@ -209,6 +212,16 @@ class _Emitter:
         if is_stage:
             self.stages[target] = expr.xreplace(self.stages)
 
+    def steps(self, scheme: Scheme) -> None:
+        """The step's equations in order (after ``unpack`` of the state vector)."""
+        first = self.names[scheme.state_vector[0]]
+        for eq in scheme.steps:
+            if eq.expr.is_number and not eq.is_stage:  # a constant new value: shaped like the state
+                self.names[CONSTANT] = f"torch.full_like({first}, {float(eq.expr)!r})"
+                self.equation(eq.target, CONSTANT, False)
+            else:
+                self.equation(eq.target, eq.expr, eq.is_stage)
+
     def read_params(self, scheme: Scheme) -> None:
         self.lines += [f'    {self.names[p.symbol]} = p["{p.name}"]' for p in scheme.params]
 
@@ -239,13 +252,7 @@ def generate_step(
     inputs = scheme.state_vector
     emit.unpack(inputs, "state")
     emit.read_params(scheme)
-    for eq in scheme.steps:
-        if eq.expr.is_number and not eq.is_stage:  # a constant new value: shaped like the state
-            constant = sympy.Symbol("__constant__")
-            emit.names[constant] = f"torch.full_like({emit.names[inputs[0]]}, {float(eq.expr)!r})"
-            emit.equation(eq.target, constant, False)
-        else:
-            emit.equation(eq.target, eq.expr, eq.is_stage)
+    emit.steps(scheme)
     outputs = []
     for symbol in inputs:  # the next state vector: x[n+1], then the history shifted
         state, offset = parse_value(symbol)
@@ -275,12 +282,9 @@ def generate_vjp(
     """
     scratch = _Emitter(scheme, None, None)
     inputs = scheme.state_vector
-    constant = sympy.Symbol("__constant__")
-    for eq in scheme.steps:
-        if eq.expr.is_number and not eq.is_stage:
-            scratch.equation(eq.target, constant, False)
-        else:
-            scratch.equation(eq.target, eq.expr, eq.is_stage)
+    scratch.unpack(inputs, "state")
+    scratch.steps(scheme)
+    constant = CONSTANT
     # one node per call key: two spellings of one call (``f(s)`` with a stage ``s = 2*x[n]``, and
     # ``f(2*x[n])``) share a key and an evaluation, whose gradient is pulled once, summed
     nodes, first_of, alias = [], {}, {}
@@ -359,12 +363,10 @@ def generate_vjp(
             needed |= set().union(*(a.free_symbols for a in node[4]))
 
     emit = _Emitter(scheme, None, None)
-    emit.names[constant] = "torch.full_like({}, 0.0)"  # placeholder, set below
     header = [f"def {function_name}(state, grads, p, call, pull):"]
     header += [f"    # {eq}" for eq in scheme.steps]
     emit.unpack(inputs, "state")
     emit.read_params(scheme)
-    emit.names[constant] = f"torch.full_like({emit.names[inputs[0]]}, 0.0)"
     constants = {eq.target: float(eq.expr) for eq in scheme.steps if eq.expr.is_number and not eq.is_stage}
     for node in nodes:
         if node[1] not in needed:

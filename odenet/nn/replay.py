@@ -128,19 +128,10 @@ class CallRecord:
         self.rng = rng
         self.calls: dict[tuple[int, int], tuple[list[torch.Tensor] | None, list]] = {}
         self.replay = False
-        self._holders: dict[int, list[tuple[nn.Module, str]]] = {}  # id(module) -> buffer places
-
-    def _buffers(self, module: nn.Module) -> list[tuple[nn.Module, str, torch.Tensor]]:
-        """The module's buffers now, at the places found on its first call (once per record:
-        walking a module's submodules at every call is slow)."""
-        places = self._holders.get(id(module))
-        if places is None:
-            places = self._holders[id(module)] = [(m, name) for m, name, _ in _buffers(module)]
-        return [(m, name, m._buffers[name]) for m, name in places if m._buffers.get(name) is not None]
 
     def run(self, n: int, key: int, module: nn.Module, args) -> torch.Tensor:
         """Evaluate ``module(*args)`` as call ``key`` of layer ``n`` of the forward, and record it."""
-        before = [(m, name, b, b._version, b.clone()) for m, name, b in self._buffers(module)]
+        before = [(m, name, b, b._version, b.clone()) for m, name, b in _buffers(module)]
         rng = _rng_states(self.devices) if self.rng else None
         out = module(*args)
         changed = [

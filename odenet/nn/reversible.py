@@ -436,10 +436,7 @@ def _backward_layers(run, start, stop, state, grads, params, param_grads, copies
             if exact is not None:
                 run.pending.append((n, _relative_error(old, exact)))
                 old = exact
-        grads, layer_grads = _layer_vjp(run, n, old, grads, cache, index)
-        for p, g in layer_grads:
-            i = index[id(p)]
-            param_grads[i] = g if param_grads[i] is None else param_grads[i] + g
+        grads = _layer_vjp(run, n, old, grads, cache, index, param_grads)
         state = tuple(t.detach() for t in old)
     return state, grads
 
@@ -490,9 +487,10 @@ def _rebuild(run, n: int, state, cache: dict):
         return block.inverse_step(n, state, inverse_call)
 
 
-def _layer_vjp(run, n: int, old, grads, cache: dict, wanted: dict):
-    """The vector-Jacobian product of layer n at its input ``old`` with ``grads``: the gradients for
-    the layer's input, and (parameter, gradient) pairs for the parameters in ``wanted`` (ids).
+def _layer_vjp(run, n: int, old, grads, cache: dict, wanted: dict, param_grads: list):
+    """The vector-Jacobian product of layer n at its input ``old`` with ``grads``: returns the
+    gradients for the layer's input, and adds those of the parameters in ``wanted`` (id -> index)
+    into ``param_grads``.
 
     The step's own arithmetic is differentiated symbolically (``block.vjp``, generated code); autograd
     differentiates only the functions, each call through the graph of its evaluation: the one the
@@ -500,7 +498,10 @@ def _layer_vjp(run, n: int, old, grads, cache: dict, wanted: dict):
     block = run.block
     dtype = old[0].dtype
     evaluations: dict[int, tuple] = {}
-    pairs: dict[int, list] = {}  # id(parameter) -> [parameter, gradient]
+
+    def add(p, g):
+        i = wanted[id(p)]
+        param_grads[i] = g if param_grads[i] is None else param_grads[i] + g
 
     def call(key, name, *args):
         entry = cache.get(key)
@@ -524,8 +525,7 @@ def _layer_vjp(run, n: int, old, grads, cache: dict, wanted: dict):
             results = _engine_grad(out, (*tensors, *params), gradient.to(out.dtype))
             for p, g in zip(params, results[len(tensors) :], strict=True):
                 if g is not None:
-                    entry = pairs.setdefault(id(p), [p, None])
-                    entry[1] = g if entry[1] is None else entry[1] + g
+                    add(p, g)
         found = iter(
             torch.zeros_like(leaf) if r is None else r.to(dtype)
             for leaf, r in zip(tensors, results[: len(tensors)], strict=True)
@@ -539,7 +539,7 @@ def _layer_vjp(run, n: int, old, grads, cache: dict, wanted: dict):
         values = block.layer_params(n)
     state_grads, value_grads = vjp(tuple(old), tuple(grads), values, call, pull)
     if not block._foreign_checked:
-        _refuse_foreign_tensors(run, n, [], [(e[1], e[2]) for e in evaluations.values()], [])
+        _refuse_foreign_tensors(run, n, [(e[1], e[2]) for e in evaluations.values()])
     if learnable:  # through the map that keeps each parameter in its interval
         given = [(name, g) for name, g in zip(learnable, value_grads, strict=True) if g is not None]
         raws = [block.raw_params[name] for name, _ in given]
@@ -549,12 +549,10 @@ def _layer_vjp(run, n: int, old, grads, cache: dict, wanted: dict):
             ]
         results = torch.autograd.grad(mapped, raws, [g for _, g in given]) if given else ()
         for raw, g in zip(raws, results, strict=True):
-            entry = pairs.setdefault(id(raw), [raw, None])
-            entry[1] = g if entry[1] is None else entry[1] + g
-    state_grads = [
+            add(raw, g)
+    return [
         g if g.shape == s.shape else g.sum_to_size(s.shape) for g, s in zip(state_grads, old, strict=True)
     ]
-    return state_grads, [(p, g) for p, g in pairs.values()]
 
 
 def _leaves(args) -> list:
@@ -571,13 +569,14 @@ def _engine_grad(out: torch.Tensor, inputs: tuple, gradient: torch.Tensor) -> tu
     )
 
 
-def _refuse_foreign_tensors(run, n: int, roots, evaluations, leaves) -> None:
-    """Walk the graph of layer n's re-run, and of the evaluations the inverse made, down to its
-    leaves: one that requires grad and is neither the state nor a registered parameter of the block
-    would get no gradient from this mode, so it is refused (on a block's first backward pass)."""
-    allowed = {id(t) for t in leaves} | {id(p) for p in run.block.parameters()}
+def _refuse_foreign_tensors(run, n: int, evaluations) -> None:
+    """Walk the graphs of layer n's evaluations ``(leaves, out)`` down to their leaves: one that
+    requires grad and is neither a call's argument nor a registered parameter of the block would get
+    no gradient from this mode, so it is refused (on a block's first backward pass; the step's own
+    arithmetic builds no graph)."""
+    allowed = {id(p) for p in run.block.parameters()}
     allowed |= {id(leaf) for evaluation_leaves, _ in evaluations for leaf in evaluation_leaves}
-    stack = [t.grad_fn for t in [*roots, *(out for _, out in evaluations)] if t.grad_fn is not None]
+    stack = [out.grad_fn for _, out in evaluations if out.grad_fn is not None]
     seen = set()
     while stack:
         node = stack.pop()
