@@ -6,7 +6,9 @@ explicitly reversible, ``checkpoint`` for every explicit one, ``adjoint`` for ev
 with a step ``h`` (compared with its documented error order), plus schemes drawn by a hypothesis
 strategy whose inverse the analysis derives. ``repaired`` is reversible mode with a tolerance no
 rebuild can meet, so that its guard always recomputes every input exactly (the path a failing
-rebuild takes). The reference is plain autograd on the same weights, in float64; every comparison
+rebuild takes); ``budget`` and ``budget_bytes`` keep the graphs of the lowest layers that fit a
+``memory_budget`` (a fraction, and bytes: about two layers of the small functions, none of the
+convolutional ones) and rebuild the rest. The reference is plain autograd on the same weights, in float64; every comparison
 is a relative error of 1e-9.
 """
 
@@ -37,6 +39,8 @@ MODES = {
     "reversible": {"memory": "reversible"},
     "repaired": {"memory": "reversible", "drift_tolerance": 1e-300},
     "checkpoint": {"memory": "checkpoint"},
+    "budget": {"memory": "reversible", "memory_budget": 0.4},  # layers 0 and 1 keep their graphs
+    "budget_bytes": {"memory": "reversible", "memory_budget": 2500},  # sized by a probe of layer 0
 }
 CASES = [(name, mode) for name in REVERSIBLE for mode in MODES] + [
     (name, "checkpoint") for name in EXPLICIT if name not in REVERSIBLE

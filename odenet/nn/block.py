@@ -13,6 +13,10 @@ adjoint       only the output: each input is rebuilt approximately by a step wit
               et al. 2022); approximate gradients; any explicit scheme with a parameter ``h``
 ============  ================================================================================
 
+With ``memory_budget`` the reversible and adjoint modes keep the graphs of as many of the lowest
+layers as the budget allows and rebuild the others: a time-memory trade from the mode (budget 0) to
+autograd (budget 1).
+
 Every mode that evaluates a layer again during backward replays what the forward's evaluation saw:
 random numbers, autocast settings and buffers (see ``replay.py``). Under ``torch.compile`` the
 memory-saving modes run as they are (compiled code around them, none inside): they manage their own
@@ -56,6 +60,7 @@ class SchemeBlock(nn.Module):
         params: Mapping[str, float] | None = None,
         drift_tolerance: float | None = None,
         guard: Guard = "adaptive",
+        memory_budget: float | int | None = None,
     ):
         super().__init__()
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
@@ -86,9 +91,13 @@ class SchemeBlock(nn.Module):
                 f"{scheme.name} has no step parameter {scheme.step}; declare one ('step h = 0.1') or use "
                 "memory='checkpoint'"
             )
-        from odenet.nn.reversible import DriftControl
+        from odenet.nn.reversible import DriftControl, check_budget
 
+        self.memory_budget = check_budget(memory_budget, memory)
         self.drift = DriftControl(self, drift_tolerance, guard)
+        self.graph_layers = 0  # layers whose graphs the last forward kept (memory_budget)
+        self.graph_bytes: int | None = None  # what those graphs saved, where a budget in bytes measured it
+        self._probe: tuple | None = None  # (input's description, bytes layer 0's graph saves)
         self.reconstruction_errors: list[tuple[int, float]] = []  # (layer, relative error) after backward
         self.kept_bytes = 0  # bytes kept for backward beyond the output in the last forward (copies, replay)
         self.repairs = 0  # release groups whose inputs the adaptive guard recomputed exactly
@@ -110,13 +119,15 @@ class SchemeBlock(nn.Module):
         state = dict(self.__dict__)
         for name in ("forward_code", "init_code", "_step", "_init", "_inverse_parts", "_vjps"):
             del state[name]
+        state["_probe"] = None
         state["scheme"] = format_scheme(self.scheme)
         return state
 
     def __setstate__(self, state):
         from odenet.language import parse
 
-        super().__setstate__({**state, "scheme": parse(state["scheme"])})
+        earlier = {"memory_budget": None, "graph_layers": 0, "graph_bytes": None, "_probe": None}  # older pickles
+        super().__setstate__({**earlier, **state, "scheme": parse(state["scheme"])})
         self._generate()
 
     def _build_functions(self, functions: Mapping[str, FunctionSpec], depth: int) -> None:
@@ -334,7 +345,8 @@ class SchemeBlock(nn.Module):
         return state[0] if k == 1 else torch.cat(state, dim=1)
 
     def extra_repr(self) -> str:
-        return f"scheme={self.scheme.name}, depth={self.depth}, memory={self.memory}"
+        budget = "" if self.memory_budget is None else f", memory_budget={self.memory_budget}"
+        return f"scheme={self.scheme.name}, depth={self.depth}, memory={self.memory}{budget}"
 
 
 def _in_state_dtype(call: Callable, state) -> Callable:
@@ -479,6 +491,7 @@ def compile(
     params: Mapping[str, float] | None = None,
     drift_tolerance: float | None = None,
     guard: Guard = "adaptive",
+    memory_budget: float | int | None = None,
 ) -> SchemeBlock:
     """Compile ``scheme`` into a trainable block of ``depth`` layers.
 
@@ -487,7 +500,10 @@ def compile(
     ``"autograd"``, ``"checkpoint"``, ``"reversible"``, ``"adjoint"``; ``params`` overrides the
     parameters' defaults. ``drift_tolerance`` is the accepted relative error of an input rebuilt in
     reversible mode (default: 100 eps of the dtype); ``guard`` says what happens when a rebuilt input
-    passes it: ``"adaptive"`` recomputes exactly, ``"raise"`` raises ``ReconstructionError``. See
-    docs/compile.md.
+    passes it: ``"adaptive"`` recomputes exactly, ``"raise"`` raises ``ReconstructionError``.
+    ``memory_budget`` (reversible and adjoint modes) keeps the graphs of the lowest layers, as many
+    as fit, on top of what the mode keeps anyway: a float in [0, 1] is a fraction of the layers (of
+    autograd's activation memory), an int a number of bytes of saved tensors, measured as the layers
+    run. See docs/compile.md.
     """
-    return SchemeBlock(scheme, functions, depth, memory, params, drift_tolerance, guard)
+    return SchemeBlock(scheme, functions, depth, memory, params, drift_tolerance, guard, memory_budget)

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import torch
 
-__all__ = ["peak_rss_mib", "rss_mib", "saved_tensor_bytes"]
+__all__ = ["peak_rss_mib", "reset_peak_rss", "rss_mib", "saved_tensor_bytes"]
 
 
 class saved_tensor_bytes:  # noqa: N801 - used as a context manager, like torch's own hooks
@@ -42,9 +42,28 @@ class saved_tensor_bytes:  # noqa: N801 - used as a context manager, like torch'
 
 
 def peak_rss_mib() -> float:
-    """Peak resident memory of this process so far, in MiB (Linux reports KiB, macOS bytes)."""
+    """Peak resident memory of this process since it started or since :func:`reset_peak_rss`, in
+    MiB (Linux's VmHWM; elsewhere the peak since the start: macOS reports bytes)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**10
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+def reset_peak_rss() -> bool:
+    """Start the peak over from the resident memory now (Linux: ``/proc/self/clear_refs``); False
+    where the system cannot, and then the peak still counts from the process's start."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return True
 
 
 def rss_mib() -> float:

@@ -62,7 +62,9 @@ A second-order gradient (``create_graph=True``) raises :class:`~odenet.errors.Do
 from __future__ import annotations
 
 import bisect
+import copy
 import math
+import numbers
 
 import numpy as np
 import sympy
@@ -73,7 +75,7 @@ from odenet.nn.params import constrain
 from odenet.nn.replay import AutocastState, CallRecord
 from odenet.options import Guard, choices
 
-__all__ = ["GUARDS", "DriftControl", "ReconstructionError", "run_reversible"]
+__all__ = ["GUARDS", "DriftControl", "ReconstructionError", "check_budget", "run_reversible"]
 
 GUARDS = choices(Guard)
 
@@ -220,8 +222,8 @@ class _Pass:
     release groups, the record of every call, the autocast settings, the errors measured, and during
     backward the state handed from a group to the one below it (groups do not save their outputs)."""
 
-    def __init__(self, block, exact: bool, state: tuple[torch.Tensor, ...]):
-        self.block, self.exact = block, exact
+    def __init__(self, block, exact: bool, state: tuple[torch.Tensor, ...], start: int = 0):
+        self.block, self.exact, self.start = block, exact, start
         self.dtype, self.device = state[0].dtype, state[0].device
         self.eps = torch.finfo(self.dtype).eps
         self.autocast = AutocastState(self.device.type)
@@ -236,16 +238,17 @@ class _Pass:
         }
         if exact:
             self.tolerance = block.drift.tolerance_for(self.dtype, self.autocast)
-            self.keep = block.drift.boundaries(self.dtype, self.tolerance)
+            planned = block.drift.boundaries(self.dtype, self.tolerance)
+            self.keep = {n for n in planned if n > start} | {start}
         else:  # the adjoint is approximate by design: its error is reported, not bounded
-            self.tolerance, self.keep = math.inf, {0}
+            self.tolerance, self.keep = math.inf, {start}
         if self.adaptive:
             self.groups = self._groups(sum(t.nbytes for t in state))
         else:
-            self.groups = [(low, min(low + SEGMENT, block.depth)) for low in range(0, block.depth, SEGMENT)]
+            self.groups = [(low, min(low + SEGMENT, block.depth)) for low in range(start, block.depth, SEGMENT)]
         self.copies: dict[int, tuple[torch.Tensor, ...]] = {}  # detached: no cycle through grad_fn
         self.versions: list[tuple[torch.Tensor, int]] = []  # what backward needs unchanged
-        self.lowest = 0  # the lowest group that takes part in autograd's graph
+        self.lowest = start  # the lowest group that takes part in autograd's graph
         self.pending: list[tuple[int, torch.Tensor]] = []  # errors measured, not read yet
         self.measured: list[tuple[int, float]] = []
         self.handoff: tuple[torch.Tensor, ...] | None = None
@@ -258,7 +261,7 @@ class _Pass:
         released. A group holds its parameters' gradients until then, and L = sqrt(depth * state
         bytes / parameter bytes per layer), at least SEGMENT, balances the two costs (the copies,
         depth/L states; the held gradients, L layers)."""
-        block, depth = self.block, self.block.depth
+        block, depth, start = self.block, self.block.depth, self.start
         own = sum(
             p.nbytes
             for name, layers in self.function_params.items()
@@ -267,19 +270,19 @@ class _Pass:
             for p in params
             if p.requires_grad
         )
-        per_layer = own / depth
-        limit = depth if per_layer == 0 else max(SEGMENT, math.isqrt(int(depth * state_bytes / per_layer)))
-        self.keep |= set(range(0, depth, limit))
-        return [(low, min(low + limit, depth)) for low in range(0, depth, limit)]
+        per_layer, length = own / depth, depth - start
+        limit = length if per_layer == 0 else max(SEGMENT, math.isqrt(int(length * state_bytes / per_layer)))
+        self.keep |= set(range(start, depth, limit))
+        return [(low, min(low + limit, depth)) for low in range(start, depth, limit)]
 
     def kept_bytes(self) -> int:
         """Memory kept beyond the output: exact copies (the block's input excluded, each storage
         once) and the record of random-number states and buffers."""
         storages = {}
         for n, copy in self.copies.items():
-            for t in copy if n else ():
+            for t in copy if n != self.start else ():
                 storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        inputs = {t.untyped_storage().data_ptr() for t in self.copies.get(0, ())}
+        inputs = {t.untyped_storage().data_ptr() for t in self.copies.get(self.start, ())}
         return sum(v for k, v in storages.items() if k not in inputs) + self.record.nbytes()
 
     def check_unchanged(self) -> None:
@@ -615,19 +618,27 @@ def _relative_error(rebuilt, exact) -> torch.Tensor:
 
 
 def run_reversible(block, state, exact: bool):
-    """All layers, keeping no activations: one ``autograd.Function`` per release group."""
+    """All layers, keeping no activations beyond the graphs ``memory_budget`` allows: those of the
+    lowest layers, then one ``autograd.Function`` per release group."""
+    block.graph_layers, block.graph_bytes = 0, None
     if not torch.is_grad_enabled() or not (
         any(p.requires_grad for p in block.parameters()) or any(t.requires_grad for t in state)
     ):
         return block.steps(0, block.depth, state)  # nothing to differentiate: a plain loop
-    run = _Pass(block, exact, state)
+    start = 0
+    if block.memory_budget is not None:
+        start, state = _keep_graphs(block, state)
+        if start == block.depth:
+            block.kept_bytes = 0
+            return tuple(state)
+    run = _Pass(block, exact, state, start)
     shared = [p for name in block.functions if block.shared[name] for p in run.function_params[name][0]]
     shared += list(block.raw_params.values())
     groups = []
-    for start, stop in run.groups:
+    for low, high in run.groups:
         own = [
             p
-            for n in range(start, stop)
+            for n in range(low, high)
             for name in block.functions
             if not block.shared[name]
             for p in run.function_params[name][n]
@@ -636,12 +647,107 @@ def run_reversible(block, state, exact: bool):
     # the lowest group in autograd's graph ends the rebuild: its input must be an exact copy
     tracked = any(t.requires_grad for t in state)
     run.lowest = next(
-        (start for (start, _), params in zip(run.groups, groups, strict=True) if tracked or params), 0
+        (low for (low, _), params in zip(run.groups, groups, strict=True) if tracked or params), start
     )
     run.keep.add(run.lowest)
     fixed = [getattr(block, f"fixed_{name}") for name in block._param_names if name not in block.raw_params]
     run.versions = [(t, t._version) for t in [*state, *block.parameters(), *fixed]]
-    for (start, stop), params in zip(run.groups, groups, strict=True):
-        state = _Layers.apply(run, start, stop, len(state), *state, *params)
+    for (low, high), params in zip(run.groups, groups, strict=True):
+        state = _Layers.apply(run, low, high, len(state), *state, *params)
     block.kept_bytes = run.kept_bytes()
     return tuple(state)
+
+
+# -- memory budget: the graphs of the lowest layers ----------------------------------------------------
+
+
+def check_budget(budget, memory: str) -> float | int | None:
+    """``memory_budget`` as given, checked: None, a fraction in [0, 1] (float) or bytes (int >= 0)."""
+    if budget is None:
+        return None
+    if memory not in ("reversible", "adjoint"):
+        raise ConfigError(
+            f"memory_budget applies to memory='reversible' and memory='adjoint' (the layers whose graphs "
+            f"do not fit are rebuilt); memory={memory!r} keeps {'everything' if memory == 'autograd' else 'its segments'}"
+        )
+    if isinstance(budget, numbers.Integral) and not isinstance(budget, bool) and budget >= 0:
+        return int(budget)
+    if isinstance(budget, numbers.Real) and not isinstance(budget, (bool, numbers.Integral)) and 0 <= budget <= 1:
+        return float(budget)
+    raise ConfigError(
+        "memory_budget must be a fraction of autograd's activation memory between 0 and 1 (a float, "
+        f"such as 0.25) or a whole number of bytes >= 0 (an int, such as 2**30), not {budget!r}"
+    )
+
+
+class _SavedBytes:
+    """Counts the bytes autograd saves while active, each storage once, leaving out ``exclude``'s
+    storages; with ``compose``, saved-tensor hooks the user has set still pack and unpack."""
+
+    def __init__(self, exclude, compose: bool = True):
+        self.bytes = 0
+        self._seen = {t.untyped_storage().data_ptr() for t in exclude}
+        self._compose = compose
+
+    def __enter__(self):
+        outer = torch._C._autograd._top_saved_tensors_default_hooks(False) if self._compose else None
+        pack_outer, unpack = outer if outer is not None else (None, lambda t: t)
+
+        def pack(tensor):
+            key = tensor.untyped_storage().data_ptr()
+            if key not in self._seen:
+                self._seen.add(key)
+                self.bytes += tensor.untyped_storage().nbytes()
+            return tensor if pack_outer is None else pack_outer(tensor)
+
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(pack, unpack)
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._hooks.__exit__(*exc)
+
+
+def _probe_layer_bytes(block, state) -> int:
+    """What layer 0's graph saves for this input, measured on copies of its modules with the random
+    stream forked: the block's buffers and the user's random numbers are left as they were."""
+    key = (
+        tuple((tuple(t.shape), t.dtype, t.device, t.requires_grad) for t in state),
+        block.training,
+        torch.is_autocast_enabled(state[0].device.type),
+    )
+    if block._probe is not None and block._probe[0] == key:
+        return block._probe[1]
+    modules = {name: copy.deepcopy(block.function(name, 0)) for name in block.functions}
+    # the input counts: layer 0 saves the block's input, which exists anyway, but the layers above
+    # save new tensors in its place
+    exclude = [*(p for m in modules.values() for p in m.parameters()), *block.parameters()]
+    devices = [state[0].device] if state[0].device.type == "cuda" else []
+    # the probe's graph is dropped at once: the user's hooks (an offload, a counter) do not see it
+    with torch.random.fork_rng(devices=devices), _SavedBytes(exclude, compose=False) as counter:
+        block.step(0, state, lambda key, name, *args: modules[name](*args))
+    block._probe = (key, counter.bytes)
+    return counter.bytes
+
+
+def _keep_graphs(block, state):
+    """Run the lowest layers with their graphs, as many as ``memory_budget`` allows; returns the
+    number run and the state after them. A fraction keeps that share of the layers; bytes are
+    spent as measured, a layer being run only when the largest graph seen so far (the probe of
+    layer 0 included) still fits."""
+    budget, depth = block.memory_budget, block.depth
+    if isinstance(budget, float):
+        layers = min(depth, math.floor(budget * depth + 1e-9))
+        block.graph_layers = layers
+        return layers, block.steps(0, layers, state)
+    largest = _probe_layer_bytes(block, state) if budget > 0 else budget + 1
+    counter = _SavedBytes([*state, *block.parameters()])
+    n = 0
+    while n < depth and counter.bytes + largest <= budget:
+        before = counter.bytes
+        with counter:
+            state = block.step(n, state)
+        largest = max(largest, counter.bytes - before)
+        n += 1
+    block.graph_layers, block.graph_bytes = n, counter.bytes
+    return n, tuple(state)
