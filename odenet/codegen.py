@@ -32,7 +32,7 @@ import sympy
 from sympy.printing.precedence import precedence
 from sympy.printing.pytorch import TorchPrinter
 
-from odenet.ir import Scheme, function_calls, parse_value, value
+from odenet.ir import Scheme, format_expr, function_calls, parse_value, value
 
 __all__ = ["StepCode", "compile_source", "generate_init", "generate_step", "generate_vjp", "python_name"]
 
@@ -414,6 +414,47 @@ def generate_vjp(
     source = "\n".join(header + emit.lines) + "\n"
     calls = tuple(scratch.canonical_calls[k] for k in sorted(scratch.canonical_calls))
     return StepCode(source, function_name, inputs, tuple(outputs), calls)
+
+
+def generate_exact(
+    scheme: Scheme,
+    parts: tuple[tuple[sympy.Symbol, sympy.Symbol, sympy.Expr, sympy.Expr], ...],
+    call_keys: dict[sympy.Expr, int],
+    inverse: bool,
+) -> StepCode:
+    """Source of one step in fixed-point arithmetic, or of its inverse (``memory="fixed_point"``).
+
+    ``parts`` are the updates in order as ``(new value, value it replaces, c, remainder)``: the new
+    value is ``c * replaced + remainder``, the remainder reading only values still held. The
+    generated code computes each remainder in floating point (calls keyed as the forward step's)
+    and hands it to ``update(i, remainder)``, which multiplies the held integer by ``c`` and adds
+    the remainder, exactly, and returns the new value's floating-point view. The inverse walks the
+    parts backwards with ``undo(i, remainder)``: the remainders read the same values, so they are
+    the same numbers, and the subtraction and the division by ``c`` undo the update bit for bit.
+    """
+    emit = _Emitter(scheme, call_keys, None)
+    name = "exact_inverse" if inverse else "exact_step"
+    hook = "undo" if inverse else "update"
+    header = [f"def {name}(state, p, call, {hook}):"]
+    header += [f"    # {new} = ({format_expr(c)})*{old} + {format_expr(rest)}" for new, old, c, rest in parts]
+    old_vector = scheme.state_vector
+    new_vector = tuple(value(parse_value(s)[0], parse_value(s)[1] + 1) for s in old_vector)
+    emit.used.add(hook)
+    emit.unpack(new_vector if inverse else old_vector, "state")
+    emit.read_params(scheme)
+    order = reversed(list(enumerate(parts))) if inverse else enumerate(parts)
+    for i, (new, old, _, rest) in order:
+        remainder = sympy.Symbol(f"r{i}")
+        emit.equation(remainder, rest, False)
+        target = old if inverse else new
+        emit.lines.append(
+            f"    {emit.name_for(target, python_name(target))} = {hook}({i}, {emit.names[remainder]})"
+        )
+    outputs = old_vector if inverse else new_vector
+    emit.returns(outputs)
+    source = "\n".join(header + emit.lines) + "\n"
+    calls = tuple(emit.canonical_calls[k] for k in sorted(emit.canonical_calls))
+    return StepCode(source, name, new_vector if inverse else old_vector, outputs, calls)
 
 
 def generate_init(scheme: Scheme, function_name: str = "init") -> StepCode:

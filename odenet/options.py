@@ -22,7 +22,7 @@ __all__ = [
     "choices",
 ]
 
-Memory = Literal["autograd", "checkpoint", "reversible", "adjoint"]
+Memory = Literal["autograd", "checkpoint", "reversible", "adjoint", "fixed_point"]
 """What a compiled block keeps for the backward pass (docs/compile.md)."""
 
 Guard = Literal["adaptive", "raise"]

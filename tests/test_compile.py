@@ -359,7 +359,7 @@ def test_clear_errors():
 def test_linear_combination_equals_the_sum_it_stands_for():
     """The generated code's sums: in place where the terms agree in shape and dtype, as written
     otherwise; autograd's gradients through it are those of the plain expression."""
-    from odenet.nn.block import linear_combination
+    from odenet.nn.generated import linear_combination
 
     torch.manual_seed(0)
     a, b, c = (torch.randn(3, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
@@ -429,7 +429,7 @@ def test_generated_names_and_shared_calls_give_autograds_gradients(text):
 
 
 def test_linear_combination_under_vmap_is_the_plain_sum():
-    from odenet.nn.block import linear_combination
+    from odenet.nn.generated import linear_combination
 
     c, x = torch.randn(4), torch.randn(5, 4)
     got = torch.func.vmap(lambda row: linear_combination(c, 0.5, row, 2.0, row * row, 3.0))(x)

@@ -35,7 +35,7 @@ def _grads(block, x):
     return y.detach(), torch.autograd.grad(y.square().sum(), list(block.parameters()))
 
 
-MEMORY_MODES = ["autograd", "checkpoint", "reversible", "adjoint"]
+MEMORY_MODES = list(odenet.MEMORY_MODES)  # every mode, as it is added
 
 
 def _leapfrog(memory, seed=0, depth=4, width=8):

@@ -6,10 +6,12 @@ explicitly reversible, ``checkpoint`` for every explicit one, ``adjoint`` for ev
 with a step ``h`` (compared with its documented error order), plus schemes drawn by a hypothesis
 strategy whose inverse the analysis derives. ``repaired`` is reversible mode with a tolerance no
 rebuild can meet, so that its guard always recomputes every input exactly (the path a failing
-rebuild takes); ``budget`` and ``budget_bytes`` keep the graphs of the lowest layers that fit a
+rebuild takes); ``budget`` and ``budget_bytes`` keep the graphs of the top layers that fit a
 ``memory_budget`` (a fraction, and bytes: about two layers of the small functions, none of the
-convolutional ones) and rebuild the rest. The reference is plain autograd on the same weights, in float64; every comparison
-is a relative error of 1e-9.
+convolutional ones) and rebuild the rest. ``fixed_point`` holds the states as integers and
+rebuilds them bit for bit, for every scheme whose updates read ``c*old + held terms`` (its
+reference and its outputs' tolerance take its rounding into account). The reference is plain
+autograd on the same weights, in float64; every comparison is a relative error of 1e-9.
 """
 
 from __future__ import annotations
@@ -42,9 +44,24 @@ MODES = {
     "budget": {"memory": "reversible", "memory_budget": 0.4},  # layers 0 and 1 keep their graphs
     "budget_bytes": {"memory": "reversible", "memory_budget": 2500},  # sized by a probe of layer 0
 }
-CASES = [(name, mode) for name in REVERSIBLE for mode in MODES] + [
-    (name, "checkpoint") for name in EXPLICIT if name not in REVERSIBLE
-]
+
+
+def _accepts(name: str, memory: str) -> bool:
+    scheme = LIBRARY[name]
+    try:
+        compile(scheme, {f.name: nn.Identity() for f in scheme.functions}, 1, memory)
+    except odenet.UnsupportedSchemeError:
+        return False
+    return True
+
+
+FIXED_POINT = [name for name in EXPLICIT if _accepts(name, "fixed_point")]
+CASES = (
+    [(name, mode) for name in REVERSIBLE for mode in MODES]
+    + [(name, "checkpoint") for name in EXPLICIT if name not in REVERSIBLE]
+    + [(name, "fixed_point") for name in FIXED_POINT]
+)
+MODES["fixed_point"] = {"memory": "fixed_point"}  # with its parameters rounded (_setup)
 CONDITIONS = [
     "plain",
     "dropout",
@@ -99,7 +116,14 @@ def _function(condition: str, width: int):
 
 
 def _setup(scheme, condition: str, mode_kwargs: dict, seed: int = 0, depth: int = DEPTH):
-    """(reference block, block in the mode, stem or None, input) with equal weights."""
+    """(reference block, block in the mode, stem or None, input) with equal weights. In fixed point
+    both use the parameters rounded to the 16 binary digits that mode computes with."""
+    if mode_kwargs["memory"] == "fixed_point":
+        scale = 2**odenet.nn.fixed_point.COEFFICIENT_BITS
+        mode_kwargs = {
+            **mode_kwargs,
+            "params": {p.name: round(float(p.default) * scale) / scale for p in scheme.params},
+        }
     states = len(scheme.inputs)
     torch.manual_seed(seed)
     functions = {f.name: _function(condition, WIDTH) for f in scheme.functions}
@@ -152,10 +176,12 @@ def test_memory_mode_equals_autograd(name, mode, condition):
     reference, block, stem, x = _setup(scheme, condition, MODES[mode])
     y_ref, g_ref, buffers_ref, rng_ref = _step(reference, stem, x, condition)
     y, g, buffers, rng = _step(block, stem, x, condition)
-    assert torch.allclose(y, y_ref, rtol=0, atol=1e-13)
+    # fixed point: multiplying by c rounds to 2**(16 - 48) = 2.3e-10 (fixed_point.py)
+    assert torch.allclose(y, y_ref, rtol=0, atol=1e-9 if mode == "fixed_point" else 1e-13)
     assert_same_gradients(g, g_ref)
+    close = 1e-9 if mode == "fixed_point" else 1e-13  # batch statistics of inputs on the fixed-point grid
     for a, b in zip(buffers, buffers_ref, strict=True):  # running statistics, power-iteration vectors
-        assert torch.allclose(a, b, rtol=1e-13, atol=1e-13)
+        assert torch.allclose(a, b, rtol=close, atol=close)
     assert torch.equal(rng, rng_ref)  # the backward pass leaves the user's random stream alone
     if mode == "repaired":  # unless every rebuild happened to be exact to the last bit
         assert block.repairs == any(e > 1e-300 for _, e in block.reconstruction_errors)
@@ -336,13 +362,31 @@ def _check_drawn(text: str, condition: str, depth: int) -> None:
         odenet.derive_inverse(scheme)
     except odenet.NotReversibleError:
         assume(False)
-    for mode in ("reversible", "repaired"):
+    # every drawn update is c*oldest + known terms: the form fixed point takes (c = 2 grows, -1/2
+    # flips the sign, gamma is learnable)
+    for mode in ("reversible", "repaired", "fixed_point"):
         reference, block, stem, x = _setup(scheme, condition, MODES[mode], depth=depth)
         y_ref, g_ref, _, _ = _step(reference, stem, x, condition)
-        _, g, _, _ = _step(block, stem, x, condition)
+        try:
+            _, g, _, _ = _step(block, stem, x, condition)
+        except ReconstructionError as error:  # refused, not wrapped around: only outside its range
+            assert mode == "fixed_point" and "left the range" in str(error)
+            assert _largest_state(reference, stem, x) > 2**13
+            continue
         if not math.isfinite(y_ref.abs().max().item()):
             continue
         assert_same_gradients(g, g_ref)
+
+
+def _largest_state(block, stem, x) -> float:
+    """The largest magnitude any layer's state reaches (autograd block, the test's input)."""
+    with torch.no_grad():
+        state = block.initial_state(stem(x) if stem is not None else x)
+        largest = 0.0
+        for n in range(block.depth):
+            state = block.step(n, state)
+            largest = max(largest, *(t.abs().max().item() for t in state))
+    return largest
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
@@ -381,8 +425,9 @@ def test_deep_memory_mode_equals_autograd(name, mode, condition):
     _, g_ref, buffers_ref, _ = _step(reference, stem, x, condition)
     _, g, buffers, _ = _step(block, stem, x, condition)
     assert_same_gradients(g, g_ref)
+    close = 1e-9 if mode == "fixed_point" else 1e-12
     for a, b in zip(buffers, buffers_ref, strict=True):
-        assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
+        assert torch.allclose(a, b, rtol=close, atol=close)
 
 
 # -- a user's own stateful module ---------------------------------------------------------------

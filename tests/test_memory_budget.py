@@ -1,4 +1,4 @@
-"""``memory_budget``: the reversible and adjoint modes keep the graphs of the lowest layers that fit.
+"""``memory_budget``: the reversible and adjoint modes keep the graphs of the top layers that fit.
 
 References: plain autograd's gradients and saved bytes on the same weights (float64), the bytes
 each layer's graph saves measured by our counter of autograd's saved tensors, and the random
@@ -167,7 +167,7 @@ def test_adjoint_with_a_budget_is_exact_on_the_kept_layers():
 
 
 def test_a_block_with_a_budget_pickles():
-    reference, block = _pair("leapfrog")
+    _, block = _pair("leapfrog")
     x = torch.randn(BATCH, WIDTH)
     b = block(0.5)
     loaded = pickle.loads(pickle.dumps(b))

@@ -11,10 +11,13 @@ reversible    only the output: each layer's input is rebuilt by the derived inve
               gradients; explicitly reversible schemes; drift-controlled (see ``reversible.py``)
 adjoint       only the output: each input is rebuilt approximately by a step with ``-h`` (Sander
               et al. 2022); approximate gradients; any explicit scheme with a parameter ``h``
+fixed_point   the output and a small integer buffer: states held in fixed point, each input
+              rebuilt bit for bit (Maclaurin et al. 2015); parameters rounded to 16 binary
+              digits; schemes whose updates read c*old + held terms (``fixed_point.py``)
 ============  ================================================================================
 
-With ``memory_budget`` the reversible and adjoint modes keep the graphs of as many of the lowest
-layers as the budget allows and rebuild the others: a time-memory trade from the mode (budget 0) to
+With ``memory_budget`` the reversible and adjoint modes keep the graphs of as many of the top layers
+as the budget allows and rebuild the others: a time-memory trade from the mode (budget 0) to
 autograd (budget 1).
 
 Every mode that evaluates a layer again during backward replays what the forward's evaluation saw:
@@ -37,6 +40,7 @@ from odenet.codegen import StepCode, compile_source, generate_init, generate_ste
 from odenet.errors import ConfigError, OdenetError, UnsupportedSchemeError
 from odenet.ir import Scheme, format_scheme, value
 from odenet.ir.reversal import reverse_history, reversed_to_forward
+from odenet.nn.generated import namespace as _namespace
 from odenet.nn.params import constrain, unconstrain
 from odenet.nn.replay import CallRecord
 from odenet.options import Guard, Memory, choices
@@ -85,6 +89,10 @@ class SchemeBlock(nn.Module):
                 "Use memory='checkpoint' (exact gradients, memory O(sqrt(depth))) or memory='adjoint' "
                 "(approximate gradients, memory O(1))."
             )
+        if memory == "fixed_point":
+            from odenet.nn.fixed_point import exact_parts
+
+            exact_parts(scheme)  # refuses a scheme whose updates are not c*old + held terms
         if memory == "adjoint" and scheme.step not in self._param_names:
             raise UnsupportedSchemeError(
                 f"memory='adjoint' rebuilds each layer's input by a step with -{scheme.step}, and scheme "
@@ -126,7 +134,12 @@ class SchemeBlock(nn.Module):
     def __setstate__(self, state):
         from odenet.language import parse
 
-        earlier = {"memory_budget": None, "graph_layers": 0, "graph_bytes": None, "_probe": None}  # older pickles
+        earlier = {
+            "memory_budget": None,
+            "graph_layers": 0,
+            "graph_bytes": None,
+            "_probe": None,
+        }  # older pickles
         super().__setstate__({**earlier, **state, "scheme": parse(state["scheme"])})
         self._generate()
 
@@ -363,82 +376,15 @@ def _in_state_dtype(call: Callable, state) -> Callable:
     return typed
 
 
-def linear_combination(*terms):
-    """``t0*s0 + t1*s1 + ...`` for ``terms = (t0, s0, t1, s1, ...)``: floating-point tensors of one
-    shape and dtype with scalar coefficients (numbers or 0-dimensional tensors), in one pass over
-    memory per term into one new tensor (the first term's product, or the sum of a term with
-    coefficient 1 and the next one, then in place), where ``t0*s0 + t1*s1`` allocates a tensor per
-    operation: 2.6 times faster for leapfrog's step on a conv state, measured. Anything else
-    (broadcasting, mixed dtypes, integers, tensors inside ``torch.func`` transforms) is computed as
-    written. The generated step, inverse and vector-Jacobian product use it for the scheme's linear
-    combinations; autograd differentiates it as usual (the in-place updates touch only the new
-    tensor, which no backward formula reads)."""
-    first = terms[0]
-    if not isinstance(first, torch.Tensor) or not first.is_floating_point() or _wrapped(first):
-        return sum(terms[j] * terms[j + 1] for j in range(0, len(terms), 2))
-    base = -1  # a term with coefficient 1 starts the sum without a multiplication
-    for i in range(0, len(terms), 2):
-        tensor, scale = terms[i], terms[i + 1]
-        if (
-            not isinstance(tensor, torch.Tensor)
-            or tensor.shape != first.shape
-            or tensor.dtype != first.dtype
-            or (isinstance(scale, torch.Tensor) and scale.dim())
-            or _wrapped(tensor)
-        ):
-            return sum(terms[j] * terms[j + 1] for j in range(0, len(terms), 2))
-        if base < 0 and not isinstance(scale, torch.Tensor) and scale == 1:
-            base = i
-    if base < 0 or len(terms) == 2:
-        out = torch.mul(terms[0], terms[1])
-        rest = range(2, len(terms), 2)
-    else:
-        other = 2 if base == 0 else 0
-        scale = terms[other + 1]
-        out = (
-            torch.addcmul(terms[base], terms[other], scale)
-            if isinstance(scale, torch.Tensor)
-            else torch.add(terms[base], terms[other], alpha=scale)
-        )
-        rest = [i for i in range(0, len(terms), 2) if i not in (base, other)]
-    for i in rest:
-        scale = terms[i + 1]
-        if isinstance(scale, torch.Tensor):
-            out.addcmul_(terms[i], scale)
-        else:
-            out.add_(terms[i], alpha=scale)
-    return out
-
-
-def accumulate(like, *terms):
-    """``linear_combination(*terms)`` for the gradient of ``like`` (a tensor or a number): a term
-    broadcast beyond ``like``'s shape is first summed down to it (the gradient of a broadcast value
-    is the sum over the broadcast elements)."""
-    shape = like.shape if isinstance(like, torch.Tensor) else torch.Size()
-    reduced = list(terms)
-    for i in range(0, len(reduced), 2):
-        tensor = reduced[i]
-        if isinstance(tensor, torch.Tensor) and tensor.shape != shape and tensor.numel() > shape.numel():
-            reduced[i] = tensor.sum_to_size(shape)
-    return linear_combination(*reduced)
-
-
-def _wrapped(tensor: torch.Tensor) -> bool:
-    """Under ``torch.func`` transforms (vmap, grad) a tensor is a wrapper whose in-place updates
-    must match its batching: such sums are computed as written."""
-    return torch._C._functorch.is_functorch_wrapped_tensor(tensor)
-
-
-def _namespace() -> dict:
-    """What generated code may use."""
-    return {"torch": torch, "linear_combination": linear_combination, "accumulate": accumulate}
-
-
 @torch.compiler.disable
 def _run_saving_memory(block: SchemeBlock, state):
     """checkpoint, reversible, adjoint: opaque to torch.compile (they manage their own graphs)."""
     if block.memory == "checkpoint":
         return block._run_checkpointed(state)
+    if block.memory == "fixed_point":
+        from odenet.nn.fixed_point import run_fixed_point
+
+        return run_fixed_point(block, state)
     from odenet.nn.reversible import run_reversible
 
     return run_reversible(block, state, exact=block.memory == "reversible")
@@ -501,9 +447,9 @@ def compile(
     parameters' defaults. ``drift_tolerance`` is the accepted relative error of an input rebuilt in
     reversible mode (default: 100 eps of the dtype); ``guard`` says what happens when a rebuilt input
     passes it: ``"adaptive"`` recomputes exactly, ``"raise"`` raises ``ReconstructionError``.
-    ``memory_budget`` (reversible and adjoint modes) keeps the graphs of the lowest layers, as many
-    as fit, on top of what the mode keeps anyway: a float in [0, 1] is a fraction of the layers (of
-    autograd's activation memory), an int a number of bytes of saved tensors, measured as the layers
-    run. See docs/compile.md.
+    ``memory_budget`` (reversible and adjoint modes) keeps the graphs of the top layers, as many as
+    fit, on top of what the mode keeps anyway: a float in [0, 1] is a fraction of the layers (of
+    autograd's activation memory), an int a number of bytes of saved tensors (layers counted at the
+    size of layer 0's graph, measured). See docs/compile.md.
     """
     return SchemeBlock(scheme, functions, depth, memory, params, drift_tolerance, guard, memory_budget)

@@ -222,8 +222,8 @@ class _Pass:
     release groups, the record of every call, the autocast settings, the errors measured, and during
     backward the state handed from a group to the one below it (groups do not save their outputs)."""
 
-    def __init__(self, block, exact: bool, state: tuple[torch.Tensor, ...], start: int = 0):
-        self.block, self.exact, self.start = block, exact, start
+    def __init__(self, block, exact: bool, state: tuple[torch.Tensor, ...], stop: int):
+        self.block, self.exact, self.stop = block, exact, stop  # layers [0, stop) (above: graphs kept)
         self.dtype, self.device = state[0].dtype, state[0].device
         self.eps = torch.finfo(self.dtype).eps
         self.autocast = AutocastState(self.device.type)
@@ -239,20 +239,20 @@ class _Pass:
         if exact:
             self.tolerance = block.drift.tolerance_for(self.dtype, self.autocast)
             planned = block.drift.boundaries(self.dtype, self.tolerance)
-            self.keep = {n for n in planned if n > start} | {start}
+            self.keep = {n for n in planned if n < stop}
         else:  # the adjoint is approximate by design: its error is reported, not bounded
-            self.tolerance, self.keep = math.inf, {start}
+            self.tolerance, self.keep = math.inf, {0}
         if self.adaptive:
             self.groups = self._groups(sum(t.nbytes for t in state))
         else:
-            self.groups = [(low, min(low + SEGMENT, block.depth)) for low in range(start, block.depth, SEGMENT)]
+            self.groups = [(low, min(low + SEGMENT, stop)) for low in range(0, stop, SEGMENT)]
         self.copies: dict[int, tuple[torch.Tensor, ...]] = {}  # detached: no cycle through grad_fn
         self.versions: list[tuple[torch.Tensor, int]] = []  # what backward needs unchanged
-        self.lowest = start  # the lowest group that takes part in autograd's graph
+        self.lowest = 0  # the lowest group that takes part in autograd's graph
         self.pending: list[tuple[int, torch.Tensor]] = []  # errors measured, not read yet
         self.measured: list[tuple[int, float]] = []
         self.handoff: tuple[torch.Tensor, ...] | None = None
-        self.reached = block.depth  # the lowest layer whose input this backward pass rebuilt
+        self.reached = stop  # the lowest layer whose input this backward pass rebuilt
         self.checked = False
 
     def _groups(self, state_bytes: int) -> list[tuple[int, int]]:
@@ -261,7 +261,7 @@ class _Pass:
         released. A group holds its parameters' gradients until then, and L = sqrt(depth * state
         bytes / parameter bytes per layer), at least SEGMENT, balances the two costs (the copies,
         depth/L states; the held gradients, L layers)."""
-        block, depth, start = self.block, self.block.depth, self.start
+        block, depth, stop = self.block, self.block.depth, self.stop
         own = sum(
             p.nbytes
             for name, layers in self.function_params.items()
@@ -270,19 +270,19 @@ class _Pass:
             for p in params
             if p.requires_grad
         )
-        per_layer, length = own / depth, depth - start
-        limit = length if per_layer == 0 else max(SEGMENT, math.isqrt(int(length * state_bytes / per_layer)))
-        self.keep |= set(range(start, depth, limit))
-        return [(low, min(low + limit, depth)) for low in range(start, depth, limit)]
+        per_layer = own / depth
+        limit = stop if per_layer == 0 else max(SEGMENT, math.isqrt(int(stop * state_bytes / per_layer)))
+        self.keep |= set(range(0, stop, limit))
+        return [(low, min(low + limit, stop)) for low in range(0, stop, limit)]
 
     def kept_bytes(self) -> int:
         """Memory kept beyond the output: exact copies (the block's input excluded, each storage
         once) and the record of random-number states and buffers."""
         storages = {}
-        for n, copy in self.copies.items():
-            for t in copy if n != self.start else ():
+        for n, kept in self.copies.items():
+            for t in kept if n else ():
                 storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        inputs = {t.untyped_storage().data_ptr() for t in self.copies.get(self.start, ())}
+        inputs = {t.untyped_storage().data_ptr() for t in self.copies.get(0, ())}
         return sum(v for k, v in storages.items() if k not in inputs) + self.record.nbytes()
 
     def check_unchanged(self) -> None:
@@ -323,7 +323,7 @@ class _Pass:
         measured = sorted((n, e) for (n, _), e in zip(pending, host, strict=True))
         self.measured += measured
         block.reconstruction_errors = sorted(self.measured)
-        tops = sorted(self.keep | {self.reached, block.depth})
+        tops = sorted(self.keep | {self.reached, self.stop})
         intervals = [(low, tops[bisect.bisect_right(tops, low)], e) for low, e in measured]
         if self.exact:
             block.drift.learn(intervals, self.eps, self.tolerance)
@@ -370,14 +370,14 @@ class _Layers(torch.autograd.Function):
             run.copies[start] = tuple(t.detach() for t in state)
         for n in range(start, stop):
             state = block.step(n, state, run.record.caller(block, n))
-            if n + 1 in run.keep and n + 1 < block.depth:
+            if n + 1 in run.keep and n + 1 < run.stop:
                 run.copies[n + 1] = tuple(t.detach() for t in state)
         # an output that is an input (one layer, history passing through) must be a new tensor
         inputs = {id(t) for t in tensors}
         state = tuple(t.clone() if id(t) in inputs else t for t in state)
         ctx.run, ctx.start, ctx.stop, ctx.n_state = run, start, stop, n_state
         ctx.params = tensors[n_state:]
-        ctx.last = stop == block.depth
+        ctx.last = stop == run.stop
         if ctx.last:
             ctx.save_for_backward(*state)
         return state
@@ -490,10 +490,10 @@ def _rebuild(run, n: int, state, cache: dict):
         return block.inverse_step(n, state, inverse_call)
 
 
-def _layer_vjp(run, n: int, old, grads, cache: dict, wanted: dict, param_grads: list):
+def _layer_vjp(run, n: int, old, grads, cache: dict, wanted: dict, param_grads: list, values=None):
     """The vector-Jacobian product of layer n at its input ``old`` with ``grads``: returns the
     gradients for the layer's input, and adds those of the parameters in ``wanted`` (id -> index)
-    into ``param_grads``.
+    into ``param_grads``. ``values``: the scheme parameters' values (by default the layer's own).
 
     The step's own arithmetic is differentiated symbolically (``block.vjp``, generated code); autograd
     differentiates only the functions, each call through the graph of its evaluation: the one the
@@ -538,8 +538,9 @@ def _layer_vjp(run, n: int, old, grads, cache: dict, wanted: dict, param_grads: 
 
     learnable = tuple(name for name, raw in block.raw_params.items() if id(raw) in wanted)
     vjp = block.vjp(learnable, cached=all(k in cache for k in range(block.call_count)))
-    with torch.no_grad():
-        values = block.layer_params(n)
+    if values is None:
+        with torch.no_grad():
+            values = block.layer_params(n)
     state_grads, value_grads = vjp(tuple(old), tuple(grads), values, call, pull)
     if not block._foreign_checked:
         _refuse_foreign_tensors(run, n, [(e[1], e[2]) for e in evaluations.values()])
@@ -618,20 +619,21 @@ def _relative_error(rebuilt, exact) -> torch.Tensor:
 
 
 def run_reversible(block, state, exact: bool):
-    """All layers, keeping no activations beyond the graphs ``memory_budget`` allows: those of the
-    lowest layers, then one ``autograd.Function`` per release group."""
-    block.graph_layers, block.graph_bytes = 0, None
+    """All layers, keeping no activations beyond the graphs ``memory_budget`` allows: one
+    ``autograd.Function`` per release group, then the top layers that keep their graphs. (Kept on
+    top, their graphs are freed first in the backward pass, before the rebuilding needs memory:
+    the peak is the larger of the two, not their sum.)"""
+    block.graph_layers = 0
+    block.graph_bytes = 0 if isinstance(block.memory_budget, int) else None  # measured for bytes only
     if not torch.is_grad_enabled() or not (
         any(p.requires_grad for p in block.parameters()) or any(t.requires_grad for t in state)
     ):
         return block.steps(0, block.depth, state)  # nothing to differentiate: a plain loop
-    start = 0
-    if block.memory_budget is not None:
-        start, state = _keep_graphs(block, state)
-        if start == block.depth:
-            block.kept_bytes = 0
-            return tuple(state)
-    run = _Pass(block, exact, state, start)
+    stop = block.depth - _graph_layers(block, state)
+    if stop == 0:
+        block.kept_bytes = 0
+        return _keep_graphs(block, 0, state)
+    run = _Pass(block, exact, state, stop)
     shared = [p for name in block.functions if block.shared[name] for p in run.function_params[name][0]]
     shared += list(block.raw_params.values())
     groups = []
@@ -647,7 +649,7 @@ def run_reversible(block, state, exact: bool):
     # the lowest group in autograd's graph ends the rebuild: its input must be an exact copy
     tracked = any(t.requires_grad for t in state)
     run.lowest = next(
-        (low for (low, _), params in zip(run.groups, groups, strict=True) if tracked or params), start
+        (low for (low, _), params in zip(run.groups, groups, strict=True) if tracked or params), 0
     )
     run.keep.add(run.lowest)
     fixed = [getattr(block, f"fixed_{name}") for name in block._param_names if name not in block.raw_params]
@@ -655,10 +657,10 @@ def run_reversible(block, state, exact: bool):
     for (low, high), params in zip(run.groups, groups, strict=True):
         state = _Layers.apply(run, low, high, len(state), *state, *params)
     block.kept_bytes = run.kept_bytes()
-    return tuple(state)
+    return _keep_graphs(block, stop, state) if stop < block.depth else tuple(state)
 
 
-# -- memory budget: the graphs of the lowest layers ----------------------------------------------------
+# -- memory budget: the graphs of the top layers -------------------------------------------------------
 
 
 def check_budget(budget, memory: str) -> float | int | None:
@@ -667,12 +669,16 @@ def check_budget(budget, memory: str) -> float | int | None:
         return None
     if memory not in ("reversible", "adjoint"):
         raise ConfigError(
-            f"memory_budget applies to memory='reversible' and memory='adjoint' (the layers whose graphs "
-            f"do not fit are rebuilt); memory={memory!r} keeps {'everything' if memory == 'autograd' else 'its segments'}"
+            "memory_budget applies to memory='reversible' and memory='adjoint' (the layers whose graphs "
+            f"do not fit are rebuilt), not to memory={memory!r}"
         )
     if isinstance(budget, numbers.Integral) and not isinstance(budget, bool) and budget >= 0:
         return int(budget)
-    if isinstance(budget, numbers.Real) and not isinstance(budget, (bool, numbers.Integral)) and 0 <= budget <= 1:
+    if (
+        isinstance(budget, numbers.Real)
+        and not isinstance(budget, (bool, numbers.Integral))
+        and 0 <= budget <= 1
+    ):
         return float(budget)
     raise ConfigError(
         "memory_budget must be a fraction of autograd's activation memory between 0 and 1 (a float, "
@@ -730,24 +736,25 @@ def _probe_layer_bytes(block, state) -> int:
     return counter.bytes
 
 
-def _keep_graphs(block, state):
-    """Run the lowest layers with their graphs, as many as ``memory_budget`` allows; returns the
-    number run and the state after them. A fraction keeps that share of the layers; bytes are
-    spent as measured, a layer being run only when the largest graph seen so far (the probe of
-    layer 0 included) still fits."""
+def _graph_layers(block, state) -> int:
+    """How many of the top layers keep their graphs under ``memory_budget``: a fraction keeps that
+    share of the layers; bytes keep as many as fit at the size of layer 0's graph (probed)."""
     budget, depth = block.memory_budget, block.depth
+    if budget is None or budget == 0:
+        return 0
     if isinstance(budget, float):
-        layers = min(depth, math.floor(budget * depth + 1e-9))
-        block.graph_layers = layers
-        return layers, block.steps(0, layers, state)
-    largest = _probe_layer_bytes(block, state) if budget > 0 else budget + 1
-    counter = _SavedBytes([*state, *block.parameters()])
-    n = 0
-    while n < depth and counter.bytes + largest <= budget:
-        before = counter.bytes
-        with counter:
-            state = block.step(n, state)
-        largest = max(largest, counter.bytes - before)
-        n += 1
-    block.graph_layers, block.graph_bytes = n, counter.bytes
-    return n, tuple(state)
+        return min(depth, math.floor(budget * depth + 1e-9))
+    size = _probe_layer_bytes(block, state)
+    return depth if size == 0 else min(depth, budget // size)
+
+
+def _keep_graphs(block, start: int, state):
+    """Layers ``[start, depth)`` with their graphs (plain autograd); a budget in bytes counts what
+    they save (``block.graph_bytes``)."""
+    block.graph_layers = block.depth - start
+    if isinstance(block.memory_budget, float):
+        return block.steps(start, block.depth, state)
+    with _SavedBytes([*state, *block.parameters()]) as counter:
+        state = block.steps(start, block.depth, state)
+    block.graph_bytes = counter.bytes
+    return state

@@ -1,0 +1,422 @@
+"""``memory="fixed_point"``: reversible training with bit-exact rebuilds (Maclaurin et al. 2015).
+
+An inverse that divides (momentum: ``v[n] = (v[n+1] - (1-gamma) f(x[n])) / gamma``) multiplies
+floating-point rounding error by ``1/gamma`` per layer, so ``memory="reversible"`` keeps exact
+copies of the state to bound the drift. Here the states are held as integers instead (fixed point,
+``RADIX`` fractional bits) and every update is an exact integer map, so that the backward pass
+rebuilds each layer's input bit for bit at any depth, and no copy is needed.
+
+**Which schemes.** Each update must read ``new = c * old + remainder``, where ``old`` is the value
+the update replaces (``v[n]``; ``u[n-1]`` for a state with history), ``c`` a nonzero expression of
+the parameters, and the remainder reads only values still held at that point (momentum, LM-ResNet,
+leapfrog, the Hamiltonian and RevNet schemes). The functions are evaluated in floating point on
+the states' floating-point views; their results are rounded onto the fixed-point grid and added
+exactly, so the backward pass, which evaluates them again at bit-identical inputs (under the same
+random numbers, autocast and buffers, ``replay.py``), subtracts the same integers.
+
+**Multiplication by c, exactly.** ``c`` is rounded to ``n / 2**k`` (the parameters are rounded to
+``COEFFICIENT_BITS`` binary digits, and ``c`` must come out with a denominator of at most
+``2**COEFFICIENT_BITS``). ``r -> c r`` loses information when ``|c| < 1``: the low ``k`` bits of
+``r`` are pushed onto a per-element integer buffer ``B`` (``B = B * 2**k + r mod 2**k``), ``r`` is
+divided by ``2**k`` and multiplied by ``n``, and ``log2 n`` bits are popped back from the buffer
+into the emptied low digits (``r += B mod n; B //= n``). Undoing it runs the same moves backwards.
+The buffer grows by ``log2(2**k / n) = log2(1/|c|)`` bits per element and layer, which is the
+information the contraction destroys: no exact inverse can keep less. When a buffer could pass
+``2**62`` (bounded on the host from the coefficients alone, so the schedule is the same in both
+passes), it is set aside whole and restarted from zero.
+
+**Accuracy and refusals.** The block computes the scheme with its parameters rounded to
+``COEFFICIENT_BITS`` digits (gamma = 0.9 runs as 58982/65536 = 0.899994) and its states on a grid
+of ``2**-RADIX``, a rounding of about ``2**(COEFFICIENT_BITS - RADIX)`` per multiplication; its
+gradients are the float step's gradients at those parameters. A state or remainder outside
+``±2**(62 - RADIX)`` (about ±16384) cannot be held: the forward pass raises rather than wrap around.
+The backward pass compares the input it rebuilt with the block's input, bit for bit, and raises
+:class:`~odenet.errors.ReconstructionError` if they differ (a function that does not give the same
+numbers when evaluated again).
+"""
+
+from __future__ import annotations
+
+import functools
+from fractions import Fraction
+
+import sympy
+import torch
+from sympy.core.function import AppliedUndef
+
+from odenet.codegen import StepCode, compile_source, generate_exact
+from odenet.errors import DoubleBackwardError, ReconstructionError, UnsupportedSchemeError
+from odenet.ir import Scheme, parse_value, value
+from odenet.nn.generated import namespace
+from odenet.nn.params import constrain
+from odenet.nn.replay import AutocastState, CallRecord
+from odenet.nn.reversible import _layer_vjp, _leaves, _to_host
+
+__all__ = ["COEFFICIENT_BITS", "RADIX", "exact_parts", "run_fixed_point"]
+
+RADIX = 48  # fractional bits of a state
+COEFFICIENT_BITS = 16  # binary digits of the parameters, and at most of a coefficient's denominator
+LIMIT = 2**62  # largest magnitude of a held integer (a margin below int64's 2**63)
+SEGMENT = 16  # layers per autograd.Function: their parameters' gradients are released together
+
+
+# -- the scheme's updates as c * old + remainder -------------------------------------------------------
+
+
+def exact_parts(scheme: Scheme) -> tuple[tuple[sympy.Symbol, sympy.Symbol, sympy.Expr, sympy.Expr], ...]:
+    """``(new value, value it replaces, c, remainder)`` for each update in order, or
+    :class:`UnsupportedSchemeError` saying which update does not have that form."""
+    if scheme.coupled_stages or not scheme.is_explicit:
+        raise UnsupportedSchemeError(
+            f"memory='fixed_point' needs an explicit scheme, and {scheme.name} is implicit"
+        )
+    params = {p.symbol for p in scheme.params}
+    held = set(scheme.state_vector)
+    parts = []
+    for state, residual in scheme.update_residuals.items():
+        new = value(state, 1)
+        old = value(state, -scheme.history[state])
+        expr = new - residual  # the update with its stages substituted
+        c = sympy.diff(expr, old)
+        remainder = expr.xreplace({old: 0})
+        why = None
+        if c.free_symbols - params or c.atoms(AppliedUndef, sympy.Derivative):
+            why = f"{old} enters {new} other than through a constant factor"
+        elif c == 0:
+            why = f"{new} does not depend on {old}, the value it replaces"
+        elif sympy.simplify(expr - c * old - remainder) != 0:
+            why = f"{new} is not c*{old} plus terms free of {old}"
+        else:
+            missing = {s for s in remainder.free_symbols if parse_value(s)} - held
+            if missing:
+                why = (
+                    f"{new} reads {', '.join(sorted(map(str, missing)))}, no longer held when it is computed"
+                )
+        if why is not None:
+            raise UnsupportedSchemeError(
+                f"memory='fixed_point' needs every update to read new = c*old + terms of values still "
+                f"held (old: the value the update replaces); in {scheme.name}, {why}. Use "
+                "memory='reversible' (exact copies bound the drift) or memory='checkpoint'"
+            )
+        held = (held - {old}) | {new}
+        parts.append((new, old, sympy.simplify(c), remainder))
+    return tuple(parts)
+
+
+@functools.lru_cache(maxsize=64)
+def _generated(scheme: Scheme, call_keys: tuple) -> tuple[StepCode, StepCode, object, object, tuple]:
+    parts = exact_parts(scheme)
+    keys = dict(call_keys)
+    step_code = generate_exact(scheme, parts, keys, inverse=False)
+    inverse_code = generate_exact(scheme, parts, keys, inverse=True)
+    step = compile_source(step_code, namespace(), f"{scheme.name} fixed-point step")
+    inverse = compile_source(inverse_code, namespace(), f"{scheme.name} fixed-point inverse")
+    return step_code, inverse_code, step, inverse, tuple(c for _, _, c, _ in parts)
+
+
+def generated(block) -> tuple[StepCode, StepCode, object, object, tuple]:
+    keys = tuple((call, key) for key, call in enumerate(block.forward_code.calls))
+    return _generated(block.scheme, keys)
+
+
+# -- the plan of one forward pass: coefficients, parameters, buffer spills ---------------------------
+
+
+class _Plan:
+    """Each layer's rounded parameters (as tensors for the generated code), each update's
+    ``(n, d, sign)`` with ``c = sign * n / d``, and where buffers are set aside."""
+
+    def __init__(self, block, coefficients: tuple, dtype: torch.dtype, device: torch.device):
+        scheme, depth = block.scheme, block.depth
+        names = [p.name for p in scheme.params]
+        per_layer = {}
+        for name in names:  # one host read for every parameter of every layer
+            if name in block.raw_params:
+                per_layer[name] = constrain(block.raw_params[name].detach(), block._intervals[name])
+            else:
+                per_layer[name] = getattr(block, f"fixed_{name}").detach().expand(depth)
+        host = _to_host(torch.stack([v.to(torch.float64) for v in per_layer.values()])) if names else []
+        scale = 2**COEFFICIENT_BITS
+        rounded = [[Fraction(round(v * scale), scale) for v in row] for row in host]
+        table = torch.tensor([[float(v) for v in row] for row in rounded], dtype=dtype, device=device)
+        self.values = [{name: table[i, n] for i, name in enumerate(names)} for n in range(depth)]
+        symbols = [p.symbol for p in scheme.params]
+        rows: dict[tuple, list] = {}  # layers with equal parameters share their coefficients
+        self.coefficients = []
+        for n in range(depth):
+            key = tuple(row[n] for row in rounded)
+            if key not in rows:
+                rows[key] = [
+                    self._coefficient(c, i, n, dict(zip(symbols, key, strict=True)), scheme.name)
+                    for i, c in enumerate(coefficients)
+                ]
+            self.coefficients.append(rows[key])
+        # a buffer is set aside before a push that could take it past LIMIT (worst case)
+        self.spills: set[tuple[int, int]] = set()
+        self.first_push = [depth] * len(coefficients)
+        bounds = [0] * len(coefficients)
+        for n in range(depth):
+            for i, (num, den, _) in enumerate(self.coefficients[n]):
+                if num == den == 1:
+                    continue
+                self.first_push[i] = min(self.first_push[i], n)
+                if bounds[i] * den + den - 1 >= LIMIT:
+                    self.spills.add((n, i))
+                    bounds[i] = 0
+                bounds[i] = (bounds[i] * den + den - 1) // num
+
+    @staticmethod
+    def _coefficient(c, i: int, n: int, values: dict, name: str) -> tuple[int, int, int]:
+        """``(n, d, sign)`` of ``c`` at the rounded parameters, or a refusal."""
+        scale = 2**COEFFICIENT_BITS
+        exact = sympy.nsimplify(c).xreplace(
+            {k: sympy.Rational(v.numerator, v.denominator) for k, v in values.items()}
+        )
+        exact = sympy.Rational(exact) if exact.is_Rational else None
+        if exact is None or exact == 0 or exact.q > scale or exact.q & (exact.q - 1):
+            raise UnsupportedSchemeError(
+                f"memory='fixed_point': the coefficient {c} of update {i} of {name} is "
+                f"{exact if exact is not None else 'not a number'} at layer {n} with the parameters "
+                f"rounded to {COEFFICIENT_BITS} binary digits; it must be a nonzero multiple of "
+                f"2**-{COEFFICIENT_BITS}. Use memory='reversible'"
+            )
+        return (abs(exact.p), exact.q, 1 if exact > 0 else -1)
+
+
+# -- integer arithmetic --------------------------------------------------------------------------------
+
+
+def to_fixed(t: torch.Tensor) -> torch.Tensor:
+    return torch.round(t.to(torch.float64) * 2.0**RADIX).to(torch.int64)
+
+
+def to_float(r: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return (r.to(torch.float64) * 2.0**-RADIX).to(dtype)
+
+
+def _out_of_range(t: torch.Tensor) -> torch.Tensor:
+    """Where a floating-point value cannot be held (NaN included), as one boolean on the device."""
+    return ~(t.detach().abs() < 2.0 ** (62 - RADIX)).all()
+
+
+class _Pass:
+    """One forward pass and its backward: registers, buffers, the plan, the record of calls."""
+
+    def __init__(self, block, state: tuple[torch.Tensor, ...]):
+        self.block = block
+        self.dtype, self.device = state[0].dtype, state[0].device
+        self.exact = True
+        self.record = CallRecord(state)
+        self.autocast = AutocastState(self.device.type)
+        self.step_code, _, self.step, self.inverse, coefficients = generated(block)
+        self.plan = _Plan(block, coefficients, self.dtype, self.device)
+        self.function_params = {
+            name: [list(block.functions[name].parameters())] * block.depth
+            if block.shared[name]
+            else [list(m.parameters()) for m in block.functions[name]]
+            for name in block.functions
+        }
+        vector = list(block.scheme.state_vector)
+        self.position = {s: i for i, s in enumerate(vector)}
+        # for update i: the slot of the value it replaces (forward), of its new value (inverse)
+        self.slots = [self.position[old] for _, old, _, _ in exact_parts(block.scheme)]
+        self.new_slots = [
+            self.position[value(parse_value(old)[0])] for _, old, _, _ in exact_parts(block.scheme)
+        ]
+        # after a step, slot j (value s[n-lag]) holds what slot of s[n-lag+1] held, and slot of
+        # s[n] holds the replaced one's register (history rotates)
+        self.rotation = []
+        for s in vector:
+            name, offset = parse_value(s)
+            depth = block.scheme.history[name]
+            source = value(name, -depth) if offset == 0 else value(name, offset + 1)
+            self.rotation.append(self.position[source])
+        self.unrotation = [self.rotation.index(j) for j in range(len(vector))]
+        self.buffers: list[torch.Tensor | None] = [None] * len(coefficients)  # None until the first push
+        self.set_aside: list[torch.Tensor] = []
+        self.registers: list[torch.Tensor] = []
+        self.bad = torch.zeros((), dtype=torch.bool, device=self.device)
+        self.input: tuple[torch.Tensor, ...] = ()
+        self.versions: list[tuple[torch.Tensor, int]] = []
+
+    def views(self, registers) -> tuple[torch.Tensor, ...]:
+        return tuple(to_float(r, self.dtype) for r in registers)
+
+    def _remainder(self, g, like: torch.Tensor) -> torch.Tensor:
+        if not isinstance(g, torch.Tensor):
+            g = torch.full_like(like, float(g), dtype=torch.float64)
+        self.bad = self.bad | _out_of_range(g)
+        return to_fixed(g)
+
+    def forward_layer(self, n: int, call) -> None:
+        registers = list(self.registers)
+        coefficients = self.plan.coefficients[n]
+
+        def update(i, g):
+            slot = self.slots[i]
+            r = registers[slot]
+            num, den, sign = coefficients[i]
+            if (num, den) != (1, 1):
+                buffer = self.buffers[i]
+                if buffer is None or (n, i) in self.plan.spills:  # the first push, or a spill
+                    if buffer is not None:
+                        self.set_aside.append(buffer)
+                    buffer = torch.zeros_like(r)
+                buffer = buffer * den + torch.remainder(r, den)
+                r = torch.div(r, den, rounding_mode="floor")
+                if num > den:  # |c| > 1: the product must not wrap around
+                    self.bad = self.bad | (r.abs() > LIMIT // num).any()
+                r = r * num + torch.remainder(buffer, num)
+                self.buffers[i] = torch.div(buffer, num, rounding_mode="floor")
+            r = (r if sign > 0 else -r) + self._remainder(g, r)
+            self.bad = self.bad | (r.abs() > LIMIT).any()
+            registers[slot] = r
+            return to_float(r, self.dtype)
+
+        self.step(self.views(self.registers), self.plan.values[n], call, update)
+        self.registers = [registers[j] for j in self.rotation]
+
+    def inverse_layer(self, n: int, call) -> None:
+        registers = list(self.registers)
+        coefficients = self.plan.coefficients[n]
+
+        def undo(i, g):
+            slot = self.new_slots[i]
+            r = registers[slot] - self._remainder(g, registers[slot])
+            num, den, sign = coefficients[i]
+            r = r if sign > 0 else -r
+            if (num, den) != (1, 1):
+                buffer = self.buffers[i] * num + torch.remainder(r, num)
+                r = torch.div(r, num, rounding_mode="floor") * den + torch.remainder(buffer, den)
+                buffer = torch.div(buffer, den, rounding_mode="floor")
+                first = n == self.plan.first_push[i]
+                if first or (n, i) in self.plan.spills:  # back at the zero the buffer started from
+                    self.bad = self.bad | (buffer != 0).any()
+                    buffer = None if first else self.set_aside.pop()
+                self.buffers[i] = buffer
+            registers[slot] = r
+            return to_float(r, self.dtype)
+
+        self.inverse(self.views(self.registers), self.plan.values[n], call, undo)
+        self.registers = [registers[j] for j in self.unrotation]
+
+    def kept_bytes(self) -> int:
+        held = [*self.set_aside, *(b for b in self.buffers if b is not None)]
+        return sum(t.nbytes for t in held)
+
+
+class _Layers(torch.autograd.Function):
+    """Layers ``[start, stop)`` in fixed point; the integer state passes between segments through
+    the pass object, the floating-point views through autograd."""
+
+    @staticmethod
+    def forward(ctx, run, start, stop, n_state, *tensors):
+        block = run.block
+        for n in range(start, stop):
+            run.forward_layer(n, run.record.caller(block, n))
+        ctx.run, ctx.start, ctx.stop, ctx.n_state = run, start, stop, n_state
+        ctx.params = tensors[n_state:]
+        return run.views(run.registers)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        run = ctx.run
+        block = run.block
+        if torch.is_grad_enabled():
+            raise DoubleBackwardError(
+                "memory='fixed_point' cannot give second-order gradients (create_graph=True): it rebuilds "
+                f"activations outside autograd's graph; use memory='checkpoint' or 'autograd' for "
+                f"{block.scheme.name}'s block"
+            )
+        if ctx.stop == block.depth:  # a new backward pass starts from the saved top
+            for tensor, version in run.versions:
+                if tensor._version != version:
+                    raise RuntimeError(
+                        f"a tensor {block.scheme.name}'s block needs for its backward pass (its input or "
+                        f"a parameter, shape {tuple(tensor.shape)}) was modified in place after the forward "
+                        "pass"
+                    )
+            run.registers, run.buffers, run.set_aside = list(run.top[0]), list(run.top[1]), list(run.top[2])
+            run.record.replay = True
+        grads = [
+            torch.zeros_like(v) if g is None else g
+            for v, g in zip(run.views(run.registers), grads, strict=True)
+        ]
+        needs = ctx.needs_input_grad[4 + ctx.n_state :]
+        params = [p for p, need in zip(ctx.params, needs, strict=True) if need]
+        wanted = {id(p): i for i, p in enumerate(params)}
+        param_grads: list[torch.Tensor | None] = [None] * len(params)
+        with run.autocast.restored():
+            for n in reversed(range(ctx.start, ctx.stop)):
+                cache: dict[int, tuple] = {}
+
+                def call(key, name, *args, n=n, cache=cache):
+                    leaves = _leaves(args)
+                    with torch.enable_grad():
+                        out = run.record.call_again(n, key, block.function(name, n), leaves)
+                    cache[key] = (leaves, out)
+                    return out.detach()
+
+                with torch.no_grad():
+                    run.inverse_layer(n, call)
+                old = run.views(run.registers)
+                grads = _layer_vjp(run, n, old, grads, cache, wanted, param_grads, run.plan.values[n])
+        if ctx.start == 0:  # the rebuilt input, bit for bit, and every buffer back at zero
+            differ = [(r != to_fixed(x)).any() for r, x in zip(run.registers, run.input, strict=True)]
+            mismatch = run.bad | torch.stack(differ).any()
+            if _to_host(mismatch.reshape(1).to(torch.float64))[0]:
+                raise ReconstructionError(
+                    f"memory='fixed_point' rebuilt the input of {block.scheme.name}'s block with different "
+                    "bits than the forward pass held: a function gave different numbers when evaluated "
+                    "again (a nondeterministic kernel, or state kept outside registered buffers); use "
+                    "memory='reversible' or 'checkpoint'"
+                )
+        block._foreign_checked = True
+        returned = iter(param_grads)
+        return (None, None, None, None, *grads, *(next(returned) if need else None for need in needs))
+
+
+def run_fixed_point(block, state):
+    """All layers in fixed point (see the module doc)."""
+    run = _Pass(block, state)
+    run.input = tuple(t.detach() for t in state)
+    run.registers = [to_fixed(t) for t in run.input]
+    run.bad = run.bad | torch.stack([_out_of_range(t) for t in run.input]).any()
+    tracked = torch.is_grad_enabled() and (
+        any(p.requires_grad for p in block.parameters()) or any(t.requires_grad for t in state)
+    )
+    if not tracked:
+        with torch.no_grad():
+            for n in range(block.depth):
+                run.forward_layer(n, block.caller(n))
+        _check_range(run)
+        block.kept_bytes = 0
+        return run.views(run.registers)
+    shared = [p for name in block.functions if block.shared[name] for p in run.function_params[name][0]]
+    shared += list(block.raw_params.values())
+    run.versions = [(t, t._version) for t in [*state, *block.parameters()]]
+    for low in range(0, block.depth, SEGMENT):
+        high = min(low + SEGMENT, block.depth)
+        own = [
+            p
+            for n in range(low, high)
+            for name in block.functions
+            if not block.shared[name]
+            for p in run.function_params[name][n]
+        ]
+        params = list({id(p): p for p in own + shared if p.requires_grad}.values())
+        state = _Layers.apply(run, low, high, len(state), *state, *params)
+    _check_range(run)
+    run.top = (list(run.registers), list(run.buffers), list(run.set_aside))
+    block.kept_bytes = run.kept_bytes() + sum(r.nbytes for r in run.registers)
+    return tuple(state)
+
+
+def _check_range(run) -> None:
+    if _to_host(run.bad.reshape(1).to(torch.float64))[0]:
+        raise ReconstructionError(
+            f"memory='fixed_point': a state or update of {run.block.scheme.name}'s block left the range "
+            f"fixed point holds (|value| < 2**{62 - RADIX} = {2 ** (62 - RADIX)}, finite); use "
+            "memory='reversible', or keep the activations smaller (normalization)"
+        )
+    run.bad = torch.zeros((), dtype=torch.bool, device=run.device)
