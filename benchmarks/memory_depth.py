@@ -5,13 +5,16 @@ the parameter gradients, records its resident memory, runs one training step (fo
 and reports:
 
 - peak RSS during the step minus the RSS before it (MiB): what the step needed beyond the model
-  and its gradients, measured by the operating system;
+  and its gradients, measured by the operating system (Linux: the peak restarted just before the
+  step; glibc's mmap threshold fixed at 64 KiB, so that freed activations leave the resident set);
 - bytes of the tensors autograd saved for backward (parameters excluded, each storage once), plus
   what odenet kept besides (exact copies, replay records) (MiB);
 - at depth 128, the median time of a training step as a ratio to plain autograd on the same scheme
   and function, the two measured in alternation in one process so that background load affects
   both alike.
 
+``fixed_point`` holds the states as integers and rebuilds them bit for bit (momentum: no copies,
+an information buffer that grows by log2(1/gamma) bits per element and layer).
 ``reversible`` is the default adaptive guard (release groups that start at exact copies and hold
 their parameters' gradients until checked); ``reversible-raise`` the raise guard (segments that
 release as they go, no copies beyond the plan). The step measured is the first one of a freshly
@@ -47,6 +50,7 @@ SCHEMES = {
         "checkpoint",
         "reversible",
         "reversible-raise",
+        "fixed_point",
         "momentumnet",
         "momentumnet-memory-free",
     ],
@@ -92,7 +96,7 @@ def _build(kind, scheme_name, mode, depth, torch, nn):
     import odenet
 
     scheme = odenet.load(scheme_name)
-    memory, _, guard = mode.partition("-")  # reversible-raise: the raise guard
+    memory, _, guard = mode.partition("-")  # reversible-raise: the raise guard; fixed_point as it is
     kwargs = {"guard": guard} if guard else {}
     block = odenet.compile(
         scheme, {f.name: (lambda i: make()) for f in scheme.functions}, depth, memory, **kwargs
@@ -104,7 +108,7 @@ def worker(config: dict) -> dict:
     import torch
     from torch import nn
 
-    from odenet.nn.memory import peak_rss_mib, rss_mib, saved_tensor_bytes
+    from odenet.nn.memory import peak_rss_mib, reset_peak_rss, rss_mib, saved_tensor_bytes
 
     torch.manual_seed(0)
     torch.set_num_threads(2)
@@ -115,6 +119,7 @@ def worker(config: dict) -> dict:
     params = [p for p in model.parameters() if p.requires_grad]
     for p in params:
         p.grad = torch.zeros_like(p)  # gradients exist before the baseline: they are not activations
+    reset_peak_rss()  # the peak from here (Linux), not the building's
     baseline = rss_mib()
     with saved_tensor_bytes(exclude=params) as saved:
         loss = model(x).square().mean()
@@ -157,7 +162,9 @@ def _paired_timing(config, model, states, torch, nn, rounds: int = 7) -> dict:
 
 def run_config(config: dict) -> dict:
     command = [sys.executable, __file__, "--worker", json.dumps(config)]
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    # a fixed mmap threshold: glibc otherwise raises it as blocks are freed (up to 32 MiB) and keeps
+    # freed activations in its heap, and the resident set stops following the tensors alive
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "MALLOC_MMAP_THRESHOLD_": str(2**16)}
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800)
     if done.returncode:
         reason = (done.stderr.strip().splitlines() or ["failed"])[-1][:120]
@@ -187,6 +194,7 @@ def main() -> int:
     parser.add_argument("--depths", type=int, nargs="+", default=[8, 64, 128, 512])
     parser.add_argument("--functions", nargs="+", default=["mlp", "conv"], choices=["mlp", "conv"])
     parser.add_argument("--schemes", nargs="+", default=list(SCHEMES), choices=list(SCHEMES))
+    parser.add_argument("--modes", nargs="+", help="only these modes (default: each scheme's list)")
     parser.add_argument("--json", help="also write all results to this file")
     parser.add_argument("--table", metavar="JSON", help="print the tables of an earlier run's --json file")
     args = parser.parse_args()
@@ -212,6 +220,8 @@ def main() -> int:
     for function in args.functions:
         for scheme in args.schemes:
             for mode in SCHEMES[scheme]:
+                if args.modes and mode not in args.modes:
+                    continue
                 if not _available(mode):
                     print(f"  ({mode} not installed: skipped)")
                     continue

@@ -18,6 +18,7 @@ F0 (a no-grad forward of the same network) in every round and prints the floor b
 that what is above it (the overhead of the mode) is visible. Target: reversible <= 1.35x.
 
 Run: python benchmarks/step_time.py [--functions mlp conv] [--rounds 9] [--modes reversible ...]
+[--scheme momentum]
 """
 
 from __future__ import annotations
@@ -50,11 +51,14 @@ def example_input(kind: str) -> torch.Tensor:
     return torch.randn(512, 256) if kind == "mlp" else torch.randn(32, 16, 32, 32)
 
 
+SCHEME = "leapfrog"  # --scheme: a one-function scheme of one state (momentum keeps a hidden one)
+
+
 def build(kind: str, depth: int, memory: str, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    return odenet.compile(
-        load("leapfrog"), {"f": function_factory(kind)}, depth, memory=memory, params={"h": 1 / depth}
-    )
+    scheme = load(SCHEME)
+    params = {"h": 1 / depth} if "h" in [p.name for p in scheme.params] else {}
+    return odenet.compile(scheme, {"f": function_factory(kind)}, depth, memory=memory, params=params)
 
 
 def training_step(block: nn.Module, x: torch.Tensor, split: bool = False):
@@ -105,9 +109,12 @@ def main() -> int:
     parser.add_argument("--depths", nargs="+", type=int, help="instead of each function's list")
     parser.add_argument("--modes", nargs="+", default=["reversible"])
     parser.add_argument("--rounds", type=int, default=21)
+    parser.add_argument("--scheme", default="leapfrog", help="a library scheme of one function")
     args = parser.parse_args()
+    global SCHEME
+    SCHEME = args.scheme
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32; leapfrog, h = 1/depth; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32; {SCHEME}, h = 1/depth; "
         f"median (interquartile range) over {args.rounds} interleaved rounds of (mode / autograd), "
         "training step"
     )

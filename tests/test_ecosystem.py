@@ -175,6 +175,7 @@ def _host_reads():
         ("reversible", "raise", 2),
         ("adjoint", None, 1),
         ("reversible", "adaptive", "groups"),
+        ("fixed_point", None, 3),  # the rounded parameters, the range (forward), the rebuilt input
     ],
 )
 def test_host_reads_per_training_step(memory, guard, reads):
