@@ -50,7 +50,7 @@ from odenet.ir import Scheme, parse_value, value
 from odenet.nn.generated import namespace
 from odenet.nn.params import constrain
 from odenet.nn.replay import AutocastState, CallRecord
-from odenet.nn.reversible import _layer_vjp, _leaves, _to_host
+from odenet.nn.reversible import _layer_vjp, _to_host, kept_call
 
 __all__ = ["COEFFICIENT_BITS", "RADIX", "exact_parts", "run_fixed_point"]
 
@@ -63,6 +63,7 @@ SEGMENT = 16  # layers per autograd.Function: their parameters' gradients are re
 # -- the scheme's updates as c * old + remainder -------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=64)
 def exact_parts(scheme: Scheme) -> tuple[tuple[sympy.Symbol, sympy.Symbol, sympy.Expr, sympy.Expr], ...]:
     """``(new value, value it replaces, c, remainder)`` for each update in order, or
     :class:`UnsupportedSchemeError` saying which update does not have that form."""
@@ -219,10 +220,9 @@ class _Pass:
         vector = list(block.scheme.state_vector)
         self.position = {s: i for i, s in enumerate(vector)}
         # for update i: the slot of the value it replaces (forward), of its new value (inverse)
-        self.slots = [self.position[old] for _, old, _, _ in exact_parts(block.scheme)]
-        self.new_slots = [
-            self.position[value(parse_value(old)[0])] for _, old, _, _ in exact_parts(block.scheme)
-        ]
+        parts = exact_parts(block.scheme)
+        self.slots = [self.position[old] for _, old, _, _ in parts]
+        self.new_slots = [self.position[value(parse_value(old)[0])] for _, old, _, _ in parts]
         # after a step, slot j (value s[n-lag]) holds what slot of s[n-lag+1] held, and slot of
         # s[n] holds the replaced one's register (history rotates)
         self.rotation = []
@@ -349,16 +349,8 @@ class _Layers(torch.autograd.Function):
         with run.autocast.restored():
             for n in reversed(range(ctx.start, ctx.stop)):
                 cache: dict[int, tuple] = {}
-
-                def call(key, name, *args, n=n, cache=cache):
-                    leaves = _leaves(args)
-                    with torch.enable_grad():
-                        out = run.record.call_again(n, key, block.function(name, n), leaves)
-                    cache[key] = (leaves, out)
-                    return out.detach()
-
                 with torch.no_grad():
-                    run.inverse_layer(n, call)
+                    run.inverse_layer(n, kept_call(run, n, cache))
                 old = run.views(run.registers)
                 grads = _layer_vjp(run, n, old, grads, cache, wanted, param_grads, run.plan.values[n])
         if ctx.start == 0:  # the rebuilt input, bit for bit, and every buffer back at zero

@@ -479,15 +479,24 @@ def _rebuild(run, n: int, state, cache: dict):
         with torch.no_grad():
             return block.approximate_inverse_step(n, state, run.record.caller(block, n))
 
-    def inverse_call(key, name, *args):
+    with torch.no_grad():
+        return block.inverse_step(n, state, kept_call(run, n, cache))
+
+
+def kept_call(run, n: int, cache: dict):
+    """``call(key, name, *args)`` for an inverse: evaluates layer n's call again under what the
+    forward's saw, keeps the evaluation with its small graph in ``cache`` (for the layer's
+    vector-Jacobian product) and returns its value detached."""
+    block = run.block
+
+    def call(key, name, *args):
         leaves = _leaves(args)
         with torch.enable_grad():
             out = run.record.call_again(n, key, block.function(name, n), leaves)
         cache[key] = (leaves, out)
         return out.detach()
 
-    with torch.no_grad():
-        return block.inverse_step(n, state, inverse_call)
+    return call
 
 
 def _layer_vjp(run, n: int, old, grads, cache: dict, wanted: dict, param_grads: list, values=None):
