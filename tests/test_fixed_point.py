@@ -54,7 +54,7 @@ def test_accepted_schemes_are_those_of_the_form():
     ]
 
 
-@pytest.mark.parametrize(("gamma", "depth"), [(0.9, 4096), (0.5, 600)])
+@pytest.mark.parametrize(("gamma", "depth"), [pytest.param(0.9, 4096, marks=pytest.mark.slow), (0.5, 600)])
 def test_rebuild_is_bit_exact_at_depth(gamma, depth):
     """Every layer's integer state, rebuilt from the top, equals the forward's, bit for bit; the
     buffers are set aside and restored on the way (gamma = 0.5: one bit per layer, a spill every
@@ -109,6 +109,7 @@ def test_deep_float32_gradients_beat_float32_autograd():
     assert errors["fixed_point"] <= errors["autograd"], errors
 
 
+@pytest.mark.slow
 def test_memory_is_the_information_the_contraction_destroys():
     """What the block keeps grows with depth at the rate of the bits gamma discards, log2(1/gamma)
     per element and layer, within a factor 1.5 (buffers are set aside whole), and no copies: at
