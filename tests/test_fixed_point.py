@@ -65,7 +65,7 @@ def test_rebuild_is_bit_exact_at_depth(gamma, depth):
     x = torch.randn(3, 4)
     with torch.no_grad():
         run = _Pass(block, (x, torch.zeros_like(x)))
-        run.registers = [to_fixed(x), to_fixed(torch.zeros_like(x))]
+        run.hold([to_fixed(x), to_fixed(torch.zeros_like(x))])
         seen = [list(run.registers)]
         for n in range(depth):
             run.forward_layer(n, block.caller(n))

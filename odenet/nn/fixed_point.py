@@ -187,17 +187,42 @@ class _Plan:
 # -- integer arithmetic --------------------------------------------------------------------------------
 
 
+_WIDE = (torch.float32, torch.float64)  # scaling by 2**48 is exact in these (no overflow)
+
+
 def to_fixed(t: torch.Tensor) -> torch.Tensor:
-    return torch.round(t.to(torch.float64) * 2.0**RADIX).to(torch.int64)
+    """The nearest point of the grid (the scaling by a power of two is exact, the rounding is one)."""
+    wide = t if t.dtype in _WIDE else t.float()
+    return torch.round(wide * 2.0**RADIX).to(torch.int64)
 
 
 def to_float(r: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    return (r.to(torch.float64) * 2.0**-RADIX).to(dtype)
+    """The floating-point view: one rounding of the integer, then an exact scaling."""
+    if dtype in _WIDE:
+        return r.to(dtype).mul_(2.0**-RADIX)
+    return r.float().mul_(2.0**-RADIX).to(dtype)
+
+
+def _divmod(r: torch.Tensor, d: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Floor quotient and remainder in [0, d): shifts and masks for a power of two (two's complement
+    makes them floor division for negative numbers too), one division otherwise."""
+    if d & (d - 1) == 0:
+        shift = d.bit_length() - 1
+        return r >> shift, r & (d - 1)
+    q = torch.div(r, d, rounding_mode="floor")
+    return q, r - q * d
 
 
 def _out_of_range(t: torch.Tensor) -> torch.Tensor:
-    """Where a floating-point value cannot be held (NaN included), as one boolean on the device."""
-    return ~(t.detach().abs() < 2.0 ** (62 - RADIX)).all()
+    """Whether a floating-point value cannot be held (NaN included), as one boolean on the device."""
+    low, high = torch.aminmax(t.detach())
+    bound = 2.0 ** (62 - RADIX)
+    return ~((low > -bound) & (high < bound))
+
+
+def _too_large(r: torch.Tensor, limit: int) -> torch.Tensor:
+    low, high = torch.aminmax(r)
+    return (low < -limit) | (high > limit)
 
 
 class _Pass:
@@ -235,12 +260,18 @@ class _Pass:
         self.buffers: list[torch.Tensor | None] = [None] * len(coefficients)  # None until the first push
         self.set_aside: list[torch.Tensor] = []
         self.registers: list[torch.Tensor] = []
+        self.floats: list[torch.Tensor] = []  # the registers' floating-point views
         self.bad = torch.zeros((), dtype=torch.bool, device=self.device)
         self.input: tuple[torch.Tensor, ...] = ()
         self.versions: list[tuple[torch.Tensor, int]] = []
 
     def views(self, registers) -> tuple[torch.Tensor, ...]:
         return tuple(to_float(r, self.dtype) for r in registers)
+
+    def hold(self, registers, floats=None) -> None:
+        """Set the integer state and its floating-point views (computed unless given)."""
+        self.registers = list(registers)
+        self.floats = list(floats) if floats is not None else list(self.views(registers))
 
     def _remainder(self, g, like: torch.Tensor) -> torch.Tensor:
         if not isinstance(g, torch.Tensor):
@@ -249,7 +280,7 @@ class _Pass:
         return to_fixed(g)
 
     def forward_layer(self, n: int, call) -> None:
-        registers = list(self.registers)
+        registers, floats = list(self.registers), list(self.floats)
         coefficients = self.plan.coefficients[n]
 
         def update(i, g):
@@ -262,22 +293,22 @@ class _Pass:
                     if buffer is not None:
                         self.set_aside.append(buffer)
                     buffer = torch.zeros_like(r)
-                buffer = buffer * den + torch.remainder(r, den)
-                r = torch.div(r, den, rounding_mode="floor")
+                r, low = _divmod(r, den)
+                buffer = buffer * den + low  # push the low digits
                 if num > den:  # |c| > 1: the product must not wrap around
-                    self.bad = self.bad | (r.abs() > LIMIT // num).any()
-                r = r * num + torch.remainder(buffer, num)
-                self.buffers[i] = torch.div(buffer, num, rounding_mode="floor")
+                    self.bad = self.bad | _too_large(r, LIMIT // num)
+                self.buffers[i], digits = _divmod(buffer, num)  # pop as many as n holds
+                r = r * num + digits
             r = (r if sign > 0 else -r) + self._remainder(g, r)
-            self.bad = self.bad | (r.abs() > LIMIT).any()
-            registers[slot] = r
-            return to_float(r, self.dtype)
+            self.bad = self.bad | _too_large(r, LIMIT)
+            registers[slot], floats[slot] = r, to_float(r, self.dtype)
+            return floats[slot]
 
-        self.step(self.views(self.registers), self.plan.values[n], call, update)
-        self.registers = [registers[j] for j in self.rotation]
+        self.step(tuple(self.floats), self.plan.values[n], call, update)
+        self.hold([registers[j] for j in self.rotation], [floats[j] for j in self.rotation])
 
     def inverse_layer(self, n: int, call) -> None:
-        registers = list(self.registers)
+        registers, floats = list(self.registers), list(self.floats)
         coefficients = self.plan.coefficients[n]
 
         def undo(i, g):
@@ -286,19 +317,20 @@ class _Pass:
             num, den, sign = coefficients[i]
             r = r if sign > 0 else -r
             if (num, den) != (1, 1):
-                buffer = self.buffers[i] * num + torch.remainder(r, num)
-                r = torch.div(r, num, rounding_mode="floor") * den + torch.remainder(buffer, den)
-                buffer = torch.div(buffer, den, rounding_mode="floor")
+                r, digits = _divmod(r, num)
+                buffer = self.buffers[i] * num + digits
+                buffer, low = _divmod(buffer, den)
+                r = r * den + low
                 first = n == self.plan.first_push[i]
                 if first or (n, i) in self.plan.spills:  # back at the zero the buffer started from
                     self.bad = self.bad | (buffer != 0).any()
                     buffer = None if first else self.set_aside.pop()
                 self.buffers[i] = buffer
-            registers[slot] = r
-            return to_float(r, self.dtype)
+            registers[slot], floats[slot] = r, to_float(r, self.dtype)
+            return floats[slot]
 
-        self.inverse(self.views(self.registers), self.plan.values[n], call, undo)
-        self.registers = [registers[j] for j in self.unrotation]
+        self.inverse(tuple(self.floats), self.plan.values[n], call, undo)
+        self.hold([registers[j] for j in self.unrotation], [floats[j] for j in self.unrotation])
 
     def kept_bytes(self) -> int:
         held = [*self.set_aside, *(b for b in self.buffers if b is not None)]
@@ -316,7 +348,7 @@ class _Layers(torch.autograd.Function):
             run.forward_layer(n, run.record.caller(block, n))
         ctx.run, ctx.start, ctx.stop, ctx.n_state = run, start, stop, n_state
         ctx.params = tensors[n_state:]
-        return run.views(run.registers)
+        return run.views(run.registers)  # new tensors: autograd's outputs, apart from the held views
 
     @staticmethod
     def backward(ctx, *grads):
@@ -336,11 +368,12 @@ class _Layers(torch.autograd.Function):
                         f"a parameter, shape {tuple(tensor.shape)}) was modified in place after the forward "
                         "pass"
                     )
-            run.registers, run.buffers, run.set_aside = list(run.top[0]), list(run.top[1]), list(run.top[2])
+            run.hold(run.top[0])
+            run.buffers, run.set_aside = list(run.top[1]), list(run.top[2])
             run.record.replay = True
         grads = [
             torch.zeros_like(v) if g is None else g
-            for v, g in zip(run.views(run.registers), grads, strict=True)
+            for v, g in zip(run.floats, grads, strict=True)
         ]
         needs = ctx.needs_input_grad[4 + ctx.n_state :]
         params = [p for p, need in zip(ctx.params, needs, strict=True) if need]
@@ -351,7 +384,7 @@ class _Layers(torch.autograd.Function):
                 cache: dict[int, tuple] = {}
                 with torch.no_grad():
                     run.inverse_layer(n, kept_call(run, n, cache))
-                old = run.views(run.registers)
+                old = tuple(run.floats)
                 grads = _layer_vjp(run, n, old, grads, cache, wanted, param_grads, run.plan.values[n])
         if ctx.start == 0:  # the rebuilt input, bit for bit, and every buffer back at zero
             differ = [(r != to_fixed(x)).any() for r, x in zip(run.registers, run.input, strict=True)]
@@ -372,7 +405,7 @@ def run_fixed_point(block, state):
     """All layers in fixed point (see the module doc)."""
     run = _Pass(block, state)
     run.input = tuple(t.detach() for t in state)
-    run.registers = [to_fixed(t) for t in run.input]
+    run.hold([to_fixed(t) for t in run.input])
     run.bad = run.bad | torch.stack([_out_of_range(t) for t in run.input]).any()
     tracked = torch.is_grad_enabled() and (
         any(p.requires_grad for p in block.parameters()) or any(t.requires_grad for t in state)
