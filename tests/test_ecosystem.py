@@ -193,7 +193,7 @@ def test_host_reads_per_training_step(memory, guard, reads):
             **({"guard": guard} if guard else {}),
         )
         optimizer = torch.optim.SGD(block.parameters(), lr=1e-4)
-        x = torch.randn(5, 8)
+        x = torch.randn(64, 8)  # a state that outweighs a layer's weights: groups of 16 layers
         for _ in range(2):
             with _host_reads() as counted:
                 block(x).square().mean().backward()
@@ -202,6 +202,46 @@ def test_host_reads_per_training_step(memory, guard, reads):
             assert set(counted) <= {"tolist"}
             optimizer.step()
             optimizer.zero_grad()
+
+
+def _functions_in_graph(output: torch.Tensor, name: str) -> int:
+    seen, stack, count = set(), [output.grad_fn], 0
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        count += type(node).__name__ == name
+        stack.extend(fn for fn, _ in node.next_functions)
+    return count
+
+
+@pytest.mark.parametrize(
+    ("memory", "guard"), [("reversible", "adaptive"), ("reversible", "raise"), ("fixed_point", None)]
+)
+def test_held_gradients_shrink_when_weights_outweigh_the_state(memory, guard):
+    """An autograd.Function returns its parameters' gradients when its backward ends, so a group of
+    layers holds them all at once: 16 layers of 8 MiB weights on a 1 MiB state held 128 MiB, more
+    than autograd's activations (measured). Groups shrink to keep the held gradients within 16
+    states: with a state of a sixteenth of a layer's weights, one layer per Function; with a state
+    as large as the weights, 16. Gradients stay autograd's."""
+    width, depth = 32, 32
+    kwargs = {"guard": guard} if guard else {}
+    make = lambda i: nn.Sequential(nn.Linear(width, width), nn.Tanh(), nn.Linear(width, width))  # noqa: E731
+    weights = 2 * (width * width + width) * 4  # bytes per layer, float32
+    for batch, expected in ((weights // (16 * width * 4 * 2), depth), (weights // (width * 4), depth // 16)):
+        torch.manual_seed(0)
+        gamma = {"gamma": 0.875}  # a value fixed point holds exactly
+        reference = odenet.compile(odenet.load("momentum"), {"f": make}, depth, "autograd", gamma)
+        block = odenet.compile(odenet.load("momentum"), {"f": make}, depth, memory, gamma, **kwargs)
+        block.load_state_dict(reference.state_dict())
+        x = torch.randn(batch, width)
+        y = block(x)
+        assert _functions_in_graph(y, "_LayersBackward") == expected
+        g = torch.autograd.grad(y.square().sum(), list(block.functions.parameters()))
+        g_ref = torch.autograd.grad(reference(x).square().sum(), list(reference.functions.parameters()))
+        scale = torch.cat([t.reshape(-1) for t in g_ref]).norm()
+        assert max((a - b).norm() / scale for a, b in zip(g, g_ref, strict=True)) < 1e-5  # float32
 
 
 def _free_port() -> int:

@@ -50,14 +50,13 @@ from odenet.ir import Scheme, parse_value, value
 from odenet.nn.generated import namespace
 from odenet.nn.params import constrain
 from odenet.nn.replay import AutocastState, CallRecord
-from odenet.nn.reversible import _layer_vjp, _to_host, kept_call
+from odenet.nn.reversible import _layer_vjp, _parameter_bytes, _to_host, kept_call, shortest_group
 
 __all__ = ["COEFFICIENT_BITS", "RADIX", "exact_parts", "run_fixed_point"]
 
 RADIX = 48  # fractional bits of a state
 COEFFICIENT_BITS = 16  # binary digits of the parameters, and at most of a coefficient's denominator
 LIMIT = 2**62  # largest magnitude of a held integer (a margin below int64's 2**63)
-SEGMENT = 16  # layers per autograd.Function: their parameters' gradients are released together
 
 
 # -- the scheme's updates as c * old + remainder -------------------------------------------------------
@@ -371,10 +370,7 @@ class _Layers(torch.autograd.Function):
             run.hold(run.top[0])
             run.buffers, run.set_aside = list(run.top[1]), list(run.top[2])
             run.record.replay = True
-        grads = [
-            torch.zeros_like(v) if g is None else g
-            for v, g in zip(run.floats, grads, strict=True)
-        ]
+        grads = [torch.zeros_like(v) if g is None else g for v, g in zip(run.floats, grads, strict=True)]
         needs = ctx.needs_input_grad[4 + ctx.n_state :]
         params = [p for p, need in zip(ctx.params, needs, strict=True) if need]
         wanted = {id(p): i for i, p in enumerate(params)}
@@ -420,8 +416,11 @@ def run_fixed_point(block, state):
     shared = [p for name in block.functions if block.shared[name] for p in run.function_params[name][0]]
     shared += list(block.raw_params.values())
     run.versions = [(t, t._version) for t in [*state, *block.parameters()]]
-    for low in range(0, block.depth, SEGMENT):
-        high = min(low + SEGMENT, block.depth)
+    size = shortest_group(
+        sum(t.nbytes for t in state), _parameter_bytes(block, run.function_params) / block.depth
+    )
+    for low in range(0, block.depth, size):
+        high = min(low + size, block.depth)
         own = [
             p
             for n in range(low, high)

@@ -45,10 +45,11 @@ precision. When an error passes it:
   the group's inputs are recomputed exactly by the forward from its input, in chunks of about
   sqrt(length) layers, and its gradients taken from those. The growth measured is remembered, so
   later passes keep copies closer together. Groups are ``sqrt(depth * S / P)`` layers long (S:
-  bytes of the state, P: parameter bytes per layer; at least SEGMENT), which balances the copies
+  bytes of the state, P: parameter bytes per layer; at least ``shortest_group``: SEGMENT, or fewer
+  where the layers' parameters outweigh the state), which balances the copies
   they add against the gradients they hold; the errors are read once per group (once per backward
   when the block is one group, as for convolutional functions of a few channels);
-- ``guard="raise"``: the stack runs as segments of SEGMENT layers that release their parameters'
+- ``guard="raise"``: the stack runs as segments of ``shortest_group`` layers that release their parameters'
   gradients as they finish, with no copies beyond the plan and the input of the lowest segment
   that takes part (memory flat in depth, also when gradients accumulate into existing ``.grad``);
   the errors are read once, when the lowest segment is done or, if it does not run (a gradient
@@ -89,7 +90,8 @@ DEFAULT_GROWTH = 100.0
 # repair, so it plans with a wider margin.
 PLAN_MARGIN = {"adaptive": 4.0, "raise": 16.0}
 
-SEGMENT = 16  # layers per autograd.Function with guard="raise"; the shortest adaptive group
+SEGMENT = 16  # layers per autograd.Function with guard="raise", the shortest adaptive group (fewer
+# where the layers' parameters are large against the state: shortest_group)
 
 
 class DriftControl:
@@ -242,10 +244,14 @@ class _Pass:
             self.keep = {n for n in planned if n < stop}
         else:  # the adjoint is approximate by design: its error is reported, not bounded
             self.tolerance, self.keep = math.inf, {0}
+        state_bytes = sum(t.nbytes for t in state)
+        per_layer = _parameter_bytes(block, self.function_params) / block.depth
+        self.shortest = shortest_group(state_bytes, per_layer)
         if self.adaptive:
-            self.groups = self._groups(sum(t.nbytes for t in state))
+            self.groups = self._groups(state_bytes, per_layer)
         else:
-            self.groups = [(low, min(low + SEGMENT, stop)) for low in range(0, stop, SEGMENT)]
+            size = self.shortest
+            self.groups = [(low, min(low + size, stop)) for low in range(0, stop, size)]
         self.copies: dict[int, tuple[torch.Tensor, ...]] = {}  # detached: no cycle through grad_fn
         self.versions: list[tuple[torch.Tensor, int]] = []  # what backward needs unchanged
         self.lowest = 0  # the lowest group that takes part in autograd's graph
@@ -255,23 +261,16 @@ class _Pass:
         self.reached = stop  # the lowest layer whose input this backward pass rebuilt
         self.checked = False
 
-    def _groups(self, state_bytes: int) -> list[tuple[int, int]]:
+    def _groups(self, state_bytes: int, per_layer: float) -> list[tuple[int, int]]:
         """Release groups for the adaptive guard: L layers each, each starting at an exact copy (its
         input), so that its errors are read and a failure repaired before any of its gradients is
         released. A group holds its parameters' gradients until then, and L = sqrt(depth * state
-        bytes / parameter bytes per layer), at least SEGMENT, balances the two costs (the copies,
-        depth/L states; the held gradients, L layers)."""
-        block, depth, stop = self.block, self.block.depth, self.stop
-        own = sum(
-            p.nbytes
-            for name, layers in self.function_params.items()
-            if not block.shared[name]
-            for params in layers
-            for p in params
-            if p.requires_grad
+        bytes / parameter bytes per layer), at least ``shortest_group``, balances the two costs (the
+        copies, depth/L states; the held gradients, L layers)."""
+        stop = self.stop
+        limit = (
+            stop if per_layer == 0 else max(self.shortest, math.isqrt(int(stop * state_bytes / per_layer)))
         )
-        per_layer = own / depth
-        limit = stop if per_layer == 0 else max(SEGMENT, math.isqrt(int(stop * state_bytes / per_layer)))
         self.keep |= set(range(0, stop, limit))
         return [(low, min(low + limit, stop)) for low in range(0, stop, limit)]
 
@@ -353,6 +352,29 @@ class _Pass:
             f"passes the tolerance from layer {first} down, so the gradients of layers {low} to {first} "
             f"would be wrong; {advice}"
         )
+
+
+def _parameter_bytes(block, function_params) -> int:
+    """Bytes of the functions' own trainable parameters over all layers (shared ones left out: their
+    gradient is one tensor however many layers a group holds)."""
+    return sum(
+        p.nbytes
+        for name, layers in function_params.items()
+        if not block.shared[name]
+        for params in layers
+        for p in params
+        if p.requires_grad
+    )
+
+
+def shortest_group(state_bytes: int, parameter_bytes_per_layer: float) -> int:
+    """Layers per ``autograd.Function`` at least: SEGMENT, fewer where their parameters' gradients,
+    which a Function returns all at once when its backward ends, would outweigh SEGMENT states
+    (a layer of 8 MiB of weights on a state of 1 MiB: 2 layers, not 16, which held 128 MiB of
+    gradients: more than autograd's whole activation memory, measured)."""
+    if parameter_bytes_per_layer <= 0:
+        return SEGMENT
+    return max(1, min(SEGMENT, int(SEGMENT * state_bytes // parameter_bytes_per_layer)))
 
 
 class _Layers(torch.autograd.Function):
