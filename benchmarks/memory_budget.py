@@ -133,7 +133,7 @@ def worker(kind: str, method: str) -> float:
 
 
 def peak_mib(kind: str, method: str) -> float:
-    command = [sys.executable, __file__, "--worker", json.dumps([kind, method])]
+    command = [sys.executable, __file__, "--worker", json.dumps([kind, method, DEPTHS[kind]])]
     # a fixed mmap threshold: glibc otherwise raises it as blocks are freed (up to 32 MiB), keeps
     # freed activations in its heap, and the resident set stops following the tensors alive
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_MMAP_THRESHOLD_": str(2**16)}
@@ -167,11 +167,16 @@ def main() -> int:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--functions", nargs="+", default=list(DEPTHS), choices=list(DEPTHS))
     parser.add_argument("--rounds", type=int, default=11)
+    parser.add_argument("--depth", type=int, help="instead of each function's depth (mlp 128, conv 32)")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
     if args.worker:
-        print(worker(*json.loads(args.worker)))
+        kind, method, depth = json.loads(args.worker)
+        DEPTHS[kind] = depth
+        print(worker(kind, method))
         return 0
+    if args.depth:
+        DEPTHS.update(dict.fromkeys(DEPTHS, args.depth))
     print(
         f"torch {torch.__version__}, one thread per process, float32, leapfrog h = 1/depth; peak = peak RSS "
         "of a fresh process during one training step minus its RSS before (MiB); time = median "

@@ -31,6 +31,18 @@ def test_memory_depth_runs_and_prints_its_table():
     assert "error" not in out.split("### mlp")[1]
 
 
+@pytest.mark.slow
+def test_memory_budget_runs_and_prints_its_curve():
+    out = _run(str(BENCHMARKS / "memory_budget.py"), "--functions", "mlp", "--depth", "4", "--rounds", "2")
+    assert "| budget 0.5 |" in out and "| checkpoint 2 |" in out and "goal (" in out
+
+
+@pytest.mark.slow
+def test_peers_runs_and_prints_its_table():
+    out = _run(str(BENCHMARKS / "peers.py"), "--depth", "2", "--rounds", "1", "--schemes", "leapfrog")
+    assert "| leapfrog | fixed_point |" in out and "failed" not in out
+
+
 def test_a_generated_table_replaces_its_own_block_only(tmp_path):
     """An empty block followed by another: the table goes into the first, the second stays (the
     lazy match once ran on to the next block's end and swallowed the text between)."""
