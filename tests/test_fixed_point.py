@@ -150,6 +150,45 @@ def test_a_function_that_changes_between_evaluations_is_refused():
         y.sum().backward()
 
 
+def test_the_rebuild_is_checked_when_the_lowest_layers_take_no_part():
+    """Frozen lower layers and gamma, an input without grad: the lowest segments never run their
+    backward, and the check still happens, at the end of the backward pass (it once did not)."""
+
+    class Drifting(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(4, 4)
+            self.calls = 0
+
+        def forward(self, u):
+            self.calls += 1
+            return torch.tanh(self.linear(u)) * (1 + 1e-3 * self.calls)
+
+    block = compile(LIBRARY["momentum"], {"f": lambda i: Drifting()}, 32, "fixed_point")
+    for n in range(24):
+        block.functions["f"][n].requires_grad_(False)
+    block.raw_params.requires_grad_(False)
+    y = block(torch.randn(3, 4))
+    with pytest.raises(ReconstructionError, match="different bits"):
+        y.sum().backward()
+
+
+def test_autocast_runs_the_update_in_the_states_precision():
+    """Under bfloat16 autocast the functions return bfloat16; the update still runs in the state's
+    float32, as in every other mode: the output is autograd's, not rounded to bfloat16."""
+    torch.manual_seed(0)
+    scheme = LIBRARY["momentum"]
+    gamma = {"gamma": 0.8125}  # 13/16: held exactly, and 1 - gamma is no power of two
+    reference = compile(scheme, {"f": _make(8)}, 16, "autograd", gamma)
+    block = compile(scheme, {"f": _make(8)}, 16, "fixed_point", gamma)
+    block.load_state_dict(reference.state_dict())
+    x = torch.randn(4, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected, got = reference(x), block(x)
+    assert got.dtype == expected.dtype == torch.float32
+    assert (got - expected).abs().max() < 1e-5
+
+
 def test_values_outside_the_range_are_refused():
     block = compile(LIBRARY["leapfrog"], {"f": _make(4)}, 3, "fixed_point")
     limit = 2.0 ** (62 - RADIX)

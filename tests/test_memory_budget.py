@@ -185,6 +185,7 @@ def test_a_block_with_a_budget_pickles():
         ("reversible", -0.1, "between 0 and 1"),
         ("reversible", float("nan"), "between 0 and 1"),
         ("reversible", -1, "whole number of bytes"),
+        ("reversible", 1, "give a fraction as a float"),
         ("reversible", True, "not True"),
         ("reversible", "1GB", "not '1GB'"),
     ],
@@ -193,3 +194,27 @@ def test_a_bad_budget_is_refused(memory, budget, message):
     scheme = LIBRARY["leapfrog"]
     with pytest.raises(ConfigError, match=message):
         compile(scheme, _functions(scheme), DEPTH, memory, memory_budget=budget)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch's old weight_norm, still in use
+def test_what_a_budget_in_bytes_cannot_measure_is_refused():
+    """Hooks disabled by the user, or modules that cannot be copied for the probe: a clear error
+    that names the fraction instead, not a crash inside torch."""
+    _, block = _pair("leapfrog")
+    x = torch.randn(BATCH, WIDTH, requires_grad=True)
+    message = "disable_saved_tensors_hooks"
+    with (
+        torch.autograd.graph.disable_saved_tensors_hooks(message),
+        pytest.raises(ConfigError, match="fraction"),
+    ):
+        block(10_000)(x)
+    scheme = LIBRARY["leapfrog"]
+    weight_normed = compile(
+        scheme,
+        {"f": lambda i: nn.utils.weight_norm(nn.Linear(WIDTH, WIDTH))},
+        4,
+        "reversible",
+        memory_budget=4096,
+    )
+    with pytest.raises(ConfigError, match="cannot be copied"):
+        weight_normed(x)

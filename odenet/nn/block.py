@@ -40,6 +40,7 @@ from odenet.codegen import StepCode, compile_source, generate_init, generate_ste
 from odenet.errors import ConfigError, OdenetError, UnsupportedSchemeError
 from odenet.ir import Scheme, format_scheme, value
 from odenet.ir.reversal import reverse_history, reversed_to_forward
+from odenet.nn.generated import in_state_dtype as _in_state_dtype
 from odenet.nn.generated import namespace as _namespace
 from odenet.nn.params import constrain, unconstrain
 from odenet.nn.replay import CallRecord
@@ -360,20 +361,6 @@ class SchemeBlock(nn.Module):
     def extra_repr(self) -> str:
         budget = "" if self.memory_budget is None else f", memory_budget={self.memory_budget}"
         return f"scheme={self.scheme.name}, depth={self.depth}, memory={self.memory}{budget}"
-
-
-def _in_state_dtype(call: Callable, state) -> Callable:
-    """``call`` with its results in the state's dtype. Under autocast a function returns bfloat16;
-    the step's arithmetic must still run in the state's precision, the same in every mode and in the
-    inverse: a 0-dimensional parameter does not promote a bfloat16 tensor (``(1 - gamma)*f(x)``
-    would be rounded to bfloat16 in the forward and ``gamma*f(x) - f(x)`` differently in the inverse)."""
-    dtype = state[0].dtype
-
-    def typed(key, name, *args):
-        out = call(key, name, *args)
-        return out if out.dtype == dtype else out.to(dtype)
-
-    return typed
 
 
 @torch.compiler.disable

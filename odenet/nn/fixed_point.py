@@ -47,7 +47,7 @@ from sympy.core.function import AppliedUndef
 from odenet.codegen import StepCode, compile_source, generate_exact
 from odenet.errors import DoubleBackwardError, ReconstructionError, UnsupportedSchemeError
 from odenet.ir import Scheme, parse_value, value
-from odenet.nn.generated import namespace
+from odenet.nn.generated import in_state_dtype, namespace
 from odenet.nn.params import constrain
 from odenet.nn.replay import AutocastState, CallRecord
 from odenet.nn.reversible import _layer_vjp, _parameter_bytes, _to_host, kept_call, shortest_group
@@ -138,7 +138,9 @@ class _Plan:
         host = _to_host(torch.stack([v.to(torch.float64) for v in per_layer.values()])) if names else []
         scale = 2**COEFFICIENT_BITS
         rounded = [[Fraction(round(v * scale), scale) for v in row] for row in host]
-        table = torch.tensor([[float(v) for v in row] for row in rounded], dtype=dtype, device=device)
+        # 16 binary digits after the point: float32 at least holds them (float16 does not)
+        wide = dtype if dtype in (torch.float32, torch.float64) else torch.float32
+        table = torch.tensor([[float(v) for v in row] for row in rounded], dtype=wide, device=device)
         self.values = [{name: table[i, n] for i, name in enumerate(names)} for n in range(depth)]
         symbols = [p.symbol for p in scheme.params]
         rows: dict[tuple, list] = {}  # layers with equal parameters share their coefficients
@@ -262,6 +264,7 @@ class _Pass:
         self.floats: list[torch.Tensor] = []  # the registers' floating-point views
         self.bad = torch.zeros((), dtype=torch.bool, device=self.device)
         self.input: tuple[torch.Tensor, ...] = ()
+        self.reached, self.checked = block.depth, False  # the lowest layer undone; input checked
         self.versions: list[tuple[torch.Tensor, int]] = []
 
     def views(self, registers) -> tuple[torch.Tensor, ...]:
@@ -303,7 +306,7 @@ class _Pass:
             registers[slot], floats[slot] = r, to_float(r, self.dtype)
             return floats[slot]
 
-        self.step(tuple(self.floats), self.plan.values[n], call, update)
+        self.step(tuple(self.floats), self.plan.values[n], in_state_dtype(call, self.floats), update)
         self.hold([registers[j] for j in self.rotation], [floats[j] for j in self.rotation])
 
     def inverse_layer(self, n: int, call) -> None:
@@ -328,8 +331,32 @@ class _Pass:
             registers[slot], floats[slot] = r, to_float(r, self.dtype)
             return floats[slot]
 
-        self.inverse(tuple(self.floats), self.plan.values[n], call, undo)
+        self.inverse(tuple(self.floats), self.plan.values[n], in_state_dtype(call, self.floats), undo)
         self.hold([registers[j] for j in self.unrotation], [floats[j] for j in self.unrotation])
+
+    def check_input(self) -> None:
+        """The rebuilt input against the block's input, bit for bit, and every buffer back at zero
+        (one host read); a difference raises."""
+        self.checked = True
+        differ = [(r != to_fixed(x)).any() for r, x in zip(self.registers, self.input, strict=True)]
+        mismatch = self.bad | torch.stack(differ).any()
+        if _to_host(mismatch.reshape(1).to(torch.float64))[0]:
+            raise ReconstructionError(
+                f"memory='fixed_point' rebuilt the input of {self.block.scheme.name}'s block with different "
+                "bits than the forward pass held: a function gave different numbers when evaluated "
+                "again (a nondeterministic kernel, or state kept outside registered buffers); use "
+                "memory='reversible' or 'checkpoint'"
+            )
+
+    def final_check(self) -> None:
+        """At the end of a backward pass that stopped above layer 0: the remaining layers are
+        undone without gradients (each call replayed) and the input checked."""
+        if self.checked:
+            return
+        with torch.no_grad(), self.autocast.restored():
+            for n in reversed(range(self.reached)):
+                self.inverse_layer(n, self.record.caller(self.block, n))
+        self.check_input()
 
     def kept_bytes(self) -> int:
         held = [*self.set_aside, *(b for b in self.buffers if b is not None)]
@@ -370,6 +397,10 @@ class _Layers(torch.autograd.Function):
             run.hold(run.top[0])
             run.buffers, run.set_aside = list(run.top[1]), list(run.top[2])
             run.record.replay = True
+            run.reached, run.checked = block.depth, False
+            # if the lowest segment takes no part (frozen layers, an input without grad), the
+            # rebuild is still checked, at the end of the backward pass
+            torch.autograd.Variable._execution_engine.queue_callback(run.final_check)
         grads = [torch.zeros_like(v) if g is None else g for v, g in zip(run.floats, grads, strict=True)]
         needs = ctx.needs_input_grad[4 + ctx.n_state :]
         params = [p for p, need in zip(ctx.params, needs, strict=True) if need]
@@ -382,16 +413,9 @@ class _Layers(torch.autograd.Function):
                     run.inverse_layer(n, kept_call(run, n, cache))
                 old = tuple(run.floats)
                 grads = _layer_vjp(run, n, old, grads, cache, wanted, param_grads, run.plan.values[n])
-        if ctx.start == 0:  # the rebuilt input, bit for bit, and every buffer back at zero
-            differ = [(r != to_fixed(x)).any() for r, x in zip(run.registers, run.input, strict=True)]
-            mismatch = run.bad | torch.stack(differ).any()
-            if _to_host(mismatch.reshape(1).to(torch.float64))[0]:
-                raise ReconstructionError(
-                    f"memory='fixed_point' rebuilt the input of {block.scheme.name}'s block with different "
-                    "bits than the forward pass held: a function gave different numbers when evaluated "
-                    "again (a nondeterministic kernel, or state kept outside registered buffers); use "
-                    "memory='reversible' or 'checkpoint'"
-                )
+                run.reached = n
+        if ctx.start == 0:
+            run.check_input()
         block._foreign_checked = True
         returned = iter(param_grads)
         return (None, None, None, None, *grads, *(next(returned) if need else None for need in needs))

@@ -1,4 +1,5 @@
-"""What the generated code calls besides torch: elementwise helpers that spare it temporaries.
+"""What the generated code calls besides torch: elementwise helpers that spare it temporaries, and
+the wrapper that gives it the functions' values in the state's dtype.
 
 The generated step, inverse and vector-Jacobian product (``odenet.codegen``) are compiled with
 :func:`namespace` as their globals.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["accumulate", "linear_combination", "namespace"]
+__all__ = ["accumulate", "in_state_dtype", "linear_combination", "namespace"]
 
 
 def linear_combination(*terms):
@@ -80,3 +81,17 @@ def _wrapped(tensor: torch.Tensor) -> bool:
 def namespace() -> dict:
     """What generated code may use."""
     return {"torch": torch, "linear_combination": linear_combination, "accumulate": accumulate}
+
+
+def in_state_dtype(call, state):
+    """``call`` with its results in the state's dtype. Under autocast a function returns bfloat16;
+    the step's arithmetic must still run in the state's precision, the same in every mode and in the
+    inverse: a 0-dimensional parameter does not promote a bfloat16 tensor (``(1 - gamma)*f(x)``
+    would be rounded to bfloat16 in the forward and ``gamma*f(x) - f(x)`` differently in the inverse)."""
+    dtype = state[0].dtype
+
+    def typed(key, name, *args):
+        out = call(key, name, *args)
+        return out if out.dtype == dtype else out.to(dtype)
+
+    return typed

@@ -704,6 +704,11 @@ def check_budget(budget, memory: str) -> float | int | None:
             f"do not fit are rebuilt), not to memory={memory!r}"
         )
     if isinstance(budget, numbers.Integral) and not isinstance(budget, bool) and budget >= 0:
+        if budget == 1:  # far more likely meant as "everything" than as one byte
+            raise ConfigError(
+                "memory_budget=1 is one byte, less than any layer's graph: give a fraction as a float "
+                "(1.0 keeps every graph) or a number of bytes"
+            )
         return int(budget)
     if (
         isinstance(budget, numbers.Real)
@@ -752,10 +757,22 @@ def _probe_layer_bytes(block, state) -> int:
         tuple((tuple(t.shape), t.dtype, t.device, t.requires_grad) for t in state),
         block.training,
         torch.is_autocast_enabled(state[0].device.type),
+        tuple(p.requires_grad for m in block.layer_modules(0) for p in m.parameters()),
     )
     if block._probe is not None and block._probe[0] == key:
         return block._probe[1]
-    modules = {name: copy.deepcopy(block.function(name, 0)) for name in block.functions}
+    if not torch._C._autograd._saved_tensors_hooks_is_enabled():
+        raise ConfigError(
+            "memory_budget in bytes measures saved tensors with saved-tensor hooks, which are disabled "
+            "here (torch.autograd.graph.disable_saved_tensors_hooks); give memory_budget as a fraction"
+        )
+    try:
+        modules = {name: copy.deepcopy(block.function(name, 0)) for name in block.functions}
+    except RuntimeError as error:  # a module that cannot be copied (weight_norm's computed weight)
+        raise ConfigError(
+            f"memory_budget in bytes sizes layer 0's graph on a copy of its modules, and they cannot be "
+            f"copied ({error}); give memory_budget as a fraction"
+        ) from error
     # the input counts: layer 0 saves the block's input, which exists anyway, but the layers above
     # save new tensors in its place
     exclude = [*(p for m in modules.values() for p in m.parameters()), *block.parameters()]
