@@ -81,6 +81,7 @@ def test_rebuild_is_bit_exact_at_depth(gamma, depth):
         assert not run.bad and run.set_aside == [] and run.buffers == [None, None]
 
 
+@pytest.mark.slow
 def test_deep_float32_gradients_beat_float32_autograd():
     """Momentum at depth 512, float32: fixed point's gradients are within float32 autograd's own
     error of float64 autograd (on the same rounded gamma), where float32 rebuilds by division

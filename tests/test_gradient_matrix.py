@@ -169,8 +169,13 @@ def assert_same_gradients(got, expected, tolerance=TOLERANCE):
         assert ((a - b).norm() / scale).item() <= tolerance
 
 
+def _slow_if(cases, modes):
+    """The cases, those of ``modes`` in the slow set (the fast set keeps one of each kind)."""
+    return [pytest.param(n, m, marks=pytest.mark.slow) if m in modes else (n, m) for n, m in cases]
+
+
 @pytest.mark.parametrize("condition", CONDITIONS)
-@pytest.mark.parametrize(("name", "mode"), CASES)
+@pytest.mark.parametrize(("name", "mode"), _slow_if(CASES, {"budget_bytes"}))
 def test_memory_mode_equals_autograd(name, mode, condition):
     scheme = LIBRARY[name]
     reference, block, stem, x = _setup(scheme, condition, MODES[mode])
@@ -260,7 +265,7 @@ AUTOCAST_CASES = [(n, m) for n, m in CASES if m != "repaired"] + [
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize(("name", "mode"), AUTOCAST_CASES)
+@pytest.mark.parametrize(("name", "mode"), _slow_if(AUTOCAST_CASES, {"budget", "budget_bytes"}))
 def test_autocast_error_no_worse_than_autograd(name, mode, dtype):
     """Under autocast the re-run must compute in the forward's precision: the error against float64
     is then autograd's own (it was up to 4x larger)."""

@@ -80,7 +80,15 @@ def _layer_bytes(reference, x) -> int:
     return counts[1] - counts[0]
 
 
-@pytest.mark.parametrize("name", ["leapfrog", "momentum", "revnet", "hamiltonian"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "leapfrog",
+        "momentum",
+        pytest.param("revnet", marks=pytest.mark.slow),
+        pytest.param("hamiltonian", marks=pytest.mark.slow),
+    ],
+)
 def test_fraction_keeps_that_share_of_the_layers(name):
     """A fraction f keeps floor(f * depth) graphs: at f = 1 the block saves exactly what autograd
     saves, and the saved bytes grow by one layer's graph per layer kept; gradients equal autograd's

@@ -163,7 +163,10 @@ def test_config_round_trip_rebuilds_the_same_function():
     [
         ({"family": "wavelet"}, "family must be one of mlp, bn, chang, antisymmetric, not 'wavelet'"),
         ({"depth": 0}, "depth must be a whole number >= 1, not 0"),
-        ({"memory": "cheap"}, "memory must be one of autograd, checkpoint, reversible, adjoint, not 'cheap'"),
+        (
+            {"memory": "cheap"},
+            "memory must be one of autograd, checkpoint, reversible, adjoint, fixed_point, not 'cheap'",
+        ),
         (
             {"stem": False},
             "without a stem the input (12 features) is the state, so it must have 1 x width = 4",

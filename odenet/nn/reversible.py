@@ -367,14 +367,19 @@ def _parameter_bytes(block, function_params) -> int:
     )
 
 
+HELD_GRADIENTS = 16 * 2**20  # bytes of parameter gradients a group may always hold
+
+
 def shortest_group(state_bytes: int, parameter_bytes_per_layer: float) -> int:
     """Layers per ``autograd.Function`` at least: SEGMENT, fewer where their parameters' gradients,
-    which a Function returns all at once when its backward ends, would outweigh SEGMENT states
-    (a layer of 8 MiB of weights on a state of 1 MiB: 2 layers, not 16, which held 128 MiB of
-    gradients: more than autograd's whole activation memory, measured)."""
+    which a Function returns all at once when its backward ends, would pass both SEGMENT states and
+    HELD_GRADIENTS (a layer of 8 MiB of weights on a state of 1 MiB: 2 layers, not 16, which held
+    128 MiB of gradients: more than autograd's whole activation memory, measured). Below that,
+    groups stay long: their count sets the per-group costs (a host read each, with the guard)."""
     if parameter_bytes_per_layer <= 0:
         return SEGMENT
-    return max(1, min(SEGMENT, int(SEGMENT * state_bytes // parameter_bytes_per_layer)))
+    allowed = max(SEGMENT * state_bytes, HELD_GRADIENTS)
+    return max(1, min(SEGMENT, int(allowed // parameter_bytes_per_layer)))
 
 
 class _Layers(torch.autograd.Function):
