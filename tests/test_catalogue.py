@@ -27,9 +27,11 @@ ENTRIES = catalogue.entries()
 # Where odenet's order differs from nodepy's default answer, with the evidence (asserted below).
 NODEPY_DIFFERS = {
     # The published 17-digit decimals leave residuals of about 1e-13 in the order-5 tree
-    # conditions, above nodepy's default tolerance (1e-14), far below what an order-6 failure
-    # leaves; nodepy itself gives 5 at tolerance 1e-12. Tsitouras designed the method as order 5.
-    "Tsit5": (5, 4),
+    # conditions, at nodepy's default tolerance (1e-14): its default answer flips between 4 and 5
+    # with the floating-point rounding of the environment (4 in earlier runs here, 5 in a fresh one
+    # on 2026-12-02 with nodepy 1.1.1, numpy 2.4.6); at tolerance 1e-12 it is 5. Tsitouras designed
+    # the method as order 5.
+    "Tsit5": (5, (4, 5)),
     # The published decimals sum to 1.00000000032373 (a rounding of 3e-10 in 14-digit numbers): to
     # their precision the method is not consistent with x' = f(x), so nodepy says 0; odenet says
     # order 1 for the ODE it is consistent with, x' = 1.00000000032373*f(x).
@@ -54,7 +56,8 @@ def test_order_and_zero_stability_agree_with_nodepy(entry, analyses):
     nodepy_order = entry.method.order()
     if entry.name in NODEPY_DIFFERS:
         ours, theirs = NODEPY_DIFFERS[entry.name]
-        assert (a.order, nodepy_order) == (ours, theirs)
+        assert a.order == ours
+        assert nodepy_order in (theirs if isinstance(theirs, tuple) else (theirs,))
         if entry.name == "Tsit5":
             assert entry.method.order(tol=1e-12) == 5
         else:
