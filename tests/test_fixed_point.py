@@ -130,20 +130,23 @@ def test_memory_is_the_information_the_contraction_destroys():
         assert least <= used <= 1.5 * least + x.numel() * 8, (depth, used, least)
 
 
+class Drifting(nn.Module):
+    """Gives different numbers at every call: state kept outside registered buffers."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(4, 4)
+        self.calls = 0
+
+    def forward(self, u):
+        self.calls += 1
+        return torch.tanh(self.linear(u)) * (1 + 1e-3 * self.calls)
+
+
 def test_a_function_that_changes_between_evaluations_is_refused():
     """A module whose output depends on state it keeps outside registered buffers gives different
     numbers in the backward pass; the rebuilt input then differs from the input and the block
     raises instead of returning gradients."""
-
-    class Drifting(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.linear = nn.Linear(4, 4)
-            self.calls = 0
-
-        def forward(self, u):
-            self.calls += 1
-            return torch.tanh(self.linear(u)) * (1 + 1e-3 * self.calls)
 
     block = compile(LIBRARY["momentum"], {"f": lambda i: Drifting()}, 6, "fixed_point")
     y = block(torch.randn(3, 4, requires_grad=True))
@@ -154,16 +157,6 @@ def test_a_function_that_changes_between_evaluations_is_refused():
 def test_the_rebuild_is_checked_when_the_lowest_layers_take_no_part():
     """Frozen lower layers and gamma, an input without grad: the lowest segments never run their
     backward, and the check still happens, at the end of the backward pass (it once did not)."""
-
-    class Drifting(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.linear = nn.Linear(4, 4)
-            self.calls = 0
-
-        def forward(self, u):
-            self.calls += 1
-            return torch.tanh(self.linear(u)) * (1 + 1e-3 * self.calls)
 
     block = compile(LIBRARY["momentum"], {"f": lambda i: Drifting()}, 32, "fixed_point")
     for n in range(24):

@@ -50,7 +50,14 @@ from odenet.ir import Scheme, parse_value, value
 from odenet.nn.generated import in_state_dtype, namespace
 from odenet.nn.params import constrain
 from odenet.nn.replay import AutocastState, CallRecord
-from odenet.nn.reversible import _layer_vjp, _parameter_bytes, _to_host, kept_call, shortest_group
+from odenet.nn.reversible import (
+    _layer_vjp,
+    _parameter_bytes,
+    _to_host,
+    check_unchanged,
+    kept_call,
+    shortest_group,
+)
 
 __all__ = ["COEFFICIENT_BITS", "RADIX", "exact_parts", "run_fixed_point"]
 
@@ -387,13 +394,7 @@ class _Layers(torch.autograd.Function):
                 f"{block.scheme.name}'s block"
             )
         if ctx.stop == block.depth:  # a new backward pass starts from the saved top
-            for tensor, version in run.versions:
-                if tensor._version != version:
-                    raise RuntimeError(
-                        f"a tensor {block.scheme.name}'s block needs for its backward pass (its input or "
-                        f"a parameter, shape {tuple(tensor.shape)}) was modified in place after the forward "
-                        "pass"
-                    )
+            check_unchanged(block, run.versions)
             run.hold(run.top[0])
             run.buffers, run.set_aside = list(run.top[1]), list(run.top[2])
             run.record.replay = True

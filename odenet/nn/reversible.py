@@ -285,16 +285,7 @@ class _Pass:
         return sum(v for k, v in storages.items() if k not in inputs) + self.record.nbytes()
 
     def check_unchanged(self) -> None:
-        """Refuse, as autograd does, a backward pass after the input, a parameter or a fixed scheme
-        parameter was changed in place since the forward pass (the rebuild would use new values)."""
-        for tensor, version in self.versions:
-            if tensor._version != version:
-                raise RuntimeError(
-                    f"a tensor {self.block.scheme.name}'s block needs for its backward pass (its input, "
-                    f"a parameter or a fixed scheme parameter, shape {tuple(tensor.shape)}) was modified "
-                    "in place after the forward pass; run the forward again, or clone the input "
-                    "before modifying it"
-                )
+        check_unchanged(self.block, self.versions)
 
     def final_check(self) -> None:
         """The raise guard's read when the lowest segment did not run (the backward pass stopped
@@ -352,6 +343,20 @@ class _Pass:
             f"passes the tolerance from layer {first} down, so the gradients of layers {low} to {first} "
             f"would be wrong; {advice}"
         )
+
+
+def check_unchanged(block, versions) -> None:
+    """Refuse, as autograd does, a backward pass after the input, a parameter or a fixed scheme
+    parameter was changed in place since the forward pass (the rebuild would use new values);
+    ``versions``: ``(tensor, version at the forward)`` pairs."""
+    for tensor, version in versions:
+        if tensor._version != version:
+            raise RuntimeError(
+                f"a tensor {block.scheme.name}'s block needs for its backward pass (its input, "
+                f"a parameter or a fixed scheme parameter, shape {tuple(tensor.shape)}) was modified "
+                "in place after the forward pass; run the forward again, or clone the input "
+                "before modifying it"
+            )
 
 
 def _parameter_bytes(block, function_params) -> int:
