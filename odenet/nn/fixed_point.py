@@ -55,6 +55,7 @@ from odenet.nn.reversible import (
     _parameter_bytes,
     _to_host,
     check_unchanged,
+    function_params,
     kept_call,
     shortest_group,
 )
@@ -244,12 +245,7 @@ class _Pass:
         self.autocast = AutocastState(self.device.type)
         self.step_code, _, self.step, self.inverse, coefficients = generated(block)
         self.plan = _Plan(block, coefficients, self.dtype, self.device)
-        self.function_params = {
-            name: [list(block.functions[name].parameters())] * block.depth
-            if block.shared[name]
-            else [list(m.parameters()) for m in block.functions[name]]
-            for name in block.functions
-        }
+        self.function_params = function_params(block)
         vector = list(block.scheme.state_vector)
         self.position = {s: i for i, s in enumerate(vector)}
         # for update i: the slot of the value it replaces (forward), of its new value (inverse)

@@ -19,21 +19,29 @@ __all__ = ["peak_rss_mib", "reset_peak_rss", "rss_mib", "saved_tensor_bytes"]
 class saved_tensor_bytes:  # noqa: N801 - used as a context manager, like torch's own hooks
     """Count the bytes of the tensors autograd saves for backward while the context is active,
     each storage once; storages of ``exclude`` (parameters, which exist anyway) are not counted.
-    A compiled block's own copies are not autograd's: add ``SchemeBlock.kept_bytes``."""
+    A compiled block's own copies are not autograd's: add ``SchemeBlock.kept_bytes``. With
+    ``compose``, saved-tensor hooks already set (a user's offload) still pack and unpack."""
 
-    def __init__(self, exclude: Iterable[torch.Tensor] = ()):
+    def __init__(self, exclude: Iterable[torch.Tensor] = (), compose: bool = False):
         self.bytes = 0
         self._seen: set[int] = {p.untyped_storage().data_ptr() for p in exclude}
+        self._compose = compose
 
-    def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
+    def _count(self, tensor: torch.Tensor) -> None:
         key = tensor.untyped_storage().data_ptr()
         if key not in self._seen:
             self._seen.add(key)
             self.bytes += tensor.untyped_storage().nbytes()
-        return tensor
 
     def __enter__(self) -> saved_tensor_bytes:
-        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+        outer = torch._C._autograd._top_saved_tensors_default_hooks(False) if self._compose else None
+        pack_outer, unpack = outer if outer is not None else (None, lambda t: t)
+
+        def pack(tensor):
+            self._count(tensor)
+            return tensor if pack_outer is None else pack_outer(tensor)
+
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(pack, unpack)
         self._hooks.__enter__()
         return self
 

@@ -72,6 +72,7 @@ import sympy
 import torch
 
 from odenet.errors import ConfigError, DoubleBackwardError, ReconstructionError, UnsupportedSchemeError
+from odenet.nn.memory import saved_tensor_bytes
 from odenet.nn.params import constrain
 from odenet.nn.replay import AutocastState, CallRecord
 from odenet.options import Guard, choices
@@ -231,13 +232,7 @@ class _Pass:
         self.autocast = AutocastState(self.device.type)
         self.record = CallRecord(state)
         self.adaptive = exact and block.drift.guard == "adaptive"
-        # each function's parameters per layer, listed once per pass (walking modules is slow)
-        self.function_params = {
-            name: [list(block.functions[name].parameters())] * block.depth
-            if block.shared[name]
-            else [list(m.parameters()) for m in block.functions[name]]
-            for name in block.functions
-        }
+        self.function_params = function_params(block)
         if exact:
             self.tolerance = block.drift.tolerance_for(self.dtype, self.autocast)
             planned = block.drift.boundaries(self.dtype, self.tolerance)
@@ -357,6 +352,16 @@ def check_unchanged(block, versions) -> None:
                 "in place after the forward pass; run the forward again, or clone the input "
                 "before modifying it"
             )
+
+
+def function_params(block) -> dict[str, list[list[torch.Tensor]]]:
+    """Each function's parameters per layer, listed once per pass (walking modules is slow)."""
+    return {
+        name: [list(block.functions[name].parameters())] * block.depth
+        if block.shared[name]
+        else [list(m.parameters()) for m in block.functions[name]]
+        for name in block.functions
+    }
 
 
 def _parameter_bytes(block, function_params) -> int:
@@ -732,34 +737,6 @@ def check_budget(budget, memory: str) -> float | int | None:
     )
 
 
-class _SavedBytes:
-    """Counts the bytes autograd saves while active, each storage once, leaving out ``exclude``'s
-    storages; with ``compose``, saved-tensor hooks the user has set still pack and unpack."""
-
-    def __init__(self, exclude, compose: bool = True):
-        self.bytes = 0
-        self._seen = {t.untyped_storage().data_ptr() for t in exclude}
-        self._compose = compose
-
-    def __enter__(self):
-        outer = torch._C._autograd._top_saved_tensors_default_hooks(False) if self._compose else None
-        pack_outer, unpack = outer if outer is not None else (None, lambda t: t)
-
-        def pack(tensor):
-            key = tensor.untyped_storage().data_ptr()
-            if key not in self._seen:
-                self._seen.add(key)
-                self.bytes += tensor.untyped_storage().nbytes()
-            return tensor if pack_outer is None else pack_outer(tensor)
-
-        self._hooks = torch.autograd.graph.saved_tensors_hooks(pack, unpack)
-        self._hooks.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self._hooks.__exit__(*exc)
-
-
 def _probe_layer_bytes(block, state) -> int:
     """What layer 0's graph saves for this input, measured on copies of its modules with the random
     stream forked: the block's buffers and the user's random numbers are left as they were."""
@@ -788,7 +765,7 @@ def _probe_layer_bytes(block, state) -> int:
     exclude = [*(p for m in modules.values() for p in m.parameters()), *block.parameters()]
     devices = [state[0].device] if state[0].device.type == "cuda" else []
     # the probe's graph is dropped at once: the user's hooks (an offload, a counter) do not see it
-    with torch.random.fork_rng(devices=devices), _SavedBytes(exclude, compose=False) as counter:
+    with torch.random.fork_rng(devices=devices), saved_tensor_bytes(exclude) as counter:
         block.step(0, state, lambda key, name, *args: modules[name](*args))
     block._probe = (key, counter.bytes)
     return counter.bytes
@@ -812,7 +789,7 @@ def _keep_graphs(block, start: int, state):
     block.graph_layers = block.depth - start
     if isinstance(block.memory_budget, float):
         return block.steps(start, block.depth, state)
-    with _SavedBytes([*state, *block.parameters()]) as counter:
+    with saved_tensor_bytes([*state, *block.parameters()], compose=True) as counter:
         state = block.steps(start, block.depth, state)
     block.graph_bytes = counter.bytes
     return state
