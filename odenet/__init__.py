@@ -14,6 +14,7 @@ from odenet.analysis import Analysis, analyze, derive_inverse
 from odenet.errors import (
     CheckpointError,
     ConfigError,
+    ConvergenceError,
     DoubleBackwardError,
     MissingDependencyError,
     NotReversibleError,
@@ -30,12 +31,12 @@ from odenet.language import parse
 from odenet.library import library_names, load
 
 if TYPE_CHECKING:
-    from odenet.nn import MEMORY_MODES, SchemeBlock, compile
+    from odenet.nn import MEMORY_MODES, SchemeBlock, Solver, compile
 
 
 def __getattr__(name: str):
     """``odenet.compile`` and ``odenet.SchemeBlock`` load torch on first use, not at import."""
-    if name in ("compile", "SchemeBlock", "MEMORY_MODES"):
+    if name in ("compile", "SchemeBlock", "MEMORY_MODES", "Solver"):
         from odenet import nn
 
         return getattr(nn, name)
@@ -47,13 +48,15 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0+unknown"
 
-__all__ = [  # noqa: RUF022 - compile, SchemeBlock and MEMORY_MODES come from __getattr__
+__all__ = [  # noqa: RUF022 - compile, SchemeBlock, MEMORY_MODES and Solver come from __getattr__
     "compile",
     "SchemeBlock",
     "MEMORY_MODES",
+    "Solver",
     "Analysis",
     "CheckpointError",
     "ConfigError",
+    "ConvergenceError",
     "DoubleBackwardError",
     "Equation",
     "FunctionSymbol",

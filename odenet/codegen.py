@@ -34,7 +34,16 @@ from sympy.printing.pytorch import TorchPrinter
 
 from odenet.ir import Scheme, format_expr, function_calls, parse_value, value
 
-__all__ = ["StepCode", "compile_source", "generate_init", "generate_step", "generate_vjp", "python_name"]
+__all__ = [
+    "StepCode",
+    "compile_source",
+    "generate_implicit",
+    "generate_init",
+    "generate_step",
+    "generate_vjp",
+    "implicit_unknowns",
+    "python_name",
+]
 
 
 def python_name(symbol: sympy.Symbol) -> str:
@@ -158,6 +167,7 @@ class _Emitter:
             "pull",
             "linear_combination",
             "accumulate",
+            "guess",
         }
         self.names: dict[sympy.Basic, str] = {}
         self.printer = _StepPrinter(self.names, frozenset(p.symbol for p in scheme.params))
@@ -261,6 +271,46 @@ def generate_step(
     source = "\n".join(header + emit.lines) + "\n"
     calls = tuple(emit.canonical_calls[k] for k in sorted(emit.canonical_calls))
     return StepCode(source, function_name, inputs, tuple(outputs), calls)
+
+
+def implicit_unknowns(scheme: Scheme) -> tuple[sympy.Symbol, ...]:
+    """The unknowns of an implicit step, in the order :func:`generate_implicit` takes and returns
+    them: the coupled stages in the order of their lines, then every state's new value."""
+    stages = tuple(eq.target for eq in scheme.steps if eq.target in scheme.coupled_stages)
+    return stages + tuple(value(s, 1) for s in scheme.states)
+
+
+def generate_implicit(
+    scheme: Scheme,
+    function_name: str = "implicit_step",
+    call_keys: dict[sympy.Expr, int] | None = None,
+    comment: str | None = None,
+    translate: dict[sympy.Symbol, sympy.Symbol] | None = None,
+) -> StepCode:
+    """Source of the fixed-point map of an implicit step: ``implicit_step(state, guess, p, call)``.
+
+    ``guess`` holds a value for each unknown (:func:`implicit_unknowns`); the function evaluates the
+    step's equations in order, reading the guess wherever an unknown is read before its own line
+    computes it (``x[n+1]`` in backward Euler's ``x[n] + h*f(x[n+1])``, a coupled stage), and the
+    computed value after, and returns each unknown's computed value. The step's solution is the
+    guess that comes back unchanged; the new state vector is then the new values among the
+    unknowns and the history shifted. ``call_keys`` and ``translate`` as in :func:`generate_step`.
+    """
+    emit = _Emitter(scheme, call_keys, translate)
+    header = [f"def {function_name}(state, guess, p, call):"]
+    if comment:
+        header.append(f"    # {comment}")
+    header += [f"    # {eq}" for eq in scheme.steps]
+    emit.unpack(scheme.state_vector, "state")
+    unknowns = implicit_unknowns(scheme)
+    names = [emit.name_for(u, f"{python_name(u)}_guess") for u in unknowns]
+    emit.lines.append(f"    {', '.join(names)}{',' if len(names) == 1 else ''} = guess")
+    emit.read_params(scheme)
+    emit.steps(scheme)
+    emit.returns(unknowns)
+    source = "\n".join(header + emit.lines) + "\n"
+    calls = tuple(emit.canonical_calls[k] for k in sorted(emit.canonical_calls))
+    return StepCode(source, function_name, scheme.state_vector, unknowns, calls)
 
 
 def generate_vjp(

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 __all__ = [
     "CheckpointError",
     "ConfigError",
+    "ConvergenceError",
     "DoubleBackwardError",
     "Location",
     "MissingDependencyError",
@@ -149,3 +150,14 @@ class ReconstructionError(OdenetError, FloatingPointError):
 
 class DoubleBackwardError(OdenetError, RuntimeError):
     """A second-order gradient (``create_graph=True``) was asked of a memory mode that cannot give it."""
+
+
+class ConvergenceError(OdenetError, ArithmeticError):
+    """An iterative solve (an implicit layer's step, its adjoint, a rebuilt input) did not reach its
+    tolerance: its result would be wrong, so none is returned. ``layer``, ``residual`` and
+    ``iterations`` say where and how far it got."""
+
+    def __init__(self, message: str, layer: int | None = None, residual: float | None = None,
+                 iterations: int | None = None):
+        super().__init__(message)
+        self.layer, self.residual, self.iterations = layer, residual, iterations

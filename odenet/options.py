@@ -18,12 +18,16 @@ __all__ = [
     "Memory",
     "Optimizer",
     "Schedule",
+    "SolverMethod",
     "Task",
     "choices",
 ]
 
 Memory = Literal["autograd", "checkpoint", "reversible", "adjoint", "fixed_point"]
 """What a compiled block keeps for the backward pass (docs/compile.md)."""
+
+SolverMethod = Literal["anderson", "newton", "fixed_point"]
+"""How an implicit layer solves its step (and its adjoint): docs/compile.md, implicit layers."""
 
 Guard = Literal["adaptive", "raise"]
 """What a memory-saving block does when a rebuilt input drifts past its tolerance."""

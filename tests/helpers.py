@@ -9,7 +9,8 @@ import odenet
 
 LIBRARY: dict[str, odenet.Scheme] = {name: odenet.load(name) for name in odenet.library_names()}
 ALL_SCHEMES: list[str] = sorted(LIBRARY)
-EXPLICIT: list[str] = [name for name in ALL_SCHEMES if LIBRARY[name].is_explicit]  # the compilable ones
+EXPLICIT: list[str] = [name for name in ALL_SCHEMES if LIBRARY[name].is_explicit]  # every memory mode
+IMPLICIT: list[str] = [name for name in ALL_SCHEMES if not LIBRARY[name].is_explicit]  # solved per layer
 
 
 @functools.cache

@@ -16,6 +16,9 @@ fixed_point   the output and a small integer buffer: states held in fixed point,
               digits; schemes whose updates read c*old + held terms (``fixed_point.py``)
 ============  ================================================================================
 
+An implicit scheme's layers each solve their step (``implicit.py``): in ``autograd`` mode they keep
+one evaluation per layer and differentiate the solution by the implicit function theorem.
+
 With ``memory_budget`` the reversible and adjoint modes keep the graphs of as many of the top layers
 as the budget allows and rebuild the others: a time-memory trade from the mode (budget 0) to
 autograd (budget 1).
@@ -44,7 +47,8 @@ from odenet.nn.generated import in_state_dtype as _in_state_dtype
 from odenet.nn.generated import namespace as _namespace
 from odenet.nn.params import constrain, unconstrain
 from odenet.nn.replay import CallRecord
-from odenet.options import Guard, Memory, choices
+from odenet.nn.implicit import Solver
+from odenet.options import Guard, Memory, SolverMethod, choices
 
 __all__ = ["MEMORY_MODES", "SchemeBlock", "compile"]
 
@@ -66,18 +70,27 @@ class SchemeBlock(nn.Module):
         drift_tolerance: float | None = None,
         guard: Guard = "adaptive",
         memory_budget: float | int | None = None,
+        solver: Solver | SolverMethod | None = None,
     ):
         super().__init__()
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
             raise ConfigError(f"depth must be a whole number >= 1, not {depth!r}")
         if memory not in MEMORY_MODES:
             raise ConfigError(f"memory must be one of {', '.join(MEMORY_MODES)}, not {memory!r}")
-        if not scheme.is_explicit:
+        self.implicit = not scheme.is_explicit
+        if self.implicit and memory != "autograd":
             eq, symbol = scheme.implicit_references[0]
             raise UnsupportedSchemeError(
                 f"scheme {scheme.name} is implicit ({eq.target} depends on {symbol}, which it computes): "
-                "compile builds explicit steps only; analyze the scheme, or write an explicit variant"
+                f"each layer solves its step and differentiates the solution implicitly, which "
+                f"memory='autograd' does (it keeps one evaluation per layer, not the solver's "
+                f"iterations); memory={memory!r} is not offered for implicit schemes"
             )
+        from odenet.nn.implicit import check_solver
+
+        self.solver = check_solver(solver)
+        self.solves: list = []  # implicit layers: SolveInfo of each layer in the last forward
+        self.backward_solves: list = []  # and of each adjoint solve in the last backward
         self.scheme = scheme
         self.depth = depth
         self.memory = memory
@@ -121,12 +134,13 @@ class SchemeBlock(nn.Module):
         on first use (a sympy solve): only reversible mode needs it."""
         self.forward_code, self.init_code, self._step, self._init = _generated(self.scheme)
         self._inverse_parts: tuple | None = None
+        self._implicit_parts: tuple | None = None
         self._vjps: dict[tuple, Callable] = {}
 
     def __getstate__(self):
         """Pickled by the scheme's text: generated functions are made again on load."""
         state = dict(self.__dict__)
-        for name in ("forward_code", "init_code", "_step", "_init", "_inverse_parts", "_vjps"):
+        for name in ("forward_code", "init_code", "_step", "_init", "_inverse_parts", "_implicit_parts", "_vjps"):
             del state[name]
         state["_probe"] = None
         state["scheme"] = format_scheme(self.scheme)
@@ -140,8 +154,15 @@ class SchemeBlock(nn.Module):
             "graph_layers": 0,
             "graph_bytes": None,
             "_probe": None,
+            "implicit": False,
+            "solves": [],
+            "backward_solves": [],
         }  # older pickles
         super().__setstate__({**earlier, **state, "scheme": parse(state["scheme"])})
+        if "solver" not in self.__dict__:
+            from odenet.nn.implicit import Solver
+
+            self.solver = Solver()
         self._generate()
 
     def _build_functions(self, functions: Mapping[str, FunctionSpec], depth: int) -> None:
@@ -209,6 +230,18 @@ class SchemeBlock(nn.Module):
             self._inverse_parts = _generated_inverse(self.scheme)
         return self._inverse_parts
 
+    def _implicit(self):
+        """An implicit step's generated map ``G`` and what runs it (``implicit.py``): (function,
+        keys of the calls that read no unknown, where each unknown's first guess comes from,
+        where each value of the next state vector comes from)."""
+        if self._implicit_parts is None:
+            self._implicit_parts = _generated_implicit(self.scheme)
+        return self._implicit_parts
+
+    def _assemble(self, state, unknowns) -> tuple[torch.Tensor, ...]:
+        """The next state vector of an implicit step from its unknowns' values and the old vector."""
+        return tuple(unknowns[i] if new else state[i] for new, i in self._implicit()[3])
+
     @property
     def call_count(self) -> int:
         """How many distinct function calls one forward step makes (keys 0 .. call_count - 1)."""
@@ -262,7 +295,12 @@ class SchemeBlock(nn.Module):
         self, n: int, state: tuple[torch.Tensor, ...], call: Callable | None = None
     ) -> tuple[torch.Tensor, ...]:
         """Layer ``n`` applied to a state vector (plain autograd). ``call(key, name, *args)``, if
-        given, evaluates the function calls instead of layer ``n``'s modules (to observe them)."""
+        given, evaluates the function calls instead of layer ``n``'s modules (to observe them);
+        an implicit layer solves its step (``implicit.py``) and takes no ``call``."""
+        if self.implicit:
+            from odenet.nn.implicit import implicit_layer
+
+            return implicit_layer(self, n, state)
         return self._step(state, self.layer_params(n), _in_state_dtype(call or self.caller(n), state))
 
     def steps(self, start: int, stop: int, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
@@ -296,6 +334,8 @@ class SchemeBlock(nn.Module):
 
     def run(self, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         """All ``depth`` layers on a full state vector, in this block's memory mode."""
+        if self.implicit:
+            return _run_implicit(self, state)
         if self.memory == "autograd":
             return self.steps(0, self.depth, state)
         return _run_saving_memory(self, state)
@@ -360,7 +400,8 @@ class SchemeBlock(nn.Module):
 
     def extra_repr(self) -> str:
         budget = "" if self.memory_budget is None else f", memory_budget={self.memory_budget}"
-        return f"scheme={self.scheme.name}, depth={self.depth}, memory={self.memory}{budget}"
+        solver = f", solver={self.solver.method}, tol={self.solver.tol:g}" if self.implicit else ""
+        return f"scheme={self.scheme.name}, depth={self.depth}, memory={self.memory}{budget}{solver}"
 
 
 @torch.compiler.disable
@@ -375,6 +416,14 @@ def _run_saving_memory(block: SchemeBlock, state):
     from odenet.nn.reversible import run_reversible
 
     return run_reversible(block, state, exact=block.memory == "reversible")
+
+
+@torch.compiler.disable
+def _run_implicit(block: SchemeBlock, state):
+    """Implicit layers: a solve each, with data-dependent iteration counts (opaque to torch.compile)."""
+    from odenet.nn.implicit import run_implicit
+
+    return run_implicit(block, state)
 
 
 @functools.lru_cache(maxsize=64)
@@ -416,6 +465,27 @@ def _generated_inverse(scheme: Scheme) -> tuple[Callable | None, StepCode | None
     return compile_source(code, _namespace(), f"{scheme.name} inverse"), code, None
 
 
+@functools.lru_cache(maxsize=64)
+def _generated_implicit(scheme: Scheme) -> tuple[Callable, frozenset[int], tuple, tuple]:
+    """See :meth:`SchemeBlock._implicit` (blocks of equal schemes share it)."""
+    from odenet.codegen import generate_implicit, implicit_unknowns
+    from odenet.ir import parse_value
+
+    code = generate_implicit(scheme)
+    unknowns = implicit_unknowns(scheme)
+    constant = frozenset(k for k, c in enumerate(code.calls) if not (c.free_symbols & set(unknowns)))
+    position = {symbol: i for i, symbol in enumerate(scheme.state_vector)}
+    start = tuple(position[value(parse_value(u)[0])] if parse_value(u) else None for u in unknowns)
+    index = {u: i for i, u in enumerate(unknowns)}
+    assemble = []
+    for symbol in scheme.state_vector:
+        state, offset = parse_value(symbol)
+        new = value(state, offset + 1)
+        assemble.append((True, index[new]) if offset == 0 else (False, position[new]))
+    step = compile_source(code, _namespace(), f"{scheme.name} implicit step")
+    return step, constant, start, tuple(assemble)
+
+
 def compile(
     scheme: Scheme,
     functions: Mapping[str, FunctionSpec],
@@ -425,6 +495,7 @@ def compile(
     drift_tolerance: float | None = None,
     guard: Guard = "adaptive",
     memory_budget: float | int | None = None,
+    solver: Solver | SolverMethod | None = None,
 ) -> SchemeBlock:
     """Compile ``scheme`` into a trainable block of ``depth`` layers.
 
@@ -437,6 +508,10 @@ def compile(
     ``memory_budget`` (reversible and adjoint modes) keeps the graphs of the top layers, as many as
     fit, on top of what the mode keeps anyway: a float in [0, 1] is a fraction of the layers (of
     autograd's activation memory), an int a number of bytes of saved tensors (layers counted at the
-    size of layer 0's graph, measured). See docs/compile.md.
+    size of layer 0's graph, measured). An implicit scheme (its step reads values it computes:
+    backward Euler, coupled stages) compiles with ``memory="autograd"``: each layer solves its step
+    with ``solver`` (a :class:`~odenet.nn.implicit.Solver`, or a method's name: ``"anderson"``,
+    ``"newton"``, ``"fixed_point"``) and its backward pass solves the adjoint system (the implicit
+    function theorem). See docs/compile.md.
     """
-    return SchemeBlock(scheme, functions, depth, memory, params, drift_tolerance, guard, memory_budget)
+    return SchemeBlock(scheme, functions, depth, memory, params, drift_tolerance, guard, memory_budget, solver)

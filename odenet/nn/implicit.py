@@ -1,0 +1,456 @@
+"""Implicit layers: each layer solves its step's equations for the new values.
+
+An implicit step reads values it computes: backward Euler's ``x[n+1] = x[n] + h*f(x[n+1])``, the
+coupled stages of a Gauss-Legendre method. Its unknowns ``u`` (the coupled stages and every new
+value, :func:`odenet.codegen.implicit_unknowns`) satisfy ``u = G(u, s, theta)``, where ``G`` is the
+step's equations evaluated in order with the guess ``u`` read wherever an unknown is read before
+its own line computes it (generated code, :func:`odenet.codegen.generate_implicit`).
+
+**Forward**, per layer: a predictor (``G`` at the old values, coupled stages at zero: for backward
+Euler the explicit Euler step), then a :class:`Solver` under ``no_grad``:
+
+- ``"fixed_point"``: ``u <- G(u)``; converges when ``G`` contracts (backward Euler: ``h*Lip(f) < 1``);
+- ``"anderson"`` (default): Anderson acceleration of that iteration (type II, the last ``memory``
+  iterates, one least-squares problem per sample of the batch);
+- ``"newton"``: Newton's method on ``u - G(u) = 0``, each correction by restarted GMRES with
+  Jacobian-vector products of ``G`` by ``torch.func.jvp`` (no Jacobian is formed); converges where
+  ``G`` does not contract, from a close enough start.
+
+A solve stops when the largest relative residual of a sample, ``|G(u) - u| / |G(u)|``, is at most
+``tol`` (under autocast to a lower precision: at least that precision's eps, the rounding of the
+functions' values); one that does not within ``max_iter`` iterations, or meets a non-finite value,
+raises :class:`~odenet.errors.ConvergenceError` naming the layer and the residual. Then ``G`` is
+evaluated once more at the solution, with autograd: the only graph a layer keeps.
+
+**Backward** by the implicit function theorem: the layer's output is ``G(u*, s, theta)`` with
+``u*`` the solution, and for a gradient ``g`` of the output the gradients of ``s`` and ``theta``
+are those of ``G`` with ``w`` in place of ``g``, where ``w = g + (dG/du)^T w``: the adjoint linear
+system, solved by the same method (iteration, Anderson, or GMRES on ``(I - dG/du)^T w = g``) with
+vector-Jacobian products through the kept graph. No iterate of either solve is stored.
+
+Every evaluation of ``G`` in one layer's solve sees the same random numbers and buffers: the
+predictor's calls are recorded (``replay.CallRecord``) and the iterations replay them, so that
+``G`` is one function (dropout would otherwise draw new masks at every iteration and the iteration
+could not converge); the final evaluation starts from the buffers as they were before the layer and
+changes them once (BatchNorm's running statistics move once per layer, with the solution's batch).
+Calls that read no unknown (the trapezoidal rule's ``f(x[n])``) are evaluated once per solve.
+
+The block's ``solves`` lists ``(layer, iterations, evaluations, residual)`` for the last forward pass,
+``backward_solves`` the adjoint solves of the last backward pass. A second-order gradient raises
+:class:`~odenet.errors.DoubleBackwardError`.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+
+from odenet.errors import ConfigError, ConvergenceError, DoubleBackwardError
+from odenet.nn.generated import in_state_dtype
+from odenet.nn.replay import AutocastState, CallRecord, _set_rng_states
+from odenet.options import SolverMethod, choices
+
+__all__ = ["SOLVER_METHODS", "SolveInfo", "Solver", "check_solver", "run_implicit"]
+
+SOLVER_METHODS = choices(SolverMethod)
+
+
+@dataclass(frozen=True)
+class Solver:
+    """How an implicit layer solves its step and its adjoint system.
+
+    ``method``: ``"anderson"``, ``"newton"`` or ``"fixed_point"`` (see the module doc); ``tol``: the
+    relative residual to reach; ``max_iter``: iterations allowed (Newton: corrections, each with
+    up to ``krylov`` GMRES steps per restart); ``memory``: Anderson's history. The adjoint solve
+    uses the same method with ``backward_tol`` and ``backward_max_iter`` (by default the forward's).
+    """
+
+    method: SolverMethod = "anderson"
+    tol: float = 1e-6
+    max_iter: int = 100
+    memory: int = 5
+    krylov: int = 30
+    backward_tol: float | None = None
+    backward_max_iter: int | None = None
+
+    def __post_init__(self):
+        if self.method not in SOLVER_METHODS:
+            raise ConfigError(f"solver method must be one of {', '.join(SOLVER_METHODS)}, not {self.method!r}")
+        for name in ("tol", "backward_tol"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1):
+                raise ConfigError(f"solver {name} must be a number in (0, 1), not {v!r}")
+        for name, low in (("max_iter", 1), ("memory", 1), ("krylov", 1), ("backward_max_iter", 1)):
+            v = getattr(self, name)
+            if v is None and name == "backward_max_iter":
+                continue
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ConfigError(f"solver {name} must be a whole number >= {low}, not {v!r}")
+
+    @property
+    def adjoint_tol(self) -> float:
+        return self.tol if self.backward_tol is None else self.backward_tol
+
+    @property
+    def adjoint_max_iter(self) -> int:
+        return self.max_iter if self.backward_max_iter is None else self.backward_max_iter
+
+
+def check_solver(solver) -> Solver:
+    """A :class:`Solver` from ``None`` (the defaults), a method's name, or a Solver."""
+    if solver is None:
+        return Solver()
+    if isinstance(solver, str):
+        return Solver(method=solver)  # type: ignore[arg-type]
+    if isinstance(solver, Solver):
+        return solver
+    raise ConfigError(f"solver must be a method's name ({', '.join(SOLVER_METHODS)}) or a Solver, not {solver!r}")
+
+
+class SolveInfo(NamedTuple):
+    """One solve of one layer: iterations (Newton: corrections), evaluations of ``G`` or of its
+    Jacobian products, and the relative residual reached."""
+
+    layer: int
+    iterations: int
+    evaluations: int
+    residual: float
+
+
+# -- tensors as one (batch, features) matrix ---------------------------------------------------------
+
+
+class _Flat:
+    """A tuple of tensors (the unknowns) as one ``(batch, features)`` matrix and back. The batch is
+    dimension 0 when every tensor has it; otherwise the whole is one sample."""
+
+    def __init__(self, tensors: tuple[torch.Tensor, ...]):
+        self.shapes = [t.shape for t in tensors]
+        first = tensors[0]
+        batched = all(t.dim() >= 1 and t.shape[0] == first.shape[0] for t in tensors) and first.dim() >= 1
+        self.batch = first.shape[0] if batched else 1
+        self.sizes = [t.numel() // self.batch for t in tensors]
+
+    def flat(self, tensors) -> torch.Tensor:
+        return torch.cat([t.reshape(self.batch, -1) for t in tensors], dim=1)
+
+    def split(self, matrix: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        parts = matrix.split(self.sizes, dim=1)
+        return tuple(p.reshape(s) for p, s in zip(parts, self.shapes, strict=True))
+
+
+def _residual(new: torch.Tensor, old: torch.Tensor) -> float:
+    """The largest relative change of a sample (NaN when a value is not finite)."""
+    change = (new - old).norm(dim=1)
+    scale = new.norm(dim=1)
+    tiny = torch.finfo(new.dtype).tiny
+    value = (change / scale.clamp_min(tiny)).max()
+    if not torch.isfinite(new).all():
+        return math.nan
+    return float(value)
+
+
+# -- the solvers, on (batch, features) matrices ------------------------------------------------------
+
+
+class _Outcome(NamedTuple):
+    value: torch.Tensor
+    iterations: int
+    evaluations: int
+    residual: float
+
+
+def _iterate(g: Callable, u: torch.Tensor, tol: float, max_iter: int) -> _Outcome:
+    residual = math.inf
+    for k in range(1, max_iter + 1):
+        gu = g(u)
+        residual = _residual(gu, u)
+        u = gu
+        if residual <= tol or not math.isfinite(residual):
+            return _Outcome(u, k, k, residual)
+    return _Outcome(u, max_iter, max_iter, residual)
+
+
+def _anderson(g: Callable, u: torch.Tensor, tol: float, max_iter: int, memory: int) -> _Outcome:
+    """Anderson acceleration (type II) of ``u <- g(u)``, one mixing per sample (row)."""
+    batch, features = u.shape
+    xs = u.new_zeros(batch, memory, features)
+    gs = u.new_zeros(batch, memory, features)
+    residual = math.inf
+    for k in range(1, max_iter + 1):
+        gu = g(u)
+        residual = _residual(gu, u)
+        if residual <= tol or not math.isfinite(residual):
+            return _Outcome(gu, k, k, residual)
+        slot = (k - 1) % memory
+        xs[:, slot], gs[:, slot] = u, gu
+        n = min(k, memory)
+        if n == 1:
+            u = gu
+            continue
+        r = (gs[:, :n] - xs[:, :n]).double()
+        gram = r @ r.transpose(1, 2)  # (batch, n, n)
+        scale = gram.diagonal(dim1=1, dim2=2).mean(dim=1).clamp_min(1e-300)
+        gram = gram + 1e-10 * scale[:, None, None] * torch.eye(n, dtype=gram.dtype, device=gram.device)
+        weights = torch.linalg.solve(gram, torch.ones(batch, n, 1, dtype=gram.dtype, device=gram.device))
+        weights = (weights / weights.sum(dim=1, keepdim=True)).to(u.dtype)
+        u = (weights.transpose(1, 2) @ gs[:, :n]).squeeze(1)
+        if not torch.isfinite(u).all():  # a singular mixing: plain iteration instead
+            u = gu
+    return _Outcome(u, max_iter, max_iter, residual)
+
+
+def gmres(matvec: Callable, b: torch.Tensor, tol: float, max_matvecs: int, restart: int):
+    """Solve ``matvec(x) = b`` (flat vectors) by restarted GMRES to the relative residual ``tol``:
+    ``(x, matrix-vector products used, relative residual)``."""
+    x = torch.zeros_like(b)
+    norm_b = float(b.norm())
+    if norm_b == 0.0 or not math.isfinite(norm_b):
+        return x, 0, 0.0 if norm_b == 0.0 else math.nan
+    used, relative = 0, 1.0
+    r = b
+    while True:
+        beta = float(r.norm())
+        relative = beta / norm_b
+        if relative <= tol or used >= max_matvecs or not math.isfinite(relative):
+            return x, used, relative
+        basis = [r / beta]
+        hessenberg = torch.zeros(restart + 1, restart, dtype=torch.float64)
+        y = torch.zeros(0, dtype=torch.float64)
+        for j in range(restart):
+            w = matvec(basis[j])
+            used += 1
+            for i in range(j + 1):  # modified Gram-Schmidt
+                hessenberg[i, j] = float(torch.dot(w, basis[i]))
+                w = w - hessenberg[i, j].item() * basis[i]
+            hessenberg[j + 1, j] = float(w.norm())
+            rhs = torch.zeros(j + 2, dtype=torch.float64)
+            rhs[0] = beta
+            small = hessenberg[: j + 2, : j + 1]
+            y = torch.linalg.lstsq(small, rhs[:, None]).solution[:, 0]
+            estimate = float((small @ y - rhs).norm()) / norm_b
+            breakdown = hessenberg[j + 1, j].item() <= 1e-14 * beta
+            if not breakdown:
+                basis.append(w / hessenberg[j + 1, j].item())
+            if estimate <= tol or breakdown or used >= max_matvecs:
+                break
+        for coefficient, v in zip(y.tolist(), basis, strict=False):
+            x = x + coefficient * v
+        r = b - matvec(x)
+        used += 1
+
+
+def _newton(g: Callable, jvp: Callable, u: torch.Tensor, tol: float, max_iter: int, krylov: int) -> _Outcome:
+    """Newton's method on ``u - g(u) = 0``; each correction by GMRES with ``jvp(u, v) = (dg/du) v``."""
+    evaluations, residual = 0, math.inf
+    for k in range(1, max_iter + 1):
+        gu = g(u)
+        evaluations += 1
+        residual = _residual(gu, u)
+        if residual <= tol or not math.isfinite(residual):
+            return _Outcome(gu, k, evaluations, residual)
+        here = u
+
+        def matvec(v, here=here):
+            return v - jvp(here, v.view_as(here)).reshape(-1)
+
+        forcing = max(min(0.1, residual), tol / 10)  # inexact Newton: looser far from the solution
+        step, used, _ = gmres(matvec, (gu - u).reshape(-1), forcing, 4 * krylov, krylov)
+        evaluations += used
+        u = u + step.view_as(u)
+    return _Outcome(u, max_iter, evaluations, residual)
+
+
+def _solve(method: str, g: Callable, jvp: Callable | None, u: torch.Tensor, solver: Solver, tol, max_iter):
+    if method == "fixed_point":
+        return _iterate(g, u, tol, max_iter)
+    if method == "anderson":
+        return _anderson(g, u, tol, max_iter, solver.memory)
+    assert jvp is not None
+    return _newton(g, jvp, u, tol, max_iter, solver.krylov)
+
+
+# -- one layer ---------------------------------------------------------------------------------------
+
+
+class _Layer:
+    """Layer ``n``'s map ``G``: recorded calls, replayed in the iterations, once more at the end."""
+
+    def __init__(self, block, n: int, state: tuple[torch.Tensor, ...]):
+        self.block, self.n, self.state = block, n, state
+        self.step, self.constant, self.start, _ = block._implicit()
+        self.params = block.layer_params(n)
+        self.record = CallRecord(state)
+        self.recorded = False
+        self.cache: dict[int, torch.Tensor] = {}
+
+    def _call(self, key, name, *args):
+        module = self.block.function(name, self.n)
+        if not self.recorded:
+            out = self.record.run(self.n, key, module, args)
+        else:
+            out = self.record.call_again(self.n, key, module, args)
+        return out
+
+    def _cached_call(self, key, name, *args):
+        if key in self.constant and not torch.is_grad_enabled():
+            if key not in self.cache:
+                self.cache[key] = self._call(key, name, *args)
+            return self.cache[key]
+        return self._call(key, name, *args)
+
+    def evaluate(self, guess: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        out = self.step(self.state, guess, self.params, in_state_dtype(self._cached_call, self.state))
+        self.recorded = True
+        return out
+
+    def predict(self) -> tuple[torch.Tensor, ...]:
+        """``G`` at the old values (new values) and zero (coupled stages): the first iterate."""
+        guess = [torch.zeros_like(self.state[0]) if i is None else self.state[i] for i in self.start]
+        return self.evaluate(tuple(guess))
+
+    def final(self, guess: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """``G`` at the solution, as one ordinary evaluation: from the buffers as they were before
+        the layer (the record's snapshots), with each call's random numbers, changing the buffers."""
+        for _, changed in reversed(list(self.record.calls.values())):
+            with torch.no_grad():
+                for module, name, snapshot in changed:
+                    module._buffers[name].copy_(snapshot)
+        calls = self.record.calls
+
+        def call(key, name, *args):
+            rng, _ = calls.get((self.n, key), (None, ()))
+            if rng is not None:
+                _set_rng_states(self.record.devices, rng)
+            return self.block.function(name, self.n)(*args)
+
+        return self.step(self.state, guess, self.params, in_state_dtype(call, self.state))
+
+
+def _tolerance(tol: float, state: tuple[torch.Tensor, ...]) -> float:
+    """``tol``, or under autocast to a lower precision at least that precision's eps."""
+    dtype = state[0].dtype
+    compute = AutocastState(state[0].device.type).compute_dtype(dtype)
+    return max(tol, torch.finfo(compute).eps) if compute != dtype else tol
+
+
+def _refuse(block, n: int, what: str, outcome: _Outcome, tol: float) -> None:
+    reached = "a non-finite value" if not math.isfinite(outcome.residual) else f"residual {outcome.residual:.3g}"
+    raise ConvergenceError(
+        f"scheme {block.scheme.name}, layer {n}: the {what} did not converge with {block.solver.method} "
+        f"({reached} after {outcome.iterations} iterations; tolerance {tol:.3g}). Lower the step "
+        f"{block.scheme.step} or the functions' Lipschitz constant, raise max_iter, or try "
+        "solver='newton'",
+        layer=n,
+        residual=outcome.residual,
+        iterations=outcome.iterations,
+    )
+
+
+def implicit_layer(block, n: int, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """Layer ``n`` of an implicit block: its solve, and the new state vector."""
+    solver = block.solver
+    layer = _Layer(block, n, state)
+    with torch.no_grad():
+        first = layer.predict()
+    flat = _Flat(first)
+
+    def g(u: torch.Tensor) -> torch.Tensor:
+        return flat.flat(layer.evaluate(flat.split(u)))
+
+    def jvp(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        with warnings.catch_warnings():  # torch's forward-mode AD scripts its decompositions on first use
+            warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", DeprecationWarning)
+            return torch.func.jvp(g, (u,), (v,))[1]
+
+    tol = _tolerance(solver.tol, state)
+    with torch.no_grad():
+        outcome = _solve(solver.method, g, jvp, flat.flat(first), solver, tol, solver.max_iter)
+    if not outcome.residual <= tol:
+        _refuse(block, n, "step's solve", outcome, tol)
+    block.solves.append(SolveInfo(n, outcome.iterations, outcome.evaluations + 1, outcome.residual))
+    solution = flat.split(outcome.value)
+    if torch.is_grad_enabled():
+        leaves = tuple(t.detach().requires_grad_(True) for t in solution)
+        values = layer.final(leaves)
+        unknowns = _ImplicitGradient.apply(_Adjoint(block, n, leaves, values, flat, tol), *values)
+    else:
+        unknowns = layer.final(solution)
+    return block._assemble(state, unknowns)
+
+
+class _Adjoint:
+    """What the backward pass of one layer needs: the kept evaluation of ``G`` at the solution."""
+
+    def __init__(self, block, n, leaves, values, flat, tol):
+        self.block, self.n, self.leaves, self.values, self.flat, self.tol = block, n, leaves, values, flat, tol
+
+    def solve(self, grads: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """``w = g + (dG/du)^T w`` for the output's gradient ``g``."""
+        block, flat = self.block, self.flat
+        solver = block.solver
+        pairs = [(v, i) for i, v in enumerate(self.values) if v.requires_grad]
+        outputs = [v for v, _ in pairs]
+
+        def transposed(w: torch.Tensor) -> torch.Tensor:  # (dG/du)^T w
+            parts = flat.split(w)
+            found = torch.autograd.grad(
+                outputs, self.leaves, [parts[i] for _, i in pairs], retain_graph=True, allow_unused=True
+            )
+            return flat.flat([torch.zeros_like(leaf) if r is None else r for leaf, r in zip(self.leaves, found, strict=True)])
+
+        given = flat.flat(grads)
+        tol = max(self.tol, solver.adjoint_tol) if solver.backward_tol is None else solver.adjoint_tol
+        max_iter = solver.adjoint_max_iter
+        if not outputs or float(given.abs().max()) == 0.0:
+            outcome = _Outcome(given, 0, 0, 0.0)
+        elif solver.method == "newton":
+            w, used, relative = gmres(
+                lambda v: v - transposed(v.view_as(given)).reshape(-1),
+                given.reshape(-1),
+                tol,
+                max_iter * solver.krylov,
+                solver.krylov,
+            )
+            outcome = _Outcome(w.view_as(given), used, used, relative)
+        else:
+            outcome = _solve(solver.method, lambda w: given + transposed(w), None, given, solver, tol, max_iter)
+        if not outcome.residual <= tol:
+            _refuse(block, self.n, "adjoint solve (backward pass)", outcome, tol)
+        block.backward_solves.append(SolveInfo(self.n, outcome.iterations, outcome.evaluations, outcome.residual))
+        return flat.split(outcome.value)
+
+
+class _ImplicitGradient(torch.autograd.Function):
+    """The identity on ``G``'s values at the solution; its backward hands ``G``'s graph the adjoint
+    solution ``w`` instead of the output's gradient (the implicit function theorem)."""
+
+    @staticmethod
+    def forward(ctx, adjoint: _Adjoint, *values):
+        ctx.adjoint = adjoint
+        ctx.set_materialize_grads(True)
+        return tuple(v.clone() for v in values)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        if torch.is_grad_enabled():
+            raise DoubleBackwardError(
+                "an implicit layer's gradient comes from a linear solve; a second-order gradient "
+                "(create_graph=True) through it is not supported"
+            )
+        w = ctx.adjoint.solve(grads)
+        return (None, *w)
+
+
+def run_implicit(block, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """All layers of an implicit block (see the module doc)."""
+    block.solves = []
+    block.backward_solves = []
+    for n in range(block.depth):
+        state = implicit_layer(block, n, state)
+    return state

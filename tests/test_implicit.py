@@ -1,0 +1,383 @@
+"""Implicit layers: each layer solves its step, and its gradient comes from the implicit function theorem.
+
+References, independent of odenet's generated code and solvers: each library method written by hand
+from its textbook formula and solved by plain iteration unrolled under autograd until it stops
+changing (float64), and torchdeq's DEQ on the same function. Every implicit library scheme is
+enrolled automatically in the conditions PyTorch users bring (dropout, batch normalization, frozen
+weights, pickling, torch.compile, autocast, no_grad), against the same iteration unrolled with the
+layer's random numbers and buffers held fixed.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+
+import pytest
+import torch
+from helpers import IMPLICIT, LIBRARY
+from torch import nn
+
+import odenet
+from odenet.nn import ConvergenceError, DoubleBackwardError, Solver, compile
+from odenet.nn.memory import saved_tensor_bytes
+
+WIDTH, BATCH, DEPTH = 6, 5, 3
+METHODS = ["fixed_point", "anderson", "newton"]
+TIGHT = {"tol": 1e-13, "max_iter": 400}
+
+
+def _mlp(seed: int, width: int = WIDTH) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(width, width), nn.Tanh(), nn.Linear(width, width)).double()
+
+
+def _factory(seed: int = 0):
+    return lambda i: _mlp(seed + i)
+
+
+def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).detach().norm() / b.detach().norm())
+
+
+def _assert_gradients(got, expected, tolerance: float = 1e-8) -> None:
+    """Each gradient within ``tolerance`` relative; a gradient that is zero in exact arithmetic (a
+    bias before batch normalization) is compared with a millionth of the largest one instead."""
+    scale = max(float(w.norm()) for w in expected)
+    for g, w in zip(got, expected, strict=True):
+        assert float((g - w).norm()) <= tolerance * max(float(w.norm()), 1e-6 * scale)
+
+
+# -- the textbook formulas, solved by unrolled iteration ----------------------------------------------
+
+SQRT3 = math.sqrt(3)
+GAUSS = ((1 / 4, 1 / 4 - SQRT3 / 6), (1 / 4 + SQRT3 / 6, 1 / 4))
+
+
+def _unrolled(start, update, iterations=300):
+    """Iterate ``u <- update(u)`` from ``start`` under autograd until it stops changing."""
+    u = start
+    for _ in range(iterations):
+        new = update(u)
+        if float((new - u).detach().abs().max()) == 0.0:
+            return new
+        u = new
+    return u
+
+
+def _reference_step(name, f, x, h):
+    if name == "backward_euler":  # x+ = x + h f(x+)
+        return _unrolled(x, lambda u: x + h * f(u))
+    if name == "implicit_midpoint":  # x+ = x + h f((x + x+)/2)
+        return _unrolled(x, lambda u: x + h * f((x + u) / 2))
+    if name == "trapezoidal":  # x+ = x + h/2 (f(x) + f(x+))
+        fx = f(x)
+        return _unrolled(x, lambda u: x + h / 2 * (fx + f(u)))
+    if name == "gauss_legendre2":  # stages k = f(x + h A k), Jacobi iteration on both at once
+        (a11, a12), (a21, a22) = GAUSS
+        k = torch.cat([f(x), f(x)], dim=1)
+        n = x.shape[1]
+
+        def stages(k):
+            k1, k2 = k[:, :n], k[:, n:]
+            return torch.cat([f(x + h * (a11 * k1 + a12 * k2)), f(x + h * (a21 * k1 + a22 * k2))], dim=1)
+
+        k = _unrolled(k, stages)
+        return x + h / 2 * (k[:, :n] + k[:, n:])
+    raise AssertionError(name)
+
+
+TEXTBOOK = ["backward_euler", "implicit_midpoint", "trapezoidal", "gauss_legendre2"]
+
+
+def test_every_textbook_method_is_a_library_scheme_and_implicit():
+    assert set(TEXTBOOK) <= set(IMPLICIT)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("name", TEXTBOOK)
+def test_gradients_match_autograd_through_the_unrolled_textbook_solve(name, method):
+    """Output, input gradient and every weight's gradient within 1e-8 (float64), h = 0.5."""
+    h = 0.5
+    block = compile(LIBRARY[name], {"f": _factory()}, DEPTH, params={"h": h}, solver=Solver(method, **TIGHT))
+    torch.manual_seed(1)
+    x = torch.randn(BATCH, WIDTH, dtype=torch.float64, requires_grad=True)
+    target = torch.randn(BATCH, WIDTH, dtype=torch.float64)
+    out = block(x)
+    loss = ((out - target) ** 2).sum()
+    weights = list(block.parameters())
+    grads = torch.autograd.grad(loss, [x, *weights])
+
+    references = [_mlp(i) for i in range(DEPTH)]
+    state = x
+    for f in references:
+        state = _reference_step(name, f, state, h)
+    reference_loss = ((state - target) ** 2).sum()
+    expected = torch.autograd.grad(reference_loss, [x, *[p for f in references for p in f.parameters()]])
+    assert _relative(out, state) < 1e-12
+    _assert_gradients(grads, expected)
+    # every solve stopped at its tolerance, and the adjoint was solved once per layer
+    assert len(block.solves) == DEPTH and all(s.residual <= 1e-13 for s in block.solves)
+    assert sorted(s.layer for s in block.backward_solves) == list(range(DEPTH))
+
+
+def test_a_learnable_step_gets_the_implicit_gradient():
+    """d/dh through backward Euler's solve, against finite differences of the converged layer."""
+    scheme = odenet.parse(
+        "scheme be\nstate x\nparam h = 0.3 learnable in (0, 1)\nx[n+1] = x[n] + h*f(x[n+1])"
+    )
+    block = compile(scheme, {"f": _factory()}, 2, solver=Solver("newton", **TIGHT)).double()
+    x = torch.randn(BATCH, WIDTH, dtype=torch.float64)
+    block(x).sum().backward()
+    raw = block.raw_params["h"]
+    analytic = raw.grad.clone()
+    numeric = torch.zeros_like(analytic)
+    for i in range(2):
+        with torch.no_grad():
+            raw[i] += 1e-6
+            up = block(x).sum()
+            raw[i] -= 2e-6
+            down = block(x).sum()
+            raw[i] += 1e-6
+        numeric[i] = (up - down) / 2e-6
+    assert _relative(analytic, numeric) < 1e-7
+
+
+def test_torchdeq_agrees_on_the_solution_and_the_gradient(float64_by_default):
+    """One backward Euler layer is the equilibrium z = x + h f(z): torchdeq's DEQ with implicit
+    differentiation on the same function gives the same solution and the same gradients."""
+    torchdeq = pytest.importorskip("torchdeq")
+    h = 0.7
+    f = _mlp(3)
+    block = compile(LIBRARY["backward_euler"], {"f": f}, 1, params={"h": h}, solver=Solver("anderson", **TIGHT))
+    torch.manual_seed(2)
+    x = torch.randn(BATCH, WIDTH, dtype=torch.float64, requires_grad=True)
+    ours = block(x)
+    ours_grads = torch.autograd.grad(ours.square().sum(), [x, *f.parameters()])
+
+    deq = torchdeq.get_deq(
+        f_solver="anderson", b_solver="anderson", f_max_iter=300, b_max_iter=300, f_tol=1e-14, b_tol=1e-14,
+        f_stop_mode="rel", b_stop_mode="rel", ift=True,
+    )
+    deq.train()
+    (theirs,), info = deq(lambda z: x + h * f(z), torch.zeros_like(x))  # float64 by default: both
+    assert float(info["rel_lowest"].max()) < 1e-13
+    theirs_grads = torch.autograd.grad(theirs.square().sum(), [x, *f.parameters()])
+    assert _relative(ours, theirs) < 1e-11
+    _assert_gradients(ours_grads, theirs_grads)
+
+
+# -- every implicit scheme, under the conditions users bring ------------------------------------------
+
+
+def _generic_reference(block, x, h_values=None):
+    """The block's layers by plain iteration of the scheme's own fixed-point map under autograd,
+    each iteration from the layer's starting random numbers and buffers, the last one kept."""
+    from odenet.nn.generated import in_state_dtype
+
+    step, _, start, _ = block._implicit()
+    state = block.initial_state(x)
+    for n in range(block.depth):
+        params = block.layer_params(n)
+        rng = torch.get_rng_state()
+        modules = block.layer_modules(n)
+        buffers = [(m, k, b, b.clone()) for module in modules for m in module.modules() for k, b in m._buffers.items()]
+        guess = tuple(torch.zeros_like(state[0]) if i is None else state[i] for i in start)
+        previous = None
+        for _ in range(400):
+            torch.set_rng_state(rng)
+            for m, k, _, saved in buffers:  # a fresh copy each time: no graph sees a buffer change
+                m._buffers[k] = saved.clone()
+            guess = step(state, guess, params, in_state_dtype(block.caller(n), state))
+            flat = torch.cat([g.detach().reshape(-1) for g in guess])
+            if previous is not None and float((flat - previous).abs().max()) == 0.0:
+                break
+            previous = flat
+        with torch.no_grad():
+            for m, k, live, _ in buffers:  # the last evaluation's changes, on the live buffers
+                live.copy_(m._buffers[k])
+                m._buffers[k] = live
+        state = block._assemble(state, guess)
+    return block.output(state)
+
+
+def _with_dropout(i):
+    torch.manual_seed(i)
+    return nn.Sequential(nn.Linear(WIDTH, WIDTH), nn.Tanh(), nn.Dropout(0.3), nn.Linear(WIDTH, WIDTH)).double()
+
+
+def _with_batchnorm(i):
+    torch.manual_seed(i)
+    return nn.Sequential(nn.Linear(WIDTH, WIDTH), nn.BatchNorm1d(WIDTH), nn.Tanh(), nn.Linear(WIDTH, WIDTH)).double()
+
+
+CONDITIONS = {
+    "plain": _factory(),
+    "dropout": _with_dropout,
+    "batchnorm": _with_batchnorm,
+    "shared": _mlp(7),
+}
+
+
+@pytest.mark.parametrize("condition", sorted(CONDITIONS))
+@pytest.mark.parametrize("name", IMPLICIT)
+def test_every_implicit_scheme_matches_the_unrolled_iteration(name, condition):
+    scheme = LIBRARY[name]
+    functions = {fn.name: CONDITIONS[condition] for fn in scheme.functions}
+    block = compile(scheme, functions, DEPTH, params={"h": 0.4}, solver=Solver("anderson", **TIGHT))
+    torch.manual_seed(5)
+    x = torch.randn(8, WIDTH, dtype=torch.float64, requires_grad=True)
+    weights = list(block.parameters())
+    state = torch.random.get_rng_state()
+    buffers = [b.clone() for b in block.buffers()]
+    out = block(x)
+    after_rng, after_buffers = torch.random.get_rng_state(), [b.clone() for b in block.buffers()]
+    grads = torch.autograd.grad(out.square().sum(), [x, *weights])
+
+    torch.random.set_rng_state(state)
+    with torch.no_grad():
+        for b, saved in zip(block.buffers(), buffers, strict=True):
+            b.copy_(saved)
+    expected_out = _generic_reference(block, x)
+    expected = torch.autograd.grad(expected_out.square().sum(), [x, *weights])
+    assert _relative(out, expected_out) < 1e-11
+    _assert_gradients(grads, expected)
+    # random numbers and buffers moved as by one evaluation per layer
+    assert torch.equal(torch.random.get_rng_state(), after_rng)
+    for b, want in zip(block.buffers(), after_buffers, strict=True):
+        assert torch.allclose(b, want, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", IMPLICIT)
+def test_frozen_layers_and_inference(name):
+    scheme = LIBRARY[name]
+    block = compile(scheme, {fn.name: _factory() for fn in scheme.functions}, DEPTH, solver=Solver(**TIGHT))
+    for p in block.functions.parameters():
+        p.requires_grad_(False)
+    for p in block.functions[scheme.functions[0].name][DEPTH - 1].parameters():
+        p.requires_grad_(True)
+    x = torch.randn(4, WIDTH, dtype=torch.float64)
+    out = block(x)
+    out.sum().backward()
+    top = list(block.functions[scheme.functions[0].name][DEPTH - 1].parameters())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in top)
+    assert all(p.grad is None for p in block.functions[scheme.functions[0].name][0].parameters())
+    with torch.no_grad():
+        again = block(x)
+    assert not again.requires_grad and torch.allclose(again, out, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", IMPLICIT)
+def test_pickled_blocks_solve_the_same(name):
+    scheme = LIBRARY[name]
+    block = compile(scheme, {fn.name: _factory() for fn in scheme.functions}, 2, solver=Solver("newton", **TIGHT))
+    x = torch.randn(3, WIDTH, dtype=torch.float64)
+    loaded = pickle.loads(pickle.dumps(block))
+    assert loaded.solver == block.solver
+    assert torch.equal(loaded(x), block(x))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch's own internals, not odenet's
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_torch_compile_runs_the_solves_as_they_are():
+    block = compile(LIBRARY["backward_euler"], {"f": _factory()}, 2, solver=Solver(**TIGHT))
+    x = torch.randn(3, WIDTH, dtype=torch.float64, requires_grad=True)
+    (expected,) = torch.autograd.grad(block(x).sum(), x)
+    compiled = torch.compile(block, backend="aot_eager")
+    (got,) = torch.autograd.grad(compiled(x).sum(), x)
+    assert _relative(got, expected) < 1e-12
+
+
+def test_autocast_solves_to_the_precision_of_the_functions():
+    """bfloat16 functions: the solve stops at bfloat16's eps (a float32 tolerance could never be met),
+    and the result is as close to float32's as bfloat16 rounding allows."""
+    torch.manual_seed(0)
+    f = nn.Sequential(nn.Linear(WIDTH, WIDTH), nn.Tanh(), nn.Linear(WIDTH, WIDTH))
+    block = compile(LIBRARY["backward_euler"], {"f": f}, 2, solver=Solver(tol=1e-6))
+    x = torch.randn(4, WIDTH, requires_grad=True)
+    (exact,) = torch.autograd.grad(block(x).sum(), x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = block(x)
+    assert out.dtype == torch.float32
+    assert all(s.residual <= torch.finfo(torch.bfloat16).eps for s in block.solves)
+    (low,) = torch.autograd.grad(out.sum(), x)
+    assert _relative(low, exact) < 0.05
+
+
+def test_double_backward_is_refused():
+    block = compile(LIBRARY["backward_euler"], {"f": _factory()}, 1)
+    x = torch.randn(3, WIDTH, dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad(block(x).sum(), x, create_graph=False)
+    with pytest.raises(DoubleBackwardError, match="second-order"):
+        torch.autograd.grad(block(x).sum(), x, create_graph=True)
+
+
+def test_a_solve_that_does_not_converge_names_the_layer_and_the_residual():
+    """h*Lip(f) = 3: plain iteration diverges; the error says where, and nothing is returned."""
+    f = nn.Linear(WIDTH, WIDTH, bias=False).double()
+    with torch.no_grad():
+        f.weight.copy_(3 * torch.eye(WIDTH))
+    block = compile(LIBRARY["backward_euler"], {"f": f}, 2, params={"h": 1.0}, solver=Solver("fixed_point"))
+    with pytest.raises(ConvergenceError, match=r"layer 0: the step's solve did not converge") as caught:
+        block(torch.randn(2, WIDTH, dtype=torch.float64))
+    assert caught.value.layer == 0 and caught.value.iterations == 100
+    # Newton solves the same linear step in one correction: x+ = x / (1 - 3)
+    block = compile(LIBRARY["backward_euler"], {"f": f}, 1, params={"h": 1.0}, solver=Solver("newton", tol=1e-12))
+    x = torch.randn(2, WIDTH, dtype=torch.float64)
+    assert _relative(block(x), x / -2) < 1e-12
+    assert block.solves[0].iterations <= 3
+
+
+def test_the_backward_pass_keeps_one_evaluation_per_layer_not_the_iterations():
+    """Saved tensors do not grow with the iterations a solve takes (tolerance 1e-3 vs 1e-13)."""
+    x = torch.randn(BATCH, WIDTH, dtype=torch.float64, requires_grad=True)
+    sizes, iterations = [], []
+    for tol in (1e-3, 1e-13):
+        block = compile(LIBRARY["backward_euler"], {"f": _factory()}, 4, solver=Solver("fixed_point", tol=tol))
+        with saved_tensor_bytes() as counter:
+            block(x)
+        sizes.append(counter.bytes)
+        iterations.append(sum(s.iterations for s in block.solves))
+    assert iterations[1] > 3 * iterations[0]
+    assert sizes[0] == sizes[1]
+    explicit = compile(LIBRARY["euler"], {"f": _factory()}, 4)
+    with saved_tensor_bytes() as counter:
+        explicit(x)
+    assert sizes[0] <= 2 * counter.bytes  # one evaluation of f per layer, as an explicit step keeps
+
+
+def test_bad_solver_options_are_refused():
+    with pytest.raises(odenet.ConfigError, match="solver method"):
+        Solver("broyden")  # type: ignore[arg-type]
+    with pytest.raises(odenet.ConfigError, match="tol"):
+        Solver(tol=0)
+    with pytest.raises(odenet.ConfigError, match="max_iter"):
+        Solver(max_iter=0)
+    with pytest.raises(odenet.ConfigError, match="solver must be"):
+        compile(LIBRARY["backward_euler"], {"f": nn.Identity()}, 1, solver=3)  # type: ignore[arg-type]
+    with pytest.raises(odenet.UnsupportedSchemeError, match="memory='reversible' is not offered"):
+        compile(LIBRARY["backward_euler"], {"f": nn.Identity()}, 1, memory="reversible")
+
+
+# -- what implicitness buys: A-stability on a stiff problem -------------------------------------------
+
+
+def test_stiff_linear_problem_backward_euler_stays_bounded_where_forward_euler_blows_up(float64_by_default):
+    """f(x) = lambda x with h*lambda = -100: the analysis puts -100 inside backward Euler's
+    stability region and outside forward Euler's; 30 layers of each agree (Newton solves the
+    linear step in one correction; fixed-point iteration could not, h*Lip(f) = 100)."""
+    h, lam = 0.1, -1000.0
+    f = nn.Linear(WIDTH, WIDTH, bias=False).double()
+    with torch.no_grad():
+        f.weight.copy_(lam * torch.eye(WIDTH))
+    x = torch.randn(4, WIDTH, dtype=torch.float64)
+    implicit = compile(LIBRARY["backward_euler"], {"f": f}, 30, params={"h": h}, solver=Solver("newton", tol=1e-12))
+    explicit = compile(LIBRARY["euler"], {"f": f}, 30, params={"h": h})
+    with torch.no_grad():
+        bounded, exploded = implicit(x), explicit(x)
+    assert float(bounded.norm()) < float(x.norm())  # each step multiplies by 1/(1 + 100)
+    assert _relative(bounded, x / 101.0**30) < 1e-10
+    assert float(exploded.norm()) > 1e50 * float(x.norm())  # each step multiplies by 1 - 100 = -99
+    # the analysis predicts it: spectral radius of the step's amplification at lambda (h = 0.1)
+    assert odenet.analyze(LIBRARY["backward_euler"]).stability.radius([lam])[0] == pytest.approx(1 / 101)
+    assert odenet.analyze(LIBRARY["euler"]).stability.radius([lam])[0] == pytest.approx(99)
