@@ -144,6 +144,7 @@ class StepCode:
     inputs: tuple[sympy.Symbol, ...]  # the state vector it reads, in order
     outputs: tuple[sympy.Expr, ...]  # what it returns, in order
     calls: tuple[sympy.Expr, ...]  # the forward calls by key (inlined canonical form)
+    keys: tuple[int, ...] = ()  # the keys of ``calls`` where they are not 0, 1, ... (given call_keys)
 
 
 CONSTANT = sympy.Symbol("__constant__")  # stands for a constant new value, printed as torch.full_like
@@ -309,8 +310,9 @@ def generate_implicit(
     emit.steps(scheme)
     emit.returns(unknowns)
     source = "\n".join(header + emit.lines) + "\n"
-    calls = tuple(emit.canonical_calls[k] for k in sorted(emit.canonical_calls))
-    return StepCode(source, function_name, scheme.state_vector, unknowns, calls)
+    keys = tuple(sorted(emit.canonical_calls))
+    calls = tuple(emit.canonical_calls[k] for k in keys)
+    return StepCode(source, function_name, scheme.state_vector, unknowns, calls, keys)
 
 
 def generate_vjp(

@@ -157,7 +157,12 @@ class ConvergenceError(OdenetError, ArithmeticError):
     tolerance: its result would be wrong, so none is returned. ``layer``, ``residual`` and
     ``iterations`` say where and how far it got."""
 
-    def __init__(self, message: str, layer: int | None = None, residual: float | None = None,
-                 iterations: int | None = None):
+    def __init__(
+        self,
+        message: str,
+        layer: int | None = None,
+        residual: float | None = None,
+        iterations: int | None = None,
+    ):
         super().__init__(message)
         self.layer, self.residual, self.iterations = layer, residual, iterations

@@ -24,3 +24,7 @@ def _reversible() -> list[str]:
 
 # explicit steps with an explicit inverse: the schemes of memory="reversible"
 REVERSIBLE: list[str] = _reversible()
+# explicit steps whose inverse is a fixed point (Euler, Heun): memory="reversible" solves for it
+FIXED_POINT_INVERSE: list[str] = [
+    name for name in EXPLICIT if analysis(name).reversibility.kind == "fixed-point"
+]

@@ -15,7 +15,7 @@ def test_list_shows_every_library_scheme_with_its_description():
     for name in odenet.library_names():
         (line,) = [line for line in lines if line.split()[:1] == [name]]
         assert line.split(None, 1)[1] == odenet.library.describe(odenet.load(name))
-    assert lines[-1].startswith("13 schemes in ")
+    assert lines[-1].startswith(f"{len(odenet.library_names())} schemes in ")
 
 
 def test_show_leapfrog():
@@ -120,7 +120,7 @@ def test_compile_trains_a_few_steps_and_reports_memory():
 def test_compile_refuses_bad_arguments():
     result = cli("compile", "euler", "--depth", "0")
     assert result.returncode == 2 and "expected a whole number >= 1, not '0'" in result.stderr
-    result = cli("compile", "euler", "--memory", "reversible", "--depth", "2")
+    result = cli("compile", "ab2", "--memory", "reversible", "--depth", "2")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "memory='checkpoint'" in result.stderr
 

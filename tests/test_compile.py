@@ -341,11 +341,12 @@ def test_clear_errors():
         odenet.ConfigError, match="scheme hamiltonian needs functions f, g: missing g; unexpected q"
     ):
         compile(scheme, {"f": mlp(3), "q": mlp(3)}, 4)
-    with pytest.raises(odenet.UnsupportedSchemeError) as info:
-        compile(odenet.load("euler"), {"f": mlp(3)}, 4, "reversible")
+    with pytest.raises(odenet.UnsupportedSchemeError) as info:  # AB2 drops information: no inverse at all
+        compile(odenet.load("ab2"), {"f": mlp(3)}, 4, "reversible")
     assert "memory='checkpoint'" in str(info.value) and "memory='adjoint'" in str(info.value)
+    assert "M(0) is singular" in str(info.value)
     with pytest.raises(NotImplementedError, match="scheme backward_euler is implicit"):
-        compile(odenet.load("backward_euler"), {"f": mlp(3)}, 4)
+        compile(odenet.load("backward_euler"), {"f": mlp(3)}, 4, "checkpoint")
     with pytest.raises(odenet.ConfigError, match="depth must be a whole number >= 1, not 0"):
         compile(odenet.load("euler"), {"f": mlp(3)}, 0)
     with pytest.raises(odenet.ConfigError, match="memory must be one of"):

@@ -20,7 +20,7 @@ import math
 
 import pytest
 import torch
-from helpers import EXPLICIT, LIBRARY, REVERSIBLE, analysis
+from helpers import EXPLICIT, FIXED_POINT_INVERSE, LIBRARY, REVERSIBLE, analysis
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -57,7 +57,7 @@ def _accepts(name: str, memory: str) -> bool:
 
 FIXED_POINT = [name for name in EXPLICIT if _accepts(name, "fixed_point")]
 CASES = (
-    [(name, mode) for name in REVERSIBLE for mode in MODES]
+    [(name, mode) for name in REVERSIBLE + FIXED_POINT_INVERSE for mode in MODES]
     + [(name, "checkpoint") for name in EXPLICIT if name not in REVERSIBLE]
     + [(name, "fixed_point") for name in FIXED_POINT]
 )
@@ -81,7 +81,8 @@ pytestmark = pytest.mark.usefixtures("float64_by_default")
 
 def test_enrolment_follows_the_analysis():
     """The matrix covers what compile accepts: reversible mode exactly where the analysis finds an
-    explicit inverse (among explicit schemes), and every explicit scheme in checkpoint mode."""
+    explicit inverse or a fixed-point one (among explicit schemes), and every explicit scheme in
+    checkpoint mode."""
     accepted = []
     for name in EXPLICIT:
         try:
@@ -89,8 +90,8 @@ def test_enrolment_follows_the_analysis():
             accepted.append(name)
         except odenet.UnsupportedSchemeError:
             pass
-    assert accepted == REVERSIBLE
-    assert len(REVERSIBLE) >= 8 and len(EXPLICIT) >= 12
+    assert accepted == sorted(REVERSIBLE + FIXED_POINT_INVERSE)
+    assert len(REVERSIBLE) >= 8 and len(EXPLICIT) >= 12 and len(FIXED_POINT_INVERSE) >= 3
 
 
 def _function(condition: str, width: int):

@@ -149,15 +149,24 @@ def test_torchdeq_agrees_on_the_solution_and_the_gradient(float64_by_default):
     torchdeq = pytest.importorskip("torchdeq")
     h = 0.7
     f = _mlp(3)
-    block = compile(LIBRARY["backward_euler"], {"f": f}, 1, params={"h": h}, solver=Solver("anderson", **TIGHT))
+    block = compile(
+        LIBRARY["backward_euler"], {"f": f}, 1, params={"h": h}, solver=Solver("anderson", **TIGHT)
+    )
     torch.manual_seed(2)
     x = torch.randn(BATCH, WIDTH, dtype=torch.float64, requires_grad=True)
     ours = block(x)
     ours_grads = torch.autograd.grad(ours.square().sum(), [x, *f.parameters()])
 
     deq = torchdeq.get_deq(
-        f_solver="anderson", b_solver="anderson", f_max_iter=300, b_max_iter=300, f_tol=1e-14, b_tol=1e-14,
-        f_stop_mode="rel", b_stop_mode="rel", ift=True,
+        f_solver="anderson",
+        b_solver="anderson",
+        f_max_iter=300,
+        b_max_iter=300,
+        f_tol=1e-14,
+        b_tol=1e-14,
+        f_stop_mode="rel",
+        b_stop_mode="rel",
+        ift=True,
     )
     deq.train()
     (theirs,), info = deq(lambda z: x + h * f(z), torch.zeros_like(x))  # float64 by default: both
@@ -181,7 +190,12 @@ def _generic_reference(block, x, h_values=None):
         params = block.layer_params(n)
         rng = torch.get_rng_state()
         modules = block.layer_modules(n)
-        buffers = [(m, k, b, b.clone()) for module in modules for m in module.modules() for k, b in m._buffers.items()]
+        buffers = [
+            (m, k, b, b.clone())
+            for module in modules
+            for m in module.modules()
+            for k, b in m._buffers.items()
+        ]
         guess = tuple(torch.zeros_like(state[0]) if i is None else state[i] for i in start)
         previous = None
         for _ in range(400):
@@ -203,12 +217,16 @@ def _generic_reference(block, x, h_values=None):
 
 def _with_dropout(i):
     torch.manual_seed(i)
-    return nn.Sequential(nn.Linear(WIDTH, WIDTH), nn.Tanh(), nn.Dropout(0.3), nn.Linear(WIDTH, WIDTH)).double()
+    return nn.Sequential(
+        nn.Linear(WIDTH, WIDTH), nn.Tanh(), nn.Dropout(0.3), nn.Linear(WIDTH, WIDTH)
+    ).double()
 
 
 def _with_batchnorm(i):
     torch.manual_seed(i)
-    return nn.Sequential(nn.Linear(WIDTH, WIDTH), nn.BatchNorm1d(WIDTH), nn.Tanh(), nn.Linear(WIDTH, WIDTH)).double()
+    return nn.Sequential(
+        nn.Linear(WIDTH, WIDTH), nn.BatchNorm1d(WIDTH), nn.Tanh(), nn.Linear(WIDTH, WIDTH)
+    ).double()
 
 
 CONDITIONS = {
@@ -270,7 +288,9 @@ def test_frozen_layers_and_inference(name):
 @pytest.mark.parametrize("name", IMPLICIT)
 def test_pickled_blocks_solve_the_same(name):
     scheme = LIBRARY[name]
-    block = compile(scheme, {fn.name: _factory() for fn in scheme.functions}, 2, solver=Solver("newton", **TIGHT))
+    block = compile(
+        scheme, {fn.name: _factory() for fn in scheme.functions}, 2, solver=Solver("newton", **TIGHT)
+    )
     x = torch.randn(3, WIDTH, dtype=torch.float64)
     loaded = pickle.loads(pickle.dumps(block))
     assert loaded.solver == block.solver
@@ -320,9 +340,12 @@ def test_a_solve_that_does_not_converge_names_the_layer_and_the_residual():
     block = compile(LIBRARY["backward_euler"], {"f": f}, 2, params={"h": 1.0}, solver=Solver("fixed_point"))
     with pytest.raises(ConvergenceError, match=r"layer 0: the step's solve did not converge") as caught:
         block(torch.randn(2, WIDTH, dtype=torch.float64))
-    assert caught.value.layer == 0 and caught.value.iterations == 100
+    assert caught.value.layer == 0 and caught.value.residual > 0.1  # it diverged, and stopped early
+    assert caught.value.iterations < 100
     # Newton solves the same linear step in one correction: x+ = x / (1 - 3)
-    block = compile(LIBRARY["backward_euler"], {"f": f}, 1, params={"h": 1.0}, solver=Solver("newton", tol=1e-12))
+    block = compile(
+        LIBRARY["backward_euler"], {"f": f}, 1, params={"h": 1.0}, solver=Solver("newton", tol=1e-12)
+    )
     x = torch.randn(2, WIDTH, dtype=torch.float64)
     assert _relative(block(x), x / -2) < 1e-12
     assert block.solves[0].iterations <= 3
@@ -333,7 +356,9 @@ def test_the_backward_pass_keeps_one_evaluation_per_layer_not_the_iterations():
     x = torch.randn(BATCH, WIDTH, dtype=torch.float64, requires_grad=True)
     sizes, iterations = [], []
     for tol in (1e-3, 1e-13):
-        block = compile(LIBRARY["backward_euler"], {"f": _factory()}, 4, solver=Solver("fixed_point", tol=tol))
+        block = compile(
+            LIBRARY["backward_euler"], {"f": _factory()}, 4, solver=Solver("fixed_point", tol=tol)
+        )
         with saved_tensor_bytes() as counter:
             block(x)
         sizes.append(counter.bytes)
@@ -371,7 +396,9 @@ def test_stiff_linear_problem_backward_euler_stays_bounded_where_forward_euler_b
     with torch.no_grad():
         f.weight.copy_(lam * torch.eye(WIDTH))
     x = torch.randn(4, WIDTH, dtype=torch.float64)
-    implicit = compile(LIBRARY["backward_euler"], {"f": f}, 30, params={"h": h}, solver=Solver("newton", tol=1e-12))
+    implicit = compile(
+        LIBRARY["backward_euler"], {"f": f}, 30, params={"h": h}, solver=Solver("newton", tol=1e-12)
+    )
     explicit = compile(LIBRARY["euler"], {"f": f}, 30, params={"h": h})
     with torch.no_grad():
         bounded, exploded = implicit(x), explicit(x)

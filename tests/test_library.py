@@ -24,10 +24,13 @@ EXPECTED = {
     "reversible_heun": (("y", "z"), ("y",), ("y",), {"y": 0, "z": 0}, ("f",), True, {"h": "1/10"}),
     "ab2": (("x", "F"), ("x",), ("x",), {"x": 0, "F": 0}, ("f",), True, {"h": "1/10"}),
     "backward_euler": (("x",), ("x",), ("x",), {"x": 0}, ("f",), False, {"h": "1/10"}),
+    "implicit_midpoint": (("x",), ("x",), ("x",), {"x": 0}, ("f",), False, {"h": "1/10"}),
+    "trapezoidal": (("x",), ("x",), ("x",), {"x": 0}, ("f",), False, {"h": "1/10"}),
+    "gauss_legendre2": (("x",), ("x",), ("x",), {"x": 0}, ("f",), False, {"h": "1/10"}),
 }
 
 
-def test_the_library_has_the_thirteen_schemes():
+def test_the_library_has_the_expected_schemes():
     assert sorted(odenet.library_names()) == sorted(EXPECTED)
 
 

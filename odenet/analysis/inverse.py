@@ -24,7 +24,7 @@ from odenet.errors import NotReversibleError
 from odenet.ir import Equation, Scheme, format_expr, function_calls, value
 from odenet.ir.reversal import forward_to_reversed
 
-__all__ = ["InverseDerivation", "derive_inverse", "invert"]
+__all__ = ["InverseDerivation", "derive_inverse", "fixed_point_inverse", "invert"]
 
 
 @dataclass(frozen=True)
@@ -223,3 +223,50 @@ def _reuse(expr, solved, target):
             lambda e, s=solution, name=symbol: e.func(*[name if a == s else a for a in e.args]),
         )
     return expr
+
+
+def fixed_point_inverse(scheme: Scheme) -> Scheme:
+    """The inverse of an explicit step that has no explicit one, as an implicit step to be solved.
+
+    Forward, the step's update residuals ``R(u) = x[n+1] - rhs(u)`` vanish at the old values ``u``
+    (each state's oldest value, as in :func:`invert`). With the function calls set to zero ``R`` is
+    linear in ``u``, ``R = A u + b`` (``A`` is ``-M(0)`` restricted to the unknowns), and when ``A``
+    is regular the old values are the fixed point of ``u = u - A^-1 R(u)``: for Euler,
+    ``x[n] = x[n+1] - h*f(x[n])``, the iteration of Behrmann et al.'s invertible residual networks,
+    which converges when ``h*Lip(f) < 1``. The result is that map as a Scheme in reversed time (its
+    ``X[m+1]``, read on both sides, is the recovered old value; see :mod:`odenet.ir.reversal`).
+
+    Raises :class:`NotReversibleError` for an implicit step, or when ``A`` is singular (the step
+    loses information).
+    """
+    if not scheme.is_explicit:
+        raise NotReversibleError(
+            f"scheme {scheme.name} is implicit: its inverse is not derived as a fixed point here"
+        )
+    unknowns = [value(s, -scheme.history[s]) for s in scheme.states]
+    residuals = [scheme.update_residuals[s] for s in scheme.states]
+    zero_calls = {call: sympy.Integer(0) for r in residuals for call in function_calls(r)}
+    linear = sympy.Matrix([r.xreplace(zero_calls) for r in residuals])
+    jacobian = linear.jacobian(unknowns)
+    if jacobian.free_symbols & set(unknowns) or sympy.cancel(jacobian.det()).is_zero:
+        raise NotReversibleError(
+            f"scheme {scheme.name} has no fixed-point inverse: with the functions set to zero the "
+            "step does not determine its old values (M(0) is singular)"
+        )
+    correction = jacobian.inv().applyfunc(sympy.cancel) * sympy.Matrix(residuals)
+    rename = forward_to_reversed(scheme)
+    steps = [Equation(rename[u], (u - correction[i]).xreplace(rename)) for i, u in enumerate(unknowns)]
+    return Scheme(
+        name=f"{scheme.name}_fixed_point_inverse",
+        doc=(
+            f"Inverse step of {scheme.name} as a fixed point, derived by odenet (reversed time: "
+            "X[m+1] is the older value, read on both sides)."
+        ),
+        states=scheme.states,
+        params=scheme.params,
+        functions=scheme.functions,
+        steps=tuple(steps),
+        inputs=scheme.inputs,
+        outputs=scheme.outputs,
+        step=scheme.step,
+    )

@@ -27,7 +27,17 @@ from odenet.errors import CheckpointError
 from odenet.ir import format_scheme
 from odenet.library import load
 from odenet.models.config import ModelConfig
-from odenet.options import Activation, DataName, Family, Layout, Memory, Optimizer, Schedule, choices
+from odenet.options import (
+    Activation,
+    DataName,
+    Family,
+    Layout,
+    Memory,
+    Optimizer,
+    Schedule,
+    SolverMethod,
+    choices,
+)
 from odenet.training.settings import DATA_DEFAULTS, FILE_DEFAULTS, TrainSettings, default_stages
 
 __all__ = ["add_commands"]
@@ -70,6 +80,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         params=params,
         stem=defaults.stem if args.stem is None else args.stem,
         head=defaults.head if args.head is None else args.head,
+        contraction=args.contraction,
+        solver=args.solver,
     )
     settings = TrainSettings(
         epochs=args.epochs,
@@ -225,6 +237,15 @@ def add_commands(commands) -> None:
         + ")",
     )
     p.add_argument("--hidden", type=positive, help="hidden size of the residual functions (default width)")
+    p.add_argument(
+        "--contraction",
+        type=float,
+        metavar="C",
+        help="spectrally normalized residual functions with Lipschitz constant <= C in (0, 1) (mlp and "
+        "chang families): an explicit scheme whose inverse is a fixed point (euler, heun) can then train "
+        "with --memory reversible",
+    )
+    add_choice(p, "--solver", SolverMethod, "how implicit layers solve their steps", model("solver"))
     p.add_argument(
         "--stages",
         type=positive,

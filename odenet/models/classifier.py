@@ -81,11 +81,15 @@ class Classifier(nn.Module):
             hidden = (config.hidden or width) * 2**i
 
             def factory(layer: int, w=w, hidden=hidden) -> nn.Module:
-                return make_function(config.family, w, hidden, config.layout, config.activation)
+                return make_function(
+                    config.family, w, hidden, config.layout, config.activation, config.contraction
+                )
 
             functions = {f.name: factory(0) if config.shared else factory for f in scheme.functions}
             self.stages.append(
-                SchemeBlock(scheme, functions, config.depth, config.memory, dict(config.params))
+                SchemeBlock(
+                    scheme, functions, config.depth, config.memory, dict(config.params), solver=config.solver
+                )
             )
         out_width = outs * width * 2 ** (config.stages - 1)  # the output states, concatenated
         if config.head:

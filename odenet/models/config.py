@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from odenet.errors import ConfigError
-from odenet.options import Activation, Family, Layout, Memory, choices
+from odenet.options import Activation, Family, Layout, Memory, SolverMethod, choices
 
 __all__ = ["ModelConfig"]
 
@@ -34,6 +34,8 @@ class ModelConfig:
     params: tuple[tuple[str, float], ...] | Mapping[str, float] = ()
     stem: bool = True
     head: bool = True
+    contraction: float | None = None  # residual functions with Lipschitz constant <= this (families.py)
+    solver: str = "anderson"  # how implicit layers solve their steps (odenet.nn.Solver's method)
 
     def __post_init__(self):
         object.__setattr__(self, "input_shape", tuple(int(s) for s in self.input_shape))
@@ -46,6 +48,7 @@ class ModelConfig:
             ("family", self.family, choices(Family)),
             ("activation", self.activation, choices(Activation)),
             ("memory", self.memory, choices(Memory)),
+            ("solver", self.solver, choices(SolverMethod)),
         ):
             if value not in allowed:
                 problems.append(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
@@ -56,6 +59,12 @@ class ModelConfig:
         for name, value in dict(self.params).items():
             if not math.isfinite(float(value)):
                 problems.append(f"parameter {name} must be a finite number, not {value!r}")
+        if self.contraction is not None and not (
+            isinstance(self.contraction, (int, float))
+            and not isinstance(self.contraction, bool)
+            and 0 < self.contraction < 1
+        ):
+            problems.append(f"contraction must be a number in (0, 1) or None, not {self.contraction!r}")
         if self.hidden is not None and (not isinstance(self.hidden, int) or self.hidden < 1):
             problems.append(f"hidden must be a whole number >= 1 or None, not {self.hidden!r}")
         expected_dims = 3 if self.layout == "conv" else 1

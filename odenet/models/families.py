@@ -13,6 +13,15 @@ Each family maps a state of ``width`` features (``mlp`` layout: ``[batch, width]
                   eigenvalues lie on ``Re = -eps`` (Haber & Ruthotto 2017; Chang et al. 2019). In the
                   ``conv`` layout ``W^T`` is the transposed convolution, the adjoint of ``W``
 ================  ======================================================================================
+
+``contraction=c`` (``mlp`` and ``chang``) makes a function contractive, as invertible residual
+networks do (Behrmann et al. 2019): every weight is spectrally normalized (``torch``'s
+``spectral_norm``, one power-iteration step per training call) and the output is multiplied by
+``c``, so that its Lipschitz constant is at most ``c`` (the activations are 1-Lipschitz; the power
+iteration's estimate approaches the norm from below, so early in training it may pass ``c`` a
+little). A step ``h*c < 1`` then makes the inverse of an explicit step such as Euler's a fixed
+point that iteration finds, which ``memory="reversible"`` uses; the iteration refuses loudly
+(``ConvergenceError``) where it does not converge.
 """
 
 from __future__ import annotations
@@ -107,6 +116,39 @@ class Antisymmetric(nn.Module):
         return ACTIVATIONS[self.activation](self.linear(y) + bias)
 
 
+class Contractive(nn.Module):
+    """``c * f(y)`` for a function whose weights are spectrally normalized: Lipschitz constant <= c."""
+
+    def __init__(self, function: nn.Module, contraction: float):
+        super().__init__()
+        self.function = function
+        self.contraction = contraction
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return self.contraction * self.function(y)
+
+    def extra_repr(self) -> str:
+        return f"contraction={self.contraction}"
+
+
+def _contractive(function: nn.Module, family: str, contraction: float) -> nn.Module:
+    from torch.nn.utils.parametrizations import spectral_norm
+
+    if isinstance(contraction, bool) or not isinstance(contraction, (int, float)) or not 0 < contraction < 1:
+        raise ConfigError(f"contraction must be a number in (0, 1), not {contraction!r}")
+    if family == "mlp":
+        function.first = spectral_norm(function.first)
+        function.second = spectral_norm(function.second)
+    elif family == "chang":
+        spectral_norm(function, name="kernel")  # K^T s(K y): Lipschitz constant |K|^2 <= 1
+    else:
+        raise ConfigError(
+            f"contraction is offered for the mlp and chang families, not {family!r} (batch normalization "
+            "and the shifted skew map have no Lipschitz bound from their weights' norms)"
+        )
+    return Contractive(function, float(contraction))
+
+
 def _linear(n_in: int, n_out: int, layout: str, bias: bool = True) -> nn.Module:
     if layout == "conv":
         return nn.Conv2d(n_in, n_out, 3, padding=1, bias=bias)
@@ -114,9 +156,18 @@ def _linear(n_in: int, n_out: int, layout: str, bias: bool = True) -> nn.Module:
 
 
 def make_function(
-    family: Family, width: int, hidden: int, layout: Layout, activation: Activation = "tanh"
+    family: Family,
+    width: int,
+    hidden: int,
+    layout: Layout,
+    activation: Activation = "tanh",
+    contraction: float | None = None,
 ) -> nn.Module:
-    """One residual function of ``family`` on states of ``width`` features or channels."""
+    """One residual function of ``family`` on states of ``width`` features or channels; with
+    ``contraction``, one whose Lipschitz constant is at most that number (see the module doc)."""
+    if contraction is not None:
+        function = make_function(family, width, hidden, layout, activation)
+        return _contractive(function, family, contraction)
     if activation not in ACTIVATIONS:
         raise ConfigError(f"activation must be one of {', '.join(ACTIVATIONS)}, not {activation!r}")
     if family == "mlp":

@@ -91,15 +91,21 @@ class SchemeBlock(nn.Module):
         self.solver = check_solver(solver)
         self.solves: list = []  # implicit layers: SolveInfo of each layer in the last forward
         self.backward_solves: list = []  # and of each adjoint solve in the last backward
+        self.rebuilds: list = []  # fixed-point inverses: SolveInfo of each rebuilt input, last backward
         self.scheme = scheme
         self.depth = depth
         self.memory = memory
         self._build_functions(functions, depth)
         self._build_params(params or {}, depth)
         self._generate()
-        if memory == "reversible" and self.inverse_code is None:
+        if (
+            memory == "reversible"
+            and self.inverse_code is None
+            and self.fixed_point_inverse_error is not None
+        ):
             raise UnsupportedSchemeError(
-                f"memory='reversible' needs an explicit inverse, and {self.inverse_error} "
+                f"memory='reversible' needs an inverse, and {self.inverse_error} "
+                f"Nor is it a fixed point: {self.fixed_point_inverse_error} "
                 "Use memory='checkpoint' (exact gradients, memory O(sqrt(depth))) or memory='adjoint' "
                 "(approximate gradients, memory O(1))."
             )
@@ -135,12 +141,22 @@ class SchemeBlock(nn.Module):
         self.forward_code, self.init_code, self._step, self._init = _generated(self.scheme)
         self._inverse_parts: tuple | None = None
         self._implicit_parts: tuple | None = None
+        self._fixed_point_parts: tuple | None = None
         self._vjps: dict[tuple, Callable] = {}
 
     def __getstate__(self):
         """Pickled by the scheme's text: generated functions are made again on load."""
         state = dict(self.__dict__)
-        for name in ("forward_code", "init_code", "_step", "_init", "_inverse_parts", "_implicit_parts", "_vjps"):
+        for name in (
+            "forward_code",
+            "init_code",
+            "_step",
+            "_init",
+            "_inverse_parts",
+            "_implicit_parts",
+            "_fixed_point_parts",
+            "_vjps",
+        ):
             del state[name]
         state["_probe"] = None
         state["scheme"] = format_scheme(self.scheme)
@@ -157,6 +173,7 @@ class SchemeBlock(nn.Module):
             "implicit": False,
             "solves": [],
             "backward_solves": [],
+            "rebuilds": [],
         }  # older pickles
         super().__setstate__({**earlier, **state, "scheme": parse(state["scheme"])})
         if "solver" not in self.__dict__:
@@ -237,6 +254,27 @@ class SchemeBlock(nn.Module):
         if self._implicit_parts is None:
             self._implicit_parts = _generated_implicit(self.scheme)
         return self._implicit_parts
+
+    def _fixed_point_inverse(self):
+        """The fixed-point inverse of an explicit step without an explicit one, generated as an
+        implicit step in reversed time (parts as :meth:`_implicit`); raises NotReversibleError."""
+        if self._fixed_point_parts is None:
+            self._fixed_point_parts = _generated_fixed_point_inverse(self.scheme)
+        parts, error = self._fixed_point_parts
+        if error is not None:
+            raise error
+        return parts
+
+    @property
+    def fixed_point_inverse_error(self) -> OdenetError | None:
+        """Why the step's inverse is not a fixed point that iteration can find (None when it is)."""
+        from odenet.errors import NotReversibleError
+
+        try:
+            self._fixed_point_inverse()
+        except NotReversibleError as exc:
+            return exc
+        return None
 
     def _assemble(self, state, unknowns) -> tuple[torch.Tensor, ...]:
         """The next state vector of an implicit step from its unknowns' values and the old vector."""
@@ -338,6 +376,7 @@ class SchemeBlock(nn.Module):
             return _run_implicit(self, state)
         if self.memory == "autograd":
             return self.steps(0, self.depth, state)
+        self.rebuilds = []
         return _run_saving_memory(self, state)
 
     def _run_checkpointed(self, state):
@@ -362,13 +401,21 @@ class SchemeBlock(nn.Module):
 
     # -- inverse ----------------------------------------------------------------------------------
     def inverse_step(self, n: int, new_state, call=None):
-        """The input of layer ``n`` from its output, by the derived inverse (state vectors)."""
+        """The input of layer ``n`` from its output, by the derived inverse (state vectors), or by
+        solving the fixed-point inverse (to the drift tolerance) where there is no
+        explicit one (Euler, Heun)."""
         inverse, _, error = self._inverse()
-        if inverse is None:
-            raise UnsupportedSchemeError(str(error))
         reversed_state = reverse_history(self.scheme, new_state)
         call = _in_state_dtype(call or self.caller(n), new_state)
-        out = inverse(reversed_state, self.layer_params(n), call)
+        if inverse is None:
+            if self.fixed_point_inverse_error is not None:
+                raise UnsupportedSchemeError(str(error))
+            from odenet.nn.implicit import fixed_point_inverse_step, tolerance
+
+            tol = tolerance(self.drift.tolerance_for(new_state[0].dtype), new_state)
+            out = fixed_point_inverse_step(self, n, reversed_state, call, tol)
+        else:
+            out = inverse(reversed_state, self.layer_params(n), call)
         return reverse_history(self.scheme, out)
 
     def approximate_inverse_step(self, n: int, new_state, call=None):
@@ -466,14 +513,39 @@ def _generated_inverse(scheme: Scheme) -> tuple[Callable | None, StepCode | None
 
 
 @functools.lru_cache(maxsize=64)
-def _generated_implicit(scheme: Scheme) -> tuple[Callable, frozenset[int], tuple, tuple]:
-    """See :meth:`SchemeBlock._implicit` (blocks of equal schemes share it)."""
+def _generated_fixed_point_inverse(scheme: Scheme) -> tuple[tuple | None, OdenetError | None]:
+    """See :meth:`SchemeBlock._fixed_point_inverse`: (parts, None) or (None, the reason)."""
+    from odenet.analysis.inverse import fixed_point_inverse
+    from odenet.errors import NotReversibleError
+
+    try:
+        inverse = fixed_point_inverse(scheme)
+    except NotReversibleError as exc:
+        return None, exc
+    keys = {call: key for key, call in enumerate(_generated(scheme)[0].calls)}
+    return _generated_implicit(inverse, keys, reversed_to_forward(scheme)), None
+
+
+def _generated_implicit(
+    scheme: Scheme, call_keys: dict | None = None, translate: dict | None = None
+) -> tuple[Callable, frozenset[int], tuple, tuple]:
+    """See :meth:`SchemeBlock._implicit`; ``call_keys`` and ``translate`` key the calls of a
+    fixed-point inverse as the forward step's (see :func:`odenet.codegen.generate_step`)."""
+    return _generated_implicit_cached(
+        scheme, tuple((call_keys or {}).items()), tuple((translate or {}).items())
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _generated_implicit_cached(scheme: Scheme, call_keys: tuple, translate: tuple):
     from odenet.codegen import generate_implicit, implicit_unknowns
     from odenet.ir import parse_value
 
-    code = generate_implicit(scheme)
+    rename = dict(translate)
+    code = generate_implicit(scheme, call_keys=dict(call_keys), translate=rename)
     unknowns = implicit_unknowns(scheme)
-    constant = frozenset(k for k, c in enumerate(code.calls) if not (c.free_symbols & set(unknowns)))
+    read = {u.xreplace(rename) for u in unknowns}
+    constant = frozenset(k for k, c in zip(code.keys, code.calls, strict=True) if not (c.free_symbols & read))
     position = {symbol: i for i, symbol in enumerate(scheme.state_vector)}
     start = tuple(position[value(parse_value(u)[0])] if parse_value(u) else None for u in unknowns)
     index = {u: i for i, u in enumerate(unknowns)}
@@ -514,4 +586,6 @@ def compile(
     ``"newton"``, ``"fixed_point"``) and its backward pass solves the adjoint system (the implicit
     function theorem). See docs/compile.md.
     """
-    return SchemeBlock(scheme, functions, depth, memory, params, drift_tolerance, guard, memory_budget, solver)
+    return SchemeBlock(
+        scheme, functions, depth, memory, params, drift_tolerance, guard, memory_budget, solver
+    )

@@ -11,7 +11,7 @@ Euler the explicit Euler step), then a :class:`Solver` under ``no_grad``:
 
 - ``"fixed_point"``: ``u <- G(u)``; converges when ``G`` contracts (backward Euler: ``h*Lip(f) < 1``);
 - ``"anderson"`` (default): Anderson acceleration of that iteration (type II, the last ``memory``
-  iterates, one least-squares problem per sample of the batch);
+  iterates, one least-squares problem for the whole batch);
 - ``"newton"``: Newton's method on ``u - G(u) = 0``, each correction by restarted GMRES with
   Jacobian-vector products of ``G`` by ``torch.func.jvp`` (no Jacobian is formed); converges where
   ``G`` does not contract, from a close enough start.
@@ -53,6 +53,7 @@ import torch
 from odenet.errors import ConfigError, ConvergenceError, DoubleBackwardError
 from odenet.nn.generated import in_state_dtype
 from odenet.nn.replay import AutocastState, CallRecord, _set_rng_states
+from odenet.nn.reversible import DEFAULT_GROWTH
 from odenet.options import SolverMethod, choices
 
 __all__ = ["SOLVER_METHODS", "SolveInfo", "Solver", "check_solver", "run_implicit"]
@@ -80,7 +81,9 @@ class Solver:
 
     def __post_init__(self):
         if self.method not in SOLVER_METHODS:
-            raise ConfigError(f"solver method must be one of {', '.join(SOLVER_METHODS)}, not {self.method!r}")
+            raise ConfigError(
+                f"solver method must be one of {', '.join(SOLVER_METHODS)}, not {self.method!r}"
+            )
         for name in ("tol", "backward_tol"):
             v = getattr(self, name)
             if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1):
@@ -109,7 +112,9 @@ def check_solver(solver) -> Solver:
         return Solver(method=solver)  # type: ignore[arg-type]
     if isinstance(solver, Solver):
         return solver
-    raise ConfigError(f"solver must be a method's name ({', '.join(SOLVER_METHODS)}) or a Solver, not {solver!r}")
+    raise ConfigError(
+        f"solver must be a method's name ({', '.join(SOLVER_METHODS)}) or a Solver, not {solver!r}"
+    )
 
 
 class SolveInfo(NamedTuple):
@@ -165,44 +170,69 @@ class _Outcome(NamedTuple):
     residual: float
 
 
+PATIENCE = 6  # iterations without a better residual after which a solve has stagnated (rounding)
+
+
+class _Best:
+    """The iterate with the smallest residual so far, and whether the solve has stagnated."""
+
+    def __init__(self):
+        self.value: torch.Tensor | None = None
+        self.residual, self.since = math.inf, 0
+
+    def update(self, value: torch.Tensor, residual: float) -> bool:
+        """Record an iterate; True when the last ``PATIENCE`` ones did not improve on the best."""
+        if residual < self.residual:
+            self.value, self.residual, self.since = value, residual, 0
+        else:
+            self.since += 1
+        return self.since >= PATIENCE
+
+
 def _iterate(g: Callable, u: torch.Tensor, tol: float, max_iter: int) -> _Outcome:
-    residual = math.inf
+    best = _Best()
     for k in range(1, max_iter + 1):
         gu = g(u)
         residual = _residual(gu, u)
         u = gu
         if residual <= tol or not math.isfinite(residual):
             return _Outcome(u, k, k, residual)
-    return _Outcome(u, max_iter, max_iter, residual)
+        if best.update(gu, residual):
+            break
+    return _Outcome(best.value if best.value is not None else u, k, k, best.residual)
 
 
 def _anderson(g: Callable, u: torch.Tensor, tol: float, max_iter: int, memory: int) -> _Outcome:
-    """Anderson acceleration (type II) of ``u <- g(u)``, one mixing per sample (row)."""
-    batch, features = u.shape
-    xs = u.new_zeros(batch, memory, features)
-    gs = u.new_zeros(batch, memory, features)
-    residual = math.inf
+    """Anderson acceleration (type II) of ``u <- g(u)``: one mixing for the whole batch, since a
+    function may couple the samples (batch normalization), where mixing each sample on its own
+    stagnates."""
+    shape = u.shape
+    xs = u.new_zeros(memory, u.numel())
+    gs = u.new_zeros(memory, u.numel())
+    best = _Best()
     for k in range(1, max_iter + 1):
         gu = g(u)
         residual = _residual(gu, u)
         if residual <= tol or not math.isfinite(residual):
             return _Outcome(gu, k, k, residual)
+        if best.update(gu, residual):
+            break
         slot = (k - 1) % memory
-        xs[:, slot], gs[:, slot] = u, gu
+        xs[slot], gs[slot] = u.reshape(-1), gu.reshape(-1)
         n = min(k, memory)
         if n == 1:
             u = gu
             continue
-        r = (gs[:, :n] - xs[:, :n]).double()
-        gram = r @ r.transpose(1, 2)  # (batch, n, n)
-        scale = gram.diagonal(dim1=1, dim2=2).mean(dim=1).clamp_min(1e-300)
-        gram = gram + 1e-10 * scale[:, None, None] * torch.eye(n, dtype=gram.dtype, device=gram.device)
-        weights = torch.linalg.solve(gram, torch.ones(batch, n, 1, dtype=gram.dtype, device=gram.device))
-        weights = (weights / weights.sum(dim=1, keepdim=True)).to(u.dtype)
-        u = (weights.transpose(1, 2) @ gs[:, :n]).squeeze(1)
+        r = (gs[:n] - xs[:n]).double()
+        gram = r @ r.T
+        scale = float(gram.diagonal().mean()) or 1e-300
+        gram = gram + 1e-10 * scale * torch.eye(n, dtype=gram.dtype, device=gram.device)
+        weights = torch.linalg.solve(gram, torch.ones(n, 1, dtype=gram.dtype, device=gram.device))
+        weights = (weights / weights.sum()).to(u.dtype)
+        u = (weights.T @ gs[:n]).reshape(shape)
         if not torch.isfinite(u).all():  # a singular mixing: plain iteration instead
             u = gu
-    return _Outcome(u, max_iter, max_iter, residual)
+    return _Outcome(best.value if best.value is not None else u, k, k, best.residual)
 
 
 def gmres(matvec: Callable, b: torch.Tensor, tol: float, max_matvecs: int, restart: int):
@@ -278,41 +308,53 @@ def _solve(method: str, g: Callable, jvp: Callable | None, u: torch.Tensor, solv
 # -- one layer ---------------------------------------------------------------------------------------
 
 
-class _Layer:
-    """Layer ``n``'s map ``G``: recorded calls, replayed in the iterations, once more at the end."""
+class _Map:
+    """One step's fixed-point map ``G`` on a given state vector: ``step`` (generated, see
+    :func:`odenet.codegen.generate_implicit`), evaluated with ``call``; calls that read no unknown
+    (``constant`` keys) are evaluated once while gradients are off."""
 
-    def __init__(self, block, n: int, state: tuple[torch.Tensor, ...]):
-        self.block, self.n, self.state = block, n, state
-        self.step, self.constant, self.start, _ = block._implicit()
-        self.params = block.layer_params(n)
-        self.record = CallRecord(state)
-        self.recorded = False
+    def __init__(self, step, constant, start, state, params, call):
+        self.step, self.constant, self.start, self.state, self.params = step, constant, start, state, params
         self.cache: dict[int, torch.Tensor] = {}
-
-    def _call(self, key, name, *args):
-        module = self.block.function(name, self.n)
-        if not self.recorded:
-            out = self.record.run(self.n, key, module, args)
-        else:
-            out = self.record.call_again(self.n, key, module, args)
-        return out
+        self.call = call
 
     def _cached_call(self, key, name, *args):
         if key in self.constant and not torch.is_grad_enabled():
             if key not in self.cache:
-                self.cache[key] = self._call(key, name, *args)
+                self.cache[key] = self.call(key, name, *args)
             return self.cache[key]
-        return self._call(key, name, *args)
+        return self.call(key, name, *args)
 
     def evaluate(self, guess: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        out = self.step(self.state, guess, self.params, in_state_dtype(self._cached_call, self.state))
-        self.recorded = True
-        return out
+        return self.step(self.state, guess, self.params, in_state_dtype(self._cached_call, self.state))
 
     def predict(self) -> tuple[torch.Tensor, ...]:
-        """``G`` at the old values (new values) and zero (coupled stages): the first iterate."""
+        """``G`` at the current values (unknown new values) and zero (coupled stages): the first iterate."""
         guess = [torch.zeros_like(self.state[0]) if i is None else self.state[i] for i in self.start]
         return self.evaluate(tuple(guess))
+
+
+class _Layer(_Map):
+    """Layer ``n``'s map: the first evaluation records its calls, the iterations replay them, and
+    :meth:`final` evaluates once more as an ordinary forward would."""
+
+    def __init__(self, block, n: int, state: tuple[torch.Tensor, ...]):
+        step, constant, start, _ = block._implicit()
+        super().__init__(step, constant, start, state, block.layer_params(n), self._recorded_call)
+        self.block, self.n = block, n
+        self.record = CallRecord(state)
+        self.recorded = False
+
+    def _recorded_call(self, key, name, *args):
+        module = self.block.function(name, self.n)
+        if not self.recorded:
+            return self.record.run(self.n, key, module, args)
+        return self.record.call_again(self.n, key, module, args)
+
+    def evaluate(self, guess: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        out = super().evaluate(guess)
+        self.recorded = True
+        return out
 
     def final(self, guess: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         """``G`` at the solution, as one ordinary evaluation: from the buffers as they were before
@@ -332,32 +374,33 @@ class _Layer:
         return self.step(self.state, guess, self.params, in_state_dtype(call, self.state))
 
 
-def _tolerance(tol: float, state: tuple[torch.Tensor, ...]) -> float:
+def tolerance(tol: float, state: tuple[torch.Tensor, ...]) -> float:
     """``tol``, or under autocast to a lower precision at least that precision's eps."""
     dtype = state[0].dtype
     compute = AutocastState(state[0].device.type).compute_dtype(dtype)
     return max(tol, torch.finfo(compute).eps) if compute != dtype else tol
 
 
-def _refuse(block, n: int, what: str, outcome: _Outcome, tol: float) -> None:
-    reached = "a non-finite value" if not math.isfinite(outcome.residual) else f"residual {outcome.residual:.3g}"
+def _refuse(block, n: int, what: str, outcome: _Outcome, tol: float, advice: str | None = None) -> None:
+    reached = (
+        "a non-finite value" if not math.isfinite(outcome.residual) else f"residual {outcome.residual:.3g}"
+    )
+    advice = advice or (
+        f"Lower the step {block.scheme.step} or the functions' Lipschitz constant, raise max_iter, or try "
+        "solver='newton'"
+    )
     raise ConvergenceError(
         f"scheme {block.scheme.name}, layer {n}: the {what} did not converge with {block.solver.method} "
-        f"({reached} after {outcome.iterations} iterations; tolerance {tol:.3g}). Lower the step "
-        f"{block.scheme.step} or the functions' Lipschitz constant, raise max_iter, or try "
-        "solver='newton'",
+        f"({reached} after {outcome.iterations} iterations; tolerance {tol:.3g}). {advice}",
         layer=n,
         residual=outcome.residual,
         iterations=outcome.iterations,
     )
 
 
-def implicit_layer(block, n: int, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-    """Layer ``n`` of an implicit block: its solve, and the new state vector."""
+def _solve_map(block, layer: _Map, first, tol: float) -> tuple[_Flat, _Outcome]:
+    """Solve ``u = G(u)`` from ``first`` (G's value at the prediction) with the block's solver."""
     solver = block.solver
-    layer = _Layer(block, n, state)
-    with torch.no_grad():
-        first = layer.predict()
     flat = _Flat(first)
 
     def g(u: torch.Tensor) -> torch.Tensor:
@@ -368,9 +411,18 @@ def implicit_layer(block, n: int, state: tuple[torch.Tensor, ...]) -> tuple[torc
             warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", DeprecationWarning)
             return torch.func.jvp(g, (u,), (v,))[1]
 
-    tol = _tolerance(solver.tol, state)
     with torch.no_grad():
         outcome = _solve(solver.method, g, jvp, flat.flat(first), solver, tol, solver.max_iter)
+    return flat, outcome
+
+
+def implicit_layer(block, n: int, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """Layer ``n`` of an implicit block: its solve, and the new state vector."""
+    layer = _Layer(block, n, state)
+    with torch.no_grad():
+        first = layer.predict()
+    tol = tolerance(block.solver.tol, state)
+    flat, outcome = _solve_map(block, layer, first, tol)
     if not outcome.residual <= tol:
         _refuse(block, n, "step's solve", outcome, tol)
     block.solves.append(SolveInfo(n, outcome.iterations, outcome.evaluations + 1, outcome.residual))
@@ -384,11 +436,46 @@ def implicit_layer(block, n: int, state: tuple[torch.Tensor, ...]) -> tuple[torc
     return block._assemble(state, unknowns)
 
 
+@torch.no_grad()
+def fixed_point_inverse_step(block, n: int, reversed_state, call, tol: float):
+    """Layer ``n``'s input from its output (both in reversed time) by solving the fixed-point
+    inverse (:func:`odenet.analysis.inverse.fixed_point_inverse`) with the block's solver to the
+    relative residual ``tol`` (a tenth of it where rounding allows; at least 100 eps, so that a
+    tolerance no rebuild can meet is left to the drift guard to measure); ``call`` evaluates the functions as the forward did. A solve that does
+    not converge raises :class:`~odenet.errors.ConvergenceError`: the rebuilt input, and the
+    gradient, would be wrong."""
+    step, constant, start, assemble = block._fixed_point_inverse()
+    inverse = _Map(step, constant, start, reversed_state, block.layer_params(n), call)
+    first = inverse.predict()
+    flat, outcome = _solve_map(block, inverse, first, tol / 10)  # a tenth where rounding allows it
+    if not outcome.residual <= max(tol, DEFAULT_GROWTH * torch.finfo(reversed_state[0].dtype).eps):
+        _refuse(
+            block,
+            n,
+            "fixed-point rebuild of its input (reversible backward pass)",
+            outcome,
+            tol,
+            f"The inverse of {block.scheme.name} is a fixed point that iteration finds when "
+            f"{block.scheme.step}*Lip(f) < 1: keep the functions contractive (spectral normalization, "
+            "make_function(..., contraction=0.9)), lower the step, or use memory='checkpoint'",
+        )
+    block.rebuilds.append(SolveInfo(n, outcome.iterations, outcome.evaluations, outcome.residual))
+    unknowns = flat.split(outcome.value)
+    return tuple(unknowns[i] if new else reversed_state[i] for new, i in assemble)
+
+
 class _Adjoint:
     """What the backward pass of one layer needs: the kept evaluation of ``G`` at the solution."""
 
     def __init__(self, block, n, leaves, values, flat, tol):
-        self.block, self.n, self.leaves, self.values, self.flat, self.tol = block, n, leaves, values, flat, tol
+        self.block, self.n, self.leaves, self.values, self.flat, self.tol = (
+            block,
+            n,
+            leaves,
+            values,
+            flat,
+            tol,
+        )
 
     def solve(self, grads: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         """``w = g + (dG/du)^T w`` for the output's gradient ``g``."""
@@ -402,7 +489,12 @@ class _Adjoint:
             found = torch.autograd.grad(
                 outputs, self.leaves, [parts[i] for _, i in pairs], retain_graph=True, allow_unused=True
             )
-            return flat.flat([torch.zeros_like(leaf) if r is None else r for leaf, r in zip(self.leaves, found, strict=True)])
+            return flat.flat(
+                [
+                    torch.zeros_like(leaf) if r is None else r
+                    for leaf, r in zip(self.leaves, found, strict=True)
+                ]
+            )
 
         given = flat.flat(grads)
         tol = max(self.tol, solver.adjoint_tol) if solver.backward_tol is None else solver.adjoint_tol
@@ -419,10 +511,14 @@ class _Adjoint:
             )
             outcome = _Outcome(w.view_as(given), used, used, relative)
         else:
-            outcome = _solve(solver.method, lambda w: given + transposed(w), None, given, solver, tol, max_iter)
+            outcome = _solve(
+                solver.method, lambda w: given + transposed(w), None, given, solver, tol, max_iter
+            )
         if not outcome.residual <= tol:
             _refuse(block, self.n, "adjoint solve (backward pass)", outcome, tol)
-        block.backward_solves.append(SolveInfo(self.n, outcome.iterations, outcome.evaluations, outcome.residual))
+        block.backward_solves.append(
+            SolveInfo(self.n, outcome.iterations, outcome.evaluations, outcome.residual)
+        )
         return flat.split(outcome.value)
 
 

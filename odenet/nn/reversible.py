@@ -516,6 +516,13 @@ def _rebuild(run, n: int, state, cache: dict):
         with torch.no_grad():
             return block.approximate_inverse_step(n, state, run.record.caller(block, n))
 
+    if block.inverse_code is None:  # a fixed-point inverse: its iterations' evaluations are not kept
+
+        def replay(key, name, *args):
+            return run.record.call_again(n, key, block.function(name, n), args)
+
+        with torch.no_grad():
+            return block.inverse_step(n, state, replay)
     with torch.no_grad():
         return block.inverse_step(n, state, kept_call(run, n, cache))
 

@@ -100,11 +100,16 @@ def verdict(analysis: Analysis) -> list[str]:
             text += f"; the inverse multiplies rounding error by {r.backward_amplification:.3g} per layer"
         out.append(text)
     elif r.kind == "fixed-point":
-        out.append(
-            f"invertible only by fixed-point iteration (when {analysis.scheme.step}*Lip(f) < 1): "
-            "train with stored or "
-            "recomputed activations"
-        )
+        if analysis.explicit:
+            out.append(
+                f"invertible by fixed-point iteration when {analysis.scheme.step}*Lip(f) < 1: reversible "
+                "training solves for each input (contractive functions), else store or recompute activations"
+            )
+        else:
+            out.append(
+                "implicit, and so is its inverse: each layer solves its step; train with stored activations "
+                "and implicit differentiation"
+            )
     else:
         out.append("not invertible: the step loses information, so activations must be stored")
     if r.volume_preserving:

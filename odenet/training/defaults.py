@@ -61,6 +61,11 @@ LIBRARY_DEFAULTS = MappingProxyType(
             "revnet": "reversible",
             "rk4": "checkpoint",
             "verlet": "reversible",
+            # implicit: each layer solves its step and keeps one evaluation (no mode saves more)
+            "backward_euler": "autograd",
+            "gauss_legendre2": "autograd",
+            "implicit_midpoint": "autograd",
+            "trapezoidal": "autograd",
         }.items()
     }
 )
@@ -133,10 +138,10 @@ def scheme_defaults(scheme: Scheme) -> SchemeDefaults:
         base.reasons[-1],
     ]
     memory: Memory = "reversible" if explicit else "checkpoint"
-    reasons.append(
-        f"memory-saving mode {memory}: "
-        + ("the inverse is explicit" if explicit else "no explicit inverse, so activations are recomputed")
-    )
+    why = "the inverse is explicit" if explicit else "no explicit inverse, so activations are recomputed"
+    if not scheme.is_explicit:
+        memory, why = "autograd", "an implicit step: each layer solves it and keeps one evaluation"
+    reasons.append(f"memory-saving mode {memory}: {why}")
     step = None
     param = scheme.step_param
     if param is not None:
