@@ -327,7 +327,8 @@ def test_autocast_solves_to_the_precision_of_the_functions():
 def test_double_backward_is_refused():
     block = compile(LIBRARY["backward_euler"], {"f": _factory()}, 1)
     x = torch.randn(3, WIDTH, dtype=torch.float64, requires_grad=True)
-    (g,) = torch.autograd.grad(block(x).sum(), x, create_graph=False)
+    (first,) = torch.autograd.grad(block(x).sum(), x)  # first-order gradients are fine
+    assert torch.isfinite(first).all() and first.abs().sum() > 0
     with pytest.raises(DoubleBackwardError, match="second-order"):
         torch.autograd.grad(block(x).sum(), x, create_graph=True)
 

@@ -45,9 +45,9 @@ from odenet.ir import Scheme, format_scheme, value
 from odenet.ir.reversal import reverse_history, reversed_to_forward
 from odenet.nn.generated import in_state_dtype as _in_state_dtype
 from odenet.nn.generated import namespace as _namespace
+from odenet.nn.implicit import Solver
 from odenet.nn.params import constrain, unconstrain
 from odenet.nn.replay import CallRecord
-from odenet.nn.implicit import Solver
 from odenet.options import Guard, Memory, SolverMethod, choices
 
 __all__ = ["MEMORY_MODES", "SchemeBlock", "compile"]

@@ -441,9 +441,9 @@ def fixed_point_inverse_step(block, n: int, reversed_state, call, tol: float):
     """Layer ``n``'s input from its output (both in reversed time) by solving the fixed-point
     inverse (:func:`odenet.analysis.inverse.fixed_point_inverse`) with the block's solver to the
     relative residual ``tol`` (a tenth of it where rounding allows; at least 100 eps, so that a
-    tolerance no rebuild can meet is left to the drift guard to measure); ``call`` evaluates the functions as the forward did. A solve that does
-    not converge raises :class:`~odenet.errors.ConvergenceError`: the rebuilt input, and the
-    gradient, would be wrong."""
+    tolerance no rebuild can meet is left to the drift guard to measure); ``call`` evaluates the
+    functions as the forward did. A solve that does not converge raises
+    :class:`~odenet.errors.ConvergenceError`: the rebuilt input, and the gradient, would be wrong."""
     step, constant, start, assemble = block._fixed_point_inverse()
     inverse = _Map(step, constant, start, reversed_state, block.layer_params(n), call)
     first = inverse.predict()
