@@ -38,6 +38,13 @@ def test_memory_budget_runs_and_prints_its_curve():
 
 
 @pytest.mark.slow
+def test_implicit_runs_and_prints_its_tables():
+    out = _run(str(BENCHMARKS / "implicit.py"), "--depths", "2", "--rounds", "1")
+    assert "| euler | reversible-raise | 2 |" in out and "| gauss_legendre2 | 2 |" in out
+    assert "failed" not in out
+
+
+@pytest.mark.slow
 def test_peers_runs_and_prints_its_table():
     out = _run(str(BENCHMARKS / "peers.py"), "--depth", "2", "--rounds", "1", "--schemes", "leapfrog")
     assert "| leapfrog | fixed_point |" in out and "failed" not in out

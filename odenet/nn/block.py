@@ -333,12 +333,13 @@ class SchemeBlock(nn.Module):
         self, n: int, state: tuple[torch.Tensor, ...], call: Callable | None = None
     ) -> tuple[torch.Tensor, ...]:
         """Layer ``n`` applied to a state vector (plain autograd). ``call(key, name, *args)``, if
-        given, evaluates the function calls instead of layer ``n``'s modules (to observe them);
-        an implicit layer solves its step (``implicit.py``) and takes no ``call``."""
+        given, evaluates the function calls instead of layer ``n``'s modules (to observe them); an
+        implicit layer solves its step (``implicit.py``) and uses ``call`` for its last evaluation,
+        at the solution."""
         if self.implicit:
             from odenet.nn.implicit import implicit_layer
 
-            return implicit_layer(self, n, state)
+            return implicit_layer(self, n, state, call)
         return self._step(state, self.layer_params(n), _in_state_dtype(call or self.caller(n), state))
 
     def steps(self, start: int, stop: int, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:

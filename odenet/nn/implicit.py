@@ -356,9 +356,12 @@ class _Layer(_Map):
         self.recorded = True
         return out
 
-    def final(self, guess: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    def final(
+        self, guess: tuple[torch.Tensor, ...], observe: Callable | None = None
+    ) -> tuple[torch.Tensor, ...]:
         """``G`` at the solution, as one ordinary evaluation: from the buffers as they were before
-        the layer (the record's snapshots), with each call's random numbers, changing the buffers."""
+        the layer (the record's snapshots), with each call's random numbers, changing the buffers.
+        ``observe(key, name, *args)``, if given, evaluates the calls instead (``SchemeBlock.step``)."""
         for _, changed in reversed(list(self.record.calls.values())):
             with torch.no_grad():
                 for module, name, snapshot in changed:
@@ -369,6 +372,8 @@ class _Layer(_Map):
             rng, _ = calls.get((self.n, key), (None, ()))
             if rng is not None:
                 _set_rng_states(self.record.devices, rng)
+            if observe is not None:
+                return observe(key, name, *args)
             return self.block.function(name, self.n)(*args)
 
         return self.step(self.state, guess, self.params, in_state_dtype(call, self.state))
@@ -385,9 +390,9 @@ def _refuse(block, n: int, what: str, outcome: _Outcome, tol: float, advice: str
     reached = (
         "a non-finite value" if not math.isfinite(outcome.residual) else f"residual {outcome.residual:.3g}"
     )
+    other = "" if block.solver.method == "newton" else ", or try solver='newton'"
     advice = advice or (
-        f"Lower the step {block.scheme.step} or the functions' Lipschitz constant, raise max_iter, or try "
-        "solver='newton'"
+        f"Lower the step {block.scheme.step} or the functions' Lipschitz constant, raise max_iter{other}"
     )
     raise ConvergenceError(
         f"scheme {block.scheme.name}, layer {n}: the {what} did not converge with {block.solver.method} "
@@ -416,8 +421,9 @@ def _solve_map(block, layer: _Map, first, tol: float) -> tuple[_Flat, _Outcome]:
     return flat, outcome
 
 
-def implicit_layer(block, n: int, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-    """Layer ``n`` of an implicit block: its solve, and the new state vector."""
+def implicit_layer(block, n: int, state: tuple[torch.Tensor, ...], observe=None) -> tuple[torch.Tensor, ...]:
+    """Layer ``n`` of an implicit block: its solve, and the new state vector. ``observe(key, name,
+    *args)``, if given, evaluates the calls of the final evaluation, at the solution."""
     layer = _Layer(block, n, state)
     with torch.no_grad():
         first = layer.predict()
@@ -429,10 +435,10 @@ def implicit_layer(block, n: int, state: tuple[torch.Tensor, ...]) -> tuple[torc
     solution = flat.split(outcome.value)
     if torch.is_grad_enabled():
         leaves = tuple(t.detach().requires_grad_(True) for t in solution)
-        values = layer.final(leaves)
+        values = layer.final(leaves, observe)
         unknowns = _ImplicitGradient.apply(_Adjoint(block, n, leaves, values, flat, tol), *values)
     else:
-        unknowns = layer.final(solution)
+        unknowns = layer.final(solution, observe)
     return block._assemble(state, unknowns)
 
 
@@ -546,7 +552,8 @@ class _ImplicitGradient(torch.autograd.Function):
 def run_implicit(block, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
     """All layers of an implicit block (see the module doc)."""
     block.solves = []
-    block.backward_solves = []
+    if torch.is_grad_enabled():  # a backward pass may follow: its solves replace the last one's
+        block.backward_solves = []
     for n in range(block.depth):
         state = implicit_layer(block, n, state)
     return state
