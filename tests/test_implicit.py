@@ -10,6 +10,7 @@ layer's random numbers and buffers held fixed.
 
 from __future__ import annotations
 
+import json
 import math
 import pickle
 
@@ -496,3 +497,20 @@ def test_reversible_memory_with_a_fixed_point_inverse_is_flat_in_depth():
         sizes.append(counter.bytes + block.kept_bytes)
         out.sum().backward()
     assert sizes[0] == sizes[1]
+
+
+def test_odenet_train_backward_euler_from_the_command_line(tmp_path):
+    """The command line trains an implicit network with its defaults (one epoch of the rings)."""
+    from conftest import cli
+
+    out = tmp_path / "run"
+    result = cli(
+        "train", "backward_euler", "--data", "rings", "--epochs", "1", "--depth", "4", "--out", str(out)
+    )
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["scheme"] == "backward_euler" and metrics["test_accuracy"] > 0.5
+    evaluated = cli("evaluate", str(out / "checkpoint.pt"))
+    assert evaluated.returncode == 0, evaluated.stderr
+    result = cli("train", "backward_euler", "--data", "rings", "--epochs", "1", "--solver", "broyden")
+    assert result.returncode == 2 and "--solver" in result.stderr
