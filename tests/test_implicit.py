@@ -514,3 +514,92 @@ def test_odenet_train_backward_euler_from_the_command_line(tmp_path):
     assert evaluated.returncode == 0, evaluated.stderr
     result = cli("train", "backward_euler", "--data", "rings", "--epochs", "1", "--solver", "broyden")
     assert result.returncode == 2 and "--solver" in result.stderr
+
+
+# -- found by review: each seen failing on the first version ------------------------------------------
+
+
+def test_frozen_layers_under_the_trained_ones_solve_no_adjoint():
+    """Layers 0-2 frozen and an input without grad: only layer 3 needs a gradient, so only layer 3
+    solves an adjoint system; with every layer frozen the output does not require grad (as torch)."""
+    block = compile(LIBRARY["backward_euler"], {"f": _factory()}, 4, solver=Solver(**TIGHT))
+    for n in range(3):
+        block.functions["f"][n].requires_grad_(False)
+    x = torch.randn(3, WIDTH, dtype=torch.float64)
+    block(x).sum().backward()
+    assert [s.layer for s in block.backward_solves] == [3]
+    block.requires_grad_(False)
+    assert not block(x).requires_grad
+
+
+def test_a_small_state_beside_a_large_one_is_solved_to_the_tolerance():
+    """x ~ 1e3 and v ~ 1 in one step: each unknown is measured against its own size (the first
+    version measured the whole sample, and v was off by 7.9e-5 at tol 1e-6)."""
+    scheme = odenet.parse(
+        "scheme two_scale\nstate x, v\nparam h = 0.5\ninput x, v\noutput x, v\n"
+        "x[n+1] = x[n] + h*0.001*v[n+1]\nv[n+1] = v[n] + h*f(v[n+1])"
+    )
+    f = _mlp(0, 4)
+    x = torch.cat([1000 * torch.randn(3, 4, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64)], 1)
+    out = {}
+    for tol in (1e-6, 1e-14):
+        block = compile(scheme, {"f": f}, 1, solver=Solver("fixed_point", tol=tol, max_iter=500))
+        with torch.no_grad():
+            out[tol] = block(x)
+    assert _relative(out[1e-6][:, 4:], out[1e-14][:, 4:]) < 1e-5
+
+
+def test_newton_without_forward_mode_derivatives_says_what_to_use():
+    class Attention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attention = nn.MultiheadAttention(4, 2, batch_first=True)
+
+        def forward(self, x):
+            return 0.3 * torch.tanh(self.attention(x, x, x, need_weights=False)[0])
+
+    f, x = Attention(), torch.randn(2, 3, 4)
+    block = compile(LIBRARY["backward_euler"], {"f": f}, 1, params={"h": 0.5}, solver="newton")
+    try:
+        got = block(x)
+    except odenet.UnsupportedSchemeError as exc:  # torch 2.13 on the CPU: no forward-mode derivative
+        assert "solver='anderson'" in str(exc) and "torch.func.jvp" in str(exc)
+    else:  # a torch that has one: then Newton agrees with Anderson
+        expected = compile(LIBRARY["backward_euler"], {"f": f}, 1, params={"h": 0.5})(x)
+        assert _relative(got, expected) < 1e-5
+
+
+def test_a_tolerance_below_the_dtypes_rounding_is_named():
+    block = compile(LIBRARY["backward_euler"], {"f": _factory()}, 1, solver=Solver(tol=1e-12)).float()
+    with pytest.raises(ConvergenceError, match="below what float32 rounding allows"):
+        block(torch.randn(3, WIDTH))
+
+
+def test_a_fixed_point_inverse_under_autocast_is_refused():
+    """bfloat16 functions move the inverse's map by more than the guard's tolerance near the input:
+    every rebuild would be repaired (the first version: repairs = 1 on every backward, nothing
+    saved) or refused after the forward; refused before it instead."""
+    block = compile(LIBRARY["euler"], {"f": _contractive()}, 4, "reversible", params={"h": 0.5}).float()
+    with (
+        torch.autocast("cpu", dtype=torch.bfloat16),
+        pytest.raises(odenet.UnsupportedSchemeError, match="autocast"),
+    ):
+        block(torch.randn(3, WIDTH))
+
+
+def test_inverse_of_a_fixed_point_scheme_moves_batchnorm_statistics_once_per_call():
+    """block.inverse(y) in training mode: the iterations replay the first evaluation (the first
+    version updated the running statistics at every iteration: 63 times for 3 layers)."""
+
+    def f(i):
+        torch.manual_seed(i)
+        return nn.Sequential(nn.Linear(WIDTH, WIDTH), nn.BatchNorm1d(WIDTH), nn.Tanh()).double()
+
+    block = compile(LIBRARY["euler"], {"f": f}, 3, "reversible")
+    x = torch.randn(8, WIDTH, dtype=torch.float64)
+    with torch.no_grad():
+        y = block(x)
+    before = [m.num_batches_tracked.item() for m in block.modules() if isinstance(m, nn.BatchNorm1d)]
+    block.inverse(y)
+    after = [m.num_batches_tracked.item() for m in block.modules() if isinstance(m, nn.BatchNorm1d)]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 1]

@@ -377,6 +377,8 @@ class SchemeBlock(nn.Module):
             return _run_implicit(self, state)
         if self.memory == "autograd":
             return self.steps(0, self.depth, state)
+        if self.memory == "reversible" and self.inverse_code is None:
+            _refuse_lower_precision(self, state)
         self.rebuilds = []
         return _run_saving_memory(self, state)
 
@@ -407,16 +409,19 @@ class SchemeBlock(nn.Module):
         explicit one (Euler, Heun)."""
         inverse, _, error = self._inverse()
         reversed_state = reverse_history(self.scheme, new_state)
-        call = _in_state_dtype(call or self.caller(n), new_state)
         if inverse is None:
             if self.fixed_point_inverse_error is not None:
                 raise UnsupportedSchemeError(str(error))
-            from odenet.nn.implicit import fixed_point_inverse_step, tolerance
+            from odenet.nn.implicit import fixed_point_inverse_step, recording_caller
 
-            tol = tolerance(self.drift.tolerance_for(new_state[0].dtype), new_state)
+            caller = call or recording_caller(self, n, new_state)  # inverse(): buffers change once
+            call = _in_state_dtype(caller, new_state)
+            tol = self.drift.tolerance_for(new_state[0].dtype)
             out = fixed_point_inverse_step(self, n, reversed_state, call, tol)
         else:
-            out = inverse(reversed_state, self.layer_params(n), call)
+            out = inverse(
+                reversed_state, self.layer_params(n), _in_state_dtype(call or self.caller(n), new_state)
+            )
         return reverse_history(self.scheme, out)
 
     def approximate_inverse_step(self, n: int, new_state, call=None):
@@ -464,6 +469,24 @@ def _run_saving_memory(block: SchemeBlock, state):
     from odenet.nn.reversible import run_reversible
 
     return run_reversible(block, state, exact=block.memory == "reversible")
+
+
+def _refuse_lower_precision(block: SchemeBlock, state) -> None:
+    """A fixed-point inverse cannot rebuild inputs under autocast to a lower precision: the
+    functions' rounding makes the map jump by an eps of that precision near the input, so the
+    iteration stalls about ten times above the tolerance the guard needs (measured: bfloat16,
+    residual 1.3e-3 against 7.8e-4), and every rebuild would be repaired or refused."""
+    from odenet.nn.replay import AutocastState
+
+    dtype = state[0].dtype
+    compute = AutocastState(state[0].device.type).compute_dtype(dtype)
+    if compute != dtype:
+        raise UnsupportedSchemeError(
+            f"scheme {block.scheme.name} rebuilds its inputs by fixed-point iteration, which cannot reach "
+            f"the reconstruction tolerance with {str(compute).removeprefix('torch.')} functions under "
+            "autocast (their rounding moves the map by more); use memory='checkpoint' under autocast, or "
+            "train without it"
+        )
 
 
 @torch.compiler.disable

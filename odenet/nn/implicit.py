@@ -50,7 +50,7 @@ from typing import NamedTuple
 
 import torch
 
-from odenet.errors import ConfigError, ConvergenceError, DoubleBackwardError
+from odenet.errors import ConfigError, ConvergenceError, DoubleBackwardError, UnsupportedSchemeError
 from odenet.nn.generated import in_state_dtype
 from odenet.nn.replay import AutocastState, CallRecord, _set_rng_states
 from odenet.nn.reversible import DEFAULT_GROWTH
@@ -149,15 +149,24 @@ class _Flat:
         return tuple(p.reshape(s) for p, s in zip(parts, self.shapes, strict=True))
 
 
-def _residual(new: torch.Tensor, old: torch.Tensor) -> float:
-    """The largest relative change of a sample (NaN when a value is not finite)."""
-    change = (new - old).norm(dim=1)
-    scale = new.norm(dim=1)
-    tiny = torch.finfo(new.dtype).tiny
-    value = (change / scale.clamp_min(tiny)).max()
+def _residual(new: torch.Tensor, old: torch.Tensor, sizes: tuple[int, ...] | None = None) -> float:
+    """The largest relative change of one unknown of one sample (NaN when a value is not finite):
+    each unknown is measured against its own size (at least a millionth of the sample's), so that a
+    small state beside a large one is solved as accurately."""
     if not torch.isfinite(new).all():
         return math.nan
-    return float(value)
+    tiny = torch.finfo(new.dtype).tiny
+    whole = new.norm(dim=1, keepdim=True)
+    parts = (
+        zip(new.split(list(sizes), dim=1), old.split(list(sizes), dim=1), strict=True)
+        if sizes
+        else [(new, old)]
+    )
+    worst = 0.0
+    for a, b in parts:
+        scale = torch.maximum(a.norm(dim=1, keepdim=True), 1e-6 * whole).clamp_min(tiny)
+        worst = max(worst, float(((a - b).norm(dim=1, keepdim=True) / scale).max()))
+    return worst
 
 
 # -- the solvers, on (batch, features) matrices ------------------------------------------------------
@@ -189,11 +198,11 @@ class _Best:
         return self.since >= PATIENCE
 
 
-def _iterate(g: Callable, u: torch.Tensor, tol: float, max_iter: int) -> _Outcome:
+def _iterate(g: Callable, u: torch.Tensor, tol: float, max_iter: int, sizes=None) -> _Outcome:
     best = _Best()
     for k in range(1, max_iter + 1):
         gu = g(u)
-        residual = _residual(gu, u)
+        residual = _residual(gu, u, sizes)
         u = gu
         if residual <= tol or not math.isfinite(residual):
             return _Outcome(u, k, k, residual)
@@ -202,7 +211,7 @@ def _iterate(g: Callable, u: torch.Tensor, tol: float, max_iter: int) -> _Outcom
     return _Outcome(best.value if best.value is not None else u, k, k, best.residual)
 
 
-def _anderson(g: Callable, u: torch.Tensor, tol: float, max_iter: int, memory: int) -> _Outcome:
+def _anderson(g: Callable, u: torch.Tensor, tol: float, max_iter: int, memory: int, sizes=None) -> _Outcome:
     """Anderson acceleration (type II) of ``u <- g(u)``: one mixing for the whole batch, since a
     function may couple the samples (batch normalization), where mixing each sample on its own
     stagnates."""
@@ -212,7 +221,7 @@ def _anderson(g: Callable, u: torch.Tensor, tol: float, max_iter: int, memory: i
     best = _Best()
     for k in range(1, max_iter + 1):
         gu = g(u)
-        residual = _residual(gu, u)
+        residual = _residual(gu, u, sizes)
         if residual <= tol or not math.isfinite(residual):
             return _Outcome(gu, k, k, residual)
         if best.update(gu, residual):
@@ -275,15 +284,21 @@ def gmres(matvec: Callable, b: torch.Tensor, tol: float, max_matvecs: int, resta
         used += 1
 
 
-def _newton(g: Callable, jvp: Callable, u: torch.Tensor, tol: float, max_iter: int, krylov: int) -> _Outcome:
-    """Newton's method on ``u - g(u) = 0``; each correction by GMRES with ``jvp(u, v) = (dg/du) v``."""
-    evaluations, residual = 0, math.inf
+def _newton(
+    g: Callable, jvp: Callable, u: torch.Tensor, tol: float, max_iter: int, krylov: int, sizes=None
+) -> _Outcome:
+    """Newton's method on ``u - g(u) = 0``; each correction by GMRES with ``jvp(u, v) = (dg/du) v``,
+    damped by backtracking (halving the correction until the residual falls, at most 8 times) so
+    that a start outside the region of quadratic convergence does not throw the iterate away."""
+    gu = g(u)
+    evaluations = 1
+    best = _Best()
+    residual = _residual(gu, u, sizes)
     for k in range(1, max_iter + 1):
-        gu = g(u)
-        evaluations += 1
-        residual = _residual(gu, u)
         if residual <= tol or not math.isfinite(residual):
             return _Outcome(gu, k, evaluations, residual)
+        if best.update(gu, residual):
+            break
         here = u
 
         def matvec(v, here=here):
@@ -292,17 +307,33 @@ def _newton(g: Callable, jvp: Callable, u: torch.Tensor, tol: float, max_iter: i
         forcing = max(min(0.1, residual), tol / 10)  # inexact Newton: looser far from the solution
         step, used, _ = gmres(matvec, (gu - u).reshape(-1), forcing, 4 * krylov, krylov)
         evaluations += used
-        u = u + step.view_as(u)
-    return _Outcome(u, max_iter, evaluations, residual)
+        norm = float((gu - u).norm())
+        scale = 1.0
+        for _ in range(9):
+            candidate = u + scale * step.view_as(u)
+            g_candidate = g(candidate)
+            evaluations += 1
+            if float((g_candidate - candidate).norm()) < (1 - 1e-4 * scale) * norm or scale < 2**-7:
+                break
+            scale /= 2
+        u, gu = candidate, g_candidate
+        residual = _residual(gu, u, sizes)
+    if residual <= tol:
+        return _Outcome(gu, max_iter, evaluations, residual)
+    return _Outcome(
+        best.value if best.value is not None else gu, k, evaluations, min(best.residual, residual)
+    )
 
 
-def _solve(method: str, g: Callable, jvp: Callable | None, u: torch.Tensor, solver: Solver, tol, max_iter):
+def _solve(
+    method: str, g: Callable, jvp: Callable | None, u: torch.Tensor, solver: Solver, tol, max_iter, sizes
+):
     if method == "fixed_point":
-        return _iterate(g, u, tol, max_iter)
+        return _iterate(g, u, tol, max_iter, sizes)
     if method == "anderson":
-        return _anderson(g, u, tol, max_iter, solver.memory)
+        return _anderson(g, u, tol, max_iter, solver.memory, sizes)
     assert jvp is not None
-    return _newton(g, jvp, u, tol, max_iter, solver.krylov)
+    return _newton(g, jvp, u, tol, max_iter, solver.krylov, sizes)
 
 
 # -- one layer ---------------------------------------------------------------------------------------
@@ -386,7 +417,11 @@ def tolerance(tol: float, state: tuple[torch.Tensor, ...]) -> float:
     return max(tol, torch.finfo(compute).eps) if compute != dtype else tol
 
 
-def _refuse(block, n: int, what: str, outcome: _Outcome, tol: float, advice: str | None = None) -> None:
+def _refuse(
+    block, n: int, what: str, outcome: _Outcome, tol: float, advice: str | None = None, dtype=torch.float32
+) -> None:
+    eps = torch.finfo(dtype).eps
+    dtype_name = str(dtype).removeprefix("torch.")
     reached = (
         "a non-finite value" if not math.isfinite(outcome.residual) else f"residual {outcome.residual:.3g}"
     )
@@ -394,6 +429,11 @@ def _refuse(block, n: int, what: str, outcome: _Outcome, tol: float, advice: str
     advice = advice or (
         f"Lower the step {block.scheme.step} or the functions' Lipschitz constant, raise max_iter{other}"
     )
+    if math.isfinite(outcome.residual) and outcome.residual < 100 * eps:
+        advice = (
+            f"The tolerance is below what {dtype_name} rounding allows (eps {eps:.2g}; the residual "
+            f"reached {outcome.residual:.2g}): raise tol, or compute in a wider dtype"
+        )
     raise ConvergenceError(
         f"scheme {block.scheme.name}, layer {n}: the {what} did not converge with {block.solver.method} "
         f"({reached} after {outcome.iterations} iterations; tolerance {tol:.3g}). {advice}",
@@ -414,10 +454,17 @@ def _solve_map(block, layer: _Map, first, tol: float) -> tuple[_Flat, _Outcome]:
     def jvp(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         with warnings.catch_warnings():  # torch's forward-mode AD scripts its decompositions on first use
             warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", DeprecationWarning)
-            return torch.func.jvp(g, (u,), (v,))[1]
+            try:
+                return torch.func.jvp(g, (u,), (v,))[1]
+            except NotImplementedError as exc:  # an operation without a forward-mode derivative
+                raise UnsupportedSchemeError(
+                    f"scheme {block.scheme.name}: solver='newton' needs Jacobian-vector products "
+                    f"(torch.func.jvp) of the functions, and torch has none for an operation in them "
+                    f"({str(exc).splitlines()[0][:160]}); use solver='anderson' or 'fixed_point'"
+                ) from exc
 
     with torch.no_grad():
-        outcome = _solve(solver.method, g, jvp, flat.flat(first), solver, tol, solver.max_iter)
+        outcome = _solve(solver.method, g, jvp, flat.flat(first), solver, tol, solver.max_iter, flat.sizes)
     return flat, outcome
 
 
@@ -430,16 +477,43 @@ def implicit_layer(block, n: int, state: tuple[torch.Tensor, ...], observe=None)
     tol = tolerance(block.solver.tol, state)
     flat, outcome = _solve_map(block, layer, first, tol)
     if not outcome.residual <= tol:
-        _refuse(block, n, "step's solve", outcome, tol)
+        _refuse(block, n, "step's solve", outcome, tol, dtype=state[0].dtype)
     block.solves.append(SolveInfo(n, outcome.iterations, outcome.evaluations + 1, outcome.residual))
     solution = flat.split(outcome.value)
-    if torch.is_grad_enabled():
+    if torch.is_grad_enabled() and _needs_graph(block, n, state, layer.params):
         leaves = tuple(t.detach().requires_grad_(True) for t in solution)
         values = layer.final(leaves, observe)
         unknowns = _ImplicitGradient.apply(_Adjoint(block, n, leaves, values, flat, tol), *values)
     else:
         unknowns = layer.final(solution, observe)
     return block._assemble(state, unknowns)
+
+
+def recording_caller(block, n: int, state) -> Callable:
+    """``call(key, name, *args)`` for repeated evaluations of layer ``n`` outside a training pass
+    (``SchemeBlock.inverse``): the first evaluation of each call records what it started from and
+    changes the buffers once; later ones replay it (same random numbers, buffers untouched)."""
+    record = CallRecord(state)
+    seen: set[int] = set()
+
+    def call(key, name, *args):
+        module = block.function(name, n)
+        if key not in seen:
+            seen.add(key)
+            return record.run(n, key, module, args)
+        return record.call_again(n, key, module, args)
+
+    return call
+
+
+def _needs_graph(block, n: int, state, params) -> bool:
+    """Whether a gradient can flow through layer ``n``: its input, its functions' parameters or its
+    scheme parameters require one (frozen layers below the trained ones solve no adjoint)."""
+    if any(t.requires_grad for t in state) or any(
+        isinstance(v, torch.Tensor) and v.requires_grad for v in params.values()
+    ):
+        return True
+    return any(p.requires_grad for m in block.layer_modules(n) for p in m.parameters())
 
 
 @torch.no_grad()
@@ -464,6 +538,7 @@ def fixed_point_inverse_step(block, n: int, reversed_state, call, tol: float):
             f"The inverse of {block.scheme.name} is a fixed point that iteration finds when "
             f"{block.scheme.step}*Lip(f) < 1: keep the functions contractive (spectral normalization, "
             "make_function(..., contraction=0.9)), lower the step, or use memory='checkpoint'",
+            reversed_state[0].dtype,
         )
     block.rebuilds.append(SolveInfo(n, outcome.iterations, outcome.evaluations, outcome.residual))
     unknowns = flat.split(outcome.value)
@@ -518,10 +593,10 @@ class _Adjoint:
             outcome = _Outcome(w.view_as(given), used, used, relative)
         else:
             outcome = _solve(
-                solver.method, lambda w: given + transposed(w), None, given, solver, tol, max_iter
+                solver.method, lambda w: given + transposed(w), None, given, solver, tol, max_iter, flat.sizes
             )
         if not outcome.residual <= tol:
-            _refuse(block, self.n, "adjoint solve (backward pass)", outcome, tol)
+            _refuse(block, self.n, "adjoint solve (backward pass)", outcome, tol, dtype=given.dtype)
         block.backward_solves.append(
             SolveInfo(self.n, outcome.iterations, outcome.evaluations, outcome.residual)
         )
