@@ -13,14 +13,17 @@ Euler the explicit Euler step), then a :class:`Solver` under ``no_grad``:
 - ``"anderson"`` (default): Anderson acceleration of that iteration (type II, the last ``memory``
   iterates, one least-squares problem for the whole batch);
 - ``"newton"``: Newton's method on ``u - G(u) = 0``, each correction by restarted GMRES with
-  Jacobian-vector products of ``G`` by ``torch.func.jvp`` (no Jacobian is formed); converges where
-  ``G`` does not contract, from a close enough start.
+  Jacobian-vector products of ``G`` by ``torch.func.jvp`` (no Jacobian is formed), damped by
+  backtracking; converges where ``G`` does not contract, from a close enough start.
 
-A solve stops when the largest relative residual of a sample, ``|G(u) - u| / |G(u)|``, is at most
-``tol`` (under autocast to a lower precision: at least that precision's eps, the rounding of the
-functions' values); one that does not within ``max_iter`` iterations, or meets a non-finite value,
-raises :class:`~odenet.errors.ConvergenceError` naming the layer and the residual. Then ``G`` is
-evaluated once more at the solution, with autograd: the only graph a layer keeps.
+A solve stops when the largest relative residual of one unknown of one sample,
+``|G(u) - u| / |G(u)|`` (each unknown against its own size), is at most ``tol`` (under autocast to
+a lower precision: at least that precision's eps, the rounding of the functions' values); one that
+does not within ``max_iter`` iterations, stagnates (``PATIENCE`` iterations without a better
+residual), or meets a non-finite value, raises :class:`~odenet.errors.ConvergenceError` naming the
+layer and the residual. Then ``G`` is evaluated once more at the solution, with autograd: the only
+graph a layer keeps, and only where a gradient can flow (frozen layers under an input that needs
+none solve no adjoint).
 
 **Backward** by the implicit function theorem: the layer's output is ``G(u*, s, theta)`` with
 ``u*`` the solution, and for a gradient ``g`` of the output the gradients of ``s`` and ``theta``
