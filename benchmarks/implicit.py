@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
-import sys
 import time
+
+from measure import fresh_process, training_step
 
 FIXED_POINT = {
     "euler": ["autograd", "checkpoint", "reversible", "reversible-raise"],
@@ -67,21 +66,9 @@ def _build(config: dict):
 def worker(config: dict) -> dict:
     import torch
 
-    from odenet.nn.memory import peak_rss_mib, reset_peak_rss, rss_mib, saved_tensor_bytes
-
     torch.set_num_threads(2)
     model = _build(config)
-    x = torch.randn(512, 256)
-    params = [p for p in model.parameters() if p.requires_grad]
-    for p in params:
-        p.grad = torch.zeros_like(p)
-    reset_peak_rss()
-    baseline = rss_mib()
-    with saved_tensor_bytes(exclude=params) as saved:
-        loss = model(x).square().mean()
-    loss.backward()
-    peak = max(0.0, peak_rss_mib() - baseline)
-    result = {**config, "peak_rss_mib": peak, "saved_mib": (saved.bytes + model.kept_bytes) / 2**20}
+    result = {**config, **training_step(model, torch.randn(512, 256))}
     if model.rebuilds:
         result["rebuild_iterations"] = statistics.fmean(r.iterations for r in model.rebuilds)
     if model.implicit:
@@ -108,13 +95,7 @@ def worker(config: dict) -> dict:
 
 
 def run_config(config: dict) -> dict:
-    command = [sys.executable, __file__, "--worker", json.dumps(config)]
-    env = {**os.environ, "OMP_NUM_THREADS": "2", "MALLOC_MMAP_THRESHOLD_": str(2**16)}
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=3600)
-    if done.returncode:
-        reason = (done.stderr.strip().splitlines() or ["failed"])[-1][:160]
-        return {**config, "error": reason}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return {**config, **fresh_process(__file__, config, threads=2)}
 
 
 def main() -> None:
@@ -146,7 +127,7 @@ def main() -> None:
                 iterations = f"{r['rebuild_iterations']:.1f}" if "rebuild_iterations" in r else ""
                 ratio = f"{r['time_ratio']:.2f}x" if "time_ratio" in r else ""
                 print(
-                    f"| {scheme} | {mode} | {depth} | {r['peak_rss_mib']:.0f} | {r['saved_mib']:.1f} | "
+                    f"| {scheme} | {mode} | {depth} | {r['peak_mib']:.0f} | {r['saved_mib']:.1f} | "
                     f"{iterations} | {ratio} |",
                     flush=True,
                 )
@@ -168,7 +149,7 @@ def main() -> None:
             step = f"{r['step_iterations']:.1f}" if "step_iterations" in r else ""
             adjoint = f"{r['adjoint_iterations']:.1f}" if "adjoint_iterations" in r else ""
             ratio = f"{r['time_ratio']:.2f}x" if "time_ratio" in r else ""
-            memory = f"{r['peak_rss_mib']:.0f} | {r['saved_mib']:.1f}"
+            memory = f"{r['peak_mib']:.0f} | {r['saved_mib']:.1f}"
             print(f"| {scheme} | {depth} | {memory} | {step} | {adjoint} | {ratio} |", flush=True)
     if args.json:
         with open(args.json, "w") as f:

@@ -39,9 +39,9 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import time
+
+from measure import fresh_process, training_step
 
 SCHEMES = {
     "leapfrog": ["autograd", "checkpoint", "reversible", "reversible-raise", "adjoint"],
@@ -108,25 +108,14 @@ def worker(config: dict) -> dict:
     import torch
     from torch import nn
 
-    from odenet.nn.memory import peak_rss_mib, reset_peak_rss, rss_mib, saved_tensor_bytes
-
     torch.manual_seed(0)
     torch.set_num_threads(2)
     model, states = _build(config["function"], config["scheme"], config["mode"], config["depth"], torch, nn)
     x = _input(config["function"], states, torch)
     if config["mode"] in ("memcnn", "revlib"):
         x.requires_grad_(True)  # these peers' reversible functions need an input that requires grad
-    params = [p for p in model.parameters() if p.requires_grad]
-    for p in params:
-        p.grad = torch.zeros_like(p)  # gradients exist before the baseline: they are not activations
-    reset_peak_rss()  # the peak from here (Linux), not the building's
-    baseline = rss_mib()
-    with saved_tensor_bytes(exclude=params) as saved:
-        loss = model(x).square().mean()
-    loss.backward()
-    peak = max(0.0, peak_rss_mib() - baseline)
-    kept = getattr(model, "kept_bytes", 0)
-    result = {**config, "peak_rss_mib": peak, "saved_mib": (saved.bytes + kept) / 2**20}
+    memory = training_step(model, x)
+    result = {**config, "peak_rss_mib": memory["peak_mib"], "saved_mib": memory["saved_mib"]}
     if config["time"]:
         result.update(_paired_timing(config, model, states, torch, nn))
     return result
@@ -161,15 +150,7 @@ def _paired_timing(config, model, states, torch, nn, rounds: int = 7) -> dict:
 
 
 def run_config(config: dict) -> dict:
-    command = [sys.executable, __file__, "--worker", json.dumps(config)]
-    # a fixed mmap threshold: glibc otherwise raises it as blocks are freed (up to 32 MiB) and keeps
-    # freed activations in its heap, and the resident set stops following the tensors alive
-    env = {**os.environ, "OMP_NUM_THREADS": "2", "MALLOC_MMAP_THRESHOLD_": str(2**16)}
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800)
-    if done.returncode:
-        reason = (done.stderr.strip().splitlines() or ["failed"])[-1][:120]
-        return {**config, "error": reason}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return {**config, **fresh_process(__file__, config, threads=2, timeout=1800)}
 
 
 def _available(mode: str) -> bool:

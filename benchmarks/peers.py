@@ -38,11 +38,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import statistics
-import subprocess
-import sys
 import time
+
+from measure import fresh_process, training_step
 
 WIDTH, BATCH = 256, 512
 ROWS = {
@@ -189,22 +188,11 @@ def worker(scheme_name: str, row: str, depth: int) -> dict:
     import torch
     from torch import nn
 
-    from odenet.nn.memory import peak_rss_mib, reset_peak_rss, rss_mib, saved_tensor_bytes
-
     torch.set_num_threads(1)
     model, inputs, owner = build(scheme_name, row, depth, torch, nn)
     x = inputs().requires_grad_(row in ("memcnn", "revlib"))
     _step(model, x, torch)  # warm-up
-    params = [p for p in model.parameters() if p.requires_grad]
-    for p in params:
-        p.grad = torch.zeros_like(p)
-    reset_peak_rss()
-    baseline = rss_mib()
-    with saved_tensor_bytes(exclude=params) as saved:
-        loss = model(x).square().mean()
-    loss.backward()
-    peak = max(0.0, peak_rss_mib() - baseline)
-    kept = getattr(model, "kept_bytes", 0)
+    memory = training_step(model, x)
     got = {name: p.grad.clone() for name, p in owner.named_parameters() if p.grad is not None}
     exact = reference(scheme_name, row, depth, torch, nn)
     x64 = inputs().to(torch.float64)
@@ -212,16 +200,11 @@ def worker(scheme_name: str, row: str, depth: int) -> dict:
     expected = {name: p.grad for name, p in exact.named_parameters() if p.grad is not None and name in got}
     num = math.sqrt(sum((got[k].double() - g).square().sum().item() for k, g in expected.items()))
     den = math.sqrt(sum(g.square().sum().item() for g in expected.values()))
-    return {"peak_mib": peak, "saved_mib": (saved.bytes + kept) / 2**20, "gradient_error": num / den}
+    return {**memory, "gradient_error": num / den}
 
 
 def measure(scheme_name: str, row: str, depth: int) -> dict:
-    command = [sys.executable, __file__, "--worker", json.dumps([scheme_name, row, depth])]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_MMAP_THRESHOLD_": str(2**16)}
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=3600)
-    if done.returncode:
-        return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1][:160]}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return fresh_process(__file__, [scheme_name, row, depth])
 
 
 def times(scheme_name: str, rows: list[str], depth: int, rounds: int) -> dict[str, float]:

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
+
+from measure import fresh_process, training_step
 
 DEPTHS = [8, 16, 32, 64, 128, 256, 512, 1024]
 WIDTHS = [64, 128, 256, 512, 1024]
@@ -34,7 +33,6 @@ def worker(mode: str, depth: int, width: int) -> dict:
     from torch import nn
 
     import odenet
-    from odenet.nn.memory import peak_rss_mib, reset_peak_rss, rss_mib, saved_tensor_bytes
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -47,32 +45,20 @@ def worker(mode: str, depth: int, width: int) -> dict:
     )
     x = torch.randn(BATCH, width)
     block(x).square().mean().backward()  # warm-up
-    params = list(block.parameters())
-    for p in params:
-        p.grad = torch.zeros_like(p)
-    reset_peak_rss()
-    baseline = rss_mib()
-    with saved_tensor_bytes(exclude=params) as saved:
-        loss = block(x).square().mean()
-    loss.backward()
-    peak = max(0.0, peak_rss_mib() - baseline)
+    memory = training_step(block, x)
     seconds = []
     for _ in range(3):
         start = time.perf_counter()
         block(x).square().mean().backward()
         seconds.append(time.perf_counter() - start)
-    return {
-        "peak_mib": peak,
-        "saved_mib": (saved.bytes + block.kept_bytes) / 2**20,
-        "seconds": statistics.median(seconds),
-    }
+    return {**memory, "seconds": statistics.median(seconds)}
 
 
 def measure(mode: str, depth: int, width: int) -> dict:
-    command = [sys.executable, __file__, "--worker", json.dumps([mode, depth, width])]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_MMAP_THRESHOLD_": str(2**16)}
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=3600, check=True)
-    return {"mode": mode, "depth": depth, "width": width, **json.loads(done.stdout.strip().splitlines()[-1])}
+    result = fresh_process(__file__, [mode, depth, width])
+    if "error" in result:
+        raise SystemExit(f"{mode} at depth {depth}, width {width}: {result['error']}")
+    return {"mode": mode, "depth": depth, "width": width, **result}
 
 
 def figure(results: list[dict], axis: str, fixed: str, path: Path) -> None:
