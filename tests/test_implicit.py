@@ -185,7 +185,7 @@ def _generic_reference(block, x, h_values=None):
     each iteration from the layer's starting random numbers and buffers, the last one kept."""
     from odenet.nn.generated import in_state_dtype
 
-    step, _, start, _ = block._implicit()
+    step, start = block._implicit().step, block._implicit().start
     state = block.initial_state(x)
     for n in range(block.depth):
         params = block.layer_params(n)
@@ -603,3 +603,13 @@ def test_inverse_of_a_fixed_point_scheme_moves_batchnorm_statistics_once_per_cal
     block.inverse(y)
     after = [m.num_batches_tracked.item() for m in block.modules() if isinstance(m, nn.BatchNorm1d)]
     assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 1]
+
+
+def test_emit_prints_the_implicit_map_and_the_fixed_point_inverse():
+    from conftest import cli
+
+    out = cli("compile", "backward_euler", "--emit").stdout
+    assert "def implicit_step(state, guess, p, call):" in out and 'call(0, "f", x_np1_guess)' in out
+    assert "def step(" not in out  # the explicit step's printing would read x[n+1] before it exists
+    out = cli("compile", "heun", "--emit").stdout
+    assert "def fixed_point_inverse(state, guess, p, call):" in out and "def vjp(" in out

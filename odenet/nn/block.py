@@ -34,6 +34,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Mapping
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -247,17 +248,15 @@ class SchemeBlock(nn.Module):
             self._inverse_parts = _generated_inverse(self.scheme)
         return self._inverse_parts
 
-    def _implicit(self):
-        """An implicit step's generated map ``G`` and what runs it (``implicit.py``): (function,
-        keys of the calls that read no unknown, where each unknown's first guess comes from,
-        where each value of the next state vector comes from)."""
+    def _implicit(self) -> ImplicitParts:
+        """An implicit step's generated map ``G`` and what runs it (``implicit.py``)."""
         if self._implicit_parts is None:
             self._implicit_parts = _generated_implicit(self.scheme)
         return self._implicit_parts
 
-    def _fixed_point_inverse(self):
+    def _fixed_point_inverse(self) -> ImplicitParts:
         """The fixed-point inverse of an explicit step without an explicit one, generated as an
-        implicit step in reversed time (parts as :meth:`_implicit`); raises NotReversibleError."""
+        implicit step in reversed time; raises NotReversibleError."""
         if self._fixed_point_parts is None:
             self._fixed_point_parts = _generated_fixed_point_inverse(self.scheme)
         parts, error = self._fixed_point_parts
@@ -278,7 +277,7 @@ class SchemeBlock(nn.Module):
 
     def _assemble(self, state, unknowns) -> tuple[torch.Tensor, ...]:
         """The next state vector of an implicit step from its unknowns' values and the old vector."""
-        return tuple(unknowns[i] if new else state[i] for new, i in self._implicit()[3])
+        return tuple(unknowns[i] if new else state[i] for new, i in self._implicit().assemble)
 
     @property
     def call_count(self) -> int:
@@ -547,26 +546,40 @@ def _generated_fixed_point_inverse(scheme: Scheme) -> tuple[tuple | None, Odenet
     except NotReversibleError as exc:
         return None, exc
     keys = {call: key for key, call in enumerate(_generated(scheme)[0].calls)}
-    return _generated_implicit(inverse, keys, reversed_to_forward(scheme)), None
+    return _generated_implicit(inverse, keys, reversed_to_forward(scheme), "fixed_point_inverse"), None
 
 
 def _generated_implicit(
-    scheme: Scheme, call_keys: dict | None = None, translate: dict | None = None
-) -> tuple[Callable, frozenset[int], tuple, tuple]:
+    scheme: Scheme,
+    call_keys: dict | None = None,
+    translate: dict | None = None,
+    function_name: str = "implicit_step",
+) -> ImplicitParts:
     """See :meth:`SchemeBlock._implicit`; ``call_keys`` and ``translate`` key the calls of a
     fixed-point inverse as the forward step's (see :func:`odenet.codegen.generate_step`)."""
-    return _generated_implicit_cached(
-        scheme, tuple((call_keys or {}).items()), tuple((translate or {}).items())
-    )
+    keys, rename = tuple((call_keys or {}).items()), tuple((translate or {}).items())
+    return _generated_implicit_cached(scheme, keys, rename, function_name)
+
+
+class ImplicitParts(NamedTuple):
+    """An implicit step's generated map ``G`` and what runs it (``implicit.py``)."""
+
+    step: Callable  # G(state, guess, p, call) -> the unknowns' computed values
+    constant: frozenset[int]  # keys of the calls that read no unknown
+    start: tuple  # where each unknown's first guess comes from (a state's index, or None: zero)
+    assemble: tuple  # where each value of the next state vector comes from: (unknown?, index)
+    code: StepCode  # the generated source
 
 
 @functools.lru_cache(maxsize=64)
-def _generated_implicit_cached(scheme: Scheme, call_keys: tuple, translate: tuple):
+def _generated_implicit_cached(
+    scheme: Scheme, call_keys: tuple, translate: tuple, function_name: str
+) -> ImplicitParts:
     from odenet.codegen import generate_implicit, implicit_unknowns
     from odenet.ir import parse_value
 
     rename = dict(translate)
-    code = generate_implicit(scheme, call_keys=dict(call_keys), translate=rename)
+    code = generate_implicit(scheme, function_name, call_keys=dict(call_keys), translate=rename)
     unknowns = implicit_unknowns(scheme)
     read = {u.xreplace(rename) for u in unknowns}
     constant = frozenset(k for k, c in zip(code.keys, code.calls, strict=True) if not (c.free_symbols & read))
@@ -578,8 +591,8 @@ def _generated_implicit_cached(scheme: Scheme, call_keys: tuple, translate: tupl
         state, offset = parse_value(symbol)
         new = value(state, offset + 1)
         assemble.append((True, index[new]) if offset == 0 else (False, position[new]))
-    step = compile_source(code, _namespace(), f"{scheme.name} implicit step")
-    return step, constant, start, tuple(assemble)
+    step = compile_source(code, _namespace(), f"{scheme.name} {code.function_name}")
+    return ImplicitParts(step, constant, start, tuple(assemble), code)
 
 
 def compile(

@@ -373,8 +373,10 @@ class _Layer(_Map):
     :meth:`final` evaluates once more as an ordinary forward would."""
 
     def __init__(self, block, n: int, state: tuple[torch.Tensor, ...]):
-        step, constant, start, _ = block._implicit()
-        super().__init__(step, constant, start, state, block.layer_params(n), self._recorded_call)
+        parts = block._implicit()
+        super().__init__(
+            parts.step, parts.constant, parts.start, state, block.layer_params(n), self._recorded_call
+        )
         self.block, self.n = block, n
         self.record = CallRecord(state)
         self.recorded = False
@@ -527,8 +529,8 @@ def fixed_point_inverse_step(block, n: int, reversed_state, call, tol: float):
     tolerance no rebuild can meet is left to the drift guard to measure); ``call`` evaluates the
     functions as the forward did. A solve that does not converge raises
     :class:`~odenet.errors.ConvergenceError`: the rebuilt input, and the gradient, would be wrong."""
-    step, constant, start, assemble = block._fixed_point_inverse()
-    inverse = _Map(step, constant, start, reversed_state, block.layer_params(n), call)
+    parts = block._fixed_point_inverse()
+    inverse = _Map(parts.step, parts.constant, parts.start, reversed_state, block.layer_params(n), call)
     first = inverse.predict()
     flat, outcome = _solve_map(block, inverse, first, tol / 10)  # a tenth where rounding allows it
     if not outcome.residual <= max(tol, DEFAULT_GROWTH * torch.finfo(reversed_state[0].dtype).eps):
@@ -545,7 +547,7 @@ def fixed_point_inverse_step(block, n: int, reversed_state, call, tol: float):
         )
     block.rebuilds.append(SolveInfo(n, outcome.iterations, outcome.evaluations, outcome.residual))
     unknowns = flat.split(outcome.value)
-    return tuple(unknowns[i] if new else reversed_state[i] for new, i in assemble)
+    return tuple(unknowns[i] if new else reversed_state[i] for new, i in parts.assemble)
 
 
 class _Adjoint:
