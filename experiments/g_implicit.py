@@ -18,6 +18,8 @@ import statistics
 
 from common import arguments, run, write_json
 
+from odenet.report.plotting import new_figure, save_figure
+
 from odenet.errors import ConvergenceError
 
 args = arguments(__doc__.splitlines()[0])
@@ -71,6 +73,22 @@ for scheme in schemes:
         results[f"{scheme} h={h:g}"] = rows
 results["setup"] = {"epochs": epochs, "depth": depth, "seeds": seeds, "steps": steps, "width": 32}  # type: ignore[assignment]
 write_json(args.out / "g_implicit.json", results)
+fig, ax = new_figure(figsize=(5.5, 4), dpi=100)
+for scheme in schemes:
+    xs, means, sds = [], [], []
+    for h in steps:
+        done = [100 * r["test_accuracy"] for r in results[f"{scheme} h={h:g}"] if "error" not in r]
+        if done:
+            xs.append(h)
+            means.append(statistics.fmean(done))
+            sds.append(statistics.stdev(done) if len(done) > 1 else 0.0)
+    ax.errorbar(xs, means, yerr=sds, marker="o", capsize=3, label=scheme)
+ax.set_xscale("log")
+ax.set_xlabel("step h")
+ax.set_ylabel("test accuracy (%)")
+ax.set_title("digits, 6 layers: explicit and implicit steps")
+ax.legend()
+save_figure(fig, args.out / "g_implicit.png")
 columns = ["network", "h", "test accuracy % (mean +- sd)", "s/epoch", "Newton corrections", "G evaluations"]
 print("| " + " | ".join([*columns, "adjoint products"]) + " |")
 print("|---|---|---|---|---|---|---|")
@@ -86,7 +104,7 @@ for name, rows in results.items():
     acc = [100 * r["test_accuracy"] for r in done]
     sd = statistics.stdev(acc) if len(acc) > 1 else 0.0
     note = f" ({failed} of {len(rows)} seeds did not converge)" if failed else ""
-    secs = statistics.fmean(r["seconds_per_epoch"] for r in done)
+    secs = statistics.median(r["seconds_per_epoch"] for r in done)  # robust to a busy machine
     work = ["", "", ""]
     if "forward_iterations" in done[0]:
         keys = ("forward_iterations", "forward_evaluations", "adjoint_iterations")
