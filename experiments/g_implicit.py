@@ -18,9 +18,8 @@ import statistics
 
 from common import arguments, run, write_json
 
-from odenet.report.plotting import new_figure, save_figure
-
 from odenet.errors import ConvergenceError
+from odenet.report.plotting import new_figure, save_figure
 
 args = arguments(__doc__.splitlines()[0])
 epochs = 1 if args.quick else 5
