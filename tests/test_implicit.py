@@ -499,6 +499,7 @@ def test_reversible_memory_with_a_fixed_point_inverse_is_flat_in_depth():
     assert sizes[0] == sizes[1]
 
 
+@pytest.mark.slow  # two command-line processes and a training run: the full suite, not the fast target
 def test_odenet_train_backward_euler_from_the_command_line(tmp_path):
     """The command line trains an implicit network with its defaults (one epoch of the rings)."""
     from conftest import cli
