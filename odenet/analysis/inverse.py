@@ -199,9 +199,15 @@ def _as_scheme(scheme: Scheme, solution) -> Scheme:
     # A later update reads earlier solved values as whole expressions; write them by name, X[m+1].
     solved = {rename[old]: steps[i].expr for i, (old, _) in enumerate(solution)}
     steps = [Equation(eq.target, _reuse(eq.expr, solved, eq.target)) for eq in steps]
+    doc = f"Inverse step of {scheme.name}, derived by odenet (reversed time: X[m+1] is the older value)."
+    return _reversed_scheme(scheme, f"{scheme.name}_inverse", doc, steps)
+
+
+def _reversed_scheme(scheme: Scheme, name: str, doc: str, steps) -> Scheme:
+    """An inverse of ``scheme`` as a Scheme of its own: the same states, parameters and functions."""
     return Scheme(
-        name=f"{scheme.name}_inverse",
-        doc=f"Inverse step of {scheme.name}, derived by odenet (reversed time: X[m+1] is the older value).",
+        name=name,
+        doc=doc,
         states=scheme.states,
         params=scheme.params,
         functions=scheme.functions,
@@ -256,17 +262,8 @@ def fixed_point_inverse(scheme: Scheme) -> Scheme:
     correction = jacobian.inv().applyfunc(sympy.cancel) * sympy.Matrix(residuals)
     rename = forward_to_reversed(scheme)
     steps = [Equation(rename[u], (u - correction[i]).xreplace(rename)) for i, u in enumerate(unknowns)]
-    return Scheme(
-        name=f"{scheme.name}_fixed_point_inverse",
-        doc=(
-            f"Inverse step of {scheme.name} as a fixed point, derived by odenet (reversed time: "
-            "X[m+1] is the older value, read on both sides)."
-        ),
-        states=scheme.states,
-        params=scheme.params,
-        functions=scheme.functions,
-        steps=tuple(steps),
-        inputs=scheme.inputs,
-        outputs=scheme.outputs,
-        step=scheme.step,
+    doc = (
+        f"Inverse step of {scheme.name} as a fixed point, derived by odenet (reversed time: "
+        "X[m+1] is the older value, read on both sides)."
     )
+    return _reversed_scheme(scheme, f"{scheme.name}_fixed_point_inverse", doc, steps)
