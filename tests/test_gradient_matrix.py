@@ -403,7 +403,9 @@ def test_random_reversible_schemes(text, condition):
 
 
 @pytest.mark.slow
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.filter_too_much], derandomize=True
+)
 @given(reversible_scheme_text(), st.sampled_from(CONDITIONS))
 def test_random_reversible_schemes_large_sweep(text, condition):
     _check_drawn(text, condition, depth=20)
