@@ -46,7 +46,7 @@ from odenet.ir import Scheme, format_scheme, value
 from odenet.ir.reversal import reverse_history, reversed_to_forward
 from odenet.nn.generated import in_state_dtype as _in_state_dtype
 from odenet.nn.generated import namespace as _namespace
-from odenet.nn.implicit import Solver
+from odenet.nn.implicit import Solver, check_solver
 from odenet.nn.params import constrain, unconstrain
 from odenet.nn.replay import CallRecord
 from odenet.options import Guard, Memory, SolverMethod, choices
@@ -87,8 +87,6 @@ class SchemeBlock(nn.Module):
                 f"memory='autograd' does (it keeps one evaluation per layer, not the solver's "
                 f"iterations); memory={memory!r} is not offered for implicit schemes"
             )
-        from odenet.nn.implicit import check_solver
-
         self.solver = check_solver(solver)
         self.solves: list = []  # implicit layers: SolveInfo of each layer in the last forward
         self.backward_solves: list = []  # and of each adjoint solve in the last backward
@@ -175,12 +173,9 @@ class SchemeBlock(nn.Module):
             "solves": [],
             "backward_solves": [],
             "rebuilds": [],
+            "solver": Solver(),
         }  # older pickles
         super().__setstate__({**earlier, **state, "scheme": parse(state["scheme"])})
-        if "solver" not in self.__dict__:
-            from odenet.nn.implicit import Solver
-
-            self.solver = Solver()
         self._generate()
 
     def _build_functions(self, functions: Mapping[str, FunctionSpec], depth: int) -> None:
@@ -257,23 +252,20 @@ class SchemeBlock(nn.Module):
     def _fixed_point_inverse(self) -> ImplicitParts:
         """The fixed-point inverse of an explicit step without an explicit one, generated as an
         implicit step in reversed time; raises NotReversibleError."""
-        if self._fixed_point_parts is None:
-            self._fixed_point_parts = _generated_fixed_point_inverse(self.scheme)
-        parts, error = self._fixed_point_parts
+        parts, error = self._fixed_point_derivation()
         if error is not None:
             raise error
         return parts
 
+    def _fixed_point_derivation(self) -> tuple[ImplicitParts | None, OdenetError | None]:
+        if self._fixed_point_parts is None:
+            self._fixed_point_parts = _generated_fixed_point_inverse(self.scheme)
+        return self._fixed_point_parts
+
     @property
     def fixed_point_inverse_error(self) -> OdenetError | None:
         """Why the step's inverse is not a fixed point that iteration can find (None when it is)."""
-        from odenet.errors import NotReversibleError
-
-        try:
-            self._fixed_point_inverse()
-        except NotReversibleError as exc:
-            return exc
-        return None
+        return self._fixed_point_derivation()[1]
 
     def _assemble(self, state, unknowns) -> tuple[torch.Tensor, ...]:
         """The next state vector of an implicit step from its unknowns' values and the old vector."""

@@ -99,10 +99,6 @@ class Solver:
                 raise ConfigError(f"solver {name} must be a whole number >= {low}, not {v!r}")
 
     @property
-    def adjoint_tol(self) -> float:
-        return self.tol if self.backward_tol is None else self.backward_tol
-
-    @property
     def adjoint_max_iter(self) -> int:
         return self.max_iter if self.backward_max_iter is None else self.backward_max_iter
 
@@ -583,7 +579,7 @@ class _Adjoint:
             )
 
         given = flat.flat(grads)
-        tol = max(self.tol, solver.adjoint_tol) if solver.backward_tol is None else solver.adjoint_tol
+        tol = self.tol if solver.backward_tol is None else solver.backward_tol  # self.tol: the forward's
         max_iter = solver.adjoint_max_iter
         if not outputs or float(given.abs().max()) == 0.0:
             outcome = _Outcome(given, 0, 0, 0.0)
