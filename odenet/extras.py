@@ -1,9 +1,9 @@
 """Optional dependencies: what each is for and which extra installs it.
 
 The core (parse, analyze, compile) needs torch, sympy, numpy, networkx and lark only. Figures need
-matplotlib (extra ``plot``); the bundled digits data set and the Arnoldi estimates of wide trained
-layers need scikit-learn and scipy (extra ``train``); ``pip install "odenet-schemes[all]"`` installs
-both.
+matplotlib (extra ``plot``); the bundled digits data set, the generated MNIST-1D and the Arnoldi
+estimates of wide trained layers need scikit-learn, mnist1d and scipy (extra ``train``);
+``pip install "odenet-schemes[all]"`` installs both.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ EXTRAS = {
     "matplotlib": ("matplotlib", "plot"),
     "sklearn": ("scikit-learn", "train"),
     "scipy": ("scipy", "train"),
+    "mnist1d": ("mnist1d", "train"),
 }
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "SolverMethod",
     "Task",
     "choices",
+    "spatial_dims",
 ]
 
 Memory = Literal["autograd", "checkpoint", "reversible", "adjoint", "fixed_point"]
@@ -37,14 +38,15 @@ Family = Literal["mlp", "bn", "chang", "antisymmetric"]
 
 Activation = Literal["tanh", "relu"]
 
-Layout = Literal["mlp", "conv"]
-"""Feature vectors (``mlp``) or images (``conv``)."""
+Layout = Literal["mlp", "conv", "conv1d"]
+"""Feature vectors (``mlp``), images (``conv``: channels x height x width) or signals (``conv1d``:
+channels x length)."""
 
 Optimizer = Literal["adam", "sgd"]
 
 Schedule = Literal["cosine", "constant"]
 
-DataName = Literal["digits", "rings", "cross1d"]
+DataName = Literal["digits", "mnist1d", "rings", "cross1d"]
 """The bundled data sets (nothing is downloaded)."""
 
 Task = Literal["classification", "regression"]
@@ -53,3 +55,8 @@ Task = Literal["classification", "regression"]
 def choices(option: Any) -> tuple[str, ...]:
     """The allowed values of one of the ``Literal`` types above, in their order."""
     return tuple(get_args(option))
+
+
+def spatial_dims(layout: str) -> int:
+    """How many spatial dimensions one example of ``layout`` has after its channels (0 for vectors)."""
+    return {"mlp": 0, "conv": 2, "conv1d": 1}[layout]

@@ -396,7 +396,7 @@ def _config_cases():
         (
             "model layout",
             lambda: ModelConfig(leapfrog, (12,), 3, layout="grid"),
-            "invalid model config: layout must be one of mlp, conv, not 'grid'",
+            "invalid model config: layout must be one of mlp, conv, conv1d, not 'grid'",
         ),
         (
             "model sizes",
@@ -422,7 +422,7 @@ def _config_cases():
         (
             "data set",
             lambda: load_data("mnist"),
-            "unknown data set 'mnist'; expected one of digits, rings, cross1d, or a file of your own "
+            "unknown data set 'mnist'; expected one of digits, mnist1d, rings, cross1d, or a file of your own "
             "(.npz or .pt)",
         ),
         (

@@ -12,14 +12,15 @@ from pathlib import Path
 import pytest
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
-SCRIPTS = sorted(p.stem for p in EXPERIMENTS.glob("[a-g]_*.py"))
-# The memory experiment measures peak RSS in fresh subprocesses even when quick (about 40 s): it runs
-# in the full suite, outside the fast developer target.
-QUICK = [pytest.param(s, marks=pytest.mark.slow) if s == "c_memory_depth" else s for s in SCRIPTS]
+SCRIPTS = sorted(p.stem for p in EXPERIMENTS.glob("[a-z]_*.py"))
+# The memory experiment and the leaderboard train in fresh subprocesses even when quick (about 40 s
+# each): they run in the full suite, outside the fast developer target.
+SUBPROCESSES = ("c_memory_depth", "h_leaderboard")
+QUICK = [pytest.param(s, marks=pytest.mark.slow) if s in SUBPROCESSES else s for s in SCRIPTS]
 
 
-def test_all_seven_experiments_exist():
-    assert [s[0] for s in SCRIPTS] == list("abcdefg")
+def test_all_experiments_exist():
+    assert [s[0] for s in SCRIPTS] == list("abcdefgh")
 
 
 @pytest.mark.parametrize("script", QUICK)
@@ -37,6 +38,13 @@ def test_experiment_quick(script, tmp_path):
     results = json.loads((tmp_path / f"{script}.json").read_text())
     assert results
     assert (tmp_path / f"{script}.png").read_bytes()[:4] == b"\x89PNG"
+    if script == "h_leaderboard":  # every scheme and mode has its row, none dropped
+        assert {(r["scheme"], r["memory"], r["seeds"]) for r in results["mnist1d"]} == {
+            ("euler", "autograd", 1),
+            ("euler", "checkpoint", 1),
+            ("leapfrog", "autograd", 1),
+            ("leapfrog", "reversible", 1),
+        }
     if script == "d_adjoint":  # Heun's rebuild is far better than Euler's (Sander et al. 2022)
         for euler, heun in zip(results["euler"], results["heun"], strict=True):
             assert heun["relative_error"] < euler["relative_error"] / 10

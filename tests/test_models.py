@@ -21,7 +21,7 @@ pytestmark = pytest.mark.usefixtures("float64_by_default")
 
 def config(scheme="leapfrog", **fields) -> ModelConfig:
     layout = fields.pop("layout", "mlp")
-    shape = (1, 8, 8) if layout == "conv" else (12,)
+    shape = {"conv": (1, 8, 8), "conv1d": (1, 12), "mlp": (12,)}[layout]
     base = dict(outputs=3, layout=layout, family="mlp", width=4, depth=3)
     base.update(fields)
     return ModelConfig(odenet.format_scheme(odenet.load(scheme)), shape, **base)
@@ -39,23 +39,29 @@ def test_chang_family_is_k_transpose_s_k_with_a_symmetric_semidefinite_jacobian(
     assert np.linalg.eigvalsh(jac.numpy()).min() > -1e-12
 
 
-def test_conv_kernel_transpose_uses_the_adjoint_convolution():
+@pytest.mark.parametrize(
+    ("layout", "space", "conv", "transpose"),
+    [("conv", (6, 6), F.conv2d, F.conv_transpose2d), ("conv1d", (9,), F.conv1d, F.conv_transpose1d)],
+)
+def test_conv_kernel_transpose_uses_the_adjoint_convolution(layout, space, conv, transpose):
     torch.manual_seed(1)
-    f = KernelTranspose(3, 4, "conv", "relu")
-    y, z = torch.randn(2, 3, 6, 6), torch.randn(2, 4, 6, 6)
-    # <K y, z> = <y, K^T z>: conv_transpose2d with the same kernel is the adjoint of conv2d
-    lhs = (F.conv2d(y, f.kernel, padding=1) * z).sum()
-    rhs = (y * F.conv_transpose2d(z, f.kernel, padding=1)).sum()
+    f = KernelTranspose(3, 4, layout, "relu")
+    y, z = torch.randn(2, 3, *space), torch.randn(2, 4, *space)
+    # <K y, z> = <y, K^T z>: the transposed convolution with the same kernel is the adjoint of K
+    lhs = (conv(y, f.kernel, padding=1) * z).sum()
+    rhs = (y * transpose(z, f.kernel, padding=1)).sum()
     assert torch.allclose(lhs, rhs, atol=1e-12)
-    jac = torch.autograd.functional.jacobian(lambda v: f(v[None])[0], y[0]).reshape(108, 108)
+    dim = y[0].numel()
+    jac = torch.autograd.functional.jacobian(lambda v: f(v[None])[0], y[0]).reshape(dim, dim)
     assert torch.allclose(jac, jac.T, atol=1e-12)  # K^T diag(s') K is symmetric
+    assert np.linalg.eigvalsh(jac.numpy()).min() > -1e-12  # and positive semidefinite
 
 
-@pytest.mark.parametrize("layout", ["mlp", "conv"])
+@pytest.mark.parametrize("layout", ["mlp", "conv", "conv1d"])
 def test_antisymmetric_linear_part_has_eigenvalues_on_minus_eps(layout):
     torch.manual_seed(2)
     f = Antisymmetric(3, layout, "tanh", eps=0.05)
-    shape = (3, 4, 4) if layout == "conv" else (3,)
+    shape = {"conv": (3, 4, 4), "conv1d": (3, 7), "mlp": (3,)}[layout]
     y = torch.randn(*shape)
     dim = y.numel()
     matrix = torch.autograd.functional.jacobian(lambda v: f.linear(v[None])[0], y).reshape(dim, dim)
@@ -92,6 +98,8 @@ def test_bn_family_is_conv_bn_relu_conv():
         ("momentum", "conv", 2, "bn"),
         ("hamiltonian", "conv", 2, "chang"),
         ("rk4", "mlp", 1, "mlp"),
+        ("leapfrog", "conv1d", 2, "chang"),
+        ("momentum", "conv1d", 2, "bn"),
     ],
 )
 def test_classifier_shapes(scheme, layout, stages, family):
@@ -100,27 +108,28 @@ def test_classifier_shapes(scheme, layout, stages, family):
     assert model(x).shape == (5, 3)
     assert len(model.stages) == stages
     assert all(block.depth == 3 for block in model.stages)
-    if layout == "conv" and stages == 2:  # downsampling and channel growth between the stages
+    if layout != "mlp" and stages == 2:  # downsampling and channel growth between the stages
         width = model.config.width * len(model.scheme.inputs)
+        space = (4, 4) if layout == "conv" else (6,)
         assert model.features(x).shape[1:] == (
             2 * width // len(model.scheme.inputs) * len(model.scheme.outputs),
-            4,
-            4,
+            *space,
         )
 
 
+@pytest.mark.parametrize("layout", ["conv", "conv1d"])
 @pytest.mark.parametrize("memory", ["checkpoint", "reversible"])
 @pytest.mark.parametrize(
     ("scheme", "family"), [("leapfrog", "bn"), ("hamiltonian", "chang"), ("momentum", "bn")]
 )
-def test_memory_modes_match_autograd_with_batchnorm(memory, scheme, family):
+def test_memory_modes_match_autograd_with_batchnorm(memory, scheme, family, layout):
     """Gradients in training mode (BatchNorm with batch statistics) and the running statistics after
     one step equal plain autograd's: the re-run must not update them a second time."""
     torch.manual_seed(4)
-    reference = build_model(config(scheme, layout="conv", stages=2, family=family, depth=4))
-    model = build_model(config(scheme, layout="conv", stages=2, family=family, depth=4, memory=memory))
+    reference = build_model(config(scheme, layout=layout, stages=2, family=family, depth=4))
+    model = build_model(config(scheme, layout=layout, stages=2, family=family, depth=4, memory=memory))
     model.load_state_dict(reference.state_dict())
-    x, y = torch.randn(6, 1, 8, 8), torch.randint(0, 3, (6,))
+    x, y = torch.randn(6, *model.config.input_shape), torch.randint(0, 3, (6,))
     grads = []
     for m in (reference, model):
         m.train()

@@ -47,7 +47,9 @@ def test_rings_and_cross1d():
     assert float(radius[rings.y_train == 1].min()) >= 1.0 - 1e-6
     cross = load_data("cross1d")
     assert torch.allclose(cross.y_test, -(cross.x_test**3))
-    with pytest.raises(ConfigError, match="unknown data set 'mnist'; expected one of digits, rings, cross1d"):
+    with pytest.raises(
+        ConfigError, match="unknown data set 'mnist'; expected one of digits, mnist1d, rings, cross1d"
+    ):
         load_data("mnist")
 
 
@@ -166,7 +168,7 @@ def test_cli_train_evaluate_and_bad_input(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "leapfrog", "--data", "mnist"])
     assert exit_info.value.code == 2
-    expected = "expected one of digits, rings, cross1d, or a file PATH.npz or PATH.pt, not 'mnist'"
+    expected = "expected one of digits, mnist1d, rings, cross1d, or a file PATH.npz or PATH.pt, not 'mnist'"
     assert expected in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["train", "leapfrog", "--depth", "0"])
@@ -358,3 +360,45 @@ def test_ctrl_c_stops_after_the_batch_in_progress(tmp_path, monkeypatch):
         train(tiny_config(), data, TrainSettings(epochs=2, batch_size=32), out=tmp_path, stream=None)
     assert steps == {"n": 2, "forward": 2}  # batch 2 finished its step, batch 3 never began
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_mnist1d_is_the_packages_data_set_and_leaves_the_global_generators_alone():
+    import random
+
+    import numpy as np
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    np.random.seed(123)
+    random.seed(123)
+    before = (np.random.random(), random.random())
+    np.random.seed(123)
+    random.seed(123)
+    data = load_data("mnist1d")
+    assert (np.random.random(), random.random()) == before  # the package reseeds both; restored
+    assert data.x_train.shape == (4000, 40) and data.x_test.shape == (1000, 40)
+    everything = torch.cat([data.x_train, data.x_test]).double()
+    assert abs(float(everything.mean())) < 1e-6 and abs(float(everything.std()) - 1) < 1e-3  # standardized
+    assert torch.bincount(torch.cat([data.y_train, data.y_test])).tolist() == [500] * 10
+    reference = make_dataset(get_dataset_args())  # the package's own call, here in float64
+    assert np.allclose(data.x_test.numpy(), reference["x_test"], atol=1e-6)
+    assert np.array_equal(data.y_train.numpy(), reference["y"])
+    assert np.array_equal(data.y_test.numpy(), reference["y_test"])
+    signals = load_data("mnist1d", "conv1d")
+    assert signals.x_train.shape == (4000, 1, 40) and torch.equal(signals.x_train[:, 0], data.x_train)
+    with pytest.raises(ConfigError, match="the conv layout needs images; 'mnist1d' is not an image"):
+        load_data("mnist1d", "conv")
+    with pytest.raises(ConfigError, match="the conv1d layout needs signals; 'digits' is not a signal"):
+        load_data("digits", "conv1d")
+
+
+def test_cli_trains_a_conv1d_network_on_mnist1d(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "euler", "--data", "mnist1d", "--depth", "2", "--epochs", "1"]
+    assert main([*args, "--train-fraction", "0.1", "--out", str(out), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    model, _ = load_checkpoint(out / "checkpoint.pt")
+    assert model.config.layout == "conv1d" and model.config.input_shape == (1, 40)
+    assert model.config.width == 32 and len(model.stages) == 2
+    assert metrics["train_examples"] == 399 and metrics["test_examples"] == 1000  # 10% of each class
+    assert main(["evaluate", str(out / "checkpoint.pt"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["test_accuracy"] == metrics["test_accuracy"]

@@ -52,6 +52,21 @@ def test_given_test_set_images_and_pt(tmp_path):
         load_data(str(path), "mlp")
 
 
+def test_signals_are_the_conv1d_layout(tmp_path):
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(30, 2, 11)).astype(np.float32), np.arange(30) % 3
+    path = tmp_path / "signals.npz"
+    np.savez(path, x=x, y=y)
+    data = load_data(str(path), None)
+    assert data.input_shape == (2, 11) and data.outputs == 3
+    with pytest.raises(ConfigError, match=r"--layout conv: the arrays of .* are conv1d data"):
+        load_data(str(path), "conv")
+    result = cli("train", "euler", "--data", str(path), "--epochs", "1", "--depth", "1", "--json",
+                 "--out", str(tmp_path / "run"))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["test_examples"] == 6  # 20% held out, stratified
+
+
 def test_float_targets_are_regression(tmp_path):
     x = np.linspace(-1, 1, 50, dtype=np.float64)[:, None]
     path = tmp_path / "cube.npz"
@@ -66,7 +81,8 @@ BAD = [
     ("lengths", {"x": np.zeros((4, 2)), "y": np.zeros(3, dtype=int)}, "y has 3 entries and x has 4 samples"),
     ("dtype", {"x": np.array([["a", "b"]] * 4), "y": np.zeros(4, dtype=int)}, "x has dtype <U1"),
     ("nan", {"x": np.array([[0.0, np.nan]] * 4), "y": np.zeros(4, dtype=int)}, "x holds 4 NaN or infinite"),
-    ("shape", {"x": np.zeros((4, 2, 3)), "y": np.zeros(4, dtype=int)}, "x has shape (4, 2, 3); expected"),
+    ("shape", {"x": np.zeros((4, 1, 2, 3, 3)), "y": np.zeros(4, dtype=int)},
+     "x has shape (4, 1, 2, 3, 3); expected"),
     ("negative", {"x": np.zeros((4, 2)), "y": np.array([0, 1, -1, 0])}, "y has negative labels"),
     ("one class", {"x": np.zeros((4, 2)), "y": np.zeros(4, dtype=int)}, "every label is 0"),
     ("half test", {"x": np.zeros((4, 2)), "y": np.array([0, 1, 0, 1]), "x_test": np.zeros((2, 2))},

@@ -4,15 +4,16 @@
 
     input --stem--> state --[stage 1: depth layers of the scheme]--> transition --[stage 2]--> ... --head-->
 
-* stem: ``Linear(in, k*width)`` (``mlp`` layout) or ``conv3x3 -> BN -> ReLU`` (``conv`` layout), where
+* stem: ``Linear(in, k*width)`` (``mlp`` layout) or ``conv -> BN -> ReLU`` (``conv`` layout: 3x3
+  convolutions on images; ``conv1d``: length-3 convolutions on signals), where
   ``k`` is the number of input states of the scheme (2 for ``hamiltonian``'s ``y, z``: the stem's
   output is split in two halves). ``stem=False`` feeds the input itself (its size must be ``k*width``).
 * stage ``i``: one :class:`~odenet.nn.SchemeBlock` of ``depth`` layers on states of ``width * 2**i``
   features or channels, each layer with its own residual functions (or one shared set,
   ``shared=True``), all in the chosen memory mode.
-* transition between stages: ``Linear(k*w, 2*k*w)`` (``mlp``) or ``AvgPool2d(2)`` and a 1x1
-  convolution doubling the channels (``conv``): downsampling and channel growth.
-* head: ``Linear`` to the classes (after global average pooling in the ``conv`` layout);
+* transition between stages: ``Linear(k*w, 2*k*w)`` (``mlp``) or average pooling by 2 and a 1x1
+  convolution doubling the channels (``conv``, ``conv1d``): downsampling and channel growth.
+* head: ``Linear`` to the classes (after global average pooling in the convolutional layouts);
   ``head=False`` returns the last state itself (a regression on the state, as in ``cross1d``).
 
 Everything needed to rebuild the model is in :class:`ModelConfig`, which holds the scheme's text:
@@ -33,11 +34,19 @@ from odenet.ir import Scheme
 from odenet.models.config import ModelConfig
 from odenet.models.families import make_function
 from odenet.nn.block import SchemeBlock
+from odenet.options import spatial_dims
 
 __all__ = ["Classifier", "Observer", "build_model"]
 
 # observe(stage, layer, function name, arguments): see Classifier.features
 Observer = Callable[[int, int, str, tuple], None]
+
+
+# per number of spatial dimensions: convolution, batch norm, pooling by 2, global pooling
+_SPATIAL = {
+    1: (nn.Conv1d, nn.BatchNorm1d, nn.AvgPool1d, nn.AdaptiveAvgPool1d),
+    2: (nn.Conv2d, nn.BatchNorm2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d),
+}
 
 
 class Classifier(nn.Module):
@@ -48,13 +57,16 @@ class Classifier(nn.Module):
         self.config = config
         self.scheme = scheme
         parts, outs = len(scheme.inputs), len(scheme.outputs)
-        conv = config.layout == "conv"
+        dims = spatial_dims(config.layout)
+        conv = dims > 0
+        # the layout's modules (classes; unused by the mlp layout)
+        Conv, Norm, Pool, GlobalPool = _SPATIAL[dims or 2]  # noqa: N806
         width = config.width
         if config.stem:
             if conv:
                 self.stem = nn.Sequential(
-                    nn.Conv2d(config.input_shape[0], parts * width, 3, padding=1, bias=False),
-                    nn.BatchNorm2d(parts * width),
+                    Conv(config.input_shape[0], parts * width, 3, padding=1, bias=False),
+                    Norm(parts * width),
                     nn.ReLU(),
                 )
             else:
@@ -74,7 +86,7 @@ class Classifier(nn.Module):
             if i:
                 if conv:
                     self.transitions.append(
-                        nn.Sequential(nn.AvgPool2d(2), nn.Conv2d(outs * w // 2, parts * w, 1, bias=False))
+                        nn.Sequential(Pool(2), Conv(outs * w // 2, parts * w, 1, bias=False))
                     )
                 else:
                     self.transitions.append(nn.Linear(outs * w // 2, parts * w))
@@ -93,7 +105,7 @@ class Classifier(nn.Module):
             )
         out_width = outs * width * 2 ** (config.stages - 1)  # the output states, concatenated
         if config.head:
-            pool = [nn.AdaptiveAvgPool2d(1), nn.Flatten()] if conv else []
+            pool = [GlobalPool(1), nn.Flatten()] if conv else []
             self.head = nn.Sequential(*pool, nn.Linear(out_width, config.outputs))
         else:
             if out_width != config.outputs:

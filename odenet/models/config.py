@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from odenet.errors import ConfigError
-from odenet.options import Activation, Family, Layout, Memory, SolverMethod, choices
+from odenet.options import Activation, Family, Layout, Memory, SolverMethod, choices, spatial_dims
 
 __all__ = ["ModelConfig"]
 
@@ -18,7 +18,8 @@ class ModelConfig:
     """What a model is made of. Plain values only (it goes into checkpoints and JSON)."""
 
     scheme: str  # the scheme's text in the scheme language
-    input_shape: tuple[int, ...]  # one example: (features,) for mlp, (channels, H, W) for conv
+    # one example: (features,) for mlp, (channels, H, W) for conv, (channels, length) for conv1d
+    input_shape: tuple[int, ...]
     outputs: int  # classes (or the regression's output size)
     layout: Layout = "mlp"
     family: Family = "chang"
@@ -67,8 +68,8 @@ class ModelConfig:
             problems.append(f"contraction must be a number in (0, 1) or None, not {self.contraction!r}")
         if self.hidden is not None and (not isinstance(self.hidden, int) or self.hidden < 1):
             problems.append(f"hidden must be a whole number >= 1 or None, not {self.hidden!r}")
-        expected_dims = 3 if self.layout == "conv" else 1
-        if len(self.input_shape) != expected_dims:
+        expected_dims = 1 + spatial_dims(self.layout) if self.layout in choices(Layout) else None
+        if expected_dims is not None and len(self.input_shape) != expected_dims:
             problems.append(
                 f"the {self.layout} layout takes inputs of {expected_dims} dimension(s) per example, "
                 f"got input_shape {self.input_shape}"

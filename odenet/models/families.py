@@ -1,17 +1,18 @@
 """Residual-function families: the sub-networks that play ``f``, ``g``, ... in a compiled scheme.
 
 Each family maps a state of ``width`` features (``mlp`` layout: ``[batch, width]``) or channels
-(``conv`` layout: ``[batch, width, H, W]``) to a tensor of the same shape:
+(``conv`` layout: ``[batch, width, H, W]``; ``conv1d``: ``[batch, width, L]``) to a tensor of the
+same shape; the convolutions are 3x3 (``conv``) or of length 3 (``conv1d``), padded to keep the size:
 
 ================  ======================================================================================
-``mlp``           ``W2 s(W1 y + b1) + b2`` (two linear maps or 3x3 convolutions)
+``mlp``           ``W2 s(W1 y + b1) + b2`` (two linear maps or convolutions)
 ``bn``            ``W2 relu(BN(W1 y))``: the conv-BN-ReLU-conv residual branch of a ResNet (BatchNorm1d
                   with linear maps in the ``mlp`` layout)
 ``chang``         ``K^T s(K y + b)``: one kernel and its transpose (Chang et al. 2018). With a
                   monotone ``s`` the Jacobian ``K^T diag(s') K`` is symmetric positive semidefinite
 ``antisymmetric`` ``s((W - W^T - eps I) y + b)``: a skew-symmetric map shifted by ``-eps I``, whose
                   eigenvalues lie on ``Re = -eps`` (Haber & Ruthotto 2017; Chang et al. 2019). In the
-                  ``conv`` layout ``W^T`` is the transposed convolution, the adjoint of ``W``
+                  convolutional layouts ``W^T`` is the transposed convolution, the adjoint of ``W``
 ================  ======================================================================================
 
 ``contraction=c`` (``mlp`` and ``chang``) makes a function contractive, as invertible residual
@@ -33,7 +34,7 @@ from torch import nn
 from torch.nn import functional as F  # noqa: N812 - the usual spelling
 
 from odenet.errors import ConfigError
-from odenet.options import Activation, Family, Layout, choices
+from odenet.options import Activation, Family, Layout, choices, spatial_dims
 
 __all__ = ["ACTIVATIONS", "make_function"]
 
@@ -62,7 +63,7 @@ class BNBranch(nn.Module):
     def __init__(self, width: int, hidden: int, layout: str):
         super().__init__()
         self.first = _linear(width, hidden, layout, bias=False)
-        self.norm = nn.BatchNorm2d(hidden) if layout == "conv" else nn.BatchNorm1d(hidden)
+        self.norm = nn.BatchNorm2d(hidden) if spatial_dims(layout) == 2 else nn.BatchNorm1d(hidden)
         self.second = _linear(hidden, width, layout)
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
@@ -76,16 +77,16 @@ class KernelTranspose(nn.Module):
         super().__init__()
         self.layout = layout
         self.activation = activation
-        shape = (hidden, width, 3, 3) if layout == "conv" else (hidden, width)
-        self.kernel = nn.Parameter(torch.empty(shape))
+        self.kernel = nn.Parameter(torch.empty((hidden, width) + (3,) * spatial_dims(layout)))
         self.bias = nn.Parameter(torch.zeros(hidden))
         nn.init.kaiming_uniform_(self.kernel, a=5**0.5)  # nn.Linear's and nn.Conv2d's default
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         s = ACTIVATIONS[self.activation]
-        if self.layout == "conv":
-            inner = s(F.conv2d(y, self.kernel, self.bias, padding=1))
-            return F.conv_transpose2d(inner, self.kernel, padding=1)
+        dims = spatial_dims(self.layout)
+        if dims:
+            inner = s(_CONV[dims](y, self.kernel, self.bias, padding=1))
+            return _CONV_TRANSPOSE[dims](inner, self.kernel, padding=1)
         return F.linear(s(F.linear(y, self.kernel, self.bias)), self.kernel.t())
 
 
@@ -97,22 +98,22 @@ class Antisymmetric(nn.Module):
         self.layout = layout
         self.activation = activation
         self.eps = eps
-        shape = (width, width, 3, 3) if layout == "conv" else (width, width)
-        self.weight = nn.Parameter(torch.empty(shape))
+        self.weight = nn.Parameter(torch.empty((width, width) + (3,) * spatial_dims(layout)))
         self.bias = nn.Parameter(torch.zeros(width))
         nn.init.kaiming_uniform_(self.weight, a=5**0.5)
 
     def linear(self, y: torch.Tensor) -> torch.Tensor:
         """``(W - W^T - eps I) y`` (no bias): a linear map with eigenvalues on ``Re = -eps``."""
         w = self.weight
-        if self.layout == "conv":
-            skew = F.conv2d(y, w, padding=1) - F.conv_transpose2d(y, w, padding=1)
+        dims = spatial_dims(self.layout)
+        if dims:
+            skew = _CONV[dims](y, w, padding=1) - _CONV_TRANSPOSE[dims](y, w, padding=1)
         else:
             skew = F.linear(y, w - w.t())
         return skew - self.eps * y
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
-        bias = self.bias[:, None, None] if self.layout == "conv" else self.bias
+        bias = self.bias.reshape((-1,) + (1,) * spatial_dims(self.layout))
         return ACTIVATIONS[self.activation](self.linear(y) + bias)
 
 
@@ -149,9 +150,16 @@ def _contractive(function: nn.Module, family: str, contraction: float) -> nn.Mod
     return Contractive(function, float(contraction))
 
 
+_CONV = {1: F.conv1d, 2: F.conv2d}
+_CONV_TRANSPOSE = {1: F.conv_transpose1d, 2: F.conv_transpose2d}
+
+
 def _linear(n_in: int, n_out: int, layout: str, bias: bool = True) -> nn.Module:
-    if layout == "conv":
+    dims = spatial_dims(layout)
+    if dims == 2:
         return nn.Conv2d(n_in, n_out, 3, padding=1, bias=bias)
+    if dims == 1:
+        return nn.Conv1d(n_in, n_out, 3, padding=1, bias=bias)
     return nn.Linear(n_in, n_out, bias=bias)
 
 

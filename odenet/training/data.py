@@ -7,6 +7,11 @@ the others are generated from a fixed seed.
             ``train_test_split(test_size=360, stratify=labels, random_state=0)``, 1437 train / 360 test.
 ``rings``   2-D nested rings (Dupont et al. 2019): class 0 has radius in [0, 0.5], class 1 in [1, 1.5];
             1000 train / 1000 test points, uniform in angle and radius, generator seed 0 and 1.
+``mnist1d`` MNIST-1D (Greydanus & Kobak 2024): 10 classes of 1-D signals of length 40, each a digit's
+            template translated, scaled, sheared and noised; generated locally by the ``mnist1d``
+            package (``make_dataset(get_dataset_args())``, its seed 42, about 4 s; nothing is
+            downloaded), 4000 train / 1000 test, standardized by the package. Shaped 1 x 40
+            (``conv1d`` layout) or 40 features (``mlp``).
 ``cross1d`` the 1-D regression ``x -> -x**3`` on [-1, 1] (a map that reverses the order of points, so
             a first-order flow cannot represent it: its trajectories would cross); 200 evenly spaced
             train points, 200 uniform test points (generator seed 1).
@@ -17,7 +22,8 @@ A user's own data: ``--data PATH.npz`` (numpy) or ``--data PATH.pt`` (a dict of 
 (integer labels: classification, as many classes as the largest label + 1; floats: regression, one
 output per column), optionally ``x_test`` and ``y_test``; without them 20% of the samples are held
 out, stratified by class for classification, with the training seed. The layout (``mlp`` for
-vectors, ``conv`` for images), the input shape and the outputs are read from the arrays. Every
+vectors, ``conv1d`` for signals, samples x C x L, ``conv`` for images), the input shape and the
+outputs are read from the arrays. Every
 problem (a missing key, lengths that differ, an unsupported dtype, NaN or infinity, a negative
 label) is a :class:`~odenet.errors.ConfigError` naming the file, the key and what was expected.
 
@@ -27,6 +33,7 @@ class), chosen with the training seed; the test set is always whole.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -62,7 +69,8 @@ def load_data(
     name: DataName | str, layout: Layout | None = "mlp", train_fraction: float = 1.0, seed: int = 0
 ) -> Dataset:
     """The data set ``name`` (a bundled one, shaped for ``layout``: ``conv`` gives digits as 1x8x8
-    images), or the user's file ``name`` (``.npz``/``.pt``; its layout is its own)."""
+    images, ``conv1d`` MNIST-1D as 1x40 signals), or the user's file ``name`` (``.npz``/``.pt``; its
+    layout is its own)."""
     if not (0 < train_fraction <= 1):
         raise ConfigError(f"train_fraction must be in (0, 1], not {train_fraction!r}")
     if is_data_file(name):
@@ -81,8 +89,12 @@ def load_data(
     layout = layout or "mlp"
     if layout == "conv" and name != "digits":
         raise ConfigError(f"the conv layout needs images; {name!r} is not an image data set")
+    if layout == "conv1d" and name != "mnist1d":
+        raise ConfigError(f"the conv1d layout needs signals; {name!r} is not a signal data set")
     if name == "digits":
         data = _digits(layout)
+    elif name == "mnist1d":
+        data = _mnist1d(layout)
     elif name == "rings":
         data = _rings()
     else:
@@ -104,6 +116,38 @@ def _digits(layout: str) -> Dataset:
     if layout == "conv":
         x_train, x_test = x_train.reshape(-1, 1, 8, 8), x_test.reshape(-1, 1, 8, 8)
     return Dataset("digits", "classification", *_tensors(x_train, y_train, x_test, y_test), outputs=10)
+
+
+@functools.cache
+def _mnist1d_arrays() -> tuple[np.ndarray, ...]:
+    """MNIST-1D as the ``mnist1d`` package generates it with its default arguments (train x, y, test
+    x, y; read-only). The package seeds Python's and numpy's global generators: their states are
+    restored afterwards, so loading the data changes no other random stream."""
+    import random
+
+    package = require("mnist1d.data", "the mnist1d data set")
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    try:
+        made = package.make_dataset(package.get_dataset_args())
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+    arrays = (
+        made["x"].astype(np.float32),
+        made["y"].astype(np.int64),
+        made["x_test"].astype(np.float32),
+        made["y_test"].astype(np.int64),
+    )
+    for a in arrays:
+        a.setflags(write=False)
+    return arrays
+
+
+def _mnist1d(layout: str) -> Dataset:
+    x_train, y_train, x_test, y_test = (a.copy() for a in _mnist1d_arrays())
+    if layout == "conv1d":
+        x_train, x_test = x_train[:, None, :], x_test[:, None, :]
+    return Dataset("mnist1d", "classification", *_tensors(x_train, y_train, x_test, y_test), outputs=10)
 
 
 def _ring_points(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -152,8 +196,9 @@ def _subset(data: Dataset, fraction: float, seed: int) -> Dataset:
 
 
 def file_layout(data: Dataset) -> Layout:
-    """``conv`` for images (samples x C x H x W), ``mlp`` for vectors."""
-    return "conv" if len(data.input_shape) == 3 else "mlp"
+    """``conv`` for images (samples x C x H x W), ``conv1d`` for signals (samples x C x L), ``mlp``
+    for vectors."""
+    return {1: "mlp", 2: "conv1d", 3: "conv"}[len(data.input_shape)]
 
 
 def _read(path: str) -> dict[str, np.ndarray]:
@@ -177,10 +222,10 @@ def _read(path: str) -> dict[str, np.ndarray]:
 
 
 def _check_x(path: str, key: str, x: np.ndarray) -> np.ndarray:
-    if x.ndim not in (2, 4):
+    if x.ndim not in (2, 3, 4):
         raise ConfigError(
-            f"--data {path}: {key} has shape {x.shape}; expected samples x features (2 dimensions) "
-            "or samples x channels x height x width (4)"
+            f"--data {path}: {key} has shape {x.shape}; expected samples x features (2 dimensions), "
+            "samples x channels x length (3) or samples x channels x height x width (4)"
         )
     if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
         raise ConfigError(

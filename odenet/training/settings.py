@@ -68,6 +68,7 @@ class DataDefaults:
 DATA_DEFAULTS: Mapping[DataName, DataDefaults] = MappingProxyType(
     {
         "digits": DataDefaults("conv", 16),
+        "mnist1d": DataDefaults("conv1d", 32),
         "rings": DataDefaults("mlp", 16),
         # the state is the point itself: a flow of x -> -x**3 on the line, no stem or head
         "cross1d": DataDefaults("mlp", 1, stem=False, head=False),
@@ -77,7 +78,7 @@ DATA_DEFAULTS: Mapping[DataName, DataDefaults] = MappingProxyType(
 
 # A user's own data (--data FILE.npz): the layout is read from the arrays.
 FILE_DEFAULTS: Mapping[Layout, DataDefaults] = MappingProxyType(
-    {"mlp": DataDefaults("mlp", 32), "conv": DataDefaults("conv", 16)}
+    {"mlp": DataDefaults("mlp", 32), "conv1d": DataDefaults("conv1d", 32), "conv": DataDefaults("conv", 16)}
 )
 
 
@@ -90,5 +91,5 @@ def is_data_file(name: str) -> bool:
 
 
 def default_stages(layout: Layout) -> int:
-    """Stages when not told: two for images (with downsampling between), one for vectors."""
-    return 2 if layout == "conv" else 1
+    """Stages when not told: two for images and signals (with downsampling between), one for vectors."""
+    return 1 if layout == "mlp" else 2

@@ -1,0 +1,212 @@
+"""(h) The leaderboard: every library scheme, in plain autograd and in its memory-saving mode, on
+digits and MNIST-1D, with the defaults `odenet train` gives it, over three seeds.
+
+Each run is one `python -m odenet train SCHEME --data DATA --memory MODE --seed S --json` in its
+own process (so that its peak resident memory is its own), with OMP_NUM_THREADS=--threads (1 by
+default: the same compute for every row, and the other core free). Every flag not named is the
+command's default: the scheme's measured family, learning rate and step (`--explain-defaults`),
+the data set's layout and width (digits: conv, 16 channels; MNIST-1D: conv1d, 32 channels), two
+stages of 16 layers, 5 epochs of Adam with cosine decay, batch 64. An implicit scheme's
+memory-saving mode is autograd (each layer keeps one evaluation), so it has one row.
+
+The script is resumable: each finished run is a file in docs/experiments/h_leaderboard/, skipped
+when it exists, and the tables (docs/experiments/h_leaderboard.md, spliced into
+docs/experiments.md) are rebuilt from whatever files exist. A run that fails (diverges, a solve that
+does not converge) is recorded and reported as such: no scheme is left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from odenet.files import write_text
+from odenet.library import library_names, load
+from odenet.report.plotting import new_figure, save_figure
+from odenet.training.defaults import scheme_defaults
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+DATA = ("digits", "mnist1d")
+BEGIN, END = "<!-- leaderboard: begin (experiments/h_leaderboard.py) -->", "<!-- leaderboard: end -->"
+
+
+def arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="two schemes, one seed, tiny sizes")
+    parser.add_argument("--out", type=Path, default=DOCS / "experiments", help="where results go")
+    parser.add_argument("--data", nargs="+", choices=DATA, default=list(DATA))
+    parser.add_argument("--schemes", nargs="+", help="library schemes (default: every one)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of each run")
+    parser.add_argument("--tables-only", action="store_true", help="rebuild the tables from the files")
+    return parser.parse_args()
+
+
+def modes(scheme: str) -> list[str]:
+    saving = scheme_defaults(load(scheme)).memory_saving
+    return ["autograd"] if saving == "autograd" else ["autograd", saving]
+
+
+def command(scheme: str, data: str, mode: str, seed: int, quick: bool) -> list[str]:
+    words = ["odenet", "train", scheme, "--data", data, "--memory", mode, "--seed", str(seed)]
+    if quick:
+        words += ["--depth", "2", "--epochs", "1", "--train-fraction", "0.1"]
+    return words
+
+
+def run_one(words: list[str], threads: int) -> dict:
+    """One training run in its own process; its final metrics, or why it failed."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    with tempfile.TemporaryDirectory() as folder:
+        argv = [sys.executable, "-m", "odenet", *words[1:], "--out", folder, "--json"]
+        start = time.perf_counter()
+        done = subprocess.run(argv, capture_output=True, text=True, env=env)
+        wall = time.perf_counter() - start
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+        return {"failed": lines[-1] if lines else f"exit status {done.returncode}", "wall_seconds": wall}
+    metrics = json.loads(done.stdout)
+    metrics["wall_seconds"] = wall
+    return metrics
+
+
+def collect(folder: Path, schemes: list[str], data_sets: list[str], seeds: list[int]) -> dict:
+    """{data: {(scheme, mode): [run, ...]}} from the result files."""
+    table: dict = {data: {} for data in data_sets}
+    for data in data_sets:
+        for scheme in schemes:
+            for mode in modes(scheme):
+                runs = []
+                for seed in seeds:
+                    path = folder / f"{data}-{scheme}-{mode}-{seed}.json"
+                    if path.is_file():
+                        runs.append(json.loads(path.read_text()))
+                table[data][scheme, mode] = runs
+    return table
+
+
+def summary(runs: list[dict]) -> dict | None:
+    good = [r for r in runs if "failed" not in r]
+    if not good:
+        return None
+    accuracy = [100 * r["test_accuracy"] for r in good]
+    return {
+        "mean": statistics.fmean(accuracy),
+        "sd": statistics.stdev(accuracy) if len(accuracy) > 1 else 0.0,
+        "seeds": len(good),
+        "failed": len(runs) - len(good),
+        "parameters": good[0]["parameters"],
+        "seconds": statistics.fmean(r["seconds"] for r in good),
+        "memory": statistics.fmean(r["peak_memory_mb"] for r in good),
+    }
+
+
+def markdown(table: dict, seeds: list[int]) -> str:
+    parts = []
+    for data, rows in table.items():
+        ranked = sorted(rows.items(), key=lambda kv: -(summary(kv[1]) or {"mean": -1})["mean"])
+        lines = [
+            f"**{data}** (test accuracy over seeds {', '.join(map(str, seeds))}; time and peak "
+            "resident memory of the training process, mean over seeds)",
+            "",
+            "| rank | scheme | memory | test accuracy % (mean ± sd) | seeds | parameters | train time s | "
+            "peak RSS MiB |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for rank, ((scheme, mode), runs) in enumerate(ranked, 1):
+            s = summary(runs)
+            if not runs:
+                lines.append(f"| | {scheme} | {mode} | not run yet | 0 | | | |")
+            elif s is None:
+                why = runs[0]["failed"].replace("|", "/")[:160]
+                lines.append(f"| | {scheme} | {mode} | failed on every seed: {why} | 0 | | | |")
+            else:
+                failed = f" ({s['failed']} failed)" if s["failed"] else ""
+                lines.append(
+                    f"| {rank} | {scheme} | {mode} | {s['mean']:.1f} ± {s['sd']:.1f} | "
+                    f"{s['seeds']}{failed} | {s['parameters']:,} | {s['seconds']:.0f} | {s['memory']:.0f} |"
+                )
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
+def plot(table: dict, path: Path) -> None:
+    fig, axes = new_figure(ncols=len(table), figsize=(5.5 * len(table), 4.5), dpi=100)
+    axes = axes if len(table) > 1 else [axes]
+    for ax, (data, rows) in zip(axes, table.items(), strict=True):
+        for (scheme, mode), runs in rows.items():
+            s = summary(runs)
+            if s is None:
+                continue
+            marker = "o" if mode == "autograd" else "s"
+            ax.errorbar(s["parameters"], s["mean"], yerr=s["sd"], marker=marker, capsize=3, ls="none")
+            ax.annotate(f"{scheme} ({mode[:4]})", (s["parameters"], s["mean"]), fontsize=6, alpha=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel("parameters")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"{data} (circles: autograd; squares: memory-saving mode)", fontsize=9)
+        ax.grid(True, alpha=0.3)
+    save_figure(fig, path)
+
+
+def splice(document: Path, text: str) -> None:
+    """Put ``text`` between the leaderboard markers of ``document`` (which must hold them)."""
+    content = document.read_text(encoding="utf-8")
+    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
+    if not pattern.search(content):
+        raise SystemExit(f"{document} has no leaderboard markers ({BEGIN} ... {END})")
+    write_text(document, pattern.sub(lambda _: f"{BEGIN}\n{text}{END}", content))
+
+
+def main() -> None:
+    args = arguments()
+    schemes = args.schemes or (["euler", "leapfrog"] if args.quick else library_names())
+    seeds = [0] if args.quick else args.seeds
+    folder = args.out / "h_leaderboard"
+    folder.mkdir(parents=True, exist_ok=True)
+    # the explicit schemes first (minutes each), the implicit ones (a solve per layer) last
+    order = sorted(schemes, key=lambda name: (not load(name).is_explicit, name))
+    if not args.tables_only:
+        for scheme in order:
+            for data in args.data:
+                for mode in modes(scheme):
+                    for seed in seeds:
+                        path = folder / f"{data}-{scheme}-{mode}-{seed}.json"
+                        if path.is_file():
+                            continue
+                        words = command(scheme, data, mode, seed, args.quick)
+                        result = {"command": " ".join(words), **run_one(words, args.threads)}
+                        result["threads"] = args.threads
+                        write_text(path, json.dumps(result, indent=2) + "\n")
+                        outcome = result.get("failed") or f"{100 * result['test_accuracy']:.1f}%"
+                        print(
+                            f"{data} {scheme} {mode} seed {seed}: {outcome} ({result['wall_seconds']:.0f} s)",
+                            flush=True,
+                        )
+    table = collect(folder, schemes, args.data, seeds)
+    text = markdown(table, seeds)
+    summaries = {
+        data: [
+            {"scheme": scheme, "memory": mode, **(summary(runs) or {})}
+            for (scheme, mode), runs in rows.items()
+        ]
+        for data, rows in table.items()
+    }
+    write_text(args.out / "h_leaderboard.json", json.dumps(summaries, indent=2) + "\n")
+    write_text(args.out / "h_leaderboard.md", text)
+    plot(table, args.out / "h_leaderboard.png")
+    if args.out.resolve() == (DOCS / "experiments").resolve():
+        splice(DOCS / "experiments.md", text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
