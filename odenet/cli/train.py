@@ -91,6 +91,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         optimizer=args.optimizer,
         schedule=args.schedule,
         smoothness=args.smoothness,
+        stability_penalty=args.stability_penalty,
         seed=args.seed,
         device=args.device,
     )
@@ -275,6 +276,14 @@ def add_commands(commands) -> None:
     add_choice(p, "--schedule", Schedule, "learning-rate schedule", training("schedule"))
     add_field(
         p, "--smoothness", TrainSettings, "smoothness", "weight of the time-smoothness regularizer", float
+    )
+    p.add_argument(
+        "--stability-penalty",
+        type=finite,
+        default=default_of(TrainSettings, "stability_penalty"),
+        metavar="WEIGHT",
+        help="weight of a regularizer keeping each layer's h*lambda (power-iteration estimate of its "
+        "Jacobian's dominant eigenvalue) inside the scheme's stability interval (default 0: off)",
     )
     add_field(p, "--device", TrainSettings, "device", "torch device")
     p.add_argument("--json", action="store_true", help="print the final metrics as JSON")

@@ -166,7 +166,8 @@ def _resume_state(out_dir: Path, config: ModelConfig, settings: TrainSettings) -
         )
     if content.get("config") != config.to_json():
         raise ConfigError(f"--resume: the checkpoint in {out_dir} is of another model; give the same options")
-    if content.get("training") != asdict(settings):
+    # a field added since the checkpoint was written had its default then
+    if {**asdict(TrainSettings()), **content.get("training", {})} != asdict(settings):
         raise ConfigError(
             f"--resume: the checkpoint in {out_dir} was trained with other settings; give the same options"
         )
@@ -210,6 +211,11 @@ def _train(config, data, settings, out_dir, stream, data_info, resume=False, wri
         f"{config.stages} stage(s) x {config.depth} layers, memory={config.memory}, {n_params} parameters, "
         f"{len(data.x_train)} train / {len(data.x_test)} test examples of {data.name}"
     )
+    penalty = None
+    if settings.stability_penalty:
+        from odenet.models.penalty import StabilityPenalty
+
+        penalty = StabilityPenalty(model)
     history = []
     start = time.perf_counter()
     metrics: dict = {}
@@ -237,6 +243,8 @@ def _train(config, data, settings, out_dir, stream, data_info, resume=False, wri
             optimizer.zero_grad(set_to_none=True)
             loss = _loss(data.task, network(xb), yb)
             total = loss + settings.smoothness * model.smoothness().to(loss) if settings.smoothness else loss
+            if penalty is not None:
+                total = total + settings.stability_penalty * penalty(xb).to(loss)
             total.backward()
             optimizer.step()
             if stop is not None and stop["asked"]:

@@ -25,6 +25,7 @@ class TrainSettings:
     optimizer: Optimizer = "adam"  # "adam", or "sgd" with momentum 0.9
     schedule: Schedule = "cosine"  # "cosine" decay to 0 over the run, or "constant"
     smoothness: float = 0.0  # weight of Chang et al.'s time-smoothness regularizer
+    stability_penalty: float = 0.0  # weight of the stability regularizer (odenet.models.penalty)
     seed: int = 0
     device: str = "cpu"
 
@@ -36,8 +37,10 @@ class TrainSettings:
                 problems.append(f"{name} must be a whole number >= 1, not {value!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             problems.append(f"lr must be a positive number, not {self.lr!r}")
-        if not (self.weight_decay >= 0 and self.smoothness >= 0):
-            problems.append("weight_decay and smoothness must be >= 0")
+        for name in ("weight_decay", "smoothness", "stability_penalty"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and value >= 0 and math.isfinite(value)):
+                problems.append(f"{name} must be a finite number >= 0, not {value!r}")
         for name, allowed in (("optimizer", choices(Optimizer)), ("schedule", choices(Schedule))):
             if getattr(self, name) not in allowed:
                 problems.append(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")

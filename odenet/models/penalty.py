@@ -1,0 +1,151 @@
+"""Stability-aware training: a regularizer that keeps each layer's ``h*lambda`` inside the scheme's
+stability interval.
+
+The analysis gives the interval of the real axis where the test equation ``f(u) = lambda*u`` keeps a
+step power-bounded (``[-2, 0]`` in ``h*lambda`` for Euler, ``[-4, 0]`` in ``h**2*lambda`` for
+leapfrog; only ``{0}`` for the two-step midpoint rule, which is stable on an interval of the
+imaginary axis instead). In a trained network the role of ``lambda`` is played by the eigenvalues
+of each function's Jacobian at the points where the layer evaluates it (what ``odenet stability``
+measures exactly). The penalty estimates the dominant one cheaply, by ``steps`` power-iteration
+steps on ``J^T`` (vector-Jacobian products; ``J^T`` has ``J``'s eigenvalues) from a random start,
+at a few examples of the batch, and gives two numbers per example:
+
+* ``mu = <v, J v> / <v, v>`` at the last iterate ``v``: the dominant eigenvalue when it is real (the
+  Rayleigh quotient converges to it), the real part of a field-of-values point otherwise;
+* ``rho = |J^T v| / |v|``: an estimate of the spectral radius (of the largest singular value after
+  one step, approaching the largest eigenvalue modulus as the iteration goes on).
+
+The penalty is the mean over layers, functions and examples of
+``dist(scale*mu, real interval)**2 + max(0, scale*rho - reach)**2``, where ``scale`` is ``h``,
+``h**2`` or 1 at the layer's own parameter values (the region's variable over ``lambda``) and
+``reach`` is how far the stability region extends from 0 along the axes (the largest finite end of
+the real and imaginary intervals; no bound when an interval is unbounded). It is zero when the
+estimated eigenvalue sits inside the interval, and differentiable in the weights (the last product
+keeps its graph; the points themselves are detached, so earlier layers are not pushed through
+them). It is a proxy: the verdict of ``odenet stability`` (every eigenvalue, the exact region) is
+what says whether it worked.
+
+The functions are evaluated in eval mode (BatchNorm with its running statistics, no dropout), as
+``odenet stability`` linearizes them, so the penalty's forward pass moves no running statistic.
+The intervals are those of the analysis at the model's configured parameter values; learnable
+coefficients other than the step are not followed as they train.
+"""
+
+from __future__ import annotations
+
+import sympy
+import torch
+
+from odenet.errors import ConfigError
+from odenet.models.classifier import Classifier
+
+__all__ = ["StabilityPenalty"]
+
+
+class StabilityPenalty:
+    """``penalty(x)``: the regularizer above for ``model`` at the inputs ``x`` (the first ``samples``
+    of them). Build once per training run (it analyzes the scheme)."""
+
+    def __init__(self, model: Classifier, samples: int = 16, steps: int = 4):
+        from odenet.analysis import analyze
+
+        if samples < 1 or steps < 1:
+            raise ConfigError(
+                f"the stability penalty needs samples >= 1 and steps >= 1, not {samples}, {steps}"
+            )
+        self.model = model
+        self.samples = samples
+        self.steps = steps
+        block = model.stages[0]
+        params = {k: float(v.detach()) for k, v in block.layer_params(0).items()}
+        stability = analyze(model.scheme, params).stability
+        if stability.real_interval is None:
+            raise ConfigError(
+                f"--stability-penalty: scheme {model.scheme.name} is not stable even at lambda = 0 with "
+                f"its parameters {params}, so there is no stability interval to keep the layers inside"
+            )
+        # ends in the region's variable (scale * lambda): independent of h where h factors out
+        scale = float(stability.scale)
+        self.lower, self.upper = (None if e is None else float(e) * scale for e in stability.real_interval)
+        ends = [e for i in (stability.real_interval, stability.imag_interval) if i is not None for e in i]
+        unbounded = any(e is None for e in ends)
+        self.reach = None if unbounded else max(abs(float(e)) for e in ends) * scale
+        self.variable = stability.variable
+        self._scales: dict[tuple, float] = {}
+
+    def scale(self, params: dict[str, torch.Tensor]) -> float:
+        """The region's variable over ``lambda`` (``h``, ``h**2`` or 1) at one layer's parameters."""
+        values = {name: float(value.detach()) for name, value in params.items()}
+        key = tuple(sorted((k, float(f"{v:.7g}")) for k, v in values.items()))
+        if key not in self._scales:
+            from odenet.analysis.stability import LAMBDA
+
+            subs = {sympy.Symbol(k, real=True): v for k, v in key}
+            self._scales[key] = float(self.variable.subs(LAMBDA, 1).evalf(subs=subs))
+        return self._scales[key]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        model = self.model
+        points = _evaluation_points(model, x[: self.samples])
+        terms = []
+        was_training = model.training
+        model.eval()
+        try:
+            for (stage, n), calls in points.items():
+                block = model.stages[stage]
+                scale = self.scale(block.layer_params(n))
+                for name, point in calls.items():
+                    mu, rho = _dominant(block.function(name, n), point, self.steps)
+                    term = torch.zeros_like(mu)
+                    if self.lower is not None:
+                        term = term + torch.relu(self.lower - scale * mu).square()
+                    if self.upper is not None:
+                        term = term + torch.relu(scale * mu - self.upper).square()
+                    if self.reach is not None:
+                        term = term + torch.relu(scale * rho - self.reach).square()
+                    terms.append(term.mean())
+        finally:
+            model.train(was_training)
+        if not terms:
+            return x.new_zeros(())
+        return torch.stack(terms).mean()
+
+
+def _evaluation_points(model: Classifier, x: torch.Tensor) -> dict[tuple[int, int], dict[str, torch.Tensor]]:
+    """The argument of the first call of each single-argument function in every layer, detached,
+    from a forward pass in eval mode without a graph."""
+    seen: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
+
+    def observe(stage: int, layer: int, name: str, args: tuple) -> None:
+        if len(args) == 1:
+            seen.setdefault((stage, layer), {}).setdefault(name, args[0].detach())
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model.features(x, observe)
+    finally:
+        model.train(was_training)
+    return seen
+
+
+def _dominant(module: torch.nn.Module, point: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per example: the Rayleigh quotient ``mu`` and the growth ``rho`` of ``steps`` power-iteration
+    steps on the Jacobian of ``module`` at ``point`` (the last one differentiable in the weights)."""
+    leaf = point.detach().requires_grad_(True)
+    with torch.enable_grad():
+        out = module(leaf)
+        generator = torch.Generator(device=point.device).manual_seed(0)
+        v = torch.randn(point.shape, generator=generator, device=point.device, dtype=point.dtype)
+        dims = tuple(range(1, point.dim()))
+
+        def normalized(u: torch.Tensor) -> torch.Tensor:
+            return u / u.flatten(1).norm(dim=1).clamp_min(1e-30).reshape((-1,) + (1,) * (point.dim() - 1))
+
+        v = normalized(v)
+        for _ in range(steps - 1):
+            (u,) = torch.autograd.grad(out, leaf, v, retain_graph=True)
+            v = normalized(u.detach())
+        (u,) = torch.autograd.grad(out, leaf, v, create_graph=True)
+    return (u * v).sum(dim=dims), u.flatten(1).norm(dim=1)

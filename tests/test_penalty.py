@@ -1,0 +1,147 @@
+"""The stability penalty (odenet.models.penalty): its power-iteration estimates against numpy's
+eigenvalues, its value and gradient by hand on linear layers, what it leaves alone (running
+statistics, the global random stream), and --stability-penalty end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import odenet
+from odenet.cli import main
+from odenet.errors import ConfigError
+from odenet.models import ModelConfig, build_model
+from odenet.models.penalty import StabilityPenalty, _dominant
+from odenet.training import TrainSettings
+
+F64 = pytest.mark.usefixtures("float64_by_default")  # no float32 rounding in the comparisons
+
+
+class Scale(nn.Module):
+    """``f(y) = a*y``: every eigenvalue of the Jacobian is ``a``."""
+
+    def __init__(self, a: float):
+        super().__init__()
+        self.a = nn.Parameter(torch.tensor(float(a)))
+
+    def forward(self, y):
+        return self.a * y
+
+
+def linear_model(scheme: str, values: list[float], **fields) -> torch.nn.Module:
+    config = ModelConfig(
+        odenet.format_scheme(odenet.load(scheme)), (6,), 3, family="mlp", width=4, depth=len(values), **fields
+    )
+    model = build_model(config)
+    block = model.stages[0]
+    for name in block.functions:
+        for n, a in enumerate(values):
+            block.functions[name][n] = Scale(a)
+    return model
+
+
+@F64
+def test_power_iteration_finds_the_dominant_real_eigenvalue():
+    torch.manual_seed(0)
+    q, _ = torch.linalg.qr(torch.randn(5, 5))
+    matrix = q @ torch.diag(torch.tensor([-3.0, 1.0, 0.5, -0.2, 2.0])) @ q.T  # symmetric, dominant -3
+    layer = nn.Linear(5, 5, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(matrix)
+    mu, rho = _dominant(layer, torch.randn(2, 5), steps=60)
+    reference = np.linalg.eigvals(matrix.numpy())
+    dominant = reference[np.argmax(np.abs(reference))].real
+    assert torch.allclose(mu.detach(), torch.full((2,), dominant), atol=1e-8)
+    assert torch.allclose(rho.detach(), torch.full((2,), abs(dominant)), atol=1e-8)
+    # one step: rho is |J^T v| for a unit v, at most the largest singular value
+    _, rho_one = _dominant(layer, torch.randn(3, 5), steps=1)
+    assert float(rho_one.detach().max()) <= 3.0 + 1e-12
+
+
+@F64
+def test_penalty_by_hand_on_linear_layers():
+    """Euler (h = 0.1): the interval of h*lambda is [-2, 0] and its reach 2. Layers with f(y) = a*y
+    put h*lambda at 0.5, -3, -1, 2.5: outside by 0.5, 1 (and |h*lambda| past the reach by 1), 0, 2.5
+    (and 0.5)."""
+    model = linear_model("euler", [5.0, -30.0, -10.0, 25.0])
+    penalty = StabilityPenalty(model, samples=3, steps=2)
+    assert (penalty.lower, penalty.upper, penalty.reach) == (-2.0, 0.0, 2.0)
+    value = penalty(torch.randn(5, 6))
+    expected = (0.5**2 + (1.0 + 1.0) + 0.0 + (2.5**2 + 0.5**2)) / 4
+    assert float(value.detach()) == pytest.approx(expected, rel=1e-12)
+    value.backward()
+    # d/da of (0.1 a)**2 at a = 5 is 2 * 0.01 * 5; at a = -10 nothing (inside)
+    block = model.stages[0]
+    assert float(block.functions["f"][0].a.grad) == pytest.approx(2 * 0.01 * 5 / 4, rel=1e-12)
+    assert float(block.functions["f"][2].a.grad) == 0.0
+    # at a = -30: (h a + 2)**2 + (h |a| - 2)**2, derivative 2h(h a + 2) - 2h(h|a| - 2)... over 4 terms
+    grad = (2 * 0.1 * (0.1 * -30 + 2) - 2 * 0.1 * (0.1 * 30 - 2)) / 4
+    assert float(block.functions["f"][1].a.grad) == pytest.approx(grad, rel=1e-12)
+
+
+@F64
+def test_penalty_uses_the_layers_own_step_and_the_schemes_variable():
+    """leapfrog's variable is h**2*lambda on [-4, 0] (as written in the library, +h**2*f: [0, 4])."""
+    model = linear_model("leapfrog", [100.0, 500.0], params={"h": 0.1})
+    penalty = StabilityPenalty(model, samples=2, steps=1)
+    assert str(penalty.variable) == "h**2*lambda"
+    lower, upper = penalty.lower, penalty.upper
+    assert (lower, upper, penalty.reach) == (0.0, 4.0, 4.0)
+    # h**2*lambda = 1 (inside) and 5 (outside by 1, past the reach by 1)
+    assert float(penalty(torch.randn(2, 6)).detach()) == pytest.approx((0 + 1 + 1) / 2, rel=1e-12)
+
+
+@F64
+def test_penalty_moves_no_running_statistic_and_no_global_random_stream():
+    config = ModelConfig(
+        odenet.format_scheme(odenet.load("leapfrog")), (1, 8, 8), 10, layout="conv", family="bn", width=4,
+        depth=3, stages=2,
+    )  # fmt: skip
+    model = build_model(config).train()
+    x = torch.randn(8, 1, 8, 8)
+    model(x)  # running statistics that are not the initial ones
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    value = StabilityPenalty(model)(x)
+    assert torch.equal(torch.rand(3), expected)
+    assert model.training and all(m.training for m in model.modules())
+    for key, tensor in model.state_dict().items():
+        assert torch.equal(tensor, before[key]), key
+    value.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+@F64
+def test_unstable_scheme_is_refused_and_settings_are_checked():
+    text = "scheme blowup\nstate x\nparam h = 0.1\nx[n+1] = 2*x[n] + h*f(x[n])\n"
+    config = ModelConfig(text, (6,), 3, family="mlp", width=4, depth=2)
+    with pytest.raises(ConfigError, match="not stable even at lambda = 0"):
+        StabilityPenalty(build_model(config))
+    with pytest.raises(ConfigError, match="stability_penalty must be a finite number >= 0, not -1"):
+        TrainSettings(stability_penalty=-1)
+
+
+def test_cli_stability_penalty_trains_and_lowers_the_penalty(tmp_path, capsys):
+    """Euler at a large step with and without the penalty: the penalized network ends with a smaller
+    penalty (its layers' estimated h*lambda nearer the interval)."""
+    from odenet.training import load_checkpoint, load_data
+
+    data = load_data("digits", "mlp")
+    finals = {}
+    for weight in ("0", "10"):
+        out = tmp_path / f"w{weight}"
+        args = ["train", "euler", "--data", "digits", "--layout", "mlp", "--family", "mlp", "--depth", "4"]
+        args += ["--epochs", "2", "--step", "1", "--stability-penalty", weight, "--out", str(out), "--json"]
+        assert main(args) == 0
+        metrics = json.loads(capsys.readouterr().out)
+        assert metrics["test_accuracy"] > 0.5
+        model, content = load_checkpoint(out / "checkpoint.pt")
+        assert content["training"]["stability_penalty"] == float(weight)
+        finals[weight] = float(StabilityPenalty(model, samples=64, steps=8)(data.x_test[:64]).detach())
+    assert finals["10"] < finals["0"] / 2
