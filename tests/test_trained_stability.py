@@ -13,7 +13,7 @@ from torch import nn
 import odenet
 from odenet.cli import main
 from odenet.models import ModelConfig, build_model
-from odenet.models.spectra import _arnoldi_eigenvalues, _exact_eigenvalues, trained_stability
+from odenet.models.spectra import _arnoldi_eigenvalues, _exact_eigenvalues, _Regions, trained_stability
 
 
 def model_with_linear_functions(scheme: str, diagonal: list[float], depth: int = 2, **params):
@@ -161,3 +161,112 @@ def test_stability_command_json_and_report(tmp_path, capsys):
     report = (tmp_path / "report" / "report.md").read_text()
     assert "Trained-network stability: leapfrog" in report and "| 2 | 0 |" in report
     assert (tmp_path / "report" / "spectra.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def model_with_matrices(scheme: str, matrices: dict[str, torch.Tensor], depth: int = 1, **params):
+    """A model whose function ``name`` is the linear map ``matrices[name]`` in every layer."""
+    width = next(iter(matrices.values())).shape[0]
+    config = ModelConfig(
+        odenet.format_scheme(odenet.load(scheme)), (width,), 2, width=width, depth=depth, params=params,
+        family="mlp",
+    )  # fmt: skip
+    model = build_model(config).double()
+    block = model.stages[0]
+    for name in list(block.functions):
+        layers = nn.ModuleList()
+        for _ in range(depth):
+            linear = nn.Linear(width, width, bias=False).double()
+            with torch.no_grad():
+                linear.weight.copy_(matrices[name])
+            layers.append(linear)
+        block.functions[name] = layers
+    return model
+
+
+def test_joint_linearization_of_hamiltonian_is_the_hand_matrix_and_catches_opposite_signs():
+    """hamiltonian: y' = y + h A z, z' = z - h B y'. Its step matrix is [[I, hA], [-hB, I - h^2 BA]].
+    With A = 10 I and B = -10 I (h = 0.1) each function alone sits inside the region (|h lambda| = 1
+    < 2), but jointly trace = 2 - h^2 a b = 3: eigenvalues (3 +- sqrt 5)/2, one of them 2.618 > 1.
+    The old per-function placement called this stable."""
+    torch.manual_seed(3)
+    width = 3
+    a_matrix, b_matrix = (
+        torch.randn(width, width, dtype=torch.float64),
+        torch.randn(width, width, dtype=torch.float64),
+    )
+    model = model_with_matrices("hamiltonian", {"f": a_matrix, "g": b_matrix})
+    result = trained_stability(model, torch.randn(2, width))
+    layer = result.layers[0]
+    assert layer.joint
+    h = 0.1
+    eye = np.eye(width)
+    a, b = a_matrix.numpy(), b_matrix.numpy()
+    hand = np.block([[eye, h * a], [-h * b, eye - h * h * b @ a]])
+    expected = np.sort_complex(np.tile(np.linalg.eigvals(hand), 2))  # two samples, same matrix
+    assert np.allclose(np.sort_complex(layer.amplification), expected, atol=1e-12)
+
+    opposite = model_with_matrices("hamiltonian", {"f": 10 * torch.eye(2), "g": -10 * torch.eye(2)})
+    result = trained_stability(opposite, torch.randn(1, 2))
+    assert not result.layers[0].outside.any()  # each function alone: inside the region
+    # h is stored in float32 (0.1 to 7 digits)
+    assert result.layers[0].max_amplification == pytest.approx((3 + 5**0.5) / 2, rel=1e-7)
+    assert not result.stable
+    same = model_with_matrices("hamiltonian", {"f": 10 * torch.eye(2), "g": 10 * torch.eye(2)})
+    result = trained_stability(same, torch.randn(1, 2))
+    assert result.stable and result.layers[0].max_amplification == pytest.approx(1.0, abs=1e-12)
+
+
+SINGLE = ["euler", "heun", "rk4", "ab2", "leapfrog", "midpoint", "momentum", "lm_resnet"]
+
+
+@pytest.mark.parametrize("scheme", SINGLE)
+def test_joint_linearization_agrees_with_the_region_for_one_function(scheme):
+    """For one function the joint matrix is the amplification matrix at J: its spectral radius is
+    the largest over J's eigenvalues of the region's test (J diagonalizable), for a random J."""
+    torch.manual_seed(4)
+    matrix = 3 * torch.randn(4, 4, dtype=torch.float64)
+    model = model_with_matrices(scheme, {"f": matrix})
+    result = trained_stability(model, torch.randn(1, 4), joint=True)
+    layer = result.layers[0]
+    region = _Regions(model.scheme)
+    numeric, _ = region.at(dict(layer.params))
+    # the region is taken at the parameters to 7 digits (0.1), the step at float32's 0.100000001
+    assert layer.max_amplification == pytest.approx(float(numeric.radius(layer.eigenvalues).max()), rel=1e-7)
+
+
+def test_joint_eigenvalues_are_the_analysis_amplification_matrix_at_a_scalar_lambda():
+    """Every explicit library scheme, every function f(u) = lambda*u: the joint linearization's
+    eigenvalues are those of the analysis' amplification matrix at that lambda (sympy, another path)."""
+    import sympy
+
+    from odenet.analysis import analyze
+    from odenet.analysis.stability import LAMBDA
+
+    lam = -3.7
+    for name in odenet.library_names():
+        scheme = odenet.load(name)
+        if not scheme.is_explicit:
+            continue
+        model = model_with_matrices(name, {f.name: lam * torch.eye(2) for f in scheme.functions})
+        result = trained_stability(model, torch.randn(1, 2), joint=True)
+        found = result.layers[0].amplification
+        analysis = analyze(scheme)
+        values = {sympy.Symbol(k, real=True): v for k, v in analysis.params.items()}
+        matrix = analysis.stability.amplification_matrix.subs(values).subs(LAMBDA, lam)
+        reference = np.linalg.eigvals(np.array(sympy.N(matrix), dtype=complex))
+        distance = np.abs(found[:, None] - reference[None, :])  # the same set, multiplicities aside
+        assert distance.min(axis=1).max() < 1e-6 and distance.min(axis=0).max() < 1e-6, name
+
+
+def test_joint_arnoldi_finds_the_spectral_radius_of_a_trained_hamiltonian_layer():
+    torch.manual_seed(5)
+    config = ModelConfig(
+        odenet.format_scheme(odenet.load("hamiltonian")), (20,), 2, width=20, depth=1, family="chang",
+        params={"h": 0.5},
+    )  # fmt: skip
+    model = build_model(config).double()
+    x = torch.randn(2, 20)
+    exact = trained_stability(model, x, joint=True)
+    estimate = trained_stability(model, x, joint=True, exact_limit=10)
+    radius = exact.layers[0].max_amplification
+    assert estimate.layers[0].max_amplification == pytest.approx(radius, rel=1e-3)

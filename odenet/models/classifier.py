@@ -115,10 +115,16 @@ class Classifier(nn.Module):
                 )
             self.head = nn.Identity()
 
-    def features(self, x: torch.Tensor, observe: Observer | None = None) -> torch.Tensor:
+    def features(
+        self,
+        x: torch.Tensor,
+        observe: Observer | None = None,
+        before_layer: Callable[[int, int, tuple], None] | None = None,
+    ) -> torch.Tensor:
         """The last stage's output (before the head). With ``observe``, each block runs layer by
         layer (plain autograd) and every function call is reported first as
-        ``observe(stage, layer, name, args)`` (``layer`` counted within the stage)."""
+        ``observe(stage, layer, name, args)`` (``layer`` counted within the stage); with
+        ``before_layer`` too, each layer's input state as ``before_layer(stage, layer, state)``."""
         x = self.stem(x)
         for i, stage in enumerate(self.stages):
             if i:
@@ -128,6 +134,8 @@ class Classifier(nn.Module):
                 continue
             state = stage.initial_state(x)
             for n in range(stage.depth):
+                if before_layer is not None:
+                    before_layer(i, n, state)
 
                 def call(key, name, *args, i=i, n=n, block=stage):
                     observe(i, n, name, args)

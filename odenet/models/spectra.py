@@ -7,9 +7,19 @@ layer's function at the points where the layer evaluates it: each eigenvalue ``m
 parameter values) and tested against the region of the scheme at that layer's parameters (spectral
 radius of the amplification matrix ``M(mu) <= 1``). This is the frozen-coefficient linearization
 that the analysis of the scheme assumes; it is a diagnostic of the trained network, not a proof of
-its nonlinear stability. For a scheme with several functions (``hamiltonian``'s ``f`` and ``g``),
-each function's eigenvalues are placed on the same region, as the test equation gives every function
-the same ``lambda``.
+its nonlinear stability.
+
+A scheme with several functions (``hamiltonian``'s ``f`` and ``g``) or a function of several
+arguments has no single ``lambda`` per layer: the test equation gives every function the same one,
+a trained layer does not. There the layer is judged by its *joint linearization*: the matrix the
+analysis builds from the step, with each function replaced by its Jacobian (at that function's
+first evaluation point) instead of ``lambda``, i.e. the Jacobian of the layer's whole step with
+respect to its state (history included) under frozen coefficients; the layer is stable when that
+matrix's spectral radius is at most 1. Its eigenvalues are computed exactly up to ``exact_limit``
+state dimensions, else the largest in modulus by ARPACK on matrix-vector products (each a
+Jacobian-vector product through the functions). Each function's eigenvalues are still placed on
+the region, as a diagnostic. For one function of one argument the two tests agree (the joint
+matrix is the amplification matrix evaluated at ``J``); ``joint=True`` computes it there too.
 
 Where the functions are evaluated: the first call of each function in a layer (for every library
 scheme that is the function at the layer's input state, e.g. ``f(y[n])``), on a sample of test inputs
@@ -55,15 +65,41 @@ class LayerSpectrum:
     eigenvalues: np.ndarray  # complex, unscaled
     outside: np.ndarray  # bool, per eigenvalue
     method: str  # "exact" or "arnoldi"
+    # the joint linearization (module doc): eigenvalues of the step's Jacobian with every function
+    # replaced by its own, pooled over the samples (the largest in modulus only, by Arnoldi, for
+    # wide states); None where it was not computed
+    amplification: np.ndarray | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
-        for array in (self.eigenvalues, self.outside):
-            array.setflags(write=False)
+        for array in (self.eigenvalues, self.outside, self.amplification):
+            if array is not None:
+                array.setflags(write=False)
+
+    @property
+    def joint(self) -> bool:
+        """Whether the joint linearization judges this layer (rather than each eigenvalue on the region)."""
+        return self.amplification is not None
+
+    @property
+    def judged(self) -> np.ndarray:
+        """What the verdict counts, per value: amplification factors of modulus above 1 (joint), or
+        function eigenvalues outside the region."""
+        if self.amplification is not None:
+            return np.abs(self.amplification) > 1 + OUTSIDE_TOL
+        return self.outside
 
     @property
     def outside_fraction(self) -> float:
-        return float(self.outside.mean()) if self.outside.size else 0.0
+        judged = self.judged
+        return float(judged.mean()) if judged.size else 0.0
+
+    @property
+    def max_amplification(self) -> float | None:
+        """The spectral radius of the joint linearization (None where it was not computed)."""
+        if self.amplification is None:
+            return None
+        return float(np.abs(self.amplification).max()) if self.amplification.size else 0.0
 
     @property
     def max_abs_eigenvalue(self) -> float:
@@ -84,11 +120,11 @@ class TrainedStability:
 
     @property
     def stable(self) -> bool:
-        return all(not layer.outside.any() for layer in self.layers)
+        return all(not layer.judged.any() for layer in self.layers)
 
     @property
     def unstable_layers(self) -> tuple[LayerSpectrum, ...]:
-        return tuple(layer for layer in self.layers if layer.outside.any())
+        return tuple(layer for layer in self.layers if layer.judged.any())
 
     def to_json(self) -> dict:
         return {
@@ -105,6 +141,8 @@ class TrainedStability:
                     "eigenvalues": int(layer.eigenvalues.size),
                     "method": layer.method,
                     "params": dict(layer.params),
+                    "joint": layer.joint,
+                    "max_amplification": layer.max_amplification,
                 }
                 for layer in self.layers
             ],
@@ -182,17 +220,85 @@ def _arnoldi_eigenvalues(module, points: torch.Tensor, k: int = 4) -> np.ndarray
     return np.concatenate(found) if found else np.zeros(0, complex)
 
 
-def _first_calls(model: Classifier, x: torch.Tensor) -> dict[tuple[int, int], dict[str, tuple]]:
+def _first_calls(
+    model: Classifier, x: torch.Tensor, states: dict | None = None
+) -> dict[tuple[int, int], dict[str, tuple]]:
     """For each layer ``(stage, layer in the stage)``: the arguments of the first call of each
-    function, from one forward pass of ``x``."""
+    function, from one forward pass of ``x`` (and each layer's input state into ``states``)."""
     seen: dict[tuple[int, int], dict[str, tuple]] = {}
 
     def observe(stage: int, layer: int, name: str, args: tuple) -> None:
         seen.setdefault((stage, layer), {}).setdefault(name, args)
 
+    def before_layer(stage: int, layer: int, state: tuple) -> None:
+        if states is not None:
+            states[stage, layer] = state
+
     with torch.no_grad():
-        model.features(x, observe)
+        model.features(x, observe, before_layer)
     return seen
+
+
+def _joint_amplification(
+    block, n: int, state: tuple, calls: dict[str, tuple], exact_limit: int
+) -> np.ndarray:
+    """Eigenvalues of layer ``n``'s joint linearization at each sample (pooled): the Jacobian of the
+    step in its state with every call of a function replaced by that function's Jacobian at its
+    first evaluation point (a Jacobian-vector product). Exact up to ``exact_limit`` state
+    dimensions; above, the largest in modulus (ARPACK)."""
+    from odenet.errors import ConfigError
+
+    params = block.layer_params(n)
+    shapes = [s.shape[1:] for s in state]
+    sizes = [math.prod(shape) for shape in shapes]
+    dim = sum(sizes)
+    found = []
+    for i in range(len(state[0])):
+        frozen = {name: tuple(a[i : i + 1] for a in args) for name, args in calls.items()}
+
+        def call(key, name, *args, frozen=frozen):
+            k = len(args[0])
+            primals = tuple(p.expand(k, *p.shape[1:]).contiguous() for p in frozen[name])
+            # the double-backward Jacobian-vector product: every operation with a gradient has one
+            # (forward-mode AD does not cover them all)
+            _, product = torch.autograd.functional.jvp(block.function(name, n), primals, tuple(args))
+            return product
+
+        def linear(flat: torch.Tensor) -> torch.Tensor:  # rows: state perturbations
+            parts = tuple(
+                part.reshape(len(flat), *shape)
+                for part, shape in zip(flat.split(sizes, 1), shapes, strict=True)
+            )
+            return torch.cat([s.reshape(len(flat), -1) for s in block._step(parts, params, call)], dim=1)
+
+        with torch.no_grad():
+            probe = torch.randn(2, dim, dtype=state[0].dtype, generator=torch.Generator().manual_seed(i))
+            mixed = linear(probe[:1] + 2 * probe[1:]) - linear(probe[:1]) - 2 * linear(probe[1:])
+            if float(mixed.abs().max()) > 1e-8 * (1 + float(linear(probe).abs().max())):
+                raise ConfigError(
+                    f"scheme {block.scheme.name}: the step is not linear in its state apart from the "
+                    "function calls, so it has no joint linearization (amplification matrix) to judge"
+                )
+            if dim <= exact_limit:
+                matrix = linear(torch.eye(dim, dtype=state[0].dtype)).T
+                found.append(torch.linalg.eigvals(matrix).numpy())
+            else:
+                found.append(_largest_eigenvalues(linear, dim, state[0].dtype))
+    return np.concatenate(found) if found else np.zeros(0, complex)
+
+
+def _largest_eigenvalues(linear, dim: int, dtype: torch.dtype, k: int = 4) -> np.ndarray:
+    linalg = require("scipy.sparse.linalg", "the joint linearization of wide trained layers")
+
+    def matvec(v):
+        row = torch.from_numpy(np.ascontiguousarray(v.real, dtype=np.float64)).to(dtype).reshape(1, dim)
+        return linear(row).reshape(-1).double().numpy()
+
+    operator = linalg.LinearOperator((dim, dim), matvec=matvec, dtype=np.float64)
+    try:
+        return linalg.eigs(operator, k=min(k, dim - 2), which="LM", return_eigenvectors=False, tol=1e-3)
+    except linalg.ArpackNoConvergence as exc:
+        return exc.eigenvalues
 
 
 def default_samples(model: Classifier, example: torch.Tensor) -> int:
@@ -203,12 +309,29 @@ def default_samples(model: Classifier, example: torch.Tensor) -> int:
     return 16 if size <= EXACT_LIMIT else 4
 
 
-def trained_stability(model: Classifier, x: torch.Tensor, exact_limit: int = EXACT_LIMIT) -> TrainedStability:
-    """The spectra of ``model``'s layers at the inputs ``x`` (a few test examples)."""
+def trained_stability(
+    model: Classifier, x: torch.Tensor, exact_limit: int = EXACT_LIMIT, joint: bool | None = None
+) -> TrainedStability:
+    """The spectra of ``model``'s layers at the inputs ``x`` (a few test examples). ``joint``: judge
+    the layers by their joint linearization (default: where the scheme has several functions or a
+    function of several arguments; implicit schemes are judged on the region)."""
     model = copy.deepcopy(model).double().eval()
     x = x.double()
     regions = _Regions(model.scheme)
-    seen = _first_calls(model, x)
+    states: dict[tuple[int, int], tuple] = {}
+    seen = _first_calls(model, x, states)
+    if joint is None:
+        several = len(model.scheme.functions) > 1 or any(
+            len(args) > 1 for calls in seen.values() for args in calls.values()
+        )
+        joint = several and model.scheme.is_explicit
+    elif joint and not model.scheme.is_explicit:
+        from odenet.errors import ConfigError
+
+        raise ConfigError(
+            f"scheme {model.scheme.name} is implicit: its joint linearization (through the solve) is not "
+            "offered; its layers are judged by their functions' eigenvalues on the region"
+        )
     order = [(s, n, block) for s, block in enumerate(model.stages) for n in range(block.depth)]
     layers = []
     middle = None
@@ -229,7 +352,13 @@ def trained_stability(model: Classifier, x: torch.Tensor, exact_limit: int = EXA
                 method = "arnoldi"
         eigenvalues = np.concatenate(values) if values else np.zeros(0, complex)
         outside = numeric.radius(eigenvalues) > 1 + OUTSIDE_TOL if eigenvalues.size else np.zeros(0, bool)
-        layers.append(LayerSpectrum(layer_index, stage, params, scale, eigenvalues, outside, method))
+        amplification = None
+        if joint:
+            calls = seen.get((stage, n), {})
+            amplification = _joint_amplification(block, n, states[stage, n], calls, exact_limit)
+        layers.append(
+            LayerSpectrum(layer_index, stage, params, scale, eigenvalues, outside, method, amplification)
+        )
         if layer_index == len(order) // 2:
             middle = (numeric, scale)
     region, region_scale = middle if middle is not None else (None, 1.0)

@@ -23,10 +23,22 @@ def verdict(result: TrainedStability) -> str:
     """One sentence: stable, or which layers leave the region and how far."""
     bad = result.unstable_layers
     where = f"{result.samples} test inputs, {len(result.layers)} layers"
+    if not bad and result.layers and all(layer.joint for layer in result.layers):
+        return (
+            f"stable: every layer's joint linearization (each function of {result.scheme.name} replaced "
+            f"by its Jacobian) has spectral radius at most 1 ({where})"
+        )
     if not bad:
         return (
             f"stable: every eigenvalue of every layer's Jacobian lies in the stability region of "
             f"{result.scheme.name} ({where})"
+        )
+    if all(layer.joint for layer in result.layers):
+        worst = max(bad, key=lambda layer: layer.max_amplification or 0.0)
+        return (
+            f"unstable: {len(bad)} of {len(result.layers)} layers of {result.scheme.name} have a joint "
+            f"linearization (every function replaced by its Jacobian) with spectral radius above 1 "
+            f"(worst: layer {worst.layer}, {worst.max_amplification:.4g}; {where})"
         )
     worst = max(bad, key=lambda layer: layer.outside_fraction)
     return (
@@ -46,22 +58,26 @@ def trained_markdown(result: TrainedStability, image: str | None = "spectra.png"
         f"Each eigenvalue μ of a layer's Jacobian (at {result.samples} test inputs) is placed at "
         f"`{result.variable.replace('lambda', 'μ')}` with the layer's own parameters and tested against the "
         "scheme's stability region there (spectral radius of the amplification matrix ≤ 1). This is the "
-        "frozen-coefficient linearization: a diagnostic, not a proof of nonlinear stability.",
+        "frozen-coefficient linearization: a diagnostic, not a proof of nonlinear stability. Where the "
+        "scheme has several functions the layers are judged by their joint linearization instead: the "
+        "step's Jacobian with every function replaced by its own Jacobian (the analysis' amplification "
+        "matrix at those Jacobians), stable when its spectral radius is at most 1 (last column).",
         "",
     ]
     if image:
         lines += [f"![scaled eigenvalues over the stability region]({image})", ""]
     lines += [
         "| layer | stage | parameters | eigenvalues | method | max abs eigenvalue | max abs scaled "
-        "| outside |",
-        "|---|---|---|---|---|---|---|---|",
+        "| outside | joint spectral radius |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for layer in result.layers:
         params = ", ".join(f"{k}={v:.4g}" for k, v in layer.params.items()) or "–"
         lines.append(
             f"| {layer.layer} | {layer.stage} | {params} | {layer.eigenvalues.size} | {layer.method} "
             f"| {layer.max_abs_eigenvalue:.4g} | {layer.scale * layer.max_abs_eigenvalue:.4g} "
-            f"| {100 * layer.outside_fraction:.1f}% |"
+            f"| {100 * layer.outside.mean() if layer.outside.size else 0.0:.1f}% "
+            f"| {'–' if layer.max_amplification is None else f'{layer.max_amplification:.4g}'} |"
         )
     return "\n".join(lines) + "\n"
 
