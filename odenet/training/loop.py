@@ -21,7 +21,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import TextIO
+from typing import Literal, TextIO
 
 import torch
 from torch.nn import functional as F  # noqa: N812
@@ -101,7 +101,7 @@ def train(
     data: Dataset,
     settings: TrainSettings | None = None,
     out: str | os.PathLike | None = None,
-    stream: TextIO | None = sys.stderr,
+    stream: TextIO | Literal["stderr"] | None = "stderr",
     data_info: dict | None = None,
     resume: bool = False,
 ) -> tuple[Classifier, dict]:
@@ -111,6 +111,8 @@ def train(
     checkpoint in ``out`` (model, optimizer, schedule, epoch and random states), to the same final
     weights as a run that was never interrupted; config and settings must be the checkpoint's."""
     settings = TrainSettings() if settings is None else settings
+    if stream == "stderr":  # the stream of the moment (one bound at import goes stale when replaced)
+        stream = sys.stderr
     if tuple(config.input_shape) != data.input_shape or config.outputs != data.outputs:
         raise ConfigError(
             f"the model takes inputs {tuple(config.input_shape)} and gives {config.outputs} outputs; "
