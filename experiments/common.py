@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 from odenet.files import write_text
@@ -83,3 +88,25 @@ def accuracy_plot(results: dict, x: str, xlabel: str, path: Path, scale: float =
     ax.legend()
     ax.grid(True, alpha=0.3)
     save_figure(fig, path)
+
+
+def train_command(words: list[str], threads: int = 1) -> dict:
+    """``odenet train ...`` (``words`` after ``odenet``) in its own process, so that its peak resident
+    memory is its own, with ``threads`` threads: its final metrics (plus ``wall_seconds``), or
+    ``{"failed": the last line of its error}``."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    with tempfile.TemporaryDirectory() as folder:
+        argv = [sys.executable, "-m", "odenet", *words, "--out", folder, "--json"]
+        start = time.perf_counter()
+        done = subprocess.run(argv, capture_output=True, text=True, env=env)
+        wall = time.perf_counter() - start
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+        return {"failed": lines[-1] if lines else f"exit status {done.returncode}", "wall_seconds": wall}
+    return {**json.loads(done.stdout), "wall_seconds": wall}
+
+
+def percent(values: list[float]) -> str:
+    """``mean ± sd`` of accuracies (fractions) in percent."""
+    mean, std = mean_std([100 * v for v in values])
+    return f"{mean:.1f} ± {std:.1f}"

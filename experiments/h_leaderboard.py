@@ -19,14 +19,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import statistics
-import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
+
+from common import train_command
 
 from odenet.files import write_text
 from odenet.library import library_names, load
@@ -60,22 +57,6 @@ def command(scheme: str, data: str, mode: str, seed: int, quick: bool) -> list[s
     if quick:
         words += ["--depth", "2", "--epochs", "1", "--train-fraction", "0.1"]
     return words
-
-
-def run_one(words: list[str], threads: int) -> dict:
-    """One training run in its own process; its final metrics, or why it failed."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    with tempfile.TemporaryDirectory() as folder:
-        argv = [sys.executable, "-m", "odenet", *words[1:], "--out", folder, "--json"]
-        start = time.perf_counter()
-        done = subprocess.run(argv, capture_output=True, text=True, env=env)
-        wall = time.perf_counter() - start
-    if done.returncode != 0:
-        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
-        return {"failed": lines[-1] if lines else f"exit status {done.returncode}", "wall_seconds": wall}
-    metrics = json.loads(done.stdout)
-    metrics["wall_seconds"] = wall
-    return metrics
 
 
 def collect(folder: Path, schemes: list[str], data_sets: list[str], seeds: list[int]) -> dict:
@@ -183,7 +164,7 @@ def main() -> None:
                         if path.is_file():
                             continue
                         words = command(scheme, data, mode, seed, args.quick)
-                        result = {"command": " ".join(words), **run_one(words, args.threads)}
+                        result = {"command": " ".join(words), **train_command(words[1:], args.threads)}
                         result["threads"] = args.threads
                         write_text(path, json.dumps(result, indent=2) + "\n")
                         outcome = result.get("failed") or f"{100 * result['test_accuracy']:.1f}%"
