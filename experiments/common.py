@@ -45,6 +45,7 @@ def run(
     train_fraction: float = 1.0,
     lr: float = 1e-2,
     batch_size: int = 64,
+    stability_penalty: float = 0.0,
     **model,
 ) -> tuple[object, dict]:
     """Train one configuration (model fields as keywords) and return (model, final metrics)."""
@@ -57,7 +58,9 @@ def run(
         layout=layout,
         **model,
     )
-    settings = TrainSettings(epochs=epochs, seed=seed, lr=lr, batch_size=batch_size)
+    settings = TrainSettings(
+        epochs=epochs, seed=seed, lr=lr, batch_size=batch_size, stability_penalty=stability_penalty
+    )
     return train(config, dataset, settings, stream=None)
 
 
@@ -90,13 +93,13 @@ def accuracy_plot(results: dict, x: str, xlabel: str, path: Path, scale: float =
     save_figure(fig, path)
 
 
-def train_command(words: list[str], threads: int = 1) -> dict:
+def train_command(words: list[str], threads: int = 1, out: Path | None = None) -> dict:
     """``odenet train ...`` (``words`` after ``odenet``) in its own process, so that its peak resident
     memory is its own, with ``threads`` threads: its final metrics (plus ``wall_seconds``), or
-    ``{"failed": the last line of its error}``."""
+    ``{"failed": the last line of its error}``. The checkpoint goes to ``out`` (default: nowhere kept)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     with tempfile.TemporaryDirectory() as folder:
-        argv = [sys.executable, "-m", "odenet", *words, "--out", folder, "--json"]
+        argv = [sys.executable, "-m", "odenet", *words, "--out", str(out or folder), "--json"]
         start = time.perf_counter()
         done = subprocess.run(argv, capture_output=True, text=True, env=env)
         wall = time.perf_counter() - start
