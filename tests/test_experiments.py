@@ -13,14 +13,14 @@ import pytest
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 SCRIPTS = sorted(p.stem for p in EXPERIMENTS.glob("[a-z]_*.py"))
-# The memory experiment and the leaderboard train in fresh subprocesses even when quick (about 40 s
-# each): they run in the full suite, outside the fast developer target.
-SUBPROCESSES = ("c_memory_depth", "h_leaderboard")
+# The experiments that train in fresh subprocesses (to measure each run's own peak memory) take 20 to
+# 50 s even when quick: they run in the full suite, outside the fast developer target.
+SUBPROCESSES = ("c_memory_depth", "h_leaderboard", "i_deep_hamiltonian", "j_momentum_gamma")
 QUICK = [pytest.param(s, marks=pytest.mark.slow) if s in SUBPROCESSES else s for s in SCRIPTS]
 
 
 def test_all_experiments_exist():
-    assert [s[0] for s in SCRIPTS] == list("abcdefgh")
+    assert [s[0] for s in SCRIPTS] == list("abcdefghijkl")
 
 
 @pytest.mark.parametrize("script", QUICK)
