@@ -15,7 +15,7 @@ import odenet
 from odenet.cli import main
 from odenet.errors import ConfigError
 from odenet.models import ModelConfig, build_model
-from odenet.models.penalty import StabilityPenalty, _dominant
+from odenet.models.penalty import StabilityPenalty, _extent
 from odenet.training import TrainSettings
 
 F64 = pytest.mark.usefixtures("float64_by_default")  # no float32 rounding in the comparisons
@@ -45,21 +45,25 @@ def linear_model(scheme: str, values: list[float], **fields) -> torch.nn.Module:
 
 
 @F64
-def test_power_iteration_finds_the_dominant_real_eigenvalue():
+def test_power_iteration_finds_the_real_extent_of_the_field_of_values():
+    """low and high are the extreme eigenvalues of (J + J^T) / 2 (numpy's eigvalsh), for a
+    non-symmetric J; every eigenvalue of J has its real part between them."""
     torch.manual_seed(0)
-    q, _ = torch.linalg.qr(torch.randn(5, 5))
-    matrix = q @ torch.diag(torch.tensor([-3.0, 1.0, 0.5, -0.2, 2.0])) @ q.T  # symmetric, dominant -3
+    matrix = torch.randn(5, 5)
     layer = nn.Linear(5, 5, bias=False)
     with torch.no_grad():
         layer.weight.copy_(matrix)
-    mu, rho = _dominant(layer, torch.randn(2, 5), steps=60)
-    reference = np.linalg.eigvals(matrix.numpy())
-    dominant = reference[np.argmax(np.abs(reference))].real
-    assert torch.allclose(mu.detach(), torch.full((2,), dominant), atol=1e-8)
-    assert torch.allclose(rho.detach(), torch.full((2,), abs(dominant)), atol=1e-8)
-    # one step: rho is |J^T v| for a unit v, at most the largest singular value
-    _, rho_one = _dominant(layer, torch.randn(3, 5), steps=1)
-    assert float(rho_one.detach().max()) <= 3.0 + 1e-12
+    low, high, rho = _extent(layer, torch.randn(2, 5), steps=200)
+    symmetric = np.linalg.eigvalsh(((matrix + matrix.T) / 2).numpy())
+    assert torch.allclose(low.detach(), torch.full((2,), symmetric[0]), atol=1e-8)
+    assert torch.allclose(high.detach(), torch.full((2,), symmetric[-1]), atol=1e-8)
+    real = np.linalg.eigvals(matrix.numpy()).real
+    assert symmetric[0] <= real.min() and real.max() <= symmetric[-1]
+    assert float(rho.detach().max()) <= np.linalg.norm(matrix.numpy(), 2) + 1e-12
+    # the ends are differentiable in the weights: d high / dW = v v^T for the top eigenvector v
+    high[0].backward()
+    top = np.linalg.eigh(((matrix + matrix.T) / 2).numpy())[1][:, -1]
+    assert np.allclose(layer.weight.grad.numpy(), np.outer(top, top), atol=1e-6)
 
 
 @F64

@@ -270,3 +270,13 @@ def test_joint_arnoldi_finds_the_spectral_radius_of_a_trained_hamiltonian_layer(
     estimate = trained_stability(model, x, joint=True, exact_limit=10)
     radius = exact.layers[0].max_amplification
     assert estimate.layers[0].max_amplification == pytest.approx(radius, rel=1e-3)
+
+
+def test_growth_is_the_largest_amplification_per_step():
+    """Euler, h = 0.1, f = diag(3, -25): amplification factors 1 + h*lambda = 1.3 and -1.5."""
+    model = model_with_linear_functions("euler", [3.0, -25.0], h=0.1)
+    layer = trained_stability(model, torch.randn(2, 2)).layers[0]
+    assert layer.growth == pytest.approx(1.5, rel=1e-6)
+    joint = model_with_matrices("hamiltonian", {"f": 10 * torch.eye(2), "g": -10 * torch.eye(2)})
+    layer = trained_stability(joint, torch.randn(1, 2)).layers[0]
+    assert layer.growth == layer.max_amplification == pytest.approx((3 + 5**0.5) / 2, rel=1e-7)

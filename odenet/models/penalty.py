@@ -6,24 +6,29 @@ step power-bounded (``[-2, 0]`` in ``h*lambda`` for Euler, ``[-4, 0]`` in ``h**2
 leapfrog; only ``{0}`` for the two-step midpoint rule, which is stable on an interval of the
 imaginary axis instead). In a trained network the role of ``lambda`` is played by the eigenvalues
 of each function's Jacobian at the points where the layer evaluates it (what ``odenet stability``
-measures exactly). The penalty estimates the dominant one cheaply, by ``steps`` power-iteration
-steps on ``J^T`` (vector-Jacobian products; ``J^T`` has ``J``'s eigenvalues) from a random start,
-at a few examples of the batch, and gives two numbers per example:
+measures exactly). The penalty bounds them through the field of values of ``J``, which holds every
+eigenvalue: the real parts of ``J``'s eigenvalues lie between the smallest and the largest
+eigenvalue of its symmetric part ``S = (J + J^T) / 2``. Per example, at a few examples of the batch:
 
-* ``mu = <v, J v> / <v, v>`` at the last iterate ``v``: the dominant eigenvalue when it is real (the
-  Rayleigh quotient converges to it), the real part of a field-of-values point otherwise;
-* ``rho = |J^T v| / |v|``: an estimate of the spectral radius (of the largest singular value after
-  one step, approaching the largest eigenvalue modulus as the iteration goes on).
+* ``low`` and ``high``: those two ends, each by ``steps`` power-iteration steps (on ``S``, whose
+  products are one Jacobian-vector and one vector-Jacobian product, then on ``S`` shifted by the end
+  found first), read as Rayleigh quotients;
+* ``rho = |J^T v|`` at the first unit vector: about the spectral radius.
 
 The penalty is the mean over layers, functions and examples of
-``dist(scale*mu, real interval)**2 + max(0, scale*rho - reach)**2``, where ``scale`` is ``h``,
-``h**2`` or 1 at the layer's own parameter values (the region's variable over ``lambda``) and
-``reach`` is how far the stability region extends from 0 along the axes (the largest finite end of
-the real and imaginary intervals; no bound when an interval is unbounded). It is zero when the
-estimated eigenvalue sits inside the interval, and differentiable in the weights (the last product
-keeps its graph; the points themselves are detached, so earlier layers are not pushed through
-them). It is a proxy: the verdict of ``odenet stability`` (every eigenvalue, the exact region) is
-what says whether it worked.
+``max(0, lower - scale*low)**2 + max(0, scale*high - upper)**2 + max(0, scale*rho - reach)**2``, where
+``[lower, upper]`` is the real stability interval, ``scale`` is ``h``, ``h**2`` or 1 at the layer's
+own parameter values (the region's variable over ``lambda``) and ``reach`` is how far the stability
+region extends from 0 along the axes (the largest finite end of the real and imaginary intervals; no
+bound when an interval is unbounded). It is zero when the estimated extent sits inside the interval,
+and differentiable in the weights (the last products keep their graphs; the points themselves are
+detached, so earlier layers are not pushed through them). A first version estimated only the
+dominant eigenvalue (a Rayleigh quotient on ``J``); on a tanh network with Euler at ``h = 1`` it left
+every layer with half its eigenvalues outside the region (positive real parts beside a dominant
+negative one), which is why the whole real extent is bounded. It is a proxy: the verdict of
+``odenet stability`` (every eigenvalue, the exact region) is what says whether it worked; where
+the region is thin around the real axis (leapfrog's is the segment ``[0, 4]`` of ``h**2*lambda``),
+bounded real parts do not keep complex eigenvalues inside.
 
 The functions are evaluated in eval mode (BatchNorm with its running statistics, no dropout), as
 ``odenet stability`` linearizes them, so the penalty's forward pass moves no running statistic.
@@ -46,7 +51,7 @@ class StabilityPenalty:
     """``penalty(x)``: the regularizer above for ``model`` at the inputs ``x`` (the first ``samples``
     of them). Build once per training run (it analyzes the scheme)."""
 
-    def __init__(self, model: Classifier, samples: int = 16, steps: int = 4):
+    def __init__(self, model: Classifier, samples: int = 8, steps: int = 4):
         from odenet.analysis import analyze
 
         if samples < 1 or steps < 1:
@@ -95,12 +100,12 @@ class StabilityPenalty:
                 block = model.stages[stage]
                 scale = self.scale(block.layer_params(n))
                 for name, point in calls.items():
-                    mu, rho = _dominant(block.function(name, n), point, self.steps)
-                    term = torch.zeros_like(mu)
+                    low, high, rho = _extent(block.function(name, n), point, self.steps)
+                    term = torch.zeros_like(low)
                     if self.lower is not None:
-                        term = term + torch.relu(self.lower - scale * mu).square()
+                        term = term + torch.relu(self.lower - scale * low).square()
                     if self.upper is not None:
-                        term = term + torch.relu(scale * mu - self.upper).square()
+                        term = term + torch.relu(scale * high - self.upper).square()
                     if self.reach is not None:
                         term = term + torch.relu(scale * rho - self.reach).square()
                     terms.append(term.mean())
@@ -130,22 +135,39 @@ def _evaluation_points(model: Classifier, x: torch.Tensor) -> dict[tuple[int, in
     return seen
 
 
-def _dominant(module: torch.nn.Module, point: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per example: the Rayleigh quotient ``mu`` and the growth ``rho`` of ``steps`` power-iteration
-    steps on the Jacobian of ``module`` at ``point`` (the last one differentiable in the weights)."""
+def _extent(module: torch.nn.Module, point: torch.Tensor, steps: int) -> tuple[torch.Tensor, ...]:
+    """Per example: the ends ``low``, ``high`` of the real extent of the field of values of the
+    Jacobian ``J`` of ``module`` at ``point`` (the extreme eigenvalues of its symmetric part ``S``;
+    every eigenvalue of ``J`` has its real part between them), each by ``steps`` power-iteration
+    steps (on ``S``, then on ``S`` shifted by the end found first), and ``rho = |J^T v|`` at the
+    first unit vector. The returned values are differentiable in the module's weights."""
+    dims = tuple(range(1, point.dim()))
+
+    def normalized(u: torch.Tensor) -> torch.Tensor:
+        return u / u.flatten(1).norm(dim=1).clamp_min(1e-30).reshape((-1,) + (1,) * len(dims))
+
+    generator = torch.Generator(device=point.device).manual_seed(0)
+    starts = torch.randn((2, *point.shape), generator=generator, device=point.device, dtype=point.dtype)
     leaf = point.detach().requires_grad_(True)
     with torch.enable_grad():
         out = module(leaf)
-        generator = torch.Generator(device=point.device).manual_seed(0)
-        v = torch.randn(point.shape, generator=generator, device=point.device, dtype=point.dtype)
-        dims = tuple(range(1, point.dim()))
+        dual = torch.zeros_like(out, requires_grad=True)
+        (transposed,) = torch.autograd.grad(out, leaf, dual, create_graph=True)  # J^T dual: linear in dual
 
-        def normalized(u: torch.Tensor) -> torch.Tensor:
-            return u / u.flatten(1).norm(dim=1).clamp_min(1e-30).reshape((-1,) + (1,) * (point.dim() - 1))
+        def symmetric(v: torch.Tensor) -> torch.Tensor:  # S v = (J v + J^T v) / 2, without a graph
+            (jt,) = torch.autograd.grad(out, leaf, v, retain_graph=True)
+            (j,) = torch.autograd.grad(transposed, dual, v, retain_graph=True)  # double backward: J v
+            return (j + jt) / 2
 
-        v = normalized(v)
-        for _ in range(steps - 1):
-            (u,) = torch.autograd.grad(out, leaf, v, retain_graph=True)
-            v = normalized(u.detach())
+        v = normalized(starts[0])
+        for _ in range(steps):
+            v = normalized(symmetric(v))
+        first = (v * symmetric(v)).sum(dim=dims).reshape((-1,) + (1,) * len(dims))
+        w = normalized(starts[1])
+        for _ in range(steps):
+            w = normalized(symmetric(w) - first * w)
         (u,) = torch.autograd.grad(out, leaf, v, create_graph=True)
-    return (u * v).sum(dim=dims), u.flatten(1).norm(dim=1)
+        (z,) = torch.autograd.grad(out, leaf, w, create_graph=True)
+    # <v, S v> = <v, J^T v>: the Rayleigh quotients, with their graphs to the weights
+    ends = torch.stack([(u * v).sum(dim=dims), (z * w).sum(dim=dims)])
+    return ends.min(dim=0).values, ends.max(dim=0).values, u.flatten(1).norm(dim=1)

@@ -69,6 +69,7 @@ class LayerSpectrum:
     # replaced by its own, pooled over the samples (the largest in modulus only, by Arnoldi, for
     # wide states); None where it was not computed
     amplification: np.ndarray | None = None
+    region_growth: float = 0.0  # max over the eigenvalues of rho(M(mu)) on the layer's region
 
     def __post_init__(self):
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
@@ -93,6 +94,15 @@ class LayerSpectrum:
     def outside_fraction(self) -> float:
         judged = self.judged
         return float(judged.mean()) if judged.size else 0.0
+
+    @property
+    def growth(self) -> float:
+        """The largest amplification this layer's linearization allows per step: the joint matrix's
+        spectral radius, or else the largest spectral radius of the scheme's amplification matrix
+        over the function eigenvalues (1 or below: inside the region)."""
+        if self.amplification is not None:
+            return self.max_amplification or 0.0
+        return self.region_growth
 
     @property
     def max_amplification(self) -> float | None:
@@ -143,6 +153,7 @@ class TrainedStability:
                     "params": dict(layer.params),
                     "joint": layer.joint,
                     "max_amplification": layer.max_amplification,
+                    "growth": layer.growth,
                 }
                 for layer in self.layers
             ],
@@ -351,13 +362,24 @@ def trained_stability(
                 values.append(_arnoldi_eigenvalues(module, points))
                 method = "arnoldi"
         eigenvalues = np.concatenate(values) if values else np.zeros(0, complex)
-        outside = numeric.radius(eigenvalues) > 1 + OUTSIDE_TOL if eigenvalues.size else np.zeros(0, bool)
+        radii = numeric.radius(eigenvalues) if eigenvalues.size else np.zeros(0)
+        outside = radii > 1 + OUTSIDE_TOL
         amplification = None
         if joint:
             calls = seen.get((stage, n), {})
             amplification = _joint_amplification(block, n, states[stage, n], calls, exact_limit)
         layers.append(
-            LayerSpectrum(layer_index, stage, params, scale, eigenvalues, outside, method, amplification)
+            LayerSpectrum(
+                layer_index,
+                stage,
+                params,
+                scale,
+                eigenvalues,
+                outside,
+                method,
+                amplification,
+                float(radii.max(initial=0.0)),
+            )
         )
         if layer_index == len(order) // 2:
             middle = (numeric, scale)
