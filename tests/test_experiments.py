@@ -20,7 +20,7 @@ QUICK = [pytest.param(s, marks=pytest.mark.slow) if s in SUBPROCESSES else s for
 
 
 def test_all_experiments_exist():
-    assert [s[0] for s in SCRIPTS] == list("abcdefghijkl")
+    assert [s[0] for s in SCRIPTS] == list("abcdefghijklm")
 
 
 @pytest.mark.parametrize("script", QUICK)
