@@ -86,7 +86,7 @@ def summary(runs: list[dict]) -> dict | None:
         "failed": len(runs) - len(good),
         "parameters": good[0]["parameters"],
         "seconds": statistics.fmean(r["seconds"] for r in good),
-        "memory": statistics.fmean(r["peak_memory_mb"] for r in good),
+        "peak_rss_mib": statistics.fmean(r["peak_memory_mb"] for r in good),
     }
 
 
@@ -113,7 +113,8 @@ def markdown(table: dict, seeds: list[int]) -> str:
                 failed = f" ({s['failed']} failed)" if s["failed"] else ""
                 lines.append(
                     f"| {rank} | {scheme} | {mode} | {s['mean']:.1f} ± {s['sd']:.1f} | "
-                    f"{s['seeds']}{failed} | {s['parameters']:,} | {s['seconds']:.0f} | {s['memory']:.0f} |"
+                    f"{s['seeds']}{failed} | {s['parameters']:,} | {s['seconds']:.0f} | "
+                    f"{s['peak_rss_mib']:.0f} |"
                 )
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
