@@ -46,6 +46,7 @@ def run(
     lr: float = 1e-2,
     batch_size: int = 64,
     stability_penalty: float = 0.0,
+    stability_target: str = "interval",
     **model,
 ) -> tuple[object, dict]:
     """Train one configuration (model fields as keywords) and return (model, final metrics)."""
@@ -59,7 +60,12 @@ def run(
         **model,
     )
     settings = TrainSettings(
-        epochs=epochs, seed=seed, lr=lr, batch_size=batch_size, stability_penalty=stability_penalty
+        epochs=epochs,
+        seed=seed,
+        lr=lr,
+        batch_size=batch_size,
+        stability_penalty=stability_penalty,
+        stability_target=stability_target,
     )
     return train(config, dataset, settings, stream=None)
 

@@ -19,6 +19,7 @@ __all__ = [
     "Optimizer",
     "Schedule",
     "SolverMethod",
+    "StabilityTarget",
     "Task",
     "choices",
     "spatial_dims",
@@ -50,6 +51,10 @@ DataName = Literal["digits", "mnist1d", "rings", "cross1d"]
 """The bundled data sets (nothing is downloaded)."""
 
 Task = Literal["classification", "regression"]
+
+StabilityTarget = Literal["interval", "growth"]
+"""What --stability-penalty bounds (odenet.models.penalty): each function's Jacobian against the real
+stability interval, or the growth per step of each layer's joint linearization."""
 
 
 def choices(option: Any) -> tuple[str, ...]:

@@ -149,3 +149,43 @@ def test_cli_stability_penalty_trains_and_lowers_the_penalty(tmp_path, capsys):
         assert content["training"]["stability_penalty"] == float(weight)
         finals[weight] = float(StabilityPenalty(model, samples=64, steps=8)(data.x_test[:64]).detach())
     assert finals["10"] < finals["0"] / 2
+
+
+@F64
+def test_growth_penalty_by_hand_on_linear_layers():
+    """Euler (h = 0.1) with f(y) = a*y: the step is (1 + 0.1 a) I, growth |1 + 0.1 a| from any start.
+    a = 5, -30, -10, 25: growth 1.5, 2, 0, 3.5, penalties 0.25, 1, 0, 6.25."""
+    from odenet.models.penalty import GrowthPenalty
+
+    model = linear_model("euler", [5.0, -30.0, -10.0, 25.0])
+    value = GrowthPenalty(model, samples=3, steps=2)(torch.randn(5, 6))
+    assert float(value.detach()) == pytest.approx((0.25 + 1 + 0 + 6.25) / 4, rel=1e-12)
+    value.backward()
+    # d/da of (|1 + 0.1 a| - 1)**2 at a = 5: 2 * 0.5 * 0.1, over 4 layers
+    assert float(model.stages[0].functions["f"][0].a.grad) == pytest.approx(2 * 0.5 * 0.1 / 4, rel=1e-12)
+
+
+@F64
+def test_growth_penalty_is_the_joint_spectral_radius_for_hamiltonian():
+    """hamiltonian with f = 10 I, g = -10 I, h = 0.1: each function alone is inside the interval
+    (the interval penalty is 0), the step grows by (3 + sqrt 5) / 2 (the joint linearization)."""
+    from odenet.models.penalty import GrowthPenalty
+
+    model = linear_model("hamiltonian", [10.0])
+    model.stages[0].functions["g"][0].a.data.fill_(-10.0)
+    assert float(StabilityPenalty(model, samples=2)(torch.randn(2, 6)).detach()) == 0.0
+    growth = (3 + 5**0.5) / 2
+    value = GrowthPenalty(model, samples=2, steps=60)(torch.randn(2, 6))
+    assert float(value.detach()) == pytest.approx((growth - 1) ** 2, rel=1e-6)  # h in float32
+
+
+def test_growth_target_on_the_command_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "heun", "--data", "digits", "--layout", "mlp", "--family", "mlp", "--depth", "2"]
+    args += ["--epochs", "1", "--stability-penalty", "1", "--stability-target", "growth", "--out", str(out)]
+    assert main([*args, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["test_accuracy"] > 0.3
+    with pytest.raises(ConfigError, match="backward_euler is implicit"):
+        from odenet.models.penalty import GrowthPenalty
+
+        GrowthPenalty(build_model(ModelConfig(odenet.format_scheme(odenet.load("backward_euler")), (4,), 2)))

@@ -36,6 +36,7 @@ from odenet.options import (
     Optimizer,
     Schedule,
     SolverMethod,
+    StabilityTarget,
     choices,
 )
 from odenet.training.settings import DATA_DEFAULTS, FILE_DEFAULTS, TrainSettings, default_stages
@@ -92,6 +93,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         schedule=args.schedule,
         smoothness=args.smoothness,
         stability_penalty=args.stability_penalty,
+        stability_target=args.stability_target,
         seed=args.seed,
         device=args.device,
     )
@@ -282,8 +284,16 @@ def add_commands(commands) -> None:
         type=finite,
         default=default_of(TrainSettings, "stability_penalty"),
         metavar="WEIGHT",
-        help="weight of a regularizer keeping each layer's h*lambda (power-iteration estimate of its "
-        "Jacobian's dominant eigenvalue) inside the scheme's stability interval (default 0: off)",
+        help="weight of a regularizer keeping each layer's h*lambda (power-iteration estimates on its "
+        "Jacobian) inside the scheme's stability region (default 0: off; see --stability-target)",
+    )
+    add_choice(
+        p,
+        "--stability-target",
+        StabilityTarget,
+        "what --stability-penalty bounds: each function's Jacobian against the real stability interval, "
+        "or the growth per step of each layer's linearized step",
+        training("stability_target"),
     )
     add_field(p, "--device", TrainSettings, "device", "torch device")
     p.add_argument("--json", action="store_true", help="print the final metrics as JSON")

@@ -38,13 +38,15 @@ coefficients other than the step are not followed as they train.
 
 from __future__ import annotations
 
+import math
+
 import sympy
 import torch
 
 from odenet.errors import ConfigError
 from odenet.models.classifier import Classifier
 
-__all__ = ["StabilityPenalty"]
+__all__ = ["GrowthPenalty", "StabilityPenalty"]
 
 
 class StabilityPenalty:
@@ -99,8 +101,10 @@ class StabilityPenalty:
             for (stage, n), calls in points.items():
                 block = model.stages[stage]
                 scale = self.scale(block.layer_params(n))
-                for name, point in calls.items():
-                    low, high, rho = _extent(block.function(name, n), point, self.steps)
+                for name, args in calls.items():
+                    if len(args) != 1:
+                        continue  # a function of several arguments has no single Jacobian to bound
+                    low, high, rho = _extent(block.function(name, n), args[0], self.steps)
                     term = torch.zeros_like(low)
                     if self.lower is not None:
                         term = term + torch.relu(self.lower - scale * low).square()
@@ -116,20 +120,25 @@ class StabilityPenalty:
         return torch.stack(terms).mean()
 
 
-def _evaluation_points(model: Classifier, x: torch.Tensor) -> dict[tuple[int, int], dict[str, torch.Tensor]]:
-    """The argument of the first call of each single-argument function in every layer, detached,
-    from a forward pass in eval mode without a graph."""
-    seen: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
+def _evaluation_points(
+    model: Classifier, x: torch.Tensor, states: dict | None = None
+) -> dict[tuple[int, int], dict[str, tuple]]:
+    """The arguments of the first call of each function in every layer (and, into ``states``, each
+    layer's input state), detached, from a forward pass in eval mode without a graph."""
+    seen: dict[tuple[int, int], dict[str, tuple]] = {}
 
     def observe(stage: int, layer: int, name: str, args: tuple) -> None:
-        if len(args) == 1:
-            seen.setdefault((stage, layer), {}).setdefault(name, args[0].detach())
+        seen.setdefault((stage, layer), {}).setdefault(name, tuple(a.detach() for a in args))
+
+    def before_layer(stage: int, layer: int, state: tuple) -> None:
+        if states is not None:
+            states[stage, layer] = tuple(s.detach() for s in state)
 
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            model.features(x, observe)
+            model.features(x, observe, before_layer)
     finally:
         model.train(was_training)
     return seen
@@ -171,3 +180,82 @@ def _extent(module: torch.nn.Module, point: torch.Tensor, steps: int) -> tuple[t
     # <v, S v> = <v, J^T v>: the Rayleigh quotients, with their graphs to the weights
     ends = torch.stack([(u * v).sum(dim=dims), (z * w).sum(dim=dims)])
     return ends.min(dim=0).values, ends.max(dim=0).values, u.flatten(1).norm(dim=1)
+
+
+class GrowthPenalty:
+    """``penalty(x)``: the mean over layers and examples of ``max(0, g - 1)**2``, where ``g`` estimates
+    the growth per step of each layer's joint linearization (the step's Jacobian in its state with
+    every function replaced by its Jacobian at its evaluation point: what ``odenet stability``
+    judges) by ``steps`` power-iteration steps on the linearized step, ``g = |L v|`` for the last
+    unit iterate ``v``. Above the spectral radius for a non-normal ``L`` (``|L v| <= ||L||``): a
+    conservative target. Explicit schemes only; the same eval-mode evaluation and fixed random
+    start as :class:`StabilityPenalty`."""
+
+    def __init__(self, model: Classifier, samples: int = 8, steps: int = 4):
+        if samples < 1 or steps < 1:
+            raise ConfigError(
+                f"the stability penalty needs samples >= 1 and steps >= 1, not {samples}, {steps}"
+            )
+        if not model.scheme.is_explicit:
+            raise ConfigError(
+                f"--stability-target growth: scheme {model.scheme.name} is implicit, and the growth of "
+                "its linearized step (through the solve) is not offered; use --stability-target interval"
+            )
+        self.model = model
+        self.samples = samples
+        self.steps = steps
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        model = self.model
+        states: dict[tuple[int, int], tuple] = {}
+        points = _evaluation_points(model, x[: self.samples], states)
+        terms = []
+        was_training = model.training
+        model.eval()
+        try:
+            for (stage, n), calls in points.items():
+                growth = _growth(model.stages[stage], n, states[stage, n], calls, self.steps)
+                terms.append(torch.relu(growth - 1).square().mean())
+        finally:
+            model.train(was_training)
+        if not terms:
+            return x.new_zeros(())
+        return torch.stack(terms).mean()
+
+
+def _growth(block, n: int, state: tuple, calls: dict[str, tuple], steps: int) -> torch.Tensor:
+    """Per example: ``|L v|`` after ``steps`` power-iteration steps on layer ``n``'s linearized step
+    ``L`` (differentiable in the weights)."""
+    params = {k: v.detach() for k, v in block.layer_params(n).items()}
+    shapes = [s.shape[1:] for s in state]
+    sizes = [math.prod(shape) for shape in shapes]
+    batch = len(state[0])
+    with torch.enable_grad():
+        linear_parts = {}
+        for name, args in calls.items():
+            leaves = tuple(a.detach().requires_grad_(True) for a in args)
+            out = block.function(name, n)(*leaves)
+            dual = torch.zeros_like(out, requires_grad=True)
+            transposed = torch.autograd.grad(out, leaves, dual, create_graph=True)
+            linear_parts[name] = (transposed, dual)
+
+        def linear(flat: torch.Tensor, graph: bool) -> torch.Tensor:
+            def call(key, name, *args):
+                transposed, dual = linear_parts[name]
+                (product,) = torch.autograd.grad(
+                    transposed, dual, args, retain_graph=True, create_graph=graph
+                )
+                return product  # J args, by the double-backward trick
+
+            parts = tuple(
+                p.reshape(batch, *shape) for p, shape in zip(flat.split(sizes, 1), shapes, strict=True)
+            )
+            return torch.cat([s.reshape(batch, -1) for s in block._step(parts, params, call)], dim=1)
+
+        generator = torch.Generator(device=state[0].device).manual_seed(0)
+        v = torch.randn(batch, sum(sizes), generator=generator, device=state[0].device, dtype=state[0].dtype)
+        for _ in range(steps):
+            v = v / v.norm(dim=1, keepdim=True).clamp_min(1e-30)
+            v = linear(v, graph=False).detach()
+        v = v / v.norm(dim=1, keepdim=True).clamp_min(1e-30)
+        return linear(v, graph=True).norm(dim=1)

@@ -215,9 +215,9 @@ def _train(config, data, settings, out_dir, stream, data_info, resume=False, wri
     )
     penalty = None
     if settings.stability_penalty:
-        from odenet.models.penalty import StabilityPenalty
+        from odenet.models.penalty import GrowthPenalty, StabilityPenalty
 
-        penalty = StabilityPenalty(model)
+        penalty = (GrowthPenalty if settings.stability_target == "growth" else StabilityPenalty)(model)
     history = []
     start = time.perf_counter()
     metrics: dict = {}

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from odenet.errors import ConfigError
-from odenet.options import DataName, Layout, Optimizer, Schedule, choices
+from odenet.options import DataName, Layout, Optimizer, Schedule, StabilityTarget, choices
 
 __all__ = ["DATA_DEFAULTS", "DataDefaults", "TrainSettings", "default_stages"]
 
@@ -26,6 +26,7 @@ class TrainSettings:
     schedule: Schedule = "cosine"  # "cosine" decay to 0 over the run, or "constant"
     smoothness: float = 0.0  # weight of Chang et al.'s time-smoothness regularizer
     stability_penalty: float = 0.0  # weight of the stability regularizer (odenet.models.penalty)
+    stability_target: StabilityTarget = "interval"  # what it bounds
     seed: int = 0
     device: str = "cpu"
 
@@ -41,7 +42,11 @@ class TrainSettings:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and value >= 0 and math.isfinite(value)):
                 problems.append(f"{name} must be a finite number >= 0, not {value!r}")
-        for name, allowed in (("optimizer", choices(Optimizer)), ("schedule", choices(Schedule))):
+        for name, allowed in (
+            ("optimizer", choices(Optimizer)),
+            ("schedule", choices(Schedule)),
+            ("stability_target", choices(StabilityTarget)),
+        ):
             if getattr(self, name) not in allowed:
                 problems.append(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
         import torch  # the device is checked by torch; the settings' defaults load without it
