@@ -1,5 +1,6 @@
-"""Stability-aware training: a regularizer that keeps each layer's ``h*lambda`` inside the scheme's
-stability interval.
+"""Stability-aware training: regularizers on each layer's linear stability. :class:`StabilityPenalty`
+keeps each layer's ``h*lambda`` inside the scheme's stability interval (below);
+:class:`GrowthPenalty` keeps the growth per step of each layer's joint linearization at most 1.
 
 The analysis gives the interval of the real axis where the test equation ``f(u) = lambda*u`` keeps a
 step power-bounded (``[-2, 0]`` in ``h*lambda`` for Euler, ``[-4, 0]`` in ``h**2*lambda`` for
