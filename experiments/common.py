@@ -27,9 +27,13 @@ POINT_FLOW = dict(family="mlp", hidden=32, shared=True, stem=False, lr=1e-2)
 DIGITS_CONV = dict(layout="conv", stages=2)
 
 
-def arguments(description: str) -> argparse.Namespace:
+def arguments(description: str, keep: bool = False) -> argparse.Namespace:
+    """The experiment's options; with ``keep``, also ``--keep`` (reuse the finished runs of an earlier
+    results file, train only the missing or failed ones)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the code path in seconds")
+    if keep:
+        parser.add_argument("--keep", action="store_true", help="train only runs missing or failed before")
     parser.add_argument("--out", type=Path, default=DOCS, help=f"where results go (default {DOCS})")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ the bytes of one state.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from common import arguments, mean_std, percent, train_command, write_json
 from odenet.report.plotting import new_figure, save_figure
 from odenet.training import load_checkpoint, load_data
 
-args = arguments(__doc__.splitlines()[0])
+args = arguments(__doc__.splitlines()[0], keep=True)
 gammas = [0.5, 0.99] if args.quick else [0.5, 0.9, 0.99]
 seeds = [0] if args.quick else [0, 1, 2]
 extra = ["--depth", "2", "--epochs", "1", "--train-fraction", "0.05"] if args.quick else []
@@ -55,6 +56,12 @@ def copies(folder: Path) -> float:
     return sum(block.kept_bytes / state_bytes[i] for i, block in enumerate(model.stages))
 
 
+earlier = args.out / "j_momentum_gamma.json"
+kept = {}
+if args.keep and earlier.is_file():  # a run stopped from outside is recorded as failed: train it again
+    for row in json.loads(earlier.read_text())["runs"]:
+        if not row["failed"]:
+            kept[row["gamma"], row["memory"], row["seed"]] = row
 rows = []
 with tempfile.TemporaryDirectory() as scratch:
     for gamma in gammas:
@@ -62,6 +69,9 @@ with tempfile.TemporaryDirectory() as scratch:
         path.write_text(SCHEME.format(gamma=gamma))
         for memory in ("reversible", "autograd"):
             for seed in seeds:
+                if (gamma, memory, seed) in kept:
+                    rows.append(kept[gamma, memory, seed])
+                    continue
                 out = Path(scratch) / f"run-{gamma}-{memory}-{seed}"
                 words = [
                     "train",
