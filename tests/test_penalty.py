@@ -89,7 +89,7 @@ def test_penalty_by_hand_on_linear_layers():
 
 @F64
 def test_penalty_uses_the_layers_own_step_and_the_schemes_variable():
-    """leapfrog's variable is h**2*lambda on [-4, 0] (as written in the library, +h**2*f: [0, 4])."""
+    """leapfrog's variable is h**2*lambda, its interval [0, 4] (the library writes it with - h**2*f)."""
     model = linear_model("leapfrog", [100.0, 500.0], params={"h": 0.1})
     penalty = StabilityPenalty(model, samples=2, steps=1)
     assert str(penalty.variable) == "h**2*lambda"

@@ -3,11 +3,11 @@ keeps each layer's ``h*lambda`` inside the scheme's stability interval (below);
 :class:`GrowthPenalty` keeps the growth per step of each layer's joint linearization at most 1.
 
 The analysis gives the interval of the real axis where the test equation ``f(u) = lambda*u`` keeps a
-step power-bounded (``[-2, 0]`` in ``h*lambda`` for Euler, ``[-4, 0]`` in ``h**2*lambda`` for
-leapfrog; only ``{0}`` for the two-step midpoint rule, which is stable on an interval of the
-imaginary axis instead). In a trained network the role of ``lambda`` is played by the eigenvalues
-of each function's Jacobian at the points where the layer evaluates it (what ``odenet stability``
-measures exactly). The penalty bounds them through the field of values of ``J``, which holds every
+step power-bounded (``[-2, 0]`` in ``h*lambda`` for Euler, ``[0, 4]`` in ``h**2*lambda`` for
+leapfrog, written with ``- h**2*f``; only ``{0}`` for the two-step midpoint rule, which is stable on
+an interval of the imaginary axis instead). In a trained network the role of ``lambda`` is played by
+the eigenvalues of each function's Jacobian at the points where the layer evaluates it (what
+``odenet stability`` measures exactly). The penalty bounds them through the field of values of ``J``, which holds every
 eigenvalue: the real parts of ``J``'s eigenvalues lie between the smallest and the largest
 eigenvalue of its symmetric part ``S = (J + J^T) / 2``. Per example, at a few examples of the batch:
 
