@@ -7,9 +7,10 @@ step power-bounded (``[-2, 0]`` in ``h*lambda`` for Euler, ``[0, 4]`` in ``h**2*
 leapfrog, written with ``- h**2*f``; only ``{0}`` for the two-step midpoint rule, which is stable on
 an interval of the imaginary axis instead). In a trained network the role of ``lambda`` is played by
 the eigenvalues of each function's Jacobian at the points where the layer evaluates it (what
-``odenet stability`` measures exactly). The penalty bounds them through the field of values of ``J``, which holds every
-eigenvalue: the real parts of ``J``'s eigenvalues lie between the smallest and the largest
-eigenvalue of its symmetric part ``S = (J + J^T) / 2``. Per example, at a few examples of the batch:
+``odenet stability`` measures exactly). The penalty bounds them through the field of values of
+``J``, which holds every eigenvalue: the real parts of ``J``'s eigenvalues lie between the smallest
+and the largest eigenvalue of its symmetric part ``S = (J + J^T) / 2``. Per example, at a few
+examples of the batch:
 
 * ``low`` and ``high``: those two ends, each by ``steps`` power-iteration steps (on ``S``, whose
   products are one Jacobian-vector and one vector-Jacobian product, then on ``S`` shifted by the end
