@@ -40,13 +40,14 @@ coefficients other than the step are not followed as they train.
 
 from __future__ import annotations
 
-import math
+import contextlib
 
 import sympy
 import torch
 
 from odenet.errors import ConfigError
 from odenet.models.classifier import Classifier
+from odenet.models.spectra import LinearizedStep, _first_calls
 
 __all__ = ["GrowthPenalty", "StabilityPenalty"]
 
@@ -95,12 +96,9 @@ class StabilityPenalty:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         model = self.model
-        points = _evaluation_points(model, x[: self.samples])
         terms = []
-        was_training = model.training
-        model.eval()
-        try:
-            for (stage, n), calls in points.items():
+        with _evaluating(model):
+            for (stage, n), calls in _first_calls(model, x[: self.samples]).items():
                 block = model.stages[stage]
                 scale = self.scale(block.layer_params(n))
                 for name, args in calls.items():
@@ -115,35 +113,20 @@ class StabilityPenalty:
                     if self.reach is not None:
                         term = term + torch.relu(scale * rho - self.reach).square()
                     terms.append(term.mean())
-        finally:
-            model.train(was_training)
         if not terms:
             return x.new_zeros(())
         return torch.stack(terms).mean()
 
 
-def _evaluation_points(
-    model: Classifier, x: torch.Tensor, states: dict | None = None
-) -> dict[tuple[int, int], dict[str, tuple]]:
-    """The arguments of the first call of each function in every layer (and, into ``states``, each
-    layer's input state), detached, from a forward pass in eval mode without a graph."""
-    seen: dict[tuple[int, int], dict[str, tuple]] = {}
-
-    def observe(stage: int, layer: int, name: str, args: tuple) -> None:
-        seen.setdefault((stage, layer), {}).setdefault(name, tuple(a.detach() for a in args))
-
-    def before_layer(stage: int, layer: int, state: tuple) -> None:
-        if states is not None:
-            states[stage, layer] = tuple(s.detach() for s in state)
-
+@contextlib.contextmanager
+def _evaluating(model: Classifier):
+    """``model`` in eval mode for the block, its own mode restored after."""
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
-            model.features(x, observe, before_layer)
+        yield
     finally:
         model.train(was_training)
-    return seen
 
 
 def _extent(module: torch.nn.Module, point: torch.Tensor, steps: int) -> tuple[torch.Tensor, ...]:
@@ -210,54 +193,21 @@ class GrowthPenalty:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         model = self.model
         states: dict[tuple[int, int], tuple] = {}
-        points = _evaluation_points(model, x[: self.samples], states)
         terms = []
-        was_training = model.training
-        model.eval()
-        try:
-            for (stage, n), calls in points.items():
-                growth = _growth(model.stages[stage], n, states[stage, n], calls, self.steps)
-                terms.append(torch.relu(growth - 1).square().mean())
-        finally:
-            model.train(was_training)
+        with _evaluating(model):
+            for (stage, n), calls in _first_calls(model, x[: self.samples], states).items():
+                step = LinearizedStep(model.stages[stage], n, states[stage, n], calls)
+                terms.append(torch.relu(_growth(step, self.steps) - 1).square().mean())
         if not terms:
             return x.new_zeros(())
         return torch.stack(terms).mean()
 
 
-def _growth(block, n: int, state: tuple, calls: dict[str, tuple], steps: int) -> torch.Tensor:
-    """Per example: ``|L v|`` after ``steps`` power-iteration steps on layer ``n``'s linearized step
-    ``L`` (differentiable in the weights)."""
-    params = {k: v.detach() for k, v in block.layer_params(n).items()}
-    shapes = [s.shape[1:] for s in state]
-    sizes = [math.prod(shape) for shape in shapes]
-    batch = len(state[0])
-    with torch.enable_grad():
-        linear_parts = {}
-        for name, args in calls.items():
-            leaves = tuple(a.detach().requires_grad_(True) for a in args)
-            out = block.function(name, n)(*leaves)
-            dual = torch.zeros_like(out, requires_grad=True)
-            transposed = torch.autograd.grad(out, leaves, dual, create_graph=True)
-            linear_parts[name] = (transposed, dual)
-
-        def linear(flat: torch.Tensor, graph: bool) -> torch.Tensor:
-            def call(key, name, *args):
-                transposed, dual = linear_parts[name]
-                (product,) = torch.autograd.grad(
-                    transposed, dual, args, retain_graph=True, create_graph=graph
-                )
-                return product  # J args, by the double-backward trick
-
-            parts = tuple(
-                p.reshape(batch, *shape) for p, shape in zip(flat.split(sizes, 1), shapes, strict=True)
-            )
-            return torch.cat([s.reshape(batch, -1) for s in block._step(parts, params, call)], dim=1)
-
-        generator = torch.Generator(device=state[0].device).manual_seed(0)
-        v = torch.randn(batch, sum(sizes), generator=generator, device=state[0].device, dtype=state[0].dtype)
-        for _ in range(steps):
-            v = v / v.norm(dim=1, keepdim=True).clamp_min(1e-30)
-            v = linear(v, graph=False).detach()
-        v = v / v.norm(dim=1, keepdim=True).clamp_min(1e-30)
-        return linear(v, graph=True).norm(dim=1)
+def _growth(step: LinearizedStep, steps: int) -> torch.Tensor:
+    """Per example: ``|L v|`` after ``steps`` power-iteration steps on the linearized step ``L``
+    (differentiable in the weights)."""
+    generator = torch.Generator(device=step.device).manual_seed(0)
+    v = torch.randn(step.batch, step.dim, generator=generator, device=step.device, dtype=step.dtype)
+    for _ in range(steps):
+        v = step(v / v.norm(dim=1, keepdim=True).clamp_min(1e-30)).detach()
+    return step(v / v.norm(dim=1, keepdim=True).clamp_min(1e-30), graph=True).norm(dim=1)

@@ -199,17 +199,10 @@ def _arnoldi_eigenvalues(module, points: torch.Tensor, k: int = 4) -> np.ndarray
 
     shape = points.shape[1:]
     dim = math.prod(shape)
-    k = min(k, dim - 2)
     found = []
 
     def largest(matvec) -> np.ndarray:
-        operator = linalg.LinearOperator((dim, dim), matvec=matvec, dtype=np.float64)
-        try:
-            return linalg.eigs(
-                operator, k=k, which="LM", return_eigenvectors=False, tol=1e-3, maxiter=20 * dim
-            )
-        except linalg.ArpackNoConvergence as exc:
-            return exc.eigenvalues
+        return _largest_modulus(linalg, matvec, dim, k, maxiter=20 * dim)
 
     for p in points:
         # J^T has J's eigenvalues, and J^T v is one vector-Jacobian product on a graph built once
@@ -231,6 +224,18 @@ def _arnoldi_eigenvalues(module, points: torch.Tensor, k: int = 4) -> np.ndarray
     return np.concatenate(found) if found else np.zeros(0, complex)
 
 
+def _largest_modulus(linalg, matvec, dim: int, k: int, maxiter: int | None = None) -> np.ndarray:
+    """The ``k`` eigenvalues of largest modulus of the ``dim x dim`` operator ``matvec`` (ARPACK,
+    to 1e-3; what it found when it does not converge)."""
+    operator = linalg.LinearOperator((dim, dim), matvec=matvec, dtype=np.float64)
+    try:
+        return linalg.eigs(
+            operator, k=min(k, dim - 2), which="LM", return_eigenvectors=False, tol=1e-3, maxiter=maxiter
+        )
+    except linalg.ArpackNoConvergence as exc:
+        return exc.eigenvalues
+
+
 def _first_calls(
     model: Classifier, x: torch.Tensor, states: dict | None = None
 ) -> dict[tuple[int, int], dict[str, tuple]]:
@@ -250,51 +255,80 @@ def _first_calls(
     return seen
 
 
+class LinearizedStep:
+    """Layer ``n``'s step linearized at frozen points: every call of a function replaced by that
+    function's Jacobian at its first evaluation point (``calls``), so that ``step(rows)`` is the
+    joint linearization applied to each example's state perturbation (one row each, flattened over
+    the state's parts). The step must be linear in its state apart from the calls, as every scheme
+    of the language is. Jacobian products by the double-backward trick (every operation with a
+    gradient has one; forward-mode AD does not cover them all), on one graph per function built
+    here: ``state`` and ``calls`` hold one row per example the rows will be."""
+
+    def __init__(self, block, n: int, state: tuple, calls: dict[str, tuple]):
+        self.block = block
+        self.params = {k: v.detach() for k, v in block.layer_params(n).items()}
+        self.shapes = [s.shape[1:] for s in state]
+        self.sizes = [math.prod(shape) for shape in self.shapes]
+        self.dim = sum(self.sizes)
+        self.batch, self.device, self.dtype = len(state[0]), state[0].device, state[0].dtype
+        self.parts = {}
+        with torch.enable_grad():
+            for name, args in calls.items():
+                leaves = tuple(a.detach().contiguous().requires_grad_(True) for a in args)
+                out = block.function(name, n)(*leaves)
+                dual = torch.zeros_like(out, requires_grad=True)
+                self.parts[name] = (torch.autograd.grad(out, leaves, dual, create_graph=True), dual)
+
+    def __call__(self, rows: torch.Tensor, graph: bool = False) -> torch.Tensor:
+        """The linearized step on ``rows`` (examples x state size); with ``graph``, differentiable in
+        the functions' weights."""
+
+        def call(key, name, *args):
+            transposed, dual = self.parts[name]
+            (product,) = torch.autograd.grad(transposed, dual, args, retain_graph=True, create_graph=graph)
+            return product  # J args
+
+        batch = len(rows)
+        parts = tuple(
+            p.reshape(batch, *shape) for p, shape in zip(rows.split(self.sizes, 1), self.shapes, strict=True)
+        )
+        with torch.enable_grad() if graph else torch.no_grad():
+            new = self.block._step(parts, self.params, call)
+        return torch.cat([s.reshape(batch, -1) for s in new], dim=1)
+
+
 def _joint_amplification(
     block, n: int, state: tuple, calls: dict[str, tuple], exact_limit: int
 ) -> np.ndarray:
-    """Eigenvalues of layer ``n``'s joint linearization at each sample (pooled): the Jacobian of the
-    step in its state with every call of a function replaced by that function's Jacobian at its
-    first evaluation point (a Jacobian-vector product). Exact up to ``exact_limit`` state
-    dimensions; above, the largest in modulus (ARPACK)."""
+    """Eigenvalues of layer ``n``'s joint linearization at each sample (pooled). Exact up to
+    ``exact_limit`` state dimensions; above, the largest in modulus (ARPACK)."""
     from odenet.errors import ConfigError
 
-    params = block.layer_params(n)
-    shapes = [s.shape[1:] for s in state]
-    sizes = [math.prod(shape) for shape in shapes]
-    dim = sum(sizes)
     found = []
     for i in range(len(state[0])):
-        frozen = {name: tuple(a[i : i + 1] for a in args) for name, args in calls.items()}
 
-        def call(key, name, *args, frozen=frozen):
-            k = len(args[0])
-            primals = tuple(p.expand(k, *p.shape[1:]).contiguous() for p in frozen[name])
-            # the double-backward Jacobian-vector product: every operation with a gradient has one
-            # (forward-mode AD does not cover them all)
-            _, product = torch.autograd.functional.jvp(block.function(name, n), primals, tuple(args))
-            return product
+        def at(rows: int, i=i) -> LinearizedStep:  # sample i's linearization, for that many rows
+            def repeat(t: torch.Tensor) -> torch.Tensor:
+                return t[i : i + 1].expand(rows, *t.shape[1:])
 
-        def linear(flat: torch.Tensor) -> torch.Tensor:  # rows: state perturbations
-            parts = tuple(
-                part.reshape(len(flat), *shape)
-                for part, shape in zip(flat.split(sizes, 1), shapes, strict=True)
+            frozen = {name: tuple(repeat(a) for a in args) for name, args in calls.items()}
+            return LinearizedStep(block, n, tuple(repeat(s) for s in state), frozen)
+
+        check = at(3)
+        dim, dtype = check.dim, state[0].dtype
+        probe = torch.randn(2, dim, dtype=dtype, generator=torch.Generator().manual_seed(i))
+        image = check(torch.stack([probe[0] + 2 * probe[1], probe[0], probe[1]]))
+        mixed = image[0] - image[1] - 2 * image[2]
+        if float(mixed.abs().max()) > 1e-8 * (1 + float(image[1:].abs().max())):
+            raise ConfigError(
+                f"scheme {block.scheme.name}: the step is not linear in its state apart from the "
+                "function calls, so it has no joint linearization (amplification matrix) to judge"
             )
-            return torch.cat([s.reshape(len(flat), -1) for s in block._step(parts, params, call)], dim=1)
-
-        with torch.no_grad():
-            probe = torch.randn(2, dim, dtype=state[0].dtype, generator=torch.Generator().manual_seed(i))
-            mixed = linear(probe[:1] + 2 * probe[1:]) - linear(probe[:1]) - 2 * linear(probe[1:])
-            if float(mixed.abs().max()) > 1e-8 * (1 + float(linear(probe).abs().max())):
-                raise ConfigError(
-                    f"scheme {block.scheme.name}: the step is not linear in its state apart from the "
-                    "function calls, so it has no joint linearization (amplification matrix) to judge"
-                )
-            if dim <= exact_limit:
-                matrix = linear(torch.eye(dim, dtype=state[0].dtype)).T
-                found.append(torch.linalg.eigvals(matrix).numpy())
-            else:
-                found.append(_largest_eigenvalues(linear, dim, state[0].dtype))
+        if dim <= exact_limit:
+            matrix = at(dim)(torch.eye(dim, dtype=dtype)).T
+            found.append(torch.linalg.eigvals(matrix).numpy())
+        else:
+            found.append(_largest_eigenvalues(at(1), dim, dtype))
     return np.concatenate(found) if found else np.zeros(0, complex)
 
 
@@ -305,11 +339,7 @@ def _largest_eigenvalues(linear, dim: int, dtype: torch.dtype, k: int = 4) -> np
         row = torch.from_numpy(np.ascontiguousarray(v.real, dtype=np.float64)).to(dtype).reshape(1, dim)
         return linear(row).reshape(-1).double().numpy()
 
-    operator = linalg.LinearOperator((dim, dim), matvec=matvec, dtype=np.float64)
-    try:
-        return linalg.eigs(operator, k=min(k, dim - 2), which="LM", return_eigenvectors=False, tol=1e-3)
-    except linalg.ArpackNoConvergence as exc:
-        return exc.eigenvalues
+    return _largest_modulus(linalg, matvec, dim, k)
 
 
 def default_samples(model: Classifier, example: torch.Tensor) -> int:
