@@ -189,3 +189,47 @@ def test_growth_target_on_the_command_line(tmp_path, capsys):
         from odenet.models.penalty import GrowthPenalty
 
         GrowthPenalty(build_model(ModelConfig(odenet.format_scheme(odenet.load("backward_euler")), (4,), 2)))
+
+
+@pytest.mark.parametrize("scheme", odenet.library_names())
+def test_every_library_scheme_gets_a_finite_penalty_the_same_in_every_memory_mode(scheme):
+    """Both targets (growth: explicit schemes) on a BatchNorm conv network of each library scheme: a
+    finite value with a finite gradient, no running statistic moved, and the same value for the same
+    weights whatever the memory mode the network trains in (the penalty walks the layers itself)."""
+    from odenet.models.penalty import GrowthPenalty
+    from odenet.training.defaults import scheme_defaults
+
+    text = odenet.format_scheme(odenet.load(scheme))
+    base = dict(layout="conv", family="bn", width=4, depth=2, stages=1)
+    memory = scheme_defaults(odenet.load(scheme)).memory_saving
+    torch.manual_seed(0)
+    reference = build_model(ModelConfig(text, (1, 6, 6), 3, **base))
+    other = build_model(ModelConfig(text, (1, 6, 6), 3, memory=memory, **base))
+    other.load_state_dict(reference.state_dict())
+    x = torch.randn(4, 1, 6, 6)
+    targets = [StabilityPenalty] + ([GrowthPenalty] if odenet.load(scheme).is_explicit else [])
+    for target in targets:
+        values = []
+        for model in (reference, other):
+            before = {k: v.clone() for k, v in model.state_dict().items()}
+            value = target(model, samples=4, steps=2)(x)
+            value.backward()
+            assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+            assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
+            values.append(float(value.detach()))
+        assert np.isfinite(values[0]) and values[0] == values[1], (target.__name__, memory)
+
+
+def test_train_writes_to_the_stderr_of_the_moment(monkeypatch):
+    """train()'s progress goes to sys.stderr as it is when train runs (a stream bound at import went
+    stale once a test runner replaced and closed it)."""
+    import io
+
+    from odenet.training import load_data, train
+
+    data = load_data("rings")
+    config = ModelConfig(odenet.format_scheme(odenet.load("euler")), (2,), 2, family="mlp", width=4, depth=1)
+    stream = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stream)
+    train(config, data, TrainSettings(epochs=1))
+    assert "epoch 1/1" in stream.getvalue()
