@@ -270,6 +270,11 @@ def _ddp_worker(rank, world, port, memory, inputs, queue):
         if rank == 0:
             queue.put([p.grad.numpy().copy() for p in model.module.parameters()])  # by value
         dist.barrier()  # both ranks done before either tears the group down
+        # DDP's reducer holds the process group: freed after destroy_process_group (this frame's end),
+        # it would be the group's last owner and its destructor would join gloo's thread while
+        # holding the GIL that thread waits for (a hang seen in CI). Free it while the group is
+        # registered, as odenet.training does (the model goes with train()'s frame, before the group).
+        del model
     finally:
         dist.destroy_process_group()
 
