@@ -98,26 +98,41 @@ def markdown(table: dict, seeds: list[int]) -> str:
             f"**{data}** (test accuracy over seeds {', '.join(map(str, seeds))}; time and peak "
             "resident memory of the training process, mean over seeds)",
             "",
-            "| rank | scheme | memory | test accuracy % (mean ± sd) | seeds | parameters | train time s | "
-            "peak RSS MiB |",
-            "|---|---|---|---|---|---|---|---|",
+            "| rank | scheme | memory | lr, step | test accuracy % (mean ± sd) | seeds | parameters | "
+            "train time s | peak RSS MiB |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for rank, ((scheme, mode), runs) in enumerate(ranked, 1):
             s = summary(runs)
+            head = f"| | {scheme} | {mode} | {settings(scheme)} |"
             if not runs:
-                lines.append(f"| | {scheme} | {mode} | not run yet | 0 | | | |")
+                lines.append(f"{head} not run yet | 0 | | | |")
             elif s is None:
                 why = runs[0]["failed"].replace("|", "/")[:160]
-                lines.append(f"| | {scheme} | {mode} | failed on every seed: {why} | 0 | | | |")
+                lines.append(f"{head} failed on every seed: {why} | 0 | | | |")
             else:
                 failed = f" ({s['failed']} failed)" if s["failed"] else ""
                 lines.append(
-                    f"| {rank} | {scheme} | {mode} | {s['mean']:.1f} ± {s['sd']:.1f} | "
+                    f"| {rank} | {scheme} | {mode} | {settings(scheme)} | {s['mean']:.1f} ± {s['sd']:.1f} | "
                     f"{s['seeds']}{failed} | {s['parameters']:,} | {s['seconds']:.0f} | "
                     f"{s['peak_rss_mib']:.0f} |"
                 )
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
+
+
+def settings(scheme: str) -> str:
+    """The learning rate and step a scheme trains with by default, as the table shows them."""
+    loaded = load(scheme)
+    defaults = scheme_defaults(loaded)
+    param = loaded.step_param
+    if defaults.step is not None:
+        step = f"{loaded.step} = {defaults.step:g}"
+    elif param is not None and param.default is not None:
+        step = f"{loaded.step} = {float(param.default):g}"
+    else:
+        step = "no step"
+    return f"{defaults.lr:g}, {step}"
 
 
 def plot(table: dict, path: Path) -> None:
