@@ -35,6 +35,12 @@ DATA = ("digits", "mnist1d")
 BEGIN, END = "<!-- leaderboard: begin (experiments/h_leaderboard.py) -->", "<!-- leaderboard: end -->"
 
 
+# Is it the scheme or its settings? revnet trains at lr 1e-3 with no step (each coupling adds its
+# function's whole output); the others at lr 1e-2 and h = 0.1. These rows give two of them revnet's.
+CONTROLS = {"euler": (0.001, 1.0), "hamiltonian": (0.001, 1.0)}  # scheme: (lr, step)
+CONTROL_DATA = ("mnist1d",)
+
+
 def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="two schemes, one seed, tiny sizes")
@@ -72,6 +78,49 @@ def collect(folder: Path, schemes: list[str], data_sets: list[str], seeds: list[
                         runs.append(json.loads(path.read_text()))
                 table[data][scheme, mode] = runs
     return table
+
+
+def control_flags(scheme: str) -> list[str]:
+    lr, step = CONTROLS[scheme]
+    return ["--lr", f"{lr:g}", "--step", f"{step:g}"]
+
+
+def control_path(folder: Path, data: str, scheme: str, seed: int) -> Path:
+    lr, step = CONTROLS[scheme]
+    return folder / f"control-{data}-{scheme}-lr{lr:g}-step{step:g}-{seed}.json"
+
+
+def controls_markdown(folder: Path, schemes: list[str], seeds: list[int]) -> str:
+    """Each control beside the same scheme at its defaults (autograd), where it was run."""
+    lines = []
+    for data in CONTROL_DATA:
+        for scheme in [name for name in CONTROLS if name in schemes]:
+            found = [control_path(folder, data, scheme, seed) for seed in seeds]
+            runs = [json.loads(path.read_text()) for path in found if path.is_file()]
+            plain = [folder / f"{data}-{scheme}-autograd-{seed}.json" for seed in seeds]
+            defaults = [json.loads(path.read_text()) for path in plain if path.is_file()]
+            lr, step = CONTROLS[scheme]
+            labelled = (
+                (settings(scheme) + " (its defaults)", defaults),
+                (f"{lr:g}, {load(scheme).step} = {step:g}", runs),
+            )
+            if summary(runs) is None:
+                continue
+            for label, rows in labelled:
+                if (s := summary(rows)) is not None:
+                    lines.append(
+                        f"| {data} | {scheme} | {label} | {s['mean']:.1f} ± {s['sd']:.1f} | {s['seeds']} |"
+                    )
+    if not lines:
+        return ""
+    head = [
+        "**Controls** (autograd; the scheme or its settings? two schemes at revnet's learning rate and "
+        "a step of 1)",
+        "",
+        "| data | scheme | lr, step | test accuracy % (mean ± sd) | seeds |",
+        "|---|---|---|---|---|",
+    ]
+    return "\n".join(head + lines) + "\n"
 
 
 def summary(runs: list[dict]) -> dict | None:
@@ -163,33 +212,45 @@ def splice(document: Path, text: str) -> None:
     write_text(document, pattern.sub(lambda _: f"{BEGIN}\n{text}{END}", content))
 
 
+def run_once(path: Path, words: list[str], threads: int) -> None:
+    """Train ``words`` in its own process unless ``path`` holds its result already."""
+    if path.is_file():
+        return
+    result = {"command": " ".join(words), **train_command(words[1:], threads)}
+    result["threads"] = threads
+    write_text(path, json.dumps(result, indent=2) + "\n")
+    outcome = result.get("failed") or f"{100 * result['test_accuracy']:.1f}%"
+    print(f"{path.stem}: {outcome} ({result['wall_seconds']:.0f} s)", flush=True)
+
+
 def main() -> None:
     args = arguments()
     schemes = args.schemes or (["euler", "leapfrog"] if args.quick else library_names())
     seeds = [0] if args.quick else args.seeds
     folder = args.out / "h_leaderboard"
     folder.mkdir(parents=True, exist_ok=True)
-    # the explicit schemes first (minutes each), the implicit ones (a solve per layer) last
-    order = sorted(schemes, key=lambda name: (not load(name).is_explicit, name))
+    explicit = sorted(name for name in schemes if load(name).is_explicit)
+    implicit = sorted(name for name in schemes if not load(name).is_explicit)
     if not args.tables_only:
-        for scheme in order:
+        # the explicit schemes first (minutes each), then the controls, the implicit ones (a solve
+        # per layer) last
+        for scheme in explicit + implicit:
             for data in args.data:
                 for mode in modes(scheme):
                     for seed in seeds:
-                        path = folder / f"{data}-{scheme}-{mode}-{seed}.json"
-                        if path.is_file():
-                            continue
                         words = command(scheme, data, mode, seed, args.quick)
-                        result = {"command": " ".join(words), **train_command(words[1:], args.threads)}
-                        result["threads"] = args.threads
-                        write_text(path, json.dumps(result, indent=2) + "\n")
-                        outcome = result.get("failed") or f"{100 * result['test_accuracy']:.1f}%"
-                        print(
-                            f"{data} {scheme} {mode} seed {seed}: {outcome} ({result['wall_seconds']:.0f} s)",
-                            flush=True,
-                        )
+                        run_once(folder / f"{data}-{scheme}-{mode}-{seed}.json", words, args.threads)
+            if explicit and scheme == explicit[-1]:
+                for control in (name for name in CONTROLS if name in schemes):
+                    for data in (d for d in CONTROL_DATA if d in args.data):
+                        for seed in seeds:
+                            words = command(control, data, "autograd", seed, args.quick)
+                            words += control_flags(control)
+                            run_once(control_path(folder, data, control, seed), words, args.threads)
     table = collect(folder, schemes, args.data, seeds)
     text = markdown(table, seeds)
+    if controls := controls_markdown(folder, schemes, seeds):
+        text += "\n" + controls
     summaries = {
         data: [
             {"scheme": scheme, "memory": mode, **(summary(runs) or {})}

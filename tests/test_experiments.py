@@ -45,6 +45,9 @@ def test_experiment_quick(script, tmp_path):
             ("leapfrog", "autograd", 1),
             ("leapfrog", "reversible", 1),
         }
+        # the control (euler at revnet's lr and a step of 1) is run and tabled beside the default
+        assert (tmp_path / "h_leaderboard" / "control-mnist1d-euler-lr0.001-step1-0.json").is_file()
+        assert "| mnist1d | euler | 0.001, h = 1 |" in (tmp_path / "h_leaderboard.md").read_text()
     if script == "d_adjoint":  # Heun's rebuild is far better than Euler's (Sander et al. 2022)
         for euler, heun in zip(results["euler"], results["heun"], strict=True):
             assert heun["relative_error"] < euler["relative_error"] / 10
