@@ -343,10 +343,15 @@ class _Map:
     :func:`odenet.codegen.generate_implicit`), evaluated with ``call``; calls that read no unknown
     (``constant`` keys) are evaluated once while gradients are off."""
 
-    def __init__(self, step, constant, start, state, params, call):
+    def __init__(self, step, constant, start, state, params, call=None):
         self.step, self.constant, self.start, self.state, self.params = step, constant, start, state, params
         self.cache: dict[int, torch.Tensor] = {}
-        self.call = call
+        self._call = call
+
+    def call(self, key, name, *args):
+        # a method, not a bound method kept as an attribute: that would make the map a reference
+        # cycle, its state and cache freed only when Python's cycle collector next ran
+        return self._call(key, name, *args)
 
     def _cached_call(self, key, name, *args):
         if key in self.constant and not torch.is_grad_enabled():
@@ -370,14 +375,12 @@ class _Layer(_Map):
 
     def __init__(self, block, n: int, state: tuple[torch.Tensor, ...]):
         parts = block._implicit()
-        super().__init__(
-            parts.step, parts.constant, parts.start, state, block.layer_params(n), self._recorded_call
-        )
+        super().__init__(parts.step, parts.constant, parts.start, state, block.layer_params(n))
         self.block, self.n = block, n
         self.record = CallRecord(state)
         self.recorded = False
 
-    def _recorded_call(self, key, name, *args):
+    def call(self, key, name, *args):
         module = self.block.function(name, self.n)
         if not self.recorded:
             return self.record.run(self.n, key, module, args)
