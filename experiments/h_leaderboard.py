@@ -185,21 +185,29 @@ def settings(scheme: str) -> str:
 
 
 def plot(table: dict, path: Path) -> None:
-    fig, axes = new_figure(ncols=len(table), figsize=(5.5 * len(table), 4.5), dpi=100)
+    """Accuracy (mean and standard deviation over seeds) of every row, ranked, one panel per data
+    set; the colour is the parameter count. The counts take two values per data set (one function
+    per layer, or two), so a parameter axis would stack every scheme on two vertical lines."""
+    rows_per_panel = max(len(rows) for rows in table.values())
+    fig, axes = new_figure(ncols=len(table), figsize=(6.5 * len(table), 1.2 + 0.22 * rows_per_panel), dpi=100)
     axes = axes if len(table) > 1 else [axes]
     for ax, (data, rows) in zip(axes, table.items(), strict=True):
-        for (scheme, mode), runs in rows.items():
-            s = summary(runs)
-            if s is None:
-                continue
-            marker = "o" if mode == "autograd" else "s"
-            ax.errorbar(s["parameters"], s["mean"], yerr=s["sd"], marker=marker, capsize=3, ls="none")
-            ax.annotate(f"{scheme} ({mode[:4]})", (s["parameters"], s["mean"]), fontsize=6, alpha=0.8)
-        ax.set_xscale("log")
-        ax.set_xlabel("parameters")
-        ax.set_ylabel("test accuracy (%)")
+        done = [(key, s) for key, runs in rows.items() if (s := summary(runs)) is not None]
+        done.sort(key=lambda item: item[1]["mean"])
+        counts = sorted({s["parameters"] for _, s in done})
+        colours = {count: f"C{i}" for i, count in enumerate(counts)}
+        for y, ((_, mode), s) in enumerate(done):
+            ax.errorbar(
+                s["mean"], y, xerr=s["sd"], marker="o" if mode == "autograd" else "s",
+                color=colours[s["parameters"]], capsize=2, ls="none", ms=4,
+            )  # fmt: skip
+        ax.set_yticks(range(len(done)), [f"{scheme} ({mode})" for (scheme, mode), _ in done], fontsize=7)
+        for count, colour in colours.items():
+            ax.plot([], [], "o", color=colour, label=f"{count:,} parameters")
+        ax.legend(fontsize=7, loc="upper left")
+        ax.set_xlabel("test accuracy % (mean ± sd over seeds)")
         ax.set_title(f"{data} (circles: autograd; squares: memory-saving mode)", fontsize=9)
-        ax.grid(True, alpha=0.3)
+        ax.grid(True, axis="x", alpha=0.3)
     save_figure(fig, path)
 
 
