@@ -36,9 +36,16 @@ BEGIN, END = "<!-- leaderboard: begin (experiments/h_leaderboard.py) -->", "<!--
 
 
 # Is it the scheme or its settings? revnet trains at lr 1e-3 with no step (each coupling adds its
-# function's whole output); the others at lr 1e-2 and h = 0.1. These rows give two of them revnet's.
-CONTROLS = {"euler": (0.001, 1.0), "hamiltonian": (0.001, 1.0)}  # scheme: (lr, step)
-CONTROL_DATA = ("mnist1d",)
+# function's whole output); every other explicit scheme at lr 1e-2, with h = 0.1 where it has a
+# step. These runs give Euler and Hamiltonian revnet's settings, and split Euler's change into its
+# learning rate and its step: (data, scheme, lr, step).
+CONTROLS = (
+    ("mnist1d", "euler", 0.001, 1.0),
+    ("mnist1d", "euler", 0.001, 0.1),
+    ("mnist1d", "euler", 0.01, 1.0),
+    ("mnist1d", "hamiltonian", 0.001, 1.0),
+    ("digits", "euler", 0.001, 1.0),
+)
 
 
 def arguments() -> argparse.Namespace:
@@ -80,42 +87,41 @@ def collect(folder: Path, schemes: list[str], data_sets: list[str], seeds: list[
     return table
 
 
-def control_flags(scheme: str) -> list[str]:
-    lr, step = CONTROLS[scheme]
-    return ["--lr", f"{lr:g}", "--step", f"{step:g}"]
-
-
-def control_path(folder: Path, data: str, scheme: str, seed: int) -> Path:
-    lr, step = CONTROLS[scheme]
+def control_path(folder: Path, data: str, scheme: str, lr: float, step: float, seed: int) -> Path:
     return folder / f"control-{data}-{scheme}-lr{lr:g}-step{step:g}-{seed}.json"
 
 
-def controls_markdown(folder: Path, schemes: list[str], seeds: list[int]) -> str:
+def row_cells(s: dict | None, runs: list[dict]) -> str:
+    """The accuracy and seed cells of a row: mean and sd, or why every seed failed."""
+    if not runs:
+        return "not run yet | 0"
+    if s is None:
+        return f"failed on every seed: {runs[0]['failed'].replace('|', '/')[:160]} | 0"
+    failed = f" ({s['failed']} failed)" if s["failed"] else ""
+    return f"{s['mean']:.1f} ± {s['sd']:.1f} | {s['seeds']}{failed}"
+
+
+def controls_markdown(folder: Path, schemes: list[str], data_sets: list[str], seeds: list[int]) -> str:
     """Each control beside the same scheme at its defaults (autograd), where it was run."""
     lines = []
-    for data in CONTROL_DATA:
-        for scheme in [name for name in CONTROLS if name in schemes]:
-            found = [control_path(folder, data, scheme, seed) for seed in seeds]
+    for data, scheme in dict.fromkeys((d, name) for d, name, _, _ in CONTROLS):
+        if data not in data_sets or scheme not in schemes:
+            continue
+        plain = [folder / f"{data}-{scheme}-autograd-{seed}.json" for seed in seeds]
+        defaults = [json.loads(path.read_text()) for path in plain if path.is_file()]
+        rows = [(recorded_settings(defaults, scheme) + " (its defaults)", defaults)]
+        for _, _, lr, step in (c for c in CONTROLS if c[:2] == (data, scheme)):
+            found = [control_path(folder, data, scheme, lr, step, seed) for seed in seeds]
             runs = [json.loads(path.read_text()) for path in found if path.is_file()]
-            plain = [folder / f"{data}-{scheme}-autograd-{seed}.json" for seed in seeds]
-            defaults = [json.loads(path.read_text()) for path in plain if path.is_file()]
-            lr, step = CONTROLS[scheme]
-            labelled = (
-                (settings(scheme) + " (its defaults)", defaults),
-                (f"{lr:g}, {load(scheme).step} = {step:g}", runs),
-            )
-            if summary(runs) is None:
-                continue
-            for label, rows in labelled:
-                if (s := summary(rows)) is not None:
-                    lines.append(
-                        f"| {data} | {scheme} | {label} | {s['mean']:.1f} ± {s['sd']:.1f} | {s['seeds']} |"
-                    )
+            if runs:
+                rows.append((f"{lr:g}, {load(scheme).step} = {step:g}", runs))
+        if len(rows) > 1:
+            lines += [f"| {data} | {scheme} | {label} | {row_cells(summary(r), r)} |" for label, r in rows]
     if not lines:
         return ""
     head = [
-        "**Controls** (autograd; the scheme or its settings? two schemes at revnet's learning rate and "
-        "a step of 1)",
+        "**Controls** (autograd; the scheme or its settings? Euler and Hamiltonian at revnet's learning "
+        "rate and a step of 1, and Euler with one of the two changed)",
         "",
         "| data | scheme | lr, step | test accuracy % (mean ± sd) | seeds |",
         "|---|---|---|---|---|",
@@ -153,21 +159,25 @@ def markdown(table: dict, seeds: list[int]) -> str:
         ]
         for rank, ((scheme, mode), runs) in enumerate(ranked, 1):
             s = summary(runs)
-            head = f"| | {scheme} | {mode} | {settings(scheme)} |"
-            if not runs:
-                lines.append(f"{head} not run yet | 0 | | | |")
-            elif s is None:
-                why = runs[0]["failed"].replace("|", "/")[:160]
-                lines.append(f"{head} failed on every seed: {why} | 0 | | | |")
-            else:
-                failed = f" ({s['failed']} failed)" if s["failed"] else ""
-                lines.append(
-                    f"| {rank} | {scheme} | {mode} | {settings(scheme)} | {s['mean']:.1f} ± {s['sd']:.1f} | "
-                    f"{s['seeds']}{failed} | {s['parameters']:,} | {s['seconds']:.0f} | "
-                    f"{s['peak_rss_mib']:.0f} |"
-                )
+            place = rank if s is not None else ""
+            tail = (
+                f" | {s['parameters']:,} | {s['seconds']:.0f} | {s['peak_rss_mib']:.0f} |"
+                if s
+                else " | | | |"
+            )
+            cells = f"{recorded_settings(runs, scheme)} | {row_cells(s, runs)}{tail}"
+            lines.append(f"| {place} | {scheme} | {mode} | {cells}")
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
+
+
+def recorded_settings(runs: list[dict], scheme: str) -> str:
+    """The learning rate and step the runs recorded (each run stores its scheme's defaults when it
+    starts); the current defaults for rows not run yet. Runs that disagree are flagged."""
+    found = {r.get("settings") for r in runs} - {None}
+    if len(found) > 1:
+        return "mixed: " + "; ".join(sorted(found))
+    return found.pop() if found else settings(scheme)
 
 
 def settings(scheme: str) -> str:
@@ -220,11 +230,12 @@ def splice(document: Path, text: str) -> None:
     write_text(document, pattern.sub(lambda _: f"{BEGIN}\n{text}{END}", content))
 
 
-def run_once(path: Path, words: list[str], threads: int) -> None:
-    """Train ``words`` in its own process unless ``path`` holds its result already."""
+def run_once(path: Path, words: list[str], threads: int, recorded: str) -> None:
+    """Train ``words`` in its own process unless ``path`` holds its result already; ``recorded``:
+    the learning rate and step it trains with, stored beside the result."""
     if path.is_file():
         return
-    result = {"command": " ".join(words), **train_command(words[1:], threads)}
+    result = {"command": " ".join(words), "settings": recorded, **train_command(words[1:], threads)}
     result["threads"] = threads
     write_text(path, json.dumps(result, indent=2) + "\n")
     outcome = result.get("failed") or f"{100 * result['test_accuracy']:.1f}%"
@@ -247,17 +258,20 @@ def main() -> None:
                 for mode in modes(scheme):
                     for seed in seeds:
                         words = command(scheme, data, mode, seed, args.quick)
-                        run_once(folder / f"{data}-{scheme}-{mode}-{seed}.json", words, args.threads)
+                        path = folder / f"{data}-{scheme}-{mode}-{seed}.json"
+                        run_once(path, words, args.threads, settings(scheme))
             if explicit and scheme == explicit[-1]:
-                for control in (name for name in CONTROLS if name in schemes):
-                    for data in (d for d in CONTROL_DATA if d in args.data):
-                        for seed in seeds:
-                            words = command(control, data, "autograd", seed, args.quick)
-                            words += control_flags(control)
-                            run_once(control_path(folder, data, control, seed), words, args.threads)
+                for data, control, lr, step in CONTROLS:
+                    if control not in schemes or data not in args.data:
+                        continue
+                    for seed in seeds:
+                        words = command(control, data, "autograd", seed, args.quick)
+                        words += ["--lr", f"{lr:g}", "--step", f"{step:g}"]
+                        path = control_path(folder, data, control, lr, step, seed)
+                        run_once(path, words, args.threads, f"{lr:g}, {load(control).step} = {step:g}")
     table = collect(folder, schemes, args.data, seeds)
     text = markdown(table, seeds)
-    if controls := controls_markdown(folder, schemes, seeds):
+    if controls := controls_markdown(folder, schemes, args.data, seeds):
         text += "\n" + controls
     summaries = {
         data: [

@@ -343,14 +343,17 @@ class _Map:
     :func:`odenet.codegen.generate_implicit`), evaluated with ``call``; calls that read no unknown
     (``constant`` keys) are evaluated once while gradients are off."""
 
-    def __init__(self, step, constant, start, state, params, call=None):
+    def __init__(self, step, constant, start, state, params, call: Callable | None):
+        """``call(key, name, *args)`` evaluates the functions; None where a subclass defines the
+        method :meth:`call` itself (a bound method kept as an attribute would make the map a
+        reference cycle, its state and cache freed only when Python's cycle collector next ran)."""
         self.step, self.constant, self.start, self.state, self.params = step, constant, start, state, params
         self.cache: dict[int, torch.Tensor] = {}
         self._call = call
 
     def call(self, key, name, *args):
-        # a method, not a bound method kept as an attribute: that would make the map a reference
-        # cycle, its state and cache freed only when Python's cycle collector next ran
+        if self._call is None:
+            raise TypeError(f"{type(self).__name__} was given no call and defines none")
         return self._call(key, name, *args)
 
     def _cached_call(self, key, name, *args):
@@ -375,7 +378,7 @@ class _Layer(_Map):
 
     def __init__(self, block, n: int, state: tuple[torch.Tensor, ...]):
         parts = block._implicit()
-        super().__init__(parts.step, parts.constant, parts.start, state, block.layer_params(n))
+        super().__init__(parts.step, parts.constant, parts.start, state, block.layer_params(n), None)
         self.block, self.n = block, n
         self.record = CallRecord(state)
         self.recorded = False
