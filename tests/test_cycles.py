@@ -8,6 +8,7 @@ under checkpointing) are not ours to break."""
 from __future__ import annotations
 
 import gc
+import weakref
 
 import pytest
 import torch
@@ -66,7 +67,11 @@ def test_a_pass_leaves_no_reference_cycles(scheme, memory):
             model(x)
         assert _cyclic_garbage() == [], "evaluation under no_grad"
         model.train()
-        model(x).sum().backward()
+        out = model(x)
+        freed = weakref.ref(out)  # a cycle through torch's C++ graph (a ctx holding its own output)
+        out.sum().backward()  # would keep the output alive, out of the cycle collector's sight
+        del out
+        assert freed() is None, "the output outlived its last reference"
         assert _cyclic_garbage() == [], "training forward and backward"
     finally:
         gc.enable()
