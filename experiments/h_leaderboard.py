@@ -114,7 +114,7 @@ def controls_markdown(folder: Path, schemes: list[str], data_sets: list[str], se
             found = [control_path(folder, data, scheme, lr, step, seed) for seed in seeds]
             runs = [json.loads(path.read_text()) for path in found if path.is_file()]
             if runs:
-                rows.append((f"{lr:g}, {load(scheme).step} = {step:g}", runs))
+                rows.append((settings(scheme, lr, step), runs))
         if len(rows) > 1:
             lines += [f"| {data} | {scheme} | {label} | {row_cells(summary(r), r)} |" for label, r in rows]
     if not lines:
@@ -180,18 +180,14 @@ def recorded_settings(runs: list[dict], scheme: str) -> str:
     return found.pop() if found else settings(scheme)
 
 
-def settings(scheme: str) -> str:
-    """The learning rate and step a scheme trains with by default, as the table shows them."""
+def settings(scheme: str, lr: float | None = None, step: float | None = None) -> str:
+    """The learning rate and step a scheme trains with, as the table shows them: its defaults, or
+    the ``lr`` and ``step`` given (a control)."""
     loaded = load(scheme)
     defaults = scheme_defaults(loaded)
-    param = loaded.step_param
-    if defaults.step is not None:
-        step = f"{loaded.step} = {defaults.step:g}"
-    elif param is not None and param.default is not None:
-        step = f"{loaded.step} = {float(param.default):g}"
-    else:
-        step = "no step"
-    return f"{defaults.lr:g}, {step}"
+    lr = defaults.lr if lr is None else lr
+    step = defaults.step_value(loaded) if step is None else step
+    return f"{lr:g}, " + ("no step" if step is None else f"{loaded.step} = {step:g}")
 
 
 def plot(table: dict, path: Path) -> None:
@@ -242,6 +238,17 @@ def run_once(path: Path, words: list[str], threads: int, recorded: str) -> None:
     print(f"{path.stem}: {outcome} ({result['wall_seconds']:.0f} s)", flush=True)
 
 
+def train_schemes(schemes: list[str], folder: Path, args: argparse.Namespace, seeds: list[int]) -> None:
+    """Every run of ``schemes`` (each data set, mode and seed) not yet in ``folder``."""
+    for scheme in schemes:
+        for data in args.data:
+            for mode in modes(scheme):
+                for seed in seeds:
+                    words = command(scheme, data, mode, seed, args.quick)
+                    path = folder / f"{data}-{scheme}-{mode}-{seed}.json"
+                    run_once(path, words, args.threads, settings(scheme))
+
+
 def main() -> None:
     args = arguments()
     schemes = args.schemes or (["euler", "leapfrog"] if args.quick else library_names())
@@ -253,22 +260,16 @@ def main() -> None:
     if not args.tables_only:
         # the explicit schemes first (minutes each), then the controls, the implicit ones (a solve
         # per layer) last
-        for scheme in explicit + implicit:
-            for data in args.data:
-                for mode in modes(scheme):
-                    for seed in seeds:
-                        words = command(scheme, data, mode, seed, args.quick)
-                        path = folder / f"{data}-{scheme}-{mode}-{seed}.json"
-                        run_once(path, words, args.threads, settings(scheme))
-            if explicit and scheme == explicit[-1]:
-                for data, control, lr, step in CONTROLS:
-                    if control not in schemes or data not in args.data:
-                        continue
-                    for seed in seeds:
-                        words = command(control, data, "autograd", seed, args.quick)
-                        words += ["--lr", f"{lr:g}", "--step", f"{step:g}"]
-                        path = control_path(folder, data, control, lr, step, seed)
-                        run_once(path, words, args.threads, f"{lr:g}, {load(control).step} = {step:g}")
+        train_schemes(explicit, folder, args, seeds)
+        for data, control, lr, step in CONTROLS:
+            if control not in schemes or data not in args.data:
+                continue
+            for seed in seeds:
+                words = command(control, data, "autograd", seed, args.quick)
+                words += ["--lr", f"{lr:g}", "--step", f"{step:g}"]
+                path = control_path(folder, data, control, lr, step, seed)
+                run_once(path, words, args.threads, settings(control, lr, step))
+        train_schemes(implicit, folder, args, seeds)
     table = collect(folder, schemes, args.data, seeds)
     text = markdown(table, seeds)
     if controls := controls_markdown(folder, schemes, args.data, seeds):

@@ -115,7 +115,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _explain(scheme, chosen) -> str:
     """What ``odenet train SCHEME`` chooses when not told, and why."""
-    step = scheme.step_param
+    step = chosen.step_value(scheme)
     lines = [
         f"training defaults for {scheme.name}"
         + (f" (from {chosen.like}, the library scheme it resembles)" if chosen.like else " (measured)"),
@@ -124,8 +124,7 @@ def _explain(scheme, chosen) -> str:
         f"  memory-saving mode: --memory {chosen.memory_saving}",
     ]
     if step is not None:
-        value = chosen.step if chosen.step is not None else float(step.default)
-        lines.append(f"  --step {value:g}  ({scheme.step})")
+        lines.append(f"  --step {step:g}  ({scheme.step})")
     lines += [f"  why: {reason}" for reason in chosen.reasons]
     return "\n".join(lines)
 

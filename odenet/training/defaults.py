@@ -31,6 +31,13 @@ class SchemeDefaults:
     like: str | None = None  # the library scheme these were taken from, for a user's scheme
     reasons: tuple[str, ...] = ()
 
+    def step_value(self, scheme: Scheme) -> float | None:
+        """The step ``scheme`` trains with: the chosen one, else its own default; None without one."""
+        if self.step is not None:
+            return self.step
+        param = scheme.step_param
+        return None if param is None or param.default is None else float(param.default)
+
 
 _BN = "bn: conv-BatchNorm-ReLU-conv residual functions, which keep every scheme's h*lambda small"
 # Measured with `python benchmarks/train_defaults.py` (5 epochs on digits, test accuracy in
