@@ -157,3 +157,22 @@ def test_train_without_flags_uses_the_configs_defaults(monkeypatch, tmp_path):
         family=chosen.family,
     )
     assert config == expected
+
+
+def test_train_smooth_init_reaches_the_model_and_is_refused_with_shared(monkeypatch, tmp_path):
+    import odenet.training
+
+    seen = {}
+
+    def fake_train(config, data, settings, out, data_info, resume=False):
+        seen.update(config=config)
+        return None, {"test_loss": 0.0, "test_accuracy": None}
+
+    monkeypatch.setattr(odenet.training, "train", fake_train)
+    monkeypatch.chdir(tmp_path)
+    assert cli("train", "euler", "--data", "rings", "--smooth-init").returncode == 0
+    assert seen["config"].smooth_init and not seen["config"].shared
+    seen.clear()
+    refused = cli("train", "euler", "--data", "rings", "--smooth-init", "--shared")
+    assert refused.returncode != 0 and not seen
+    assert "smooth_init gives per-layer functions equal starting weights" in refused.stderr

@@ -158,6 +158,38 @@ def test_smoothness_regularizer_by_hand():
     assert float(build_model(config("euler", shared=True)).smoothness()) == 0.0
 
 
+@pytest.mark.parametrize(("scheme", "layout"), [("euler", "conv"), ("hamiltonian", "mlp"), ("heun", "conv1d")])
+def test_smooth_init_starts_as_the_shared_network_and_trains_each_layer_freely(scheme, layout):
+    """Per-layer functions that start as copies of one set (weights constant in depth): at the same
+    seed the network computes exactly what the shared network computes, the gradient of each shared
+    weight is the sum of the copies' gradients, and one optimizer step makes the layers differ."""
+    torch.manual_seed(3)
+    shared = build_model(config(scheme, layout=layout, depth=4, shared=True))
+    torch.manual_seed(3)
+    smooth = build_model(config(scheme, layout=layout, depth=4, smooth_init=True))
+    shape = {"conv": (5, 1, 8, 8), "conv1d": (5, 1, 12), "mlp": (5, 12)}[layout]
+    x = torch.randn(shape)
+    assert torch.equal(shared(x), smooth(x))
+    shared(x).square().sum().backward()
+    smooth(x).square().sum().backward()
+    stage_shared, stage_smooth = shared.stages[0], smooth.stages[0]
+    for name, layers in stage_smooth.functions.items():
+        assert len(layers) == 4 and len({id(p) for m in layers for p in m.parameters()}) == 4 * len(
+            list(layers[0].parameters())
+        )
+        for i, p in enumerate(stage_shared.functions[name].parameters()):
+            total = sum(list(layer.parameters())[i].grad for layer in layers)
+            assert torch.allclose(p.grad, total, rtol=1e-10, atol=1e-12)
+    assert float(smooth.smoothness().detach()) == 0.0
+    torch.optim.SGD(smooth.parameters(), lr=0.1).step()
+    assert float(smooth.smoothness().detach()) > 0.0  # each layer took its own gradient
+
+
+def test_smooth_init_with_shared_functions_is_refused():
+    with pytest.raises(ConfigError, match="smooth_init gives per-layer functions equal starting weights"):
+        config("euler", shared=True, smooth_init=True)
+
+
 def test_config_round_trip_rebuilds_the_same_function():
     c = config("lm_resnet", family="antisymmetric", params={"h": 0.2})
     model = build_model(c)

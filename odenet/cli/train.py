@@ -78,6 +78,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         stages=args.stages or default_stages(layout),
         memory=args.memory,
         shared=args.shared,
+        smooth_init=args.smooth_init,
         params=params,
         stem=defaults.stem if args.stem is None else args.stem,
         head=defaults.head if args.head is None else args.head,
@@ -255,6 +256,12 @@ def add_commands(commands) -> None:
         f"{default_stages('mlp')} mlp)",
     )
     p.add_argument("--shared", action="store_true", help="one set of residual functions for all layers")
+    p.add_argument(
+        "--smooth-init",
+        action="store_true",
+        help="each layer its own residual functions, started as copies of one set (weights constant in "
+        "depth), then trained freely",
+    )
     p.add_argument(
         "--param", metavar="NAME=VALUE", type=param_argument, action="append", help="scheme parameter"
     )

@@ -10,7 +10,8 @@
   output is split in two halves). ``stem=False`` feeds the input itself (its size must be ``k*width``).
 * stage ``i``: one :class:`~odenet.nn.SchemeBlock` of ``depth`` layers on states of ``width * 2**i``
   features or channels, each layer with its own residual functions (or one shared set,
-  ``shared=True``), all in the chosen memory mode.
+  ``shared=True``; or its own, started as copies of one set, ``smooth_init=True``), all in the
+  chosen memory mode.
 * transition between stages: ``Linear(k*w, 2*k*w)`` (``mlp``) or average pooling by 2 and a 1x1
   convolution doubling the channels (``conv``, ``conv1d``): downsampling and channel growth.
 * head: ``Linear`` to the classes (after global average pooling in the convolutional layouts);
@@ -22,6 +23,7 @@ a checkpoint stores the config and the state_dict, nothing else.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
 from collections.abc import Callable
@@ -97,7 +99,7 @@ class Classifier(nn.Module):
                     config.family, w, hidden, config.layout, config.activation, config.contraction
                 )
 
-            functions = {f.name: factory(0) if config.shared else factory for f in scheme.functions}
+            functions = {f.name: function_spec(factory, config) for f in scheme.functions}
             self.stages.append(
                 SchemeBlock(
                     scheme, functions, config.depth, config.memory, dict(config.params), solver=config.solver
@@ -163,6 +165,17 @@ class Classifier(nn.Module):
                     for p, q in zip(a.parameters(), b.parameters(), strict=True):
                         total = total + (q - p).square().sum() / h
         return total
+
+
+def function_spec(factory: Callable[[int], nn.Module], config: ModelConfig) -> nn.Module | Callable:
+    """What a block takes for one function: one module (shared), or a factory of per-layer modules,
+    fresh ones or, with ``smooth_init``, copies of one (the same random draws as the shared network)."""
+    if config.shared:
+        return factory(0)
+    if config.smooth_init:
+        template = factory(0)
+        return lambda layer: copy.deepcopy(template)
+    return factory
 
 
 # Bytes per parameter when training: the weight, its gradient and Adam's two moments, float32.

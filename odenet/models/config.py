@@ -30,6 +30,9 @@ class ModelConfig:
     stages: int = 1
     memory: Memory = "autograd"
     shared: bool = False  # one set of residual functions for all layers of a stage
+    # per-layer functions that start as copies of one set (weights constant in depth: the smooth
+    # initialization of Sander et al. 2022), then train freely
+    smooth_init: bool = False
     # scheme parameters other than their defaults, as sorted (name, value) pairs (a mapping is
     # accepted): the config stays hashable and cannot be changed after it is made
     params: tuple[tuple[str, float], ...] | Mapping[str, float] = ()
@@ -73,6 +76,11 @@ class ModelConfig:
             problems.append(
                 f"the {self.layout} layout takes inputs of {expected_dims} dimension(s) per example, "
                 f"got input_shape {self.input_shape}"
+            )
+        if self.shared and self.smooth_init:
+            problems.append(
+                "smooth_init gives per-layer functions equal starting weights; shared functions are one "
+                "set already (choose one)"
             )
         if problems:
             raise ConfigError("invalid model config: " + "; ".join(problems))
