@@ -6,8 +6,10 @@ memory="adjoint" rebuilds each layer's input by stepping the scheme backward (an
 instead of storing it, so its gradients carry the rebuild's error: Euler's first order, Heun's second
 order (experiment (d) measures the slopes). Digits, conv layout, 2 stages of 16 layers with h = 0.5,
 conv-tanh-conv functions W2 tanh(W1 y + b1) + b2 (16 channels), 5 epochs of Adam at lr 0.01, three
-seeds. Smooth weights: one set of functions shared by every layer of a stage (--shared, the
-smoothest case); free: each layer its own. (A first run with conv-BN-ReLU-conv functions at h = 1
+seeds. Three kinds of weights: shared, one set of functions for every layer of a stage (--shared,
+smooth forever); smooth init, each layer its own set started as a copy of one (--smooth-init: smooth
+at the start, free to drift, the setting of Sander et al.'s claim); per layer, each layer its own
+set drawn independently (rough from the start). (A first run with conv-BN-ReLU-conv functions at h = 1
 did not train even with autograd: 10-12% with shared functions, whose one BatchNorm averages its
 running statistics over 16 different layers, and 32-90% per layer.) For each trained network, also
 the relative error of the adjoint's gradient against autograd's at its final weights (one batch of 64
@@ -17,6 +19,7 @@ training images).
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import torch
 from common import DIGITS_CONV, arguments, mean_std, percent, run, write_json
@@ -25,7 +28,7 @@ from odenet.models import build_model
 from odenet.report.plotting import new_figure, save_figure
 from odenet.training import load_data
 
-args = arguments(__doc__.splitlines()[0])
+args = arguments(__doc__.splitlines()[0], keep=True)
 seeds = [0] if args.quick else [0, 1, 2]
 depth = 2 if args.quick else 16
 epochs = 1 if args.quick else 5
@@ -45,18 +48,28 @@ def gradient_error(model) -> float:
     return float((grads[1] - grads[0]).norm() / grads[0].norm())
 
 
+WEIGHTS = {"shared": {"shared": True}, "smooth init": {"smooth_init": True}, "per layer": {}}
+earlier = args.out / "k_adjoint_training.json"
+kept = {}
+if args.keep and earlier.is_file():
+    for row in json.loads(earlier.read_text())["runs"]:
+        kept[row["scheme"], row["weights"], row["memory"], row["seed"]] = row
+
 rows = []
 for scheme in ("euler", "heun"):
-    for shared in (True, False):
+    for weights, fields in WEIGHTS.items():
         for memory in ("autograd", "adjoint"):
             for seed in seeds:
+                if (scheme, weights, memory, seed) in kept:
+                    rows.append(kept[scheme, weights, memory, seed])
+                    continue
                 model, m = run(
                     scheme, "digits", epochs=epochs, seed=seed, family="mlp", width=16, depth=depth,
-                    shared=shared, memory=memory, params={"h": 0.5}, **DIGITS_CONV,
+                    memory=memory, params={"h": 0.5}, **fields, **DIGITS_CONV,
                 )  # fmt: skip
                 row = {
                     "scheme": scheme,
-                    "weights": "shared" if shared else "per layer",
+                    "weights": weights,
                     "memory": memory,
                     "seed": seed,
                     "test_accuracy": m["test_accuracy"],
@@ -67,7 +80,7 @@ for scheme in ("euler", "heun"):
 
 summary = []
 for scheme in ("euler", "heun"):
-    for weights in ("shared", "per layer"):
+    for weights in WEIGHTS:
         entry = {"scheme": scheme, "weights": weights}
         for memory in ("autograd", "adjoint"):
             sel = [r for r in rows if (r["scheme"], r["weights"], r["memory"]) == (scheme, weights, memory)]
@@ -80,7 +93,7 @@ for scheme in ("euler", "heun"):
         print(entry)
 write_json(args.out / "k_adjoint_training.json", {"runs": rows, "summary": summary})
 
-fig, ax = new_figure(figsize=(6, 3.8), dpi=100)
+fig, ax = new_figure(figsize=(8, 3.8), dpi=100)
 labels = [f"{e['scheme']}\n{e['weights']}" for e in summary]
 for offset, memory in ((-0.15, "autograd"), (0.15, "adjoint")):
     for i, e in enumerate(summary):
