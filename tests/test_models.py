@@ -158,7 +158,9 @@ def test_smoothness_regularizer_by_hand():
     assert float(build_model(config("euler", shared=True)).smoothness()) == 0.0
 
 
-@pytest.mark.parametrize(("scheme", "layout"), [("euler", "conv"), ("hamiltonian", "mlp"), ("heun", "conv1d")])
+@pytest.mark.parametrize(
+    ("scheme", "layout"), [("euler", "conv"), ("hamiltonian", "mlp"), ("heun", "conv1d")]
+)
 def test_smooth_init_starts_as_the_shared_network_and_trains_each_layer_freely(scheme, layout):
     """Per-layer functions that start as copies of one set (weights constant in depth): at the same
     seed the network computes exactly what the shared network computes, the gradient of each shared
