@@ -54,15 +54,8 @@ def run(
     **model,
 ) -> tuple[object, dict]:
     """Train one configuration (model fields as keywords) and return (model, final metrics)."""
-    layout = model.pop("layout", "mlp")
-    dataset = load_data(data, layout, train_fraction, seed)
-    config = ModelConfig(
-        scheme=format_scheme(load(scheme)),
-        input_shape=dataset.input_shape,
-        outputs=dataset.outputs,
-        layout=layout,
-        **model,
-    )
+    dataset = load_data(data, model.get("layout", "mlp"), train_fraction, seed)
+    config = model_config(scheme, dataset, **model)
     settings = TrainSettings(
         epochs=epochs,
         seed=seed,
@@ -72,6 +65,12 @@ def run(
         stability_target=stability_target,
     )
     return train(config, dataset, settings, stream=None)
+
+
+def model_config(scheme: str, dataset, **model) -> ModelConfig:
+    """The config of library scheme ``scheme`` on ``dataset``'s examples and classes (model fields as
+    keywords)."""
+    return ModelConfig(format_scheme(load(scheme)), dataset.input_shape, dataset.outputs, **model)
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

@@ -18,11 +18,8 @@ from __future__ import annotations
 import math
 
 import torch
-from common import DIGITS_CONV, accuracy_plot, arguments, mean_std, write_json
+from common import DIGITS_CONV, accuracy_plot, arguments, mean_std, model_config, write_json
 
-from odenet.ir import format_scheme
-from odenet.library import load
-from odenet.models import ModelConfig
 from odenet.training import TrainSettings, evaluate, load_data, train
 from odenet.training.data import Dataset
 
@@ -59,9 +56,7 @@ def split(seed: int, fraction: float) -> tuple[Dataset, Dataset]:
 
 def fit(spec: dict, data: Dataset, lr: float, seed: int):
     spec = dict(spec)
-    config = ModelConfig(
-        format_scheme(load(spec.pop("scheme"))), data.input_shape, 10, depth=depth, **DIGITS_CONV, **spec
-    )
+    config = model_config(spec.pop("scheme"), data, depth=depth, **DIGITS_CONV, **spec)
     epochs = max(1, math.ceil(steps / math.ceil(len(data.x_train) / 64)))
     model, metrics = train(config, data, TrainSettings(epochs=epochs, lr=lr, seed=seed), stream=None)
     return model, metrics, epochs

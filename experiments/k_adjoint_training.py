@@ -23,11 +23,9 @@ import dataclasses
 import json
 
 import torch
-from common import DIGITS_CONV, arguments, mean_std, percent, run, write_json
+from common import DIGITS_CONV, arguments, mean_std, model_config, percent, run, write_json
 
-from odenet.ir import format_scheme
-from odenet.library import load
-from odenet.models import ModelConfig, build_model
+from odenet.models import build_model
 from odenet.report.plotting import new_figure, save_figure
 from odenet.training import load_data
 
@@ -53,16 +51,18 @@ def gradient_error(model) -> float:
 
 WEIGHTS = {"shared": {"shared": True}, "smooth init": {"smooth_init": True}, "per layer": {}}
 RATES = (1e-2, 1e-3)  # the training default, and the rate at which every leaderboard control trained
+
+
+def key(row: dict) -> tuple:
+    return row["lr"], row["scheme"], row["weights"], row["memory"]
+
+
 earlier = args.out / "k_adjoint_training.json"
 kept = {}
 if args.keep and earlier.is_file():  # runs from before the rate was recorded trained at 0.01
     for row in json.loads(earlier.read_text())["runs"]:
         row = {"lr": 1e-2, **row}
-        kept[row["lr"], row["scheme"], row["weights"], row["memory"], row["seed"]] = row
-
-
-def key(row: dict) -> tuple:
-    return row["lr"], row["scheme"], row["weights"], row["memory"]
+        kept[(*key(row), row["seed"])] = row
 
 
 rows = []
@@ -110,10 +110,9 @@ for scheme in ("euler", "heun"):
     for weights, fields in WEIGHTS.items():
         for h in (0.1, 0.5):
             torch.manual_seed(0)
-            config = ModelConfig(
-                format_scheme(load(scheme)), data.input_shape, data.outputs, family="mlp", width=16,
-                depth=depth, params={"h": h}, **fields, **DIGITS_CONV,
-            )  # fmt: skip
+            config = model_config(
+                scheme, data, family="mlp", width=16, depth=depth, params={"h": h}, **fields, **DIGITS_CONV
+            )
             entry = {
                 "scheme": scheme,
                 "weights": weights,
