@@ -373,3 +373,22 @@ def test_no_pass_outlives_its_step():
     block(stem(torch.randn(4, 8)))  # a forward without backward: its graph is simply dropped
     gc.collect()
     assert sum(type(o) is _Pass for o in gc.get_objects()) == 0
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("backend", ["eager", "aot_eager"])
+def test_linear_combination_is_the_same_sum_compiled(backend):
+    """The generated steps' helper, alone: 1*1 + 0.1*10 is 2, compiled or not (torch 2.13's dynamo
+    resumed it after a graph break with a stale local and returned 3)."""
+    import torch._dynamo
+
+    from odenet.nn.generated import linear_combination
+
+    torch._dynamo.reset()
+    terms = (torch.ones(3), 1, torch.full((3,), 10.0), 0.1)
+    compiled = torch.compile(linear_combination, backend=backend)
+    assert torch.equal(linear_combination(*terms), torch.full((3,), 2.0))
+    assert torch.equal(compiled(*terms), torch.full((3,), 2.0))
+    three = (torch.ones(3), 2, torch.full((3,), 10.0), 0.5, torch.ones(3), -1)
+    assert torch.equal(compiled(*three), linear_combination(*three))
+    assert torch.equal(linear_combination(*three), torch.full((3,), 6.0))

@@ -17,6 +17,7 @@ autograd on the same weights, in float64; every comparison is a relative error o
 from __future__ import annotations
 
 import math
+import shutil
 
 import pytest
 import torch
@@ -477,3 +478,78 @@ def test_user_state_is_updated_once(memory):
     assert (
         [f.calls for f in block.functions["f"]] == [f.calls for f in reference.functions["f"]] == [1] * DEPTH
     )
+
+
+# -- torch.compile ------------------------------------------------------------------------------
+#
+# Every library scheme in every mode compile accepts, compiled by torch.compile, against the same
+# block run eagerly (the matrix above holds eager against autograd): outputs, gradients, buffers
+# and the random stream equal, and a second input of the same shape runs without recompiling.
+# Functions draw random numbers and update running statistics, so the replay is crossed too.
+
+
+def _accepted_modes(scheme) -> list[str]:
+    modes = []
+    for memory in odenet.MEMORY_MODES:
+        try:
+            compile(scheme, {f.name: nn.Identity() for f in scheme.functions}, 1, memory)
+        except odenet.UnsupportedSchemeError:
+            continue
+        modes.append(memory)
+    return modes
+
+
+COMPILE_CASES = [(name, memory) for name in LIBRARY for memory in _accepted_modes(LIBRARY[name])]
+
+
+def _stateful(width: int):
+    return lambda i: nn.Sequential(
+        nn.Linear(width, width), nn.BatchNorm1d(width), nn.Dropout(0.2), nn.Tanh(), nn.Linear(width, width)
+    )
+
+
+def _compiled_equals_eager(scheme, memory: str, backend: str, functions=None, depth: int = 3) -> None:
+    import copy
+
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    functions = functions or {f.name: _stateful(WIDTH) for f in scheme.functions}
+    kwargs = {"solver": odenet.Solver(tol=1e-12)} if not scheme.is_explicit else {}
+    eager = compile(scheme, functions, depth, memory, **kwargs)
+    block = copy.deepcopy(eager)
+    x = torch.randn(BATCH, WIDTH * len(scheme.inputs))
+    y_ref, g_ref, buffers_ref, rng_ref = _step(eager, None, x, "plain")
+    compiled = torch.compile(block, backend=backend)
+    y, g, buffers, rng = _step(compiled, None, x, "plain")
+    assert torch.allclose(y, y_ref, rtol=0, atol=1e-12), (y - y_ref).abs().max()
+    assert_same_gradients(g, g_ref, tolerance=1e-12)
+    for a, b in zip(buffers, buffers_ref, strict=True):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
+    if backend == "eager":  # aot_eager leaves the CPU generator elsewhere for plain torch models too
+        assert torch.equal(rng, rng_ref)
+    with torch._dynamo.config.patch(error_on_recompile=True):  # a new input of the same shape
+        compiled(torch.randn(*x.shape, requires_grad=True)).square().sum().backward()
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch's own internals, not odenet's
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("backend", ["eager", "aot_eager"])
+@pytest.mark.parametrize(("name", "memory"), COMPILE_CASES)
+def test_torch_compile_equals_eager(name, memory, backend):
+    _compiled_equals_eager(LIBRARY[name], memory, backend)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None, reason="needs a C compiler")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("name", [n for n, memory in COMPILE_CASES if memory == "autograd"])
+def test_torch_compile_with_inductor_equals_eager(name):
+    """Inductor generates its own kernels for the traced step (autograd mode: the other modes run
+    outside the graph, test_ecosystem crosses them with inductor); eager's random numbers, to compare."""
+    import torch._inductor.config
+
+    with torch._inductor.config.patch(fallback_random=True):
+        _compiled_equals_eager(LIBRARY[name], "autograd", "inductor")

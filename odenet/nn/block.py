@@ -368,9 +368,6 @@ class SchemeBlock(nn.Module):
             return _run_implicit(self, state)
         if self.memory == "autograd":
             return self.steps(0, self.depth, state)
-        if self.memory == "reversible" and self.inverse_code is None:
-            _refuse_lower_precision(self, state)
-        self.rebuilds = []
         return _run_saving_memory(self, state)
 
     def _run_checkpointed(self, state):
@@ -450,7 +447,11 @@ class SchemeBlock(nn.Module):
 
 @torch.compiler.disable
 def _run_saving_memory(block: SchemeBlock, state):
-    """checkpoint, reversible, adjoint: opaque to torch.compile (they manage their own graphs)."""
+    """checkpoint, reversible, adjoint, fixed point: opaque to torch.compile (they manage their own
+    graphs; nothing here is traced, so a first call that derives the inverse recompiles nothing)."""
+    if block.memory == "reversible" and block.inverse_code is None:
+        _refuse_lower_precision(block, state)
+    block.rebuilds = []
     if block.memory == "checkpoint":
         return block._run_checkpointed(state)
     if block.memory == "fixed_point":

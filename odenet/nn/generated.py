@@ -21,10 +21,16 @@ def linear_combination(*terms):
     (broadcasting, mixed dtypes, integers, tensors inside ``torch.func`` transforms) is computed as
     written. The generated step, inverse and vector-Jacobian product use it for the scheme's linear
     combinations; autograd differentiates it as usual (the in-place updates touch only the new
-    tensor, which no backward formula reads)."""
+    tensor, which no backward formula reads).
+
+    Under ``torch.compile`` the sum is traced as written (the compiler fuses it): the checks below
+    would break the graph, and torch 2.13's dynamo resumes such a function wrongly (a comprehension
+    after a graph break inside a loop reads stale locals: the result was off by a whole term)."""
+    if torch.compiler.is_compiling():
+        return _as_written(terms)
     first = terms[0]
     if not isinstance(first, torch.Tensor) or not first.is_floating_point() or _wrapped(first):
-        return sum(terms[j] * terms[j + 1] for j in range(0, len(terms), 2))
+        return _as_written(terms)
     base = -1  # a term with coefficient 1 starts the sum without a multiplication
     for i in range(0, len(terms), 2):
         tensor, scale = terms[i], terms[i + 1]
@@ -35,7 +41,7 @@ def linear_combination(*terms):
             or (isinstance(scale, torch.Tensor) and scale.dim())
             or _wrapped(tensor)
         ):
-            return sum(terms[j] * terms[j + 1] for j in range(0, len(terms), 2))
+            return _as_written(terms)
         if base < 0 and not isinstance(scale, torch.Tensor) and scale == 1:
             base = i
     if base < 0 or len(terms) == 2:
@@ -49,13 +55,21 @@ def linear_combination(*terms):
             if isinstance(scale, torch.Tensor)
             else torch.add(terms[base], terms[other], alpha=scale)
         )
-        rest = [i for i in range(0, len(terms), 2) if i not in (base, other)]
+        rest = [i for i in range(0, len(terms), 2) if i != base and i != other]
     for i in rest:
         scale = terms[i + 1]
         if isinstance(scale, torch.Tensor):
             out.addcmul_(terms[i], scale)
         else:
             out.add_(terms[i], alpha=scale)
+    return out
+
+
+def _as_written(terms):
+    """``t0*s0 + t1*s1 + ...`` term by term."""
+    out = terms[0] * terms[1]
+    for i in range(2, len(terms), 2):
+        out = out + terms[i] * terms[i + 1]
     return out
 
 
