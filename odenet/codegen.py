@@ -24,6 +24,8 @@ the namespace it is given.
 from __future__ import annotations
 
 import builtins
+import copy
+import functools
 import linecache
 from dataclasses import dataclass
 from itertools import count
@@ -35,8 +37,10 @@ from sympy.printing.pytorch import TorchPrinter
 from odenet.ir import Scheme, format_expr, function_calls, parse_value, value
 
 __all__ = [
+    "EvaluationPoints",
     "StepCode",
     "compile_source",
+    "evaluation_points",
     "generate_implicit",
     "generate_init",
     "generate_step",
@@ -153,8 +157,12 @@ CONSTANT = sympy.Symbol("__constant__")  # stands for a constant new value, prin
 class _Emitter:
     """Writes the body of a generated function: names, calls, cse temporaries and assignments."""
 
-    def __init__(self, scheme: Scheme, call_keys, translate):
+    def __init__(self, scheme: Scheme, call_keys, translate, reuse_sums: bool = False):
         self.call_keys = dict(call_keys or {})
+        # an explicit step's values have one meaning each, so an argument equal to a sum computed
+        # on an earlier line can read it by name (an implicit step's names change from guess to
+        # value at their own line, so it may not)
+        self.reuse_sums = reuse_sums
         self.fresh = count(max(self.call_keys.values(), default=-1) + 1)
         self.translate = translate or {}
         # the generated functions' own names: arguments, and what their namespace provides
@@ -176,6 +184,8 @@ class _Emitter:
         self.stages: dict[sympy.Symbol, sympy.Expr] = {}
         self.canonical_calls: dict[int, sympy.Expr] = {}
         self.call_symbols: dict[sympy.Expr, sympy.Dummy] = {}
+        self.evaluated: dict[int, sympy.Dummy] = {}  # key -> the variable of its evaluation
+        self.computed: dict[sympy.Expr, sympy.Symbol] = {}  # sums assigned so far -> their target
         self.temporaries = (sympy.Symbol(f"t{i}") for i in count())
         # the step as a list of nodes, for the vector-Jacobian product: ("call", symbol, key,
         # arguments) and ("assign", target, expression), calls replaced by their symbols
@@ -205,12 +215,16 @@ class _Emitter:
             key = self.call_keys.get(canonical)
             if key is None:
                 key = self.call_keys[canonical] = next(self.fresh)
+            if key in self.evaluated:  # the same point spelled another way: evaluated once
+                self.call_symbols[call] = self.evaluated[key]
+                continue
             self.canonical_calls[key] = canonical
-            plain_args = tuple(a.xreplace(self.call_symbols) for a in call.args)
+            # an argument that is a value computed on an earlier line is read by its name
+            plain_args = tuple(a.xreplace(self.call_symbols).xreplace(self.computed) for a in call.args)
             arguments = ", ".join(self.printer.doprint(a) for a in plain_args)
             symbol = sympy.Dummy(f"c{key}")
             variable = self.name_for(symbol, f"c{key}")
-            self.call_symbols[call] = symbol
+            self.call_symbols[call] = self.evaluated[key] = symbol
             self.nodes.append(("call", symbol, key, call.func.__name__, plain_args))
             self.lines.append(f'    {variable} = call({key}, "{call.func.__name__}", {arguments})')
         plain = expr.xreplace(self.call_symbols)
@@ -218,8 +232,13 @@ class _Emitter:
         replacements, (reduced,) = sympy.cse([plain], symbols=self.temporaries, optimizations="basic")
         for temporary, sub in replacements:
             self.lines.append(f"    {self.name_for(temporary, temporary.name)} = {self.printer.doprint(sub)}")
+        # printed before the target is named: an implicit step's unknown read on its own right-hand
+        # side (a fixed-point inverse's v[n+1] = v[n+1] + ...) is its guess, not the value being made
+        printed = self.printer.doprint(reduced)
         name = self.name_for(target, python_name(target))
-        self.lines.append(f"    {name} = {self.printer.doprint(reduced)}")
+        self.lines.append(f"    {name} = {printed}")
+        if self.reuse_sums and len(sympy.Add.make_args(plain)) > 1:
+            self.computed.setdefault(plain, target)
         if is_stage:
             self.stages[target] = expr.xreplace(self.stages)
 
@@ -240,6 +259,101 @@ class _Emitter:
         self.lines.append(f"    return ({', '.join(self.names[s] for s in symbols)},)")
 
 
+class EvaluationPoints:
+    """Where one step evaluates its functions, each point once.
+
+    Every value of the step is written in one basis: the step's old state vector and a symbol
+    ``C_k`` per point (a call's value). Point ``k`` is a function name and its arguments in that
+    basis; two calls are one point when their arguments are equal as values, however they are
+    spelled (``f(s)`` with a stage ``s = 2*x[n]`` and ``f(2*x[n])``; an inverse's ``g(v[n+1] -
+    h/2*f(x[n+1]))``, which is the forward's ``g(vh)`` once ``v[n+1] = vh + h/2*f(x[n+1])`` is put
+    in). ``keys`` maps the step's calls (stages inlined, the form :func:`generate_step` keys them
+    by) to their points; :meth:`match` keys the calls of another step on the same values, an
+    inverse's, so that the reversible backward pass evaluates each point once (it keeps the
+    inverse's evaluations for the vector-Jacobian product)."""
+
+    def __init__(self, scheme: Scheme):
+        self.names: list[str] = []
+        self.arguments: list[tuple[sympy.Expr, ...]] = []
+        self.symbols: list[sympy.Dummy] = []
+        self._values: dict[sympy.Symbol, sympy.Expr] = {}  # stages and new values in the basis
+        self._memo: dict[sympy.Expr, int] = {}
+        self.keys: dict[sympy.Expr, int] = {}
+        stages: dict[sympy.Symbol, sympy.Expr] = {}
+        for eq in scheme.steps:
+            for call in function_calls(eq.expr):
+                self.keys.setdefault(call.xreplace(stages), self._key(call))
+            self._values[eq.target] = self._express(eq.expr)
+            if eq.is_stage:
+                stages[eq.target] = eq.expr.xreplace(stages)
+        self.count = len(self.names)
+
+    def _express(self, expr: sympy.Expr) -> sympy.Expr:
+        """``expr`` (old and new values, stages, calls) in the basis."""
+        symbols = {call: self.symbols[self._key(call)] for call in function_calls(expr)}
+        return sympy.expand(expr.xreplace(symbols).xreplace(self._values))
+
+    def _key(self, call: sympy.Expr) -> int:
+        found = self._memo.get(call)
+        if found is not None:
+            return found
+        name = call.func.__name__
+        arguments = tuple(self._express(a) for a in call.args)
+        k = next((k for k in range(len(self.names)) if self._at(k, name, arguments)), None)
+        if k is None:
+            k = len(self.names)
+            self.names.append(name)
+            self.arguments.append(arguments)
+            self.symbols.append(sympy.Dummy(f"C{k}"))
+        self._memo[call] = k
+        return k
+
+    def _at(self, k: int, name: str, arguments: tuple[sympy.Expr, ...]) -> bool:
+        """Whether point ``k`` is ``name`` at ``arguments``."""
+        known = self.arguments[k]
+        return (
+            self.names[k] == name
+            and len(known) == len(arguments)
+            and all(_same_value(a, b) for a, b in zip(arguments, known, strict=True))
+        )
+
+    def match(self, calls) -> dict[sympy.Expr, int]:
+        """The keys of another step's calls, given in this step's symbols (stages inlined, inner
+        calls first; an inverse's old values are this step's old values): the calls at one of
+        this step's points, by key; others are left out (they get keys of their own)."""
+        other = copy.copy(self)  # the other step's own points are added to a copy
+        other.names, other.arguments, other.symbols = [*self.names], [*self.arguments], [*self.symbols]
+        other._memo = dict(self._memo)
+        found = {call: other._key(call) for call in calls}
+        return {call: k for call, k in found.items() if k < self.count}
+
+
+@functools.lru_cache(maxsize=128)
+def evaluation_points(scheme: Scheme) -> EvaluationPoints:
+    """The evaluation points of an explicit step (cached: blocks and generators share them)."""
+    return EvaluationPoints(scheme)
+
+
+def _same_value(a: sympy.Expr, b: sympy.Expr) -> bool:
+    """Whether two expanded expressions are equal: at random values first (most pairs differ), then
+    exactly (cancelled, or simplified where functions such as exp and cos take part)."""
+    difference = a - b
+    if difference == 0:
+        return True
+    symbols = sorted(difference.free_symbols, key=str)
+    for seed in (0.3141, 0.2718):
+        point = {x: sympy.Float(seed + 0.1 * i + 0.05 * (i % 3)) for i, x in enumerate(symbols)}
+        try:
+            number = complex(difference.xreplace(point).evalf(30))
+        except (TypeError, ValueError):
+            break
+        if abs(number) > 1e-20:
+            return False
+    if sympy.cancel(difference) == 0:
+        return True
+    return sympy.simplify(difference) == 0
+
+
 def generate_step(
     scheme: Scheme,
     function_name: str = "step",
@@ -252,10 +366,13 @@ def generate_step(
     ``call_keys`` maps canonical call expressions (stages inlined, then symbols renamed by
     ``translate``) to keys; calls not in it get fresh keys after the largest given. The inverse step
     passes the forward step's keys and the map from its reversed-time symbols to the forward ones,
-    so a call such as ``f(z[n+1])`` has the same key in both. ``calls`` lists the canonical form of
-    each call, by key.
+    so a call such as ``f(z[n+1])`` has the same key in both (see :class:`EvaluationPoints`). By
+    default an explicit step's calls are keyed by its evaluation points: one key, and one
+    evaluation, per point. ``calls`` lists the canonical form of each call, by key.
     """
-    emit = _Emitter(scheme, call_keys, translate)
+    if call_keys is None and translate is None and scheme.is_explicit:
+        call_keys = evaluation_points(scheme).keys
+    emit = _Emitter(scheme, call_keys, translate, reuse_sums=True)
     header = [f"def {function_name}(state, p, call):"]
     if comment:
         header.append(f"    # {comment}")
@@ -332,7 +449,7 @@ def generate_vjp(
     already (evaluated by the inverse) and are asked for as ``call(key, name)``, so their arguments
     are computed only where a derivative reads them.
     """
-    scratch = _Emitter(scheme, None, None)
+    scratch = _Emitter(scheme, evaluation_points(scheme).keys, None)  # keyed as the step's calls
     inputs = scheme.state_vector
     scratch.unpack(inputs, "state")
     scratch.steps(scheme)
@@ -414,7 +531,7 @@ def generate_vjp(
         elif node[0] == "call" and node[1] in needed and not cached:
             needed |= set().union(*(a.free_symbols for a in node[4]))
 
-    emit = _Emitter(scheme, None, None)
+    emit = _Emitter(scheme, evaluation_points(scheme).keys, None)
     header = [f"def {function_name}(state, grads, p, call, pull):"]
     header += [f"    # {eq}" for eq in scheme.steps]
     emit.unpack(inputs, "state")

@@ -21,7 +21,7 @@ import shutil
 
 import pytest
 import torch
-from helpers import EXPLICIT, FIXED_POINT_INVERSE, LIBRARY, REVERSIBLE, analysis
+from helpers import EXPLICIT, FIXED_POINT_INVERSE, LIBRARY, REVERSIBLE, USER, analysis
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -31,6 +31,7 @@ import odenet
 from odenet.nn import DoubleBackwardError, ReconstructionError, compile
 
 ANALYSES = {name: analysis(name) for name in LIBRARY}
+SCHEMES = {**LIBRARY, **USER}  # the library and the shapes users write, in every mode compile accepts
 ONE_STEP = sorted(
     name
     for name in EXPLICIT
@@ -48,7 +49,7 @@ MODES = {
 
 
 def _accepts(name: str, memory: str) -> bool:
-    scheme = LIBRARY[name]
+    scheme = SCHEMES[name]
     try:
         compile(scheme, {f.name: nn.Identity() for f in scheme.functions}, 1, memory)
     except odenet.UnsupportedSchemeError:
@@ -56,10 +57,19 @@ def _accepts(name: str, memory: str) -> bool:
     return True
 
 
-FIXED_POINT = [name for name in EXPLICIT if _accepts(name, "fixed_point")]
+USER_EXPLICIT = [name for name in USER if USER[name].is_explicit]
+REBUILT = REVERSIBLE + FIXED_POINT_INVERSE + [name for name in USER_EXPLICIT if _accepts(name, "reversible")]
+FIXED_POINT = [name for name in EXPLICIT + USER_EXPLICIT if _accepts(name, "fixed_point")]
+# rebuilt by solving a fixed-point inverse (Euler, Nesterov's look-ahead): refused under autocast
+SOLVED_INVERSE = [
+    name
+    for name in REBUILT
+    if compile(SCHEMES[name], {f.name: nn.Identity() for f in SCHEMES[name].functions}, 1).inverse_code
+    is None
+]
 CASES = (
-    [(name, mode) for name in REVERSIBLE + FIXED_POINT_INVERSE for mode in MODES]
-    + [(name, "checkpoint") for name in EXPLICIT if name not in REVERSIBLE]
+    [(name, mode) for name in REBUILT for mode in MODES]
+    + [(name, "checkpoint") for name in EXPLICIT + USER_EXPLICIT if name not in REBUILT]
     + [(name, "fixed_point") for name in FIXED_POINT]
 )
 MODES["fixed_point"] = {"memory": "fixed_point"}  # with its parameters rounded (_setup)
@@ -179,7 +189,7 @@ def _slow_if(cases, modes):
 @pytest.mark.parametrize("condition", CONDITIONS)
 @pytest.mark.parametrize(("name", "mode"), _slow_if(CASES, {"budget_bytes"}))
 def test_memory_mode_equals_autograd(name, mode, condition):
-    scheme = LIBRARY[name]
+    scheme = SCHEMES[name]
     reference, block, stem, x = _setup(scheme, condition, MODES[mode])
     y_ref, g_ref, buffers_ref, rng_ref = _step(reference, stem, x, condition)
     y, g, buffers, rng = _step(block, stem, x, condition)
@@ -262,7 +272,7 @@ def test_adjoint_error_falls_with_its_order(name, condition):
 
 
 # exact for leapfrog; a fixed-point inverse is refused under autocast (test_implicit)
-AUTOCAST_CASES = [(n, m) for n, m in CASES if m != "repaired" and n not in FIXED_POINT_INVERSE] + [
+AUTOCAST_CASES = [(n, m) for n, m in CASES if m != "repaired" and n not in SOLVED_INVERSE] + [
     ("leapfrog", "adjoint")
 ]
 
@@ -272,7 +282,7 @@ AUTOCAST_CASES = [(n, m) for n, m in CASES if m != "repaired" and n not in FIXED
 def test_autocast_error_no_worse_than_autograd(name, mode, dtype):
     """Under autocast the re-run must compute in the forward's precision: the error against float64
     is then autograd's own (it was up to 4x larger)."""
-    scheme = LIBRARY[name]
+    scheme = SCHEMES[name]
     torch.manual_seed(0)
     width = 16
     functions = {
@@ -431,7 +441,7 @@ def test_repair_across_release_groups(name, condition):
 @pytest.mark.parametrize(("name", "mode"), [(n, m) for n, m in CASES if m != "checkpoint"])
 def test_deep_memory_mode_equals_autograd(name, mode, condition):
     """Depth 48: several release groups, copies inside them, groups handing state to each other."""
-    reference, block, stem, x = _setup(LIBRARY[name], condition, MODES[mode], depth=48)
+    reference, block, stem, x = _setup(SCHEMES[name], condition, MODES[mode], depth=48)
     _, g_ref, buffers_ref, _ = _step(reference, stem, x, condition)
     _, g, buffers, _ = _step(block, stem, x, condition)
     assert_same_gradients(g, g_ref)
@@ -499,7 +509,7 @@ def _accepted_modes(scheme) -> list[str]:
     return modes
 
 
-COMPILE_CASES = [(name, memory) for name in LIBRARY for memory in _accepted_modes(LIBRARY[name])]
+COMPILE_CASES = [(name, memory) for name in SCHEMES for memory in _accepted_modes(SCHEMES[name])]
 
 
 def _stateful(width: int):
@@ -538,7 +548,7 @@ def _compiled_equals_eager(scheme, memory: str, backend: str, functions=None, de
 @pytest.mark.parametrize("backend", ["eager", "aot_eager"])
 @pytest.mark.parametrize(("name", "memory"), COMPILE_CASES)
 def test_torch_compile_equals_eager(name, memory, backend):
-    _compiled_equals_eager(LIBRARY[name], memory, backend)
+    _compiled_equals_eager(SCHEMES[name], memory, backend)
 
 
 @pytest.mark.slow
@@ -552,4 +562,4 @@ def test_torch_compile_with_inductor_equals_eager(name):
     import torch._inductor.config
 
     with torch._inductor.config.patch(fallback_random=True):
-        _compiled_equals_eager(LIBRARY[name], "autograd", "inductor")
+        _compiled_equals_eager(SCHEMES[name], "autograd", "inductor")

@@ -24,7 +24,7 @@ from odenet.errors import NotReversibleError
 from odenet.ir import Equation, Scheme, format_expr, function_calls, value
 from odenet.ir.reversal import forward_to_reversed
 
-__all__ = ["InverseDerivation", "derive_inverse", "fixed_point_inverse", "invert"]
+__all__ = ["InverseDerivation", "derive_inverse", "fixed_point_inverse", "invert", "negative_step_problem"]
 
 
 @dataclass(frozen=True)
@@ -195,10 +195,14 @@ def _as_scheme(scheme: Scheme, solution) -> Scheme:
     rename = forward_to_reversed(scheme)
     # Stages solved along the way (see invert) keep their names: they are stages of the inverse too.
     rename |= {eq.target: eq.target for eq in scheme.stages}
-    steps = [Equation(rename[old], sympy.sympify(expr).xreplace(rename)) for old, expr in solution]
-    # A later update reads earlier solved values as whole expressions; write them by name, X[m+1].
-    solved = {rename[old]: steps[i].expr for i, (old, _) in enumerate(solution)}
-    steps = [Equation(eq.target, _reuse(eq.expr, solved, eq.target)) for eq in steps]
+    # A later update reads earlier solved values as whole expressions; write them by name, X[m+1]
+    # (each in the form it has once the values before it are written by name).
+    steps, solved = [], {}
+    for old, expr in solution:
+        target = rename[old]
+        written = _reuse(sympy.sympify(expr).xreplace(rename), solved)
+        solved[target] = written
+        steps.append(Equation(target, written))
     doc = f"Inverse step of {scheme.name}, derived by odenet (reversed time: X[m+1] is the older value)."
     return _reversed_scheme(scheme, f"{scheme.name}_inverse", doc, steps)
 
@@ -218,11 +222,9 @@ def _reversed_scheme(scheme: Scheme, name: str, doc: str, steps) -> Scheme:
     )
 
 
-def _reuse(expr, solved, target):
+def _reuse(expr, solved):
     """Write an earlier solved value by its name (X[m+1]) where it appears whole in ``expr``."""
     for symbol, solution in solved.items():
-        if symbol == target:
-            break
         expr = expr.xreplace({solution: symbol}) if solution in expr.atoms(AppliedUndef) else expr
         expr = expr.replace(
             lambda e, s=solution: isinstance(e, AppliedUndef) and s in e.args,
@@ -261,9 +263,42 @@ def fixed_point_inverse(scheme: Scheme) -> Scheme:
         )
     correction = jacobian.inv().applyfunc(sympy.cancel) * sympy.Matrix(residuals)
     rename = forward_to_reversed(scheme)
-    steps = [Equation(rename[u], (u - correction[i]).xreplace(rename)) for i, u in enumerate(unknowns)]
+    # expanded, so that the unknown's own terms outside the calls cancel: Nesterov's velocity,
+    # v[n] = v[n] + (v[n+1] - gamma*v[n] - h*f(x[n] + gamma*v[n]))/gamma, iterates as
+    # (v[n+1] - h*f(x[n] + gamma*v[n]))/gamma, without the cancellation that kept the first form
+    # about 1e-12 (relative to the state) away from an input v = 0 in float64
+    steps = [
+        Equation(rename[u], _expand_outside_calls(u - correction[i]).xreplace(rename))
+        for i, u in enumerate(unknowns)
+    ]
     doc = (
         f"Inverse step of {scheme.name} as a fixed point, derived by odenet (reversed time: "
         "X[m+1] is the older value, read on both sides)."
     )
     return _reversed_scheme(scheme, f"{scheme.name}_fixed_point_inverse", doc, steps)
+
+
+def _expand_outside_calls(expr: sympy.Expr) -> sympy.Expr:
+    """``expr`` expanded, its function calls left as they are (their arguments keep their form)."""
+    calls = {call: sympy.Dummy() for call in function_calls(expr)}
+    return sympy.expand(expr.xreplace(calls)).xreplace({d: c for c, d in calls.items()})
+
+
+def negative_step_problem(scheme: Scheme) -> str | None:
+    """Why the step cannot be taken with ``-h`` (the adjoint's approximate inverse), or None: a
+    coefficient that is not real for a negative step, such as ``sqrt(h)`` or ``log(h)``."""
+    step = next((p for p in scheme.params if p.name == scheme.step), None)
+    if step is None:
+        return None
+    values = {p.symbol: sympy.Float(p.default) for p in scheme.params}
+    values[step.symbol] = -abs(sympy.Float(step.default)) if step.default != 0 else sympy.Float(-1)
+    for eq in scheme.steps:
+        for term in sympy.preorder_traversal(eq.expr):
+            root = isinstance(term, sympy.log) or (term.is_Pow and not term.exp.is_integer)
+            if not root or not term.has(step.symbol) or term.atoms(AppliedUndef):
+                continue
+            at = term.xreplace(values)
+            number = complex(at.xreplace({s: sympy.Float(1) for s in at.free_symbols}).evalf())
+            if abs(number.imag) > 1e-12 * max(1.0, abs(number)):
+                return f"{format_expr(term)} is not real for {scheme.step} < 0"
+    return None

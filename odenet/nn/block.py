@@ -40,7 +40,14 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from odenet.codegen import StepCode, compile_source, generate_init, generate_step, generate_vjp
+from odenet.codegen import (
+    StepCode,
+    compile_source,
+    evaluation_points,
+    generate_init,
+    generate_step,
+    generate_vjp,
+)
 from odenet.errors import ConfigError, OdenetError, UnsupportedSchemeError
 from odenet.ir import Scheme, format_scheme, value
 from odenet.ir.reversal import reverse_history, reversed_to_forward
@@ -118,6 +125,15 @@ class SchemeBlock(nn.Module):
                 f"{scheme.name} has no step parameter {scheme.step}; declare one ('step h = 0.1') or use "
                 "memory='checkpoint'"
             )
+        if memory == "adjoint":
+            from odenet.analysis.inverse import negative_step_problem
+
+            problem = negative_step_problem(scheme)
+            if problem is not None:
+                raise UnsupportedSchemeError(
+                    f"memory='adjoint' rebuilds each layer's input by a step with -{scheme.step}, and in "
+                    f"scheme {scheme.name} {problem}; use memory='checkpoint'"
+                )
         from odenet.nn.reversible import DriftControl, check_budget
 
         self.memory_budget = check_budget(memory_budget, memory)
@@ -517,13 +533,18 @@ def _generated_inverse(scheme: Scheme) -> tuple[Callable | None, StepCode | None
         derivation = invert(scheme)
     except NotReversibleError as exc:
         return None, None, exc
-    keys = {call: key for key, call in enumerate(_generated(scheme)[0].calls)}
+    translate = reversed_to_forward(scheme)
+    # the inverse evaluates the functions at the forward's points, spelled in the values it knows:
+    # each call gets the key of the forward call at the same point (the backward pass then
+    # evaluates each point once, and replays the forward's random numbers and buffers for it)
+    points = evaluation_points(scheme)
+    spelled = generate_step(derivation.scheme, call_keys={}, translate=translate).calls
     code = generate_step(
         derivation.scheme,
         function_name="inverse_step",
-        call_keys=keys,
+        call_keys={**points.keys, **points.match(spelled)},
         comment="the derived inverse, in reversed time: X[m+1] is the older value",
-        translate=reversed_to_forward(scheme),
+        translate=translate,
     )
     return compile_source(code, _namespace(), f"{scheme.name} inverse"), code, None
 
@@ -538,8 +559,12 @@ def _generated_fixed_point_inverse(scheme: Scheme) -> tuple[tuple | None, Odenet
         inverse = fixed_point_inverse(scheme)
     except NotReversibleError as exc:
         return None, exc
-    keys = {call: key for key, call in enumerate(_generated(scheme)[0].calls)}
-    return _generated_implicit(inverse, keys, reversed_to_forward(scheme), "fixed_point_inverse"), None
+    from odenet.codegen import generate_implicit
+
+    translate, points = reversed_to_forward(scheme), evaluation_points(scheme)
+    spelled = generate_implicit(inverse, call_keys={}, translate=translate).calls
+    keys = {**points.keys, **points.match(spelled)}  # as the explicit inverse's (above)
+    return _generated_implicit(inverse, keys, translate, "fixed_point_inverse"), None
 
 
 def _generated_implicit(

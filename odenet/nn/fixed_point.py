@@ -44,7 +44,7 @@ import sympy
 import torch
 from sympy.core.function import AppliedUndef
 
-from odenet.codegen import StepCode, compile_source, generate_exact
+from odenet.codegen import StepCode, compile_source, evaluation_points, generate_exact
 from odenet.errors import DoubleBackwardError, ReconstructionError, UnsupportedSchemeError
 from odenet.ir import Scheme, parse_value, value
 from odenet.nn.generated import in_state_dtype, namespace
@@ -123,7 +123,7 @@ def _generated(scheme: Scheme, call_keys: tuple) -> tuple[StepCode, StepCode, ob
 
 
 def generated(block) -> tuple[StepCode, StepCode, object, object, tuple]:
-    keys = tuple((call, key) for key, call in enumerate(block.forward_code.calls))
+    keys = tuple(evaluation_points(block.scheme).keys.items())
     return _generated(block.scheme, keys)
 
 
