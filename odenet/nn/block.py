@@ -31,6 +31,7 @@ graphs. A block pickles by its scheme's text and generates its code again when l
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable, Mapping
@@ -49,8 +50,8 @@ from odenet.codegen import (
     generate_vjp,
 )
 from odenet.errors import ConfigError, OdenetError, UnsupportedSchemeError
-from odenet.ir import Scheme, format_scheme, value
-from odenet.ir.reversal import reverse_history, reversed_to_forward
+from odenet.ir import Equation, Scheme, format_scheme, value
+from odenet.ir.reversal import forward_to_reversed, reverse_history, reversed_to_forward
 from odenet.nn.generated import in_state_dtype as _in_state_dtype
 from odenet.nn.generated import namespace as _namespace
 from odenet.nn.implicit import Solver, check_solver
@@ -438,6 +439,15 @@ class SchemeBlock(nn.Module):
         out = self._step(reversed_state, params, _in_state_dtype(call or self.caller(n), new_state))
         return reverse_history(self.scheme, out)
 
+    @property
+    def negative_step_points(self) -> dict[int, int]:
+        """Which calls of the step with ``-h`` (:meth:`approximate_inverse_step`) evaluate a function
+        at one of the forward step's points, read at the rebuilt input: ``{its key: the forward
+        call's key}``. Leapfrog's ``f(y[n])`` is its own; Verlet's two calls are the forward's two,
+        crossed. Such an evaluation serves the layer's vector-Jacobian product too (the adjoint's
+        backward pass evaluates it once), and replays the forward call's random numbers."""
+        return dict(_negative_step_points(self.scheme))
+
     @torch.no_grad()
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
         """The block's input from its output, when the output is the whole state (no hidden state,
@@ -513,6 +523,36 @@ def _generated(scheme: Scheme) -> tuple[StepCode, StepCode, Callable, Callable]:
     step = compile_source(forward_code, namespace, f"{scheme.name} step")
     init = compile_source(init_code, namespace, f"{scheme.name} init")
     return forward_code, init_code, step, init
+
+
+@functools.lru_cache(maxsize=64)
+def _negative_step_points(scheme: Scheme) -> tuple[tuple[int, int], ...]:
+    """See :attr:`SchemeBlock.negative_step_points`. The step with ``-h`` is the forward code run on
+    the state in reversed time: a step of its own, whose new values are the rebuilt input. The
+    layer's vector-Jacobian product evaluates the forward's calls at that rebuilt input; written in
+    the reversed step's symbols (its new values for the forward's old ones, its old values for the
+    forward's new ones), a forward call whose arguments equal, in that step's values, one of its
+    points is the same function of the same numbers. Verlet, symmetric, shares both points;
+    damped kick-drift-kick shares none: its ``x[n+1]`` recomputed from the rebuilt input is not the
+    input the step with -h started from. (The rebuild is approximate, so nothing here may assume
+    that it inverts the step.)"""
+    step = next((p.symbol for p in scheme.params if p.name == scheme.step), None)
+    if step is None:
+        return ()
+    negative = dataclasses.replace(
+        scheme, steps=tuple(Equation(eq.target, eq.expr.xreplace({step: -step})) for eq in scheme.steps)
+    )
+    points = evaluation_points(negative)  # keyed as the forward code's calls, which it runs
+    rename = forward_to_reversed(scheme)
+    inlined: dict = {}  # stages and new values as expressions of the old values
+    for eq in scheme.steps:
+        inlined[eq.target] = eq.expr.xreplace(inlined)
+    wanted = {
+        j: call.xreplace(inlined).xreplace(rename) for j, call in enumerate(_generated(scheme)[0].calls)
+    }
+    found = points.match(list(wanted.values()))
+    pairs = {found[call]: j for j, call in wanted.items() if call in found}
+    return tuple(sorted(pairs.items()))
 
 
 @functools.lru_cache(maxsize=256)

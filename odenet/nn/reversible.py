@@ -232,6 +232,7 @@ class _Pass:
         self.autocast = AutocastState(self.device.type)
         self.record = CallRecord(state)
         self.adaptive = exact and block.drift.guard == "adaptive"
+        self.negative_step = {} if exact else block.negative_step_points  # the adjoint's shared calls
         self.function_params = function_params(block)
         if exact:
             self.tolerance = block.drift.tolerance_for(self.dtype, self.autocast)
@@ -514,7 +515,7 @@ def _rebuild(run, n: int, state, cache: dict):
     block = run.block
     if not run.exact:
         with torch.no_grad():
-            return block.approximate_inverse_step(n, state, run.record.caller(block, n))
+            return block.approximate_inverse_step(n, state, kept_call(run, n, cache, run.negative_step))
 
     if block.inverse_code is None:  # a fixed-point inverse: its iterations' evaluations are not kept
 
@@ -527,17 +528,23 @@ def _rebuild(run, n: int, state, cache: dict):
         return block.inverse_step(n, state, kept_call(run, n, cache))
 
 
-def kept_call(run, n: int, cache: dict):
+def kept_call(run, n: int, cache: dict, points: dict[int, int] | None = None):
     """``call(key, name, *args)`` for an inverse: evaluates layer n's call again under what the
     forward's saw, keeps the evaluation with its small graph in ``cache`` (for the layer's
-    vector-Jacobian product) and returns its value detached."""
+    vector-Jacobian product) and returns its value detached. ``points`` (the adjoint's step with
+    -h): only the calls it names are at the forward's points, as the forward call it gives; the
+    others are evaluated without a graph, replaying the forward call of their own key."""
     block = run.block
 
     def call(key, name, *args):
+        module = block.function(name, n)
+        if points is not None and key not in points:
+            return run.record.call_again(n, key, module, args)
+        forward_key = key if points is None else points[key]
         leaves = _leaves(args)
         with torch.enable_grad():
-            out = run.record.call_again(n, key, block.function(name, n), leaves)
-        cache[key] = (leaves, out)
+            out = run.record.call_again(n, forward_key, module, leaves)
+        cache[forward_key] = (leaves, out)
         return out.detach()
 
     return call
