@@ -61,3 +61,78 @@ def random_scheme(draw):
         steps=tuple(steps),
         inputs=tuple(states[: draw(st.integers(1, len(states)))]),
     )
+
+
+# The coefficients users write: rationals, the step, a learnable parameter, and transcendental
+# functions of parameters and of h (friction factors, exponential integrators, rotations).
+USER_COEFFICIENTS = [
+    "1",
+    "2",
+    "1/2",
+    "-1/2",
+    "3/4",
+    "gamma",
+    "(1 - gamma)",
+    "exp(-mu*h)",
+    "exp(gamma)/3",
+    "sqrt(gamma)",
+    "cos(h)",
+    "sin(mu)",
+]
+
+
+@st.composite
+def user_scheme_text(draw):
+    """A scheme in the shapes users write: stages, look-ahead evaluations (``f(x[n] +
+    gamma*v[n])``), one or two functions, history, and coefficients with exp, sqrt, sin and cos of
+    parameters and of ``h``. Whether it has an explicit inverse, a fixed-point one or none follows
+    from what is drawn; the tests enrol it in whatever modes compile accepts."""
+    states = draw(st.sampled_from([["x"], ["x", "v"], ["a", "b", "c"]]))
+    lag = {s: draw(st.integers(0, 1)) for s in states}
+    functions = ["f", "g"][: draw(st.integers(1, 2))]
+    lines = [
+        "scheme drawn",
+        f"state {', '.join(states)}",
+        f"input {', '.join(states)}",
+        "param h = 1/4",
+        "param gamma = 4/5 learnable in (0, 1)",
+        "param mu = 1/2",
+    ]
+    known = [f"{s}[n]" for s in states] + [f"{s}[n-1]" for s in states if lag[s]]
+
+    def coefficient():
+        return draw(st.sampled_from(USER_COEFFICIENTS))
+
+    def point():  # where a function is evaluated: a value, or a look-ahead combination of two
+        base = draw(st.sampled_from(known))
+        if draw(st.booleans()):
+            return f"{base} + {coefficient()}*{draw(st.sampled_from(known))}"
+        return base
+
+    def evaluation():
+        return f"{draw(st.sampled_from(functions))}({point()})"
+
+    unused = []
+    for i in range(draw(st.integers(0, 2))):
+        name = f"k{i}"
+        if draw(st.booleans()):
+            lines.append(f"{name} = {evaluation()}")
+        else:
+            lines.append(f"{name} = {draw(st.sampled_from(known))} + {coefficient()}*h*{evaluation()}")
+        known.append(name)
+        unused.append(name)
+    for i, s in enumerate(states):
+        oldest = f"{s}[n-1]" if lag[s] else f"{s}[n]"
+        # the value the update replaces keeps a coefficient of at least 1/2 (a smaller one, written
+        # or by cancellation, makes the inverse divide by it: no contraction to solve for)
+        terms = [f"{draw(st.sampled_from(USER_COEFFICIENTS[:5] + USER_COEFFICIENTS[7:11]))}*{oldest}"]
+        others = [k for k in known if k != oldest]
+        for _ in range(draw(st.integers(0, 1)) if others else 0):
+            terms.append(f"{coefficient()}*{draw(st.sampled_from(others))}")
+        for _ in range(draw(st.integers(1, 2))):
+            terms.append(f"{coefficient()}*h*{evaluation()}")
+        if i == len(states) - 1:  # every stage is read
+            terms += [f"h*{name}" for name in unused if not any(name in t for t in terms)]
+        lines.append(f"{s}[n+1] = {' + '.join(terms)}")
+        known.append(f"{s}[n+1]")
+    return "\n".join(lines)

@@ -82,7 +82,10 @@ def test_verdict_of_leapfrog_and_euler():
     euler = verdict(odenet.analyze(odenet.load("euler")))
     assert euler[0] == "stable for h*λ in [-2, 0] on the real axis and on the imaginary axis only at h*λ = 0"
     assert euler[2] == "order 1 for x' = f(x)"
-    assert euler[3].startswith("invertible by fixed-point iteration when h*Lip(f) < 1")
+    assert euler[3].startswith(
+        "invertible by fixed-point iteration when every function's Lipschitz constant is below 10 "
+        "(h*Lip(f) < 1)"
+    )
     momentum = verdict(odenet.analyze(odenet.load("momentum")))
     assert momentum[3] == (
         "reversible without storing activations (valid while gamma != 0); "

@@ -20,11 +20,14 @@ from __future__ import annotations
 import pytest
 import torch
 from helpers import LIBRARY, USER
+from hypothesis import HealthCheck, given, settings
+from strategies import user_scheme_text
 from torch import nn
 
 import odenet
 from odenet.analysis.inverse import fixed_point_inverse
 from odenet.codegen import evaluation_points, generate_implicit
+from odenet.errors import ConvergenceError
 from odenet.ir import function_calls, value
 from odenet.ir.reversal import reversed_to_forward
 
@@ -51,7 +54,10 @@ class Counted(nn.Module):
 
 
 def _modes(name: str) -> list[str]:
-    scheme = SCHEMES[name]
+    return _modes_of(SCHEMES[name])
+
+
+def _modes_of(scheme: odenet.Scheme) -> list[str]:
     accepted = []
     for memory in odenet.MEMORY_MODES:
         try:
@@ -134,7 +140,30 @@ def _needed(block, memory: str) -> tuple[int, int]:
 
 @pytest.mark.parametrize(("name", "memory"), CASES)
 def test_each_point_is_evaluated_once_per_pass(name, memory):
-    scheme = SCHEMES[name]
+    _check_counts(SCHEMES[name], memory)
+
+
+@settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(user_scheme_text())
+def test_drawn_schemes_evaluate_each_point_once(text):
+    """Stages, look-ahead calls, two functions, transcendental coefficients: a fixed-point inverse
+    that is no contraction for these functions is refused (ConvergenceError), not counted."""
+    scheme = odenet.parse(text)
+    for memory in _modes_of(scheme):
+        try:
+            _check_counts(scheme, memory)
+        except ConvergenceError:
+            assert memory == "reversible"
+
+
+def _trained(block, n: int):
+    """Whether each parameter of layer ``n``'s functions received a gradient."""
+    for module in block.layer_modules(n):
+        for p in module.parameters():
+            yield p.grad is not None and bool(p.grad.abs().max() > 0)
+
+
+def _check_counts(scheme: odenet.Scheme, memory: str) -> None:
     log: dict = {"phase": "forward"}
     torch.manual_seed(0)
     functions = {f.name: (lambda i, f=f: Counted(log, i)) for f in scheme.functions}
@@ -151,7 +180,14 @@ def test_each_point_is_evaluated_once_per_pass(name, memory):
     assert points == evaluation_points(scheme).count  # the IR's points are the numbers' points
     init = len({call for eq in scheme.init for call in function_calls(eq.expr)})
     forward = {n: points + (init if n == 0 else 0) for n in range(DEPTH)}
-    if memory == "autograd":
+    if memory == "checkpoint":
+        # a segment whose layers the output does not depend on need not be recomputed (torch's
+        # checkpoint skips it); a layer whose functions receive a gradient is, once
+        counts = log.get("backward", {})
+        for n in range(DEPTH):
+            assert counts.get(n, 0) == needed or (counts.get(n, 0) == 0 and not any(_trained(block, n)))
+        backward = counts
+    elif memory == "autograd":
         backward = {}
     elif memory == "reversible" and block.inverse_code is None:
         varying, constant = _fixed_point_inverse_calls(scheme)

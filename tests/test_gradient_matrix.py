@@ -24,6 +24,7 @@ import torch
 from helpers import EXPLICIT, FIXED_POINT_INVERSE, LIBRARY, REVERSIBLE, USER, analysis
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from strategies import user_scheme_text
 from torch import nn
 from torch.nn.utils import parametrizations
 
@@ -127,9 +128,12 @@ def _function(condition: str, width: int):
     return lambda i: nn.Sequential(nn.Linear(width, width), nn.Tanh(), nn.Linear(width, width))
 
 
-def _setup(scheme, condition: str, mode_kwargs: dict, seed: int = 0, depth: int = DEPTH):
+def _setup(
+    scheme, condition: str, mode_kwargs: dict, seed: int = 0, depth: int = DEPTH, gentle: bool = False
+):
     """(reference block, block in the mode, stem or None, input) with equal weights. In fixed point
-    both use the parameters rounded to the 16 binary digits that mode computes with."""
+    both use the parameters rounded to the 16 binary digits that mode computes with. ``gentle``
+    halves every weight of the functions (a contraction for drawn fixed-point inverses)."""
     if mode_kwargs["memory"] == "fixed_point":
         scale = 2**odenet.nn.fixed_point.COEFFICIENT_BITS
         mode_kwargs = {
@@ -143,6 +147,11 @@ def _setup(scheme, condition: str, mode_kwargs: dict, seed: int = 0, depth: int 
     if condition == "weight_tied":  # fresh shared modules for the second block
         functions = {f.name: _function(condition, WIDTH) for f in scheme.functions}
     block = compile(scheme, functions, depth, **mode_kwargs)
+    if gentle:
+        with torch.no_grad():
+            for module in reference.functions.modules():
+                if isinstance(module, (nn.Linear, nn.Conv2d)):
+                    module.weight.mul_(0.5)
     block.load_state_dict(reference.state_dict())
     if condition == "frozen":  # the first layer of every function, and the scheme's own parameters
         for b in (reference, block):
@@ -519,6 +528,7 @@ def _stateful(width: int):
 
 
 def _compiled_equals_eager(scheme, memory: str, backend: str, functions=None, depth: int = 3) -> None:
+    """``functions``: factories for at least ``depth`` layers (by default random and stateful)."""
     import copy
 
     import torch._dynamo
@@ -563,3 +573,72 @@ def test_torch_compile_with_inductor_equals_eager(name):
 
     with torch._inductor.config.patch(fallback_random=True):
         _compiled_equals_eager(SCHEMES[name], "autograd", "inductor")
+
+
+# -- drawn schemes in the shapes users write, in every mode ---------------------------------------
+
+
+def _lipschitz(block) -> float:
+    """An upper bound of the Lipschitz constant of every function of ``block`` (2-norm): the product
+    of its linear layers' spectral norms (tanh is 1-Lipschitz), over dropout's keep probability."""
+    bound = 0.0
+    for module in block.functions.modules():
+        if isinstance(module, nn.Sequential):
+            product = 1.0
+            for layer in module:
+                if isinstance(layer, nn.Linear):
+                    product *= torch.linalg.matrix_norm(layer.weight.detach(), ord=2).item()
+                elif isinstance(layer, nn.Dropout):
+                    product /= 1 - layer.p
+            bound = max(bound, product)
+    return bound
+
+
+def _check_user_shape(text: str, condition: str, compiled: bool) -> None:
+    """Every mode compile accepts against float64 autograd on the same weights (the adjoint, being
+    approximate, only against itself eagerly), and, with ``compiled``, under torch.compile against
+    eager. The functions are gentle (every weight halved). A fixed-point inverse may refuse to
+    converge only where the analysis's Lipschitz limit does not promise it a contraction."""
+    from odenet.analysis.inverse import lipschitz_limit
+    from odenet.errors import ConvergenceError
+
+    scheme = odenet.parse(text)
+    limit = lipschitz_limit(scheme, {p.symbol: p.default for p in scheme.params})
+    for memory in _accepted_modes(scheme):
+        kwargs = MODES.get(memory, {"memory": memory})
+        reference, block, stem, x = _setup(scheme, condition, kwargs, depth=4, gentle=True)
+        try:
+            if compiled:
+                functions = {name: _copies(reference.functions[name]) for name in reference.functions}
+                _compiled_equals_eager(scheme, memory, "eager", functions)
+            if memory in ("autograd", "adjoint"):
+                continue
+            _, g_ref, _, _ = _step(reference, stem, x, condition)
+            _, g, _, _ = _step(block, stem, x, condition)
+        except ConvergenceError:  # refused: only where no contraction was promised
+            assert memory == "reversible" and block.inverse_code is None
+            assert limit is None or _lipschitz(block) >= limit, (limit, _lipschitz(block))
+            continue
+        assert_same_gradients(g, g_ref)
+
+
+def _copies(layers: nn.ModuleList):
+    """A factory giving a copy of each layer's module (the same weights in a new block)."""
+    import copy
+
+    return lambda i: copy.deepcopy(layers[i])
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch's own internals (torch.compile)
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+@given(user_scheme_text(), st.sampled_from(["plain", "dropout"]))
+def test_drawn_user_schemes_in_every_mode(text, condition):
+    _check_user_shape(text, condition, compiled=True)
+
+
+@pytest.mark.slow
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+@given(user_scheme_text(), st.sampled_from(["plain", "dropout", "frozen", "input_without_grad", "stem"]))
+def test_drawn_user_schemes_in_every_mode_large_sweep(text, condition):
+    _check_user_shape(text, condition, compiled=False)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import sympy
+import torch
 from helpers import ALL_SCHEMES, REVERSIBLE, analysis
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -169,3 +170,59 @@ def test_a_cancellation_inside_a_call_argument_frees_the_old_value():
     solution = dict(invert(scheme).solution)
     h, g = sympy.Symbol("h", real=True), sympy.Function("g")
     assert sympy.expand(solution[value("y")] - (value("y", 1) - g(h * value("x", 1)))) == 0
+
+
+# -- when a fixed-point inverse converges ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "limit"),
+    [
+        ("x[n+1] = x[n] + h*f(x[n])", 10),  # Euler, h = 1/10: h*Lip(f) < 1
+        ("x[n+1] = 1/2*x[n] + h*f(x[n])", 5),  # the inverse divides by 1/2: Lip(f) < c/h
+        # Heun: the map moves by h*L + (h*L)**2/2, below 1 for h*L < sqrt(3) - 1
+        ("k = f(x[n])\nx[n+1] = x[n] + h/2*(k + f(x[n] + h*k))", 10 * (3**0.5 - 1)),
+    ],
+)
+def test_lipschitz_limit_by_hand(text, limit):
+    from odenet.analysis.inverse import lipschitz_limit
+
+    scheme = odenet.parse(f"scheme s\nstate x\nparam h = 1/10\n{text}")
+    got = lipschitz_limit(scheme, {p.symbol: p.default for p in scheme.params})
+    assert got == pytest.approx(limit, rel=1e-5)
+    assert odenet.analyze(scheme).reversibility.lipschitz_limit == pytest.approx(limit, rel=1e-5)
+
+
+class _Linear(torch.nn.Module):
+    """f(u) = lam*u: Lipschitz constant |lam|, and the bound is exact for it."""
+
+    def __init__(self, lam: float):
+        super().__init__()
+        self.lam = lam
+
+    def forward(self, u):
+        return self.lam * u
+
+
+@pytest.mark.parametrize(("scale", "converges"), [(0.9, True), (1.1, False)])
+def test_the_lipschitz_limit_is_where_the_rebuild_stops_converging(scale, converges):
+    """x[n+1] = x[n]/2 + h*f(x[n]) with h = 1/10: the analysis says Lip(f) < 5. With f = lam*u
+    and plain iteration, reversible mode rebuilds its inputs below the limit (gradients equal to
+    autograd's) and refuses above it, naming the limit."""
+    from odenet.errors import ConvergenceError
+
+    scheme = odenet.parse("scheme c\nstate x\nparam h = 1/10\nx[n+1] = 1/2*x[n] + h*f(x[n])")
+    assert odenet.analyze(scheme).reversibility.lipschitz_limit == 5
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    f = _Linear(-5 * scale)  # negative: the iteration oscillates instead of creeping
+    solver = odenet.Solver("fixed_point", max_iter=400)
+    block = odenet.compile(scheme, {"f": f}, 3, "reversible", solver=solver)
+    reference = odenet.compile(scheme, {"f": f}, 3)
+    if not converges:
+        with pytest.raises(ConvergenceError, match="Lipschitz constant is below 5 "):
+            block(x).sum().backward()
+        return
+    (grad,) = torch.autograd.grad(block(x).square().sum(), x)
+    (expected,) = torch.autograd.grad(reference(x).square().sum(), x)
+    assert torch.allclose(grad, expected, rtol=1e-10, atol=1e-12)

@@ -9,6 +9,7 @@ the values passed as ``params``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -16,7 +17,7 @@ import numpy as np
 import sympy
 
 from odenet.analysis.fields import domain_matrix
-from odenet.analysis.inverse import invert
+from odenet.analysis.inverse import invert, lipschitz_limit
 from odenet.analysis.order import OrderResult, order_of_accuracy
 from odenet.analysis.stability import (
     LAMBDA,
@@ -76,6 +77,9 @@ class Reversibility:
     volume_preserving: bool  # |det M| == 1 identically
     backward_amplification: float | None  # spectral radius of M(0)^-1; None when M(0) is singular
     reason: str
+    # a fixed-point inverse: the Lipschitz constant of the functions below which its iteration is
+    # proved a contraction (None otherwise, or where the bound does not apply)
+    lipschitz_limit: float | None = None
 
 
 @dataclass(frozen=True)
@@ -129,8 +133,24 @@ class Analysis:
                 "conditions": [f"{format_expr(c)} != 0" for c in r.conditions],
                 "volume_preserving": r.volume_preserving,
                 "backward_amplification": r.backward_amplification,
+                "lipschitz_limit": _finite_or_none(r.lipschitz_limit),
             },
         }
+
+
+def lipschitz_condition(scheme: Scheme, limit: float | None, values: Mapping[str, sympy.Expr]) -> str:
+    """The condition under which a fixed-point inverse's iteration converges, in words."""
+    if limit is None:
+        return f"the functions' Lipschitz constant is small enough ({scheme.step}*Lip(f) < 1 or less)"
+    if math.isinf(limit):
+        return "always (the iteration reads no unknown through a function)"
+    step = values.get(scheme.step)
+    scaled = f" ({scheme.step}*Lip(f) < {float(step) * limit:.3g})" if step is not None and step != 0 else ""
+    return f"every function's Lipschitz constant is below {limit:.3g}{scaled}"
+
+
+def _finite_or_none(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(x) else x
 
 
 def _number(v: sympy.Expr) -> float | int:
@@ -260,16 +280,18 @@ def _reversibility(scheme: Scheme, stability: Stability, values: dict[str, sympy
     try:
         derivation = invert(scheme)
     except NotReversibleError as exc:
+        limit = None
         if det_zero.is_zero:
             kind = "none"
             reason = "M(0) is singular: the step loses information, so no inverse exists"
         else:
             kind = "fixed-point"
+            limit = lipschitz_limit(scheme, subs) if scheme.is_explicit else None
             reason = (
                 f"{exc} Since det M(0) = {format_expr(det_zero)} != 0, the inverse is a fixed point "
-                f"that iteration finds when {scheme.step}*Lip(f) < 1"
+                f"that iteration finds when {lipschitz_condition(scheme, limit, values)}"
             )
-        return Reversibility(kind, None, (), (), volume_preserving, amplification, reason)
+        return Reversibility(kind, None, (), (), volume_preserving, amplification, reason, limit)
     return Reversibility(
         kind="explicit",
         inverse=derivation.scheme,

@@ -15,8 +15,10 @@ The result is itself a :class:`~odenet.ir.Scheme` in reversed time (index ``m``;
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import numpy as np
 import sympy
 from sympy.core.function import AppliedUndef
 
@@ -24,7 +26,14 @@ from odenet.errors import NotReversibleError
 from odenet.ir import Equation, Scheme, format_expr, function_calls, value
 from odenet.ir.reversal import forward_to_reversed
 
-__all__ = ["InverseDerivation", "derive_inverse", "fixed_point_inverse", "invert", "negative_step_problem"]
+__all__ = [
+    "InverseDerivation",
+    "derive_inverse",
+    "fixed_point_inverse",
+    "invert",
+    "lipschitz_limit",
+    "negative_step_problem",
+]
 
 
 @dataclass(frozen=True)
@@ -276,6 +285,107 @@ def fixed_point_inverse(scheme: Scheme) -> Scheme:
         "X[m+1] is the older value, read on both sides)."
     )
     return _reversed_scheme(scheme, f"{scheme.name}_fixed_point_inverse", doc, steps)
+
+
+def lipschitz_limit(scheme: Scheme, values: dict[sympy.Symbol, sympy.Expr]) -> float | None:
+    """The Lipschitz constant below which the fixed-point inverse's iteration is a contraction,
+    proved by a bound: the largest ``L`` such that every function ``L``-Lipschitz (in the 2-norm)
+    makes the map ``u -> u - A^-1 R(u)`` of :func:`fixed_point_inverse` a contraction, at the
+    parameter ``values``. None when the step is not of that form (a product of calls).
+
+    With ``R(u) = A u + sum_c b_c f_c(a_c(u)) + ...``, the map moves by at most ``sum_c
+    |A^-1 b_c| L lip(a_c)`` times the move of ``u``, where ``lip(a)`` is the norm of the argument's
+    linear part plus, for a call inside it, its coefficient times ``L lip`` of the inner argument.
+    For Euler, ``x[n] = x[n+1] - h*f(x[n])``: ``L < 1/h`` (Behrmann et al.'s ``h*Lip(f) < 1``); for
+    ``x[n+1] = c*x[n] + h*f(x[n])``: ``L < |c|/h``; both are exact for linear functions."""
+    unknowns = [value(s, -scheme.history[s]) for s in scheme.states]
+    residuals = [scheme.update_residuals[s] for s in scheme.states]
+    numbers = {k: sympy.Float(v) for k, v in values.items()}
+    calls = [c for r in residuals for c in _outer_calls(r)]
+    calls = list(dict.fromkeys(calls))
+    zero = {c: sympy.Integer(0) for c in calls}
+    try:  # xreplace works from the top: an outer call set to zero takes its inner ones with it
+        a = sympy.Matrix([r.xreplace(zero) for r in residuals]).jacobian(unknowns).xreplace(numbers)
+        inverse = np.array(a.evalf(), dtype=float)
+        inverse = np.linalg.inv(inverse)
+        weights = []
+        for c in calls:
+            b = [_coefficient(r, c) for r in residuals]
+            if any(_CALL in e.free_symbols or function_calls(e) for e in b):
+                return None  # a product of calls, or a call's coefficient reading a call
+            column = np.array([complex(e.xreplace(numbers).evalf()).real for e in b])
+            weights.append((float(np.linalg.norm(inverse @ column)), c))
+    except (TypeError, ValueError, np.linalg.LinAlgError):
+        return None
+    unknown_set = set(unknowns)
+
+    def lip(arg, limit: float) -> float | None:
+        inner = _outer_calls(arg)
+        linear = arg.xreplace({c: sympy.Integer(0) for c in inner})
+        try:
+            gradient = [complex(sympy.diff(linear, u).xreplace(numbers).evalf()).real for u in unknowns]
+        except (TypeError, ValueError):
+            return None
+        total = float(np.linalg.norm(gradient))
+        for c in inner:
+            if not c.free_symbols & unknown_set:
+                continue
+            coefficient = _coefficient(arg, c)
+            if _CALL in coefficient.free_symbols or function_calls(coefficient):
+                return None
+            below = [lip(x, limit) for x in c.args]
+            if any(b is None for b in below):
+                return None
+            total += abs(complex(coefficient.xreplace(numbers).evalf()).real) * limit * sum(below)
+        return total
+
+    def bound(limit: float) -> float | None:
+        total = 0.0
+        for weight, c in weights:
+            parts = [lip(x, limit) for x in c.args]
+            if any(p is None for p in parts):
+                return None
+            total += weight * limit * sum(parts)
+        return total
+
+    if bound(1.0) is None:
+        return None
+    if bound(1.0) == 0:
+        return math.inf
+    low, high = 0.0, 1.0
+    while bound(high) < 1 and high < 1e12:
+        low, high = high, 2 * high
+    for _ in range(60):
+        middle = (low + high) / 2
+        low, high = (middle, high) if bound(middle) < 1 else (low, middle)
+    return float(f"{low:.6g}")
+
+
+_CALL = sympy.Dummy("call")
+
+
+def _outer_calls(expr: sympy.Expr) -> list[sympy.Expr]:
+    """The calls of ``expr`` outside any other call (``f(x)`` and ``f(x + h*f(x))`` in Heun's step,
+    but not the ``f(x)`` inside the second), each once."""
+    if isinstance(expr, AppliedUndef):
+        return [expr]
+    found: list[sympy.Expr] = []
+    for arg in expr.args:
+        found += [c for c in _outer_calls(arg) if c not in found]
+    return found
+
+
+def _coefficient(expr: sympy.Expr, call: sympy.Expr) -> sympy.Expr:
+    """The derivative of ``expr`` by the value of ``call`` where it appears outside other calls."""
+    return sympy.diff(_replace_outer(expr, call, _CALL), _CALL)
+
+
+def _replace_outer(expr: sympy.Expr, call: sympy.Expr, by: sympy.Expr) -> sympy.Expr:
+    if expr == call:
+        return by
+    if isinstance(expr, AppliedUndef) or not expr.args:
+        return expr
+    return expr.func(*(_replace_outer(a, call, by) for a in expr.args))
 
 
 def _expand_outside_calls(expr: sympy.Expr) -> sympy.Expr:

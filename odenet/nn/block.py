@@ -117,9 +117,12 @@ class SchemeBlock(nn.Module):
                 "(approximate gradients, memory O(1))."
             )
         if memory == "fixed_point":
-            from odenet.nn.fixed_point import exact_parts
+            from odenet.nn.fixed_point import check_start
 
-            exact_parts(scheme)  # refuses a scheme whose updates are not c*old + held terms
+            # refuses a scheme whose updates are not c*old + held terms, or whose coefficients at
+            # the starting parameters are not multiples of 2**-16 (exp(-mu*h) never is)
+            with torch.no_grad():
+                check_start(scheme, {name: float(v) for name, v in self.layer_params(0).items()})
         if memory == "adjoint" and scheme.step not in self._param_names:
             raise UnsupportedSchemeError(
                 f"memory='adjoint' rebuilds each layer's input by a step with -{scheme.step}, and scheme "

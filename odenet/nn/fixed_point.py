@@ -60,7 +60,7 @@ from odenet.nn.reversible import (
     shortest_group,
 )
 
-__all__ = ["COEFFICIENT_BITS", "RADIX", "exact_parts", "run_fixed_point"]
+__all__ = ["COEFFICIENT_BITS", "RADIX", "check_start", "exact_parts", "run_fixed_point"]
 
 RADIX = 48  # fractional bits of a state
 COEFFICIENT_BITS = 16  # binary digits of the parameters, and at most of a coefficient's denominator
@@ -111,6 +111,16 @@ def exact_parts(scheme: Scheme) -> tuple[tuple[sympy.Symbol, sympy.Symbol, sympy
     return tuple(parts)
 
 
+def check_start(scheme: Scheme, values: dict[str, float]) -> None:
+    """Refuse, when a block is built, a scheme this mode cannot run: updates not of the form
+    ``c*old + held terms`` (:func:`exact_parts`), or a coefficient that is not a multiple of
+    ``2**-COEFFICIENT_BITS`` at the starting parameters, rounded (a transcendental one never is)."""
+    scale = 2**COEFFICIENT_BITS
+    rounded = {p.symbol: Fraction(round(values[p.name] * scale), scale) for p in scheme.params}
+    for i, (_, _, c, _) in enumerate(exact_parts(scheme)):
+        _Plan.coefficient(c, i, 0, rounded, scheme.name)
+
+
 @functools.lru_cache(maxsize=64)
 def _generated(scheme: Scheme, call_keys: tuple) -> tuple[StepCode, StepCode, object, object, tuple]:
     parts = exact_parts(scheme)
@@ -157,7 +167,7 @@ class _Plan:
             key = tuple(row[n] for row in rounded)
             if key not in rows:
                 rows[key] = [
-                    self._coefficient(c, i, n, dict(zip(symbols, key, strict=True)), scheme.name)
+                    self.coefficient(c, i, n, dict(zip(symbols, key, strict=True)), scheme.name)
                     for i, c in enumerate(coefficients)
                 ]
             self.coefficients.append(rows[key])
@@ -176,17 +186,22 @@ class _Plan:
                 bounds[i] = (bounds[i] * den + den - 1) // num
 
     @staticmethod
-    def _coefficient(c, i: int, n: int, values: dict, name: str) -> tuple[int, int, int]:
+    def coefficient(c, i: int, n: int, values: dict, name: str) -> tuple[int, int, int]:
         """``(n, d, sign)`` of ``c`` at the rounded parameters, or a refusal."""
         scale = 2**COEFFICIENT_BITS
         exact = sympy.nsimplify(c).xreplace(
             {k: sympy.Rational(v.numerator, v.denominator) for k, v in values.items()}
         )
+        number = exact
         exact = sympy.Rational(exact) if exact.is_Rational else None
         if exact is None or exact == 0 or exact.q > scale or exact.q & (exact.q - 1):
+            if exact is None:
+                shown = f"irrational ({float(number):.6g})" if number.is_number else "not a number"
+            else:
+                shown = str(exact)
             raise UnsupportedSchemeError(
                 f"memory='fixed_point': the coefficient {c} of update {i} of {name} is "
-                f"{exact if exact is not None else 'not a number'} at layer {n} with the parameters "
+                f"{shown} at layer {n} with the parameters "
                 f"rounded to {COEFFICIENT_BITS} binary digits; it must be a nonzero multiple of "
                 f"2**-{COEFFICIENT_BITS}. Use memory='reversible'"
             )

@@ -548,13 +548,26 @@ def fixed_point_inverse_step(block, n: int, reversed_state, call, tol: float):
             outcome,
             tol,
             f"The inverse of {block.scheme.name} is a fixed point that iteration finds when "
-            f"{block.scheme.step}*Lip(f) < 1: keep the functions contractive (spectral normalization, "
-            "make_function(..., contraction=0.9)), lower the step, or use memory='checkpoint'",
+            f"{_contraction_condition(block, n)}: keep the functions contractive (spectral "
+            "normalization, make_function(..., contraction=0.9)), lower the step, or use "
+            "memory='checkpoint'",
             reversed_state[0].dtype,
         )
     block.rebuilds.append(SolveInfo(n, outcome.iterations, outcome.evaluations, outcome.residual))
     unknowns = flat.split(outcome.value)
     return tuple(unknowns[i] if new else reversed_state[i] for new, i in parts.assemble)
+
+
+def _contraction_condition(block, n: int) -> str:
+    """The analysis's condition for layer ``n``'s fixed-point inverse to converge, at its parameters."""
+    import sympy  # the analysis's numbers, on this failing path only
+
+    from odenet.analysis.analyze import lipschitz_condition
+    from odenet.analysis.inverse import lipschitz_limit
+
+    values = {name: sympy.Float(float(v)) for name, v in block.layer_params(n).items()}
+    limit = lipschitz_limit(block.scheme, {sympy.Symbol(k, real=True): v for k, v in values.items()})
+    return lipschitz_condition(block.scheme, limit, values)
 
 
 class _Adjoint:

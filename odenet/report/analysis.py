@@ -14,6 +14,7 @@ import numpy as np
 import sympy
 
 from odenet.analysis import Analysis
+from odenet.analysis.analyze import lipschitz_condition
 from odenet.files import write_text
 from odenet.ir.printing import format_expr, format_number
 from odenet.report.plotting import STABLE_TOLERANCE, new_figure, save_figure, shade_region
@@ -101,9 +102,10 @@ def verdict(analysis: Analysis) -> list[str]:
         out.append(text)
     elif r.kind == "fixed-point":
         if analysis.explicit:
+            condition = lipschitz_condition(analysis.scheme, r.lipschitz_limit, analysis.params)
             out.append(
-                f"invertible by fixed-point iteration when {analysis.scheme.step}*Lip(f) < 1: reversible "
-                "training solves for each input (contractive functions), else store or recompute activations"
+                f"invertible by fixed-point iteration when {condition}: reversible training solves for "
+                "each input (contractive functions), else store or recompute activations"
             )
         else:
             out.append(
