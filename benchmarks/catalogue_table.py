@@ -74,8 +74,8 @@ def main() -> int:
         if s.real_interval is None or s.imag_interval is None:  # not stable at 0 (BDF7)
             real = imag = 0.0
         else:
-            real = None if s.real_interval[0] is None else -s.real_interval[0] * s.scale
-            imag = None if s.imag_interval[1] is None else s.imag_interval[1] * s.scale
+            real = None if s.real_interval[0] is None else -s.real_interval[0]
+            imag = None if s.imag_interval[1] is None else s.imag_interval[1]
         ref_real = catalogue.interval_end(entry, -1, reach=200.0, samples=200)
         ref_imag = catalogue.interval_end(entry, 1j, reach=200.0, samples=200)
         nodepy_order = entry.method.order()

@@ -26,9 +26,14 @@ from __future__ import annotations
 import builtins
 import copy
 import functools
+import hashlib
 import linecache
+import os
+import tempfile
+import weakref
 from dataclasses import dataclass
 from itertools import count
+from pathlib import Path
 
 import sympy
 from sympy.printing.precedence import precedence
@@ -45,6 +50,7 @@ __all__ = [
     "generate_init",
     "generate_step",
     "generate_vjp",
+    "generated_folder",
     "implicit_unknowns",
     "python_name",
 ]
@@ -149,6 +155,9 @@ class StepCode:
     outputs: tuple[sympy.Expr, ...]  # what it returns, in order
     calls: tuple[sympy.Expr, ...]  # the forward calls by key (inlined canonical form)
     keys: tuple[int, ...] = ()  # the keys of ``calls`` where they are not 0, 1, ... (given call_keys)
+    # the keys of the calls whose values enter the new state's arithmetic (outside another call's
+    # arguments), which must be shaped like the state; None where not derived (check every call)
+    shaped: frozenset[int] | None = None
 
 
 CONSTANT = sympy.Symbol("__constant__")  # stands for a constant new value, printed as torch.full_like
@@ -254,6 +263,15 @@ class _Emitter:
 
     def read_params(self, scheme: Scheme) -> None:
         self.lines += [f'    {self.names[p.symbol]} = p["{p.name}"]' for p in scheme.params]
+
+    def shaped(self, targets) -> frozenset[int]:
+        """The keys of the calls whose values reach ``targets`` through arithmetic, not only as
+        arguments of other calls (an encoder ``k = f(x)`` read only by ``g(k)`` may change shape)."""
+        reach = set(targets)
+        for node in reversed(self.nodes):
+            if node[0] == "assign" and node[1] in reach:
+                reach |= node[2].free_symbols
+        return frozenset(node[2] for node in self.nodes if node[0] == "call" and node[1] in reach)
 
     def returns(self, symbols) -> None:
         self.lines.append(f"    return ({', '.join(self.names[s] for s in symbols)},)")
@@ -388,7 +406,8 @@ def generate_step(
     emit.returns(outputs)
     source = "\n".join(header + emit.lines) + "\n"
     calls = tuple(emit.canonical_calls[k] for k in sorted(emit.canonical_calls))
-    return StepCode(source, function_name, inputs, tuple(outputs), calls)
+    shaped = emit.shaped([value(s, 1) for s in scheme.states])
+    return StepCode(source, function_name, inputs, tuple(outputs), calls, shaped=shaped)
 
 
 def implicit_unknowns(scheme: Scheme) -> tuple[sympy.Symbol, ...]:
@@ -429,7 +448,8 @@ def generate_implicit(
     source = "\n".join(header + emit.lines) + "\n"
     keys = tuple(sorted(emit.canonical_calls))
     calls = tuple(emit.canonical_calls[k] for k in keys)
-    return StepCode(source, function_name, scheme.state_vector, unknowns, calls, keys)
+    shaped = emit.shaped(unknowns)
+    return StepCode(source, function_name, scheme.state_vector, unknowns, calls, keys, shaped)
 
 
 def generate_vjp(
@@ -650,15 +670,60 @@ def generate_init(scheme: Scheme, function_name: str = "init") -> StepCode:
 _counter = count()
 
 
+def generated_folder() -> Path:
+    """Where generated source is written, so that every traceback shows its lines: the folder
+    ``$ODENET_CACHE_DIR/generated``, by default ``$XDG_CACHE_HOME/odenet/generated`` (or
+    ``~/.cache/odenet/generated``). Files are named by their content, written once."""
+    root = os.environ.get("ODENET_CACHE_DIR")
+    if root is None:
+        root = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "odenet")
+    return Path(root) / "generated"
+
+
+def _source_file(code: StepCode, label: str) -> str | None:
+    """A file holding the source (named by its hash), or None where none can be written."""
+    digest = hashlib.sha256(code.source.encode()).hexdigest()[:16]
+    name = "".join(c if c.isalnum() else "_" for c in label).strip("_")[:60]
+    path = generated_folder() / f"{name}-{digest}.py"
+    try:
+        if not path.is_file() or path.read_text() != code.source:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".py")
+            with os.fdopen(fd, "w") as handle:
+                handle.write(code.source)
+            os.replace(temporary, path)  # whole or not at all, also with several processes
+    except OSError:
+        return None
+    return str(path)
+
+
 def compile_source(code: StepCode, namespace: dict, label: str):
-    """Compile generated source into a function, registered with linecache so that tracebacks and
-    debuggers show the generated lines. ``namespace`` supplies ``torch``."""
-    filename = f"<odenet-generated {label} #{next(_counter)}>"
-    linecache.cache[filename] = (len(code.source), None, code.source.splitlines(True), filename)
+    """Compile generated source into a function whose tracebacks show the generated lines, in
+    every traceback printer: the source is written to a file named by its content
+    (:func:`generated_folder`; the interpreter's own printer reads files only) and registered
+    with linecache for as long as the function lives (debuggers, IPython, pytest). Where no file
+    can be written, the name is ``<odenet-generated ...>`` and linecache alone holds the lines.
+    ``namespace`` supplies ``torch``."""
+    filename = _source_file(code, label) or f"<odenet-generated {label} #{next(_counter)}>"
+    entry = (len(code.source), None, code.source.splitlines(True), filename)
+    linecache.cache[filename] = entry
     # The builtins module itself: torch.compile's guards and resume functions look builtins up in
     # the calling frame (a dict with __import__ alone, as before, fails there once the code calls a
     # helper such as linear_combination). The source is still made from the IR only (see above).
     scope = {"__builtins__": builtins, **namespace}
     # Generated from the IR (see the module doc), never from user text.
     exec(compile(code.source, filename, "exec"), scope)
-    return scope[code.function_name]
+    function = scope[code.function_name]
+    _live[filename] = _live.get(filename, 0) + 1
+    weakref.finalize(function, _forget, filename)
+    return function
+
+
+_live: dict[str, int] = {}  # functions alive per file name: linecache keeps the lines while any is
+
+
+def _forget(filename: str) -> None:
+    _live[filename] -= 1
+    if not _live[filename]:
+        del _live[filename]
+        linecache.cache.pop(filename, None)

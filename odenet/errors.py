@@ -20,6 +20,7 @@ __all__ = [
     "ConfigError",
     "ConvergenceError",
     "DoubleBackwardError",
+    "FunctionOutputError",
     "Location",
     "MissingDependencyError",
     "NotReversibleError",
@@ -150,6 +151,11 @@ class ReconstructionError(OdenetError, FloatingPointError):
 
 class DoubleBackwardError(OdenetError, RuntimeError):
     """A second-order gradient (``create_graph=True``) was asked of a memory mode that cannot give it."""
+
+
+class FunctionOutputError(OdenetError, TypeError, ValueError):
+    """A function of a compiled scheme returned something the step cannot use: not a tensor, or a
+    tensor not shaped like the state it updates. Names the function, the layer and both shapes."""
 
 
 class ConvergenceError(OdenetError, ArithmeticError):

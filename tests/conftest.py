@@ -8,6 +8,7 @@ import io
 import os
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 
 import pytest
@@ -15,6 +16,11 @@ import torch
 
 import odenet
 from odenet.cli import main
+
+# Generated code goes to files named by their content (odenet.codegen.generated_folder); the
+# suite's thousands of drawn schemes write theirs to a folder of its own, not the user's cache
+# (fresh interpreters started by the tests inherit it).
+os.environ.setdefault("ODENET_CACHE_DIR", tempfile.mkdtemp(prefix="odenet-tests-"))
 
 
 @pytest.fixture(scope="session")

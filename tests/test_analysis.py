@@ -12,6 +12,7 @@ import sympy
 import odenet
 from odenet.analysis.analyze import analyze
 from odenet.analysis.stability import LAMBDA, ZETA
+from odenet.report.analysis import verdict
 
 nodepy_rk = pytest.importorskip("nodepy.runge_kutta_method")
 nodepy_lm = pytest.importorskip("nodepy.linear_multistep_method")
@@ -53,24 +54,57 @@ def test_multistep_characteristic_polynomial_matches_nodepy(name, method):
 
 
 HAND = {
-    # name: (det M, real interval in lambda at the defaults, imaginary interval, kind, conditions,
-    #        volume preserving, backward amplification)
-    "euler": ("h*lambda + 1", [-20.0, 0.0], [0.0, 0.0], "fixed-point", [], False, 1.0),
-    "heun": ("(h**2*lambda**2 + 2*h*lambda + 2)/2", [-20.0, 0.0], [0.0, 0.0], "fixed-point", [], False, 1.0),
-    "leapfrog": ("1", [0.0, 400.0], [0.0, 0.0], "explicit", [], True, 1.0),  # 0 <= h^2 lambda <= 4
-    "hamiltonian": ("1", [-20.0, 20.0], [0.0, 0.0], "explicit", [], True, 1.0),  # |h lambda| <= 2
-    "momentum": ("gamma", [-38.0, 0.0], [0.0, 0.0], "explicit", ["gamma != 0"], False, 1 / 0.9),
-    "lm_resnet": ("-k", [-10.0, 0.0], [0.0, 0.0], "explicit", ["k != 0"], False, 2.0),
-    "reversible_heun": ("-1", [0.0, 0.0], [-10.0, 10.0], "explicit", [], True, 1.0),  # h lambda in [-i, i]
-    "backward_euler": ("-1/(h*lambda - 1)", [None, 0.0], [None, None], "explicit", [], False, 1.0),
-    "revnet": ("1", [0.0, 0.0], [-2.0, 2.0], "explicit", [], True, 1.0),
-    "midpoint": ("-1", [0.0, 0.0], [-10.0, 10.0], "explicit", [], True, 1.0),
-    "verlet": ("1", [-400.0, 0.0], [0.0, 0.0], "explicit", [], True, 1.0),
-    "ab2": ("h*lambda/2", [-10.0, 0.0], [0.0, 0.0], "none", [], False, None),
+    # name: (det M, the variable, real interval in it at the defaults, imaginary interval, the
+    #        parameters it depends on, kind, conditions, volume preserving, backward amplification)
+    "euler": ("h*lambda + 1", "h*lambda", [-2, 0], [0, 0], {}, "fixed-point", [], False, 1.0),
+    "heun": (
+        "(h**2*lambda**2 + 2*h*lambda + 2)/2",
+        "h*lambda",
+        [-2, 0],
+        [0, 0],
+        {},
+        "fixed-point",
+        [],
+        False,
+        1.0,
+    ),
+    "leapfrog": ("1", "h**2*lambda", [0, 4], [0, 0], {}, "explicit", [], True, 1.0),
+    "hamiltonian": ("1", "h*lambda", [-2, 2], [0, 0], {}, "explicit", [], True, 1.0),
+    # the eigenvalue -1 at lambda = -2*(1 + gamma)/(1 - gamma) = -38
+    "momentum": (
+        "gamma",
+        "lambda",
+        [-38, 0],
+        [0, 0],
+        {"gamma": 0.9},
+        "explicit",
+        ["gamma != 0"],
+        False,
+        1 / 0.9,
+    ),
+    "lm_resnet": ("-k", "h*lambda", [-1, 0], [0, 0], {"k": 0.5}, "explicit", ["k != 0"], False, 2.0),
+    "reversible_heun": ("-1", "h*lambda", [0, 0], [-1, 1], {}, "explicit", [], True, 1.0),
+    "backward_euler": (
+        "-1/(h*lambda - 1)",
+        "h*lambda",
+        [None, 0],
+        [None, None],
+        {},
+        "explicit",
+        [],
+        False,
+        1.0,
+    ),
+    "revnet": ("1", "lambda", [0, 0], [-2, 2], {}, "explicit", [], True, 1.0),
+    "midpoint": ("-1", "h*lambda", [0, 0], [-1, 1], {}, "explicit", [], True, 1.0),
+    "verlet": ("1", "h**2*lambda", [-4, 0], [0, 0], {}, "explicit", [], True, 1.0),
+    "ab2": ("h*lambda/2", "h*lambda", [-1, 0], [0, 0], {}, "none", [], False, None),
     "rk4": (
         "(h**4*lambda**4 + 4*h**3*lambda**3 + 12*h**2*lambda**2 + 24*h*lambda + 24)/24",
-        [-27.8529356341, 0.0],
-        [-20 * math.sqrt(2), 20 * math.sqrt(2)],
+        "h*lambda",
+        [-2.78529356341, 0],
+        [-2 * math.sqrt(2), 2 * math.sqrt(2)],
+        {},
         "fixed-point",
         [],
         False,
@@ -81,11 +115,18 @@ HAND = {
 
 @pytest.mark.parametrize("name", sorted(HAND))
 def test_hand_derived_facts(name):
-    det, real, imag, kind, conditions, volume, amplification = HAND[name]
-    facts = analyze(odenet.load(name)).to_json()
+    det, variable, real, imag, at, kind, conditions, volume, amplification = HAND[name]
+    analysis = analyze(odenet.load(name))
+    facts = analysis.to_json()
     stability, reversibility = facts["stability"], facts["reversibility"]
     assert stability["det"] == det
-    for got, expected in ((stability["real_interval"], real), (stability["imag_interval"], imag)):
+    assert stability["variable"] == analysis.stability.variable_text == variable
+    assert stability["at"] == at
+    for got, python, expected in (
+        (stability["real_interval"], analysis.stability.real_interval, real),
+        (stability["imag_interval"], analysis.stability.imag_interval, imag),
+    ):
+        assert got == list(python)  # Python and JSON give the same numbers
         assert [end is None for end in got] == [end is None for end in expected]
         assert [e for e in got if e is not None] == pytest.approx(
             [e for e in expected if e is not None], rel=1e-9
@@ -96,14 +137,44 @@ def test_hand_derived_facts(name):
     assert reversibility["backward_amplification"] == pytest.approx(amplification)
 
 
+def test_every_python_stability_field_has_its_json_name():
+    """Python and JSON name the facts alike (real_closed was real_interval_closed in JSON)."""
+    a = analyze(odenet.load("leapfrog"))
+    for name in a.to_json()["stability"]:
+        if name not in ("amplification_matrix", "characteristic_polynomial", "variable"):
+            assert hasattr(a.stability, name), name
+    assert a.stability.real_interval_closed == (True, False)  # h**2*lambda = 4: a double root at -1
+    assert a.to_json()["stability"]["real_interval_closed"] == [True, False]
+
+
+def test_exact_ends_are_exact():
+    """An end that is exactly 0 is 0 in every unit, even for numbers outside any number field
+    (exp(-c*h/2), cos(w*h)): the damped kick-drift-kick was 'stable for λ in [-395.1, 5e-31]' and
+    'i·[-5e-31, 5e-31]'; a scaled end is exact too (400 times h**2 = 1/100 is 4)."""
+    from helpers import USER
+
+    damped = analyze(USER["damped_kdk"])
+    assert damped.stability.real_interval[1] == 0 and damped.stability.imag_interval == (0.0, 0.0)
+    assert dict(damped.stability.at) == {"h": sympy.Rational(1, 10), "c": sympy.Rational(1, 2)}
+    assert verdict(damped)[0].endswith("on the imaginary axis only at λ = 0 (at h = 0.1, c = 0.5)")
+    assert damped.order == 2  # exp(-c*h/2) expanded in h, as its Taylor truncation is
+    rotation = analyze(USER["rotation"])
+    assert rotation.stability.imag_interval == (0.0, 0.0)
+    # its inverse divides by sin(h*w)**2 + cos(h*w)**2, which is 1: no condition but w != 0
+    assert rotation.to_json()["reversibility"]["conditions"] == ["w != 0"]
+    leapfrog = analyze(odenet.load("leapfrog"), params={"h": 0.3}).stability
+    assert leapfrog.real_interval == (0.0, 4.0)  # in h**2*lambda, whatever h
+
+
 def test_stability_interval_endpoints_are_on_the_boundary():
     """Just inside an end the spectral radius is <= 1, just outside it is > 1 (RK4, hamiltonian)."""
     for name in ("rk4", "hamiltonian", "momentum", "leapfrog"):
         stability = analyze(odenet.load(name)).stability
         for end in stability.real_interval:
             if end:
-                assert stability.radius([end * (1 - 1e-6)])[0] <= 1 + 1e-9
-                assert stability.radius([end * (1 + 1e-6)])[0] > 1 + 1e-9
+                lam = end / stability.scale  # the interval is in the variable; radius takes lambda
+                assert stability.radius([lam * (1 - 1e-6)])[0] <= 1 + 1e-9
+                assert stability.radius([lam * (1 + 1e-6)])[0] > 1 + 1e-9
 
 
 def test_lm_resnet_zero_stable_iff_k_in_minus_one_to_one():
@@ -173,8 +244,10 @@ def test_interval_ends_are_closed_only_where_the_step_is_power_bounded(name, axi
     a = odenet.analyze(odenet.load(name))
     s = a.stability
     interval = s.real_interval if axis == "real" else s.imag_interval
-    assert (s.real_closed if axis == "real" else s.imag_closed)[end] is closed
-    lam = sympy.nsimplify(interval[end], [sympy.sqrt(2)])
+    assert (s.real_interval_closed if axis == "real" else s.imag_interval_closed)[end] is closed
+    # the interval is in the variable (h*lambda, h**2*lambda); the matrix takes lambda
+    scale = s.variable.subs(sympy.Symbol("lambda"), 1).subs({p.symbol: p.default for p in a.scheme.params})
+    lam = sympy.nsimplify(interval[end], [sympy.sqrt(2)]) / scale
     if axis == "imag":
         lam = sympy.I * lam
     values = {sympy.Symbol(p.name, real=True): p.default for p in a.scheme.params}
@@ -206,7 +279,9 @@ def test_every_scalar_function_works_in_every_analysis(weight):
     """The second-order two-stage family b = (c, 1 - c), a21 = 1/(2(1 - c)) with a weight c written
     with each scalar function (transcendental, algebraic): order 2 for every c != 1 and the
     stability function 1 + z + z**2/2 (hand-derived), so the real interval is [-2, 0] in h*lambda
-    and the imaginary one {0}; no sympy error reaches the user, with c in a parameter or inline."""
+    and the imaginary one {0}; no sympy error reaches the user, with c in a parameter or inline.
+    The fixed-point inverse's Lipschitz limit reads the weight too: Heun's (sqrt(3) - 1)/h at
+    c = 1/2."""
     for text in (
         f"scheme w\nstate x\nparam h = 0.1\nparam c = {weight}\n"
         "k1 = f(x[n])\nk2 = f(x[n] + h/(2*(1 - c))*k1)\nx[n+1] = x[n] + h*(c*k1 + (1 - c)*k2)\n",
@@ -216,9 +291,10 @@ def test_every_scalar_function_works_in_every_analysis(weight):
     ):
         a = odenet.analyze(odenet.parse(text))
         assert a.order == 2, a.accuracy.reason
-        assert a.stability.real_interval == (-20.0, 0.0)
+        assert a.stability.real_interval == (-2.0, 0.0)
         assert a.stability.imag_interval == (0.0, 0.0)
         assert a.reversibility.kind == "fixed-point"
+        assert a.reversibility.lipschitz_limit is not None and a.reversibility.lipschitz_limit > 0
 
 
 def test_transcendental_coefficient_in_a_one_step_method():
@@ -226,4 +302,4 @@ def test_transcendental_coefficient_in_a_one_step_method():
     [-e, 0] (hand-derived); exp(-1) lies in no number field, so the roots are found numerically."""
     text = "scheme t\nstate x\nparam h = 0.1\nx[n+1] = x[n] + 2*h*exp(-1)*f(x[n])\n"
     a = odenet.analyze(odenet.parse(text))
-    assert a.stability.real_interval[0] == pytest.approx(-math.e / 0.1, rel=1e-9)
+    assert a.stability.real_interval[0] == pytest.approx(-math.e, rel=1e-9)

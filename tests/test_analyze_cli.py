@@ -30,12 +30,21 @@ STABILITY = {
     "characteristic_polynomial",
     "det",
     "zero_stable",
+    "variable",
+    "at",
     "real_interval",
     "imag_interval",
     "real_interval_closed",
     "imag_interval_closed",
 }
-REVERSIBILITY = {"kind", "inverse", "conditions", "volume_preserving", "backward_amplification"}
+REVERSIBILITY = {
+    "kind",
+    "inverse",
+    "conditions",
+    "volume_preserving",
+    "backward_amplification",
+    "lipschitz_limit",
+}
 
 
 def test_json_contract():
@@ -47,6 +56,8 @@ def test_json_contract():
     assert set(facts["reversibility"]) == REVERSIBILITY
     assert facts["stability"]["det"] == "gamma"
     assert facts["stability"]["real_interval"] == [-38.0, 0.0]
+    assert facts["stability"]["variable"] == "lambda"  # no step: the region is in lambda itself
+    assert facts["stability"]["at"] == {"gamma": 0.9}  # at which its numbers hold
     assert facts["stability"]["real_interval_closed"] == [True, True]
     assert facts["reversibility"]["inverse"]["x[n]"] == "-v[n+1] + x[n+1]"
     assert facts["reversibility"]["backward_amplification"] == pytest.approx(1 / 0.9)
@@ -123,7 +134,8 @@ def test_folder_json_is_a_list(tmp_path):
     (tmp_path / "b.scheme").write_text("scheme b\nstate x\nx[n+1] = f(x[n])\n")
     facts = json.loads(cli("analyze", str(tmp_path), "--json").stdout)
     assert [f["scheme"] for f in facts] == ["a", "b"]
-    assert facts[0]["stability"]["real_interval"] == [-4.0, 0.0]
+    assert facts[0]["stability"]["real_interval"] == [-2.0, 0.0]  # in h*lambda
+    assert facts[0]["stability"]["variable"] == "h*lambda"
     assert facts[1]["reversibility"]["kind"] == "none"
     assert facts[1]["reversibility"]["backward_amplification"] is None
 

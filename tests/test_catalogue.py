@@ -83,9 +83,9 @@ def test_stability_intervals_agree_with_the_definition(entry, analyses):
         return
     assert s.stable_at_zero
     ends = {
-        -1: None if s.real_interval[0] is None else -s.real_interval[0] * s.scale,
-        1: None if s.real_interval[1] is None else s.real_interval[1] * s.scale,
-        1j: None if s.imag_interval[1] is None else s.imag_interval[1] * s.scale,
+        -1: None if s.real_interval[0] is None else -s.real_interval[0],
+        1: None if s.real_interval[1] is None else s.real_interval[1],
+        1j: None if s.imag_interval[1] is None else s.imag_interval[1],
     }
     assert s.imag_interval[0] == (None if s.imag_interval[1] is None else -s.imag_interval[1])
     for direction, ours in ends.items():

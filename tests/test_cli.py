@@ -176,3 +176,15 @@ def test_train_smooth_init_reaches_the_model_and_is_refused_with_shared(monkeypa
     refused = cli("train", "euler", "--data", "rings", "--smooth-init", "--shared")
     assert refused.returncode != 0 and not seen
     assert "smooth_init gives per-layer functions equal starting weights" in refused.stderr
+
+
+def test_compile_trains_a_look_ahead_scheme_in_reversible_mode():
+    """Nesterov's look-ahead has a fixed-point inverse that reads its own unknown; its generated
+    code read the value before making it (UnboundLocalError: 'v_np1'), printed as a traceback."""
+    from pathlib import Path
+
+    nesterov = Path(__file__).parent.parent / "benchmarks" / "user_schemes" / "nesterov.scheme"
+    for text in (str(nesterov), str(Path(__file__).parent / "data" / "user" / "nag.scheme")):
+        result = cli("compile", text, "--memory", "reversible", "--depth", "4", "--steps", "2")
+        assert result.returncode == 0, result.stderr
+        assert "reconstruction error of the rebuilt input" in result.stdout

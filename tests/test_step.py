@@ -111,7 +111,8 @@ def test_cli_step_sets_the_declared_parameter(tmp_path):
     reference = json.loads(cli("analyze", "heun", "--json", "--param", "h=0.05").stdout)
     assert facts["params"] == {"dt": 0.05}
     assert facts["stability"]["real_interval"] == reference["stability"]["real_interval"]
-    assert facts["stability"]["real_interval"][0] == pytest.approx(-40.0)  # h*lambda = -2
+    assert facts["stability"]["real_interval"][0] == pytest.approx(-2.0)  # in dt*lambda
+    assert facts["stability"]["variable"] == "dt*lambda"
 
 
 def test_cli_step_on_a_scheme_without_one_says_so():

@@ -48,22 +48,42 @@ class Stability:
     characteristic_polynomial: sympy.Expr  # in ZETA
     det: sympy.Expr
     eigenvalues: tuple[sympy.Expr, ...] | None  # closed form, with multiplicity; None if none
-    variable: sympy.Expr  # h*lambda, h**2*lambda, or lambda: what the region depends on
+    # The unit of the region and of every interval below: h*lambda, h**2*lambda (a second-order
+    # ODE), or lambda itself where h does not factor out (no step, or exp(-c*h) in the step)
+    variable: sympy.Expr
     ode_order: int  # 2 for schemes of a second-order ODE (h**2 scaling), else 1
     zero_stable: bool
     stable_at_zero: bool  # stable at lambda = 0 with the parameters' values
-    real_interval: Interval | None  # in lambda; None when not even lambda = 0 is stable
-    imag_interval: Interval | None  # imaginary parts of lambda
+    real_interval: Interval | None  # in the variable; None when not even lambda = 0 is stable
+    imag_interval: Interval | None  # imaginary parts of the variable
     scale: float  # variable / lambda at the parameter values: h, h**2 or 1
     numeric: NumericSpectrum = field(repr=False, compare=False)
     # whether each end of the intervals is itself stable (an end where a unit-modulus eigenvalue is
-    # defective, as at leapfrog's h**2*lambda = -4, is not); True at infinite ends
-    real_closed: tuple[bool, bool] = (True, True)
-    imag_closed: tuple[bool, bool] = (True, True)
+    # defective, as at leapfrog's h**2*lambda = 4, is not); True at infinite ends
+    real_interval_closed: tuple[bool, bool] = (True, True)
+    imag_interval_closed: tuple[bool, bool] = (True, True)
+    # the parameter values the region in the variable depends on, and so the intervals (gamma for
+    # momentum; none for leapfrog, whose h is scaled out; h and c for a damped step)
+    at: Mapping[str, sympy.Expr] = field(default_factory=dict)
 
     def radius(self, lam):
         """Spectral radius of ``M(lambda)`` at the parameter values, for an array of ``lambda``."""
         return self.numeric.radius(np.asarray(lam))
+
+    @property
+    def variable_text(self) -> str:
+        """The variable as the JSON and the reports write it: ``h**2*lambda``."""
+        return format_expr(self.variable)
+
+    @property
+    def real_closed(self) -> tuple[bool, bool]:
+        """The old name of :attr:`real_interval_closed` (kept for one release)."""
+        return self.real_interval_closed
+
+    @property
+    def imag_closed(self) -> tuple[bool, bool]:
+        """The old name of :attr:`imag_interval_closed` (kept for one release)."""
+        return self.imag_interval_closed
 
 
 @dataclass(frozen=True)
@@ -120,10 +140,12 @@ class Analysis:
                 "characteristic_polynomial": format_expr(s.characteristic_polynomial),
                 "det": format_expr(s.det),
                 "zero_stable": s.zero_stable,
+                "variable": s.variable_text,
+                "at": {name: _number(v) for name, v in s.at.items()},
                 "real_interval": _interval(s.real_interval),
                 "imag_interval": _interval(s.imag_interval),
-                "real_interval_closed": list(s.real_closed),
-                "imag_interval_closed": list(s.imag_closed),
+                "real_interval_closed": list(s.real_interval_closed),
+                "imag_interval_closed": list(s.imag_interval_closed),
             },
             "reversibility": {
                 "kind": r.kind,
@@ -172,12 +194,13 @@ def _param_values(scheme: Scheme, params: Mapping[str, float] | None) -> dict[st
     return values
 
 
-def _end(t: float | None, direction: complex) -> float | None:
-    """An interval's end in lambda (or in the imaginary part of lambda) from a distance t >= 0."""
+def _end(t: float | None, direction: complex, scale: sympy.Expr) -> float | None:
+    """An interval's end in the variable (or its imaginary part) from a distance ``t >= 0`` in
+    lambda, scaled exactly (400 times h**2 = 1/100 is 4, not 4.000000000000001)."""
     if t is None:
         return None
     sign = -1 if direction in (-1, -1j) else 1
-    return float(f"{sign * t:.12g}") + 0.0  # + 0.0 turns -0.0 into 0.0
+    return float(f"{float(sign * sympy.Rational(t) * scale):.12g}") + 0.0  # + 0.0 turns -0.0 into 0.0
 
 
 def _readable(root: sympy.Expr) -> sympy.Expr:
@@ -240,16 +263,22 @@ def _stability(scheme: Scheme, values: dict[str, sympy.Expr]) -> Stability:
     stable_at_zero = is_power_bounded(exact_spectrum(at_zero), ode_order)
 
     numeric = NumericSpectrum(matrix.subs(subs))
-    scale = float(variable.subs(LAMBDA, 1).subs(subs))
+    exact_scale = variable.subs(LAMBDA, 1).subs(subs)
+    scale = float(exact_scale)
     real = imag = None
     real_closed = imag_closed = (True, True)
     if stable_at_zero:
         at_values, matrix_at_values = reduced_charpoly.subs(subs), reduced.subs(subs)
         found = {d: stable_interval(matrix_at_values, at_values, d) for d in (-1, 1, -1j, 1j)}
-        real = (_end(found[-1][0], -1), _end(found[1][0], 1))
-        imag = (_end(found[-1j][0], -1j), _end(found[1j][0], 1j))
+        real = (_end(found[-1][0], -1, exact_scale), _end(found[1][0], 1, exact_scale))
+        imag = (_end(found[-1j][0], -1j, exact_scale), _end(found[1j][0], 1j, exact_scale))
         real_closed = (found[-1][1], found[1][1])
         imag_closed = (found[-1j][1], found[1j][1])
+    # the parameters the characteristic polynomial still reads once written in the variable
+    z = sympy.Dummy("z")
+    in_variable = sympy.expand(charpoly.subs(LAMBDA, z / variable.subs(LAMBDA, 1)))
+    read = {sym.name for sym in in_variable.free_symbols} - {z.name, ZETA.name}
+    at = {name: v for name, v in values.items() if name in read}
     return Stability(
         amplification_matrix=matrix,
         characteristic_polynomial=charpoly,
@@ -261,8 +290,9 @@ def _stability(scheme: Scheme, values: dict[str, sympy.Expr]) -> Stability:
         stable_at_zero=stable_at_zero,
         real_interval=real,
         imag_interval=imag,
-        real_closed=real_closed,
-        imag_closed=imag_closed,
+        real_interval_closed=real_closed,
+        imag_interval_closed=imag_closed,
+        at=at,
         scale=scale,
         numeric=numeric,
     )

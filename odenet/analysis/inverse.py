@@ -130,7 +130,15 @@ def _solve_jointly(scheme: Scheme, equations, unknowns, deep: bool = True):
             solved[u] = sympy.factor_terms(solution[u])
             order.append(u)
     pairs = tuple((u, solved[u]) for u in order)
+    conditions = [_trig_simplified(c) for c in conditions]
     return pairs, tuple(_unique(c for c in conditions if not c.is_number))
+
+
+def _trig_simplified(expr: sympy.Expr) -> sympy.Expr:
+    """``sin(h*w)**2 + cos(h*w)**2`` is 1 (a rotation's inverse divides by it): no condition."""
+    if expr.has(sympy.sin, sympy.cos, sympy.tan):
+        return sympy.trigsimp(expr)
+    return expr
 
 
 def derive_inverse(scheme: Scheme) -> Scheme:
@@ -300,7 +308,7 @@ def lipschitz_limit(scheme: Scheme, values: dict[sympy.Symbol, sympy.Expr]) -> f
     ``x[n+1] = c*x[n] + h*f(x[n])``: ``L < |c|/h``; both are exact for linear functions."""
     unknowns = [value(s, -scheme.history[s]) for s in scheme.states]
     residuals = [scheme.update_residuals[s] for s in scheme.states]
-    numbers = {k: sympy.Float(v) for k, v in values.items()}
+    numbers = {k: sympy.N(v, 30) for k, v in values.items()}
     calls = [c for r in residuals for c in _outer_calls(r)]
     calls = list(dict.fromkeys(calls))
     zero = {c: sympy.Integer(0) for c in calls}

@@ -111,7 +111,11 @@ def _power(a, exponent):
         return out
     if all(c == 0 for c in a[1:]):  # a constant raised to any power
         return _const(a[0] ** exponent, len(a))
-    raise _UnsupportedError(f"a non-integer power ({format_expr(exponent)}) of an expression in h")
+    if a[0] != 0:  # (a0 + d)**p, Taylor in d: sqrt(1 + c*h)
+        return _compose(lambda u: u**exponent, a)
+    raise _UnsupportedError(
+        f"a non-integer power ({format_expr(exponent)}) of an expression that vanishes at h = 0"
+    )
 
 
 def _compose(function, argument):
@@ -174,6 +178,13 @@ def _series(expr, problem: _Problem, shifted) -> list:
         if expr.exp.free_symbols:
             raise _UnsupportedError("an exponent that depends on h or the state")
         return _power(_series(expr.base, problem, shifted), expr.exp)
+    if isinstance(expr, sympy.Function) and len(expr.args) == 1:
+        # exp, sin, cos, tanh, log of an expression in h (an exponential integrator's exp(-k*h), a
+        # friction factor exp(-c*h/2)): expanded in h like everything else (Taylor at h = 0)
+        argument = _series(expr.args[0], problem, shifted)
+        if isinstance(expr, sympy.log) and argument[0] == 0:
+            raise _UnsupportedError("log of an expression that vanishes at h = 0")
+        return _compose(expr.func, argument)
     raise _UnsupportedError(f"{expr.func.__name__} of an expression in h or the state")
 
 

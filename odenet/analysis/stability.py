@@ -431,7 +431,37 @@ def _isolate(g: sympy.Poly) -> list[tuple[sympy.Rational, sympy.Rational]]:
 
 
 def _numeric_real_roots(g: sympy.Poly) -> list[tuple[sympy.Rational, sympy.Rational]]:
-    """The real roots of a polynomial with numbers outside any number field, to 60 digits."""
+    """The real roots of a polynomial with numbers outside any number field (``exp(1/20)``,
+    ``cos(1/10)``), to 60 digits. Such numbers can be equal without being spelled alike (sympy
+    does not reduce ``sin(a)**2 + cos(a)**2``), so a coefficient that vanishes to 60 digits against
+    the size of its terms is taken as 0: a polynomial that vanishes everywhere gives no candidate
+    (its roots stay on the circle, as where P and P* share a factor), and a zero constant term is
+    a root at 0 exactly (a scheme's lambda = 0 boundary), not the 5e-31 that root finding makes."""
+    coefficients = [c if not _negligible(c) else sympy.Integer(0) for c in g.all_coeffs()]
+    while coefficients and coefficients[0] == 0:
+        coefficients.pop(0)
+    if len(coefficients) <= 1:
+        return []
+    exact = []
+    if coefficients[-1] == 0:
+        exact.append((sympy.Integer(0), sympy.Integer(0)))
+        while coefficients[-1] == 0:
+            coefficients.pop()
+    if len(coefficients) <= 1:
+        return exact
+    return exact + _numeric_nonzero_roots(sympy.Poly(coefficients, g.gen, domain=sympy.EX))
+
+
+def _negligible(c) -> bool:
+    """Whether ``c`` vanishes to ``DIGITS`` digits relative to the sum of its terms' sizes."""
+    c = sympy.expand(sympy.sympify(c))
+    if c == 0:
+        return True
+    size = sum(abs(sympy.N(term, DIGITS + 10)) for term in sympy.Add.make_args(c))
+    return abs(sympy.N(c, DIGITS + 10)) <= size * sympy.Float(10) ** -DIGITS
+
+
+def _numeric_nonzero_roots(g: sympy.Poly) -> list[tuple[sympy.Rational, sympy.Rational]]:
     with mpmath.workdps(DIGITS):
         coefficients = [mpmath.mpmathify(sympy.N(c, DIGITS + 10)) for c in g.all_coeffs()]
         roots = mpmath.polyroots(coefficients, maxsteps=400, extraprec=4 * DIGITS)

@@ -75,11 +75,10 @@ class StabilityPenalty:
                 f"its parameters {params}, so there is no stability interval to keep the layers inside"
             )
         # ends in the region's variable (scale * lambda): independent of h where h factors out
-        scale = float(stability.scale)
-        self.lower, self.upper = (None if e is None else float(e) * scale for e in stability.real_interval)
+        self.lower, self.upper = (None if e is None else float(e) for e in stability.real_interval)
         ends = [e for i in (stability.real_interval, stability.imag_interval) if i is not None for e in i]
         unbounded = any(e is None for e in ends)
-        self.reach = None if unbounded else max(abs(float(e)) for e in ends) * scale
+        self.reach = None if unbounded else max(abs(float(e)) for e in ends)
         self.variable = stability.variable
         self._scales: dict[tuple, float] = {}
 

@@ -121,8 +121,7 @@ class SchemeBlock(nn.Module):
 
             # refuses a scheme whose updates are not c*old + held terms, or whose coefficients at
             # the starting parameters are not multiples of 2**-16 (exp(-mu*h) never is)
-            with torch.no_grad():
-                check_start(scheme, {name: float(v) for name, v in self.layer_params(0).items()})
+            check_start(scheme, {p.name: float((params or {}).get(p.name, p.default)) for p in scheme.params})
         if memory == "adjoint" and scheme.step not in self._param_names:
             raise UnsupportedSchemeError(
                 f"memory='adjoint' rebuilds each layer's input by a step with -{scheme.step}, and scheme "
@@ -351,7 +350,7 @@ class SchemeBlock(nn.Module):
             from odenet.nn.implicit import implicit_layer
 
             return implicit_layer(self, n, state, call)
-        return self._step(state, self.layer_params(n), _in_state_dtype(call or self.caller(n), state))
+        return self._step(state, self.layer_params(n), self.checked(call or self.caller(n), state, n))
 
     def steps(self, start: int, stop: int, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         """Layers ``start .. stop-1`` applied in turn (plain autograd)."""
@@ -372,7 +371,13 @@ class SchemeBlock(nn.Module):
         return tuple(x.chunk(k, dim=1))
 
     def initial_state(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return self._init(self.split_input(x), self.layer_params(0), self.caller(0))
+        inputs = self.split_input(x)
+        return self._init(inputs, self.layer_params(0), _in_state_dtype(self.caller(0), inputs, 0))
+
+    def checked(self, call: Callable, state, n: int) -> Callable:
+        """``call`` for layer ``n``'s step: each result a tensor shaped like the state (where the
+        step's arithmetic reads it), in the state's dtype (see ``generated.in_state_dtype``)."""
+        return _in_state_dtype(call, state, n, self.forward_code.shaped)
 
     def output(self, state: tuple[torch.Tensor, ...]) -> torch.Tensor:
         parts = [state[i] for i in self._output_index]
@@ -423,12 +428,12 @@ class SchemeBlock(nn.Module):
             from odenet.nn.implicit import fixed_point_inverse_step, recording_caller
 
             caller = call or recording_caller(self, n, new_state)  # inverse(): buffers change once
-            call = _in_state_dtype(caller, new_state)
+            call = self.checked(caller, new_state, n)
             tol = self.drift.tolerance_for(new_state[0].dtype)
             out = fixed_point_inverse_step(self, n, reversed_state, call, tol)
         else:
             out = inverse(
-                reversed_state, self.layer_params(n), _in_state_dtype(call or self.caller(n), new_state)
+                reversed_state, self.layer_params(n), self.checked(call or self.caller(n), new_state, n)
             )
         return reverse_history(self.scheme, out)
 
@@ -439,7 +444,7 @@ class SchemeBlock(nn.Module):
         params = dict(self.layer_params(n))
         params[self.scheme.step] = -params[self.scheme.step]
         reversed_state = reverse_history(self.scheme, new_state)
-        out = self._step(reversed_state, params, _in_state_dtype(call or self.caller(n), new_state))
+        out = self._step(reversed_state, params, self.checked(call or self.caller(n), new_state, n))
         return reverse_history(self.scheme, out)
 
     @property

@@ -47,7 +47,7 @@ from sympy.core.function import AppliedUndef
 from odenet.codegen import StepCode, compile_source, evaluation_points, generate_exact
 from odenet.errors import DoubleBackwardError, ReconstructionError, UnsupportedSchemeError
 from odenet.ir import Scheme, parse_value, value
-from odenet.nn.generated import in_state_dtype, namespace
+from odenet.nn.generated import namespace
 from odenet.nn.params import constrain
 from odenet.nn.replay import AutocastState, CallRecord
 from odenet.nn.reversible import (
@@ -324,7 +324,7 @@ class _Pass:
             registers[slot], floats[slot] = r, to_float(r, self.dtype)
             return floats[slot]
 
-        self.step(tuple(self.floats), self.plan.values[n], in_state_dtype(call, self.floats), update)
+        self.step(tuple(self.floats), self.plan.values[n], self.block.checked(call, self.floats, n), update)
         self.hold([registers[j] for j in self.rotation], [floats[j] for j in self.rotation])
 
     def inverse_layer(self, n: int, call) -> None:
@@ -349,7 +349,7 @@ class _Pass:
             registers[slot], floats[slot] = r, to_float(r, self.dtype)
             return floats[slot]
 
-        self.inverse(tuple(self.floats), self.plan.values[n], in_state_dtype(call, self.floats), undo)
+        self.inverse(tuple(self.floats), self.plan.values[n], self.block.checked(call, self.floats, n), undo)
         self.hold([registers[j] for j in self.unrotation], [floats[j] for j in self.unrotation])
 
     def check_input(self) -> None:

@@ -97,15 +97,46 @@ def namespace() -> dict:
     return {"torch": torch, "linear_combination": linear_combination, "accumulate": accumulate}
 
 
-def in_state_dtype(call, state):
-    """``call`` with its results in the state's dtype. Under autocast a function returns bfloat16;
-    the step's arithmetic must still run in the state's precision, the same in every mode and in the
-    inverse: a 0-dimensional parameter does not promote a bfloat16 tensor (``(1 - gamma)*f(x)``
-    would be rounded to bfloat16 in the forward and ``gamma*f(x) - f(x)`` differently in the inverse)."""
-    dtype = state[0].dtype
+def in_state_dtype(call, state, layer: int | None = None, shaped: frozenset[int] | None = None):
+    """``call`` with its results checked and in the state's dtype.
+
+    Under autocast a function returns bfloat16; the step's arithmetic must still run in the state's
+    precision, the same in every mode and in the inverse: a 0-dimensional parameter does not promote
+    a bfloat16 tensor (``(1 - gamma)*f(x)`` would be rounded to bfloat16 in the forward and
+    ``gamma*f(x) - f(x)`` differently in the inverse).
+
+    A result that is not a tensor, or (for the calls in ``shaped``, whose values enter the state's
+    arithmetic: by default every call) not shaped like the state, is refused with
+    :class:`~odenet.errors.FunctionOutputError` naming the function, ``layer`` and both shapes,
+    where it would otherwise fail inside the generated step (``'tuple' object has no attribute
+    'dtype'``) or, worse, broadcast silently. The check reads shapes only: no device sync."""
+    dtype, shape = state[0].dtype, state[0].shape
 
     def typed(key, name, *args):
         out = call(key, name, *args)
+        if not isinstance(out, torch.Tensor) or (out.shape != shape and (shaped is None or key in shaped)):
+            _refuse_output(name, layer, out, shape, args)
         return out if out.dtype == dtype else out.to(dtype)
 
     return typed
+
+
+def _refuse_output(name: str, layer: int | None, out, shape: torch.Size, args) -> None:
+    from odenet.errors import FunctionOutputError
+
+    where = f"function {name}" + ("" if layer is None else f" of layer {layer}")
+    inputs = ", ".join(str(tuple(a.shape)) if isinstance(a, torch.Tensor) else repr(a) for a in args)
+    if not isinstance(out, torch.Tensor):
+        kind = type(out).__name__
+        hint = ""
+        if kind in ("tuple", "list"):
+            hint = " (take the tensor you mean, such as out[0] of a transformer layer)"
+        raise FunctionOutputError(
+            f"{where} returned a {kind}, not a tensor{hint}: a scheme's function must return one tensor "
+            f"shaped like the state it updates, {tuple(shape)} (its input: {inputs})"
+        )
+    raise FunctionOutputError(
+        f"{where} returned shape {tuple(out.shape)} where the state it updates has shape {tuple(shape)} "
+        f"(its input: {inputs}); a scheme's function maps the state to its rate of change, so the "
+        "shapes must agree (a broadcast would silently train another network)"
+    )

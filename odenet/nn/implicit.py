@@ -350,6 +350,7 @@ class _Map:
         self.step, self.constant, self.start, self.state, self.params = step, constant, start, state, params
         self.cache: dict[int, torch.Tensor] = {}
         self._call = call
+        self.layer: int | None = None  # named in a refused function output
 
     def call(self, key, name, *args):
         if self._call is None:
@@ -364,7 +365,8 @@ class _Map:
         return self.call(key, name, *args)
 
     def evaluate(self, guess: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        return self.step(self.state, guess, self.params, in_state_dtype(self._cached_call, self.state))
+        call = in_state_dtype(self._cached_call, self.state, self.layer)
+        return self.step(self.state, guess, self.params, call)
 
     def predict(self) -> tuple[torch.Tensor, ...]:
         """``G`` at the current values (unknown new values) and zero (coupled stages): the first iterate."""
@@ -379,7 +381,7 @@ class _Layer(_Map):
     def __init__(self, block, n: int, state: tuple[torch.Tensor, ...]):
         parts = block._implicit()
         super().__init__(parts.step, parts.constant, parts.start, state, block.layer_params(n), None)
-        self.block, self.n = block, n
+        self.block, self.n, self.layer = block, n, n
         self.record = CallRecord(state)
         self.recorded = False
 
@@ -414,7 +416,7 @@ class _Layer(_Map):
                 return observe(key, name, *args)
             return self.block.function(name, self.n)(*args)
 
-        return self.step(self.state, guess, self.params, in_state_dtype(call, self.state))
+        return self.step(self.state, guess, self.params, in_state_dtype(call, self.state, self.n))
 
 
 def tolerance(tol: float, state: tuple[torch.Tensor, ...]) -> float:

@@ -33,9 +33,10 @@ def _variable_text(analysis: Analysis) -> str:
     return format_expr(analysis.stability.variable).replace("lambda", "λ")
 
 
-def _scaled(analysis: Analysis, interval):
-    scale = analysis.stability.scale
-    return tuple(None if e is None else e * scale for e in interval)
+def _at(analysis: Analysis) -> str:
+    """`` (at gamma = 0.9)``: the parameter values the intervals depend on, if any."""
+    at = analysis.stability.at
+    return f" (at {', '.join(f'{k} = {format_number(v)}' for k, v in at.items())})" if at else ""
 
 
 def _interval_text(interval, imaginary: bool = False, closed=(True, True)) -> str:
@@ -72,18 +73,17 @@ def verdict(analysis: Analysis) -> list[str]:
     else:
         parts = []
         for interval, imaginary, axis, closed in (
-            (s.real_interval, False, "real", s.real_closed),
-            (s.imag_interval, True, "imaginary", s.imag_closed),
+            (s.real_interval, False, "real", s.real_interval_closed),
+            (s.imag_interval, True, "imaginary", s.imag_interval_closed),
         ):
-            scaled = _scaled(analysis, interval)
-            text = _interval_text(scaled, imaginary, closed)
-            if scaled == (0.0, 0.0):
+            text = _interval_text(interval, imaginary, closed)
+            if interval == (0.0, 0.0):
                 parts.append(f"on the {axis} axis only at {var} = 0")
-            elif None in scaled:
+            elif None in interval:
                 parts.append(f"for {var} in {text} on the {axis} axis (unbounded)")
             else:
                 parts.append(f"for {var} in {text} on the {axis} axis")
-        out.append("stable " + " and ".join(parts))
+        out.append("stable " + " and ".join(parts) + _at(analysis))
     out.append("zero-stable" if s.zero_stable else "not zero-stable: the homogeneous recurrence grows")
     if a.order is None:
         out.append(f"no order of accuracy: {a.reason}")
@@ -145,11 +145,16 @@ def report_markdown(analysis: Analysis, image: str | None = "stability.png") -> 
     params = ", ".join(f"{k} = {format_number(v)}" for k, v in analysis.params.items()) or "none"
     eigen = "no closed form" if s.eigenvalues is None else ", ".join(f"${latex(e)}$" for e in s.eigenvalues)
     real = (
-        "unstable at 0" if s.real_interval is None else _interval_text(s.real_interval, False, s.real_closed)
+        "unstable at 0"
+        if s.real_interval is None
+        else _interval_text(s.real_interval, False, s.real_interval_closed)
     )
     imag = (
-        "unstable at 0" if s.imag_interval is None else _interval_text(s.imag_interval, True, s.imag_closed)
+        "unstable at 0"
+        if s.imag_interval is None
+        else _interval_text(s.imag_interval, True, s.imag_interval_closed)
     )
+    var = _variable_text(analysis)
     order = "none" if a.order is None else f"{'≥ ' if a.lower_bound else ''}{a.order}"
     rows = [
         _row("explicit step", "yes" if analysis.explicit else "no (implicit)"),
@@ -164,8 +169,8 @@ def report_markdown(analysis: Analysis, image: str | None = "stability.png") -> 
         _row("eigenvalues", eigen),
         _row("region depends on", f"${latex(s.variable)}$"),
         _row("zero-stable", "yes" if s.zero_stable else "no"),
-        _row("real interval of λ", real),
-        _row("imaginary interval of λ", imag),
+        _row(f"real interval of {var}", real + _at(analysis)),
+        _row(f"imaginary interval of {var}", imag + _at(analysis)),
         _row("reversibility", r.kind),
         _row("inverse needs", ", ".join(f"${latex(c)} \\neq 0$" for c in r.conditions) or "nothing"),
         _row("volume-preserving", "yes" if r.volume_preserving else "no"),
@@ -198,7 +203,7 @@ def _extents(analysis: Analysis) -> tuple[float, float]:
     s = analysis.stability
     ends = []
     for interval in (s.real_interval, s.imag_interval):
-        finite = [] if interval is None else [abs(e) for e in _scaled(analysis, interval) if e is not None]
+        finite = [] if interval is None else [abs(e) for e in interval if e is not None]
         ends.append(max(finite, default=0.0))
     reach = max(3.0, 1.3 * max(ends))
     axis = np.linspace(-reach, reach, 161)
@@ -223,7 +228,7 @@ def plot_stability_region(analysis: Analysis, path: str | os.PathLike, resolutio
     for interval, horizontal, reach in ((s.real_interval, True, width), (s.imag_interval, False, height)):
         if interval is None:
             continue
-        lo, hi = _scaled(analysis, interval)
+        lo, hi = interval
         lo, hi = (-reach if lo is None else lo), (reach if hi is None else hi)
         if horizontal:
             ax.plot([lo, hi], [0, 0], color="#d94801", lw=3, solid_capstyle="butt")
@@ -255,11 +260,12 @@ def write_index(analyses: Sequence[Analysis], folder: str | os.PathLike) -> Path
         "# Scheme gallery",
         "",
         "Every scheme analyzed by `odenet analyze`; numbers at the parameters' defaults.",
-        "Intervals are in the variable the region depends on (h·λ, h²·λ or λ, its column).",
+        "Intervals are in the variable the region depends on (h·λ, h²·λ or λ, its column), at the",
+        "parameter values of the column 'at' where the region depends on more than that variable.",
         "",
-        "| scheme | explicit | order | zero-stable | variable | real interval | imaginary interval | det M "
-        "| reversible | backward amplification |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| scheme | explicit | order | zero-stable | variable | real interval | imaginary interval | at "
+        "| det M | reversible | backward amplification |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for a in analyses:
         s, r = a.stability, a.reversibility
@@ -267,18 +273,19 @@ def write_index(analyses: Sequence[Analysis], folder: str | os.PathLike) -> Path
         real = (
             "unstable"
             if s.real_interval is None
-            else _interval_text(_scaled(a, s.real_interval), False, s.real_closed)
+            else _interval_text(s.real_interval, False, s.real_interval_closed)
         )
         imag = (
             "unstable"
             if s.imag_interval is None
-            else _interval_text(_scaled(a, s.imag_interval), True, s.imag_closed)
+            else _interval_text(s.imag_interval, True, s.imag_interval_closed)
         )
+        at = ", ".join(f"{k} = {format_number(v)}" for k, v in s.at.items()) or "–"
         amplification = "–" if r.backward_amplification is None else f"{r.backward_amplification:.3g}"
         lines.append(
             f"| [{a.scheme.name}]({a.scheme.name}/report.md) | {'yes' if a.explicit else 'no'} "
             f"| {'–' if a.order is None else a.order} | {'yes' if s.zero_stable else 'no'} | {var} "
-            f"| {real} | {imag} | ${sympy.latex(s.det)}$ | {r.kind} | {amplification} |"
+            f"| {real} | {imag} | {at} | ${sympy.latex(s.det)}$ | {r.kind} | {amplification} |"
         )
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

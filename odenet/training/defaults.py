@@ -104,6 +104,7 @@ def _reach(scheme: Scheme, axis: str) -> float | None:
     sign of ``f``) or the imaginary axis, in the region's variable (h*lambda or h**2*lambda); None when
     unbounded, 0 when the scheme is stable there only at 0."""
     from odenet.analysis import analyze
+    from odenet.analysis.stability import LAMBDA
 
     s = analyze(scheme).stability
     interval = s.real_interval if axis == "real" else s.imag_interval
@@ -114,8 +115,8 @@ def _reach(scheme: Scheme, axis: str) -> float | None:
         return None
     if axis != "real" and ends[0] is None and ends[1] is None:
         return None
-    scale = abs(float(s.scale))
-    if scale == 1 and scheme.step_param is not None:
+    scale = 1.0  # the intervals are in the region's variable
+    if s.variable == LAMBDA and scheme.step_param is not None:
         # a region in lambda itself (damped: c*h keeps h from factoring out): h*lambda at the default
         # step, h**2*lambda for a second-order ODE, so that it compares with a scaled region
         scale = abs(float(scheme.step_param.default)) ** (2 if s.ode_order == 2 else 1)
