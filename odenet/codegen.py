@@ -271,7 +271,14 @@ class _Emitter:
         for node in reversed(self.nodes):
             if node[0] == "assign" and node[1] in reach:
                 reach |= node[2].free_symbols
-        return frozenset(node[2] for node in self.nodes if node[0] == "call" and node[1] in reach)
+        # a call of numbers and parameters only (f(2)) is a constant of the batch: it broadcasts
+        return frozenset(
+            node[2]
+            for node in self.nodes
+            if node[0] == "call"
+            and node[1] in reach
+            and any(parse_value(s) for s in self.canonical_calls[node[2]].free_symbols)
+        )
 
     def returns(self, symbols) -> None:
         self.lines.append(f"    return ({', '.join(self.names[s] for s in symbols)},)")

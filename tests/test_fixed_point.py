@@ -218,11 +218,22 @@ def test_a_fixed_point_block_pickles():
 
 
 def test_a_coefficient_with_too_many_digits_is_refused():
-    """c = gamma**2 needs 32 binary digits once gamma has 16: refused with the value, not rounded."""
+    """c = gamma**2 needs 32 binary digits once gamma has 16: refused with the value, not rounded,
+    when the block is built (it was at the first forward); a learnable gamma whose square leaves
+    the grid later in training is refused at that forward, with the layer."""
     import odenet
 
     lines = ["scheme squared", "state x, v", "param gamma = 0.9", "v[n+1] = gamma**2*v[n] + f(x[n])"]
     scheme = odenet.parse("\n".join([*lines, "x[n+1] = x[n] + v[n+1]"]))
-    block = compile(scheme, {"f": _make(4)}, 2, "fixed_point")
-    with pytest.raises(UnsupportedSchemeError, match="must be a nonzero multiple of 2\\*\\*-16"):
+    with pytest.raises(
+        UnsupportedSchemeError, match=r"is 869719081/1073741824 at layer 0 .* multiple of 2\*\*-16"
+    ):
+        compile(scheme, {"f": _make(4)}, 2, "fixed_point")
+    learnable = odenet.parse(
+        "\n".join([*lines, "x[n+1] = x[n] + v[n+1]"]).replace("0.9", "0.5 learnable in (0, 1)")
+    )
+    block = compile(learnable, {"f": _make(4)}, 2, "fixed_point")  # 1/4 at the start: on the grid
+    with torch.no_grad():
+        block.raw_params["gamma"][1] += 0.1
+    with pytest.raises(UnsupportedSchemeError, match="at layer 1 with the parameters rounded"):
         block(torch.randn(3, 8))

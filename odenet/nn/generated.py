@@ -106,7 +106,8 @@ def in_state_dtype(call, state, layer: int | None = None, shaped: frozenset[int]
     ``gamma*f(x) - f(x)`` differently in the inverse).
 
     A result that is not a tensor, or (for the calls in ``shaped``, whose values enter the state's
-    arithmetic: by default every call) not shaped like the state, is refused with
+    arithmetic and whose arguments read the state: by default every call) not shaped like the
+    state, is refused with
     :class:`~odenet.errors.FunctionOutputError` naming the function, ``layer`` and both shapes,
     where it would otherwise fail inside the generated step (``'tuple' object has no attribute
     'dtype'``) or, worse, broadcast silently. The check reads shapes only: no device sync."""
