@@ -36,7 +36,7 @@ start = time.perf_counter()
 try:
     a = odenet.analyze(odenet.parse(text))
     s = a.stability
-    facts = {"order": a.order, "zero_stable": s.zero_stable,
+    facts = {"order": a.order, "zero_stable": s.zero_stable, "variable": s.variable_text,
              "real": None if s.real_interval is None else list(s.real_interval),
              "imag": None if s.imag_interval is None else list(s.imag_interval), "error": None}
 except Exception as exc:

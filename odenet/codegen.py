@@ -265,13 +265,26 @@ class _Emitter:
         self.lines += [f'    {self.names[p.symbol]} = p["{p.name}"]' for p in scheme.params]
 
     def shaped(self, targets) -> frozenset[int]:
-        """The keys of the calls whose values reach ``targets`` through arithmetic, not only as
-        arguments of other calls (an encoder ``k = f(x)`` read only by ``g(k)`` may change shape)."""
+        """The keys of the calls whose values must be shaped like the state: those that reach
+        ``targets`` through arithmetic, and those added to a state-shaped value inside another
+        call's argument (``g(x[n] + k)``); a value read only whole, as another call's argument (an
+        encoder ``k = f(x)`` read by ``g(k)``), may change shape, and a call of numbers only
+        (``f(2)``) is a constant of the batch, which broadcasts."""
+        params = set(self.printer.scalars)
+        state_like = {s for node in self.nodes for s in self._reads(node) if parse_value(s)}
+        for node in self.nodes:  # values made by adding to the state are state-shaped too
+            if node[0] == "assign" and node[2].free_symbols & state_like:
+                state_like.add(node[1])
         reach = set(targets)
+        for node in self.nodes:
+            if node[0] != "call":
+                continue
+            for argument in node[4]:
+                if not argument.is_Symbol and argument.free_symbols & state_like:
+                    reach |= argument.free_symbols - params
         for node in reversed(self.nodes):
             if node[0] == "assign" and node[1] in reach:
                 reach |= node[2].free_symbols
-        # a call of numbers and parameters only (f(2)) is a constant of the batch: it broadcasts
         return frozenset(
             node[2]
             for node in self.nodes
@@ -279,6 +292,12 @@ class _Emitter:
             and node[1] in reach
             and any(parse_value(s) for s in self.canonical_calls[node[2]].free_symbols)
         )
+
+    @staticmethod
+    def _reads(node) -> set:
+        if node[0] == "assign":
+            return node[2].free_symbols
+        return set().union(*(a.free_symbols for a in node[4]))
 
     def returns(self, symbols) -> None:
         self.lines.append(f"    return ({', '.join(self.names[s] for s in symbols)},)")

@@ -197,3 +197,22 @@ def test_generated_vjp_equals_autograd_through_the_step(name):
 @given(random_scheme())
 def test_generated_vjp_of_random_schemes_equals_autograd(scheme):
     _check_vjp(scheme)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "s = 2*x[n]\nx[n+1] = x[n] + h*f(s) + h*f(x[n] + x[n])",  # one point, two spellings
+        "k = x[n] + h*f(x[n])\nx[n+1] = x[n] + h*g(k) + h*g(x[n] + h*f(x[n]))",  # a stage spelled out
+        "c2 = exp(c*h/2)**2\nx[n+1] = x[n] + h*f(c2*x[n]) + h*f(exp(c*h)*x[n])",  # equal numbers
+    ],
+)
+def test_one_point_spelled_twice_is_evaluated_once_and_computes_the_ir(body):
+    """Calls at one point spelled differently share a key and an evaluation (EvaluationPoints), and
+    the step still computes what the IR says (numerically, with independent functions)."""
+    from odenet.codegen import evaluation_points
+
+    scheme = odenet.parse(f"scheme twice\nstate x\nparam h = 1/4\nparam c = 1/3\n{body}")
+    points = evaluation_points(scheme)
+    assert points.count == len({c.func for c in points.keys}) == len(_block(scheme).forward_code.calls)
+    _check_step(scheme)

@@ -8,7 +8,8 @@ need, found numerically (calls at equal arguments are one point):
 - backward: none in autograd; the step's points once more where a mode recomputes (checkpoint,
   fixed point) or rebuilds with an explicit inverse (the inverse's points together with the
   step's at the rebuilt input: the same points); the adjoint's step with -h and the step at the
-  rebuilt input, together (leapfrog's and Verlet's share theirs); a fixed-point inverse evaluates
+  rebuilt input, together (leapfrog's and Verlet's share theirs), except at layer 0, whose input
+  the adjoint holds exactly and whose product it takes there; a fixed-point inverse evaluates
   its map once per iteration (the calls that read no unknown once), then the step's points.
 
 A regression in the sharing (an inverse call keyed apart from the forward's, as kdk's were: 5
@@ -195,5 +196,7 @@ def _check_counts(scheme: odenet.Scheme, memory: str) -> None:
         backward = {n: (solves[n] + 1) * varying + constant + points for n in solves}
     else:
         backward = {n: needed for n in range(DEPTH)}
+    if memory == "adjoint":  # layer 0's input is held exactly: its product is taken there, and
+        backward[0] = 2 * points  # the step with -h's evaluations, at its rebuilt input, are not
     assert log["forward"] == forward
     assert log.get("backward", {}) == backward

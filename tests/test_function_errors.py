@@ -93,16 +93,55 @@ def test_a_layer_further_up_is_named():
         block(torch.randn(5, WIDTH))
 
 
-def test_a_function_read_only_by_another_may_change_shape():
-    """An encoder read only as a decoder's argument (k = f(x); x + h*g(k)) is not a state's rate."""
-    scheme = odenet.parse("scheme enc\nstate x\nparam h = 0.1\nk = f(x[n])\nx[n+1] = x[n] + h*g(k)")
-    block = odenet.compile(
-        scheme, {"f": lambda i: nn.Linear(WIDTH, 8), "g": lambda i: nn.Linear(8, WIDTH)}, 2
-    )
-    assert block(torch.randn(3, WIDTH)).shape == (3, WIDTH)
-    wrong = odenet.compile(scheme, {"f": lambda i: nn.Linear(WIDTH, 8), "g": lambda i: nn.Linear(8, 8)}, 2)
-    with pytest.raises(FunctionOutputError, match=r"^function g of layer 0 returned shape"):
-        wrong(torch.randn(3, WIDTH))
+@pytest.mark.parametrize(
+    "text",
+    [
+        "k = f(x[n])\nx[n+1] = x[n] + h*g(k)",  # explicit: every mode
+        "x[n+1] = x[n] + h*g(f(x[n+1]))",  # implicit: its solve
+    ],
+)
+def test_a_function_read_only_by_another_may_change_shape(text):
+    """An encoder read only whole, as a decoder's argument, is not a state's rate of change: it may
+    change shape, in every mode (reversible solves a fixed-point inverse here) and in an implicit
+    step's solve; the decoder may not."""
+    scheme = odenet.parse(f"scheme enc\nstate x\nparam h = 0.1\n{text}")
+    modes = [m for m in odenet.MEMORY_MODES if m == "autograd" or scheme.is_explicit]
+    for memory in modes:
+        try:
+            good = odenet.compile(
+                scheme, {"f": lambda i: nn.Linear(WIDTH, 8), "g": lambda i: nn.Linear(8, WIDTH)}, 2, memory
+            )
+        except odenet.UnsupportedSchemeError:
+            continue  # fixed_point: the step is not c*old + held terms
+        good(torch.randn(3, WIDTH, requires_grad=True)).sum().backward()
+        wrong = odenet.compile(
+            scheme, {"f": lambda i: nn.Linear(WIDTH, 8), "g": lambda i: nn.Linear(8, 8)}, 2, memory
+        )
+        with pytest.raises(FunctionOutputError, match=r"^function g of layer 0 returned shape \(3, 8\)"):
+            wrong(torch.randn(3, WIDTH, requires_grad=True)).sum().backward()
+
+
+class _Row(nn.Module):
+    """A function that returns its first row only: (1, 4) from (3, 4), which broadcasts back."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(WIDTH, WIDTH)
+
+    def forward(self, u):
+        return self.linear(u)[:1]
+
+
+@pytest.mark.parametrize(
+    "text", ["k = f(x[n])\nx[n+1] = x[n] + h*g(x[n] + k)", "x[n+1] = x[n] + h*g(x[n] + h*f(x[n]))"]
+)
+def test_a_broadcast_inside_another_calls_argument_is_refused(text):
+    """Added to the state inside g's argument, f's value must be shaped like the state: a (1, 4)
+    row was broadcast over the batch and trained silently."""
+    scheme = odenet.parse(f"scheme b\nstate x\nparam h = 0.1\n{text}")
+    block = odenet.compile(scheme, {"f": lambda i: _Row(), "g": lambda i: nn.Linear(WIDTH, WIDTH)}, 2)
+    with pytest.raises(FunctionOutputError, match=r"^function f of layer 0 returned shape \(1, 4\)"):
+        block(torch.randn(3, WIDTH))
 
 
 def test_init_calls_are_checked_too():

@@ -17,7 +17,7 @@ import numpy as np
 import sympy
 
 from odenet.analysis.fields import domain_matrix
-from odenet.analysis.inverse import invert, lipschitz_limit
+from odenet.analysis.inverse import invert, lipschitz_limit, round_down
 from odenet.analysis.order import OrderResult, order_of_accuracy
 from odenet.analysis.stability import (
     LAMBDA,
@@ -167,8 +167,10 @@ def lipschitz_condition(scheme: Scheme, limit: float | None, values: Mapping[str
     if math.isinf(limit):
         return "always (the iteration reads no unknown through a function)"
     step = values.get(scheme.step)
-    scaled = f" ({scheme.step}*Lip(f) < {float(step) * limit:.3g})" if step is not None and step != 0 else ""
-    return f"every function's Lipschitz constant is below {limit:.3g}{scaled}"
+    scaled = ""
+    if step is not None and step != 0:
+        scaled = f" ({scheme.step}*Lip(f) < {round_down(abs(float(step)) * limit, 3):.3g})"
+    return f"every function's Lipschitz constant is below {round_down(limit, 3):.3g}{scaled}"
 
 
 def _finite_or_none(x: float | None) -> float | None:
@@ -277,7 +279,7 @@ def _stability(scheme: Scheme, values: dict[str, sympy.Expr]) -> Stability:
     # the parameters the characteristic polynomial still reads once written in the variable
     z = sympy.Dummy("z")
     in_variable = sympy.expand(charpoly.subs(LAMBDA, z / variable.subs(LAMBDA, 1)))
-    read = {sym.name for sym in in_variable.free_symbols} - {z.name, ZETA.name}
+    read = {sym.name for sym in in_variable.free_symbols - {z, ZETA}}
     at = {name: v for name, v in values.items() if name in read}
     return Stability(
         amplification_matrix=matrix,

@@ -356,17 +356,30 @@ def lipschitz_limit(scheme: Scheme, values: dict[sympy.Symbol, sympy.Expr]) -> f
             total += weight * limit * sum(parts)
         return total
 
-    if bound(1.0) is None:
+    unit = bound(1.0)
+    if unit is None:
         return None
-    if bound(1.0) == 0:
+    if unit == 0:
         return math.inf
+    if not any(_outer_calls(x) for _, c in weights for x in c.args):
+        return round_down(1 / unit, 12)  # no call inside a call: the bound is linear in L
     low, high = 0.0, 1.0
     while bound(high) < 1 and high < 1e12:
         low, high = high, 2 * high
     for _ in range(60):
         middle = (low + high) / 2
         low, high = (middle, high) if bound(middle) < 1 else (low, middle)
-    return float(f"{low:.6g}")
+    return round_down(low, 12)
+
+
+def round_down(x: float, digits: int) -> float:
+    """``x > 0`` to ``digits`` significant digits, rounded down (a proved bound stays one), after
+    allowing for the floating-point error of its computation (1e-12 relative: 1/0.1 is 10)."""
+    if not math.isfinite(x) or x <= 0:
+        return x
+    x *= 1 + 1e-12
+    scale = 10.0 ** (digits - 1 - math.floor(math.log10(x)))
+    return math.floor(x * scale) / scale
 
 
 _CALL = sympy.Dummy("call")

@@ -540,10 +540,11 @@ def _negative_step_points(scheme: Scheme) -> tuple[tuple[int, int], ...]:
     layer's vector-Jacobian product evaluates the forward's calls at that rebuilt input; written in
     the reversed step's symbols (its new values for the forward's old ones, its old values for the
     forward's new ones), a forward call whose arguments equal, in that step's values, one of its
-    points is the same function of the same numbers. Verlet, symmetric, shares both points;
-    damped kick-drift-kick shares none: its ``x[n+1]`` recomputed from the rebuilt input is not the
-    input the step with -h started from. (The rebuild is approximate, so nothing here may assume
-    that it inverts the step.)"""
+    points is the same function of the same numbers. Verlet, symmetric, shares both points; a
+    damped kick-drift-kick in an order that is not symmetric (tests/data/user/damped_lie.scheme)
+    shares one: its ``x[n+1]`` recomputed from the rebuilt input is not the input the step with -h
+    started from. (The rebuild is approximate, so nothing here may assume that it inverts the
+    step.)"""
     step = next((p.symbol for p in scheme.params if p.name == scheme.step), None)
     if step is None:
         return ()

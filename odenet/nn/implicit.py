@@ -351,6 +351,7 @@ class _Map:
         self.cache: dict[int, torch.Tensor] = {}
         self._call = call
         self.layer: int | None = None  # named in a refused function output
+        self.shaped: frozenset[int] | None = None  # calls whose results must be state-shaped
 
     def call(self, key, name, *args):
         if self._call is None:
@@ -365,7 +366,7 @@ class _Map:
         return self.call(key, name, *args)
 
     def evaluate(self, guess: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        call = in_state_dtype(self._cached_call, self.state, self.layer)
+        call = in_state_dtype(self._cached_call, self.state, self.layer, self.shaped)
         return self.step(self.state, guess, self.params, call)
 
     def predict(self) -> tuple[torch.Tensor, ...]:
@@ -381,7 +382,7 @@ class _Layer(_Map):
     def __init__(self, block, n: int, state: tuple[torch.Tensor, ...]):
         parts = block._implicit()
         super().__init__(parts.step, parts.constant, parts.start, state, block.layer_params(n), None)
-        self.block, self.n, self.layer = block, n, n
+        self.block, self.n, self.layer, self.shaped = block, n, n, parts.code.shaped
         self.record = CallRecord(state)
         self.recorded = False
 
@@ -416,7 +417,8 @@ class _Layer(_Map):
                 return observe(key, name, *args)
             return self.block.function(name, self.n)(*args)
 
-        return self.step(self.state, guess, self.params, in_state_dtype(call, self.state, self.n))
+        checked = in_state_dtype(call, self.state, self.n, self.shaped)
+        return self.step(self.state, guess, self.params, checked)
 
 
 def tolerance(tol: float, state: tuple[torch.Tensor, ...]) -> float:
@@ -537,6 +539,7 @@ def fixed_point_inverse_step(block, n: int, reversed_state, call, tol: float):
     :class:`~odenet.errors.ConvergenceError`: the rebuilt input, and the gradient, would be wrong."""
     parts = block._fixed_point_inverse()
     inverse = _Map(parts.step, parts.constant, parts.start, reversed_state, block.layer_params(n), call)
+    inverse.layer, inverse.shaped = n, parts.code.shaped
     first = inverse.predict()
     # relative to the whole state, as the guard measures rebuilt inputs: an input that is exactly
     # zero beside a large one (Nesterov's velocity at layer 0) is rebuilt to the rounding of the

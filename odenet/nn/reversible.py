@@ -477,6 +477,10 @@ def _backward_layers(run, start, stop, state, grads, params, param_grads, copies
             if exact is not None:
                 run.pending.append((n, _relative_error(old, exact)))
                 old = exact
+                if not run.exact:
+                    # the adjoint's rebuilt input may be far from the copy: its shared evaluations
+                    # are not the copy's (an exact inverse's are, to the tolerance checked here)
+                    cache.clear()
         grads = _layer_vjp(run, n, old, grads, cache, index, param_grads)
         state = tuple(t.detach() for t in old)
     return state, grads
