@@ -43,3 +43,17 @@ REVERSIBLE: list[str] = _reversible()
 FIXED_POINT_INVERSE: list[str] = [
     name for name in EXPLICIT if analysis(name).reversibility.kind == "fixed-point"
 ]
+
+
+def accepted_modes(scheme: odenet.Scheme) -> list[str]:
+    """The memory modes ``compile`` accepts for ``scheme`` (enrolment by what compile says)."""
+    from torch import nn
+
+    accepted = []
+    for memory in odenet.MEMORY_MODES:
+        try:
+            odenet.compile(scheme, {f.name: nn.Identity() for f in scheme.functions}, 1, memory)
+        except odenet.UnsupportedSchemeError:
+            continue
+        accepted.append(memory)
+    return accepted

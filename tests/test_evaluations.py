@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import LIBRARY, USER
+from helpers import LIBRARY, USER, accepted_modes
 from hypothesis import HealthCheck, given, settings
 from strategies import user_scheme_text
 from torch import nn
@@ -54,22 +54,7 @@ class Counted(nn.Module):
         return torch.tanh(self.linear(u))
 
 
-def _modes(name: str) -> list[str]:
-    return _modes_of(SCHEMES[name])
-
-
-def _modes_of(scheme: odenet.Scheme) -> list[str]:
-    accepted = []
-    for memory in odenet.MEMORY_MODES:
-        try:
-            odenet.compile(scheme, {f.name: nn.Identity() for f in scheme.functions}, 1, memory)
-        except odenet.UnsupportedSchemeError:
-            continue
-        accepted.append(memory)
-    return accepted
-
-
-CASES = [(name, memory) for name in EXPLICIT for memory in _modes(name)]
+CASES = [(name, memory) for name in EXPLICIT for memory in accepted_modes(SCHEMES[name])]
 
 
 def _fixed_point_inverse_calls(scheme: odenet.Scheme) -> tuple[int, int]:
@@ -150,7 +135,7 @@ def test_drawn_schemes_evaluate_each_point_once(text):
     """Stages, look-ahead calls, two functions, transcendental coefficients: a fixed-point inverse
     that is no contraction for these functions is refused (ConvergenceError), not counted."""
     scheme = odenet.parse(text)
-    for memory in _modes_of(scheme):
+    for memory in accepted_modes(scheme):
         try:
             _check_counts(scheme, memory)
         except ConvergenceError:

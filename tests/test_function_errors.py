@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import LIBRARY
+from helpers import LIBRARY, accepted_modes
 from torch import nn
 
 import odenet
@@ -33,19 +33,8 @@ class _Pair(nn.Module):
         return u, u
 
 
-def _modes(name: str) -> list[str]:
-    scheme = LIBRARY[name]
-    accepted = []
-    for memory in odenet.MEMORY_MODES:
-        try:
-            odenet.compile(scheme, {f.name: nn.Identity() for f in scheme.functions}, 1, memory)
-        except odenet.UnsupportedSchemeError:
-            continue
-        accepted.append(memory)
-    return accepted
-
-
-CASES = [(name, memory) for name in ("leapfrog", "euler", "backward_euler") for memory in _modes(name)]
+NAMES = ("leapfrog", "euler", "backward_euler")
+CASES = [(name, memory) for name in NAMES for memory in accepted_modes(LIBRARY[name])]
 
 
 @pytest.mark.parametrize(("name", "memory"), CASES)

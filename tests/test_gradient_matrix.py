@@ -21,7 +21,7 @@ import shutil
 
 import pytest
 import torch
-from helpers import EXPLICIT, FIXED_POINT_INVERSE, LIBRARY, REVERSIBLE, USER, analysis
+from helpers import EXPLICIT, FIXED_POINT_INVERSE, LIBRARY, REVERSIBLE, USER, accepted_modes, analysis
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from strategies import user_scheme_text
@@ -507,18 +507,7 @@ def test_user_state_is_updated_once(memory):
 # Functions draw random numbers and update running statistics, so the replay is crossed too.
 
 
-def _accepted_modes(scheme) -> list[str]:
-    modes = []
-    for memory in odenet.MEMORY_MODES:
-        try:
-            compile(scheme, {f.name: nn.Identity() for f in scheme.functions}, 1, memory)
-        except odenet.UnsupportedSchemeError:
-            continue
-        modes.append(memory)
-    return modes
-
-
-COMPILE_CASES = [(name, memory) for name in SCHEMES for memory in _accepted_modes(SCHEMES[name])]
+COMPILE_CASES = [(name, memory) for name in SCHEMES for memory in accepted_modes(SCHEMES[name])]
 
 
 def _stateful(width: int):
@@ -604,7 +593,7 @@ def _check_user_shape(text: str, condition: str, compiled: bool) -> None:
 
     scheme = odenet.parse(text)
     limit = lipschitz_limit(scheme, {p.symbol: p.default for p in scheme.params})
-    for memory in _accepted_modes(scheme):
+    for memory in accepted_modes(scheme):
         kwargs = MODES.get(memory, {"memory": memory})
         reference, block, stem, x = _setup(scheme, condition, kwargs, depth=4, gentle=True)
         try:
@@ -644,7 +633,7 @@ def test_drawn_user_schemes_in_every_mode_large_sweep(text, condition):
     _check_user_shape(text, condition, compiled=False)
 
 
-ADJOINT = [n for n in SCHEMES if SCHEMES[n].is_explicit and "adjoint" in _accepted_modes(SCHEMES[n])]
+ADJOINT = [n for n in SCHEMES if SCHEMES[n].is_explicit and "adjoint" in accepted_modes(SCHEMES[n])]
 
 
 @pytest.mark.parametrize("condition", ["plain", "batchnorm"])
