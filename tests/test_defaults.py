@@ -82,7 +82,7 @@ def test_a_region_in_lambda_is_compared_in_h_lambda():
     assert [float(e) for e in odenet.analyze(damped).stability.real_interval] == [0.0, 380.0]
     chosen = scheme_defaults(damped)
     assert chosen.step is None
-    assert "reaches 38 on the real axis, euler's 2" in chosen.reasons[-1]
+    assert "reaches h*lambda = 38 on the real axis, euler's 2" in chosen.reasons[-1]
 
 
 def test_no_step_scaling_without_a_shared_stable_axis():

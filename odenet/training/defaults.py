@@ -174,15 +174,15 @@ def scheme_defaults(scheme: Scheme) -> SchemeDefaults:
                 exponent = 0.5 if order == 2 else 1.0  # the region's variable is h**2*lambda for order 2
                 step = round(float(param.default) * (ours / theirs) ** exponent, 6)
                 reasons.append(
-                    f"step {scheme.step} = {step:g}: its stability interval reaches {ours:.3g} on the "
-                    f"{where}, {reference_scheme.name}'s {theirs:.3g}; scaled so the layers' {variable} "
-                    "stay as far inside"
+                    f"step {scheme.step} = {step:g}: its stability interval reaches {variable} = "
+                    f"{ours:.3g} on the {where}, {reference_scheme.name}'s {theirs:.3g}; scaled so the "
+                    f"layers' {variable} stay as far inside"
                 )
             else:
                 reach = "without end" if ours is None else f"{ours:.3g}"
                 other = "without end" if theirs is None else f"{theirs:.3g}"
                 reasons.append(
                     f"step {scheme.step} = {float(param.default):g}, its own: its stability interval "
-                    f"reaches {reach} on the {where}, {reference_scheme.name}'s {other}"
+                    f"reaches {variable} = {reach} on the {where}, {reference_scheme.name}'s {other}"
                 )
     return SchemeDefaults(base.family, base.lr, memory, step, like, tuple(reasons))
