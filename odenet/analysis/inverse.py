@@ -319,56 +319,61 @@ def lipschitz_limit(scheme: Scheme, values: dict[sympy.Symbol, sympy.Expr]) -> f
         weights = []
         for c in calls:
             b = [_coefficient(r, c) for r in residuals]
-            if any(_CALL in e.free_symbols or function_calls(e) for e in b):
+            if any(e.free_symbols & {_CALL, _OTHER} or function_calls(e) for e in b):
                 return None  # a product of calls, or a call's coefficient reading a call
             column = np.array([complex(e.xreplace(numbers).evalf()).real for e in b])
             weights.append((float(np.linalg.norm(inverse @ column)), c))
     except (TypeError, ValueError, np.linalg.LinAlgError):
         return None
     unknown_set = set(unknowns)
+    memo: dict[sympy.Expr, np.ndarray | None] = {}
 
-    def lip(arg, limit: float) -> float | None:
+    def lip(arg) -> np.ndarray | None:
+        """``lip(arg)`` as a polynomial in L (coefficients of 1, L, L**2, ...; all >= 0), each
+        argument computed once (an s-stage method nests its calls s deep)."""
+        if arg in memo:
+            return memo[arg]
         inner = _outer_calls(arg)
         linear = arg.xreplace({c: sympy.Integer(0) for c in inner})
         try:
             gradient = [complex(sympy.diff(linear, u).xreplace(numbers).evalf()).real for u in unknowns]
         except (TypeError, ValueError):
+            memo[arg] = None
             return None
-        total = float(np.linalg.norm(gradient))
+        total = np.array([float(np.linalg.norm(gradient))])
         for c in inner:
             if not c.free_symbols & unknown_set:
                 continue
             coefficient = _coefficient(arg, c)
-            if _CALL in coefficient.free_symbols or function_calls(coefficient):
+            below = [lip(x) for x in c.args]
+            if (
+                _CALL in coefficient.free_symbols
+                or function_calls(coefficient)
+                or any(b is None for b in below)
+            ):
+                memo[arg] = None
                 return None
-            below = [lip(x, limit) for x in c.args]
-            if any(b is None for b in below):
-                return None
-            total += abs(complex(coefficient.xreplace(numbers).evalf()).real) * limit * sum(below)
+            factor = abs(complex(coefficient.xreplace(numbers).evalf()).real)
+            total = _poly_add(total, factor * np.concatenate([[0.0], _poly_sum(below)]))  # times L
+        memo[arg] = total
         return total
 
-    def bound(limit: float) -> float | None:
-        total = 0.0
-        for weight, c in weights:
-            parts = [lip(x, limit) for x in c.args]
-            if any(p is None for p in parts):
-                return None
-            total += weight * limit * sum(parts)
-        return total
-
-    unit = bound(1.0)
-    if unit is None:
-        return None
-    if unit == 0:
+    bound = np.zeros(1)
+    for weight, c in weights:
+        parts = [lip(x) for x in c.args]
+        if any(p is None for p in parts):
+            return None
+        bound = _poly_add(bound, weight * np.concatenate([[0.0], _poly_sum(parts)]))  # times L
+    if not bound.any():
         return math.inf
-    if not any(_outer_calls(x) for _, c in weights for x in c.args):
-        return round_down(1 / unit, 12)  # no call inside a call: the bound is linear in L
+    if len(np.trim_zeros(bound, "b")) == 2:  # no call inside a call: the bound is linear in L
+        return round_down(1 / bound[1], 12)
     low, high = 0.0, 1.0
-    while bound(high) < 1 and high < 1e12:
+    while np.polynomial.polynomial.polyval(high, bound) < 1 and high < 1e12:
         low, high = high, 2 * high
-    for _ in range(60):
+    for _ in range(60):  # increasing in L (coefficients >= 0): one crossing of 1
         middle = (low + high) / 2
-        low, high = (middle, high) if bound(middle) < 1 else (low, middle)
+        low, high = (middle, high) if np.polynomial.polynomial.polyval(middle, bound) < 1 else (low, middle)
     return round_down(low, 12)
 
 
@@ -382,7 +387,22 @@ def round_down(x: float, digits: int) -> float:
     return math.floor(x * scale) / scale
 
 
+def _poly_add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    out = np.zeros(max(len(a), len(b)))
+    out[: len(a)] += a
+    out[: len(b)] += b
+    return out
+
+
+def _poly_sum(polys) -> np.ndarray:
+    total = np.zeros(1)
+    for p in polys:
+        total = _poly_add(total, p)
+    return total
+
+
 _CALL = sympy.Dummy("call")
+_OTHER = sympy.Dummy("other")
 
 
 def _outer_calls(expr: sympy.Expr) -> list[sympy.Expr]:
@@ -397,16 +417,20 @@ def _outer_calls(expr: sympy.Expr) -> list[sympy.Expr]:
 
 
 def _coefficient(expr: sympy.Expr, call: sympy.Expr) -> sympy.Expr:
-    """The derivative of ``expr`` by the value of ``call`` where it appears outside other calls."""
-    return sympy.diff(_replace_outer(expr, call, _CALL), _CALL)
+    """The derivative of ``expr`` by the value of ``call`` where it appears outside other calls
+    (the other calls masked by symbols first: differentiating through a method's nested stages is
+    slow). A coefficient that reads another call keeps that call's symbol (``_OTHER``)."""
+    outer = _outer_calls(expr)
+    mapping = {c: (_CALL if c == call else _OTHER) for c in outer}
+    return sympy.diff(_replace_outer(expr, mapping), _CALL)
 
 
-def _replace_outer(expr: sympy.Expr, call: sympy.Expr, by: sympy.Expr) -> sympy.Expr:
-    if expr == call:
-        return by
+def _replace_outer(expr: sympy.Expr, mapping: dict) -> sympy.Expr:
+    if expr in mapping:
+        return mapping[expr]
     if isinstance(expr, AppliedUndef) or not expr.args:
         return expr
-    return expr.func(*(_replace_outer(a, call, by) for a in expr.args))
+    return expr.func(*(_replace_outer(a, mapping) for a in expr.args))
 
 
 def _expand_outside_calls(expr: sympy.Expr) -> sympy.Expr:
