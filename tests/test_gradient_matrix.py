@@ -29,6 +29,7 @@ from torch import nn
 from torch.nn.utils import parametrizations
 
 import odenet
+from odenet.errors import ConvergenceError
 from odenet.nn import DoubleBackwardError, ReconstructionError, compile
 
 ANALYSES = {name: analysis(name) for name in LIBRARY}
@@ -452,7 +453,12 @@ def test_deep_memory_mode_equals_autograd(name, mode, condition):
     """Depth 48: several release groups, copies inside them, groups handing state to each other."""
     reference, block, stem, x = _setup(SCHEMES[name], condition, MODES[mode], depth=48)
     _, g_ref, buffers_ref, _ = _step(reference, stem, x, condition)
-    _, g, buffers, _ = _step(block, stem, x, condition)
+    try:
+        _, g, buffers, _ = _step(block, stem, x, condition)
+    except ConvergenceError as error:  # refused loudly, and only where no contraction was promised
+        assert _refusal_allowed(SCHEMES[name], block), error
+        assert "did not converge" in str(error) and "Lipschitz" in str(error)
+        return
     assert_same_gradients(g, g_ref)
     close = 1e-9 if mode == "fixed_point" else 1e-12
     for a, b in zip(buffers, buffers_ref, strict=True):
@@ -569,7 +575,9 @@ def test_torch_compile_with_inductor_equals_eager(name):
 
 def _lipschitz(block) -> float:
     """An upper bound of the Lipschitz constant of every function of ``block`` (2-norm): the product
-    of its linear layers' spectral norms (tanh is 1-Lipschitz), over dropout's keep probability."""
+    of its linear layers' spectral norms (tanh is 1-Lipschitz), over dropout's keep probability.
+    Infinite for a layer this bound does not cover (batch normalization divides by the batch's own
+    spread, a convolution is not bounded here): nothing was promised for those."""
     bound = 0.0
     for module in block.functions.modules():
         if isinstance(module, nn.Sequential):
@@ -579,8 +587,19 @@ def _lipschitz(block) -> float:
                     product *= torch.linalg.matrix_norm(layer.weight.detach(), ord=2).item()
                 elif isinstance(layer, nn.Dropout):
                     product /= 1 - layer.p
+                elif not isinstance(layer, nn.Tanh):
+                    return math.inf
             bound = max(bound, product)
     return bound
+
+
+def _refusal_allowed(scheme, block) -> bool:
+    """Whether a fixed-point rebuild may refuse to converge: only for an inverse found by iteration,
+    and only where the analysis's Lipschitz limit does not promise the functions a contraction."""
+    from odenet.analysis.inverse import lipschitz_limit
+
+    limit = lipschitz_limit(scheme, {p.symbol: p.default for p in scheme.params})
+    return block.inverse_code is None and (limit is None or _lipschitz(block) >= limit)
 
 
 def _check_user_shape(text: str, condition: str, compiled: bool) -> None:
@@ -589,7 +608,6 @@ def _check_user_shape(text: str, condition: str, compiled: bool) -> None:
     eager. The functions are gentle (every weight halved). A fixed-point inverse may refuse to
     converge only where the analysis's Lipschitz limit does not promise it a contraction."""
     from odenet.analysis.inverse import lipschitz_limit
-    from odenet.errors import ConvergenceError
 
     scheme = odenet.parse(text)
     limit = lipschitz_limit(scheme, {p.symbol: p.default for p in scheme.params})
@@ -605,8 +623,7 @@ def _check_user_shape(text: str, condition: str, compiled: bool) -> None:
             _, g_ref, _, _ = _step(reference, stem, x, condition)
             _, g, _, _ = _step(block, stem, x, condition)
         except ConvergenceError:  # refused: only where no contraction was promised
-            assert memory == "reversible" and block.inverse_code is None
-            assert limit is None or _lipschitz(block) >= limit, (limit, _lipschitz(block))
+            assert memory == "reversible" and _refusal_allowed(scheme, block), (limit, _lipschitz(block))
             continue
         assert_same_gradients(g, g_ref)
 
