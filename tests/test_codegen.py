@@ -155,7 +155,7 @@ def _check_vjp(scheme: odenet.Scheme, seed: int = 0) -> None:
     )
     values = {name: v.detach().clone().requires_grad_(True) for name, v in block.layer_params(0).items()}
     names = tuple(values)
-    new = block._step(old, values, block.caller(0))
+    new = block.code.step(old, values, block.caller(0))
     # one gradient per output, shaped like it (x[n+1] = h is a 0-dimensional output)
     grads = tuple(
         torch.randn(torch.as_tensor(t).shape, generator=generator, dtype=torch.float64) for t in new

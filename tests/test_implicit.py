@@ -185,7 +185,7 @@ def _generic_reference(block, x, h_values=None):
     each iteration from the layer's starting random numbers and buffers, the last one kept."""
     from odenet.nn.generated import in_state_dtype
 
-    step, start = block._implicit().step, block._implicit().start
+    step, start = block.code.implicit.step, block.code.implicit.start
     state = block.initial_state(x)
     for n in range(block.depth):
         params = block.layer_params(n)

@@ -325,7 +325,7 @@ class LinearizedStep:
             p.reshape(batch, *shape) for p, shape in zip(rows.split(self.sizes, 1), self.shapes, strict=True)
         )
         with torch.enable_grad() if graph else torch.no_grad():
-            new = self.block._step(parts, self.params, call)
+            new = self.block.code.step(parts, self.params, call)
         return torch.cat([s.reshape(batch, -1) for s in new], dim=1)
 
 

@@ -2,9 +2,9 @@
 
 from odenet.errors import ConvergenceError, DoubleBackwardError, ReconstructionError
 from odenet.nn.block import MEMORY_MODES, SchemeBlock, compile
-from odenet.nn.implicit import SOLVER_METHODS, SolveInfo, Solver
 from odenet.nn.replay import is_recomputing
 from odenet.nn.reversible import GUARDS
+from odenet.nn.solvers import SOLVER_METHODS, SolveInfo, Solver
 
 __all__ = [
     "GUARDS",

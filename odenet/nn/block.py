@@ -31,32 +31,22 @@ graphs. A block pickles by its scheme's text and generates its code again when l
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import math
 from collections.abc import Callable, Mapping
-from typing import NamedTuple
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from odenet.codegen import (
-    StepCode,
-    compile_source,
-    evaluation_points,
-    generate_init,
-    generate_step,
-    generate_vjp,
-)
+from odenet.codegen import StepCode
 from odenet.errors import ConfigError, OdenetError, UnsupportedSchemeError
-from odenet.ir import Equation, Scheme, format_scheme, value
-from odenet.ir.reversal import forward_to_reversed, reverse_history, reversed_to_forward
+from odenet.ir import Scheme, format_scheme, value
+from odenet.ir.reversal import reverse_history
+from odenet.nn.code import scheme_code
 from odenet.nn.generated import in_state_dtype as _in_state_dtype
-from odenet.nn.generated import namespace as _namespace
-from odenet.nn.implicit import Solver, check_solver
 from odenet.nn.params import constrain, unconstrain
 from odenet.nn.replay import CallRecord
+from odenet.nn.solvers import Solver, check_solver
 from odenet.options import Guard, Memory, SolverMethod, choices
 
 __all__ = ["MEMORY_MODES", "SchemeBlock", "compile"]
@@ -154,28 +144,21 @@ class SchemeBlock(nn.Module):
 
     # -- construction ---------------------------------------------------------------------------
     def _generate(self) -> None:
-        """The generated step and init (shared by blocks of equal schemes); the inverse is derived
-        on first use (a sympy solve): only reversible mode needs it."""
-        self.forward_code, self.init_code, self._step, self._init = _generated(self.scheme)
-        self._inverse_parts: tuple | None = None
-        self._implicit_parts: tuple | None = None
-        self._fixed_point_parts: tuple | None = None
-        self._vjps: dict[tuple, Callable] = {}
+        """The scheme's generated code (one object per scheme, see ``code.py``)."""
+        self.code = scheme_code(self.scheme)
+
+    @property
+    def forward_code(self) -> StepCode:
+        return self.code.forward
+
+    @property
+    def init_code(self) -> StepCode:
+        return self.code.init
 
     def __getstate__(self):
         """Pickled by the scheme's text: generated functions are made again on load."""
         state = dict(self.__dict__)
-        for name in (
-            "forward_code",
-            "init_code",
-            "_step",
-            "_init",
-            "_inverse_parts",
-            "_implicit_parts",
-            "_fixed_point_parts",
-            "_vjps",
-        ):
-            del state[name]
+        del state["code"]
         state["_probe"] = None
         state["scheme"] = format_scheme(self.scheme)
         return state
@@ -256,65 +239,37 @@ class SchemeBlock(nn.Module):
             else:
                 self.register_buffer(f"fixed_{p.name}", torch.tensor(start, dtype=torch.get_default_dtype()))
 
-    def _inverse(self):
-        """(compiled inverse step, its code, the reason there is none), derived once."""
-        if self._inverse_parts is None:
-            self._inverse_parts = _generated_inverse(self.scheme)
-        return self._inverse_parts
-
-    def _implicit(self) -> ImplicitParts:
-        """An implicit step's generated map ``G`` and what runs it (``implicit.py``)."""
-        if self._implicit_parts is None:
-            self._implicit_parts = _generated_implicit(self.scheme)
-        return self._implicit_parts
-
-    def _fixed_point_inverse(self) -> ImplicitParts:
-        """The fixed-point inverse of an explicit step without an explicit one, generated as an
-        implicit step in reversed time; raises NotReversibleError."""
-        parts, error = self._fixed_point_derivation()
-        if error is not None:
-            raise error
-        return parts
-
-    def _fixed_point_derivation(self) -> tuple[ImplicitParts | None, OdenetError | None]:
-        if self._fixed_point_parts is None:
-            self._fixed_point_parts = _generated_fixed_point_inverse(self.scheme)
-        return self._fixed_point_parts
-
     @property
     def fixed_point_inverse_error(self) -> OdenetError | None:
         """Why the step's inverse is not a fixed point that iteration can find (None when it is)."""
-        return self._fixed_point_derivation()[1]
+        return self.code.fixed_point_inverse[1]
 
     def _assemble(self, state, unknowns) -> tuple[torch.Tensor, ...]:
         """The next state vector of an implicit step from its unknowns' values and the old vector."""
-        return tuple(unknowns[i] if new else state[i] for new, i in self._implicit().assemble)
+        return tuple(unknowns[i] if new else state[i] for new, i in self.code.implicit.assemble)
 
     @property
     def call_count(self) -> int:
         """How many distinct function calls one forward step makes (keys 0 .. call_count - 1)."""
-        return len(self.forward_code.calls)
+        return self.code.call_count
 
     def vjp_code(self, learnable: tuple[str, ...], cached: bool) -> StepCode:
         """The source of :meth:`vjp`."""
-        return _generated_vjp(self.scheme, learnable, cached)[0]
+        return self.code.vjp(learnable, cached)[0]
 
     def vjp(self, learnable: tuple[str, ...], cached: bool) -> Callable:
         """The step's generated vector-Jacobian product (see :func:`odenet.codegen.generate_vjp`)."""
-        found = self._vjps.get((learnable, cached))
-        if found is None:  # looked up here, not by hashing the scheme at every layer
-            found = self._vjps[(learnable, cached)] = _generated_vjp(self.scheme, learnable, cached)[1]
-        return found
+        return self.code.vjp(learnable, cached)[1]
 
     @property
     def inverse_code(self) -> StepCode | None:
         """The generated inverse step, or None when the scheme has no explicit inverse."""
-        return self._inverse()[1]
+        return self.code.inverse.code
 
     @property
     def inverse_error(self) -> OdenetError | None:
         """Why the scheme has no explicit inverse (None when it has one)."""
-        return self._inverse()[2]
+        return self.code.inverse.error
 
     # -- pieces used by every mode --------------------------------------------------------------
     def layer_params(self, n: int) -> dict[str, torch.Tensor]:
@@ -350,7 +305,7 @@ class SchemeBlock(nn.Module):
             from odenet.nn.implicit import implicit_layer
 
             return implicit_layer(self, n, state, call)
-        return self._step(state, self.layer_params(n), self.checked(call or self.caller(n), state, n))
+        return self.code.step(state, self.layer_params(n), self.checked(call or self.caller(n), state, n))
 
     def steps(self, start: int, stop: int, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         """Layers ``start .. stop-1`` applied in turn (plain autograd)."""
@@ -372,7 +327,7 @@ class SchemeBlock(nn.Module):
 
     def initial_state(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         inputs = self.split_input(x)
-        return self._init(inputs, self.layer_params(0), _in_state_dtype(self.caller(0), inputs, 0))
+        return self.code.start(inputs, self.layer_params(0), _in_state_dtype(self.caller(0), inputs, 0))
 
     def checked(self, call: Callable, state, n: int) -> Callable:
         """``call`` for layer ``n``'s step: each result a tensor shaped like the state (where the
@@ -420,7 +375,7 @@ class SchemeBlock(nn.Module):
         """The input of layer ``n`` from its output, by the derived inverse (state vectors), or by
         solving the fixed-point inverse (to the drift tolerance) where there is no
         explicit one (Euler, Heun)."""
-        inverse, _, error = self._inverse()
+        inverse, _, error = self.code.inverse
         reversed_state = reverse_history(self.scheme, new_state)
         if inverse is None:
             if self.fixed_point_inverse_error is not None:
@@ -444,7 +399,7 @@ class SchemeBlock(nn.Module):
         params = dict(self.layer_params(n))
         params[self.scheme.step] = -params[self.scheme.step]
         reversed_state = reverse_history(self.scheme, new_state)
-        out = self._step(reversed_state, params, self.checked(call or self.caller(n), new_state, n))
+        out = self.code.step(reversed_state, params, self.checked(call or self.caller(n), new_state, n))
         return reverse_history(self.scheme, out)
 
     @property
@@ -454,7 +409,7 @@ class SchemeBlock(nn.Module):
         call's key}``. Leapfrog's ``f(y[n])`` is its own; Verlet's two calls are the forward's two,
         crossed. Such an evaluation serves the layer's vector-Jacobian product too (the adjoint's
         backward pass evaluates it once), and replays the forward call's random numbers."""
-        return dict(_negative_step_points(self.scheme))
+        return self.code.negative_step_points
 
     @torch.no_grad()
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
@@ -523,145 +478,6 @@ def _run_implicit(block: SchemeBlock, state):
     return run_implicit(block, state)
 
 
-@functools.lru_cache(maxsize=64)
-def _generated(scheme: Scheme) -> tuple[StepCode, StepCode, Callable, Callable]:
-    """Generated code of one step and of the start (blocks of equal schemes share it)."""
-    forward_code, init_code = generate_step(scheme), generate_init(scheme)
-    namespace = _namespace()
-    step = compile_source(forward_code, namespace, f"{scheme.name} step")
-    init = compile_source(init_code, namespace, f"{scheme.name} init")
-    return forward_code, init_code, step, init
-
-
-@functools.lru_cache(maxsize=64)
-def _negative_step_points(scheme: Scheme) -> tuple[tuple[int, int], ...]:
-    """See :attr:`SchemeBlock.negative_step_points`. The step with ``-h`` is the forward code run on
-    the state in reversed time: a step of its own, whose new values are the rebuilt input. The
-    layer's vector-Jacobian product evaluates the forward's calls at that rebuilt input; written in
-    the reversed step's symbols (its new values for the forward's old ones, its old values for the
-    forward's new ones), a forward call whose arguments equal, in that step's values, one of its
-    points is the same function of the same numbers. Verlet, symmetric, shares both points; a
-    damped kick-drift-kick in an order that is not symmetric (tests/data/user/damped_lie.scheme)
-    shares one: its ``x[n+1]`` recomputed from the rebuilt input is not the input the step with -h
-    started from. (The rebuild is approximate, so nothing here may assume that it inverts the
-    step.)"""
-    step = next((p.symbol for p in scheme.params if p.name == scheme.step), None)
-    if step is None:
-        return ()
-    negative = dataclasses.replace(
-        scheme, steps=tuple(Equation(eq.target, eq.expr.xreplace({step: -step})) for eq in scheme.steps)
-    )
-    points = evaluation_points(negative)  # keyed as the forward code's calls, which it runs
-    rename = forward_to_reversed(scheme)
-    inlined: dict = {}  # stages and new values as expressions of the old values
-    for eq in scheme.steps:
-        inlined[eq.target] = eq.expr.xreplace(inlined)
-    wanted = {
-        j: call.xreplace(inlined).xreplace(rename) for j, call in enumerate(_generated(scheme)[0].calls)
-    }
-    found = points.match(list(wanted.values()))
-    pairs = {found[call]: j for j, call in wanted.items() if call in found}
-    return tuple(sorted(pairs.items()))
-
-
-@functools.lru_cache(maxsize=256)
-def _generated_vjp(scheme: Scheme, learnable: tuple[str, ...], cached: bool) -> tuple[StepCode, Callable]:
-    """Generated vector-Jacobian product of one step, per set of learnable parameters wanted."""
-    code = generate_vjp(scheme, learnable, cached)
-    label = f"{scheme.name} vjp{' (calls cached)' if cached else ''}"
-    return code, compile_source(code, _namespace(), label)
-
-
-@functools.lru_cache(maxsize=64)
-def _generated_inverse(scheme: Scheme) -> tuple[Callable | None, StepCode | None, OdenetError | None]:
-    """(compiled inverse step, its code, the reason there is none), derived once per scheme."""
-    from odenet.analysis.inverse import invert
-    from odenet.errors import NotReversibleError
-
-    try:
-        derivation = invert(scheme)
-    except NotReversibleError as exc:
-        return None, None, exc
-    translate = reversed_to_forward(scheme)
-    # the inverse evaluates the functions at the forward's points, spelled in the values it knows:
-    # each call gets the key of the forward call at the same point (the backward pass then
-    # evaluates each point once, and replays the forward's random numbers and buffers for it)
-    points = evaluation_points(scheme)
-    spelled = generate_step(derivation.scheme, call_keys={}, translate=translate).calls
-    code = generate_step(
-        derivation.scheme,
-        function_name="inverse_step",
-        call_keys={**points.keys, **points.match(spelled)},
-        comment="the derived inverse, in reversed time: X[m+1] is the older value",
-        translate=translate,
-    )
-    return compile_source(code, _namespace(), f"{scheme.name} inverse"), code, None
-
-
-@functools.lru_cache(maxsize=64)
-def _generated_fixed_point_inverse(scheme: Scheme) -> tuple[tuple | None, OdenetError | None]:
-    """See :meth:`SchemeBlock._fixed_point_inverse`: (parts, None) or (None, the reason)."""
-    from odenet.analysis.inverse import fixed_point_inverse
-    from odenet.errors import NotReversibleError
-
-    try:
-        inverse = fixed_point_inverse(scheme)
-    except NotReversibleError as exc:
-        return None, exc
-    from odenet.codegen import generate_implicit
-
-    translate, points = reversed_to_forward(scheme), evaluation_points(scheme)
-    spelled = generate_implicit(inverse, call_keys={}, translate=translate).calls
-    keys = {**points.keys, **points.match(spelled)}  # as the explicit inverse's (above)
-    return _generated_implicit(inverse, keys, translate, "fixed_point_inverse"), None
-
-
-def _generated_implicit(
-    scheme: Scheme,
-    call_keys: dict | None = None,
-    translate: dict | None = None,
-    function_name: str = "implicit_step",
-) -> ImplicitParts:
-    """See :meth:`SchemeBlock._implicit`; ``call_keys`` and ``translate`` key the calls of a
-    fixed-point inverse as the forward step's (see :func:`odenet.codegen.generate_step`)."""
-    keys, rename = tuple((call_keys or {}).items()), tuple((translate or {}).items())
-    return _generated_implicit_cached(scheme, keys, rename, function_name)
-
-
-class ImplicitParts(NamedTuple):
-    """An implicit step's generated map ``G`` and what runs it (``implicit.py``)."""
-
-    step: Callable  # G(state, guess, p, call) -> the unknowns' computed values
-    constant: frozenset[int]  # keys of the calls that read no unknown
-    start: tuple  # where each unknown's first guess comes from (a state's index, or None: zero)
-    assemble: tuple  # where each value of the next state vector comes from: (unknown?, index)
-    code: StepCode  # the generated source
-
-
-@functools.lru_cache(maxsize=64)
-def _generated_implicit_cached(
-    scheme: Scheme, call_keys: tuple, translate: tuple, function_name: str
-) -> ImplicitParts:
-    from odenet.codegen import generate_implicit, implicit_unknowns
-    from odenet.ir import parse_value
-
-    rename = dict(translate)
-    code = generate_implicit(scheme, function_name, call_keys=dict(call_keys), translate=rename)
-    unknowns = implicit_unknowns(scheme)
-    read = {u.xreplace(rename) for u in unknowns}
-    constant = frozenset(k for k, c in zip(code.keys, code.calls, strict=True) if not (c.free_symbols & read))
-    position = {symbol: i for i, symbol in enumerate(scheme.state_vector)}
-    start = tuple(position[value(parse_value(u)[0])] if parse_value(u) else None for u in unknowns)
-    index = {u: i for i, u in enumerate(unknowns)}
-    assemble = []
-    for symbol in scheme.state_vector:
-        state, offset = parse_value(symbol)
-        new = value(state, offset + 1)
-        assemble.append((True, index[new]) if offset == 0 else (False, position[new]))
-    step = compile_source(code, _namespace(), f"{scheme.name} {code.function_name}")
-    return ImplicitParts(step, constant, start, tuple(assemble), code)
-
-
 def compile(
     scheme: Scheme,
     functions: Mapping[str, FunctionSpec],
@@ -686,7 +502,7 @@ def compile(
     autograd's activation memory), an int a number of bytes of saved tensors (layers counted at the
     size of layer 0's graph, measured). An implicit scheme (its step reads values it computes:
     backward Euler, coupled stages) compiles with ``memory="autograd"``: each layer solves its step
-    with ``solver`` (a :class:`~odenet.nn.implicit.Solver`, or a method's name: ``"anderson"``,
+    with ``solver`` (a :class:`~odenet.nn.solvers.Solver`, or a method's name: ``"anderson"``,
     ``"newton"``, ``"fixed_point"``) and its backward pass solves the adjoint system (the implicit
     function theorem). See docs/compile.md.
     """

@@ -37,17 +37,14 @@ numbers when evaluated again).
 
 from __future__ import annotations
 
-import functools
 from fractions import Fraction
 
 import sympy
 import torch
-from sympy.core.function import AppliedUndef
 
-from odenet.codegen import StepCode, compile_source, evaluation_points, generate_exact
+from odenet.analysis.exact import exact_parts
 from odenet.errors import DoubleBackwardError, ReconstructionError, UnsupportedSchemeError
 from odenet.ir import Scheme, parse_value, value
-from odenet.nn.generated import namespace
 from odenet.nn.params import constrain
 from odenet.nn.replay import AutocastState, CallRecord
 from odenet.nn.reversible import (
@@ -70,47 +67,6 @@ LIMIT = 2**62  # largest magnitude of a held integer (a margin below int64's 2**
 # -- the scheme's updates as c * old + remainder -------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=64)
-def exact_parts(scheme: Scheme) -> tuple[tuple[sympy.Symbol, sympy.Symbol, sympy.Expr, sympy.Expr], ...]:
-    """``(new value, value it replaces, c, remainder)`` for each update in order, or
-    :class:`UnsupportedSchemeError` saying which update does not have that form."""
-    if scheme.coupled_stages or not scheme.is_explicit:
-        raise UnsupportedSchemeError(
-            f"memory='fixed_point' needs an explicit scheme, and {scheme.name} is implicit"
-        )
-    params = {p.symbol for p in scheme.params}
-    held = set(scheme.state_vector)
-    parts = []
-    for state, residual in scheme.update_residuals.items():
-        new = value(state, 1)
-        old = value(state, -scheme.history[state])
-        expr = new - residual  # the update with its stages substituted
-        c = sympy.diff(expr, old)
-        remainder = expr.xreplace({old: 0})
-        why = None
-        if c.free_symbols - params or c.atoms(AppliedUndef, sympy.Derivative):
-            why = f"{old} enters {new} other than through a constant factor"
-        elif c == 0:
-            why = f"{new} does not depend on {old}, the value it replaces"
-        elif sympy.simplify(expr - c * old - remainder) != 0:
-            why = f"{new} is not c*{old} plus terms free of {old}"
-        else:
-            missing = {s for s in remainder.free_symbols if parse_value(s)} - held
-            if missing:
-                why = (
-                    f"{new} reads {', '.join(sorted(map(str, missing)))}, no longer held when it is computed"
-                )
-        if why is not None:
-            raise UnsupportedSchemeError(
-                f"memory='fixed_point' needs every update to read new = c*old + terms of values still "
-                f"held (old: the value the update replaces); in {scheme.name}, {why}. Use "
-                "memory='reversible' (exact copies bound the drift) or memory='checkpoint'"
-            )
-        held = (held - {old}) | {new}
-        parts.append((new, old, sympy.simplify(c), remainder))
-    return tuple(parts)
-
-
 def check_start(scheme: Scheme, values: dict[str, float]) -> None:
     """Refuse, when a block is built, a scheme this mode cannot run: updates not of the form
     ``c*old + held terms`` (:func:`exact_parts`), or a coefficient that is not a multiple of
@@ -121,20 +77,9 @@ def check_start(scheme: Scheme, values: dict[str, float]) -> None:
         _Plan.coefficient(c, i, 0, rounded, scheme.name)
 
 
-@functools.lru_cache(maxsize=64)
-def _generated(scheme: Scheme, call_keys: tuple) -> tuple[StepCode, StepCode, object, object, tuple]:
-    parts = exact_parts(scheme)
-    keys = dict(call_keys)
-    step_code = generate_exact(scheme, parts, keys, inverse=False)
-    inverse_code = generate_exact(scheme, parts, keys, inverse=True)
-    step = compile_source(step_code, namespace(), f"{scheme.name} fixed-point step")
-    inverse = compile_source(inverse_code, namespace(), f"{scheme.name} fixed-point inverse")
-    return step_code, inverse_code, step, inverse, tuple(c for _, _, c, _ in parts)
-
-
-def generated(block) -> tuple[StepCode, StepCode, object, object, tuple]:
-    keys = tuple(evaluation_points(block.scheme).keys.items())
-    return _generated(block.scheme, keys)
+def generated(block):
+    """The block's fixed-point step and inverse (``SchemeCode.exact``)."""
+    return block.code.exact
 
 
 # -- the plan of one forward pass: coefficients, parameters, buffer spills ---------------------------
