@@ -129,8 +129,12 @@ def user_scheme_text(draw):
         others = [k for k in known if k != oldest]
         for _ in range(draw(st.integers(0, 1)) if others else 0):
             terms.append(f"{coefficient()}*{draw(st.sampled_from(others))}")
+        evaluations = []  # distinct: two equal calls with opposite coefficients would cancel
         for _ in range(draw(st.integers(1, 2))):
-            terms.append(f"{coefficient()}*h*{evaluation()}")
+            candidate = evaluation()
+            if candidate not in evaluations:
+                evaluations.append(candidate)
+        terms += [f"{coefficient()}*h*{e}" for e in evaluations]
         if i == len(states) - 1:  # every stage is read
             terms += [f"h*{name}" for name in unused if not any(name in t for t in terms)]
         lines.append(f"{s}[n+1] = {' + '.join(terms)}")

@@ -234,3 +234,25 @@ def test_the_lipschitz_limit_is_where_the_rebuild_stops_converging(scale, conver
     (grad,) = torch.autograd.grad(block(x).square().sum(), x)
     (expected,) = torch.autograd.grad(reference(x).square().sum(), x)
     assert torch.allclose(grad, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_a_stage_that_cancels_leaves_the_inverse_no_function_to_call():
+    """``k0 = f(x[n-1])`` and ``-h*f(x[n-1]) + h*k0`` cancel: the step is x[n+1] = x[n-1] (a drawn
+    scheme of the sweep; compile raised 'function f is never called' from the derived inverse)."""
+    import torch
+    from torch import nn
+
+    text = "scheme cancel\nstate x\nparam h = 1/4\nk0 = f(x[n-1])\nx[n+1] = x[n-1] - h*f(x[n-1]) + h*k0"
+    scheme = odenet.parse(text)
+    assert odenet.derive_inverse(scheme).functions == ()
+    torch.manual_seed(0)
+    blocks = [
+        odenet.compile(scheme, {"f": lambda i: nn.Linear(3, 3)}, 4, memory)
+        for memory in ("autograd", "reversible")
+    ]
+    blocks[1].load_state_dict(blocks[0].state_dict())
+    x = torch.randn(2, 3, requires_grad=True)
+    grads = [torch.autograd.grad(b(x).square().sum(), x)[0] for b in blocks]
+    assert torch.allclose(grads[0], 2 * x.detach(), atol=1e-6) and torch.allclose(
+        grads[1], grads[0], atol=1e-6
+    )

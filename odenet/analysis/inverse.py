@@ -225,13 +225,16 @@ def _as_scheme(scheme: Scheme, solution) -> Scheme:
 
 
 def _reversed_scheme(scheme: Scheme, name: str, doc: str, steps) -> Scheme:
-    """An inverse of ``scheme`` as a Scheme of its own: the same states, parameters and functions."""
+    """An inverse of ``scheme`` as a Scheme of its own: the same states and parameters, and the
+    functions it calls (a stage that cancels in the step, ``k = f(x[n])`` in ``x[n+1] = x[n] + h*k -
+    h*f(x[n])``, leaves the inverse none to call)."""
+    called = {call.func.__name__ for eq in steps for call in function_calls(eq.expr)}
     return Scheme(
         name=name,
         doc=doc,
         states=scheme.states,
         params=scheme.params,
-        functions=scheme.functions,
+        functions=tuple(f for f in scheme.functions if f.name in called),
         steps=tuple(steps),
         inputs=scheme.inputs,
         outputs=scheme.outputs,
