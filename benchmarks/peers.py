@@ -168,14 +168,14 @@ def reference(scheme_name, row, depth, torch, nn):
     parameters fixed point computes with where the row rounds them."""
     block = _ours(scheme_name, "autograd", depth, torch, nn, torch.float64)
     if row == "fixed_point":
-        from odenet.nn.fixed_point import COEFFICIENT_BITS
+        from odenet.nn.modes.fixed_point import COEFFICIENT_BITS
         from odenet.nn.params import constrain, unconstrain
 
         with torch.no_grad():
             for name, raw in block.raw_params.items():
-                value = constrain(raw, block._intervals[name])[0].item()
+                value = constrain(raw, block.intervals[name])[0].item()
                 rounded = round(value * 2**COEFFICIENT_BITS) / 2**COEFFICIENT_BITS
-                raw.fill_(unconstrain(rounded, block._intervals[name]))
+                raw.fill_(unconstrain(rounded, block.intervals[name]))
     return block
 
 

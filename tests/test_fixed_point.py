@@ -21,7 +21,8 @@ from torch import nn
 
 from odenet.errors import DoubleBackwardError, ReconstructionError, UnsupportedSchemeError
 from odenet.nn import compile
-from odenet.nn.fixed_point import COEFFICIENT_BITS, RADIX, _Pass, exact_parts, to_fixed
+from odenet.analysis.exact import exact_parts
+from odenet.nn.modes.fixed_point import COEFFICIENT_BITS, RADIX, _Pass, to_fixed
 
 SCALE = 2**COEFFICIENT_BITS
 
@@ -64,7 +65,7 @@ def test_rebuild_is_bit_exact_at_depth(gamma, depth):
     block = compile(scheme, {"f": _make(4)}, depth, "fixed_point", params={"gamma": gamma})
     x = torch.randn(3, 4)
     with torch.no_grad():
-        run = _Pass(block, (x, torch.zeros_like(x)))
+        run = _Pass(block, block.mode, (x, torch.zeros_like(x)))
         run.hold([to_fixed(x), to_fixed(torch.zeros_like(x))])
         seen = [list(run.registers)]
         for n in range(depth):

@@ -136,7 +136,7 @@ def _setup(
     both use the parameters rounded to the 16 binary digits that mode computes with. ``gentle``
     halves every weight of the functions (a contraction for drawn fixed-point inverses)."""
     if mode_kwargs["memory"] == "fixed_point":
-        scale = 2**odenet.nn.fixed_point.COEFFICIENT_BITS
+        scale = 2**odenet.nn.modes.fixed_point.COEFFICIENT_BITS
         mode_kwargs = {
             **mode_kwargs,
             "params": {p.name: round(float(p.default) * scale) / scale for p in scheme.params},

@@ -212,7 +212,7 @@ def _generic_reference(block, x, h_values=None):
             for m, k, live, _ in buffers:  # the last evaluation's changes, on the live buffers
                 live.copy_(m._buffers[k])
                 m._buffers[k] = live
-        state = block._assemble(state, guess)
+        state = tuple(guess[i] if new else state[i] for new, i in block.code.implicit.assemble)
     return block.output(state)
 
 

@@ -157,7 +157,7 @@ class Classifier(nn.Module):
         total = torch.zeros(())
         for stage in self.stages:
             step = stage.scheme.step
-            h = float(stage.layer_params(0)[step]) if step in stage._param_names else 1.0
+            h = float(stage.layer_params(0)[step]) if step in stage.start_values else 1.0
             for name, modules in stage.functions.items():
                 if stage.shared[name]:
                     continue

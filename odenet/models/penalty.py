@@ -47,7 +47,7 @@ import torch
 
 from odenet.errors import ConfigError
 from odenet.models.classifier import Classifier
-from odenet.models.spectra import LinearizedStep, _first_calls
+from odenet.models.spectra import LinearizedStep, first_calls
 
 __all__ = ["GrowthPenalty", "StabilityPenalty"]
 
@@ -97,7 +97,7 @@ class StabilityPenalty:
         model = self.model
         terms = []
         with _evaluating(model):
-            for (stage, n), calls in _first_calls(model, x[: self.samples]).items():
+            for (stage, n), calls in first_calls(model, x[: self.samples]).items():
                 block = model.stages[stage]
                 scale = self.scale(block.layer_params(n))
                 for name, args in calls.items():
@@ -194,7 +194,7 @@ class GrowthPenalty:
         states: dict[tuple[int, int], tuple] = {}
         terms = []
         with _evaluating(model):
-            for (stage, n), calls in _first_calls(model, x[: self.samples], states).items():
+            for (stage, n), calls in first_calls(model, x[: self.samples], states).items():
                 step = LinearizedStep(model.stages[stage], n, states[stage, n], calls)
                 terms.append(torch.relu(_growth(step, self.steps) - 1).square().mean())
         if not terms:

@@ -268,7 +268,7 @@ def _largest_modulus(linalg, matvec, dim: int, k: int, maxiter: int | None = Non
     return partial
 
 
-def _first_calls(
+def first_calls(
     model: Classifier, x: torch.Tensor, states: dict | None = None
 ) -> dict[tuple[int, int], dict[str, tuple]]:
     """For each layer ``(stage, layer in the stage)``: the arguments of the first call of each
@@ -377,7 +377,7 @@ def _largest_eigenvalues(linear, dim: int, dtype: torch.dtype, k: int = 4) -> np
 def default_samples(model: Classifier, example: torch.Tensor) -> int:
     """How many inputs to linearize at: 16 where exact spectra are cheap, 4 where the states are
     wider than ``EXACT_LIMIT`` and Arnoldi estimates cost more per input."""
-    seen = _first_calls(model, example[:1])
+    seen = first_calls(model, example[:1])
     size = max((math.prod(a[0].shape[1:]) for calls in seen.values() for a in calls.values()), default=0)
     return 16 if size <= EXACT_LIMIT else 4
 
@@ -392,7 +392,7 @@ def trained_stability(
     x = x.double()
     regions = _Regions(model.scheme)
     states: dict[tuple[int, int], tuple] = {}
-    seen = _first_calls(model, x, states)
+    seen = first_calls(model, x, states)
     if joint is None:
         several = len(model.scheme.functions) > 1 or any(
             len(args) > 1 for calls in seen.values() for args in calls.values()

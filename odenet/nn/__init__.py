@@ -2,17 +2,37 @@
 
 from odenet.errors import ConvergenceError, DoubleBackwardError, ReconstructionError
 from odenet.nn.block import MEMORY_MODES, SchemeBlock, compile
+from odenet.nn.drift import GUARDS
+from odenet.nn.modes import (
+    MODES,
+    Adjoint,
+    Autograd,
+    Checkpoint,
+    FixedPoint,
+    Implicit,
+    MemoryMode,
+    PassReport,
+    Reversible,
+)
 from odenet.nn.replay import is_recomputing
-from odenet.nn.reversible import GUARDS
 from odenet.nn.solvers import SOLVER_METHODS, SolveInfo, Solver
 
 __all__ = [
     "GUARDS",
     "MEMORY_MODES",
+    "MODES",
     "SOLVER_METHODS",
+    "Adjoint",
+    "Autograd",
+    "Checkpoint",
     "ConvergenceError",
     "DoubleBackwardError",
+    "FixedPoint",
+    "Implicit",
+    "MemoryMode",
+    "PassReport",
     "ReconstructionError",
+    "Reversible",
     "SchemeBlock",
     "SolveInfo",
     "Solver",

@@ -8,16 +8,21 @@ same in every memory mode; the modes differ only in what is kept for the backwar
 autograd      everything (plain PyTorch); any explicit scheme
 checkpoint    the inputs of about sqrt(depth) segments; exact gradients; any explicit scheme
 reversible    only the output: each layer's input is rebuilt by the derived inverse; exact
-              gradients; explicitly reversible schemes; drift-controlled (see ``reversible.py``)
+              gradients; explicitly reversible schemes; drift-controlled
 adjoint       only the output: each input is rebuilt approximately by a step with ``-h`` (Sander
               et al. 2022); approximate gradients; any explicit scheme with a parameter ``h``
 fixed_point   the output and a small integer buffer: states held in fixed point, each input
               rebuilt bit for bit (Maclaurin et al. 2015); parameters rounded to 16 binary
-              digits; schemes whose updates read c*old + held terms (``fixed_point.py``)
+              digits; schemes whose updates read c*old + held terms
+implicit      an implicit scheme's layers each solve their step, keep one evaluation per layer
+              and differentiate the solution by the implicit function theorem (what
+              ``"autograd"`` means for an implicit scheme)
 ============  ================================================================================
 
-An implicit scheme's layers each solve their step (``implicit.py``): in ``autograd`` mode they keep
-one evaluation per layer and differentiate the solution by the implicit function theorem.
+Each mode is an object of ``odenet.nn.modes`` that owns its options and runs the layers; the block
+is what it runs them on (``modes.base.Layers``): the layer step, its inverses (``inverses.py``),
+the layers' parameters and functions, and the scheme's generated code (``code.py``). What the last
+pass did is in ``block.last_pass`` (a ``PassReport``).
 
 With ``memory_budget`` the reversible and adjoint modes keep the graphs of as many of the top layers
 as the budget allows and rebuild the others: a time-memory trade from the mode (budget 0) to
@@ -31,22 +36,21 @@ graphs. A block pickles by its scheme's text and generates its code again when l
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from odenet.codegen import StepCode
-from odenet.errors import ConfigError, OdenetError, UnsupportedSchemeError
+from odenet.errors import ConfigError, UnsupportedSchemeError
 from odenet.ir import Scheme, format_scheme, value
-from odenet.ir.reversal import reverse_history
 from odenet.nn.code import scheme_code
-from odenet.nn.generated import in_state_dtype as _in_state_dtype
+from odenet.nn.generated import in_state_dtype
+from odenet.nn.implicit import implicit_layer
+from odenet.nn.inverses import exact_inverse_step, negative_step
+from odenet.nn.modes import MemoryMode, PassReport, resolve
 from odenet.nn.params import constrain, unconstrain
-from odenet.nn.replay import CallRecord
-from odenet.nn.solvers import Solver, check_solver
+from odenet.nn.solvers import Solver
 from odenet.options import Guard, Memory, SolverMethod, choices
 
 __all__ = ["MEMORY_MODES", "SchemeBlock", "compile"]
@@ -64,7 +68,7 @@ class SchemeBlock(nn.Module):
         scheme: Scheme,
         functions: Mapping[str, FunctionSpec],
         depth: int,
-        memory: Memory = "autograd",
+        memory: Memory | MemoryMode = "autograd",
         params: Mapping[str, float] | None = None,
         drift_tolerance: float | None = None,
         guard: Guard = "adaptive",
@@ -74,111 +78,43 @@ class SchemeBlock(nn.Module):
         super().__init__()
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
             raise ConfigError(f"depth must be a whole number >= 1, not {depth!r}")
-        if memory not in MEMORY_MODES:
-            raise ConfigError(f"memory must be one of {', '.join(MEMORY_MODES)}, not {memory!r}")
-        self.implicit = not scheme.is_explicit
-        if self.implicit and memory != "autograd":
-            eq, symbol = scheme.implicit_references[0]
-            raise UnsupportedSchemeError(
-                f"scheme {scheme.name} is implicit ({eq.target} depends on {symbol}, which it computes): "
-                f"each layer solves its step and differentiates the solution implicitly, which "
-                f"memory='autograd' does (it keeps one evaluation per layer, not the solver's "
-                f"iterations); memory={memory!r} is not offered for implicit schemes"
-            )
-        self.solver = check_solver(solver)
-        self.solves: list = []  # implicit layers: SolveInfo of each layer in the last forward
-        self.backward_solves: list = []  # and of each adjoint solve in the last backward
-        self.rebuilds: list = []  # fixed-point inverses: SolveInfo of each rebuilt input, last backward
+        mode = resolve(
+            memory,
+            not scheme.is_explicit,
+            drift_tolerance=drift_tolerance,
+            guard=guard,
+            memory_budget=memory_budget,
+            solver=solver,
+        )
         self.scheme = scheme
         self.depth = depth
-        self.memory = memory
         self._build_functions(functions, depth)
         self._build_params(params or {}, depth)
-        self._generate()
-        if (
-            memory == "reversible"
-            and self.inverse_code is None
-            and self.fixed_point_inverse_error is not None
-        ):
-            raise UnsupportedSchemeError(
-                f"memory='reversible' needs an inverse, and {self.inverse_error} "
-                f"Nor is it a fixed point: {self.fixed_point_inverse_error} "
-                "Use memory='checkpoint' (exact gradients, memory O(sqrt(depth))) or memory='adjoint' "
-                "(approximate gradients, memory O(1))."
-            )
-        if memory == "fixed_point":
-            from odenet.nn.fixed_point import check_start
-
-            # refuses a scheme whose updates are not c*old + held terms, or whose coefficients at
-            # the starting parameters are not multiples of 2**-16 (exp(-mu*h) never is)
-            check_start(scheme, {p.name: float((params or {}).get(p.name, p.default)) for p in scheme.params})
-        if memory == "adjoint" and scheme.step not in self._param_names:
-            raise UnsupportedSchemeError(
-                f"memory='adjoint' rebuilds each layer's input by a step with -{scheme.step}, and scheme "
-                f"{scheme.name} has no step parameter {scheme.step}; declare one ('step h = 0.1') or use "
-                "memory='checkpoint'"
-            )
-        if memory == "adjoint":
-            from odenet.analysis.inverse import negative_step_problem
-
-            problem = negative_step_problem(scheme)
-            if problem is not None:
-                raise UnsupportedSchemeError(
-                    f"memory='adjoint' rebuilds each layer's input by a step with -{scheme.step}, and in "
-                    f"scheme {scheme.name} {problem}; use memory='checkpoint'"
-                )
-        from odenet.nn.reversible import DriftControl, check_budget
-
-        self.memory_budget = check_budget(memory_budget, memory)
-        self.drift = DriftControl(self, drift_tolerance, guard)
-        self.graph_layers = 0  # layers whose graphs the last forward kept (memory_budget)
-        self.graph_bytes: int | None = None  # what those graphs saved, where a budget in bytes measured it
-        self._probe: tuple | None = None  # (input's description, bytes layer 0's graph saves)
-        self.reconstruction_errors: list[tuple[int, float]] = []  # (layer, relative error) after backward
-        self.kept_bytes = 0  # bytes kept for backward beyond the output in the last forward (copies, replay)
-        self.repairs = 0  # release groups whose inputs the adaptive guard recomputed exactly
-        self._foreign_checked = False  # the first backward pass checks what the functions reach
+        self.code = scheme_code(scheme)
+        self.last_pass = PassReport(mode.name)
+        self.mode = mode.bind(self)
         # where each output state sits in the state vector (forward never touches sympy)
         position = {symbol: i for i, symbol in enumerate(scheme.state_vector)}
         self._output_index = [position[value(s)] for s in scheme.outputs]
 
     # -- construction ---------------------------------------------------------------------------
-    def _generate(self) -> None:
-        """The scheme's generated code (one object per scheme, see ``code.py``)."""
-        self.code = scheme_code(self.scheme)
-
-    @property
-    def forward_code(self) -> StepCode:
-        return self.code.forward
-
-    @property
-    def init_code(self) -> StepCode:
-        return self.code.init
-
     def __getstate__(self):
         """Pickled by the scheme's text: generated functions are made again on load."""
         state = dict(self.__dict__)
         del state["code"]
-        state["_probe"] = None
         state["scheme"] = format_scheme(self.scheme)
         return state
 
     def __setstate__(self, state):
         from odenet.language import parse
 
-        earlier = {
-            "memory_budget": None,
-            "graph_layers": 0,
-            "graph_bytes": None,
-            "_probe": None,
-            "implicit": False,
-            "solves": [],
-            "backward_solves": [],
-            "rebuilds": [],
-            "solver": Solver(),
-        }  # older pickles
-        super().__setstate__({**earlier, **state, "scheme": parse(state["scheme"])})
-        self._generate()
+        scheme = parse(state["scheme"])
+        legacy = "mode" not in state  # pickled before modes were objects: its options as attributes
+        mode, report, state = _legacy(state, scheme) if legacy else (None, None, state)
+        super().__setstate__({**state, "scheme": scheme})
+        self.code = scheme_code(scheme)
+        if mode is not None:
+            self.last_pass, self.mode = report, mode.bind(self)
 
     def _build_functions(self, functions: Mapping[str, FunctionSpec], depth: int) -> None:
         expected = [f.name for f in self.scheme.functions]
@@ -222,10 +158,12 @@ class SchemeBlock(nn.Module):
         self._param_names = [p.name for p in self.scheme.params]
         self.scheme.check_param_names(overrides)
         self.raw_params = nn.ParameterDict()
-        self._intervals = {}
+        self.intervals: dict = {}  # each parameter's interval (None: unbounded)
+        self.start_values: dict[str, float] = {}  # the values the parameters started from
         for p in self.scheme.params:
             start = float(overrides.get(p.name, p.default))
-            self._intervals[p.name] = p.interval
+            self.intervals[p.name] = p.interval
+            self.start_values[p.name] = start
             if p.interval is not None and not (float(p.interval[0]) < start < float(p.interval[1])):
                 raise ConfigError(
                     f"parameter {p.name} = {start} lies outside its interval "
@@ -239,48 +177,46 @@ class SchemeBlock(nn.Module):
             else:
                 self.register_buffer(f"fixed_{p.name}", torch.tensor(start, dtype=torch.get_default_dtype()))
 
+    # -- what the mode sees (modes.base.Layers) --------------------------------------------------
     @property
-    def fixed_point_inverse_error(self) -> OdenetError | None:
-        """Why the step's inverse is not a fixed point that iteration can find (None when it is)."""
-        return self.code.fixed_point_inverse[1]
-
-    def _assemble(self, state, unknowns) -> tuple[torch.Tensor, ...]:
-        """The next state vector of an implicit step from its unknowns' values and the old vector."""
-        return tuple(unknowns[i] if new else state[i] for new, i in self.code.implicit.assemble)
+    def memory(self) -> str:
+        """The memory mode's name (``block.mode`` is the mode object, with its options)."""
+        return self.mode.name
 
     @property
-    def call_count(self) -> int:
-        """How many distinct function calls one forward step makes (keys 0 .. call_count - 1)."""
-        return self.code.call_count
-
-    def vjp_code(self, learnable: tuple[str, ...], cached: bool) -> StepCode:
-        """The source of :meth:`vjp`."""
-        return self.code.vjp(learnable, cached)[0]
-
-    def vjp(self, learnable: tuple[str, ...], cached: bool) -> Callable:
-        """The step's generated vector-Jacobian product (see :func:`odenet.codegen.generate_vjp`)."""
-        return self.code.vjp(learnable, cached)[1]
+    def implicit(self) -> bool:
+        return not self.scheme.is_explicit
 
     @property
-    def inverse_code(self) -> StepCode | None:
-        """The generated inverse step, or None when the scheme has no explicit inverse."""
-        return self.code.inverse.code
+    def solver(self) -> Solver:
+        """How an implicit layer or a fixed-point inverse solves (the mode's solver, if it has one)."""
+        solver = getattr(self.mode, "solver", None)
+        return solver if isinstance(solver, Solver) else Solver()
 
-    @property
-    def inverse_error(self) -> OdenetError | None:
-        """Why the scheme has no explicit inverse (None when it has one)."""
-        return self.code.inverse.error
-
-    # -- pieces used by every mode --------------------------------------------------------------
     def layer_params(self, n: int) -> dict[str, torch.Tensor]:
         """The parameter values of layer ``n`` (learnable ones through their interval map)."""
         values = {}
         for name in self._param_names:
             if name in self.raw_params:
-                values[name] = constrain(self.raw_params[name][n], self._intervals[name])
+                values[name] = constrain(self.raw_params[name][n], self.intervals[name])
             else:
                 values[name] = getattr(self, f"fixed_{name}")
         return values
+
+    def parameter_tensor(self, name: str) -> torch.Tensor:
+        """The tensor behind scheme parameter ``name``: its raw values per layer (learnable) or its
+        fixed value (a 0-dimensional buffer)."""
+        return self.raw_params[name] if name in self.raw_params else getattr(self, f"fixed_{name}")
+
+    def parameter_values(self, name: str) -> torch.Tensor:
+        """Scheme parameter ``name``'s value at every layer, detached: shape ``(depth,)``."""
+        if name in self.raw_params:
+            return constrain(self.raw_params[name].detach(), self.intervals[name])
+        return getattr(self, f"fixed_{name}").detach().expand(self.depth)
+
+    def fixed_params(self) -> list[torch.Tensor]:
+        """The buffers of the scheme's fixed parameters."""
+        return [getattr(self, f"fixed_{name}") for name in self._param_names if name not in self.raw_params]
 
     def function(self, name: str, n: int) -> nn.Module:
         return self.functions[name] if self.shared[name] else self.functions[name][n]
@@ -294,6 +230,11 @@ class SchemeBlock(nn.Module):
 
         return call
 
+    def checked(self, call: Callable, state, n: int) -> Callable:
+        """``call`` for layer ``n``'s step: each result a tensor shaped like the state (where the
+        step's arithmetic reads it), in the state's dtype (see ``generated.in_state_dtype``)."""
+        return in_state_dtype(call, state, n, self.code.forward.shaped)
+
     def step(
         self, n: int, state: tuple[torch.Tensor, ...], call: Callable | None = None
     ) -> tuple[torch.Tensor, ...]:
@@ -302,9 +243,7 @@ class SchemeBlock(nn.Module):
         implicit layer solves its step (``implicit.py``) and uses ``call`` for its last evaluation,
         at the solution."""
         if self.implicit:
-            from odenet.nn.implicit import implicit_layer
-
-            return implicit_layer(self, n, state, call)
+            return implicit_layer(self, n, state, self.solver, call)
         return self.code.step(state, self.layer_params(n), self.checked(call or self.caller(n), state, n))
 
     def steps(self, start: int, stop: int, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
@@ -312,6 +251,18 @@ class SchemeBlock(nn.Module):
         for n in range(start, stop):
             state = self.step(n, state)
         return tuple(state)
+
+    def inverse_step(self, n: int, new_state, call=None, tol: float | None = None):
+        """The input of layer ``n`` from its output, by the derived inverse (state vectors), or by
+        solving the fixed-point inverse to ``tol`` (by default the mode's rebuild tolerance) where
+        there is no explicit one (Euler, Heun); see ``inverses.py``."""
+        if tol is None:
+            tol = self.mode.rebuild_tolerance(new_state[0].dtype)
+        return exact_inverse_step(self, n, new_state, call, tol, self.solver)
+
+    def approximate_inverse_step(self, n: int, new_state, call=None):
+        """The input of layer ``n`` rebuilt approximately by the step with ``-h`` (``inverses.py``)."""
+        return negative_step(self, n, new_state, call)
 
     def split_input(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         k = len(self.scheme.inputs)
@@ -327,12 +278,7 @@ class SchemeBlock(nn.Module):
 
     def initial_state(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         inputs = self.split_input(x)
-        return self.code.start(inputs, self.layer_params(0), _in_state_dtype(self.caller(0), inputs, 0))
-
-    def checked(self, call: Callable, state, n: int) -> Callable:
-        """``call`` for layer ``n``'s step: each result a tensor shaped like the state (where the
-        step's arithmetic reads it), in the state's dtype (see ``generated.in_state_dtype``)."""
-        return _in_state_dtype(call, state, n, self.forward_code.shaped)
+        return self.code.start(inputs, self.layer_params(0), in_state_dtype(self.caller(0), inputs, 0))
 
     def output(self, state: tuple[torch.Tensor, ...]) -> torch.Tensor:
         parts = [state[i] for i in self._output_index]
@@ -344,72 +290,7 @@ class SchemeBlock(nn.Module):
 
     def run(self, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         """All ``depth`` layers on a full state vector, in this block's memory mode."""
-        if self.implicit:
-            return _run_implicit(self, state)
-        if self.memory == "autograd":
-            return self.steps(0, self.depth, state)
-        return _run_saving_memory(self, state)
-
-    def _run_checkpointed(self, state):
-        """Segments of about sqrt(depth) layers through ``torch.utils.checkpoint`` (non-reentrant:
-        random numbers, autocast and second-order gradients as torch does them); each segment's
-        record replays the buffers its calls started from in the recomputation."""
-        size = max(1, math.isqrt(self.depth))
-        for start in range(0, self.depth, size):
-            stop = min(start + size, self.depth)
-            if not torch.is_grad_enabled():
-                state = self.steps(start, stop, state)
-                continue
-            record = CallRecord(state, rng=False)
-
-            def segment(*s, start=start, stop=stop, record=record):
-                for n in range(start, stop):
-                    s = self.step(n, s, record.caller(self, n))
-                return tuple(s)
-
-            state = checkpoint(segment, *state, use_reentrant=False, context_fn=record.contexts)
-        return tuple(state)
-
-    # -- inverse ----------------------------------------------------------------------------------
-    def inverse_step(self, n: int, new_state, call=None):
-        """The input of layer ``n`` from its output, by the derived inverse (state vectors), or by
-        solving the fixed-point inverse (to the drift tolerance) where there is no
-        explicit one (Euler, Heun)."""
-        inverse, _, error = self.code.inverse
-        reversed_state = reverse_history(self.scheme, new_state)
-        if inverse is None:
-            if self.fixed_point_inverse_error is not None:
-                raise UnsupportedSchemeError(str(error))
-            from odenet.nn.implicit import fixed_point_inverse_step, recording_caller
-
-            caller = call or recording_caller(self, n, new_state)  # inverse(): buffers change once
-            call = self.checked(caller, new_state, n)
-            tol = self.drift.tolerance_for(new_state[0].dtype)
-            out = fixed_point_inverse_step(self, n, reversed_state, call, tol)
-        else:
-            out = inverse(
-                reversed_state, self.layer_params(n), self.checked(call or self.caller(n), new_state, n)
-            )
-        return reverse_history(self.scheme, out)
-
-    def approximate_inverse_step(self, n: int, new_state, call=None):
-        """The input of layer ``n`` rebuilt approximately: the forward step with ``-h`` (the scheme's
-        step parameter, whatever its name), in reversed
-        time (Sander et al. 2022). Exact for time-symmetric schemes such as leapfrog."""
-        params = dict(self.layer_params(n))
-        params[self.scheme.step] = -params[self.scheme.step]
-        reversed_state = reverse_history(self.scheme, new_state)
-        out = self.code.step(reversed_state, params, self.checked(call or self.caller(n), new_state, n))
-        return reverse_history(self.scheme, out)
-
-    @property
-    def negative_step_points(self) -> dict[int, int]:
-        """Which calls of the step with ``-h`` (:meth:`approximate_inverse_step`) evaluate a function
-        at one of the forward step's points, read at the rebuilt input: ``{its key: the forward
-        call's key}``. Leapfrog's ``f(y[n])`` is its own; Verlet's two calls are the forward's two,
-        crossed. Such an evaluation serves the layer's vector-Jacobian product too (the adjoint's
-        backward pass evaluates it once), and replays the forward call's random numbers."""
-        return self.code.negative_step_points
+        return self.mode.run(self, state)
 
     @torch.no_grad()
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
@@ -429,53 +310,60 @@ class SchemeBlock(nn.Module):
         return state[0] if k == 1 else torch.cat(state, dim=1)
 
     def extra_repr(self) -> str:
-        budget = "" if self.memory_budget is None else f", memory_budget={self.memory_budget}"
-        solver = f", solver={self.solver.method}, tol={self.solver.tol:g}" if self.implicit else ""
-        return f"scheme={self.scheme.name}, depth={self.depth}, memory={self.memory}{budget}{solver}"
-
-
-@torch.compiler.disable
-def _run_saving_memory(block: SchemeBlock, state):
-    """checkpoint, reversible, adjoint, fixed point: opaque to torch.compile (they manage their own
-    graphs; nothing here is traced, so a first call that derives the inverse recompiles nothing)."""
-    if block.memory == "reversible" and block.inverse_code is None:
-        _refuse_lower_precision(block, state)
-    block.rebuilds = []
-    if block.memory == "checkpoint":
-        return block._run_checkpointed(state)
-    if block.memory == "fixed_point":
-        from odenet.nn.fixed_point import run_fixed_point
-
-        return run_fixed_point(block, state)
-    from odenet.nn.reversible import run_reversible
-
-    return run_reversible(block, state, exact=block.memory == "reversible")
-
-
-def _refuse_lower_precision(block: SchemeBlock, state) -> None:
-    """A fixed-point inverse cannot rebuild inputs under autocast to a lower precision: the
-    functions' rounding makes the map jump by an eps of that precision near the input, so the
-    iteration stalls about ten times above the tolerance the guard needs (measured: bfloat16,
-    residual 1.3e-3 against 7.8e-4), and every rebuild would be repaired or refused."""
-    from odenet.nn.replay import AutocastState
-
-    dtype = state[0].dtype
-    compute = AutocastState(state[0].device.type).compute_dtype(dtype)
-    if compute != dtype:
-        raise UnsupportedSchemeError(
-            f"scheme {block.scheme.name} rebuilds its inputs by fixed-point iteration, which cannot reach "
-            f"the reconstruction tolerance with {str(compute).removeprefix('torch.')} functions under "
-            "autocast (their rounding moves the map by more); use memory='checkpoint' under autocast, or "
-            "train without it"
+        return (
+            f"scheme={self.scheme.name}, depth={self.depth}, memory={self.mode.name}{self.mode.extra_repr()}"
         )
 
+    # -- read-only views kept for one release (the pass report and the code object hold them) ------
+    forward_code = property(lambda self: self.code.forward, doc="The generated step (``code.forward``).")
+    init_code = property(lambda self: self.code.init, doc="The generated start (``code.init``).")
+    inverse_code = property(lambda self: self.code.inverse.code, doc="The generated inverse step, or None.")
+    inverse_error = property(lambda self: self.code.inverse.error, doc="Why there is no explicit inverse.")
+    fixed_point_inverse_error = property(
+        lambda self: self.code.fixed_point_inverse[1], doc="Why the inverse is not a fixed point (or None)."
+    )
+    call_count = property(lambda self: self.code.call_count, doc="Distinct function calls per step.")
+    negative_step_points = property(lambda self: self.code.negative_step_points)
+    memory_budget = property(lambda self: getattr(self.mode, "budget", None), doc="The mode's budget.")
+    drift = property(lambda self: getattr(self.mode, "drift", None), doc="Reversible mode's drift plan.")
+    solves = property(lambda self: self.last_pass.solves)
+    backward_solves = property(lambda self: self.last_pass.backward_solves)
+    rebuilds = property(lambda self: self.last_pass.rebuilds)
+    reconstruction_errors = property(lambda self: self.last_pass.reconstruction_errors)
+    kept_bytes = property(lambda self: self.last_pass.kept_bytes)
+    graph_layers = property(lambda self: self.last_pass.graph_layers)
+    graph_bytes = property(lambda self: self.last_pass.graph_bytes)
+    repairs = property(lambda self: self.last_pass.repairs)
 
-@torch.compiler.disable
-def _run_implicit(block: SchemeBlock, state):
-    """Implicit layers: a solve each, with data-dependent iteration counts (opaque to torch.compile)."""
-    from odenet.nn.implicit import run_implicit
+    def vjp_code(self, learnable: tuple[str, ...], cached: bool) -> StepCode:
+        return self.code.vjp(learnable, cached)[0]
 
-    return run_implicit(block, state)
+    def vjp(self, learnable: tuple[str, ...], cached: bool) -> Callable:
+        return self.code.vjp(learnable, cached)[1]
+
+
+def _legacy(state: dict, scheme: Scheme) -> tuple[MemoryMode, PassReport, dict]:
+    """The mode and pass report of a block pickled before modes were objects, and the rest of its
+    attributes under their present names."""
+    state = dict(state)
+    drift = state.pop("drift", None)
+    mode = resolve(
+        state.pop("memory", "autograd"),
+        not scheme.is_explicit,
+        drift_tolerance=getattr(drift, "tolerance", None),
+        guard=getattr(drift, "guard", "adaptive"),
+        memory_budget=state.pop("memory_budget", None),
+        solver=state.pop("solver", None),
+    )
+    report = PassReport(mode.name)
+    for name in ("solves", "backward_solves", "rebuilds", "reconstruction_errors", "kept_bytes", "repairs"):
+        if name in state:
+            setattr(report, name, state.pop(name))
+    for name in ("graph_layers", "graph_bytes", "_probe", "implicit", "_foreign_checked"):
+        state.pop(name, None)
+    state["intervals"] = state.pop("_intervals", {p.name: p.interval for p in scheme.params})
+    state["start_values"] = {p.name: float(p.default) for p in scheme.params}
+    return mode, report, state
 
 
 def compile(

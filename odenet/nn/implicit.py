@@ -38,8 +38,9 @@ could not converge); the final evaluation starts from the buffers as they were b
 changes them once (BatchNorm's running statistics move once per layer, with the solution's batch).
 Calls that read no unknown (the trapezoidal rule's ``f(x[n])``) are evaluated once per solve.
 
-The block's ``solves`` lists ``(layer, iterations, evaluations, residual)`` for the last forward pass,
-``backward_solves`` the adjoint solves of the last backward pass. A second-order gradient raises
+The block's pass report (``block.last_pass``) lists in ``solves`` ``(layer, iterations,
+evaluations, residual)`` for the last forward pass, in ``backward_solves`` the adjoint solves of
+the last backward pass. The root finders are in ``solvers.py``. A second-order gradient raises
 :class:`~odenet.errors.DoubleBackwardError`.
 """
 
@@ -53,16 +54,15 @@ import torch
 
 from odenet.errors import ConvergenceError, DoubleBackwardError, UnsupportedSchemeError
 from odenet.nn.generated import in_state_dtype
-from odenet.nn.replay import AutocastState, CallRecord, _set_rng_states
-from odenet.nn.reversible import DEFAULT_GROWTH
-from odenet.nn.solvers import Flat, Outcome, SolveInfo, gmres, solve
+from odenet.nn.replay import AutocastState, CallRecord
+from odenet.nn.solvers import Flat, Outcome, SolveInfo, Solver, gmres, solve
 
-__all__ = ["fixed_point_inverse_step", "implicit_layer", "recording_caller", "run_implicit"]
+__all__ = ["Map", "implicit_layer", "recording_caller", "refuse", "solve_map", "tolerance"]
 
 # -- one layer ---------------------------------------------------------------------------------------
 
 
-class _Map:
+class Map:
     """One step's fixed-point map ``G`` on a given state vector: ``step`` (generated, see
     :func:`odenet.codegen.generate_implicit`), evaluated with ``call``; calls that read no unknown
     (``constant`` keys) are evaluated once while gradients are off."""
@@ -99,19 +99,19 @@ class _Map:
         return self.evaluate(tuple(guess))
 
 
-class _Layer(_Map):
+class _Layer(Map):
     """Layer ``n``'s map: the first evaluation records its calls, the iterations replay them, and
     :meth:`final` evaluates once more as an ordinary forward would."""
 
-    def __init__(self, block, n: int, state: tuple[torch.Tensor, ...]):
-        parts = block.code.implicit
-        super().__init__(parts.step, parts.constant, parts.start, state, block.layer_params(n), None)
-        self.block, self.n, self.layer, self.shaped = block, n, n, parts.code.shaped
+    def __init__(self, layers, n: int, state: tuple[torch.Tensor, ...]):
+        parts = layers.code.implicit
+        super().__init__(parts.step, parts.constant, parts.start, state, layers.layer_params(n), None)
+        self.layers, self.n, self.layer, self.shaped = layers, n, n, parts.code.shaped
         self.record = CallRecord(state)
         self.recorded = False
 
     def call(self, key, name, *args):
-        module = self.block.function(name, self.n)
+        module = self.layers.function(name, self.n)
         if not self.recorded:
             return self.record.run(self.n, key, module, args)
         return self.record.call_again(self.n, key, module, args)
@@ -127,19 +127,13 @@ class _Layer(_Map):
         """``G`` at the solution, as one ordinary evaluation: from the buffers as they were before
         the layer (the record's snapshots), with each call's random numbers, changing the buffers.
         ``observe(key, name, *args)``, if given, evaluates the calls instead (``SchemeBlock.step``)."""
-        for _, changed in reversed(list(self.record.calls.values())):
-            with torch.no_grad():
-                for module, name, snapshot in changed:
-                    module._buffers[name].copy_(snapshot)
-        calls = self.record.calls
+        self.record.restore_buffers()
 
         def call(key, name, *args):
-            rng, _ = calls.get((self.n, key), (None, ()))
-            if rng is not None:
-                _set_rng_states(self.record.devices, rng)
+            self.record.restore_rng(self.n, key)
             if observe is not None:
                 return observe(key, name, *args)
-            return self.block.function(name, self.n)(*args)
+            return self.layers.function(name, self.n)(*args)
 
         checked = in_state_dtype(call, self.state, self.n, self.shaped)
         return self.step(self.state, guess, self.params, checked)
@@ -152,17 +146,25 @@ def tolerance(tol: float, state: tuple[torch.Tensor, ...]) -> float:
     return max(tol, torch.finfo(compute).eps) if compute != dtype else tol
 
 
-def _refuse(
-    block, n: int, what: str, outcome: Outcome, tol: float, advice: str | None = None, dtype=torch.float32
+def refuse(
+    layers,
+    solver: Solver,
+    n: int,
+    what: str,
+    outcome: Outcome,
+    tol: float,
+    advice: str | None = None,
+    dtype=torch.float32,
 ) -> None:
+    """Raise :class:`~odenet.errors.ConvergenceError` for a solve that did not reach ``tol``."""
     eps = torch.finfo(dtype).eps
     dtype_name = str(dtype).removeprefix("torch.")
     reached = (
         "a non-finite value" if not math.isfinite(outcome.residual) else f"residual {outcome.residual:.3g}"
     )
-    other = "" if block.solver.method == "newton" else ", or try solver='newton'"
+    other = "" if solver.method == "newton" else ", or try solver='newton'"
     advice = advice or (
-        f"Lower the step {block.scheme.step} or the functions' Lipschitz constant, raise max_iter{other}"
+        f"Lower the step {layers.scheme.step} or the functions' Lipschitz constant, raise max_iter{other}"
     )
     if math.isfinite(outcome.residual) and outcome.residual < 100 * eps:
         advice = (
@@ -170,7 +172,7 @@ def _refuse(
             f"reached {outcome.residual:.2g}): raise tol, or compute in a wider dtype"
         )
     raise ConvergenceError(
-        f"scheme {block.scheme.name}, layer {n}: the {what} did not converge with {block.solver.method} "
+        f"scheme {layers.scheme.name}, layer {n}: the {what} did not converge with {solver.method} "
         f"({reached} after {outcome.iterations} iterations; tolerance {tol:.3g}). {advice}",
         layer=n,
         residual=outcome.residual,
@@ -178,10 +180,11 @@ def _refuse(
     )
 
 
-def _solve_map(block, layer: _Map, first, tol: float, per_unknown: bool = True) -> tuple[Flat, Outcome]:
-    """Solve ``u = G(u)`` from ``first`` (G's value at the prediction) with the block's solver, to
+def solve_map(
+    layers, solver: Solver, layer: Map, first, tol: float, per_unknown: bool = True
+) -> tuple[Flat, Outcome]:
+    """Solve ``u = G(u)`` from ``first`` (G's value at the prediction) with ``solver``, to
     ``tol`` relative to each unknown's size (``per_unknown``) or to the whole state's."""
-    solver = block.solver
     flat = Flat(first)
 
     def g(u: torch.Tensor) -> torch.Tensor:
@@ -194,7 +197,7 @@ def _solve_map(block, layer: _Map, first, tol: float, per_unknown: bool = True) 
                 return torch.func.jvp(g, (u,), (v,))[1]
             except NotImplementedError as exc:  # an operation without a forward-mode derivative
                 raise UnsupportedSchemeError(
-                    f"scheme {block.scheme.name}: solver='newton' needs Jacobian-vector products "
+                    f"scheme {layers.scheme.name}: solver='newton' needs Jacobian-vector products "
                     f"(torch.func.jvp) of the functions, and torch has none for an operation in them "
                     f"({str(exc).splitlines()[0][:160]}); use solver='anderson' or 'fixed_point'"
                 ) from exc
@@ -205,28 +208,32 @@ def _solve_map(block, layer: _Map, first, tol: float, per_unknown: bool = True) 
     return flat, outcome
 
 
-def implicit_layer(block, n: int, state: tuple[torch.Tensor, ...], observe=None) -> tuple[torch.Tensor, ...]:
+def implicit_layer(
+    layers, n: int, state: tuple[torch.Tensor, ...], solver: Solver, observe=None
+) -> tuple[torch.Tensor, ...]:
     """Layer ``n`` of an implicit block: its solve, and the new state vector. ``observe(key, name,
     *args)``, if given, evaluates the calls of the final evaluation, at the solution."""
-    layer = _Layer(block, n, state)
+    layer = _Layer(layers, n, state)
     with torch.no_grad():
         first = layer.predict()
-    tol = tolerance(block.solver.tol, state)
-    flat, outcome = _solve_map(block, layer, first, tol)
+    tol = tolerance(solver.tol, state)
+    flat, outcome = solve_map(layers, solver, layer, first, tol)
     if not outcome.residual <= tol:
-        _refuse(block, n, "step's solve", outcome, tol, dtype=state[0].dtype)
-    block.solves.append(SolveInfo(n, outcome.iterations, outcome.evaluations + 1, outcome.residual))
+        refuse(layers, solver, n, "step's solve", outcome, tol, dtype=state[0].dtype)
+    layers.last_pass.solves.append(
+        SolveInfo(n, outcome.iterations, outcome.evaluations + 1, outcome.residual)
+    )
     solution = flat.split(outcome.value)
-    if torch.is_grad_enabled() and _needs_graph(block, n, state, layer.params):
+    if torch.is_grad_enabled() and _needs_graph(layers, n, state, layer.params):
         leaves = tuple(t.detach().requires_grad_(True) for t in solution)
         values = layer.final(leaves, observe)
-        unknowns = _ImplicitGradient.apply(_Adjoint(block, n, leaves, values, flat, tol), *values)
+        unknowns = _ImplicitGradient.apply(_Adjoint(layers, solver, n, leaves, values, flat, tol), *values)
     else:
         unknowns = layer.final(solution, observe)
-    return block._assemble(state, unknowns)
+    return tuple(unknowns[i] if new else state[i] for new, i in layers.code.implicit.assemble)
 
 
-def recording_caller(block, n: int, state) -> Callable:
+def recording_caller(layers, n: int, state) -> Callable:
     """``call(key, name, *args)`` for repeated evaluations of layer ``n`` outside a training pass
     (``SchemeBlock.inverse``): the first evaluation of each call records what it started from and
     changes the buffers once; later ones replay it (same random numbers, buffers untouched)."""
@@ -234,7 +241,7 @@ def recording_caller(block, n: int, state) -> Callable:
     seen: set[int] = set()
 
     def call(key, name, *args):
-        module = block.function(name, n)
+        module = layers.function(name, n)
         if key not in seen:
             seen.add(key)
             return record.run(n, key, module, args)
@@ -243,70 +250,23 @@ def recording_caller(block, n: int, state) -> Callable:
     return call
 
 
-def _needs_graph(block, n: int, state, params) -> bool:
+def _needs_graph(layers, n: int, state, params) -> bool:
     """Whether a gradient can flow through layer ``n``: its input, its functions' parameters or its
     scheme parameters require one (frozen layers below the trained ones solve no adjoint)."""
     if any(t.requires_grad for t in state) or any(
         isinstance(v, torch.Tensor) and v.requires_grad for v in params.values()
     ):
         return True
-    return any(p.requires_grad for m in block.layer_modules(n) for p in m.parameters())
-
-
-@torch.no_grad()
-def fixed_point_inverse_step(block, n: int, reversed_state, call, tol: float):
-    """Layer ``n``'s input from its output (both in reversed time) by solving the fixed-point
-    inverse (:func:`odenet.analysis.inverse.fixed_point_inverse`) with the block's solver to the
-    relative residual ``tol`` (a tenth of it where rounding allows; at least 100 eps, so that a
-    tolerance no rebuild can meet is left to the drift guard to measure); ``call`` evaluates the
-    functions as the forward did. A solve that does not converge raises
-    :class:`~odenet.errors.ConvergenceError`: the rebuilt input, and the gradient, would be wrong."""
-    parts, error = block.code.fixed_point_inverse
-    if parts is None:
-        raise error
-    inverse = _Map(parts.step, parts.constant, parts.start, reversed_state, block.layer_params(n), call)
-    inverse.layer, inverse.shaped = n, parts.code.shaped
-    first = inverse.predict()
-    # relative to the whole state, as the guard measures rebuilt inputs: an input that is exactly
-    # zero beside a large one (Nesterov's velocity at layer 0) is rebuilt to the rounding of the
-    # terms that make it, which is no accuracy relative to itself
-    flat, outcome = _solve_map(block, inverse, first, tol / 10, per_unknown=False)
-    if not outcome.residual <= max(tol, DEFAULT_GROWTH * torch.finfo(reversed_state[0].dtype).eps):
-        _refuse(
-            block,
-            n,
-            "fixed-point rebuild of its input (reversible backward pass)",
-            outcome,
-            tol,
-            f"The inverse of {block.scheme.name} is a fixed point that iteration finds when "
-            f"{_contraction_condition(block, n)}: keep the functions contractive (spectral "
-            "normalization, make_function(..., contraction=0.9)), lower the step, or use "
-            "memory='checkpoint'",
-            reversed_state[0].dtype,
-        )
-    block.rebuilds.append(SolveInfo(n, outcome.iterations, outcome.evaluations, outcome.residual))
-    unknowns = flat.split(outcome.value)
-    return tuple(unknowns[i] if new else reversed_state[i] for new, i in parts.assemble)
-
-
-def _contraction_condition(block, n: int) -> str:
-    """The analysis's condition for layer ``n``'s fixed-point inverse to converge, at its parameters."""
-    import sympy  # the analysis's numbers, on this failing path only
-
-    from odenet.analysis.analyze import lipschitz_condition
-    from odenet.analysis.inverse import lipschitz_limit
-
-    values = {name: sympy.Float(float(v)) for name, v in block.layer_params(n).items()}
-    limit = lipschitz_limit(block.scheme, {sympy.Symbol(k, real=True): v for k, v in values.items()})
-    return lipschitz_condition(block.scheme, limit, values)
+    return any(p.requires_grad for m in layers.layer_modules(n) for p in m.parameters())
 
 
 class _Adjoint:
     """What the backward pass of one layer needs: the kept evaluation of ``G`` at the solution."""
 
-    def __init__(self, block, n, leaves, values, flat, tol):
-        self.block, self.n, self.leaves, self.values, self.flat, self.tol = (
-            block,
+    def __init__(self, layers, solver, n, leaves, values, flat, tol):
+        self.layers, self.solver, self.n, self.leaves, self.values, self.flat, self.tol = (
+            layers,
+            solver,
             n,
             leaves,
             values,
@@ -316,8 +276,7 @@ class _Adjoint:
 
     def solve(self, grads: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         """``w = g + (dG/du)^T w`` for the output's gradient ``g``."""
-        block, flat = self.block, self.flat
-        solver = block.solver
+        layers, flat, solver = self.layers, self.flat, self.solver
         pairs = [(v, i) for i, v in enumerate(self.values) if v.requires_grad]
         outputs = [v for v, _ in pairs]
 
@@ -352,8 +311,8 @@ class _Adjoint:
                 solver.method, lambda w: given + transposed(w), None, given, solver, tol, max_iter, flat.sizes
             )
         if not outcome.residual <= tol:
-            _refuse(block, self.n, "adjoint solve (backward pass)", outcome, tol, dtype=given.dtype)
-        block.backward_solves.append(
+            refuse(layers, solver, self.n, "adjoint solve (backward pass)", outcome, tol, dtype=given.dtype)
+        layers.last_pass.backward_solves.append(
             SolveInfo(self.n, outcome.iterations, outcome.evaluations, outcome.residual)
         )
         return flat.split(outcome.value)
@@ -378,13 +337,3 @@ class _ImplicitGradient(torch.autograd.Function):
             )
         w = ctx.adjoint.solve(grads)
         return (None, *w)
-
-
-def run_implicit(block, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-    """All layers of an implicit block (see the module doc)."""
-    block.solves = []
-    if torch.is_grad_enabled():  # a backward pass may follow: its solves replace the last one's
-        block.backward_solves = []
-    for n in range(block.depth):
-        state = implicit_layer(block, n, state)
-    return state

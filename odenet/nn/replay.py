@@ -183,6 +183,20 @@ class CallRecord:
 
         return call
 
+    def restore_buffers(self) -> None:
+        """Write back into the live buffers the values they had before the recorded calls (an
+        implicit layer's final evaluation changes them once, from where the layer started)."""
+        with torch.no_grad():
+            for _, changed in reversed(list(self.calls.values())):
+                for module, name, snapshot in changed:
+                    module._buffers[name].copy_(snapshot)
+
+    def restore_rng(self, n: int, key: int) -> None:
+        """Set the generators to the states call ``key`` of layer ``n`` started from, if it drew."""
+        rng, _ = self.calls.get((n, key), _NOTHING)
+        if rng is not None:
+            _set_rng_states(self.devices, rng)
+
     def nbytes(self) -> int:
         """Memory held by the record: generator states and buffer snapshots."""
         total = 0

@@ -37,27 +37,20 @@ numbers when evaluated again).
 
 from __future__ import annotations
 
+import dataclasses
 from fractions import Fraction
 
 import sympy
 import torch
 
 from odenet.analysis.exact import exact_parts
-from odenet.errors import DoubleBackwardError, ReconstructionError, UnsupportedSchemeError
+from odenet.errors import ReconstructionError, UnsupportedSchemeError
 from odenet.ir import Scheme, parse_value, value
-from odenet.nn.params import constrain
-from odenet.nn.replay import AutocastState, CallRecord
-from odenet.nn.reversible import (
-    _layer_vjp,
-    _parameter_bytes,
-    _to_host,
-    check_unchanged,
-    function_params,
-    kept_call,
-    shortest_group,
-)
+from odenet.nn.modes.base import MemoryMode
+from odenet.nn.rebuild import RebuildPass, parameter_bytes, run_groups, shortest_group, to_host
+from odenet.nn.vjp import kept_call, layer_vjp
 
-__all__ = ["COEFFICIENT_BITS", "RADIX", "check_start", "exact_parts", "run_fixed_point"]
+__all__ = ["COEFFICIENT_BITS", "RADIX", "FixedPoint", "check_start", "to_fixed"]
 
 RADIX = 48  # fractional bits of a state
 COEFFICIENT_BITS = 16  # binary digits of the parameters, and at most of a coefficient's denominator
@@ -77,11 +70,6 @@ def check_start(scheme: Scheme, values: dict[str, float]) -> None:
         _Plan.coefficient(c, i, 0, rounded, scheme.name)
 
 
-def generated(block):
-    """The block's fixed-point step and inverse (``SchemeCode.exact``)."""
-    return block.code.exact
-
-
 # -- the plan of one forward pass: coefficients, parameters, buffer spills ---------------------------
 
 
@@ -89,16 +77,12 @@ class _Plan:
     """Each layer's rounded parameters (as tensors for the generated code), each update's
     ``(n, d, sign)`` with ``c = sign * n / d``, and where buffers are set aside."""
 
-    def __init__(self, block, coefficients: tuple, dtype: torch.dtype, device: torch.device):
-        scheme, depth = block.scheme, block.depth
+    def __init__(self, layers, coefficients: tuple, dtype: torch.dtype, device: torch.device):
+        scheme, depth = layers.scheme, layers.depth
         names = [p.name for p in scheme.params]
-        per_layer = {}
-        for name in names:  # one host read for every parameter of every layer
-            if name in block.raw_params:
-                per_layer[name] = constrain(block.raw_params[name].detach(), block._intervals[name])
-            else:
-                per_layer[name] = getattr(block, f"fixed_{name}").detach().expand(depth)
-        host = _to_host(torch.stack([v.to(torch.float64) for v in per_layer.values()])) if names else []
+        # one host read for every parameter of every layer
+        per_layer = {name: layers.parameter_values(name) for name in names}
+        host = to_host(torch.stack([v.to(torch.float64) for v in per_layer.values()])) if names else []
         scale = 2**COEFFICIENT_BITS
         rounded = [[Fraction(round(v * scale), scale) for v in row] for row in host]
         # 16 binary digits after the point: float32 at least holds them (float16 does not)
@@ -194,22 +178,18 @@ def _too_large(r: torch.Tensor, limit: int) -> torch.Tensor:
     return (low < -limit) | (high > limit)
 
 
-class _Pass:
+class _Pass(RebuildPass):
     """One forward pass and its backward: registers, buffers, the plan, the record of calls."""
 
-    def __init__(self, block, state: tuple[torch.Tensor, ...]):
-        self.block = block
-        self.dtype, self.device = state[0].dtype, state[0].device
-        self.exact = True
-        self.record = CallRecord(state)
-        self.autocast = AutocastState(self.device.type)
-        self.step_code, _, self.step, self.inverse, coefficients = generated(block)
-        self.plan = _Plan(block, coefficients, self.dtype, self.device)
-        self.function_params = function_params(block)
-        vector = list(block.scheme.state_vector)
+    def __init__(self, layers, mode, state: tuple[torch.Tensor, ...]):
+        super().__init__(layers, mode, state, layers.depth)
+        code = layers.code.exact
+        self.step, self.inverse = code.step, code.inverse
+        self.plan = _Plan(layers, code.coefficients, self.dtype, self.device)
+        vector = list(layers.scheme.state_vector)
         self.position = {s: i for i, s in enumerate(vector)}
         # for update i: the slot of the value it replaces (forward), of its new value (inverse)
-        parts = exact_parts(block.scheme)
+        parts = exact_parts(layers.scheme)
         self.slots = [self.position[old] for _, old, _, _ in parts]
         self.new_slots = [self.position[value(parse_value(old)[0])] for _, old, _, _ in parts]
         # after a step, slot j (value s[n-lag]) holds what slot of s[n-lag+1] held, and slot of
@@ -217,18 +197,18 @@ class _Pass:
         self.rotation = []
         for s in vector:
             name, offset = parse_value(s)
-            depth = block.scheme.history[name]
+            depth = layers.scheme.history[name]
             source = value(name, -depth) if offset == 0 else value(name, offset + 1)
             self.rotation.append(self.position[source])
         self.unrotation = [self.rotation.index(j) for j in range(len(vector))]
-        self.buffers: list[torch.Tensor | None] = [None] * len(coefficients)  # None until the first push
+        self.buffers: list[torch.Tensor | None] = [None] * len(code.coefficients)  # None until the first push
         self.set_aside: list[torch.Tensor] = []
         self.registers: list[torch.Tensor] = []
         self.floats: list[torch.Tensor] = []  # the registers' floating-point views
         self.bad = torch.zeros((), dtype=torch.bool, device=self.device)
         self.input: tuple[torch.Tensor, ...] = ()
-        self.reached, self.checked = block.depth, False  # the lowest layer undone; input checked
-        self.versions: list[tuple[torch.Tensor, int]] = []
+        self.reached, self.checked = layers.depth, False  # the lowest layer undone; input checked
+        self.top: tuple = ()
 
     def views(self, registers) -> tuple[torch.Tensor, ...]:
         return tuple(to_float(r, self.dtype) for r in registers)
@@ -269,7 +249,7 @@ class _Pass:
             registers[slot], floats[slot] = r, to_float(r, self.dtype)
             return floats[slot]
 
-        self.step(tuple(self.floats), self.plan.values[n], self.block.checked(call, self.floats, n), update)
+        self.step(tuple(self.floats), self.plan.values[n], self.layers.checked(call, self.floats, n), update)
         self.hold([registers[j] for j in self.rotation], [floats[j] for j in self.rotation])
 
     def inverse_layer(self, n: int, call) -> None:
@@ -294,7 +274,7 @@ class _Pass:
             registers[slot], floats[slot] = r, to_float(r, self.dtype)
             return floats[slot]
 
-        self.inverse(tuple(self.floats), self.plan.values[n], self.block.checked(call, self.floats, n), undo)
+        self.inverse(tuple(self.floats), self.plan.values[n], self.layers.checked(call, self.floats, n), undo)
         self.hold([registers[j] for j in self.unrotation], [floats[j] for j in self.unrotation])
 
     def check_input(self) -> None:
@@ -303,9 +283,9 @@ class _Pass:
         self.checked = True
         differ = [(r != to_fixed(x)).any() for r, x in zip(self.registers, self.input, strict=True)]
         mismatch = self.bad | torch.stack(differ).any()
-        if _to_host(mismatch.reshape(1).to(torch.float64))[0]:
+        if to_host(mismatch.reshape(1).to(torch.float64))[0]:
             raise ReconstructionError(
-                f"memory='fixed_point' rebuilt the input of {self.block.scheme.name}'s block with different "
+                f"memory='fixed_point' rebuilt the input of {self.layers.scheme.name}'s block with different "
                 "bits than the forward pass held: a function gave different numbers when evaluated "
                 "again (a nondeterministic kernel, or state kept outside registered buffers); use "
                 "memory='reversible' or 'checkpoint'"
@@ -318,109 +298,86 @@ class _Pass:
             return
         with torch.no_grad(), self.autocast.restored():
             for n in reversed(range(self.reached)):
-                self.inverse_layer(n, self.record.caller(self.block, n))
+                self.inverse_layer(n, self.record.caller(self.layers, n))
         self.check_input()
 
     def kept_bytes(self) -> int:
         held = [*self.set_aside, *(b for b in self.buffers if b is not None)]
         return sum(t.nbytes for t in held)
 
-
-class _Layers(torch.autograd.Function):
-    """Layers ``[start, stop)`` in fixed point; the integer state passes between segments through
-    the pass object, the floating-point views through autograd."""
-
-    @staticmethod
-    def forward(ctx, run, start, stop, n_state, *tensors):
-        block = run.block
+    # -- the engine's hooks (rebuild.py) ---------------------------------------------------------
+    def forward_group(self, start, stop, state):
         for n in range(start, stop):
-            run.forward_layer(n, run.record.caller(block, n))
-        ctx.run, ctx.start, ctx.stop, ctx.n_state = run, start, stop, n_state
-        ctx.params = tensors[n_state:]
-        return run.views(run.registers)  # new tensors: autograd's outputs, apart from the held views
+            self.forward_layer(n, self.record.caller(self.layers, n))
+        return self.views(self.registers)  # new tensors: autograd's outputs, apart from the held views
 
-    @staticmethod
-    def backward(ctx, *grads):
-        run = ctx.run
-        block = run.block
-        if torch.is_grad_enabled():
-            raise DoubleBackwardError(
-                "memory='fixed_point' cannot give second-order gradients (create_graph=True): it rebuilds "
-                f"activations outside autograd's graph; use memory='checkpoint' or 'autograd' for "
-                f"{block.scheme.name}'s block"
-            )
-        if ctx.stop == block.depth:  # a new backward pass starts from the saved top
-            check_unchanged(block, run.versions)
-            run.hold(run.top[0])
-            run.buffers, run.set_aside = list(run.top[1]), list(run.top[2])
-            run.record.replay = True
-            run.reached, run.checked = block.depth, False
-            # if the lowest segment takes no part (frozen layers, an input without grad), the
-            # rebuild is still checked, at the end of the backward pass
-            torch.autograd.Variable._execution_engine.queue_callback(run.final_check)
-        grads = [torch.zeros_like(v) if g is None else g for v, g in zip(run.floats, grads, strict=True)]
-        needs = ctx.needs_input_grad[4 + ctx.n_state :]
-        params = [p for p, need in zip(ctx.params, needs, strict=True) if need]
+    def begin_backward(self, saved):
+        """From the saved top; if the lowest group takes no part (frozen layers, an input without
+        grad), the rebuild is still checked, at the end of the backward pass."""
+        self.hold(self.top[0])
+        self.buffers, self.set_aside = list(self.top[1]), list(self.top[2])
+        self.record.replay = True
+        self.reached, self.checked = self.layers.depth, False
+        torch.autograd.Variable._execution_engine.queue_callback(self.final_check)
+        return tuple(self.floats)
+
+    def backward_group(self, start, stop, state, grads, params, param_grads):
         wanted = {id(p): i for i, p in enumerate(params)}
-        param_grads: list[torch.Tensor | None] = [None] * len(params)
-        with run.autocast.restored():
-            for n in reversed(range(ctx.start, ctx.stop)):
-                cache: dict[int, tuple] = {}
-                with torch.no_grad():
-                    run.inverse_layer(n, kept_call(run, n, cache))
-                old = tuple(run.floats)
-                grads = _layer_vjp(run, n, old, grads, cache, wanted, param_grads, run.plan.values[n])
-                run.reached = n
-        if ctx.start == 0:
-            run.check_input()
-        block._foreign_checked = True
-        returned = iter(param_grads)
-        return (None, None, None, None, *grads, *(next(returned) if need else None for need in needs))
+        for n in reversed(range(start, stop)):
+            cache: dict[int, tuple] = {}
+            with torch.no_grad():
+                self.inverse_layer(n, kept_call(self, n, cache))
+            old = tuple(self.floats)
+            grads = layer_vjp(self, n, old, grads, cache, wanted, param_grads, self.plan.values[n])
+            self.reached = n
+        if start == 0:
+            self.check_input()
+        return tuple(self.floats), grads
 
 
-def run_fixed_point(block, state):
-    """All layers in fixed point (see the module doc)."""
-    run = _Pass(block, state)
-    run.input = tuple(t.detach() for t in state)
-    run.hold([to_fixed(t) for t in run.input])
-    run.bad = run.bad | torch.stack([_out_of_range(t) for t in run.input]).any()
-    tracked = torch.is_grad_enabled() and (
-        any(p.requires_grad for p in block.parameters()) or any(t.requires_grad for t in state)
-    )
-    if not tracked:
-        with torch.no_grad():
-            for n in range(block.depth):
-                run.forward_layer(n, block.caller(n))
+@dataclasses.dataclass(repr=False)
+class FixedPoint(MemoryMode):
+    """``memory="fixed_point"``: states held as integers, every input rebuilt bit for bit (see the
+    module doc); parameters rounded to ``COEFFICIENT_BITS`` binary digits. Takes no options."""
+
+    name = "fixed_point"
+
+    def setup(self, layers) -> None:
+        super().setup(layers)
+        # refuses a scheme whose updates are not c*old + held terms, or whose coefficients at the
+        # starting parameters are not multiples of 2**-16 (exp(-mu*h) never is)
+        check_start(layers.scheme, layers.start_values)
+
+    @torch.compiler.disable
+    def run(self, layers, state):
+        """All layers in fixed point (see the module doc)."""
+        run = _Pass(layers, self, state)
+        run.input = tuple(t.detach() for t in state)
+        run.hold([to_fixed(t) for t in run.input])
+        run.bad = run.bad | torch.stack([_out_of_range(t) for t in run.input]).any()
+        report = layers.last_pass
+        if not self.tracked(layers, state):
+            with torch.no_grad():
+                for n in range(layers.depth):
+                    run.forward_layer(n, layers.caller(n))
+            _check_range(run)
+            report.kept_bytes = 0
+            return run.views(run.registers)
+        size = shortest_group(
+            sum(t.nbytes for t in state), parameter_bytes(layers, run.function_params) / layers.depth
+        )
+        run.groups = [(low, min(low + size, layers.depth)) for low in range(0, layers.depth, size)]
+        state = run_groups(run, state)
         _check_range(run)
-        block.kept_bytes = 0
-        return run.views(run.registers)
-    shared = [p for name in block.functions if block.shared[name] for p in run.function_params[name][0]]
-    shared += list(block.raw_params.values())
-    run.versions = [(t, t._version) for t in [*state, *block.parameters()]]
-    size = shortest_group(
-        sum(t.nbytes for t in state), _parameter_bytes(block, run.function_params) / block.depth
-    )
-    for low in range(0, block.depth, size):
-        high = min(low + size, block.depth)
-        own = [
-            p
-            for n in range(low, high)
-            for name in block.functions
-            if not block.shared[name]
-            for p in run.function_params[name][n]
-        ]
-        params = list({id(p): p for p in own + shared if p.requires_grad}.values())
-        state = _Layers.apply(run, low, high, len(state), *state, *params)
-    _check_range(run)
-    run.top = (list(run.registers), list(run.buffers), list(run.set_aside))
-    block.kept_bytes = run.kept_bytes() + sum(r.nbytes for r in run.registers)
-    return tuple(state)
+        run.top = (list(run.registers), list(run.buffers), list(run.set_aside))
+        report.kept_bytes = run.kept_bytes() + sum(r.nbytes for r in run.registers)
+        return tuple(state)
 
 
 def _check_range(run) -> None:
-    if _to_host(run.bad.reshape(1).to(torch.float64))[0]:
+    if to_host(run.bad.reshape(1).to(torch.float64))[0]:
         raise ReconstructionError(
-            f"memory='fixed_point': a state or update of {run.block.scheme.name}'s block left the range "
+            f"memory='fixed_point': a state or update of {run.layers.scheme.name}'s block left the range "
             f"fixed point holds (|value| < 2**{62 - RADIX} = {2 ** (62 - RADIX)}, finite); use "
             "memory='reversible', or keep the activations smaller (normalization)"
         )

@@ -1,0 +1,79 @@
+"""Memory modes as objects: ``compile(scheme, functions, depth, memory=Reversible(guard="raise"))``.
+
+========================  ==========================================================================
+``Autograd()``            everything kept (plain PyTorch); any explicit scheme
+``Checkpoint()``          the inputs of about sqrt(depth) segments; exact gradients
+``Reversible(...)``       only the output: inputs rebuilt by the derived inverse; exact gradients
+``Adjoint(...)``          only the output: inputs rebuilt by a step with -h; approximate gradients
+``FixedPoint()``          states held as integers, inputs rebuilt bit for bit
+``Implicit(solver=...)``  a solve per layer of an implicit scheme, implicit-function backward
+========================  ==========================================================================
+
+A mode's name (``memory="reversible"``) and the keyword arguments ``compile`` has always taken
+(``drift_tolerance``, ``guard``, ``memory_budget``, ``solver``) resolve to these objects
+(:func:`resolve`). A new mode is one file and one line in :data:`MODES`.
+"""
+
+from __future__ import annotations
+
+from odenet.errors import ConfigError
+from odenet.nn.budget import check_budget
+from odenet.nn.drift import check_guard, check_tolerance
+from odenet.nn.modes.adjoint import Adjoint
+from odenet.nn.modes.autograd import Autograd
+from odenet.nn.modes.base import Layers, MemoryMode, PassReport
+from odenet.nn.modes.checkpoint import Checkpoint
+from odenet.nn.modes.fixed_point import FixedPoint
+from odenet.nn.modes.implicit import Implicit
+from odenet.nn.modes.reversible import Reversible
+from odenet.nn.solvers import check_solver
+
+__all__ = [
+    "MODES",
+    "Adjoint",
+    "Autograd",
+    "Checkpoint",
+    "FixedPoint",
+    "Implicit",
+    "Layers",
+    "MemoryMode",
+    "PassReport",
+    "Reversible",
+    "resolve",
+]
+
+MODES: dict[str, type[MemoryMode]] = {
+    mode.name: mode for mode in (Autograd, Checkpoint, Reversible, Adjoint, FixedPoint, Implicit)
+}
+
+# compile()'s keyword arguments, and the option of a mode object each one sets
+_KEYWORDS = {"drift_tolerance": "tolerance", "guard": "guard", "memory_budget": "budget", "solver": "solver"}
+
+
+def resolve(memory, implicit: bool, **keywords) -> MemoryMode:
+    """The mode object ``compile(..., memory=memory, **keywords)`` asks for: ``memory`` a mode's
+    name or a :class:`MemoryMode`; ``keywords`` the legacy options (``drift_tolerance``, ``guard``,
+    ``memory_budget``, ``solver``: None or the default when not given). For an ``implicit``
+    scheme, ``"autograd"`` means :class:`Implicit`."""
+    given = {k: v for k, v in keywords.items() if v is not None and not (k == "guard" and v == "adaptive")}
+    if isinstance(memory, MemoryMode):
+        if given:
+            options = ", ".join(f"{_KEYWORDS[k]}=..." for k in given)
+            raise ConfigError(
+                f"give {', '.join(given)} to the mode object ({type(memory).__name__}({options})), "
+                f"not to compile, when memory is one"
+            )
+        if implicit and isinstance(memory, Autograd):
+            return Implicit()
+        return memory
+    if not isinstance(memory, str) or memory not in MODES:
+        raise ConfigError(f"memory must be one of {', '.join(MODES)} or a mode object, not {memory!r}")
+    # checked whatever the mode, as compile always has
+    check_guard(keywords.get("guard", "adaptive"))
+    check_tolerance(keywords.get("drift_tolerance"))
+    check_budget(keywords.get("memory_budget"), memory)
+    check_solver(keywords.get("solver"))
+    name = "implicit" if implicit and memory == "autograd" else memory
+    cls = MODES[name]
+    options = {_KEYWORDS[k]: v for k, v in given.items() if _KEYWORDS[k] in cls.options}
+    return cls(**options)

@@ -1,0 +1,20 @@
+"""``memory="autograd"``: plain PyTorch, every layer's graph kept."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from odenet.nn.modes.base import Layers, MemoryMode, State
+
+__all__ = ["Autograd"]
+
+
+@dataclasses.dataclass(repr=False)
+class Autograd(MemoryMode):
+    """Every activation kept by autograd; any explicit scheme (an implicit one compiles with
+    :class:`~odenet.nn.modes.Implicit`, which ``memory="autograd"`` resolves to)."""
+
+    name = "autograd"
+
+    def run(self, layers: Layers, state: State) -> State:
+        return layers.steps(0, layers.depth, state)
