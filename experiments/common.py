@@ -25,6 +25,9 @@ DOCS = Path(__file__).resolve().parent.parent / "docs" / "experiments"
 POINT_FLOW = dict(family="mlp", hidden=32, shared=True, stem=False, lr=1e-2)
 # The digits as images, two stages with downsampling between (experiments e and f).
 DIGITS_CONV = dict(layout="conv", stages=2)
+# --quick checks the code path, not the numbers: at most this share of the training examples
+QUICK_FRACTION = 0.1
+_quick = False
 
 
 def arguments(description: str, keep: bool = False) -> argparse.Namespace:
@@ -37,6 +40,8 @@ def arguments(description: str, keep: bool = False) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=DOCS, help=f"where results go (default {DOCS})")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    global _quick
+    _quick = args.quick
     return args
 
 
@@ -54,6 +59,8 @@ def run(
     **model,
 ) -> tuple[object, dict]:
     """Train one configuration (model fields as keywords) and return (model, final metrics)."""
+    if _quick:
+        train_fraction = min(train_fraction, QUICK_FRACTION)
     dataset = load_data(data, model.get("layout", "mlp"), train_fraction, seed)
     config = model_config(scheme, dataset, **model)
     settings = TrainSettings(
@@ -107,6 +114,8 @@ def train_command(words: list[str], threads: int = 1, out: Path | None = None) -
     memory is its own, with ``threads`` threads: its final metrics (plus ``wall_seconds``), or
     ``{"failed": the last line of its error}``. The checkpoint goes to ``out`` (default: nowhere kept)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    if _quick and "--train-fraction" not in words:
+        words = [*words, "--train-fraction", str(QUICK_FRACTION)]
     with tempfile.TemporaryDirectory() as folder:
         argv = [sys.executable, "-m", "odenet", *words, "--out", str(out or folder), "--json"]
         start = time.perf_counter()

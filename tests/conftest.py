@@ -22,6 +22,29 @@ from odenet.cli import main
 # (fresh interpreters started by the tests inherit it).
 os.environ.setdefault("ODENET_CACHE_DIR", tempfile.mkdtemp(prefix="odenet-tests-"))
 
+# Under pytest-xdist (pytest -n auto) the workers share the cores: torch's thread pool each gets
+# its share, not all of them (which oversubscribed the machine and slowed every worker).
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--exhaustive",
+        action="store_true",
+        help="also run the full products (every scheme x mode x condition of the gradient matrix), "
+        "which the suite otherwise covers pairwise; ODENET_EXHAUSTIVE=1 does the same",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--exhaustive") or os.environ.get("ODENET_EXHAUSTIVE") == "1":
+        return
+    skip = pytest.mark.skip(reason="the full product: run with --exhaustive (pairwise cases run always)")
+    for item in items:
+        if "exhaustive" in item.keywords:
+            item.add_marker(skip)
+
 
 @pytest.fixture(scope="session")
 def library() -> dict[str, odenet.Scheme]:

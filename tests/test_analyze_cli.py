@@ -116,6 +116,7 @@ def test_report_of_one_scheme(tmp_path):
     assert not list((tmp_path / "out").glob(".*partial"))  # no temporary files left
 
 
+@pytest.mark.slow
 def test_folder_report_matches_the_committed_gallery(tmp_path):
     """`odenet analyze schemes/ --report docs/gallery` regenerates the committed Markdown."""
     gallery = Path(__file__).parent.parent / "docs" / "gallery"

@@ -23,6 +23,7 @@ def test_analysis_speed_runs():
     assert "leapfrog" in out and out.strip().splitlines()[-1].startswith("slowest median")
 
 
+@pytest.mark.slow
 def test_memory_depth_runs_and_prints_its_table():
     out = _run(
         str(BENCHMARKS / "memory_depth.py"), "--depths", "2", "--functions", "mlp", "--schemes", "leapfrog"

@@ -10,6 +10,7 @@ def test_generated_blocks_match_the_program():
     assert drifted() == [], "run: python tests/docs_blocks.py"
 
 
+@pytest.mark.slow
 def test_the_tutorials_console_output_is_the_programs():
     """check, analyze, compile --emit, --explain-defaults: exactly as the program prints them now."""
     assert console_drifted(only_quick=True) == [], "run: python tests/docs_blocks.py"

@@ -280,9 +280,9 @@ def _ddp_worker(rank, world, port, memory, inputs, queue):
 
 
 @pytest.mark.parametrize(
-    "memory",  # fixed point's DDP run is in the slow set: its mechanism is reversible's
-    [pytest.param(m, marks=pytest.mark.slow) if m == "fixed_point" else m for m in MEMORY_MODES]
-    + ["implicit"],
+    "memory",  # in the slow set (two processes each): test_distributed runs torchrun
+    [pytest.param(m, marks=pytest.mark.slow) for m in MEMORY_MODES]
+    + [pytest.param("implicit", marks=pytest.mark.slow)],
 )
 def test_distributed_data_parallel_matches_one_process(memory):
     torch.manual_seed(1)

@@ -129,7 +129,7 @@ def test_each_point_is_evaluated_once_per_pass(name, memory):
     _check_counts(SCHEMES[name], memory)
 
 
-@settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=6, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(user_scheme_text())
 def test_drawn_schemes_evaluate_each_point_once(text):
     """Stages, look-ahead calls, two functions, transcendental coefficients: a fixed-point inverse

@@ -19,9 +19,9 @@ import torch
 from helpers import EXPLICIT, LIBRARY
 from torch import nn
 
+from odenet.analysis.exact import exact_parts
 from odenet.errors import DoubleBackwardError, ReconstructionError, UnsupportedSchemeError
 from odenet.nn import compile
-from odenet.analysis.exact import exact_parts
 from odenet.nn.modes.fixed_point import COEFFICIENT_BITS, RADIX, _Pass, to_fixed
 
 SCALE = 2**COEFFICIENT_BITS

@@ -41,13 +41,24 @@ ONE_STEP = sorted(
     and not any(LIBRARY[name].history.values())
     and ANALYSES[name].reversibility.kind != "none"
 )
-MODES = {
-    "reversible": {"memory": "reversible"},
-    "repaired": {"memory": "reversible", "drift_tolerance": 1e-300},
-    "checkpoint": {"memory": "checkpoint"},
-    "budget": {"memory": "reversible", "memory_budget": 0.4},  # layers 0 and 1 keep their graphs
-    "budget_bytes": {"memory": "reversible", "memory_budget": 2500},  # sized by a probe of layer 0
-}
+# every registered mode whose gradients equal autograd's enrols by its name (a new mode too); the
+# adjoint's are approximate (test_adjoint_error_falls_with_its_order), implicit layers are checked
+# against the unrolled iteration (test_implicit.py), and autograd is the reference
+TESTED_ELSEWHERE = {"autograd", "adjoint", "implicit"}
+MODES = {name: {"memory": name} for name, mode in odenet.nn.MODES.items() if name not in TESTED_ELSEWHERE}
+MODES.update(  # reversible mode's options that change its path
+    {
+        "repaired": {"memory": "reversible", "drift_tolerance": 1e-300},
+        "budget": {"memory": "reversible", "memory_budget": 0.4},  # layers 0 and 1 keep their graphs
+        "budget_bytes": {"memory": "reversible", "memory_budget": 2500},  # sized by a probe of layer 0
+    }
+)
+# one scheme per family of inverse (self-inverse with history, division, two states, stages, a
+# fixed-point inverse, look-ahead, exp of a learnable parameter) and of the other explicit steps:
+# these cross every condition; the others run under "plain", and the rest of the product with
+# --exhaustive
+FAMILY = {"leapfrog", "momentum", "reversible_heun", "verlet", "lm_resnet", "euler", "rk4", "ab2"}
+FAMILY |= {"nag", "exp_euler"}
 
 
 def _accepts(name: str, memory: str) -> bool:
@@ -69,12 +80,13 @@ SOLVED_INVERSE = [
     if compile(SCHEMES[name], {f.name: nn.Identity() for f in SCHEMES[name].functions}, 1).inverse_code
     is None
 ]
-CASES = (
-    [(name, mode) for name in REBUILT for mode in MODES]
-    + [(name, "checkpoint") for name in EXPLICIT + USER_EXPLICIT if name not in REBUILT]
-    + [(name, "fixed_point") for name in FIXED_POINT]
-)
-MODES["fixed_point"] = {"memory": "fixed_point"}  # with its parameters rounded (_setup)
+CASES = [
+    (name, mode)
+    for name in SCHEMES
+    if SCHEMES[name].is_explicit
+    for mode, kwargs in MODES.items()
+    if _accepts(name, kwargs["memory"])
+]
 CONDITIONS = [
     "plain",
     "dropout",
@@ -191,13 +203,30 @@ def assert_same_gradients(got, expected, tolerance=TOLERANCE):
         assert ((a - b).norm() / scale).item() <= tolerance
 
 
-def _slow_if(cases, modes):
-    """The cases, those of ``modes`` in the slow set (the fast set keeps one of each kind)."""
-    return [pytest.param(n, m, marks=pytest.mark.slow) if m in modes else (n, m) for n, m in cases]
+def _pairwise(cases, conditions, slow=(), family_conditions=None):
+    """Every case under the first condition, the family's under ``family_conditions`` (default: all),
+    the rest of the product marked exhaustive; ``slow`` modes in the slow set."""
+    params = []
+    for name, mode in cases:
+        for condition in conditions:
+            marks = [pytest.mark.slow] if mode in slow else []
+            wide = family_conditions is None or condition in family_conditions
+            if condition != conditions[0] and (name not in FAMILY or not wide):
+                marks.append(pytest.mark.exhaustive)
+            params.append(pytest.param(name, mode, condition, marks=marks))
+    return params
 
 
-@pytest.mark.parametrize("condition", CONDITIONS)
-@pytest.mark.parametrize(("name", "mode"), _slow_if(CASES, {"budget_bytes"}))
+def test_every_registered_mode_is_enrolled():
+    """A mode added to odenet.nn.MODES is crossed here with every scheme it accepts (or said to be
+    tested elsewhere), and the matrix covers every registered mode."""
+    enrolled = {kwargs["memory"] for kwargs in MODES.values()}
+    assert enrolled | TESTED_ELSEWHERE == set(odenet.nn.MODES)
+    assert all(odenet.nn.MODES[name].exact_gradients for name in enrolled)
+    assert {mode for _, mode in CASES} == set(MODES)
+
+
+@pytest.mark.parametrize(("name", "mode", "condition"), _pairwise(CASES, CONDITIONS, slow={"budget_bytes"}))
 def test_memory_mode_equals_autograd(name, mode, condition):
     scheme = SCHEMES[name]
     reference, block, stem, x = _setup(scheme, condition, MODES[mode])
@@ -287,8 +316,10 @@ AUTOCAST_CASES = [(n, m) for n, m in CASES if m != "repaired" and n not in SOLVE
 ]
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize(("name", "mode"), _slow_if(AUTOCAST_CASES, {"budget", "budget_bytes"}))
+@pytest.mark.parametrize(
+    ("name", "mode", "dtype"),
+    _pairwise(AUTOCAST_CASES, [torch.bfloat16, torch.float16], slow={"budget", "budget_bytes"}),
+)
 def test_autocast_error_no_worse_than_autograd(name, mode, dtype):
     """Under autocast the re-run must compute in the forward's precision: the error against float64
     is then autograd's own (it was up to 4x larger)."""
@@ -425,7 +456,7 @@ def test_random_reversible_schemes(text, condition):
 
 @pytest.mark.slow
 @settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.filter_too_much], derandomize=True
+    max_examples=50, deadline=None, suppress_health_check=[HealthCheck.filter_too_much], derandomize=True
 )
 @given(reversible_scheme_text(), st.sampled_from(CONDITIONS))
 def test_random_reversible_schemes_large_sweep(text, condition):
@@ -447,8 +478,12 @@ def test_repair_across_release_groups(name, condition):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("condition", CONDITIONS)
-@pytest.mark.parametrize(("name", "mode"), [(n, m) for n, m in CASES if m != "checkpoint"])
+@pytest.mark.parametrize(
+    ("name", "mode", "condition"),
+    _pairwise(
+        [(n, m) for n, m in CASES if m != "checkpoint"], CONDITIONS, family_conditions={"conv", "dropout"}
+    ),
+)
 def test_deep_memory_mode_equals_autograd(name, mode, condition):
     """Depth 48: several release groups, copies inside them, groups handing state to each other."""
     reference, block, stem, x = _setup(SCHEMES[name], condition, MODES[mode], depth=48)
@@ -548,10 +583,27 @@ def _compiled_equals_eager(scheme, memory: str, backend: str, functions=None, de
         compiled(torch.randn(*x.shape, requires_grad=True)).square().sum().backward()
 
 
+def _compile_params():
+    """Every scheme in autograd mode under dynamo (where tracing happens: the case that changed 9 of
+    11 outputs); the family also under aot_eager and in every other mode it accepts (which run
+    eagerly inside compiled code); the rest of the product exhaustive. The fast set keeps the
+    family in autograd mode under dynamo."""
+    params = []
+    for name, memory in COMPILE_CASES:
+        for backend in ("eager", "aot_eager"):
+            pairwise = (memory, backend) == ("autograd", "eager") or (
+                name in FAMILY and (memory == "autograd" or backend == "eager")
+            )
+            marks = [] if pairwise else [pytest.mark.exhaustive]
+            if pairwise and (name not in FAMILY or (memory, backend) != ("autograd", "eager")):
+                marks.append(pytest.mark.slow)  # the fast set: the family in autograd under dynamo
+            params.append(pytest.param(name, memory, backend, marks=marks))
+    return params
+
+
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch's own internals, not odenet's
 @pytest.mark.filterwarnings("ignore::UserWarning")
-@pytest.mark.parametrize("backend", ["eager", "aot_eager"])
-@pytest.mark.parametrize(("name", "memory"), COMPILE_CASES)
+@pytest.mark.parametrize(("name", "memory", "backend"), _compile_params())
 def test_torch_compile_equals_eager(name, memory, backend):
     _compiled_equals_eager(SCHEMES[name], memory, backend)
 
@@ -560,7 +612,14 @@ def test_torch_compile_equals_eager(name, memory, backend):
 @pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None, reason="needs a C compiler")
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.mark.filterwarnings("ignore::UserWarning")
-@pytest.mark.parametrize("name", [n for n, memory in COMPILE_CASES if memory == "autograd"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=[] if n in FAMILY else [pytest.mark.exhaustive])
+        for n, memory in COMPILE_CASES
+        if memory == "autograd"
+    ],
+)
 def test_torch_compile_with_inductor_equals_eager(name):
     """Inductor generates its own kernels for the traced step (autograd mode: the other modes run
     outside the graph, test_ecosystem crosses them with inductor); eager's random numbers, to compare."""
@@ -637,14 +696,14 @@ def _copies(layers: nn.ModuleList):
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch's own internals (torch.compile)
 @pytest.mark.filterwarnings("ignore::UserWarning")
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+@settings(max_examples=2, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 @given(user_scheme_text(), st.sampled_from(["plain", "dropout"]))
 def test_drawn_user_schemes_in_every_mode(text, condition):
     _check_user_shape(text, condition, compiled=True)
 
 
 @pytest.mark.slow
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 @given(user_scheme_text(), st.sampled_from(["plain", "dropout", "frozen", "input_without_grad", "stem"]))
 def test_drawn_user_schemes_in_every_mode_large_sweep(text, condition):
     _check_user_shape(text, condition, compiled=False)

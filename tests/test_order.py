@@ -143,7 +143,13 @@ def _run(name, h, t_end=1.0):
     return abs(old[value(scheme.outputs[0])] - exact[output])
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+# the fast set measures one of each order (1, 2 with history, 4); every case runs in the slow set
+FAST = {"euler", "leapfrog", "rk4"}
+
+
+@pytest.mark.parametrize(
+    "name", [n if n in FAST else pytest.param(n, marks=pytest.mark.slow) for n in sorted(CASES)]
+)
 def test_empirical_convergence_slope_matches_the_order(name):
     steps = [0.1, 0.05, 0.025, 0.0125]
     errors = [_run(name, h) for h in steps]
@@ -238,7 +244,9 @@ def _momentum_error(name: str, h: float) -> float:
     return abs(old[value("x")] - _rk4(lambda y: c * _f(y), [x0], 1.0)[0])
 
 
-@pytest.mark.parametrize("name", sorted(MOMENTUM))
+@pytest.mark.parametrize(
+    "name", [n if n == "heavy_ball" else pytest.param(n, marks=pytest.mark.slow) for n in sorted(MOMENTUM)]
+)
 def test_momentum_schemes_converge_to_their_rescaled_ode(name):
     """Heavy ball, Nesterov and the Robert-Asselin filter are consistent, at order 1, with
     x' = c f(x) (c written above, from the h -> 0 limit worked by hand); a numerical run converges

@@ -23,6 +23,7 @@ class Adjoint(MemoryMode):
 
     budget: float | int | None = None
     name = "adjoint"
+    exact_gradients = False
     options = ("budget",)
 
     def __post_init__(self):

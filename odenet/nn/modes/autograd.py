@@ -15,6 +15,7 @@ class Autograd(MemoryMode):
     :class:`~odenet.nn.modes.Implicit`, which ``memory="autograd"`` resolves to)."""
 
     name = "autograd"
+    exact_gradients = True
 
     def run(self, layers: Layers, state: State) -> State:
         return layers.steps(0, layers.depth, state)

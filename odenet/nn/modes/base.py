@@ -123,6 +123,7 @@ class MemoryMode(abc.ABC):
     one file and one line in ``modes/__init__.py``'s registry."""
 
     name: ClassVar[str]
+    exact_gradients: ClassVar[bool]  # autograd's gradients of the network it computes (adjoint: no)
     options: ClassVar[tuple[str, ...]] = ()  # the legacy compile() keywords it takes (resolve())
     foreign_checked: bool = False  # a backward pass has walked the functions' graphs (vjp.py)
 

@@ -22,6 +22,7 @@ class Checkpoint(MemoryMode):
     scheme."""
 
     name = "checkpoint"
+    exact_gradients = True
 
     @torch.compiler.disable
     def run(self, layers: Layers, state: State) -> State:

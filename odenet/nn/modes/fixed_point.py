@@ -341,6 +341,7 @@ class FixedPoint(MemoryMode):
     module doc); parameters rounded to ``COEFFICIENT_BITS`` binary digits. Takes no options."""
 
     name = "fixed_point"
+    exact_gradients = True
 
     def setup(self, layers) -> None:
         super().setup(layers)

@@ -23,6 +23,7 @@ class Implicit(MemoryMode):
 
     solver: Solver = dataclasses.field(default_factory=Solver)
     name = "implicit"
+    exact_gradients = True
     options = ("solver",)
 
     def __post_init__(self):

@@ -86,6 +86,7 @@ class Reversible(MemoryMode):
     budget: float | int | None = None
     solver: Solver = dataclasses.field(default_factory=Solver)
     name = "reversible"
+    exact_gradients = True
     options = ("tolerance", "guard", "budget", "solver")
 
     def __post_init__(self):
