@@ -34,6 +34,7 @@ import weakref
 from dataclasses import dataclass
 from itertools import count
 from pathlib import Path
+from typing import NamedTuple
 
 import sympy
 from sympy.printing.precedence import precedence
@@ -163,6 +164,44 @@ class StepCode:
 CONSTANT = sympy.Symbol("__constant__")  # stands for a constant new value, printed as torch.full_like
 
 
+class Assign(NamedTuple):
+    """A line of the step: ``target = expr`` (calls replaced by their symbols)."""
+
+    target: sympy.Symbol
+    expr: sympy.Expr
+
+    def reads(self) -> set:
+        return self.expr.free_symbols
+
+
+class Call(NamedTuple):
+    """An evaluation of the step: ``symbol = call(key, name, *arguments)``."""
+
+    symbol: sympy.Dummy
+    key: int
+    name: str
+    arguments: tuple
+
+    def reads(self) -> set:
+        return set().union(*(a.free_symbols for a in self.arguments))
+
+
+class Grad(NamedTuple):
+    """A line of the backward walk: ``variable`` = the sum of ``parts``, the gradient of ``source``."""
+
+    variable: sympy.Dummy
+    source: sympy.Basic
+    parts: list
+
+
+class Pull(NamedTuple):
+    """A call's vector-Jacobian product: ``pulled`` (its arguments' gradients) = pull(key, gradient)."""
+
+    key: int
+    gradient: sympy.Dummy
+    pulled: list
+
+
 class _Emitter:
     """Writes the body of a generated function: names, calls, cse temporaries and assignments."""
 
@@ -196,9 +235,9 @@ class _Emitter:
         self.evaluated: dict[int, sympy.Dummy] = {}  # key -> the variable of its evaluation
         self.computed: dict[sympy.Expr, sympy.Symbol] = {}  # sums assigned so far -> their target
         self.temporaries = (sympy.Symbol(f"t{i}") for i in count())
-        # the step as a list of nodes, for the vector-Jacobian product: ("call", symbol, key,
-        # arguments) and ("assign", target, expression), calls replaced by their symbols
-        self.nodes: list[tuple] = []
+        # the step as a list of nodes, for the vector-Jacobian product: Call and Assign records,
+        # calls replaced by their symbols
+        self.nodes: list[Assign | Call] = []
         for p in scheme.params:
             self.name_for(p.symbol, p.name)
 
@@ -234,10 +273,10 @@ class _Emitter:
             symbol = sympy.Dummy(f"c{key}")
             variable = self.name_for(symbol, f"c{key}")
             self.call_symbols[call] = self.evaluated[key] = symbol
-            self.nodes.append(("call", symbol, key, call.func.__name__, plain_args))
+            self.nodes.append(Call(symbol, key, call.func.__name__, plain_args))
             self.lines.append(f'    {variable} = call({key}, "{call.func.__name__}", {arguments})')
         plain = expr.xreplace(self.call_symbols)
-        self.nodes.append(("assign", target, plain))
+        self.nodes.append(Assign(target, plain))
         replacements, (reduced,) = sympy.cse([plain], symbols=self.temporaries, optimizations="basic")
         for temporary, sub in replacements:
             self.lines.append(f"    {self.name_for(temporary, temporary.name)} = {self.printer.doprint(sub)}")
@@ -271,33 +310,27 @@ class _Emitter:
         encoder ``k = f(x)`` read by ``g(k)``), may change shape, and a call of numbers only
         (``f(2)``) is a constant of the batch, which broadcasts."""
         params = set(self.printer.scalars)
-        state_like = {s for node in self.nodes for s in self._reads(node) if parse_value(s)}
+        state_like = {s for node in self.nodes for s in node.reads() if parse_value(s)}
         for node in self.nodes:  # values made by adding to the state are state-shaped too
-            if node[0] == "assign" and node[2].free_symbols & state_like:
-                state_like.add(node[1])
+            if isinstance(node, Assign) and node.expr.free_symbols & state_like:
+                state_like.add(node.target)
         reach = set(targets)
         for node in self.nodes:
-            if node[0] != "call":
+            if not isinstance(node, Call):
                 continue
-            for argument in node[4]:
+            for argument in node.arguments:
                 if not argument.is_Symbol and argument.free_symbols & state_like:
                     reach |= argument.free_symbols - params
         for node in reversed(self.nodes):
-            if node[0] == "assign" and node[1] in reach:
-                reach |= node[2].free_symbols
+            if isinstance(node, Assign) and node.target in reach:
+                reach |= node.expr.free_symbols
         return frozenset(
-            node[2]
+            node.key
             for node in self.nodes
-            if node[0] == "call"
-            and node[1] in reach
-            and any(parse_value(s) for s in self.canonical_calls[node[2]].free_symbols)
+            if isinstance(node, Call)
+            and node.symbol in reach
+            and any(parse_value(s) for s in self.canonical_calls[node.key].free_symbols)
         )
-
-    @staticmethod
-    def _reads(node) -> set:
-        if node[0] == "assign":
-            return node[2].free_symbols
-        return set().union(*(a.free_symbols for a in node[4]))
 
     def returns(self, symbols) -> None:
         self.lines.append(f"    return ({', '.join(self.names[s] for s in symbols)},)")
@@ -494,89 +527,121 @@ def generate_vjp(
     call's value through ``call(key, name, *arguments)``; with ``cached=True`` the calls are known
     already (evaluated by the inverse) and are asked for as ``call(key, name)``, so their arguments
     are computed only where a derivative reads them.
+
+    Four phases: the step as nodes (:func:`_vjp_nodes`), the backward walk (:class:`_Walk`), the
+    values the walk reads (:func:`_vjp_needed`), and the emitted source (:func:`_emit_vjp`).
     """
     scratch = _Emitter(scheme, evaluation_points(scheme).keys, None)  # keyed as the step's calls
     inputs = scheme.state_vector
     scratch.unpack(inputs, "state")
     scratch.steps(scheme)
-    constant = CONSTANT
-    # one node per call key: two spellings of one call (``f(s)`` with a stage ``s = 2*x[n]``, and
-    # ``f(2*x[n])``) share a key and an evaluation, whose gradient is pulled once, summed
-    nodes, first_of, alias = [], {}, {}
-    for node in scratch.nodes:
-        node = tuple(a.xreplace(alias) if isinstance(a, sympy.Basic) else a for a in node)
-        if node[0] == "call":
-            node = (*node[:4], tuple(a.xreplace(alias) for a in node[4]))
-            if node[2] in first_of:
-                alias[node[1]] = first_of[node[2]]
+    nodes = _vjp_nodes(scratch.nodes)
+    walk = _Walk(scheme, nodes, learnable)
+    needed = _vjp_needed(scheme, nodes, walk, cached)
+    source = _emit_vjp(scheme, nodes, walk, needed, cached, function_name)
+    calls = tuple(scratch.canonical_calls[k] for k in sorted(scratch.canonical_calls))
+    return StepCode(source, function_name, inputs, tuple(walk.outputs), calls)
+
+
+def _vjp_nodes(nodes: list[Assign | Call]) -> list[Assign | Call]:
+    """One node per call key: two spellings of one call (``f(s)`` with a stage ``s = 2*x[n]``, and
+    ``f(2*x[n])``) share a key and an evaluation, whose gradient is pulled once, summed."""
+    kept: list[Assign | Call] = []
+    first_of: dict[int, sympy.Dummy] = {}
+    alias: dict = {}
+    for node in nodes:
+        if isinstance(node, Call):
+            node = node._replace(arguments=tuple(a.xreplace(alias) for a in node.arguments))
+            if node.key in first_of:
+                alias[node.symbol] = first_of[node.key]
                 continue
-            first_of[node[2]] = node[1]
-        nodes.append(node)
-    call_names = {node[1]: f"c{node[2]}" for node in nodes if node[0] == "call"}
-    outputs = [value(parse_value(s)[0], parse_value(s)[1] + 1) for s in inputs]
-    given = [sympy.Dummy(f"grad_{python_name(out)}") for out in outputs]
+            first_of[node.key] = node.symbol
+        else:
+            node = node._replace(expr=node.expr.xreplace(alias))
+        kept.append(node)
+    return kept
 
-    # the backward walk, symbolically: ("grad", variable, source, expression) and
-    # ("pull", key, gradient variable, argument gradient variables)
-    contributions: dict[sympy.Basic, list[sympy.Expr]] = {}
-    for out, grad in zip(outputs, given, strict=True):
-        contributions.setdefault(out, []).append(grad)
-    walk: list[tuple] = []
 
-    def spread(gradient: sympy.Expr, expr: sympy.Expr) -> None:
-        for symbol in sorted(expr.free_symbols - {constant}, key=str):
+class _Walk:
+    """The backward walk, symbolically: a list of :class:`Grad` and :class:`Pull` records from the
+    outputs' gradients down to the inputs' (``returned``) and the learnable parameters'
+    (``learnable_grads``)."""
+
+    def __init__(self, scheme: Scheme, nodes: list[Assign | Call], learnable: tuple[str, ...] = ()):
+        inputs = scheme.state_vector
+        self.call_names = {node.symbol: f"c{node.key}" for node in nodes if isinstance(node, Call)}
+        self.outputs = [value(parse_value(s)[0], parse_value(s)[1] + 1) for s in inputs]
+        self.given = [sympy.Dummy(f"grad_{python_name(out)}") for out in self.outputs]
+        self.contributions: dict[sympy.Basic, list[sympy.Expr]] = {}
+        for out, grad in zip(self.outputs, self.given, strict=True):
+            self.contributions.setdefault(out, []).append(grad)
+        self.steps: list[Grad | Pull] = []
+        for node in reversed(nodes):
+            if isinstance(node, Assign):
+                gradient = self.gradient_of(node.target)
+                if gradient is not None:
+                    self.spread(gradient, node.expr)
+                continue
+            gradient = self.gradient_of(node.symbol)
+            if gradient is not None:
+                pulled = [sympy.Dummy(f"g_c{node.key}_arg{i}") for i in range(len(node.arguments))]
+                self.steps.append(Pull(node.key, gradient, pulled))
+                for argument, gradient_arg in zip(node.arguments, pulled, strict=True):
+                    self.spread(gradient_arg, argument)
+        self.returned = [self.gradient_of(symbol) for symbol in inputs]
+        params = {p.name: p.symbol for p in scheme.params}
+        self.learnable_grads = [self.gradient_of(params[name]) for name in learnable]
+
+    def spread(self, gradient: sympy.Expr, expr: sympy.Expr) -> None:
+        for symbol in sorted(expr.free_symbols - {CONSTANT}, key=str):
             derivative = sympy.diff(expr, symbol)
             if derivative != 0:
-                contributions.setdefault(symbol, []).append(gradient * derivative)
+                self.contributions.setdefault(symbol, []).append(gradient * derivative)
 
-    def gradient_of(symbol: sympy.Basic) -> sympy.Dummy | None:
-        parts = contributions.pop(symbol, [])
+    def gradient_of(self, symbol: sympy.Basic) -> sympy.Dummy | None:
+        parts = self.contributions.pop(symbol, [])
         if not parts:
             return None
-        variable = sympy.Dummy(f"g_{call_names.get(symbol) or python_name(symbol)}")
-        walk.append(("grad", variable, symbol, parts))
+        variable = sympy.Dummy(f"g_{self.call_names.get(symbol) or python_name(symbol)}")
+        self.steps.append(Grad(variable, symbol, parts))
         return variable
 
-    for node in reversed(nodes):
-        if node[0] == "assign":
-            _, target, expr = node
-            gradient = gradient_of(target)
-            if gradient is not None:
-                spread(gradient, expr)
-            continue
-        _, symbol, key, name, arguments = node
-        gradient = gradient_of(symbol)
-        if gradient is not None:
-            pulled = [sympy.Dummy(f"g_c{key}_arg{i}") for i in range(len(arguments))]
-            walk.append(("pull", key, gradient, pulled))
-            for argument, gradient_arg in zip(arguments, pulled, strict=True):
-                spread(gradient_arg, argument)
-    returned = [gradient_of(symbol) for symbol in inputs]
-    params = {p.name: p.symbol for p in scheme.params}
-    wanted = [gradient_of(params[name]) for name in learnable]
 
-    # the values the walk reads, and what they need in turn
+def _vjp_needed(scheme: Scheme, nodes: list[Assign | Call], walk: _Walk, cached: bool) -> set[sympy.Basic]:
+    """The values the walk reads, and what they need in turn.
+
+    A value read in several places gets the sum of several gradients, which may differ in shape
+    where the step broadcasts (h*x[n] and f(h) both read h): each is reduced to the value's own
+    shape before the sum (``accumulate``), so a gradient is never counted once per broadcast
+    element. The value's shape comes from the value (an input, a call), the output's gradient (a
+    new value), or the value computed again (a stage); a parameter's gradients are summed whole."""
+    params = {p.symbol for p in scheme.params}
+    outputs = set(walk.outputs)
     needed: set[sympy.Basic] = set()
-    # A value read in several places gets the sum of several gradients, which may differ in shape
-    # where the step broadcasts (h*x[n] and f(h) both read h): each is reduced to the value's own
-    # shape before the sum (``accumulate``), so a gradient is never counted once per broadcast
-    # element. The value's shape comes from the value (an input, a call), the output's gradient (a
-    # new value), or the value computed again (a stage); a parameter's gradients are summed whole.
-    params_by_symbol = {p.symbol for p in scheme.params}
-    given_of = dict(zip(outputs, given, strict=True))
-    for step in walk:
-        if step[0] == "grad":
-            needed |= sympy.Add(*step[3]).free_symbols
-            source = step[2]
-            if len(step[3]) > 1 and source not in params_by_symbol and source not in given_of:
-                needed.add(source)  # a stage (or input, call: always there)
-    needed |= {node[1] for node in nodes if node[0] == "call"}  # every call is evaluated or looked up
+    for step in walk.steps:
+        if isinstance(step, Grad):
+            needed |= sympy.Add(*step.parts).free_symbols
+            if len(step.parts) > 1 and step.source not in params and step.source not in outputs:
+                needed.add(step.source)  # a stage (or input, call: always there)
+    needed |= {node.symbol for node in nodes if isinstance(node, Call)}  # every call evaluated or looked up
     for node in reversed(nodes):
-        if node[0] == "assign" and node[1] in needed:
-            needed |= node[2].free_symbols
-        elif node[0] == "call" and node[1] in needed and not cached:
-            needed |= set().union(*(a.free_symbols for a in node[4]))
+        if isinstance(node, Assign) and node.target in needed:
+            needed |= node.expr.free_symbols
+        elif isinstance(node, Call) and node.symbol in needed and not cached:
+            needed |= node.reads()
+    return needed
 
+
+def _emit_vjp(
+    scheme: Scheme,
+    nodes: list[Assign | Call],
+    walk: _Walk,
+    needed: set[sympy.Basic],
+    cached: bool,
+    function_name: str,
+) -> str:
+    """The source: the values needed, the given gradients, the walk, the returned gradients."""
+    inputs = scheme.state_vector
     emit = _Emitter(scheme, evaluation_points(scheme).keys, None)
     header = [f"def {function_name}(state, grads, p, call, pull):"]
     header += [f"    # {eq}" for eq in scheme.steps]
@@ -584,51 +649,50 @@ def generate_vjp(
     emit.read_params(scheme)
     constants = {eq.target: float(eq.expr) for eq in scheme.steps if eq.expr.is_number and not eq.is_stage}
     for node in nodes:
-        if node[1] not in needed:
-            continue
-        if node[0] == "assign":
-            _, target, expr = node
-            if target in constants:
-                emit.names[constant] = f"torch.full_like({emit.names[inputs[0]]}, {constants[target]!r})"
-            emit.equation(target, expr, False)
-            continue
-        _, symbol, key, name, arguments = node
-        variable = emit.name_for(symbol, call_names[symbol])
-        printed = "" if cached else "".join(f", {emit.printer.doprint(a)}" for a in arguments)
-        emit.lines.append(f'    {variable} = call({key}, "{name}"{printed})')
-    emit.unpack(given, "grads")
-    for step in walk:
-        if step[0] == "grad":
-            _, variable, source, parts = step
-            if len(parts) == 1:
-                emit.equation(variable, parts[0], False)
+        if isinstance(node, Assign):
+            if node.target not in needed:
                 continue
-            name = emit.name_for(variable, python_name(variable))
-            if source in params_by_symbol:
-                summed = " + ".join(f"({emit.printer.doprint(part)}).sum()" for part in parts)
-                emit.lines.append(f"    {name} = {summed}")
-                continue
-            like = (
-                emit.names[given_of[source]]
-                if source in given_of and source not in inputs
-                else emit.names[source]
-            )
-            terms = ", ".join(emit.printer.linear_terms(sympy.Add(*parts)))
-            emit.lines.append(f"    {name} = accumulate({like}, {terms})")
-        else:
-            _, key, gradient, pulled = step
-            emit.unpack(pulled, f"pull({key}, {emit.names[gradient]})")
+            if node.target in constants:
+                emit.names[CONSTANT] = f"torch.full_like({emit.names[inputs[0]]}, {constants[node.target]!r})"
+            emit.equation(node.target, node.expr, False)
+            continue
+        if node.symbol not in needed:
+            continue
+        variable = emit.name_for(node.symbol, walk.call_names[node.symbol])
+        printed = "" if cached else "".join(f", {emit.printer.doprint(a)}" for a in node.arguments)
+        emit.lines.append(f'    {variable} = call({node.key}, "{node.name}"{printed})')
+    emit.unpack(walk.given, "grads")
+    params = {p.symbol for p in scheme.params}
+    given_of = dict(zip(walk.outputs, walk.given, strict=True))
+    for step in walk.steps:
+        if isinstance(step, Pull):
+            emit.unpack(step.pulled, f"pull({step.key}, {emit.names[step.gradient]})")
+            continue
+        if len(step.parts) == 1:
+            emit.equation(step.variable, step.parts[0], False)
+            continue
+        name = emit.name_for(step.variable, python_name(step.variable))
+        if step.source in params:
+            summed = " + ".join(f"({emit.printer.doprint(part)}).sum()" for part in step.parts)
+            emit.lines.append(f"    {name} = {summed}")
+            continue
+        source = step.source
+        like = (
+            emit.names[given_of[source]]
+            if source in given_of and source not in inputs
+            else emit.names[source]
+        )
+        terms = ", ".join(emit.printer.linear_terms(sympy.Add(*step.parts)))
+        emit.lines.append(f"    {name} = accumulate({like}, {terms})")
     state_grads = [
         emit.names[g] if g is not None else f"torch.zeros_like({emit.names[s]})"
-        for g, s in zip(returned, inputs, strict=True)
+        for g, s in zip(walk.returned, inputs, strict=True)
     ]
-    param_grads = [f"({emit.names[g]}).sum()" if g is not None else "None" for g in wanted]  # of one part
+    param_grads = [f"({emit.names[g]}).sum()" if g is not None else "None" for g in walk.learnable_grads]
     emit.lines.append(
         f"    return ({', '.join(state_grads)},), ({', '.join(param_grads)}{',' if param_grads else ''})"
     )
-    source = "\n".join(header + emit.lines) + "\n"
-    calls = tuple(scratch.canonical_calls[k] for k in sorted(scratch.canonical_calls))
-    return StepCode(source, function_name, inputs, tuple(outputs), calls)
+    return "\n".join(header + emit.lines) + "\n"
 
 
 def generate_exact(

@@ -200,10 +200,35 @@ def _cmd_stability(args: argparse.Namespace) -> int:
 
 def add_commands(commands) -> None:
     """Register the subcommands on ``commands`` (argparse's subparsers)."""
-    model = lambda name: default_of(ModelConfig, name)  # noqa: E731 - a local shorthand
-    training = lambda name: default_of(TrainSettings, name)  # noqa: E731
-    per_data = ", ".join(f"{name} {d.layout}" for name, d in DATA_DEFAULTS.items())
+    _add_train(commands)
+    p = commands.add_parser("evaluate", help="the test metrics of a checkpoint written by 'odenet train'")
+    p.add_argument("checkpoint", metavar="CHECKPOINT")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_cmd_evaluate)
 
+    p = commands.add_parser(
+        "stability", help="a trained network's layer Jacobian spectra against the scheme's stability region"
+    )
+    p.add_argument("checkpoint", metavar="CHECKPOINT")
+    p.add_argument(
+        "--samples", type=positive, help="test inputs to linearize at (default 16, or 4 above 256 dims)"
+    )
+    p.add_argument("--json", action="store_true", help="print the per-layer facts as JSON")
+    p.add_argument("--report", metavar="DIR", help="write report.md and spectra.png")
+    p.set_defaults(run=_cmd_stability)
+
+
+def _model(name: str):
+    return default_of(ModelConfig, name)
+
+
+def _training(name: str):
+    return default_of(TrainSettings, name)
+
+
+def _add_train(commands) -> None:
+    """``odenet train``: what to train on, then the network's, the training's and the output's options."""
+    model = _model
     p = commands.add_parser(
         "train", help="train a network built from a scheme on a data set; write a checkpoint and metrics"
     )
@@ -223,6 +248,16 @@ def add_commands(commands) -> None:
     p.add_argument(
         "--out", metavar="DIR", help="where checkpoint.pt and metrics.json go (default runs/SCHEME-DATA)"
     )
+    _network_options(p)
+    _training_options(p)
+    _output_options(p)
+    p.set_defaults(run=_cmd_train)
+
+
+def _network_options(p) -> None:
+    """How the network is built (ModelConfig's fields)."""
+    model = _model
+    per_data = ", ".join(f"{name} {d.layout}" for name, d in DATA_DEFAULTS.items())
     add_choice(p, "--layout", Layout, f"vectors or images (default per data set: {per_data})")
     add_choice(
         p,
@@ -277,6 +312,11 @@ def add_commands(commands) -> None:
     p.add_argument(
         "--train-fraction", type=float, default=1.0, help="share of the training set used (default 1)"
     )
+
+
+def _training_options(p) -> None:
+    """How it is trained (TrainSettings' fields)."""
+    training = _training
     add_field(p, "--batch-size", TrainSettings, "batch_size", "examples per batch", positive)
     p.add_argument("--lr", type=finite, help="learning rate (default per scheme: see --explain-defaults)")
     add_field(p, "--weight-decay", TrainSettings, "weight_decay", "weight decay", float)
@@ -302,6 +342,10 @@ def add_commands(commands) -> None:
         training("stability_target"),
     )
     add_field(p, "--device", TrainSettings, "device", "torch device")
+
+
+def _output_options(p) -> None:
+    """What the run prints and writes."""
     p.add_argument("--json", action="store_true", help="print the final metrics as JSON")
     p.add_argument(
         "--explain-defaults",
@@ -313,20 +357,3 @@ def add_commands(commands) -> None:
         action="store_true",
         help="continue the run whose checkpoint is in --out (same options), to the same final weights",
     )
-    p.set_defaults(run=_cmd_train)
-
-    p = commands.add_parser("evaluate", help="the test metrics of a checkpoint written by 'odenet train'")
-    p.add_argument("checkpoint", metavar="CHECKPOINT")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(run=_cmd_evaluate)
-
-    p = commands.add_parser(
-        "stability", help="a trained network's layer Jacobian spectra against the scheme's stability region"
-    )
-    p.add_argument("checkpoint", metavar="CHECKPOINT")
-    p.add_argument(
-        "--samples", type=positive, help="test inputs to linearize at (default 16, or 4 above 256 dims)"
-    )
-    p.add_argument("--json", action="store_true", help="print the per-layer facts as JSON")
-    p.add_argument("--report", metavar="DIR", help="write report.md and spectra.png")
-    p.set_defaults(run=_cmd_stability)

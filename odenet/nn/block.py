@@ -370,7 +370,7 @@ def compile(
     scheme: Scheme,
     functions: Mapping[str, FunctionSpec],
     depth: int,
-    memory: Memory = "autograd",
+    memory: Memory | MemoryMode = "autograd",
     params: Mapping[str, float] | None = None,
     drift_tolerance: float | None = None,
     guard: Guard = "adaptive",
@@ -380,11 +380,13 @@ def compile(
     """Compile ``scheme`` into a trainable block of ``depth`` layers.
 
     ``functions`` maps each function symbol to a factory ``layer_index -> nn.Module`` (separate
-    weights per layer) or to one ``nn.Module`` shared by all layers. ``memory`` is one of
-    ``"autograd"``, ``"checkpoint"``, ``"reversible"``, ``"adjoint"``; ``params`` overrides the
-    parameters' defaults. ``drift_tolerance`` is the accepted relative error of an input rebuilt in
-    reversible mode (default: 100 eps of the dtype); ``guard`` says what happens when a rebuilt input
-    passes it: ``"adaptive"`` recomputes exactly, ``"raise"`` raises ``ReconstructionError``.
+    weights per layer) or to one ``nn.Module`` shared by all layers. ``memory`` is a mode's name
+    (``"autograd"``, ``"checkpoint"``, ``"reversible"``, ``"adjoint"``, ``"fixed_point"``) or a mode
+    object of :mod:`odenet.nn.modes` with its options (``Reversible(guard="raise")``), in which case
+    the keywords below stay unset; ``params`` overrides the parameters' defaults.
+    ``drift_tolerance`` is the accepted relative error of an input rebuilt in reversible mode
+    (default: 100 eps of the dtype); ``guard`` says what happens when a rebuilt input passes it:
+    ``"adaptive"`` recomputes exactly, ``"raise"`` raises ``ReconstructionError``.
     ``memory_budget`` (reversible and adjoint modes) keeps the graphs of the top layers, as many as
     fit, on top of what the mode keeps anyway: a float in [0, 1] is a fraction of the layers (of
     autograd's activation memory), an int a number of bytes of saved tensors (layers counted at the

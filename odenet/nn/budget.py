@@ -10,11 +10,16 @@ from __future__ import annotations
 import copy
 import math
 import numbers
+from typing import TYPE_CHECKING
 
 import torch
 
 from odenet.errors import ConfigError
+from odenet.nn.layers import Layers
 from odenet.nn.memory import saved_tensor_bytes
+
+if TYPE_CHECKING:
+    from odenet.nn.modes.base import MemoryMode
 
 __all__ = ["check_budget", "graph_layers", "keep_graphs"]
 
@@ -47,7 +52,7 @@ def check_budget(budget, memory: str) -> float | int | None:
     )
 
 
-def _probe_layer_bytes(layers, mode, state) -> int:
+def _probe_layer_bytes(layers: Layers, mode: MemoryMode, state) -> int:
     """What layer 0's graph saves for this input, measured on copies of its modules with the random
     stream forked: the block's buffers and the user's random numbers are left as they were."""
     key = (
@@ -81,7 +86,7 @@ def _probe_layer_bytes(layers, mode, state) -> int:
     return counter.bytes
 
 
-def graph_layers(layers, mode, state) -> int:
+def graph_layers(layers: Layers, mode: MemoryMode, state) -> int:
     """How many of the top layers keep their graphs under ``mode.budget``: a fraction keeps that
     share of the layers; bytes keep as many as fit at the size of layer 0's graph (probed)."""
     budget, depth = mode.budget, layers.depth
@@ -93,7 +98,7 @@ def graph_layers(layers, mode, state) -> int:
     return depth if size == 0 else min(depth, budget // size)
 
 
-def keep_graphs(layers, mode, start: int, state):
+def keep_graphs(layers: Layers, mode: MemoryMode, start: int, state):
     """Layers ``[start, depth)`` with their graphs (plain autograd); a budget in bytes counts what
     they save (``graph_bytes`` of the pass report)."""
     layers.last_pass.graph_layers = layers.depth - start

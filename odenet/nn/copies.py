@@ -14,12 +14,17 @@ from __future__ import annotations
 
 import bisect
 import math
+from typing import TYPE_CHECKING
 
 import torch
 
 from odenet.errors import ReconstructionError
+from odenet.nn.layers import Layers
 from odenet.nn.rebuild import RebuildPass, parameter_bytes, shortest_group, to_host
 from odenet.nn.vjp import kept_call, layer_vjp
+
+if TYPE_CHECKING:
+    from odenet.nn.modes.base import MemoryMode
 
 __all__ = ["CopiesPass"]
 
@@ -28,7 +33,9 @@ class CopiesPass(RebuildPass):
     """One forward pass through layers ``[0, stop)`` and its backward: the exact copies, the release
     groups, the errors measured. ``mode`` is the Reversible (``exact``) or Adjoint mode object."""
 
-    def __init__(self, layers, mode, exact: bool, state: tuple[torch.Tensor, ...], stop: int):
+    def __init__(
+        self, layers: Layers, mode: MemoryMode, exact: bool, state: tuple[torch.Tensor, ...], stop: int
+    ):
         super().__init__(layers, mode, state, stop)
         self.exact = exact
         self.report = layers.last_pass

@@ -18,6 +18,7 @@ import sympy
 import torch
 
 from odenet.errors import ConfigError
+from odenet.nn.layers import Layers
 from odenet.nn.rebuild import to_host
 from odenet.nn.replay import AutocastState
 from odenet.options import Guard, choices
@@ -40,7 +41,7 @@ PLAN_MARGIN = {"adaptive": 4.0, "raise": 16.0}
 class DriftControl:
     """Where to keep exact copies of the state so that rebuilt inputs stay accurate."""
 
-    def __init__(self, layers, tolerance: float | None, guard: str = "adaptive"):
+    def __init__(self, layers: Layers, tolerance: float | None, guard: str = "adaptive"):
         self.tolerance = check_tolerance(tolerance)
         self.guard = check_guard(guard)
         self.depth = layers.depth
@@ -57,7 +58,7 @@ class DriftControl:
         return {**self.__dict__, "_matrix": None}  # sympy matrix: rebuilt on first use
 
     # -- the backward amplification of each layer, a(n) = rho(M(0)^-1) ----------------------------
-    def _names(self, layers) -> list[str]:
+    def _names(self, layers: Layers) -> list[str]:
         """The parameters M(0) depends on."""
         if self._matrix is None:
             from odenet.analysis.stability import LAMBDA, amplification_matrix
@@ -65,12 +66,12 @@ class DriftControl:
             self._matrix = amplification_matrix(layers.scheme).subs(LAMBDA, 0)
         return sorted(s.name for s in self._matrix.free_symbols)
 
-    def device_values(self, layers) -> torch.Tensor:
+    def device_values(self, layers: Layers) -> torch.Tensor:
         """The values of those parameters for every layer, on their device, as one float64 vector."""
         parts = [layers.parameter_values(name).to(torch.float64) for name in self._names(layers)]
         return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
 
-    def refresh(self, layers, values) -> None:
+    def refresh(self, layers: Layers, values) -> None:
         """Compute the amplifications from the parameters' values (``device_values``, on the host)."""
         from odenet.analysis.numeric import evaluate
 
@@ -94,11 +95,11 @@ class DriftControl:
         self._amplifications = out
         self._source = self._identity(layers)
 
-    def _identity(self, layers) -> tuple:
+    def _identity(self, layers: Layers) -> tuple:
         tensors = [layers.parameter_tensor(name) for name in self._names(layers)]
         return tuple((id(t), t.data_ptr(), t.device, t.dtype, t._version) for t in tensors)
 
-    def amplifications(self, layers) -> np.ndarray:
+    def amplifications(self, layers: Layers) -> np.ndarray:
         """Backward amplification of each layer at the current parameter values. Learnable
         parameters are read from the device at every call (once per forward pass that plans; an
         optimizer step may move them without telling: fused optimizers leave version counters
@@ -122,7 +123,7 @@ class DriftControl:
         compute = dtype if autocast is None else autocast.compute_dtype(dtype)
         return max(tolerance, torch.finfo(compute).eps / 10)
 
-    def boundaries(self, layers, dtype: torch.dtype, tolerance: float | None = None) -> set[int]:
+    def boundaries(self, layers: Layers, dtype: torch.dtype, tolerance: float | None = None) -> set[int]:
         """Layer boundaries (the input of layer j is boundary j) at which to keep an exact copy."""
         eps = torch.finfo(dtype).eps
         target = (self.tolerance_for(dtype) if tolerance is None else tolerance) / PLAN_MARGIN[self.guard]

@@ -54,6 +54,7 @@ import torch
 
 from odenet.errors import ConvergenceError, DoubleBackwardError, UnsupportedSchemeError
 from odenet.nn.generated import in_state_dtype
+from odenet.nn.layers import Layers
 from odenet.nn.replay import AutocastState, CallRecord
 from odenet.nn.solvers import Flat, Outcome, SolveInfo, Solver, gmres, solve
 
@@ -103,7 +104,7 @@ class _Layer(Map):
     """Layer ``n``'s map: the first evaluation records its calls, the iterations replay them, and
     :meth:`final` evaluates once more as an ordinary forward would."""
 
-    def __init__(self, layers, n: int, state: tuple[torch.Tensor, ...]):
+    def __init__(self, layers: Layers, n: int, state: tuple[torch.Tensor, ...]):
         parts = layers.code.implicit
         super().__init__(parts.step, parts.constant, parts.start, state, layers.layer_params(n), None)
         self.layers, self.n, self.layer, self.shaped = layers, n, n, parts.code.shaped
@@ -233,7 +234,7 @@ def implicit_layer(
     return tuple(unknowns[i] if new else state[i] for new, i in layers.code.implicit.assemble)
 
 
-def recording_caller(layers, n: int, state) -> Callable:
+def recording_caller(layers: Layers, n: int, state) -> Callable:
     """``call(key, name, *args)`` for repeated evaluations of layer ``n`` outside a training pass
     (``SchemeBlock.inverse``): the first evaluation of each call records what it started from and
     changes the buffers once; later ones replay it (same random numbers, buffers untouched)."""
@@ -250,7 +251,7 @@ def recording_caller(layers, n: int, state) -> Callable:
     return call
 
 
-def _needs_graph(layers, n: int, state, params) -> bool:
+def _needs_graph(layers: Layers, n: int, state, params) -> bool:
     """Whether a gradient can flow through layer ``n``: its input, its functions' parameters or its
     scheme parameters require one (frozen layers below the trained ones solve no adjoint)."""
     if any(t.requires_grad for t in state) or any(
@@ -263,7 +264,7 @@ def _needs_graph(layers, n: int, state, params) -> bool:
 class _Adjoint:
     """What the backward pass of one layer needs: the kept evaluation of ``G`` at the solution."""
 
-    def __init__(self, layers, solver, n, leaves, values, flat, tol):
+    def __init__(self, layers: Layers, solver, n, leaves, values, flat, tol):
         self.layers, self.solver, self.n, self.leaves, self.values, self.flat, self.tol = (
             layers,
             solver,

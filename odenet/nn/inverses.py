@@ -18,12 +18,13 @@ from odenet.errors import UnsupportedSchemeError
 from odenet.ir.reversal import reverse_history
 from odenet.nn.drift import DEFAULT_GROWTH
 from odenet.nn.implicit import Map, recording_caller, refuse, solve_map
+from odenet.nn.layers import Layers
 from odenet.nn.solvers import SolveInfo, Solver
 
 __all__ = ["exact_inverse_step", "fixed_point_inverse_step", "negative_step"]
 
 
-def exact_inverse_step(layers, n: int, new_state, call=None, tol: float | None = None, solver=None):
+def exact_inverse_step(layers: Layers, n: int, new_state, call=None, tol: float | None = None, solver=None):
     """The input of layer ``n`` from its output, by the derived inverse, or by solving the
     fixed-point inverse (to ``tol``, with ``solver``) where there is no explicit one (Euler, Heun).
     ``call(key, name, *args)`` evaluates the functions (by default layer ``n``'s modules)."""
@@ -43,7 +44,7 @@ def exact_inverse_step(layers, n: int, new_state, call=None, tol: float | None =
     return reverse_history(layers.scheme, out)
 
 
-def negative_step(layers, n: int, new_state, call=None):
+def negative_step(layers: Layers, n: int, new_state, call=None):
     """The input of layer ``n`` rebuilt approximately: the forward step with ``-h`` (the scheme's
     step parameter, whatever its name), in reversed time (Sander et al. 2022). Exact for
     time-symmetric schemes such as leapfrog."""
@@ -55,7 +56,7 @@ def negative_step(layers, n: int, new_state, call=None):
 
 
 @torch.no_grad()
-def fixed_point_inverse_step(layers, n: int, reversed_state, call, tol: float, solver: Solver):
+def fixed_point_inverse_step(layers: Layers, n: int, reversed_state, call, tol: float, solver: Solver):
     """Layer ``n``'s input from its output (both in reversed time) by solving the fixed-point
     inverse (:func:`odenet.analysis.inverse.fixed_point_inverse`) with ``solver`` to the
     relative residual ``tol`` (a tenth of it where rounding allows; at least 100 eps, so that a
@@ -91,7 +92,7 @@ def fixed_point_inverse_step(layers, n: int, reversed_state, call, tol: float, s
     return tuple(unknowns[i] if new else reversed_state[i] for new, i in parts.assemble)
 
 
-def _contraction_condition(layers, n: int) -> str:
+def _contraction_condition(layers: Layers, n: int) -> str:
     """The analysis's condition for layer ``n``'s fixed-point inverse to converge, at its parameters."""
     import sympy  # the analysis's numbers, on this failing path only
 

@@ -15,11 +15,16 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
 from odenet.errors import DoubleBackwardError
+from odenet.nn.layers import Layers
 from odenet.nn.replay import AutocastState, CallRecord
+
+if TYPE_CHECKING:
+    from odenet.nn.modes.base import MemoryMode
 
 __all__ = [
     "RebuildPass",
@@ -43,7 +48,7 @@ class RebuildPass(abc.ABC):
     ``foreign_checked`` flag is set once a backward pass has walked the functions' graphs),
     ``groups`` the ``(start, stop)`` of each ``autograd.Function``, lowest first."""
 
-    def __init__(self, layers, mode, state: Sequence[torch.Tensor], stop: int):
+    def __init__(self, layers: Layers, mode: MemoryMode, state: Sequence[torch.Tensor], stop: int):
         self.layers, self.mode, self.stop = layers, mode, stop
         self.dtype, self.device = state[0].dtype, state[0].device
         self.autocast = AutocastState(self.device.type)
@@ -168,7 +173,7 @@ def check_unchanged(name: str, versions) -> None:
             )
 
 
-def function_params(layers) -> dict[str, list[list[torch.Tensor]]]:
+def function_params(layers: Layers) -> dict[str, list[list[torch.Tensor]]]:
     """Each function's parameters per layer, listed once per pass (walking modules is slow)."""
     return {
         name: [list(layers.functions[name].parameters())] * layers.depth
@@ -178,7 +183,7 @@ def function_params(layers) -> dict[str, list[list[torch.Tensor]]]:
     }
 
 
-def parameter_bytes(layers, function_params) -> int:
+def parameter_bytes(layers: Layers, function_params) -> int:
     """Bytes of the functions' own trainable parameters over all layers (shared ones left out: their
     gradient is one tensor however many layers a group holds)."""
     return sum(

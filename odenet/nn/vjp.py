@@ -9,15 +9,20 @@ gradient through it: each point is evaluated once per layer in the backward pass
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from odenet.errors import UnsupportedSchemeError
 from odenet.nn.params import constrain
 
+if TYPE_CHECKING:
+    from odenet.nn.rebuild import RebuildPass
+
 __all__ = ["engine_grad", "kept_call", "layer_vjp", "leaves_of", "refuse_foreign_tensors"]
 
 
-def kept_call(run, n: int, cache: dict, points: dict[int, int] | None = None):
+def kept_call(run: RebuildPass, n: int, cache: dict, points: dict[int, int] | None = None):
     """``call(key, name, *args)`` for an inverse: evaluates layer n's call again under what the
     forward's saw, keeps the evaluation with its small graph in ``cache`` (for the layer's
     vector-Jacobian product) and returns its value detached. ``points`` (the adjoint's step with
@@ -39,7 +44,9 @@ def kept_call(run, n: int, cache: dict, points: dict[int, int] | None = None):
     return call
 
 
-def layer_vjp(run, n: int, old, grads, cache: dict, wanted: dict, param_grads: list, values=None):
+def layer_vjp(
+    run: RebuildPass, n: int, old, grads, cache: dict, wanted: dict, param_grads: list, values=None
+):
     """The vector-Jacobian product of layer n at its input ``old`` with ``grads``: returns the
     gradients for the layer's input, and adds those of the parameters in ``wanted`` (id -> index)
     into ``param_grads``. ``values``: the scheme parameters' values (by default the layer's own).
@@ -122,7 +129,7 @@ def engine_grad(out: torch.Tensor, inputs: tuple, gradient: torch.Tensor) -> tup
     )
 
 
-def refuse_foreign_tensors(run, n: int, evaluations) -> None:
+def refuse_foreign_tensors(run: RebuildPass, n: int, evaluations) -> None:
     """Walk the graphs of layer n's evaluations ``(leaves, out)`` down to their leaves: one that
     requires grad and is neither a call's argument nor a registered parameter of the block would get
     no gradient from this mode, so it is refused (on a block's first backward pass; the step's own

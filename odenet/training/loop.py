@@ -177,150 +177,189 @@ def _resume_state(out_dir: Path, config: ModelConfig, settings: TrainSettings) -
 
 
 def _train(config, data, settings, out_dir, stream, data_info, resume=False, writes=True, stop=None):
+    """The loop, in phases: the run's parts (:class:`_Run`), a resumed state, then per epoch its
+    batches, its evaluation, its record and its files."""
     torch.manual_seed(settings.seed)
-    device = torch.device(settings.device)
-    if device.type == "cuda" and processes().world > 1:
-        device = torch.device("cuda", torch.cuda.current_device())
-    model = build_model(config, TRAINING_BYTES_PER_PARAMETER).to(device)
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    group = processes()
-    if group.world > 1 and settings.batch_size % group.world:
-        raise ConfigError(
-            f"--batch-size {settings.batch_size} does not split over {group.world} processes; "
-            f"expected a multiple of {group.world}"
-        )
-    network = model
-    if group.world > 1:  # gradients averaged over the processes, each with its share of the batch
-        network = torch.nn.parallel.DistributedDataParallel(model)
-    local_batch = settings.batch_size // group.world
-    sampler = torch.utils.data.DistributedSampler(
-        range(len(data.x_train)), num_replicas=group.world, rank=group.rank, shuffle=True, seed=settings.seed
-    )
-    if settings.optimizer == "adam":
-        optimizer = torch.optim.Adam(parameters, lr=settings.lr, weight_decay=settings.weight_decay)
-    else:
-        optimizer = torch.optim.SGD(
-            parameters, lr=settings.lr, momentum=0.9, weight_decay=settings.weight_decay
-        )
-    batches = math.ceil(len(sampler) / local_batch)
-    schedule = None
-    if settings.schedule == "cosine":
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.epochs * batches)
-    progress = _Progress(stream if group.main else None, batches)
-    n_params = sum(p.numel() for p in parameters)
-    progress.line(
-        f"training {config.family} {data.task} network from scheme {model.scheme.name}: "
-        f"{config.stages} stage(s) x {config.depth} layers, memory={config.memory}, {n_params} parameters, "
-        f"{len(data.x_train)} train / {len(data.x_test)} test examples of {data.name}"
-    )
-    penalty = None
-    if settings.stability_penalty:
-        from odenet.models.penalty import GrowthPenalty, StabilityPenalty
-
-        penalty = (GrowthPenalty if settings.stability_target == "growth" else StabilityPenalty)(model)
-    history = []
+    run = _Run(config, data, settings, stream)
+    history: list[dict] = []
     start = time.perf_counter()
     metrics: dict = {}
     first = 1
     if resume:
-        state = _resume_state(out_dir, config, settings)
-        model.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
-        if schedule is not None:
-            schedule.load_state_dict(state["schedule"])
-        torch.set_rng_state(state["torch_rng"])
-        history = list(state["history"])
-        first = state["epoch"] + 1
-        start -= float(state["seconds"])
-        progress.line(f"resuming from epoch {state['epoch']} of {settings.epochs}")
-    last_finite = (first - 1, copy.deepcopy(model.state_dict()))
+        history, first, seconds = run.resume(out_dir, config)
+        start -= seconds
+    target = out_dir if writes else None
+    last_finite = (first - 1, copy.deepcopy(run.model.state_dict()))
     for epoch in range(first, settings.epochs + 1):
+
+        def diverged(where, value, epoch=epoch, good=last_finite):
+            _diverged(config, data, target, history, good, epoch, where, value)
+
+        run.epoch(epoch, stop, diverged)
+        train_m = evaluate(run.model, data.x_train, data.y_train, data.task)
+        test_m = evaluate(run.model, data.x_test, data.y_test, data.task)
+        if not all(math.isfinite(m["loss"]) for m in (train_m, test_m)):
+            _diverged(config, data, target, history, last_finite, epoch, "its evaluation", test_m["loss"])
+        seconds = time.perf_counter() - start
+        row = {"epoch": epoch, **_scores(train_m, test_m), "seconds": seconds}
+        history.append(row)
+        run.progress.line(_epoch_line(epoch, settings.epochs, train_m, test_m, seconds))
+        metrics = run.metrics(epoch, row, history)
+        if target is not None:
+            run.save(target, data_info or {"name": data.name}, epoch, metrics, history, seconds)
+        last_finite = (epoch, copy.deepcopy(run.model.state_dict()))
+    run.model.eval()
+    return run.model, metrics
+
+
+def _scores(train_m: dict, test_m: dict) -> dict:
+    return {
+        "train_loss": train_m["loss"],
+        "train_accuracy": train_m["accuracy"],
+        "test_loss": test_m["loss"],
+        "test_accuracy": test_m["accuracy"],
+    }
+
+
+class _Run:
+    """What one training run holds: the device, the model (wrapped for several processes), its
+    optimizer, schedule, sampler and penalty, and the progress printer."""
+
+    def __init__(self, config, data, settings, stream):
+        self.config, self.data, self.settings = config, data, settings
+        device = torch.device(settings.device)
+        if device.type == "cuda" and processes().world > 1:
+            device = torch.device("cuda", torch.cuda.current_device())
+        self.device = device
+        self.model = model = build_model(config, TRAINING_BYTES_PER_PARAMETER).to(device)
+        parameters = [p for p in model.parameters() if p.requires_grad]
+        group = processes()
+        if group.world > 1 and settings.batch_size % group.world:
+            raise ConfigError(
+                f"--batch-size {settings.batch_size} does not split over {group.world} processes; "
+                f"expected a multiple of {group.world}"
+            )
+        # several processes: gradients averaged over them, each with its share of the batch
+        self.network = torch.nn.parallel.DistributedDataParallel(model) if group.world > 1 else model
+        self.local_batch = settings.batch_size // group.world
+        self.sampler = torch.utils.data.DistributedSampler(
+            range(len(data.x_train)),
+            num_replicas=group.world,
+            rank=group.rank,
+            shuffle=True,
+            seed=settings.seed,
+        )
+        if settings.optimizer == "adam":
+            self.optimizer = torch.optim.Adam(parameters, lr=settings.lr, weight_decay=settings.weight_decay)
+        else:
+            self.optimizer = torch.optim.SGD(
+                parameters, lr=settings.lr, momentum=0.9, weight_decay=settings.weight_decay
+            )
+        self.batches = math.ceil(len(self.sampler) / self.local_batch)
+        self.schedule = None
+        if settings.schedule == "cosine":
+            self.schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+                self.optimizer, T_max=settings.epochs * self.batches
+            )
+        self.progress = _Progress(stream if group.main else None, self.batches)
+        self.n_params = sum(p.numel() for p in parameters)
+        self.progress.line(
+            f"training {config.family} {data.task} network from scheme {model.scheme.name}: "
+            f"{config.stages} stage(s) x {config.depth} layers, memory={config.memory}, {self.n_params} "
+            f"parameters, {len(data.x_train)} train / {len(data.x_test)} test examples of {data.name}"
+        )
+        self.penalty = None
+        if settings.stability_penalty:
+            from odenet.models.penalty import GrowthPenalty, StabilityPenalty
+
+            self.penalty = (GrowthPenalty if settings.stability_target == "growth" else StabilityPenalty)(
+                model
+            )
+
+    def resume(self, out_dir, config) -> tuple[list[dict], int, float]:
+        """Load a stopped run's state: (its history, the first epoch to run, its seconds so far)."""
+        state = _resume_state(out_dir, config, self.settings)
+        self.model.load_state_dict(state["state_dict"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.schedule is not None:
+            self.schedule.load_state_dict(state["schedule"])
+        torch.set_rng_state(state["torch_rng"])
+        self.progress.line(f"resuming from epoch {state['epoch']} of {self.settings.epochs}")
+        return list(state["history"]), state["epoch"] + 1, float(state["seconds"])
+
+    def epoch(self, epoch: int, stop, diverged) -> None:
+        """One epoch's batches; ``diverged(where, value)`` stops a run whose loss is not finite."""
+        model, data, settings = self.model, self.data, self.settings
         model.train()
-        sampler.set_epoch(epoch)  # the epoch's permutation, the same on every rank
-        order = torch.tensor(list(iter(sampler)), dtype=torch.long)
+        self.sampler.set_epoch(epoch)  # the epoch's permutation, the same on every rank
+        order = torch.tensor(list(iter(self.sampler)), dtype=torch.long)
         running = 0.0
-        for b in range(batches):
-            index = order[b * local_batch : (b + 1) * local_batch]
-            xb, yb = data.x_train[index].to(device), data.y_train[index].to(device)
-            optimizer.zero_grad(set_to_none=True)
-            loss = _loss(data.task, network(xb), yb)
+        for b in range(self.batches):
+            index = order[b * self.local_batch : (b + 1) * self.local_batch]
+            xb, yb = data.x_train[index].to(self.device), data.y_train[index].to(self.device)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = _loss(data.task, self.network(xb), yb)
             total = loss + settings.smoothness * model.smoothness().to(loss) if settings.smoothness else loss
-            if penalty is not None:
-                total = total + settings.stability_penalty * penalty(xb).to(loss)
+            if self.penalty is not None:
+                total = total + settings.stability_penalty * self.penalty(xb).to(loss)
             total.backward()
-            optimizer.step()
+            self.optimizer.step()
             if stop is not None and stop["asked"]:
                 raise KeyboardInterrupt  # after this batch: the files on disk stay the last finished epoch
-            if schedule is not None:
-                schedule.step()
+            if self.schedule is not None:
+                self.schedule.step()
             value = float(loss.detach())
             running = value if b == 0 else 0.9 * running + 0.1 * value
             if not math.isfinite(running):
-                target = out_dir if writes else None
-                _diverged(config, data, target, history, last_finite, epoch, f"batch {b + 1}", running)
-            progress.update(epoch, settings.epochs, b + 1, running)
-        train_m = evaluate(model, data.x_train, data.y_train, data.task)
-        test_m = evaluate(model, data.x_test, data.y_test, data.task)
-        if not all(math.isfinite(m["loss"]) for m in (train_m, test_m)):
-            target, value = (out_dir if writes else None), test_m["loss"]
-            _diverged(config, data, target, history, last_finite, epoch, "its evaluation", value)
-        seconds = time.perf_counter() - start
-        history.append(
-            {
-                "epoch": epoch,
-                "train_loss": train_m["loss"],
-                "train_accuracy": train_m["accuracy"],
-                "test_loss": test_m["loss"],
-                "test_accuracy": test_m["accuracy"],
-                "seconds": seconds,
-            }
-        )
-        progress.line(_epoch_line(epoch, settings.epochs, train_m, test_m, seconds))
+                diverged(f"batch {b + 1}", running)
+            self.progress.update(epoch, settings.epochs, b + 1, running)
+
+    def metrics(self, epoch: int, row: dict, history: list[dict]) -> dict:
+        """The run's metrics after ``epoch``: its description, the epoch's row, memory, history."""
+        config, data = self.config, self.data
         metrics = {
-            "scheme": model.scheme.name,
+            "scheme": self.model.scheme.name,
             "data": data.name,
             "task": data.task,
             "memory": config.memory,
             "depth": config.depth,
             "stages": config.stages,
-            "parameters": n_params,
+            "parameters": self.n_params,
             "train_examples": len(data.x_train),
             "test_examples": len(data.x_test),
             "epochs": epoch,
-            "train_loss": train_m["loss"],
-            "train_accuracy": train_m["accuracy"],
-            "test_loss": test_m["loss"],
-            "test_accuracy": test_m["accuracy"],
-            "seconds": seconds,
+            **{k: v for k, v in row.items() if k != "epoch"},
             "peak_memory_mb": peak_rss_mib(),
             "history": history,
         }
-        if device.type == "cuda":
-            metrics["cuda_peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-        if out_dir is not None and writes:  # the epoch's checkpoint and metrics, renamed together
-            content = checkpoint_content(
-                model,
-                data=data_info or {"name": data.name},
-                training=asdict(settings),
-                epoch=epoch,
-                metrics={k: v for k, v in metrics.items() if k != "history"},
-                resume={  # what --resume needs to continue as if never stopped
-                    "optimizer": optimizer.state_dict(),
-                    "schedule": None if schedule is None else schedule.state_dict(),
-                    "torch_rng": torch.get_rng_state(),
-                    "history": history,
-                    "seconds": seconds,
-                },
-            )
-            with (
-                atomic_path(out_dir / "checkpoint.pt") as weights,
-                atomic_path(out_dir / "metrics.json") as text,
-            ):
-                torch.save(content, weights)
-                text.write_text(finite_json(metrics, indent=2) + "\n", encoding="utf-8")
-        last_finite = (epoch, copy.deepcopy(model.state_dict()))
-    model.eval()
-    return model, metrics
+        if self.device.type == "cuda":
+            metrics["cuda_peak_memory_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
+        return metrics
+
+    def save(
+        self, out_dir, data_info: dict, epoch: int, metrics: dict, history: list, seconds: float
+    ) -> None:
+        """The epoch's checkpoint and metrics, renamed into place together."""
+        content = checkpoint_content(
+            self.model,
+            data=data_info,
+            training=asdict(self.settings),
+            epoch=epoch,
+            metrics={k: v for k, v in metrics.items() if k != "history"},
+            resume={  # what --resume needs to continue as if never stopped
+                "optimizer": self.optimizer.state_dict(),
+                "schedule": None if self.schedule is None else self.schedule.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "history": history,
+                "seconds": seconds,
+            },
+        )
+        with (
+            atomic_path(out_dir / "checkpoint.pt") as weights,
+            atomic_path(out_dir / "metrics.json") as text,
+        ):
+            torch.save(content, weights)
+            text.write_text(finite_json(metrics, indent=2) + "\n", encoding="utf-8")
 
 
 def _diverged(config, data, out_dir, history, last_finite, epoch, where, value) -> None:

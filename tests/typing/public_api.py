@@ -28,6 +28,10 @@ def compiled_block(memory: Memory = "reversible") -> torch.Tensor:
         odenet.load("leapfrog"), {"f": lambda layer: nn.Linear(8, 8)}, depth=4, memory=memory, guard="raise"
     )
     assert memory in choices(Memory) and memory in odenet.MEMORY_MODES
+    mode = odenet.nn.Reversible(guard="raise", budget=0.5)
+    same: odenet.SchemeBlock = odenet.compile(odenet.load("leapfrog"), {"f": nn.Linear(8, 8)}, 4, memory=mode)
+    report: odenet.nn.PassReport = same.last_pass
+    assert isinstance(same.mode, odenet.nn.MemoryMode) and report.kept_bytes >= 0
     return block(torch.randn(2, 8))
 
 
