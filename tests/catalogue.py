@@ -8,8 +8,12 @@ nodepy is a test-only dependency: import this module only where it is installed.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import re
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import mpmath
 import nodepy.linear_multistep_method as lmm
@@ -144,3 +148,33 @@ def interval_end(entry: Entry, direction: complex, reach: float = 50.0, samples:
                 return high
             previous = float(t)
         return None
+
+
+# -- the oracle's answers, computed once ----------------------------------------------------------------
+# The 50-digit oracle takes minutes for the whole catalogue; its answers depend only on the scheme
+# texts, so they are kept in a file with a digest of each text. The suite compares odenet's analysis
+# with the file; `pytest --exhaustive` recomputes the oracle and compares it with the file too.
+# Regenerate after changing the catalogue: python tests/catalogue.py
+
+ORACLE = Path(__file__).resolve().parent / "data" / "catalogue_oracle.json"
+DIRECTIONS = {"-1": -1, "1": 1, "1j": 1j}
+
+
+def digest(entry: Entry) -> str:
+    return hashlib.sha256(entry.text.encode()).hexdigest()[:16]
+
+
+def oracle_ends(entry: Entry) -> dict[str, float | None]:
+    """The first unstable ``t`` along each direction (None: none within 200), as the oracle finds it."""
+    return {key: interval_end(entry, d, reach=200.0, samples=200) for key, d in DIRECTIONS.items()}
+
+
+@functools.cache
+def stored_oracle() -> dict:
+    return json.loads(ORACLE.read_text()) if ORACLE.is_file() else {}
+
+
+if __name__ == "__main__":
+    table = {e.name: {"digest": digest(e), "ends": oracle_ends(e)} for e in entries()}
+    ORACLE.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {ORACLE} ({len(table)} entries)", file=sys.stderr)

@@ -17,9 +17,9 @@ import odenet
 
 catalogue = pytest.importorskip("catalogue")  # tests/catalogue.py imports nodepy (the test extra)
 
-# The whole catalogue takes about 5 minutes on the development machine (2 cores), most of it in the
-# 50-digit oracle: marked slow, so `pytest -m "not slow"` leaves it out; the full suite (.ci/run)
-# runs it.
+# odenet's analysis of the whole catalogue takes a while: marked slow, so `pytest -m "not slow"`
+# leaves it out; the full suite (.ci/run) runs it. The 50-digit oracle's answers come from a file
+# (tests/catalogue.py), recomputed with --exhaustive.
 pytestmark = pytest.mark.slow
 
 ENTRIES = catalogue.entries()
@@ -69,30 +69,46 @@ def test_order_and_zero_stability_agree_with_nodepy(entry, analyses):
     assert a.stability.zero_stable is zero_stable
 
 
+def _oracle(entry) -> dict:
+    """The oracle's ends for ``entry``, from the file (computed for this very text)."""
+    stored = catalogue.stored_oracle().get(entry.name)
+    assert stored is not None and stored["digest"] == catalogue.digest(entry), (
+        f"{entry.name}: the stored oracle is missing or for another text; run python tests/catalogue.py"
+    )
+    return stored["ends"]
+
+
 @pytest.mark.parametrize("entry", ENTRIES, ids=[e.name for e in ENTRIES])
 def test_stability_intervals_agree_with_the_definition(entry, analyses):
     """Each end of the real and imaginary intervals, in h*lambda, against the first point where the
-    50-digit spectral radius exceeds 1 (None: stable as far as the oracle looks, |h*lambda| <= 200)."""
+    50-digit spectral radius exceeds 1 (None: stable as far as the oracle looks, |h*lambda| <= 200).
+    The oracle's answers are read from tests/data/catalogue_oracle.json (see the next test)."""
     a = _analysis(entry, analyses)
     s = a.stability
+    oracle = _oracle(entry)
     if entry.kind == "lmm" and not entry.method.is_zero_stable():  # BDF7: a root outside at lambda = 0
         assert not s.stable_at_zero and s.real_interval is None and s.imag_interval is None
-        for direction in (-1, 1j):
-            oracle = catalogue.interval_end(entry, direction, reach=200.0, samples=200)
-            assert oracle is not None and oracle < 1e-3, (direction, oracle)
+        for key in ("-1", "1j"):
+            assert oracle[key] is not None and oracle[key] < 1e-3, (key, oracle[key])
         return
     assert s.stable_at_zero
     ends = {
-        -1: None if s.real_interval[0] is None else -s.real_interval[0],
-        1: None if s.real_interval[1] is None else s.real_interval[1],
-        1j: None if s.imag_interval[1] is None else s.imag_interval[1],
+        "-1": None if s.real_interval[0] is None else -s.real_interval[0],
+        "1": None if s.real_interval[1] is None else s.real_interval[1],
+        "1j": None if s.imag_interval[1] is None else s.imag_interval[1],
     }
     assert s.imag_interval[0] == (None if s.imag_interval[1] is None else -s.imag_interval[1])
-    for direction, ours in ends.items():
-        oracle = catalogue.interval_end(entry, direction, reach=200.0, samples=200)
+    for key, ours in ends.items():
         if ours is None:
-            assert oracle is None, (direction, oracle)
+            assert oracle[key] is None, (key, oracle[key])
         elif ours == 0:
-            assert oracle is not None and oracle < 1e-3, (direction, oracle)
+            assert oracle[key] is not None and oracle[key] < 1e-3, (key, oracle[key])
         else:
-            assert oracle == pytest.approx(ours, rel=1e-6), direction
+            assert oracle[key] == pytest.approx(ours, rel=1e-6), key
+
+
+@pytest.mark.exhaustive
+@pytest.mark.parametrize("entry", ENTRIES, ids=[e.name for e in ENTRIES])
+def test_the_stored_oracle_is_the_oracles(entry):
+    """The file holds what the 50-digit oracle computes now (minutes for the catalogue: --exhaustive)."""
+    assert catalogue.oracle_ends(entry) == _oracle(entry)
