@@ -723,6 +723,6 @@ def test_the_adjoints_sharing_changes_no_number(name, condition, monkeypatch):
     forward call at its point, where the step with -h replayed those of its own position.)"""
     _, shared, _, x = _setup(SCHEMES[name], condition, {"memory": "adjoint"}, depth=3)
     g_shared = _step(shared, None, x, condition)[1]
-    monkeypatch.setattr(odenet.nn.SchemeBlock, "negative_step_points", property(lambda self: {}))
+    monkeypatch.setattr(odenet.nn.code.SchemeCode, "negative_step_points", property(lambda self: {}))
     _, anew, _, x = _setup(SCHEMES[name], condition, {"memory": "adjoint"}, depth=3)
     assert_same_gradients(g_shared, _step(anew, None, x, condition)[1], tolerance=1e-12)

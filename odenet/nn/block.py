@@ -323,7 +323,6 @@ class SchemeBlock(nn.Module):
         lambda self: self.code.fixed_point_inverse[1], doc="Why the inverse is not a fixed point (or None)."
     )
     call_count = property(lambda self: self.code.call_count, doc="Distinct function calls per step.")
-    negative_step_points = property(lambda self: self.code.negative_step_points)
     memory_budget = property(lambda self: getattr(self.mode, "budget", None), doc="The mode's budget.")
     drift = property(lambda self: getattr(self.mode, "drift", None), doc="Reversible mode's drift plan.")
     solves = property(lambda self: self.last_pass.solves)
