@@ -23,9 +23,13 @@ from odenet.cli import main
 os.environ.setdefault("ODENET_CACHE_DIR", tempfile.mkdtemp(prefix="odenet-tests-"))
 
 # Under pytest-xdist (pytest -n auto) the workers share the cores: torch's thread pool each gets
-# its share, not all of them (which oversubscribed the machine and slowed every worker).
+# its share, not all of them, and so do the interpreters the tests start (odenet train, torchrun,
+# the experiments), through OMP_NUM_THREADS. Oversubscribed, OpenMP's waiting threads slowed the
+# tutorial's stability check from 25 s to 9 minutes.
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    _share = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    torch.set_num_threads(_share)
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(_share)
 
 
 def pytest_addoption(parser):
