@@ -36,6 +36,7 @@ graphs. A block pickles by its scheme's text and generates its code again when l
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 
 import torch
@@ -51,6 +52,7 @@ from odenet.nn.inverses import exact_inverse_step, negative_step
 from odenet.nn.modes import MemoryMode, PassReport, resolve
 from odenet.nn.params import constrain, unconstrain
 from odenet.nn.solvers import Solver
+from odenet.nn.specs import as_scheme, call_factory
 from odenet.options import Guard, Memory, SolverMethod, choices
 
 __all__ = ["MEMORY_MODES", "SchemeBlock", "compile"]
@@ -65,7 +67,7 @@ class SchemeBlock(nn.Module):
 
     def __init__(
         self,
-        scheme: Scheme,
+        scheme: Scheme | str | os.PathLike,
         functions: Mapping[str, FunctionSpec],
         depth: int,
         memory: Memory | MemoryMode = "autograd",
@@ -76,6 +78,7 @@ class SchemeBlock(nn.Module):
         solver: Solver | SolverMethod | None = None,
     ):
         super().__init__()
+        scheme = as_scheme(scheme)
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
             raise ConfigError(f"depth must be a whole number >= 1, not {depth!r}")
         mode = resolve(
@@ -110,7 +113,7 @@ class SchemeBlock(nn.Module):
 
         scheme = parse(state["scheme"])
         legacy = "mode" not in state  # pickled before modes were objects: its options as attributes
-        mode, report, state = _legacy(state, scheme) if legacy else (None, None, state)
+        mode, report, state = legacy(state, scheme) if legacy else (None, None, state)
         super().__setstate__({**state, "scheme": scheme})
         self.code = scheme_code(scheme)
         if mode is not None:
@@ -139,7 +142,7 @@ class SchemeBlock(nn.Module):
                 self.functions[name] = spec
                 self.shared[name] = True
             elif callable(spec):
-                modules = [spec(i) for i in range(depth)]
+                modules = [call_factory(name, spec, i) for i in range(depth)]
                 for i, module in enumerate(modules):
                     if not isinstance(module, nn.Module):
                         raise ConfigError(
@@ -182,6 +185,13 @@ class SchemeBlock(nn.Module):
     def memory(self) -> str:
         """The memory mode's name (``block.mode`` is the mode object, with its options)."""
         return self.mode.name
+
+    @memory.setter
+    def memory(self, value) -> None:
+        raise ConfigError(
+            f"a block's memory mode is fixed when it is built (it is {self.mode.name!r}); compile a new "
+            f"block with memory={value!r} and load this one's state_dict into it"
+        )
 
     @property
     def implicit(self) -> bool:
@@ -341,32 +351,8 @@ class SchemeBlock(nn.Module):
         return self.code.vjp(learnable, cached)[1]
 
 
-def _legacy(state: dict, scheme: Scheme) -> tuple[MemoryMode, PassReport, dict]:
-    """The mode and pass report of a block pickled before modes were objects, and the rest of its
-    attributes under their present names."""
-    state = dict(state)
-    drift = state.pop("drift", None)
-    mode = resolve(
-        state.pop("memory", "autograd"),
-        not scheme.is_explicit,
-        drift_tolerance=getattr(drift, "tolerance", None),
-        guard=getattr(drift, "guard", "adaptive"),
-        memory_budget=state.pop("memory_budget", None),
-        solver=state.pop("solver", None),
-    )
-    report = PassReport(mode.name)
-    for name in ("solves", "backward_solves", "rebuilds", "reconstruction_errors", "kept_bytes", "repairs"):
-        if name in state:
-            setattr(report, name, state.pop(name))
-    for name in ("graph_layers", "graph_bytes", "_probe", "implicit", "_foreign_checked"):
-        state.pop(name, None)
-    state["intervals"] = state.pop("_intervals", {p.name: p.interval for p in scheme.params})
-    state["start_values"] = {p.name: float(p.default) for p in scheme.params}
-    return mode, report, state
-
-
 def compile(
-    scheme: Scheme,
+    scheme: Scheme | str | os.PathLike,
     functions: Mapping[str, FunctionSpec],
     depth: int,
     memory: Memory | MemoryMode = "autograd",
@@ -376,7 +362,8 @@ def compile(
     memory_budget: float | int | None = None,
     solver: Solver | SolverMethod | None = None,
 ) -> SchemeBlock:
-    """Compile ``scheme`` into a trainable block of ``depth`` layers.
+    """Compile ``scheme`` (a Scheme, a library name, a path or scheme text) into a trainable block of
+    ``depth`` layers.
 
     ``functions`` maps each function symbol to a factory ``layer_index -> nn.Module`` (separate
     weights per layer) or to one ``nn.Module`` shared by all layers. ``memory`` is a mode's name

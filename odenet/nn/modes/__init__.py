@@ -17,6 +17,7 @@ A mode's name (``memory="reversible"``) and the keyword arguments ``compile`` ha
 from __future__ import annotations
 
 from odenet.errors import ConfigError
+from odenet.ir import Scheme
 from odenet.nn.budget import check_budget
 from odenet.nn.drift import check_guard, check_tolerance
 from odenet.nn.modes.adjoint import Adjoint
@@ -39,6 +40,7 @@ __all__ = [
     "MemoryMode",
     "PassReport",
     "Reversible",
+    "legacy",
     "resolve",
 ]
 
@@ -77,3 +79,27 @@ def resolve(memory, implicit: bool, **keywords) -> MemoryMode:
     cls = MODES[name]
     options = {_KEYWORDS[k]: v for k, v in given.items() if _KEYWORDS[k] in cls.options}
     return cls(**options)
+
+
+def legacy(state: dict, scheme: Scheme) -> tuple[MemoryMode, PassReport, dict]:
+    """The mode and pass report of a block pickled before modes were objects, and the rest of its
+    attributes under their present names."""
+    state = dict(state)
+    drift = state.pop("drift", None)
+    mode = resolve(
+        state.pop("memory", "autograd"),
+        not scheme.is_explicit,
+        drift_tolerance=getattr(drift, "tolerance", None),
+        guard=getattr(drift, "guard", "adaptive"),
+        memory_budget=state.pop("memory_budget", None),
+        solver=state.pop("solver", None),
+    )
+    report = PassReport(mode.name)
+    for name in ("solves", "backward_solves", "rebuilds", "reconstruction_errors", "kept_bytes", "repairs"):
+        if name in state:
+            setattr(report, name, state.pop(name))
+    for name in ("graph_layers", "graph_bytes", "_probe", "implicit", "_foreign_checked"):
+        state.pop(name, None)
+    state["intervals"] = state.pop("_intervals", {p.name: p.interval for p in scheme.params})
+    state["start_values"] = {p.name: float(p.default) for p in scheme.params}
+    return mode, report, state
