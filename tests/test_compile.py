@@ -638,3 +638,35 @@ def test_a_call_of_a_number_in_reversible_mode():
         grads[memory] = [x.grad, *(p.grad for p in block.parameters())]
     for a, r in zip(grads["autograd"], grads["reversible"], strict=True):
         assert torch.allclose(a, r, rtol=1e-12, atol=1e-14)
+
+
+def test_a_block_pickled_before_modes_were_objects_loads():
+    """Its options were attributes (memory, memory_budget, drift); they become its mode object."""
+    torch.manual_seed(0)
+    block = odenet.compile(
+        "leapfrog", {"f": nn.Linear(4, 4)}, 3, "reversible", guard="raise", memory_budget=0.5
+    )
+    state = block.__getstate__()
+    old = {k: v for k, v in state.items() if k not in ("mode", "last_pass", "intervals", "start_values")}
+    old.update(
+        memory="reversible",
+        memory_budget=0.5,
+        solver=odenet.Solver(),
+        kept_bytes=7,
+        repairs=2,
+        _intervals=state["intervals"],
+        _foreign_checked=True,
+        graph_layers=0,
+        _probe=None,
+    )
+
+    class Drift:  # what the old DriftControl pickled
+        tolerance, guard = None, "raise"
+
+    old["drift"] = Drift()
+    loaded = odenet.SchemeBlock.__new__(odenet.SchemeBlock)
+    loaded.__setstate__(old)
+    assert loaded.mode == odenet.nn.Reversible(guard="raise", budget=0.5)
+    assert loaded.kept_bytes == 7 and loaded.repairs == 2
+    x = torch.randn(2, 4)
+    assert torch.equal(loaded(x), block(x))

@@ -49,7 +49,7 @@ from odenet.nn.code import scheme_code
 from odenet.nn.generated import in_state_dtype
 from odenet.nn.implicit import implicit_layer
 from odenet.nn.inverses import exact_inverse_step, negative_step
-from odenet.nn.modes import MemoryMode, PassReport, resolve
+from odenet.nn.modes import MemoryMode, PassReport, legacy, resolve
 from odenet.nn.params import constrain, unconstrain
 from odenet.nn.solvers import Solver
 from odenet.nn.specs import as_scheme, call_factory
@@ -112,8 +112,8 @@ class SchemeBlock(nn.Module):
         from odenet.language import parse
 
         scheme = parse(state["scheme"])
-        legacy = "mode" not in state  # pickled before modes were objects: its options as attributes
-        mode, report, state = legacy(state, scheme) if legacy else (None, None, state)
+        # pickled before modes were objects: its options as attributes
+        mode, report, state = legacy(state, scheme) if "mode" not in state else (None, None, state)
         super().__setstate__({**state, "scheme": scheme})
         self.code = scheme_code(scheme)
         if mode is not None:
@@ -266,7 +266,7 @@ class SchemeBlock(nn.Module):
         """The input of layer ``n`` from its output, by the derived inverse (state vectors), or by
         solving the fixed-point inverse to ``tol`` (by default the mode's rebuild tolerance) where
         there is no explicit one (Euler, Heun); see ``inverses.py``."""
-        if tol is None:
+        if tol is None and self.code.inverse.step is None:  # only a fixed-point inverse reads it
             tol = self.mode.rebuild_tolerance(new_state[0].dtype)
         return exact_inverse_step(self, n, new_state, call, tol, self.solver)
 
