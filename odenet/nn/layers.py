@@ -21,7 +21,7 @@ __all__ = ["Layers", "PassReport", "State"]
 State = tuple[torch.Tensor, ...]
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(repr=False)
 class PassReport:
     """What the last forward pass, and the backward pass through it, did.
 
@@ -62,6 +62,9 @@ class PassReport:
         if self.repairs:
             parts.append(f"{self.repairs} groups repaired")
         return f"{self.mode}: " + "; ".join(parts)
+
+    def __repr__(self) -> str:  # the summary, not every layer's record (a notebook shows this)
+        return f"PassReport({self})"
 
 
 class Layers(Protocol):

@@ -70,14 +70,19 @@ def resolve(memory, implicit: bool, **keywords) -> MemoryMode:
         return memory
     if not isinstance(memory, str) or memory not in MODES:
         raise ConfigError(f"memory must be one of {', '.join(MODES)} or a mode object, not {memory!r}")
-    # checked whatever the mode, as compile always has
-    check_guard(keywords.get("guard", "adaptive"))
-    check_tolerance(keywords.get("drift_tolerance"))
-    check_budget(keywords.get("memory_budget"), memory)
-    check_solver(keywords.get("solver"))
     name = "implicit" if implicit and memory == "autograd" else memory
     cls = MODES[name]
     options = {_KEYWORDS[k]: v for k, v in given.items() if _KEYWORDS[k] in cls.options}
+    # an option the mode does not take is still checked, as compile always has (the mode checks its own)
+    checks = {
+        "guard": check_guard,
+        "drift_tolerance": check_tolerance,
+        "memory_budget": lambda budget: check_budget(budget, memory),
+        "solver": check_solver,
+    }
+    for keyword, value in given.items():
+        if _KEYWORDS[keyword] not in cls.options:
+            checks[keyword](value)
     return cls(**options)
 
 
