@@ -153,9 +153,11 @@ class DoubleBackwardError(OdenetError, RuntimeError):
     """A second-order gradient (``create_graph=True``) was asked of a memory mode that cannot give it."""
 
 
-class FunctionOutputError(OdenetError, TypeError, ValueError):
+class FunctionOutputError(ConfigError, TypeError):
     """A function of a compiled scheme returned something the step cannot use: not a tensor, or a
-    tensor not shaped like the state it updates. Names the function, the layer and both shapes."""
+    tensor not shaped like the state it updates (a broadcast would silently train another network).
+    Names the function, the layer and both shapes. A :class:`ConfigError`: the functions given to
+    ``compile`` do not fit the scheme's state."""
 
 
 class ConvergenceError(OdenetError, ArithmeticError):

@@ -335,8 +335,9 @@ def test_input_changed_in_place_is_refused():
     with pytest.raises(RuntimeError) as info:
         y.sum().backward()
     assert str(info.value) == (
-        "a tensor leapfrog's block needs for its backward pass (its input, a parameter or a fixed "
-        "scheme parameter, shape (2, 4)) was modified in place after the forward pass; run the forward "
+        "a tensor leapfrog's block needs for its backward pass (its input, a parameter, a fixed "
+        "scheme parameter or a context tensor, shape (2, 4)) was modified in place after the forward pass; "
+        "run the forward "
         "again, or clone the input before modifying it"
     )
 
@@ -371,9 +372,10 @@ def test_a_tensor_the_block_cannot_differentiate_is_refused():
         block(torch.randn(2, 4)).sum().backward()
     assert str(info.value) == (
         "a function of layer 2 of leapfrog's block uses a tensor that requires grad (shape (4,)) and is "
-        "neither its input nor a registered parameter of the block: memory='reversible' and "
-        "memory='adjoint' would give it no gradient. Register it as a parameter of the function's "
-        "module, or use memory='checkpoint' or 'autograd'"
+        "neither its input, a registered parameter of the block nor a keyword argument of the block's "
+        "call: memory='reversible' and memory='adjoint' would give it no gradient. Pass it to the block "
+        "as a keyword (block(x, name=tensor) gives it to every function call), register it as a "
+        "parameter of the function's module, or use memory='checkpoint' or 'autograd'"
     )
     checkpointed = odenet.compile(odenet.load("leapfrog"), {"f": lambda i: Conditioned()}, 3, "checkpoint")
     checkpointed(torch.randn(2, 4)).sum().backward()

@@ -49,6 +49,7 @@ def test_a_function_returning_a_tuple_is_refused_by_name(name, memory):
         "state it updates, (2, 4) (its input: (2, 4))"
     )
     assert isinstance(caught.value, TypeError)  # what plain Python code would raise
+    assert isinstance(caught.value, odenet.ConfigError)  # the functions given do not fit the scheme
 
 
 @pytest.mark.parametrize(("name", "memory"), CASES)

@@ -97,6 +97,7 @@ CONDITIONS = [
     "weight_tied",
     "stem",
     "conv",
+    "context",
 ]
 WIDTH, DEPTH, BATCH = 4, 5, 6
 TOLERANCE = 1e-9
@@ -119,8 +120,35 @@ def test_enrolment_follows_the_analysis():
     assert len(REVERSIBLE) >= 8 and len(EXPLICIT) >= 12 and len(FIXED_POINT_INVERSE) >= 3
 
 
+class Conditioned(nn.Module):
+    """A function that reads keyword context (``block(x, **context)``): a tensor, a tuple of
+    tensors, None and a plain number, as a transformer layer reads its position embeddings and
+    mask."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.inner, self.outer = nn.Linear(width, width), nn.Linear(width, width)
+
+    def forward(self, x, *, scale, pair, mask=None, power=2):
+        assert mask is None and power == 2  # passed unchanged
+        cos, sin = pair
+        return self.outer(torch.tanh(self.inner(x) * scale + cos) * sin) + 0.1 * torch.tanh(x) ** power
+
+
+def _context(x, seed: int = 99) -> dict:
+    """Keyword context for ``Conditioned``: ``scale`` is not a leaf (computed from one that
+    requires grad), the pair's first tensor requires grad and its second does not."""
+    generator = torch.Generator().manual_seed(seed)
+    base = torch.randn(x.shape[0], WIDTH, generator=generator).requires_grad_(True)
+    cos = torch.randn(WIDTH, generator=generator).requires_grad_(True)
+    sin = torch.randn(WIDTH, generator=generator)
+    return {"scale": base.sigmoid(), "pair": (cos, sin), "mask": None, "power": 2}, [base, cos]
+
+
 def _function(condition: str, width: int):
     """A factory (layer -> module) for one function symbol under ``condition``."""
+    if condition == "context":
+        return lambda i: Conditioned(width)
     if condition == "dropout":
         return lambda i: nn.Sequential(
             nn.Linear(width, width), nn.Dropout(0.3), nn.Tanh(), nn.Linear(width, width)
@@ -183,10 +211,12 @@ def _step(block, stem, x, condition, seed=1234):
     after one forward and backward pass."""
     torch.manual_seed(seed)
     x = x.clone().requires_grad_(condition != "input_without_grad")
-    y = block(stem(x) if stem is not None else x)
+    context, leaves = _context(x) if condition == "context" else ({}, [])
+    y = block(stem(x) if stem is not None else x, **context)
     weights = torch.linspace(-1, 1, y.numel()).reshape(y.shape)
     loss = (y * weights).sum() + y.square().sum()
     inputs = [x] if x.requires_grad else []
+    inputs += leaves
     inputs += list(stem.parameters()) if stem is not None else []
     inputs += [p for p in block.parameters() if p.requires_grad]
     grads = torch.autograd.grad(loss, inputs, allow_unused=True)  # a drawn scheme may not use gamma
@@ -203,15 +233,20 @@ def assert_same_gradients(got, expected, tolerance=TOLERANCE):
         assert ((a - b).norm() / scale).item() <= tolerance
 
 
+EVERYWHERE = {"context"}  # crossed with every case, as the first condition is
+
+
 def _pairwise(cases, conditions, slow=(), family_conditions=None):
-    """Every case under the first condition, the family's under ``family_conditions`` (default: all),
-    the rest of the product marked exhaustive; ``slow`` modes in the slow set."""
+    """Every case under the first condition (and those in ``EVERYWHERE``), the family's under
+    ``family_conditions`` (default: all), the rest of the product marked exhaustive; ``slow`` modes
+    in the slow set."""
     params = []
     for name, mode in cases:
         for condition in conditions:
             marks = [pytest.mark.slow] if mode in slow else []
             wide = family_conditions is None or condition in family_conditions
-            if condition != conditions[0] and (name not in FAMILY or not wide):
+            always = condition == conditions[0] or condition in EVERYWHERE
+            if not always and (name not in FAMILY or not wide):
                 marks.append(pytest.mark.exhaustive)
             params.append(pytest.param(name, mode, condition, marks=marks))
     return params
@@ -449,7 +484,7 @@ def _largest_state(block, stem, x) -> float:
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
-@given(reversible_scheme_text(), st.sampled_from(["plain", "dropout", "batchnorm"]))
+@given(reversible_scheme_text(), st.sampled_from(["plain", "dropout", "batchnorm", "context"]))
 def test_random_reversible_schemes(text, condition):
     _check_drawn(text, condition, depth=4)
 
@@ -702,9 +737,12 @@ def test_drawn_user_schemes_in_every_mode(text, condition):
     _check_user_shape(text, condition, compiled=True)
 
 
+DRAWN_CONDITIONS = ["plain", "dropout", "frozen", "input_without_grad", "stem", "context"]
+
+
 @pytest.mark.slow
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
-@given(user_scheme_text(), st.sampled_from(["plain", "dropout", "frozen", "input_without_grad", "stem"]))
+@given(user_scheme_text(), st.sampled_from(DRAWN_CONDITIONS))
 def test_drawn_user_schemes_in_every_mode_large_sweep(text, condition):
     _check_user_shape(text, condition, compiled=False)
 

@@ -21,6 +21,7 @@ from torch import nn
 
 import odenet
 from odenet.nn import ConvergenceError, DoubleBackwardError, Solver, compile
+from odenet.nn.layers import NO_CONTEXT, Context
 from odenet.nn.memory import saved_tensor_bytes
 
 WIDTH, BATCH, DEPTH = 6, 5, 3
@@ -180,13 +181,13 @@ def test_torchdeq_agrees_on_the_solution_and_the_gradient(float64_by_default):
 # -- every implicit scheme, under the conditions users bring ------------------------------------------
 
 
-def _generic_reference(block, x, h_values=None):
+def _generic_reference(block, x, h_values=None, context=NO_CONTEXT):
     """The block's layers by plain iteration of the scheme's own fixed-point map under autograd,
     each iteration from the layer's starting random numbers and buffers, the last one kept."""
     from odenet.nn.generated import in_state_dtype
 
     step, start = block.code.implicit.step, block.code.implicit.start
-    state = block.initial_state(x)
+    state = block.initial_state(x, context)
     for n in range(block.depth):
         params = block.layer_params(n)
         rng = torch.get_rng_state()
@@ -203,7 +204,7 @@ def _generic_reference(block, x, h_values=None):
             torch.set_rng_state(rng)
             for m, k, _, saved in buffers:  # a fresh copy each time: no graph sees a buffer change
                 m._buffers[k] = saved.clone()
-            guess = step(state, guess, params, in_state_dtype(block.caller(n), state))
+            guess = step(state, guess, params, in_state_dtype(block.caller(n, context), state))
             flat = torch.cat([g.detach().reshape(-1) for g in guess])
             if previous is not None and float((flat - previous).abs().max()) == 0.0:
                 break
@@ -236,6 +237,46 @@ CONDITIONS = {
     "batchnorm": _with_batchnorm,
     "shared": _mlp(7),
 }
+
+
+class _Conditioned(nn.Module):
+    """A function of the state and keyword context (a scale that is not a leaf, a shift)."""
+
+    def __init__(self, i):
+        super().__init__()
+        torch.manual_seed(i)
+        self.net = nn.Sequential(nn.Linear(WIDTH, WIDTH), nn.Tanh(), nn.Linear(WIDTH, WIDTH)).double()
+
+    def forward(self, x, *, scale, shift, mask=None):
+        return self.net(x * scale) + shift
+
+
+@pytest.mark.parametrize("name", IMPLICIT)
+def test_context_gets_the_implicit_gradient(name):
+    """Keyword context reaches every call of every solve, and the implicit-function backward gives
+    its tensors the gradient of the unrolled iteration."""
+    scheme = LIBRARY[name]
+    block = compile(
+        scheme,
+        {fn.name: _Conditioned for fn in scheme.functions},
+        DEPTH,
+        params={"h": 0.4},
+        solver=Solver("anderson", **TIGHT),
+    )
+    torch.manual_seed(5)
+    x = torch.randn(8, WIDTH, dtype=torch.float64, requires_grad=True)
+    base = torch.randn(8, WIDTH, dtype=torch.float64, requires_grad=True)
+    shift = torch.randn(WIDTH, dtype=torch.float64, requires_grad=True)
+    context = {"scale": torch.sigmoid(base), "shift": shift, "mask": None}
+    inputs = [x, base, shift, *block.parameters()]
+    out = block(x, **context)
+    grads = torch.autograd.grad(out.square().sum(), inputs)
+    context = {"scale": torch.sigmoid(base), "shift": shift, "mask": None}  # a new graph to base
+    expected_out = _generic_reference(block, x, context=Context(context))
+    expected = torch.autograd.grad(expected_out.square().sum(), inputs)
+    assert _relative(out, expected_out) < 1e-11
+    assert grads[1].abs().max() > 0 and grads[2].abs().max() > 0
+    _assert_gradients(grads, expected)
 
 
 @pytest.mark.parametrize("condition", sorted(CONDITIONS))

@@ -15,6 +15,7 @@ from odenet.nn.modes import (
     Reversible,
 )
 from odenet.nn.replay import is_recomputing
+from odenet.nn.residual import ResidualFunction, residual_functions
 from odenet.nn.solvers import SOLVER_METHODS, SolveInfo, Solver
 
 __all__ = [
@@ -32,10 +33,12 @@ __all__ = [
     "MemoryMode",
     "PassReport",
     "ReconstructionError",
+    "ResidualFunction",
     "Reversible",
     "SchemeBlock",
     "SolveInfo",
     "Solver",
     "compile",
     "is_recomputing",
+    "residual_functions",
 ]

@@ -49,10 +49,11 @@ from odenet.nn.code import scheme_code
 from odenet.nn.generated import in_state_dtype
 from odenet.nn.implicit import implicit_layer
 from odenet.nn.inverses import exact_inverse_step, negative_step
+from odenet.nn.layers import NO_CONTEXT, Context
 from odenet.nn.modes import MemoryMode, PassReport, legacy, resolve
 from odenet.nn.params import constrain, unconstrain
 from odenet.nn.solvers import Solver
-from odenet.nn.specs import as_scheme, call_factory
+from odenet.nn.specs import as_scheme, build_functions
 from odenet.options import Guard, Memory, SolverMethod, choices
 
 __all__ = ["MEMORY_MODES", "SchemeBlock", "compile"]
@@ -91,7 +92,7 @@ class SchemeBlock(nn.Module):
         )
         self.scheme = scheme
         self.depth = depth
-        self._build_functions(functions, depth)
+        self.functions, self.shared = build_functions(scheme, functions, depth)
         self._build_params(params or {}, depth)
         self.code = scheme_code(scheme)
         self.last_pass = PassReport(mode.name)
@@ -118,44 +119,6 @@ class SchemeBlock(nn.Module):
         self.code = scheme_code(scheme)
         if mode is not None:
             self.last_pass, self.mode = report, mode.bind(self)
-
-    def _build_functions(self, functions: Mapping[str, FunctionSpec], depth: int) -> None:
-        expected = [f.name for f in self.scheme.functions]
-        given = list(functions)
-        if sorted(given) != sorted(expected):
-            missing = [n for n in expected if n not in functions]
-            extra = [n for n in given if n not in expected]
-            problems = []
-            if missing:
-                problems.append(f"missing {', '.join(missing)}")
-            if extra:
-                problems.append(f"unexpected {', '.join(extra)}")
-            raise ConfigError(
-                f"scheme {self.scheme.name} needs functions {', '.join(expected)}: {'; '.join(problems)}. "
-                "Give each a factory (layer index -> nn.Module) or one shared nn.Module"
-            )
-        self.functions = nn.ModuleDict()
-        self.shared: dict[str, bool] = {}
-        for name in expected:
-            spec = functions[name]
-            if isinstance(spec, nn.Module):
-                self.functions[name] = spec
-                self.shared[name] = True
-            elif callable(spec):
-                modules = [call_factory(name, spec, i) for i in range(depth)]
-                for i, module in enumerate(modules):
-                    if not isinstance(module, nn.Module):
-                        raise ConfigError(
-                            f"the factory for {name} returned {type(module).__name__} for layer {i}, "
-                            "expected an nn.Module"
-                        )
-                self.functions[name] = nn.ModuleList(modules)
-                self.shared[name] = False
-            else:
-                raise ConfigError(
-                    f"function {name}: expected an nn.Module or a factory (layer index -> nn.Module), "
-                    f"not {type(spec).__name__}"
-                )
 
     def _build_params(self, overrides: Mapping[str, float], depth: int) -> None:
         self._param_names = [p.name for p in self.scheme.params]
@@ -234,9 +197,12 @@ class SchemeBlock(nn.Module):
     def layer_modules(self, n: int) -> list[nn.Module]:
         return [self.function(name, n) for name in self.functions]
 
-    def caller(self, n: int) -> Callable:
+    def caller(self, n: int, context: Context = NO_CONTEXT) -> Callable:
+        """``call(key, name, *args)``: layer ``n``'s module for ``name`` on ``args`` and the context."""
+        kwargs = context.kwargs
+
         def call(key, name, *args):
-            return self.function(name, n)(*args)
+            return self.function(name, n)(*args, **kwargs)
 
         return call
 
@@ -246,33 +212,43 @@ class SchemeBlock(nn.Module):
         return in_state_dtype(call, state, n, self.code.forward.shaped)
 
     def step(
-        self, n: int, state: tuple[torch.Tensor, ...], call: Callable | None = None
+        self,
+        n: int,
+        state: tuple[torch.Tensor, ...],
+        call: Callable | None = None,
+        context: Context = NO_CONTEXT,
     ) -> tuple[torch.Tensor, ...]:
         """Layer ``n`` applied to a state vector (plain autograd). ``call(key, name, *args)``, if
         given, evaluates the function calls instead of layer ``n``'s modules (to observe them); an
         implicit layer solves its step (``implicit.py``) and uses ``call`` for its last evaluation,
-        at the solution."""
+        at the solution. ``context``: the keyword arguments of the functions (where ``call`` is not
+        given, or the layer is implicit)."""
         if self.implicit:
-            return implicit_layer(self, n, state, self.solver, call)
-        return self.code.step(state, self.layer_params(n), self.checked(call or self.caller(n), state, n))
+            return implicit_layer(self, n, state, self.solver, call, context)
+        call = call or self.caller(n, context)
+        return self.code.step(state, self.layer_params(n), self.checked(call, state, n))
 
-    def steps(self, start: int, stop: int, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    def steps(
+        self, start: int, stop: int, state: tuple[torch.Tensor, ...], context: Context = NO_CONTEXT
+    ) -> tuple[torch.Tensor, ...]:
         """Layers ``start .. stop-1`` applied in turn (plain autograd)."""
         for n in range(start, stop):
-            state = self.step(n, state)
+            state = self.step(n, state, context=context)
         return tuple(state)
 
-    def inverse_step(self, n: int, new_state, call=None, tol: float | None = None):
+    def inverse_step(
+        self, n: int, new_state, call=None, tol: float | None = None, context: Context = NO_CONTEXT
+    ):
         """The input of layer ``n`` from its output, by the derived inverse (state vectors), or by
         solving the fixed-point inverse to ``tol`` (by default the mode's rebuild tolerance) where
         there is no explicit one (Euler, Heun); see ``inverses.py``."""
         if tol is None and self.code.inverse.step is None:  # only a fixed-point inverse reads it
             tol = self.mode.rebuild_tolerance(new_state[0].dtype)
-        return exact_inverse_step(self, n, new_state, call, tol, self.solver)
+        return exact_inverse_step(self, n, new_state, call, tol, self.solver, context)
 
-    def approximate_inverse_step(self, n: int, new_state, call=None):
+    def approximate_inverse_step(self, n: int, new_state, call=None, context: Context = NO_CONTEXT):
         """The input of layer ``n`` rebuilt approximately by the step with ``-h`` (``inverses.py``)."""
-        return negative_step(self, n, new_state, call)
+        return negative_step(self, n, new_state, call, context)
 
     def split_input(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         k = len(self.scheme.inputs)
@@ -286,26 +262,38 @@ class SchemeBlock(nn.Module):
             )
         return tuple(x.chunk(k, dim=1))
 
-    def initial_state(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def initial_state(self, x: torch.Tensor, context: Context = NO_CONTEXT) -> tuple[torch.Tensor, ...]:
         inputs = self.split_input(x)
-        return self.code.start(inputs, self.layer_params(0), in_state_dtype(self.caller(0), inputs, 0))
+        call = in_state_dtype(self.caller(0, context), inputs, 0)
+        return self.code.start(inputs, self.layer_params(0), call)
 
     def output(self, state: tuple[torch.Tensor, ...]) -> torch.Tensor:
         parts = [state[i] for i in self._output_index]
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
     # -- forward ----------------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.output(self.run(self.initial_state(x)))
+    def forward(self, x: torch.Tensor, **context) -> torch.Tensor:
+        """The block's output for input ``x``. Keyword arguments are the functions' context: each
+        function call of each layer receives them unchanged, ``f(value, **context)`` (an attention
+        mask, position embeddings, a time or class embedding); every context tensor that requires
+        grad gets its gradient, in every memory mode."""
+        bound = Context(context)
+        return self.output(self.run(self.initial_state(x, bound), bound))
 
-    def run(self, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    def run(self, state: tuple[torch.Tensor, ...], context: Context = NO_CONTEXT) -> tuple[torch.Tensor, ...]:
         """All ``depth`` layers on a full state vector, in this block's memory mode."""
-        return self.mode.run(self, state)
+        return self.mode.run(self, state, context)
 
-    @torch.no_grad()
-    def inverse(self, y: torch.Tensor) -> torch.Tensor:
-        """The block's input from its output, when the output is the whole state (no hidden state,
-        no history) and the scheme is explicitly reversible."""
+    def inverse(self, y: torch.Tensor, *, graph: bool = False, **context) -> torch.Tensor:
+        """The block's input from its output ``y``, when the output is the whole state (no hidden
+        state, no history) and the scheme is reversible; keyword arguments are the functions'
+        context, as in the forward call.
+
+        By default no graph is built (``torch.no_grad``: the cheap path, to inspect a trained block
+        or to map outputs back). ``graph=True`` builds autograd's graph through the derived inverse,
+        so a loss of the rebuilt input can be differentiated (with respect to ``y``, the block's
+        parameters and the context); it needs an explicit inverse: a fixed-point one (Euler, Heun)
+        is found by iteration, through which no exact gradient flows."""
         hidden = [s for s in self.scheme.states if s not in self.scheme.outputs or self.scheme.history[s]]
         if hidden or list(self.scheme.outputs) != list(self.scheme.inputs):
             raise UnsupportedSchemeError(
@@ -313,10 +301,18 @@ class SchemeBlock(nn.Module):
                 "and the input; "
                 f"{', '.join(hidden) if hidden else 'the input'} is not recoverable from the output alone"
             )
+        if graph and self.code.inverse.step is None:
+            raise UnsupportedSchemeError(
+                f"scheme {self.scheme.name}: inverse(y, graph=True) differentiates the derived inverse, "
+                "and this scheme's inverse is a fixed point found by iteration (no exact gradient "
+                "flows through the iterations); call inverse(y) without a graph"
+            )
         k = len(self.scheme.outputs)
         state = tuple(y.chunk(k, dim=1)) if k > 1 else (y,)
-        for n in reversed(range(self.depth)):
-            state = self.inverse_step(n, state)
+        bound = Context(context)
+        with torch.set_grad_enabled(graph):
+            for n in reversed(range(self.depth)):
+                state = self.inverse_step(n, state, context=bound)
         return state[0] if k == 1 else torch.cat(state, dim=1)
 
     def extra_repr(self) -> str:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from odenet.errors import ConfigError
-from odenet.nn.layers import Layers
+from odenet.nn.layers import NO_CONTEXT, Context, Layers
 from odenet.nn.memory import saved_tensor_bytes
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ def check_budget(budget, memory: str) -> float | int | None:
     )
 
 
-def _probe_layer_bytes(layers: Layers, mode: MemoryMode, state) -> int:
+def _probe_layer_bytes(layers: Layers, mode: MemoryMode, state, context: Context) -> int:
     """What layer 0's graph saves for this input, measured on copies of its modules with the random
     stream forked: the block's buffers and the user's random numbers are left as they were."""
     key = (
@@ -81,12 +81,12 @@ def _probe_layer_bytes(layers: Layers, mode: MemoryMode, state) -> int:
     devices = [state[0].device] if state[0].device.type == "cuda" else []
     # the probe's graph is dropped at once: the user's hooks (an offload, a counter) do not see it
     with torch.random.fork_rng(devices=devices), saved_tensor_bytes(exclude) as counter:
-        layers.step(0, state, lambda key, name, *args: modules[name](*args))
+        layers.step(0, state, lambda key, name, *args: modules[name](*args, **context.kwargs))
     mode.probe = (key, counter.bytes)
     return counter.bytes
 
 
-def graph_layers(layers: Layers, mode: MemoryMode, state) -> int:
+def graph_layers(layers: Layers, mode: MemoryMode, state, context: Context = NO_CONTEXT) -> int:
     """How many of the top layers keep their graphs under ``mode.budget``: a fraction keeps that
     share of the layers; bytes keep as many as fit at the size of layer 0's graph (probed)."""
     budget, depth = mode.budget, layers.depth
@@ -94,17 +94,17 @@ def graph_layers(layers: Layers, mode: MemoryMode, state) -> int:
         return 0
     if isinstance(budget, float):
         return min(depth, math.floor(budget * depth + 1e-9))
-    size = _probe_layer_bytes(layers, mode, state)
+    size = _probe_layer_bytes(layers, mode, state, context)
     return depth if size == 0 else min(depth, budget // size)
 
 
-def keep_graphs(layers: Layers, mode: MemoryMode, start: int, state):
+def keep_graphs(layers: Layers, mode: MemoryMode, start: int, state, context: Context = NO_CONTEXT):
     """Layers ``[start, depth)`` with their graphs (plain autograd); a budget in bytes counts what
     they save (``graph_bytes`` of the pass report)."""
     layers.last_pass.graph_layers = layers.depth - start
     if isinstance(mode.budget, float):
-        return layers.steps(start, layers.depth, state)
+        return layers.steps(start, layers.depth, state, context)
     with saved_tensor_bytes([*state, *layers.parameters()], compose=True) as counter:
-        state = layers.steps(start, layers.depth, state)
+        state = layers.steps(start, layers.depth, state, context)
     layers.last_pass.graph_bytes = counter.bytes
     return state

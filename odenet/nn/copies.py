@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from odenet.errors import ReconstructionError
-from odenet.nn.layers import Layers
+from odenet.nn.layers import NO_CONTEXT, Context, Layers
 from odenet.nn.rebuild import RebuildPass, parameter_bytes, shortest_group, to_host
 from odenet.nn.vjp import kept_call, layer_vjp
 
@@ -34,9 +34,15 @@ class CopiesPass(RebuildPass):
     groups, the errors measured. ``mode`` is the Reversible (``exact``) or Adjoint mode object."""
 
     def __init__(
-        self, layers: Layers, mode: MemoryMode, exact: bool, state: tuple[torch.Tensor, ...], stop: int
+        self,
+        layers: Layers,
+        mode: MemoryMode,
+        exact: bool,
+        state: tuple[torch.Tensor, ...],
+        stop: int,
+        context: Context = NO_CONTEXT,
     ):
-        super().__init__(layers, mode, state, stop)
+        super().__init__(layers, mode, state, stop, context)
         self.exact = exact
         self.report = layers.last_pass
         self.eps = torch.finfo(self.dtype).eps

@@ -54,7 +54,7 @@ import torch
 
 from odenet.errors import ConvergenceError, DoubleBackwardError, UnsupportedSchemeError
 from odenet.nn.generated import in_state_dtype
-from odenet.nn.layers import Layers
+from odenet.nn.layers import NO_CONTEXT, Context, Layers
 from odenet.nn.replay import AutocastState, CallRecord
 from odenet.nn.solvers import Flat, Outcome, SolveInfo, Solver, gmres, solve
 
@@ -104,11 +104,11 @@ class _Layer(Map):
     """Layer ``n``'s map: the first evaluation records its calls, the iterations replay them, and
     :meth:`final` evaluates once more as an ordinary forward would."""
 
-    def __init__(self, layers: Layers, n: int, state: tuple[torch.Tensor, ...]):
+    def __init__(self, layers: Layers, n: int, state: tuple[torch.Tensor, ...], context: Context):
         parts = layers.code.implicit
         super().__init__(parts.step, parts.constant, parts.start, state, layers.layer_params(n), None)
         self.layers, self.n, self.layer, self.shaped = layers, n, n, parts.code.shaped
-        self.record = CallRecord(state)
+        self.record = CallRecord(state, kwargs=context.kwargs)
         self.recorded = False
 
     def call(self, key, name, *args):
@@ -134,7 +134,7 @@ class _Layer(Map):
             self.record.restore_rng(self.n, key)
             if observe is not None:
                 return observe(key, name, *args)
-            return self.layers.function(name, self.n)(*args)
+            return self.layers.function(name, self.n)(*args, **self.record.kwargs)
 
         checked = in_state_dtype(call, self.state, self.n, self.shaped)
         return self.step(self.state, guess, self.params, checked)
@@ -210,11 +210,13 @@ def solve_map(
 
 
 def implicit_layer(
-    layers, n: int, state: tuple[torch.Tensor, ...], solver: Solver, observe=None
+    layers, n: int, state: tuple[torch.Tensor, ...], solver: Solver, observe=None, context=NO_CONTEXT
 ) -> tuple[torch.Tensor, ...]:
     """Layer ``n`` of an implicit block: its solve, and the new state vector. ``observe(key, name,
-    *args)``, if given, evaluates the calls of the final evaluation, at the solution."""
-    layer = _Layer(layers, n, state)
+    *args)``, if given, evaluates the calls of the final evaluation, at the solution. ``context``:
+    the functions' keyword arguments; the final evaluation reads its tensors with autograd, so
+    the implicit-function backward reaches them as it reaches the functions' parameters."""
+    layer = _Layer(layers, n, state, context)
     with torch.no_grad():
         first = layer.predict()
     tol = tolerance(solver.tol, state)
@@ -225,7 +227,7 @@ def implicit_layer(
         SolveInfo(n, outcome.iterations, outcome.evaluations + 1, outcome.residual)
     )
     solution = flat.split(outcome.value)
-    if torch.is_grad_enabled() and _needs_graph(layers, n, state, layer.params):
+    if torch.is_grad_enabled() and _needs_graph(layers, n, state, layer.params, context):
         leaves = tuple(t.detach().requires_grad_(True) for t in solution)
         values = layer.final(leaves, observe)
         unknowns = _ImplicitGradient.apply(_Adjoint(layers, solver, n, leaves, values, flat, tol), *values)
@@ -234,11 +236,11 @@ def implicit_layer(
     return tuple(unknowns[i] if new else state[i] for new, i in layers.code.implicit.assemble)
 
 
-def recording_caller(layers: Layers, n: int, state) -> Callable:
+def recording_caller(layers: Layers, n: int, state, context: Context = NO_CONTEXT) -> Callable:
     """``call(key, name, *args)`` for repeated evaluations of layer ``n`` outside a training pass
     (``SchemeBlock.inverse``): the first evaluation of each call records what it started from and
     changes the buffers once; later ones replay it (same random numbers, buffers untouched)."""
-    record = CallRecord(state)
+    record = CallRecord(state, kwargs=context.kwargs)
     seen: set[int] = set()
 
     def call(key, name, *args):
@@ -251,12 +253,15 @@ def recording_caller(layers: Layers, n: int, state) -> Callable:
     return call
 
 
-def _needs_graph(layers: Layers, n: int, state, params) -> bool:
-    """Whether a gradient can flow through layer ``n``: its input, its functions' parameters or its
-    scheme parameters require one (frozen layers below the trained ones solve no adjoint)."""
+def _needs_graph(layers: Layers, n: int, state, params, context: Context) -> bool:
+    """Whether a gradient can flow through layer ``n``: its input, its functions' parameters, its
+    scheme parameters or the context require one (frozen layers below the trained ones solve no
+    adjoint)."""
     if any(t.requires_grad for t in state) or any(
         isinstance(v, torch.Tensor) and v.requires_grad for v in params.values()
     ):
+        return True
+    if context.requiring_grad():
         return True
     return any(p.requires_grad for m in layers.layer_modules(n) for p in m.parameters())
 

@@ -18,13 +18,21 @@ from odenet.errors import UnsupportedSchemeError
 from odenet.ir.reversal import reverse_history
 from odenet.nn.drift import DEFAULT_GROWTH
 from odenet.nn.implicit import Map, recording_caller, refuse, solve_map
-from odenet.nn.layers import Layers
+from odenet.nn.layers import NO_CONTEXT, Context, Layers
 from odenet.nn.solvers import SolveInfo, Solver
 
 __all__ = ["exact_inverse_step", "fixed_point_inverse_step", "negative_step"]
 
 
-def exact_inverse_step(layers: Layers, n: int, new_state, call=None, tol: float | None = None, solver=None):
+def exact_inverse_step(
+    layers: Layers,
+    n: int,
+    new_state,
+    call=None,
+    tol: float | None = None,
+    solver=None,
+    context: Context = NO_CONTEXT,
+):
     """The input of layer ``n`` from its output, by the derived inverse, or by solving the
     fixed-point inverse (to ``tol``, with ``solver``) where there is no explicit one (Euler, Heun).
     ``call(key, name, *args)`` evaluates the functions (by default layer ``n``'s modules)."""
@@ -33,25 +41,28 @@ def exact_inverse_step(layers: Layers, n: int, new_state, call=None, tol: float 
     if inverse is None:
         if layers.code.fixed_point_inverse[1] is not None:
             raise UnsupportedSchemeError(str(error))
-        caller = call or recording_caller(layers, n, new_state)  # inverse(): buffers change once
+        caller = call or recording_caller(layers, n, new_state, context)  # inverse(): buffers change once
         checked = layers.checked(caller, new_state, n)
         tol = DEFAULT_GROWTH * torch.finfo(new_state[0].dtype).eps if tol is None else tol
         out = fixed_point_inverse_step(layers, n, reversed_state, checked, tol, solver or Solver())
     else:
         out = inverse(
-            reversed_state, layers.layer_params(n), layers.checked(call or layers.caller(n), new_state, n)
+            reversed_state,
+            layers.layer_params(n),
+            layers.checked(call or layers.caller(n, context), new_state, n),
         )
     return reverse_history(layers.scheme, out)
 
 
-def negative_step(layers: Layers, n: int, new_state, call=None):
+def negative_step(layers: Layers, n: int, new_state, call=None, context: Context = NO_CONTEXT):
     """The input of layer ``n`` rebuilt approximately: the forward step with ``-h`` (the scheme's
     step parameter, whatever its name), in reversed time (Sander et al. 2022). Exact for
     time-symmetric schemes such as leapfrog."""
     params = dict(layers.layer_params(n))
     params[layers.scheme.step] = -params[layers.scheme.step]
     reversed_state = reverse_history(layers.scheme, new_state)
-    out = layers.code.step(reversed_state, params, layers.checked(call or layers.caller(n), new_state, n))
+    call = layers.checked(call or layers.caller(n, context), new_state, n)
+    out = layers.code.step(reversed_state, params, call)
     return reverse_history(layers.scheme, out)
 
 

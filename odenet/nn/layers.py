@@ -16,9 +16,69 @@ if TYPE_CHECKING:
     from odenet.nn.code import SchemeCode
     from odenet.nn.solvers import SolveInfo
 
-__all__ = ["Layers", "PassReport", "State"]
+__all__ = ["NO_CONTEXT", "Context", "Layers", "PassReport", "State"]
 
 State = tuple[torch.Tensor, ...]
+
+
+class Context:
+    """The keyword arguments of one forward pass (``block(x, **context)``), given unchanged to every
+    call of every layer: ``f(value, **context)``. Values may be tensors, tuples, lists or dicts of
+    them, ``None`` or plain numbers.
+
+    The modes that evaluate functions again in the backward pass (reversible, adjoint, fixed point)
+    call them with :meth:`detached`'s copy, whose tensors that require grad are leaves sharing the
+    originals' storage (nothing is copied): the gradients found for those leaves are the
+    gradients of the originals, which the pass hands to autograd once for the whole stack."""
+
+    def __init__(self, kwargs: dict | None = None, leaves: list | None = None):
+        self.kwargs: dict = dict(kwargs or {})
+        self.leaves: list[tuple[torch.Tensor, torch.Tensor]] = leaves or []  # (original, leaf)
+
+    def __bool__(self) -> bool:
+        return bool(self.kwargs)
+
+    def __repr__(self) -> str:
+        return f"Context({', '.join(sorted(self.kwargs))})"
+
+    def tensors(self) -> list[torch.Tensor]:
+        """Every tensor in the context, in order."""
+        found: list[torch.Tensor] = []
+        _map(self.kwargs, lambda t: found.append(t) or t)
+        return found
+
+    def requiring_grad(self) -> list[torch.Tensor]:
+        """The context's tensors that require grad (the originals, each once)."""
+        return list({id(t): t for t in self.tensors() if t.requires_grad}.values())
+
+    def detached(self) -> Context:
+        """The same context with each tensor that requires grad replaced by a leaf on its storage."""
+        pairs: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+        def leaf(t: torch.Tensor) -> torch.Tensor:
+            if not t.requires_grad:
+                return t
+            if id(t) not in pairs:
+                pairs[id(t)] = (t, t.detach().requires_grad_(True))
+            return pairs[id(t)][1]
+
+        return Context(_map(self.kwargs, leaf), list(pairs.values()))
+
+
+NO_CONTEXT = Context()
+
+
+def _map(value, fn):
+    """``value`` with ``fn`` applied to every tensor in it (through tuples, lists and dicts)."""
+    if isinstance(value, torch.Tensor):
+        return fn(value)
+    if isinstance(value, dict):
+        return {k: _map(v, fn) for k, v in value.items()}
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a named tuple
+        return type(value)(*(_map(v, fn) for v in value))
+    if isinstance(value, (tuple, list)):
+        return type(value)(_map(v, fn) for v in value)
+    return value
 
 
 @dataclasses.dataclass(repr=False)
@@ -95,14 +155,20 @@ class Layers(Protocol):
 
     def layer_modules(self, n: int) -> list[nn.Module]: ...
 
-    def caller(self, n: int) -> Callable: ...
+    def caller(self, n: int, context: Context = NO_CONTEXT) -> Callable: ...
 
     def checked(self, call: Callable, state, n: int) -> Callable: ...
 
-    def step(self, n: int, state: State, call: Callable | None = None) -> State: ...
+    def step(
+        self, n: int, state: State, call: Callable | None = None, context: Context = NO_CONTEXT
+    ) -> State: ...
 
-    def steps(self, start: int, stop: int, state: State) -> State: ...
+    def steps(self, start: int, stop: int, state: State, context: Context = NO_CONTEXT) -> State: ...
 
-    def inverse_step(self, n: int, new_state: State, call=None, tol: float | None = None) -> State: ...
+    def inverse_step(
+        self, n: int, new_state: State, call=None, tol: float | None = None, context: Context = NO_CONTEXT
+    ) -> State: ...
 
-    def approximate_inverse_step(self, n: int, new_state: State, call=None) -> State: ...
+    def approximate_inverse_step(
+        self, n: int, new_state: State, call=None, context: Context = NO_CONTEXT
+    ) -> State: ...

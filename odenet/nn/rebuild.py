@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from odenet.errors import DoubleBackwardError
-from odenet.nn.layers import Layers
+from odenet.nn.layers import NO_CONTEXT, Context, Layers
 from odenet.nn.replay import AutocastState, CallRecord
 
 if TYPE_CHECKING:
@@ -46,13 +46,24 @@ class RebuildPass(abc.ABC):
 
     ``layers`` is the block (``modes.base.Layers``), ``mode`` the mode object that runs it (its
     ``foreign_checked`` flag is set once a backward pass has walked the functions' graphs),
-    ``groups`` the ``(start, stop)`` of each ``autograd.Function``, lowest first."""
+    ``groups`` the ``(start, stop)`` of each ``autograd.Function``, lowest first. ``context``: the
+    functions' keyword arguments; the pass calls them with its detached copy (``context.leaves``),
+    and every group hands autograd the original tensors that require grad, as it does the shared
+    parameters: their gradients are summed over the layers, and nothing of them is copied."""
 
-    def __init__(self, layers: Layers, mode: MemoryMode, state: Sequence[torch.Tensor], stop: int):
+    def __init__(
+        self,
+        layers: Layers,
+        mode: MemoryMode,
+        state: Sequence[torch.Tensor],
+        stop: int,
+        context: Context = NO_CONTEXT,
+    ):
         self.layers, self.mode, self.stop = layers, mode, stop
         self.dtype, self.device = state[0].dtype, state[0].device
         self.autocast = AutocastState(self.device.type)
-        self.record = CallRecord(state)
+        self.context = context.detached()
+        self.record = CallRecord(state, kwargs=self.context.kwargs)
         self.function_params = function_params(layers)
         self.groups: list[tuple[int, int]] = []
         self.versions: list[tuple[torch.Tensor, int]] = []  # what backward needs unchanged
@@ -137,6 +148,7 @@ def run_groups(run: RebuildPass, state: tuple[torch.Tensor, ...]) -> tuple[torch
     layers = run.layers
     shared = [p for name in layers.functions if layers.shared[name] for p in run.function_params[name][0]]
     shared += list(layers.raw_params.values())
+    shared += [original for original, _ in run.context.leaves]
     groups = []
     for low, high in run.groups:
         own = [
@@ -152,7 +164,8 @@ def run_groups(run: RebuildPass, state: tuple[torch.Tensor, ...]) -> tuple[torch
     run.lowest = next(
         (low for (low, _), params in zip(run.groups, groups, strict=True) if tracked or params), 0
     )
-    run.versions = [(t, t._version) for t in [*state, *layers.parameters(), *layers.fixed_params()]]
+    kept = [*state, *layers.parameters(), *layers.fixed_params(), *run.context.tensors()]
+    run.versions = [(t, t._version) for t in kept]
     run.prepare()
     for (low, high), params in zip(run.groups, groups, strict=True):
         state = _Group.apply(run, low, high, len(state), *state, *params)
@@ -166,8 +179,8 @@ def check_unchanged(name: str, versions) -> None:
     for tensor, version in versions:
         if tensor._version != version:
             raise RuntimeError(
-                f"a tensor {name}'s block needs for its backward pass (its input, "
-                f"a parameter or a fixed scheme parameter, shape {tuple(tensor.shape)}) was modified "
+                f"a tensor {name}'s block needs for its backward pass (its input, a parameter, a fixed "
+                f"scheme parameter or a context tensor, shape {tuple(tensor.shape)}) was modified "
                 "in place after the forward pass; run the forward again, or clone the input "
                 "before modifying it"
             )

@@ -117,23 +117,26 @@ _NOTHING: tuple = (None, ())
 class CallRecord:
     """Generator states and buffers each call of one forward pass started from (see the module doc).
 
-    ``rng=False`` leaves random numbers alone (``torch.utils.checkpoint`` restores them per segment).
+    ``rng=False`` leaves random numbers alone (``torch.utils.checkpoint`` restores them per segment);
+    ``kwargs``: the keyword context every call receives (``SchemeBlock.forward``'s).
     The record is also the switch of a checkpointed segment: :meth:`contexts` gives the pair of
     context managers ``torch.utils.checkpoint`` wants (``context_fn``), which make :meth:`caller`
     record in the forward and replay in the recomputation, as often as it runs.
     """
 
-    def __init__(self, tensors: Sequence[torch.Tensor], rng: bool = True):
+    def __init__(self, tensors: Sequence[torch.Tensor], rng: bool = True, kwargs: dict | None = None):
         self.devices = _devices(tensors)
         self.rng = rng
+        self.kwargs = kwargs or {}
         self.calls: dict[tuple[int, int], tuple[list[torch.Tensor] | None, list]] = {}
         self.replay = False
 
     def run(self, n: int, key: int, module: nn.Module, args) -> torch.Tensor:
-        """Evaluate ``module(*args)`` as call ``key`` of layer ``n`` of the forward, and record it."""
+        """Evaluate ``module(*args, **kwargs)`` as call ``key`` of layer ``n`` of the forward, and
+        record it."""
         before = [(m, name, b, b._version, b.clone()) for m, name, b in _buffers(module)]
         rng = _rng_states(self.devices) if self.rng else None
-        out = module(*args)
+        out = module(*args, **self.kwargs)
         changed = [
             (m, name, snapshot)
             for m, name, b, version, snapshot in before
@@ -162,7 +165,7 @@ class CallRecord:
             for m, name, snapshot in changed:
                 live.append((m, name, m._buffers[name]))
                 m._buffers[name] = snapshot.clone()  # the re-run may change its copy, not the original
-            return module(*args)
+            return module(*args, **self.kwargs)
         finally:
             for m, name, tensor in live:
                 m._buffers[name] = tensor

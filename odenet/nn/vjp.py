@@ -73,6 +73,9 @@ def layer_vjp(
         out = entry[1].detach()
         return out if out.dtype == dtype else out.to(dtype)
 
+    # the context's tensors that take part: their gradients are found for the pass's leaves
+    context = [(original, leaf) for original, leaf in run.context.leaves if id(original) in wanted]
+
     def pull(key, gradient):
         name, leaves, out = evaluations[key]
         params = [p for p in run.function_params[name][n] if id(p) in wanted]
@@ -81,8 +84,10 @@ def layer_vjp(
         if out.requires_grad:  # else nothing in the function needs a gradient (frozen, no input grad)
             if gradient.shape != out.shape:  # a call broadcast in the step (f(2) + x[n])
                 gradient = gradient.sum_to_size(out.shape)
-            results = engine_grad(out, (*tensors, *params), gradient.to(out.dtype))
-            for p, g in zip(params, results[len(tensors) :], strict=True):
+            targets = (*tensors, *params, *(leaf for _, leaf in context))
+            results = engine_grad(out, targets, gradient.to(out.dtype))
+            received = [*params, *(original for original, _ in context)]
+            for p, g in zip(received, results[len(tensors) :], strict=True):
                 if g is not None:
                     add(p, g)
         found = iter(
@@ -136,6 +141,7 @@ def refuse_foreign_tensors(run: RebuildPass, n: int, evaluations) -> None:
     arithmetic builds no graph)."""
     allowed = {id(p) for p in run.layers.parameters()}
     allowed |= {id(leaf) for evaluation_leaves, _ in evaluations for leaf in evaluation_leaves}
+    allowed |= {id(leaf) for _, leaf in run.context.leaves}
     stack = [out.grad_fn for _, out in evaluations if out.grad_fn is not None]
     seen = set()
     while stack:
@@ -147,8 +153,10 @@ def refuse_foreign_tensors(run: RebuildPass, n: int, evaluations) -> None:
         if variable is not None and id(variable) not in allowed:
             raise UnsupportedSchemeError(
                 f"a function of layer {n} of {run.layers.scheme.name}'s block uses a tensor that requires "
-                f"grad (shape {tuple(variable.shape)}) and is neither its input nor a registered parameter "
-                "of the block: memory='reversible' and memory='adjoint' would give it no gradient. Register "
-                "it as a parameter of the function's module, or use memory='checkpoint' or 'autograd'"
+                f"grad (shape {tuple(variable.shape)}) and is neither its input, a registered parameter "
+                "of the block nor a keyword argument of the block's call: memory='reversible' and "
+                "memory='adjoint' would give it no gradient. Pass it to the block as a keyword "
+                "(block(x, name=tensor) gives it to every function call), register it as a parameter of "
+                "the function's module, or use memory='checkpoint' or 'autograd'"
             )
         stack.extend(fn for fn, _ in node.next_functions)

@@ -8,7 +8,7 @@ import torch
 
 from odenet.errors import UnsupportedSchemeError
 from odenet.nn.budget import check_budget
-from odenet.nn.modes.base import Layers, MemoryMode, State
+from odenet.nn.modes.base import NO_CONTEXT, Context, Layers, MemoryMode, State
 from odenet.nn.modes.reversible import run_rebuilding
 
 __all__ = ["Adjoint"]
@@ -53,9 +53,9 @@ class Adjoint(MemoryMode):
         return {**self.__dict__, "probe": None}
 
     @torch.compiler.disable
-    def run(self, layers: Layers, state: State) -> State:
+    def run(self, layers: Layers, state: State, context: Context = NO_CONTEXT) -> State:
         layers.last_pass.rebuilds = []
-        return run_rebuilding(layers, self, state, exact=False)
+        return run_rebuilding(layers, self, state, exact=False, context=context)
 
     def extra_repr(self) -> str:
         return "" if self.budget is None else f", memory_budget={self.budget}"

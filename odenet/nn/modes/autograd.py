@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from odenet.nn.modes.base import Layers, MemoryMode, State
+from odenet.nn.modes.base import NO_CONTEXT, Context, Layers, MemoryMode, State
 
 __all__ = ["Autograd"]
 
@@ -17,5 +17,5 @@ class Autograd(MemoryMode):
     name = "autograd"
     exact_gradients = True
 
-    def run(self, layers: Layers, state: State) -> State:
-        return layers.steps(0, layers.depth, state)
+    def run(self, layers: Layers, state: State, context: Context = NO_CONTEXT) -> State:
+        return layers.steps(0, layers.depth, state, context)

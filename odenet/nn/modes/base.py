@@ -20,9 +20,9 @@ from typing import ClassVar
 import torch
 
 from odenet.errors import UnsupportedSchemeError
-from odenet.nn.layers import Layers, PassReport, State
+from odenet.nn.layers import NO_CONTEXT, Context, Layers, PassReport, State
 
-__all__ = ["Layers", "MemoryMode", "PassReport", "State"]
+__all__ = ["NO_CONTEXT", "Context", "Layers", "MemoryMode", "PassReport", "State"]
 
 
 class MemoryMode(abc.ABC):
@@ -55,8 +55,8 @@ class MemoryMode(abc.ABC):
             )
 
     @abc.abstractmethod
-    def run(self, layers: Layers, state: State) -> State:
-        """All layers on a full state vector."""
+    def run(self, layers: Layers, state: State, context: Context = NO_CONTEXT) -> State:
+        """All layers on a full state vector; ``context``: the functions' keyword arguments."""
 
     def rebuild_tolerance(self, dtype: torch.dtype) -> float:
         """The relative residual a fixed-point inverse is solved to (``SchemeBlock.inverse``)."""
@@ -79,8 +79,11 @@ class MemoryMode(abc.ABC):
         return ""
 
     @staticmethod
-    def tracked(layers: Layers, state: State) -> bool:
-        """Whether a gradient may flow: grad mode on, and a parameter or the input requires one."""
+    def tracked(layers: Layers, state: State, context: Context = NO_CONTEXT) -> bool:
+        """Whether a gradient may flow: grad mode on, and a parameter, the input or a context tensor
+        requires one."""
         return torch.is_grad_enabled() and (
-            any(p.requires_grad for p in layers.parameters()) or any(t.requires_grad for t in state)
+            any(p.requires_grad for p in layers.parameters())
+            or any(t.requires_grad for t in state)
+            or bool(context.requiring_grad())
         )

@@ -8,7 +8,7 @@ import math
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from odenet.nn.modes.base import Layers, MemoryMode, State
+from odenet.nn.modes.base import NO_CONTEXT, Context, Layers, MemoryMode, State
 from odenet.nn.replay import CallRecord
 
 __all__ = ["Checkpoint"]
@@ -25,16 +25,18 @@ class Checkpoint(MemoryMode):
     exact_gradients = True
 
     @torch.compiler.disable
-    def run(self, layers: Layers, state: State) -> State:
+    def run(self, layers: Layers, state: State, context: Context = NO_CONTEXT) -> State:
         """Opaque to torch.compile, as every mode that manages its own graphs."""
         layers.last_pass.rebuilds = []
         size = max(1, math.isqrt(layers.depth))
         for start in range(0, layers.depth, size):
             stop = min(start + size, layers.depth)
             if not torch.is_grad_enabled():
-                state = layers.steps(start, stop, state)
+                state = layers.steps(start, stop, state, context)
                 continue
-            record = CallRecord(state, rng=False)
+            # the context's tensors are read where the recomputation runs: their gradients reach
+            # them through the closure (non-reentrant checkpoint), as any captured tensor's do
+            record = CallRecord(state, rng=False, kwargs=context.kwargs)
 
             def segment(*s, start=start, stop=stop, record=record):
                 for n in range(start, stop):

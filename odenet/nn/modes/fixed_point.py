@@ -46,7 +46,7 @@ import torch
 from odenet.analysis.exact import exact_parts
 from odenet.errors import ReconstructionError, UnsupportedSchemeError
 from odenet.ir import Scheme, parse_value, value
-from odenet.nn.modes.base import MemoryMode
+from odenet.nn.modes.base import NO_CONTEXT, MemoryMode
 from odenet.nn.rebuild import RebuildPass, parameter_bytes, run_groups, shortest_group, to_host
 from odenet.nn.vjp import kept_call, layer_vjp
 
@@ -181,8 +181,8 @@ def _too_large(r: torch.Tensor, limit: int) -> torch.Tensor:
 class _Pass(RebuildPass):
     """One forward pass and its backward: registers, buffers, the plan, the record of calls."""
 
-    def __init__(self, layers, mode, state: tuple[torch.Tensor, ...]):
-        super().__init__(layers, mode, state, layers.depth)
+    def __init__(self, layers, mode, state: tuple[torch.Tensor, ...], context=NO_CONTEXT):
+        super().__init__(layers, mode, state, layers.depth, context)
         code = layers.code.exact
         self.step, self.inverse = code.step, code.inverse
         self.plan = _Plan(layers, code.coefficients, self.dtype, self.device)
@@ -350,17 +350,17 @@ class FixedPoint(MemoryMode):
         check_start(layers.scheme, layers.start_values)
 
     @torch.compiler.disable
-    def run(self, layers, state):
+    def run(self, layers, state, context=NO_CONTEXT):
         """All layers in fixed point (see the module doc)."""
-        run = _Pass(layers, self, state)
+        run = _Pass(layers, self, state, context)
         run.input = tuple(t.detach() for t in state)
         run.hold([to_fixed(t) for t in run.input])
         run.bad = run.bad | torch.stack([_out_of_range(t) for t in run.input]).any()
         report = layers.last_pass
-        if not self.tracked(layers, state):
+        if not self.tracked(layers, state, context):
             with torch.no_grad():
                 for n in range(layers.depth):
-                    run.forward_layer(n, layers.caller(n))
+                    run.forward_layer(n, layers.caller(n, context))
             _check_range(run)
             report.kept_bytes = 0
             return run.views(run.registers)

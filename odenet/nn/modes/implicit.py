@@ -8,7 +8,7 @@ import torch
 
 from odenet.errors import UnsupportedSchemeError
 from odenet.nn.implicit import implicit_layer
-from odenet.nn.modes.base import Layers, MemoryMode, State
+from odenet.nn.modes.base import NO_CONTEXT, Context, Layers, MemoryMode, State
 from odenet.nn.solvers import Solver, check_solver
 
 __all__ = ["Implicit"]
@@ -37,14 +37,14 @@ class Implicit(MemoryMode):
             )
 
     @torch.compiler.disable
-    def run(self, layers: Layers, state: State) -> State:
+    def run(self, layers: Layers, state: State, context: Context = NO_CONTEXT) -> State:
         """A solve per layer, with data-dependent iteration counts (opaque to torch.compile)."""
         report = layers.last_pass
         report.solves = []
         if torch.is_grad_enabled():  # a backward pass may follow: its solves replace the last one's
             report.backward_solves = []
         for n in range(layers.depth):
-            state = implicit_layer(layers, n, state, self.solver)
+            state = implicit_layer(layers, n, state, self.solver, context=context)
         return state
 
     def extra_repr(self) -> str:

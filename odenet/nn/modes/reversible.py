@@ -64,7 +64,7 @@ from odenet.errors import UnsupportedSchemeError
 from odenet.nn.budget import check_budget, graph_layers, keep_graphs
 from odenet.nn.copies import CopiesPass
 from odenet.nn.drift import DriftControl, check_guard, check_tolerance
-from odenet.nn.modes.base import Layers, MemoryMode, State
+from odenet.nn.modes.base import NO_CONTEXT, Context, Layers, MemoryMode, State
 from odenet.nn.rebuild import run_groups
 from odenet.nn.replay import AutocastState
 from odenet.nn.solvers import Solver, check_solver
@@ -113,11 +113,11 @@ class Reversible(MemoryMode):
         return {**self.__dict__, "probe": None}
 
     @torch.compiler.disable
-    def run(self, layers: Layers, state: State) -> State:
+    def run(self, layers: Layers, state: State, context: Context = NO_CONTEXT) -> State:
         if layers.code.inverse.code is None:
             _refuse_lower_precision(layers.scheme.name, state)
         layers.last_pass.rebuilds = []
-        return run_rebuilding(layers, self, state, exact=True)
+        return run_rebuilding(layers, self, state, exact=True, context=context)
 
     def rebuild_tolerance(self, dtype: torch.dtype) -> float:
         return self.drift.tolerance_for(dtype)
@@ -126,23 +126,23 @@ class Reversible(MemoryMode):
         return "" if self.budget is None else f", memory_budget={self.budget}"
 
 
-def run_rebuilding(layers: Layers, mode, state: State, exact: bool) -> State:
+def run_rebuilding(layers: Layers, mode, state: State, exact: bool, context: Context = NO_CONTEXT) -> State:
     """All layers, keeping no activations beyond the graphs ``mode.budget`` allows: one
     ``autograd.Function`` per release group (``copies.py``), then the top layers that keep their
     graphs."""
     report = layers.last_pass
     report.graph_layers = 0
     report.graph_bytes = 0 if isinstance(mode.budget, int) else None  # measured for bytes only
-    if not mode.tracked(layers, state):
-        return layers.steps(0, layers.depth, state)  # nothing to differentiate: a plain loop
-    stop = layers.depth - graph_layers(layers, mode, state)
+    if not mode.tracked(layers, state, context):
+        return layers.steps(0, layers.depth, state, context)  # nothing to differentiate: a plain loop
+    stop = layers.depth - graph_layers(layers, mode, state, context)
     if stop == 0:
         report.kept_bytes = 0
-        return keep_graphs(layers, mode, 0, state)
-    run = CopiesPass(layers, mode, exact, state, stop)
+        return keep_graphs(layers, mode, 0, state, context)
+    run = CopiesPass(layers, mode, exact, state, stop, context)
     state = run_groups(run, state)
     report.kept_bytes = run.kept_bytes()
-    return keep_graphs(layers, mode, stop, state) if stop < layers.depth else state
+    return keep_graphs(layers, mode, stop, state, context) if stop < layers.depth else state
 
 
 def _refuse_lower_precision(name: str, state: State) -> None:
