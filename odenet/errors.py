@@ -13,6 +13,7 @@ Errors about scheme text carry a :class:`Location` and print like a compiler's::
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "SchemeValueError",
     "TrainingDivergedError",
     "UnsupportedSchemeError",
+    "plain_message",
 ]
 
 # How much of a very long line is quoted around the column of an error.
@@ -174,3 +176,8 @@ class ConvergenceError(OdenetError, ArithmeticError):
     ):
         super().__init__(message)
         self.layer, self.residual, self.iterations = layer, residual, iterations
+
+
+def plain_message(text: str) -> str:
+    """``text`` without terminal control sequences (torch's messages bold their warnings), stripped."""
+    return re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text).strip()

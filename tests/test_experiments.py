@@ -19,7 +19,7 @@ QUICK = [s if s == "d_adjoint" else pytest.param(s, marks=pytest.mark.slow) for 
 
 
 def test_all_experiments_exist():
-    assert [s[0] for s in SCRIPTS] == list("abcdefghijklm")
+    assert [s[0] for s in SCRIPTS] == list("abcdefghijklmn")
 
 
 @pytest.mark.parametrize("script", QUICK)

@@ -306,3 +306,152 @@ def test_growth_is_the_largest_amplification_per_step():
     joint = model_with_matrices("hamiltonian", {"f": 10 * torch.eye(2), "g": -10 * torch.eye(2)})
     layer = trained_stability(joint, torch.randn(1, 2)).layers[0]
     assert layer.growth == layer.max_amplification == pytest.approx((3 + 5**0.5) / 2, rel=1e-7)
+
+
+# -- a block inside any model ----------------------------------------------------------------------
+
+
+class _ScaledLinear(nn.Module):
+    """f(x; scale) = scale * (x A^T): at sample i its Jacobian's eigenvalues are scale_i * eig(A)."""
+
+    def __init__(self, matrix):
+        super().__init__()
+        self.matrix = nn.Parameter(matrix.clone())
+
+    def forward(self, x, *, scale, offset=None):
+        out = x @ self.matrix.T
+        return out * scale if offset is None else out * scale + offset
+
+
+def test_a_block_with_context_is_judged_per_sample():
+    """trained_stability(block, x, context=...): each sample's eigenvalues are its own scale times
+    eig(A) (the scale is (batch, 1): taken per sample; the offset is shared), hand-derived."""
+    torch.manual_seed(0)
+    matrix = torch.diag(torch.tensor([-1.0, -4.0, -9.0]))
+    block = odenet.compile("euler", {"f": lambda i: _ScaledLinear(matrix)}, 2, params={"h": 0.1})
+    x = torch.randn(2, 3)
+    scale = torch.tensor([[1.0], [5.0]], requires_grad=True)  # sample 1: h*lambda down to -4.5
+    result = trained_stability(block, x, context={"scale": scale, "offset": torch.ones(3)})
+    expected = np.sort(np.array([-1, -4, -9, -5, -20, -45], dtype=float))
+    for layer in result.layers:
+        assert np.allclose(np.sort(layer.eigenvalues.real), expected, atol=1e-12)
+        assert layer.outside_fraction == pytest.approx(1 / 6)  # h*lambda = -4.5 only (-2 is on the edge)
+    assert not result.stable
+
+
+def test_a_model_and_the_block_inside_it_give_the_blocks_own_judgement():
+    """With block=..., the block's input and keyword arguments come from one forward pass of the
+    model (an embedding before it, the context computed by the model)."""
+    torch.manual_seed(0)
+    matrix = torch.diag(torch.tensor([-1.0, -30.0]))
+    block = odenet.compile("euler", {"f": lambda i: _ScaledLinear(matrix)}, 1, params={"h": 0.1})
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed, self.block = nn.Embedding(5, 2), block
+
+        def forward(self, ids):
+            x = self.embed(ids)
+            return self.block(x, scale=torch.full((len(ids), 1), 0.5))
+
+    model = Model()
+    ids = torch.tensor([1, 3])
+    via_model = trained_stability(model, ids, block=block)
+    direct = trained_stability(block, model.embed(ids), context={"scale": torch.full((2, 1), 0.5)})
+    assert np.allclose(via_model.layers[0].eigenvalues, direct.layers[0].eigenvalues)
+    assert np.allclose(np.sort(via_model.layers[0].eigenvalues.real), [-15, -15, -0.5, -0.5])
+
+
+def test_trained_stability_refuses_what_it_cannot_judge():
+    with pytest.raises(odenet.ConfigError, match="not a Linear alone"):
+        trained_stability(nn.Linear(2, 2), torch.randn(1, 2))
+    block = odenet.compile("euler", {"f": lambda i: nn.Linear(2, 2)}, 1)
+    with pytest.raises(odenet.ConfigError, match="did not call the block"):
+        trained_stability(nn.Linear(2, 2), torch.randn(1, 2), block=block)
+
+
+def test_the_joint_linearization_of_a_block_takes_each_samples_context():
+    """hamiltonian over f = s*A, g = s*B with a per-sample scale s: sample i's step matrix is
+    [[I, h s_i A], [-h s_i B, I - h^2 s_i^2 BA]], hand-derived."""
+    torch.manual_seed(3)
+    a_matrix, b_matrix = torch.randn(2, 2), torch.randn(2, 2)
+    block = odenet.compile(
+        "hamiltonian",
+        {"f": lambda i: _ScaledLinear(a_matrix), "g": lambda i: _ScaledLinear(b_matrix)},
+        1,
+        params={"h": 0.5},
+    )
+    scales = [1.0, 3.0]
+    result = trained_stability(block, torch.randn(2, 4), context={"scale": torch.tensor(scales)[:, None]})
+    layer = result.layers[0]
+    assert layer.joint
+    h, eye, a, b = 0.5, np.eye(2), a_matrix.double().numpy(), b_matrix.double().numpy()
+    hand = [
+        np.linalg.eigvals(np.block([[eye, h * s * a], [-h * s * b, eye - (h * s) ** 2 * b @ a]]))
+        for s in scales
+    ]
+    assert np.allclose(np.sort_complex(layer.amplification), np.sort_complex(np.concatenate(hand)), atol=1e-6)
+
+
+MODULE = """
+import torch
+from torch import nn
+
+
+class Scaled(nn.Module):
+    def __init__(self, matrix):
+        super().__init__()
+        self.matrix = nn.Parameter(matrix)
+
+    def forward(self, x, *, scale):
+        return (x @ self.matrix.T) * scale
+
+
+class Model(nn.Module):
+    def __init__(self, block):
+        super().__init__()
+        self.embed, self.block = nn.Embedding(5, 2), block
+
+    def forward(self, ids):
+        return self.block(self.embed(ids), scale=torch.full((len(ids), 1), 2.0))
+"""
+
+
+def test_stability_command_reads_a_block_or_a_model_the_user_saved(tmp_path, monkeypatch, capsys):
+    """odenet stability on files written by torch.save: the block with its input and context, a
+    model holding it with the model's input; a state dict or a pickle without --trust-pickle is
+    refused with what to do, and no terminal control codes."""
+    (tmp_path / "userlayers.py").write_text(MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import userlayers
+
+    matrix = torch.diag(torch.tensor([-1.0, -30.0]))
+    block = odenet.compile("euler", {"f": lambda i: userlayers.Scaled(matrix.clone())}, 2, params={"h": 0.1})
+    torch.save(block, tmp_path / "block.pt")
+    torch.save(userlayers.Model(block), tmp_path / "model.pt")
+    torch.save(block.state_dict(), tmp_path / "weights.pt")
+    torch.save({"x": torch.randn(3, 2), "context": {"scale": torch.full((3, 1), 0.5)}}, tmp_path / "x.pt")
+    torch.save(torch.tensor([1, 2, 4]), tmp_path / "ids.pt")
+
+    def run(*words):
+        code = main(["stability", *map(str, words)])
+        out = capsys.readouterr()
+        return code, out.out + out.err
+
+    code, out = run(tmp_path / "block.pt", "--input", tmp_path / "x.pt", "--trust-pickle", "--json")
+    assert code == 0
+    facts = json.loads(out)
+    # scale 0.5: h*lambda = -0.05 and -1.5, inside [-2, 0]
+    assert facts["stable"] and len(facts["layers"]) == 2
+    code, out = run(tmp_path / "model.pt", "--input", tmp_path / "ids.pt", "--trust-pickle", "--json")
+    facts = json.loads(out)  # scale 2 (the model's context): h*lambda = -6, outside
+    assert code == 0 and not facts["stable"]
+    assert facts["layers"][0]["outside_fraction"] == pytest.approx(0.5)
+    for words, expected in [
+        ((tmp_path / "block.pt",), "a pickled object"),
+        ((tmp_path / "weights.pt",), "weights only (a state dict of 3 tensors)"),
+        ((tmp_path / "block.pt", "--input", tmp_path / "x.pt"), "add --trust-pickle"),
+    ]:
+        code, out = run(*words)
+        assert code != 0 and expected in out and "\x1b" not in out

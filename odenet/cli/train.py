@@ -182,20 +182,105 @@ def _cmd_stability(args: argparse.Namespace) -> int:
     from odenet.report.trained import verdict
     from odenet.training import load_checkpoint
 
-    model, content = load_checkpoint(args.checkpoint)
-    data = _checkpoint_data(content, model)
-    samples = args.samples or default_samples(model, data.x_test[:1])
-    result = trained_stability(model, data.x_test[:samples])
+    if args.input is not None:
+        result = _user_stability(args)
+    else:
+        model, content = load_checkpoint(args.checkpoint)
+        data = _checkpoint_data(content, model)
+        samples = args.samples or default_samples(model, data.x_test[:1])
+        result = trained_stability(model, data.x_test[:samples])
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:
-        print(f"{args.checkpoint}: scheme {model.scheme.name}, {len(result.layers)} layers")
+        print(f"{args.checkpoint}: scheme {result.scheme.name}, {len(result.layers)} layers")
         print(verdict(result))
     if args.report is not None:
         from odenet.report.trained import write_trained_report
 
         print(f"wrote {write_trained_report(result, args.report)}", file=sys.stderr)
     return 0
+
+
+def _user_stability(args: argparse.Namespace):
+    """``odenet stability MODEL.pt --input X.pt --trust-pickle``: a block the user saved with
+    ``torch.save`` (or a model holding one), at the inputs in X.pt (the block's input, or the
+    model's; a tensor, or a dict with ``x`` and the block's keyword ``context``)."""
+    import torch
+
+    from odenet.models.spectra import EXACT_LIMIT, trained_stability
+    from odenet.nn import SchemeBlock
+
+    if not args.trust_pickle:
+        raise CheckpointError(
+            f"{args.checkpoint}: reading a module saved with torch.save unpickles it, which runs code from "
+            "the file; add --trust-pickle if you trust it"
+        )
+    module = _torch_load(args.checkpoint, weights_only=False)
+    inputs = _torch_load(args.input, weights_only=True)
+    x, context = (inputs, {}) if isinstance(inputs, torch.Tensor) else (_field(inputs, "x"), {})
+    if isinstance(inputs, dict):
+        context = inputs.get("context", {})
+    if not isinstance(x, torch.Tensor) or not isinstance(context, dict):
+        raise CheckpointError(
+            f"{args.input}: expected a tensor, or a dict with a tensor 'x' and a dict 'context'"
+        )
+    if isinstance(module, SchemeBlock):
+        block, inside = module, None
+    else:
+        blocks = [(n, m) for n, m in getattr(module, "named_modules", list)() if isinstance(m, SchemeBlock)]
+        found = [(n, m) for n, m in blocks if args.block in (None, n)]
+        if len(found) != 1:
+            names = ", ".join(n for n, _ in blocks)
+            found = blocks
+            kind = type(module).__name__
+            raise CheckpointError(
+                f"{args.checkpoint}: a {kind} holding compiled blocks: {names}; name the one to judge with "
+                "--block NAME"
+                if found
+                else f"{args.checkpoint}: a {kind}, with no odenet block (odenet.compile) in it"
+            )
+        block, inside = found[0][1], module
+    samples = args.samples or (16 if x[0].numel() <= EXACT_LIMIT else 4)
+    batch = len(x)
+    context = {k: _first(v, batch, samples) for k, v in context.items()}
+    if inside is None:
+        return trained_stability(block, x[:samples], context=context)
+    return trained_stability(inside, x[:samples], block=block)
+
+
+def _torch_load(path: str, weights_only: bool):
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such file") from None
+    except Exception as exc:
+        from odenet.errors import plain_message
+
+        first = plain_message(str(exc)).splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = ""
+        if "Can't get attribute" in first:
+            hint = (
+                ": the classes of a pickled module must be importable where it is read; define them in a "
+                "module of your own (not in a script's __main__) and run from where it imports"
+            )
+        raise CheckpointError(f"{path}: torch.load could not read it ({first}){hint}") from None
+
+
+def _field(inputs, name: str):
+    return inputs.get(name) if isinstance(inputs, dict) else None
+
+
+def _first(value, batch: int, count: int):
+    """``value`` with the tensors of the batch's length cut to their first ``count`` examples."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value[:count] if value.dim() and value.shape[0] == batch else value
+    if isinstance(value, (tuple, list)):
+        return type(value)(_first(v, batch, count) for v in value)
+    return value
 
 
 def add_commands(commands) -> None:
@@ -215,6 +300,16 @@ def add_commands(commands) -> None:
     )
     p.add_argument("--json", action="store_true", help="print the per-layer facts as JSON")
     p.add_argument("--report", metavar="DIR", help="write report.md and spectra.png")
+    p.add_argument(
+        "--input",
+        metavar="X.pt",
+        help="for a block saved with torch.save (or a model holding one): its input, a tensor or a dict "
+        "with 'x' and the block's keyword 'context' (for a model: the model's input)",
+    )
+    p.add_argument("--block", metavar="NAME", help="which block of the model to judge (its module name)")
+    p.add_argument(
+        "--trust-pickle", action="store_true", help="allow unpickling the module (runs code from the file)"
+    )
     p.set_defaults(run=_cmd_stability)
 
 

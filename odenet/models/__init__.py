@@ -13,10 +13,16 @@ from odenet.models.config import ModelConfig
 if TYPE_CHECKING:
     from odenet.models.classifier import Classifier, build_model
     from odenet.models.families import make_function
+    from odenet.models.spectra import trained_stability
 
-__all__ = ["Classifier", "ModelConfig", "build_model", "make_function"]
+__all__ = ["Classifier", "ModelConfig", "build_model", "make_function", "trained_stability"]
 
-_LAZY = {"Classifier": "classifier", "build_model": "classifier", "make_function": "families"}
+_LAZY = {
+    "Classifier": "classifier",
+    "build_model": "classifier",
+    "make_function": "families",
+    "trained_stability": "spectra",
+}
 
 
 def __getattr__(name: str):

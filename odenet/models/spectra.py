@@ -182,16 +182,48 @@ class _Regions:
         return self._cache[key]
 
 
-def _exact_eigenvalues(module, points: torch.Tensor) -> np.ndarray:
-    def single(p):
-        return module(p.unsqueeze(0)).squeeze(0)
-
-    jac = torch.func.vmap(torch.func.jacrev(single))(points)
+def _exact_eigenvalues(module, points: torch.Tensor, contexts: list[dict] | None = None) -> np.ndarray:
+    """Eigenvalues of the module's Jacobian at each point; ``contexts``: each point's keyword
+    arguments (a block called with context), evaluated point by point."""
     dim = math.prod(points.shape[1:])
+    if contexts is None:
+
+        def single(p):
+            return module(p.unsqueeze(0)).squeeze(0)
+
+        jac = torch.func.vmap(torch.func.jacrev(single))(points)
+    else:
+        jac = torch.stack(
+            [
+                torch.func.jacrev(lambda p, kw=kw: module(p.unsqueeze(0), **kw).squeeze(0))(point)
+                for point, kw in zip(points, contexts, strict=True)
+            ]
+        )
     return torch.linalg.eigvals(jac.detach().reshape(len(points), dim, dim)).numpy().ravel()
 
 
-def _arnoldi_eigenvalues(module, points: torch.Tensor, k: int = 4) -> np.ndarray:
+def per_sample(context: Mapping, batch: int, i: int, rows: int = 1) -> dict:
+    """Sample ``i``'s keyword context, for ``rows`` copies of it: a tensor whose first dimension is
+    the batch is sliced (an attention mask per sample); any other value is given whole (position
+    embeddings shared by the batch, numbers, None)."""
+
+    def pick(value):
+        if isinstance(value, torch.Tensor):
+            if value.dim() and value.shape[0] == batch:
+                return value[i : i + 1].expand(rows, *value.shape[1:])
+            return value
+        if isinstance(value, (tuple, list)):
+            return type(value)(pick(v) for v in value)
+        if isinstance(value, Mapping):
+            return {k: pick(v) for k, v in value.items()}
+        return value
+
+    return {k: pick(v) for k, v in context.items()}
+
+
+def _arnoldi_eigenvalues(
+    module, points: torch.Tensor, k: int = 4, contexts: list[dict] | None = None
+) -> np.ndarray:
     """Extreme eigenvalues of the Jacobian at each point, from matrix-vector products: the ``k``
     of largest modulus of ``J`` (radius ``r``), of ``J - r I`` (the leftmost, shifted back) and of
     ``J + r I`` (the rightmost). Only largest-modulus problems: ARPACK converges on them in a few
@@ -205,11 +237,11 @@ def _arnoldi_eigenvalues(module, points: torch.Tensor, k: int = 4) -> np.ndarray
     def largest(matvec) -> np.ndarray:
         return _largest_modulus(linalg, matvec, dim, k, maxiter=20 * dim)
 
-    for p in points:
+    for i, p in enumerate(points):
         # J^T has J's eigenvalues, and J^T v is one vector-Jacobian product on a graph built once
         leaf = p.unsqueeze(0).detach().requires_grad_(True)
         with torch.enable_grad():
-            out = module(leaf)
+            out = module(leaf, **(contexts[i] if contexts is not None else {}))
 
         def product(v, leaf=leaf, out=out):
             cotangent = torch.from_numpy(np.ascontiguousarray(v.real, dtype=np.float64)).reshape(out.shape)
@@ -296,7 +328,7 @@ class LinearizedStep:
     gradient has one; forward-mode AD does not cover them all), on one graph per function built
     here: ``state`` and ``calls`` hold one row per example the rows will be."""
 
-    def __init__(self, block, n: int, state: tuple, calls: dict[str, tuple]):
+    def __init__(self, block, n: int, state: tuple, calls: dict[str, tuple], context: Mapping | None = None):
         self.block = block
         self.params = {k: v.detach() for k, v in block.layer_params(n).items()}
         self.shapes = [s.shape[1:] for s in state]
@@ -307,7 +339,7 @@ class LinearizedStep:
         with torch.enable_grad():
             for name, args in calls.items():
                 leaves = tuple(a.detach().contiguous().requires_grad_(True) for a in args)
-                out = block.function(name, n)(*leaves)
+                out = block.function(name, n)(*leaves, **(context or {}))
                 dual = torch.zeros_like(out, requires_grad=True)
                 self.parts[name] = (torch.autograd.grad(out, leaves, dual, create_graph=True), dual)
 
@@ -330,10 +362,11 @@ class LinearizedStep:
 
 
 def _joint_amplification(
-    block, n: int, state: tuple, calls: dict[str, tuple], exact_limit: int
+    block, n: int, state: tuple, calls: dict[str, tuple], exact_limit: int, context: Mapping | None = None
 ) -> np.ndarray:
     """Eigenvalues of layer ``n``'s joint linearization at each sample (pooled). Exact up to
-    ``exact_limit`` state dimensions; above, the largest in modulus (ARPACK)."""
+    ``exact_limit`` state dimensions; above, the largest in modulus (ARPACK). ``context``: the
+    block's keyword arguments (taken per sample, :func:`per_sample`)."""
     from odenet.errors import ConfigError
 
     found = []
@@ -344,7 +377,8 @@ def _joint_amplification(
                 return t[i : i + 1].expand(rows, *t.shape[1:])
 
             frozen = {name: tuple(repeat(a) for a in args) for name, args in calls.items()}
-            return LinearizedStep(block, n, tuple(repeat(s) for s in state), frozen)
+            sample = per_sample(context, len(state[0]), i, rows) if context else None
+            return LinearizedStep(block, n, tuple(repeat(s) for s in state), frozen, sample)
 
         check = at(3)
         dim, dtype = check.dim, state[0].dtype
@@ -382,13 +416,121 @@ def default_samples(model: Classifier, example: torch.Tensor) -> int:
     return 16 if size <= EXACT_LIMIT else 4
 
 
+class _Stack(torch.nn.Module):
+    """A compiled block with its keyword context, seen as a one-stage classifier's features."""
+
+    def __init__(self, block):
+        super().__init__()
+        self.block = block
+        self.context: dict = {}  # set once the block is copied in float64
+
+    @property
+    def scheme(self) -> Scheme:
+        return self.block.scheme
+
+    @property
+    def stages(self) -> list:
+        return [self.block]
+
+    def features(self, x, observe, before_layer=None):
+        block, context = self.block, self.context
+        state = block.initial_state(x)
+        for n in range(block.depth):
+            if before_layer is not None:
+                before_layer(0, n, state)
+
+            def call(key, name, *args, n=n):
+                observe(0, n, name, args)
+                return block.function(name, n)(*args, **context)
+
+            state = block.step(n, state, call)
+        return block.output(state)
+
+
+class _Captured(Exception):  # noqa: N818 - not an error: the forward pass stops once the block's input is seen
+    pass
+
+
+def block_call(model: torch.nn.Module, block, *args, **kwargs) -> tuple[torch.Tensor, dict]:
+    """The input and keyword arguments ``block`` receives when ``model(*args, **kwargs)`` runs (the
+    model runs up to the block, without gradients)."""
+    seen: list = []
+
+    def hook(module, hook_args, hook_kwargs):
+        seen.append((hook_args[0], dict(hook_kwargs)))
+        raise _Captured
+
+    handle = block.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            model(*args, **kwargs)
+    except _Captured:
+        pass
+    finally:
+        handle.remove()
+    if not seen:
+        from odenet.errors import ConfigError
+
+        raise ConfigError(
+            "the model's forward pass did not call the block given: pass a block inside the model"
+        )
+    return seen[0]
+
+
+def _float64(value):
+    """``value`` detached, its floating-point tensors in float64 (through tuples, lists, dicts)."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach()
+        return value.double() if value.is_floating_point() else value
+    if isinstance(value, (tuple, list)):
+        return type(value)(_float64(v) for v in value)
+    if isinstance(value, Mapping):
+        return {k: _float64(v) for k, v in value.items()}
+    return value
+
+
 def trained_stability(
-    model: Classifier, x: torch.Tensor, exact_limit: int = EXACT_LIMIT, joint: bool | None = None
+    model,
+    x: torch.Tensor,
+    exact_limit: int = EXACT_LIMIT,
+    joint: bool | None = None,
+    *,
+    context: Mapping | None = None,
+    block=None,
 ) -> TrainedStability:
-    """The spectra of ``model``'s layers at the inputs ``x`` (a few test examples). ``joint``: judge
-    the layers by their joint linearization (default: where the scheme has several functions or a
+    """The spectra of the layers at the inputs ``x`` (a few examples), against the scheme's
+    stability region.
+
+    ``model`` is a classifier odenet built (``x``: its inputs), or a compiled block
+    (:class:`~odenet.nn.SchemeBlock`) inside any model, with ``x`` the block's input and
+    ``context`` its keyword arguments (``block(x, **context)``); or any model with ``block`` a block
+    inside it, ``x`` the model's input: the block's input and keyword arguments are then taken from
+    one forward pass of the model. A context tensor whose first dimension is the batch is taken per
+    example (an attention mask); others are given whole (position embeddings). ``joint``: judge the
+    layers by their joint linearization (default: where the scheme has several functions or a
     function of several arguments; implicit schemes are judged on the region)."""
+    if block is not None:
+        x, context = block_call(model, block, x)
+        model = block
+    if not isinstance(model, Classifier):
+        from odenet.nn import SchemeBlock
+
+        if not isinstance(model, SchemeBlock):
+            from odenet.errors import ConfigError
+
+            raise ConfigError(
+                "trained_stability takes a classifier odenet built, a compiled block (odenet.compile) with "
+                f"its input, or a model and block=the block inside it; not a {type(model).__name__} alone"
+            )
+        model = _Stack(model)
+    context = _float64(dict(context or {}))
     model = copy.deepcopy(model).double().eval()
+    if isinstance(model, _Stack):
+        model.context = context
+    elif context:
+        from odenet.errors import ConfigError
+
+        raise ConfigError("a classifier odenet built takes no context: its blocks are called with x alone")
     x = x.double()
     regions = _Regions(model.scheme)
     states: dict[tuple[int, int], tuple] = {}
@@ -418,10 +560,11 @@ def trained_stability(
                 continue  # functions of several arguments have no single Jacobian to place
             module = block.function(name, n)
             points = args[0].detach()
+            contexts = [per_sample(context, len(points), i) for i in range(len(points))] if context else None
             if math.prod(points.shape[1:]) <= exact_limit:
-                values.append(_exact_eigenvalues(module, points))
+                values.append(_exact_eigenvalues(module, points, contexts))
             else:
-                values.append(_arnoldi_eigenvalues(module, points))
+                values.append(_arnoldi_eigenvalues(module, points, contexts=contexts))
                 method = "arnoldi"
         eigenvalues = np.concatenate(values) if values else np.zeros(0, complex)
         radii = numeric.radius(eigenvalues) if eigenvalues.size else np.zeros(0)
@@ -429,7 +572,7 @@ def trained_stability(
         amplification = None
         if joint:
             calls = seen.get((stage, n), {})
-            amplification = _joint_amplification(block, n, states[stage, n], calls, exact_limit)
+            amplification = _joint_amplification(block, n, states[stage, n], calls, exact_limit, context)
         layers.append(
             LayerSpectrum(
                 layer_index,

@@ -17,19 +17,27 @@ run leaves either the previous checkpoint or the new one, never half a file.
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import torch
 
-from odenet.errors import CheckpointError, OdenetError
+from odenet.errors import CheckpointError, OdenetError, plain_message
 from odenet.files import atomic_path
 from odenet.models.classifier import Classifier, build_model
 from odenet.models.config import ModelConfig
 
-__all__ = ["FORMAT", "checkpoint_content", "load_checkpoint", "save_checkpoint"]
+__all__ = ["FORMAT", "USER_FILES", "checkpoint_content", "load_checkpoint", "save_checkpoint"]
 
 FORMAT = "odenet-checkpoint"
 VERSION = 1
+USER_FILES = (
+    "For a network of your own, save the whole block or the model that holds it (torch.save(block)) "
+    "and its input (torch.save(x), or torch.save({'x': x, 'context': {...}}) with the block's keyword "
+    "arguments), then run: odenet stability MODEL.pt --input X.pt --trust-pickle (unpickling runs "
+    "code from the file: only for files you trust); or in Python, "
+    "odenet.models.trained_stability(block, x, context=...)"
+)
 
 
 def checkpoint_content(model: Classifier, **extra) -> dict:
@@ -60,14 +68,26 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[Classifier, dict]:
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = plain_message(str(exc))
+        if zipfile.is_zipfile(path) and "Weights only load failed" in text:  # torch.save(model)
+            raise CheckpointError(
+                f"{path}: a pickled object (such as torch.save(model)), not a checkpoint written by "
+                f"'odenet train'. {USER_FILES}"
+            ) from None
+        first = text.splitlines()[0] if text else type(exc).__name__
         raise CheckpointError(
             f"{path}: not an odenet checkpoint (torch.load could not read it: {first})"
         ) from None
+    if isinstance(content, dict) and content and all(isinstance(v, torch.Tensor) for v in content.values()):
+        count = f"{len(content)} tensor{'s' if len(content) > 1 else ''}"
+        raise CheckpointError(
+            f"{path}: weights only (a state dict of {count}): the network's architecture is not in the "
+            f"file (a checkpoint written by 'odenet train' holds a dict with format={FORMAT!r}). {USER_FILES}"
+        )
     if not isinstance(content, dict) or content.get("format") != FORMAT:
         raise CheckpointError(
             f"{path}: not an odenet checkpoint (a file written by 'odenet train' holds a dict with "
-            f"format={FORMAT!r})"
+            f"format={FORMAT!r}). {USER_FILES}"
         )
     if content.get("version") != VERSION:
         raise CheckpointError(
