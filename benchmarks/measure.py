@@ -35,11 +35,16 @@ def training_step(model, x) -> dict:
     return {"peak_mib": peak, "saved_mib": (saved.bytes + kept) / 2**20}
 
 
-def fresh_process(script: str, argument, threads: int = 1, timeout: int = 3600) -> dict:
+def fresh_process(
+    script: str, argument, threads: int = 1, timeout: int = 3600, fixed_threshold: bool = True
+) -> dict:
     """``python script --worker JSON(argument)`` in a fresh process; the last line it prints, as
-    JSON, or ``{"error": its last line of stderr}``."""
+    JSON, or ``{"error": its last line of stderr}``. ``fixed_threshold``: glibc's mmap threshold at
+    64 KiB (for memory; it slows allocation, so timings run without it)."""
     command = [sys.executable, script, "--worker", json.dumps(argument)]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MALLOC_MMAP_THRESHOLD_": str(2**16)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    if fixed_threshold:
+        env["MALLOC_MMAP_THRESHOLD_"] = str(2**16)
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
     if done.returncode:
         return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1][:160]}

@@ -246,3 +246,25 @@ def test_torch_save_round_trips_a_block_over_transformer_layers(model):
         assert torch.equal(loaded(x, **context), expected)
         assert torch.equal(fresh(x, **context), expected)
     assert loaded.mode == block.mode and loaded.depth == LAYERS
+
+
+# -- the docs page ------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_your_own_layers_page_runs(tmp_path):
+    """docs/your-own-layers.md: its Python blocks, in order, run as one program."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "your-own-layers.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", page, flags=re.DOTALL)
+    assert len(blocks) >= 5
+    program = tmp_path / "page.py"
+    program.write_text("\n".join(blocks))
+    done = subprocess.run([sys.executable, str(program)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    stable, fractions = done.stdout.strip().splitlines()[-1].split(" ", 1)
+    assert stable in ("True", "False") and fractions.startswith("[")

@@ -60,6 +60,7 @@ def _probe_layer_bytes(layers: Layers, mode: MemoryMode, state, context: Context
         layers.training,
         torch.is_autocast_enabled(state[0].device.type),
         tuple(p.requires_grad for m in layers.layer_modules(0) for p in m.parameters()),
+        tuple((tuple(t.shape), t.requires_grad) for t in context.tensors()),
     )
     if mode.probe is not None and mode.probe[0] == key:
         return mode.probe[1]
