@@ -18,7 +18,7 @@ RSS before it and the bytes autograd saved (parameters excluded) plus what the b
 mmap threshold fixed, so that freed activations leave the resident set); the other, with the
 allocator as it is, the median time of 5 steps after 2 warm-up steps. One thread per process.
 
-Run: python benchmarks/your_own_layers.py [--models gpt2 llama resnet] [--quick]
+Run: python benchmarks/your_own_layers.py [--models gpt2 llama resnet] [--variants ...] [--quick]
 """
 
 from __future__ import annotations
@@ -152,6 +152,7 @@ def main() -> int:
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", help="only these variants (the original always runs)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the code path")
     args = parser.parse_args()
     header = ["model", "variant", "peak RSS of a step (MiB)", "saved for backward (MiB)", "step (s)"]
@@ -161,6 +162,8 @@ def main() -> int:
         size = QUICK[model] if args.quick else SIZES[model]
         rows = {}
         for variant in VARIANTS[model]:
+            if args.variants and variant != "original" and variant not in args.variants:
+                continue
             argument = {"model": model, "variant": variant, "size": size, "steps": 2 if args.quick else 5}
             row = fresh_process(__file__, {**argument, "measure": "memory"})
             row.update(fresh_process(__file__, {**argument, "measure": "time"}, fixed_threshold=False))

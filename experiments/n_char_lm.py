@@ -58,7 +58,8 @@ def worker(variant: str, steps: int, layers: int, width: int, context_length: in
     torch.set_num_threads(2)
     text = corpus()
     vocabulary = sorted(set(text))
-    codes = torch.tensor([vocabulary.index(c) for c in text], dtype=torch.long)
+    lookup = {c: i for i, c in enumerate(vocabulary)}
+    codes = torch.tensor([lookup[c] for c in text], dtype=torch.long)
     split = int(0.9 * len(codes))
     train_codes, held_out = codes[:split], codes[split:]
 

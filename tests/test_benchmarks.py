@@ -51,6 +51,12 @@ def test_peers_runs_and_prints_its_table():
     assert "| leapfrog | fixed_point |" in out and "failed" not in out
 
 
+@pytest.mark.slow
+def test_your_own_layers_runs_and_prints_its_table():
+    out = _run(str(BENCHMARKS / "your_own_layers.py"), "--quick", "--models", "llama", "--variants", "revnet")
+    assert "| llama | original |" in out and "| llama | revnet |" in out and "failed" not in out
+
+
 def test_a_generated_table_replaces_its_own_block_only(tmp_path):
     """An empty block followed by another: the table goes into the first, the second stays (the
     lazy match once ran on to the next block's end and swallowed the text between)."""

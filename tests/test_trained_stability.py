@@ -408,6 +408,11 @@ class Scaled(nn.Module):
         return (x @ self.matrix.T) * scale
 
 
+class Nested(Scaled):
+    def forward(self, x, *, ctx):
+        return super().forward(x, scale=ctx["inner"]["scale"])
+
+
 class Model(nn.Module):
     def __init__(self, block):
         super().__init__()
@@ -444,6 +449,14 @@ def test_stability_command_reads_a_block_or_a_model_the_user_saved(tmp_path, mon
     facts = json.loads(out)
     # scale 0.5: h*lambda = -0.05 and -1.5, inside [-2, 0]
     assert facts["stable"] and len(facts["layers"]) == 2
+    nested = odenet.compile("euler", {"f": lambda i: userlayers.Nested(matrix.clone())}, 1, params={"h": 0.1})
+    torch.save(nested, tmp_path / "nested.pt")
+    scale = torch.tensor([[0.5]] * 6 + [[2.0]] * 2)  # examples 6 and 7 unstable: cut by --samples 2
+    torch.save({"x": torch.randn(8, 2), "context": {"ctx": {"inner": {"scale": scale}}}}, tmp_path / "x8.pt")
+    code, out = run(
+        tmp_path / "nested.pt", "--input", tmp_path / "x8.pt", "--trust-pickle", "--json", "--samples", "2"
+    )
+    assert code == 0 and json.loads(out)["stable"]
     code, out = run(tmp_path / "model.pt", "--input", tmp_path / "ids.pt", "--trust-pickle", "--json")
     facts = json.loads(out)  # scale 2 (the model's context): h*lambda = -6, outside
     assert code == 0 and not facts["stable"]
@@ -452,6 +465,73 @@ def test_stability_command_reads_a_block_or_a_model_the_user_saved(tmp_path, mon
         ((tmp_path / "block.pt",), "a pickled object"),
         ((tmp_path / "weights.pt",), "weights only (a state dict of 3 tensors)"),
         ((tmp_path / "block.pt", "--input", tmp_path / "x.pt"), "add --trust-pickle"),
+        ((tmp_path / "weights.pt", "--input", tmp_path / "x.pt", "--trust-pickle"), "weights only"),
+        (
+            (tmp_path / "model.pt", "--input", tmp_path / "ids.pt", "--trust-pickle", "--block", "b"),
+            "no block named 'b'",
+        ),
+        (
+            (tmp_path / "model.pt", "--input", tmp_path / "x.pt", "--trust-pickle"),
+            "a context is for a block saved alone",
+        ),
     ]:
         code, out = run(*words)
         assert code != 0 and expected in out and "\x1b" not in out
+
+
+class _Embedded(nn.Module):
+    """f(x; pair) = tanh(x W^T + pair.shift) * pair.scale, a named tuple of context."""
+
+    def __init__(self, width):
+        super().__init__()
+        self.linear = nn.Linear(width, width)
+
+    def forward(self, x, *, pair):
+        return torch.tanh(self.linear(x) + pair.shift) * pair.scale
+
+
+@pytest.mark.parametrize(("scheme", "layer"), [("ab2", 1), ("backward_euler", 0)])
+def test_trained_stability_sees_the_states_the_block_computes_with_its_context(scheme, layer):
+    """The context reaches the init (ab2 starts its history with f) and an implicit layer's solve
+    (backward Euler's iterations): the eigenvalues are f's Jacobian's at the block's own points
+    (ab2's layer 1 reads the state after layer 0; backward Euler's layer 0 evaluates f at its
+    solution), each sample with its own shift, computed here by torch.func."""
+    from typing import NamedTuple
+
+    from odenet.nn.layers import Context
+
+    class Pair(NamedTuple):
+        shift: torch.Tensor
+        scale: torch.Tensor
+
+    torch.manual_seed(0)
+    block = odenet.compile(scheme, {"f": lambda i: _Embedded(3)}, 2, params={"h": 0.3}).double()
+    x = torch.randn(4, 3, dtype=torch.float64)
+    pair = Pair(torch.randn(4, 3, dtype=torch.float64), torch.full((1, 3), 0.5, dtype=torch.float64))
+    result = trained_stability(block, x, context={"pair": pair})
+    context = Context({"pair": pair})
+    with torch.no_grad():
+        point = block.step(0, block.initial_state(x, context), context=context)[0]
+    f = block.function("f", layer)
+    expected = []
+    for i in range(len(x)):
+        mine = Pair(pair.shift[i : i + 1], pair.scale)
+        jacobian = torch.func.jacrev(lambda p, mine=mine: f(p[None], pair=mine)[0])(point[i])
+        expected.extend(torch.linalg.eigvals(jacobian.detach()).numpy())
+    assert np.allclose(np.sort_complex(result.layers[layer].eigenvalues), np.sort_complex(np.array(expected)))
+
+
+def test_a_model_that_calls_its_block_by_keyword_is_captured():
+    matrix = torch.diag(torch.tensor([-1.0, -30.0]))
+    block = odenet.compile("euler", {"f": lambda i: _ScaledLinear(matrix)}, 1, params={"h": 0.1})
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.block = block
+
+        def forward(self, z):
+            return self.block(x=z * 2, scale=torch.ones(len(z), 1))
+
+    result = trained_stability(Model(), torch.randn(2, 2), block=block)
+    assert np.allclose(np.sort(result.layers[0].eigenvalues.real), [-30, -30, -1, -1])

@@ -216,6 +216,11 @@ def _user_stability(args: argparse.Namespace):
             "the file; add --trust-pickle if you trust it"
         )
     module = _torch_load(args.checkpoint, weights_only=False)
+    if isinstance(module, dict) and module and all(isinstance(v, torch.Tensor) for v in module.values()):
+        raise CheckpointError(
+            f"{args.checkpoint}: weights only (a state dict of {len(module)} tensors): the network's "
+            "architecture is not in the file; save the block or the model itself (torch.save(block))"
+        )
     inputs = _torch_load(args.input, weights_only=True)
     x, context = (inputs, {}) if isinstance(inputs, torch.Tensor) else (_field(inputs, "x"), {})
     if isinstance(inputs, dict):
@@ -229,23 +234,28 @@ def _user_stability(args: argparse.Namespace):
     else:
         blocks = [(n, m) for n, m in getattr(module, "named_modules", list)() if isinstance(m, SchemeBlock)]
         found = [(n, m) for n, m in blocks if args.block in (None, n)]
-        if len(found) != 1:
-            names = ", ".join(n for n, _ in blocks)
-            found = blocks
-            kind = type(module).__name__
+        kind, names = type(module).__name__, ", ".join(n for n, _ in blocks)
+        if not blocks:
+            raise CheckpointError(f"{args.checkpoint}: a {kind}, with no odenet block (odenet.compile) in it")
+        if args.block is not None and not found:
+            raise CheckpointError(
+                f"{args.checkpoint}: no block named {args.block!r}; the {kind}'s blocks: {names}"
+            )
+        if len(found) > 1:
             raise CheckpointError(
                 f"{args.checkpoint}: a {kind} holding compiled blocks: {names}; name the one to judge with "
                 "--block NAME"
-                if found
-                else f"{args.checkpoint}: a {kind}, with no odenet block (odenet.compile) in it"
+            )
+        if context:
+            raise CheckpointError(
+                f"{args.input}: a context is for a block saved alone; with a model, its forward pass "
+                "computes the block's context from the model's input"
             )
         block, inside = found[0][1], module
     samples = args.samples or (16 if x[0].numel() <= EXACT_LIMIT else 4)
-    batch = len(x)
-    context = {k: _first(v, batch, samples) for k, v in context.items()}
     if inside is None:
-        return trained_stability(block, x[:samples], context=context)
-    return trained_stability(inside, x[:samples], block=block)
+        return trained_stability(block, x, context=context, samples=samples)
+    return trained_stability(inside, x, block=block, samples=samples)
 
 
 def _torch_load(path: str, weights_only: bool):
@@ -270,17 +280,6 @@ def _torch_load(path: str, weights_only: bool):
 
 def _field(inputs, name: str):
     return inputs.get(name) if isinstance(inputs, dict) else None
-
-
-def _first(value, batch: int, count: int):
-    """``value`` with the tensors of the batch's length cut to their first ``count`` examples."""
-    import torch
-
-    if isinstance(value, torch.Tensor):
-        return value[:count] if value.dim() and value.shape[0] == batch else value
-    if isinstance(value, (tuple, list)):
-        return type(value)(_first(v, batch, count) for v in value)
-    return value
 
 
 def add_commands(commands) -> None:

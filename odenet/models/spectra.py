@@ -47,6 +47,7 @@ from odenet.extras import require
 from odenet.ir import Scheme
 from odenet.ir.printing import format_expr
 from odenet.models.classifier import Classifier
+from odenet.nn.layers import Context, map_tensors
 
 __all__ = ["EXACT_LIMIT", "LayerSpectrum", "TrainedStability", "default_samples", "trained_stability"]
 
@@ -206,19 +207,11 @@ def per_sample(context: Mapping, batch: int, i: int, rows: int = 1) -> dict:
     """Sample ``i``'s keyword context, for ``rows`` copies of it: a tensor whose first dimension is
     the batch is sliced (an attention mask per sample); any other value is given whole (position
     embeddings shared by the batch, numbers, None)."""
-
-    def pick(value):
-        if isinstance(value, torch.Tensor):
-            if value.dim() and value.shape[0] == batch:
-                return value[i : i + 1].expand(rows, *value.shape[1:])
-            return value
-        if isinstance(value, (tuple, list)):
-            return type(value)(pick(v) for v in value)
-        if isinstance(value, Mapping):
-            return {k: pick(v) for k, v in value.items()}
-        return value
-
-    return {k: pick(v) for k, v in context.items()}
+    return map_tensors(
+        dict(context),
+        lambda t: t[i : i + 1].expand(rows, *t.shape[1:]),
+        lambda t: t.dim() > 0 and t.shape[0] == batch,
+    )
 
 
 def _arnoldi_eigenvalues(
@@ -433,17 +426,18 @@ class _Stack(torch.nn.Module):
         return [self.block]
 
     def features(self, x, observe, before_layer=None):
-        block, context = self.block, self.context
-        state = block.initial_state(x)
+        block, context = self.block, Context(self.context)
+        state = block.initial_state(x, context)
         for n in range(block.depth):
             if before_layer is not None:
                 before_layer(0, n, state)
 
             def call(key, name, *args, n=n):
                 observe(0, n, name, args)
-                return block.function(name, n)(*args, **context)
+                return block.function(name, n)(*args, **context.kwargs)
 
-            state = block.step(n, state, call)
+            # an implicit layer's solve calls the functions with the context too (not only ``call``)
+            state = block.step(n, state, call, context)
         return block.output(state)
 
 
@@ -457,7 +451,9 @@ def block_call(model: torch.nn.Module, block, *args, **kwargs) -> tuple[torch.Te
     seen: list = []
 
     def hook(module, hook_args, hook_kwargs):
-        seen.append((hook_args[0], dict(hook_kwargs)))
+        kwargs = dict(hook_kwargs)
+        x = hook_args[0] if hook_args else kwargs.pop("x", None)
+        seen.append((x, kwargs))
         raise _Captured
 
     handle = block.register_forward_pre_hook(hook, with_kwargs=True)
@@ -478,15 +474,14 @@ def block_call(model: torch.nn.Module, block, *args, **kwargs) -> tuple[torch.Te
 
 
 def _float64(value):
-    """``value`` detached, its floating-point tensors in float64 (through tuples, lists, dicts)."""
-    if isinstance(value, torch.Tensor):
-        value = value.detach()
-        return value.double() if value.is_floating_point() else value
-    if isinstance(value, (tuple, list)):
-        return type(value)(_float64(v) for v in value)
-    if isinstance(value, Mapping):
-        return {k: _float64(v) for k, v in value.items()}
-    return value
+    """``value`` with its tensors detached, the floating-point ones in float64."""
+    return map_tensors(value, lambda t: t.detach().double() if t.is_floating_point() else t.detach())
+
+
+def first_examples(context: Mapping, batch: int, count: int) -> dict:
+    """The context of the first ``count`` examples of a batch of ``batch``: a tensor whose first
+    dimension is the batch is cut; others are given whole."""
+    return map_tensors(dict(context), lambda t: t[:count], lambda t: t.dim() > 0 and t.shape[0] == batch)
 
 
 def trained_stability(
@@ -497,6 +492,7 @@ def trained_stability(
     *,
     context: Mapping | None = None,
     block=None,
+    samples: int | None = None,
 ) -> TrainedStability:
     """The spectra of the layers at the inputs ``x`` (a few examples), against the scheme's
     stability region.
@@ -506,12 +502,21 @@ def trained_stability(
     ``context`` its keyword arguments (``block(x, **context)``); or any model with ``block`` a block
     inside it, ``x`` the model's input: the block's input and keyword arguments are then taken from
     one forward pass of the model. A context tensor whose first dimension is the batch is taken per
-    example (an attention mask); others are given whole (position embeddings). ``joint``: judge the
+    example (an attention mask); others are given whole (position embeddings), so give a table
+    shared by the batch a leading dimension of 1. ``samples``: judge at the first ``samples``
+    examples only (which tensors are per example is decided on the whole batch). ``joint``: judge the
     layers by their joint linearization (default: where the scheme has several functions or a
     function of several arguments; implicit schemes are judged on the region)."""
     if block is not None:
+        if context:
+            from odenet.errors import ConfigError
+
+            raise ConfigError("with block=..., the block's context comes from the model's forward pass")
         x, context = block_call(model, block, x)
         model = block
+    if samples is not None:
+        context = first_examples(context or {}, len(x), samples)
+        x = x[:samples]
     if not isinstance(model, Classifier):
         from odenet.nn import SchemeBlock
 

@@ -4,8 +4,9 @@ that every room can name the types it works on."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 import torch
@@ -16,20 +17,22 @@ if TYPE_CHECKING:
     from odenet.nn.code import SchemeCode
     from odenet.nn.solvers import SolveInfo
 
-__all__ = ["NO_CONTEXT", "Context", "Layers", "PassReport", "State"]
+__all__ = ["NO_CONTEXT", "Context", "Layers", "PassReport", "State", "map_tensors"]
 
 State = tuple[torch.Tensor, ...]
 
 
 class Context:
-    """The keyword arguments of one forward pass (``block(x, **context)``), given unchanged to every
-    call of every layer: ``f(value, **context)``. Values may be tensors, tuples, lists or dicts of
-    them, ``None`` or plain numbers.
+    """The keyword arguments of one forward pass (``block(x, **context)``), given to every call of
+    every layer: ``f(value, **context)``. Values may be tensors, tuples (named ones too), lists,
+    mappings and dataclass instances holding them, ``None``, numbers, or any other object.
 
     The modes that evaluate functions again in the backward pass (reversible, adjoint, fixed point)
     call them with :meth:`detached`'s copy, whose tensors that require grad are leaves sharing the
-    originals' storage (nothing is copied): the gradients found for those leaves are the
-    gradients of the originals, which the pass hands to autograd once for the whole stack."""
+    originals' storage (no tensor is copied): the gradients found for those leaves are the
+    gradients of the originals, which the pass hands to autograd once for the whole stack. A
+    container holding such a tensor is passed as a new container of its own type; every other
+    value, containers included, is passed as the same object."""
 
     def __init__(self, kwargs: dict | None = None, leaves: list | None = None):
         self.kwargs: dict = dict(kwargs or {})
@@ -42,9 +45,9 @@ class Context:
         return f"Context({', '.join(sorted(self.kwargs))})"
 
     def tensors(self) -> list[torch.Tensor]:
-        """Every tensor in the context, in order."""
+        """Every tensor in the context that :func:`map_tensors` reaches, in order."""
         found: list[torch.Tensor] = []
-        _map(self.kwargs, lambda t: found.append(t) or t)
+        map_tensors(self.kwargs, lambda t: found.append(t) or t)
         return found
 
     def requiring_grad(self) -> list[torch.Tensor]:
@@ -52,33 +55,112 @@ class Context:
         return list({id(t): t for t in self.tensors() if t.requires_grad}.values())
 
     def detached(self) -> Context:
-        """The same context with each tensor that requires grad replaced by a leaf on its storage."""
+        """The same context with each tensor that requires grad replaced by a leaf on its storage.
+        An object :func:`map_tensors` cannot rebuild that holds such a tensor is refused: the
+        rebuilding modes could not give it its gradient."""
         pairs: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
         def leaf(t: torch.Tensor) -> torch.Tensor:
-            if not t.requires_grad:
-                return t
             if id(t) not in pairs:
                 pairs[id(t)] = (t, t.detach().requires_grad_(True))
             return pairs[id(t)][1]
 
-        return Context(_map(self.kwargs, leaf), list(pairs.values()))
+        for name, value in self.kwargs.items():
+            hidden = _hidden_tensor(value)
+            if hidden is not None:
+                from odenet.errors import UnsupportedSchemeError
+
+                raise UnsupportedSchemeError(
+                    f"the block's keyword argument {name!r} is a {type(value).__name__} holding a tensor "
+                    f"that requires grad (shape {tuple(hidden.shape)}) where the modes that rebuild "
+                    "activations cannot reach it: pass tensors in tuples, lists, dicts or dataclasses "
+                    "(or as keywords of their own), or use memory='checkpoint' or 'autograd'"
+                )
+        return Context(map_tensors(self.kwargs, leaf, lambda t: t.requires_grad), list(pairs.values()))
 
 
 NO_CONTEXT = Context()
 
 
-def _map(value, fn):
-    """``value`` with ``fn`` applied to every tensor in it (through tuples, lists and dicts)."""
+def map_tensors(value, fn, where=None):
+    """``value`` with ``fn`` applied to every tensor in it (those ``where(t)`` accepts, by default
+    all), through tuples (named ones too), lists, mappings and dataclass instances. A container in
+    which nothing changed is returned as the same object; one that changed is a new container of
+    its type (a mapping is copied and its items set, so that dict subclasses keep their class);
+    any other object is returned as it is."""
+
+    def visit(v):
+        if isinstance(v, torch.Tensor):
+            return fn(v) if where is None or where(v) else v
+        if isinstance(v, (tuple, list)):
+            items = [visit(x) for x in v]
+            if all(a is b for a, b in zip(items, v, strict=True)):
+                return v
+            if isinstance(v, tuple) and hasattr(v, "_fields"):  # a named tuple
+                return type(v)(*items)
+            return type(v)(items)
+        if isinstance(v, Mapping):
+            items = {k: visit(x) for k, x in v.items()}
+            if all(items[k] is x for k, x in v.items()):
+                return v
+            try:
+                new = copy.copy(v)
+                for k, x in items.items():
+                    new[k] = x
+            except TypeError:  # a read-only mapping
+                return items
+            return new
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            fields = [f.name for f in dataclasses.fields(v) if f.init]
+            items = {name: visit(getattr(v, name)) for name in fields}
+            if all(items[name] is getattr(v, name) for name in fields):
+                return v
+            return dataclasses.replace(v, **items)
+        return v
+
+    return visit(value)
+
+
+def _hidden_tensor(value, seen: set | None = None) -> torch.Tensor | None:
+    """A tensor that requires grad inside an object :func:`map_tensors` does not rebuild (found
+    among its attributes), or None."""
+    seen = set() if seen is None else seen
+    if isinstance(value, torch.Tensor) or id(value) in seen:
+        return None
+    seen.add(id(value))
+    if isinstance(value, (tuple, list, Mapping)) or (
+        dataclasses.is_dataclass(value) and not isinstance(value, type)
+    ):
+        for child in _children(value):
+            found = _hidden_tensor(child, seen)
+            if found is not None:
+                return found
+        return None
+    return _grad_tensor_in(getattr(value, "__dict__", {}), set())  # opaque: out of reach
+
+
+def _grad_tensor_in(value, seen: set) -> torch.Tensor | None:
+    """Any tensor that requires grad in ``value``, through containers and attributes."""
     if isinstance(value, torch.Tensor):
-        return fn(value)
-    if isinstance(value, dict):
-        return {k: _map(v, fn) for k, v in value.items()}
-    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a named tuple
-        return type(value)(*(_map(v, fn) for v in value))
+        return value if value.requires_grad else None
+    if id(value) in seen:
+        return None
+    seen.add(id(value))
+    for child in _children(value):
+        found = _grad_tensor_in(child, seen)
+        if found is not None:
+            return found
+    return None
+
+
+def _children(value) -> list:
     if isinstance(value, (tuple, list)):
-        return type(value)(_map(v, fn) for v in value)
-    return value
+        return list(value)
+    if isinstance(value, Mapping):
+        return list(value.values())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return [getattr(value, f.name) for f in dataclasses.fields(value)]
+    return list(getattr(value, "__dict__", {}).values())
 
 
 @dataclasses.dataclass(repr=False)
