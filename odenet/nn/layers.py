@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Protocol
 
 import torch
@@ -103,12 +103,11 @@ def map_tensors(value, fn, where=None):
             items = {k: visit(x) for k, x in v.items()}
             if all(items[k] is x for k, x in v.items()):
                 return v
-            try:
-                new = copy.copy(v)
-                for k, x in items.items():
-                    new[k] = x
-            except TypeError:  # a read-only mapping
+            if not isinstance(v, MutableMapping):  # a read-only mapping: a plain dict
                 return items
+            new = copy.copy(v)
+            for k, x in items.items():
+                new[k] = x
             return new
         if dataclasses.is_dataclass(v) and not isinstance(v, type):
             fields = [f.name for f in dataclasses.fields(v) if f.init]
