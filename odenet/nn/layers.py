@@ -88,36 +88,32 @@ def map_tensors(value, fn, where=None):
     which nothing changed is returned as the same object; one that changed is a new container of
     its type (a mapping is copied and its items set, so that dict subclasses keep their class);
     any other object is returned as it is."""
-
-    def visit(v):
-        if isinstance(v, torch.Tensor):
-            return fn(v) if where is None or where(v) else v
-        if isinstance(v, (tuple, list)):
-            items = [visit(x) for x in v]
-            if all(a is b for a, b in zip(items, v, strict=True)):
-                return v
-            if isinstance(v, tuple) and hasattr(v, "_fields"):  # a named tuple
-                return type(v)(*items)
-            return type(v)(items)
-        if isinstance(v, Mapping):
-            items = {k: visit(x) for k, x in v.items()}
-            if all(items[k] is x for k, x in v.items()):
-                return v
-            if not isinstance(v, MutableMapping):  # a read-only mapping: a plain dict
-                return items
-            new = copy.copy(v)
-            for k, x in items.items():
-                new[k] = x
-            return new
-        if dataclasses.is_dataclass(v) and not isinstance(v, type):
-            fields = [f.name for f in dataclasses.fields(v) if f.init]
-            items = {name: visit(getattr(v, name)) for name in fields}
-            if all(items[name] is getattr(v, name) for name in fields):
-                return v
-            return dataclasses.replace(v, **items)
-        return v
-
-    return visit(value)
+    if isinstance(value, torch.Tensor):
+        return fn(value) if where is None or where(value) else value
+    if isinstance(value, (tuple, list)):
+        items = [map_tensors(x, fn, where) for x in value]
+        if all(a is b for a, b in zip(items, value, strict=True)):
+            return value
+        if isinstance(value, tuple) and hasattr(value, "_fields"):  # a named tuple
+            return type(value)(*items)
+        return type(value)(items)
+    if isinstance(value, Mapping):
+        mapped = {k: map_tensors(x, fn, where) for k, x in value.items()}
+        if all(mapped[k] is x for k, x in value.items()):
+            return value
+        if not isinstance(value, MutableMapping):  # a read-only mapping: a plain dict
+            return mapped
+        new = copy.copy(value)
+        for k, x in mapped.items():
+            new[k] = x
+        return new
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        names = [f.name for f in dataclasses.fields(value) if f.init]
+        fields = {name: map_tensors(getattr(value, name), fn, where) for name in names}
+        if all(fields[name] is getattr(value, name) for name in names):
+            return value
+        return dataclasses.replace(value, **fields)
+    return value
 
 
 def _hidden_tensor(value, seen: set | None = None) -> torch.Tensor | None:
