@@ -32,12 +32,12 @@ from odenet.language import parse
 from odenet.library import library_names, load
 
 if TYPE_CHECKING:
-    from odenet.nn import MEMORY_MODES, SchemeBlock, Solver, compile, residual_functions
+    from odenet.nn import MEMORY_MODES, SchemeBlock, Solver, compile, profile, residual_functions
 
 
 def __getattr__(name: str):
     """``odenet.compile`` and ``odenet.SchemeBlock`` load torch on first use, not at import."""
-    if name in ("compile", "SchemeBlock", "MEMORY_MODES", "Solver", "residual_functions"):
+    if name in ("compile", "SchemeBlock", "MEMORY_MODES", "Solver", "residual_functions", "profile"):
         from odenet import nn
 
         return getattr(nn, name)
@@ -49,12 +49,13 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0+unknown"
 
-__all__ = [  # noqa: RUF022 - the first five come from __getattr__
+__all__ = [  # noqa: RUF022 - the first six come from __getattr__
     "compile",
     "SchemeBlock",
     "MEMORY_MODES",
     "Solver",
     "residual_functions",
+    "profile",
     "Analysis",
     "CheckpointError",
     "ConfigError",

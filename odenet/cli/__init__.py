@@ -12,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from odenet.cli import scheme, train
+from odenet.cli import profile, scheme, train
 from odenet.errors import OdenetError, SchemeNotFoundError
 
 __all__ = ["build_parser", "main"]
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.required = True
     scheme.add_commands(commands)
     train.add_commands(commands)
+    profile.add_commands(commands)
     return parser
 
 

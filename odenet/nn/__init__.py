@@ -14,6 +14,7 @@ from odenet.nn.modes import (
     PassReport,
     Reversible,
 )
+from odenet.nn.profiling import Profile, profile
 from odenet.nn.replay import is_recomputing
 from odenet.nn.residual import ResidualFunction, residual_functions
 from odenet.nn.solvers import SOLVER_METHODS, SolveInfo, Solver
@@ -32,6 +33,7 @@ __all__ = [
     "Implicit",
     "MemoryMode",
     "PassReport",
+    "Profile",
     "ReconstructionError",
     "ResidualFunction",
     "Reversible",
@@ -40,5 +42,6 @@ __all__ = [
     "Solver",
     "compile",
     "is_recomputing",
+    "profile",
     "residual_functions",
 ]

@@ -1,0 +1,95 @@
+"""odenet.profile: each number against an independent count of the same step."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import odenet
+from odenet.cli import main
+from odenet.nn import profile
+
+MIB = 2**20
+
+
+def test_a_plain_stack_of_linear_layers_is_counted_by_hand():
+    """8 Linear(256, 256) on a batch of 512, float32: each layer saves its input (0.5 MiB), the
+    parameters and their gradients are 8 * (256*256 + 256) floats. The peak of live tensor memory
+    is at least the saved activations plus the gradients, and below everything the step creates."""
+    torch.manual_seed(0)
+    model = nn.Sequential(*[nn.Linear(256, 256) for _ in range(8)])
+    x = torch.randn(512, 256)
+    record = profile(model, x)
+    weights = 8 * (256 * 256 + 256) * 4
+    assert record.parameter_bytes == record.gradient_bytes == weights
+    # each layer's input (x included) and the output, which the loss's square saves
+    assert record.activation_bytes == 9 * 512 * 256 * 4
+    assert record.kept_bytes == 0
+    least = record.activation_bytes + weights
+    assert least <= record.peak_bytes <= least + 4 * MIB
+    assert record.seconds > 0 and record.device == "cpu"
+    assert "activations saved for backward" in repr(record) and "MiB" in repr(record)
+
+
+def test_the_module_is_left_as_it_was():
+    """Gradients, running statistics and the random stream: as before the profile."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Dropout(0.5))
+    model[0].weight.grad = torch.ones(4, 4)
+    stats = model[1].running_mean.clone()
+    x = torch.randn(8, 4)
+    state = torch.get_rng_state()
+    profile(model, x)
+    assert torch.equal(model[0].weight.grad, torch.ones(4, 4)) and model[0].bias.grad is None
+    assert torch.equal(model[1].running_mean, stats)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_reversible_mode_saves_only_its_output_and_its_peak_is_far_below_autograds():
+    torch.manual_seed(0)
+
+    def block(memory):
+        torch.manual_seed(0)
+        function = lambda i: nn.Sequential(nn.Linear(64, 64), nn.Tanh())  # noqa: E731
+        return odenet.compile("leapfrog", {"f": function}, 32, memory)
+
+    x = torch.randn(256, 64)
+    autograd, reversible = profile(block("autograd"), x), profile(block("reversible"), x)
+    state = 256 * 64 * 4
+    assert reversible.activation_bytes <= 2 * state  # the output (y and y[n-1] share storage or not)
+    assert autograd.activation_bytes > 32 * state
+    assert reversible.peak_bytes < autograd.peak_bytes / 2
+    assert reversible.parameter_bytes == autograd.parameter_bytes
+
+
+def test_context_reaches_the_module():
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(4, 4)
+
+        def forward(self, x, *, scale):
+            return self.linear(x) * scale
+
+    record = profile(Scaled(), torch.randn(2, 4), scale=torch.tensor(2.0))
+    assert record.gradient_bytes == (16 + 4) * 4
+
+
+def test_profile_command_prints_every_mode(capsys):
+    assert main(["profile", "leapfrog", "--depth", "4", "--batch", "32", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [row["memory"] for row in rows] == list(odenet.MEMORY_MODES)
+    by_mode = {row["memory"]: row for row in rows}
+    assert by_mode["reversible"]["activation_bytes"] < by_mode["autograd"]["activation_bytes"]
+    assert main(["profile", "euler", "--memory", "fixed_point", "reversible", "--depth", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "| fixed_point | not offered:" in out and "| reversible |" in out
+
+
+@pytest.mark.parametrize("memory", ["checkpoint", "adjoint"])
+def test_kept_bytes_are_odenets_own(memory):
+    block = odenet.compile("leapfrog", {"f": lambda i: nn.Linear(8, 8)}, 4, memory)
+    assert profile(block, torch.randn(4, 8)).kept_bytes == block.last_pass.kept_bytes
