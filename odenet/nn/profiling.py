@@ -83,10 +83,15 @@ class _LiveStorage(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        # an output on an input's storage (a view, an in-place result) is new memory only if that
+        # storage was created under the watch: the parameters' transposes are not
+        given = {id(t.untyped_storage()) for t in _tensors([*args, *(kwargs or {}).values()])}
         for tensor in _tensors(out):
             storage = tensor.untyped_storage()
             key = id(storage)
             size = storage.nbytes()
+            if key not in self.sizes and key in given:
+                continue
             if key not in self.sizes:
                 self.sizes[key] = 0
                 weakref.finalize(storage, self._free, key)
