@@ -11,7 +11,7 @@ import argparse
 import json
 from typing import get_args
 
-from odenet.cli.arguments import add_field, data_argument, positive
+from odenet.cli.arguments import data_argument, default_of, positive
 from odenet.ir import format_scheme
 from odenet.library import load
 from odenet.models.config import ModelConfig
@@ -40,7 +40,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     params = {} if chosen.step is None else {scheme.step: chosen.step}
     x = data.x_train[: args.batch]
     rows = []
-    for memory in modes:
+    for depth, memory in ((d, m) for d in args.depth for m in modes):
         config = ModelConfig(
             scheme=format_scheme(scheme),
             input_shape=data.input_shape,
@@ -48,7 +48,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
             layout=defaults.layout,
             family=chosen.family,
             width=args.width or defaults.width,
-            depth=args.depth,
+            depth=depth,
             stages=default_stages(defaults.layout),
             memory=memory,
             params=params,
@@ -59,25 +59,25 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         try:
             model = build_model(config)
         except UnsupportedSchemeError as error:
-            rows.append({"memory": memory, "refused": str(error).split(";")[0]})
+            rows.append({"depth": depth, "memory": memory, "refused": str(error).split(";")[0]})
             continue
-        rows.append({"memory": memory, **profile(model, x).to_json()})
+        rows.append({"depth": depth, "memory": memory, **profile(model, x).to_json()})
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     print(
-        f"{scheme.name}: {args.data}, batch {len(x)}, depth {args.depth}, one training step "
+        f"{scheme.name}: {args.data}, batch {len(x)}, one training step "
         f"(MiB; peak: live tensor memory beyond the step's start)"
     )
-    print("| memory | activations | kept | parameters | gradients | peak | step (ms) |")
-    print("|---|---|---|---|---|---|---|")
+    print("| depth | memory | activations | kept | parameters | gradients | peak | step (ms) |")
+    print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         if "refused" in row:
-            print(f"| {row['memory']} | not offered: {row['refused']} | | | | | |")
+            print(f"| {row['depth']} | {row['memory']} | not offered: {row['refused']} | | | | | |")
             continue
         keys = ("activation_bytes", "kept_bytes", "parameter_bytes", "gradient_bytes", "peak_bytes")
         cells = " | ".join(f"{row[k] / MIB:.2f}" for k in keys)
-        print(f"| {row['memory']} | {cells} | {1e3 * row['seconds']:.1f} |")
+        print(f"| {row['depth']} | {row['memory']} | {cells} | {1e3 * row['seconds']:.1f} |")
     return 0
 
 
@@ -102,7 +102,13 @@ def add_commands(commands) -> None:
         metavar="DATA",
         help=f"the bundled data set whose shapes the network takes ({', '.join(choices(DataName))})",
     )
-    add_field(p, "--depth", ModelConfig, "depth", "layers per stage", positive)
+    p.add_argument(
+        "--depth",
+        type=positive,
+        nargs="+",
+        default=[default_of(ModelConfig, "depth")],
+        help="layers per stage; several give one row per depth and mode (default %(default)s)",
+    )
     p.add_argument("--width", type=positive, help="features or channels per state (default per data set)")
     p.add_argument("--batch", type=positive, default=256, help="examples in the step (default %(default)s)")
     p.add_argument("--json", action="store_true", help="print the records as JSON")
