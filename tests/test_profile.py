@@ -96,3 +96,17 @@ def test_profile_command_prints_every_mode(capsys):
 def test_kept_bytes_are_odenets_own(memory):
     block = odenet.compile("leapfrog", {"f": lambda i: nn.Linear(8, 8)}, 4, memory)
     assert profile(block, torch.randn(4, 8)).kept_bytes == block.last_pass.kept_bytes
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_cuda_the_peak_is_the_allocators_and_agrees_with_the_cpu_count():
+    """On CUDA the peak comes from the allocator's statistics; for the same step it matches the
+    CPU's count of live storage within the allocator's rounding (512-byte blocks, workspaces)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(*[nn.Linear(256, 256) for _ in range(8)])
+    x = torch.randn(512, 256)
+    on_cpu = profile(model, x)
+    on_gpu = profile(model.cuda(), x.cuda())
+    assert on_gpu.peak_measure == "torch.cuda.max_memory_allocated" and on_gpu.device.startswith("cuda")
+    assert on_gpu.activation_bytes == on_cpu.activation_bytes
+    assert abs(on_gpu.peak_bytes - on_cpu.peak_bytes) < 0.25 * on_cpu.peak_bytes + 8 * MIB
