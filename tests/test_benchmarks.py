@@ -52,6 +52,14 @@ def test_peers_runs_and_prints_its_table():
 
 
 @pytest.mark.slow
+def test_real_shapes_runs_and_prints_its_table():
+    out = _run(
+        str(BENCHMARKS / "real_shapes.py"), "--quick", "--workloads", "conv", "--depth", "2", "--rounds", "1"
+    )
+    assert "| reversible |" in out and "| autograd |" in out and "failed" not in out
+
+
+@pytest.mark.slow
 def test_your_own_layers_runs_and_prints_its_table():
     out = _run(str(BENCHMARKS / "your_own_layers.py"), "--quick", "--models", "llama", "--variants", "revnet")
     assert "| llama | original |" in out and "| llama | revnet |" in out and "failed" not in out
