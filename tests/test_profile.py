@@ -25,8 +25,8 @@ def test_a_plain_stack_of_linear_layers_is_counted_by_hand():
     record = profile(model, x)
     weights = 8 * (256 * 256 + 256) * 4
     assert record.parameter_bytes == record.gradient_bytes == weights
-    # each layer's input (x included) and the output, which the loss's square saves
-    assert record.activation_bytes == 9 * 512 * 256 * 4
+    # the 7 hidden outputs and the output, which the loss's square saves (x is the caller's)
+    assert record.activation_bytes == 8 * 512 * 256 * 4
     assert record.kept_bytes == 0
     # new during the step: the 8 layers' outputs (x is the caller's) and the gradients, which
     # replace them as the backward pass frees them; the weights' transposes are views of existing
@@ -110,3 +110,53 @@ def test_on_cuda_the_peak_is_the_allocators_and_agrees_with_the_cpu_count():
     assert on_gpu.peak_measure == "torch.cuda.max_memory_allocated" and on_gpu.device.startswith("cuda")
     assert on_gpu.activation_bytes == on_cpu.activation_bytes
     assert abs(on_gpu.peak_bytes - on_cpu.peak_bytes) < 0.25 * on_cpu.peak_bytes + 8 * MIB
+
+
+def test_what_exists_anyway_is_not_counted_as_activations():
+    """An input sliced from a data set (its storage is the whole data set's), frozen parameters and
+    buffers exist before the step: they are not activations."""
+    torch.manual_seed(0)
+    data = torch.randn(100_000, 64)
+    frozen = nn.Sequential(nn.Linear(64, 64), nn.Linear(64, 1024))
+    frozen[1].requires_grad_(False)
+    sliced, copied = profile(frozen, data[:16]), profile(frozen, data[:16].clone())
+    assert sliced.activation_bytes == copied.activation_bytes < 16 * (64 + 1024) * 4 + 1024
+    assert sliced.parameter_bytes == (64 * 64 + 64) * 4  # the trainable ones
+
+
+def test_inputs_and_replaced_buffers_are_put_back():
+    class Counting(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(3, 3)
+            self.register_buffer("count", torch.zeros(()))
+
+        def forward(self, x):
+            self.count = self.count + 1  # replaced, not updated in place
+            return self.linear(x)
+
+    model = Counting()
+    buffer = model.count
+    x = torch.randn(2, 3, requires_grad=True)
+    profile(model, x)
+    assert x.grad is None and model.count is buffer and float(buffer) == 0.0
+
+
+def test_what_profile_cannot_measure_is_refused_or_skipped():
+    model = nn.Linear(3, 3)
+    with torch.no_grad(), pytest.raises(odenet.ConfigError, match="gradients enabled"):
+        profile(model, torch.randn(2, 3))
+    with pytest.raises(odenet.ConfigError, match="nothing here requires grad"):
+        profile(nn.Tanh(), torch.randn(2, 3))
+
+    class DictOutput(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(3, 3)
+
+        def forward(self, x):
+            return {"logits": self.linear(x)}
+
+    assert profile(DictOutput(), torch.randn(2, 3)).gradient_bytes == 12 * 4
+    sparse = nn.Embedding(1000, 8, sparse=True)  # a sparse gradient: not in the peak, no crash
+    assert profile(sparse, torch.tensor([1, 2, 3])).parameter_bytes == 1000 * 8 * 4

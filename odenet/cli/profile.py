@@ -38,7 +38,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     data = load_data(args.data, defaults.layout)
     chosen = scheme_defaults(scheme)
     params = {} if chosen.step is None else {scheme.step: chosen.step}
-    x = data.x_train[: args.batch]
+    x = data.x_train[: args.batch].clone()  # its own storage: not a view of the whole data set
     rows = []
     for depth, memory in ((d, m) for d in args.depth for m in modes):
         config = ModelConfig(

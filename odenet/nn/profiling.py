@@ -5,7 +5,9 @@ parameters counted as activations, an allocator's cache counted as use. :func:`p
 the numbers and says how each is measured:
 
 - ``activation_bytes``: the tensors autograd saved for the backward pass during the forward
-  (saved-tensor hooks), parameters excluded, each storage once;
+  (saved-tensor hooks), each storage once, those that exist anyway excluded: the parameters
+  (frozen ones too), buffers, inputs and context (an input sliced from a data set would otherwise
+  count the whole data set's storage);
 - ``kept_bytes``: what odenet's memory modes keep besides (exact copies, replay records, fixed
   point's buffers: the blocks' ``last_pass.kept_bytes``); 0 for other modules;
 - ``parameter_bytes`` and ``gradient_bytes``: the trainable parameters and their gradients;
@@ -20,8 +22,10 @@ the numbers and says how each is measured:
 - ``seconds``: one more step, not instrumented (CUDA synchronized).
 
 The step is a warm-up step, then the measured one, then the timed one; each is forward, loss,
-backward, with the gradients set to None before it. The module's gradients, buffers (running
-statistics) and the random-number generators are put back as they were afterwards.
+backward, with the gradients set to None before it. The module's gradients, its buffers (running
+statistics; a buffer the module replaced is put back as the object it was), the inputs' gradients
+and the random-number generators are put back as they were afterwards. Sparse tensors (a sparse
+embedding's gradient) are not counted in the peak.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
@@ -85,8 +89,11 @@ class _LiveStorage(TorchDispatchMode):
         out = func(*args, **(kwargs or {}))
         # an output on an input's storage (a view, an in-place result) is new memory only if that
         # storage was created under the watch: the parameters' transposes are not
-        given = {id(t.untyped_storage()) for t in _tensors([*args, *(kwargs or {}).values()])}
+        inputs = _tensors([*args, *(kwargs or {}).values()])
+        given = {id(t.untyped_storage()) for t in inputs if t.layout == torch.strided}
         for tensor in _tensors(out):
+            if tensor.layout != torch.strided:  # sparse: no single storage to watch
+                continue
             storage = tensor.untyped_storage()
             key = id(storage)
             size = storage.nbytes()
@@ -109,7 +116,17 @@ def _tensors(value) -> list[torch.Tensor]:
         return [value]
     if isinstance(value, (tuple, list)):
         return [t for v in value for t in _tensors(v)]
+    if isinstance(value, Mapping):  # a model output such as transformers' ModelOutput
+        return [t for v in value.values() for t in _tensors(v)]
     return []
+
+
+def _nbytes(tensor: torch.Tensor) -> int:
+    """Bytes held by a tensor: a sparse one's indices and values."""
+    if tensor.layout == torch.strided:
+        return tensor.nbytes
+    tensor = tensor.coalesce()
+    return tensor.indices().nbytes + tensor.values().nbytes
 
 
 def _default_loss(output) -> torch.Tensor:
@@ -126,12 +143,28 @@ def profile(
     """Measure one training step of ``module(*inputs, **context)``: ``loss(output)`` (default: the
     mean square of the output, or of its first tensor) and its backward pass. Works for any
     module; for odenet's blocks ``kept_bytes`` adds what their memory modes keep."""
+    from odenet.errors import ConfigError
+
     loss = loss or _default_loss
     params = [p for p in module.parameters() if p.requires_grad]
-    device = next((t.device for t in [*params, *_tensors(list(inputs))]), torch.device("cpu"))
+    given = [t for t in _tensors([list(inputs), context]) if t.layout == torch.strided]
+    if not torch.is_grad_enabled():
+        raise ConfigError(
+            "profile measures a training step: call it with gradients enabled (not under no_grad)"
+        )
+    if not params and not any(t.requires_grad for t in given):
+        raise ConfigError("profile measures a training step, and nothing here requires grad")
+    device = next((t.device for t in [*params, *given]), torch.device("cpu"))
     cuda = device.type == "cuda"
     grads = [p.grad for p in params]
-    buffers = [(b, b.detach().clone()) for b in module.buffers()]
+    leaves = [(t, t.grad) for t in given if t.is_leaf and t.requires_grad]
+    buffers = [
+        (m, name, b, b.detach().clone())
+        for m in module.modules()
+        for name, b in m._buffers.items()
+        if b is not None
+    ]
+    existing = [*module.parameters(), *(b for _, _, b, _ in buffers), *given]
     devices = [device] if cuda else []
 
     def step() -> None:
@@ -149,7 +182,7 @@ def profile(
                 torch.cuda.reset_peak_memory_stats(device)
                 before = torch.cuda.memory_allocated(device)
             watcher = _LiveStorage() if not cuda else None
-            with saved_tensor_bytes(exclude=params) as saved:
+            with saved_tensor_bytes(exclude=existing) as saved:
                 if watcher is not None:
                     with watcher:
                         output = module(*inputs, **context)
@@ -168,7 +201,7 @@ def profile(
                 del output, value
                 torch.cuda.synchronize(device)
                 peak = torch.cuda.max_memory_allocated(device) - before
-            gradient_bytes = sum(p.grad.nbytes for p in params if p.grad is not None)
+            gradient_bytes = sum(_nbytes(p.grad) for p in params if p.grad is not None)
             if cuda:
                 torch.cuda.synchronize(device)
             start = time.perf_counter()
@@ -179,9 +212,12 @@ def profile(
         finally:
             for p, g in zip(params, grads, strict=True):
                 p.grad = g
+            for t, g in leaves:
+                t.grad = g
             with torch.no_grad():
-                for b, saved_value in buffers:
+                for m, name, b, saved_value in buffers:
                     b.copy_(saved_value)
+                    m._buffers[name] = b  # the object it was, if the module replaced it
     return Profile(
         activation_bytes=saved.bytes,
         kept_bytes=kept,
