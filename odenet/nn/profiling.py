@@ -161,8 +161,7 @@ def profile(
     buffers = [
         (m, name, b, b.detach().clone())
         for m in module.modules()
-        for name, b in m._buffers.items()
-        if b is not None
+        for name, b in m.named_buffers(recurse=False)
     ]
     existing = [*module.parameters(), *(b for _, _, b, _ in buffers), *given]
     devices = [device] if cuda else []
@@ -217,7 +216,7 @@ def profile(
             with torch.no_grad():
                 for m, name, b, saved_value in buffers:
                     b.copy_(saved_value)
-                    m._buffers[name] = b  # the object it was, if the module replaced it
+                    setattr(m, name, b)  # the object it was, if the module replaced it
     return Profile(
         activation_bytes=saved.bytes,
         kept_bytes=kept,
