@@ -209,6 +209,7 @@ def _user_stability(args: argparse.Namespace):
 
     from odenet.models.spectra import EXACT_LIMIT, trained_stability
     from odenet.nn import SchemeBlock
+    from odenet.training.checkpoint import weights_only
 
     if not args.trust_pickle:
         raise CheckpointError(
@@ -216,15 +217,13 @@ def _user_stability(args: argparse.Namespace):
             "the file; add --trust-pickle if you trust it"
         )
     module = _torch_load(args.checkpoint, weights_only=False)
-    if isinstance(module, dict) and module and all(isinstance(v, torch.Tensor) for v in module.values()):
-        raise CheckpointError(
-            f"{args.checkpoint}: weights only (a state dict of {len(module)} tensors): the network's "
-            "architecture is not in the file; save the block or the model itself (torch.save(block))"
-        )
+    refusal = weights_only(args.checkpoint, module)
+    if refusal is not None:
+        raise CheckpointError(f"{refusal}; save the block or the model itself (torch.save(block))")
     inputs = _torch_load(args.input, weights_only=True)
-    x, context = (inputs, {}) if isinstance(inputs, torch.Tensor) else (_field(inputs, "x"), {})
+    x, context = inputs, {}
     if isinstance(inputs, dict):
-        context = inputs.get("context", {})
+        x, context = inputs.get("x"), inputs.get("context", {})
     if not isinstance(x, torch.Tensor) or not isinstance(context, dict):
         raise CheckpointError(
             f"{args.input}: expected a tensor, or a dict with a tensor 'x' and a dict 'context'"
@@ -276,10 +275,6 @@ def _torch_load(path: str, weights_only: bool):
                 "module of your own (not in a script's __main__) and run from where it imports"
             )
         raise CheckpointError(f"{path}: torch.load could not read it ({first}){hint}") from None
-
-
-def _field(inputs, name: str):
-    return inputs.get(name) if isinstance(inputs, dict) else None
 
 
 def add_commands(commands) -> None:

@@ -207,11 +207,12 @@ def per_sample(context: Mapping, batch: int, i: int, rows: int = 1) -> dict:
     """Sample ``i``'s keyword context, for ``rows`` copies of it: a tensor whose first dimension is
     the batch is sliced (an attention mask per sample); any other value is given whole (position
     embeddings shared by the batch, numbers, None)."""
-    return map_tensors(
-        dict(context),
-        lambda t: t[i : i + 1].expand(rows, *t.shape[1:]),
-        lambda t: t.dim() > 0 and t.shape[0] == batch,
-    )
+    return map_tensors(dict(context), lambda t: t[i : i + 1].expand(rows, *t.shape[1:]), _of_batch(batch))
+
+
+def _of_batch(batch: int):
+    """Whether a context tensor is per example: its first dimension is the batch."""
+    return lambda t: t.dim() > 0 and t.shape[0] == batch
 
 
 def _arnoldi_eigenvalues(
@@ -481,7 +482,7 @@ def _float64(value):
 def first_examples(context: Mapping, batch: int, count: int) -> dict:
     """The context of the first ``count`` examples of a batch of ``batch``: a tensor whose first
     dimension is the batch is cut; others are given whole."""
-    return map_tensors(dict(context), lambda t: t[:count], lambda t: t.dim() > 0 and t.shape[0] == batch)
+    return map_tensors(dict(context), lambda t: t[:count], _of_batch(batch))
 
 
 def trained_stability(
@@ -538,6 +539,8 @@ def trained_stability(
         raise ConfigError("a classifier odenet built takes no context: its blocks are called with x alone")
     x = x.double()
     regions = _Regions(model.scheme)
+    # each example's keyword context, for every layer's function (points have the batch's length)
+    contexts = [per_sample(context, len(x), i) for i in range(len(x))] if context else None
     states: dict[tuple[int, int], tuple] = {}
     seen = first_calls(model, x, states)
     if joint is None:
@@ -565,7 +568,6 @@ def trained_stability(
                 continue  # functions of several arguments have no single Jacobian to place
             module = block.function(name, n)
             points = args[0].detach()
-            contexts = [per_sample(context, len(points), i) for i in range(len(points))] if context else None
             if math.prod(points.shape[1:]) <= exact_limit:
                 values.append(_exact_eigenvalues(module, points, contexts))
             else:

@@ -30,6 +30,7 @@ embedding's gradient) are not counted in the peak.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 import weakref
@@ -181,23 +182,17 @@ def profile(
                 torch.cuda.reset_peak_memory_stats(device)
                 before = torch.cuda.memory_allocated(device)
             watcher = _LiveStorage() if not cuda else None
-            with saved_tensor_bytes(exclude=existing) as saved:
-                if watcher is not None:
-                    with watcher:
-                        output = module(*inputs, **context)
-                        value = loss(output)
-                else:
-                    output = module(*inputs, **context)
-                    value = loss(output)
+            watching = watcher if watcher is not None else contextlib.nullcontext()
+            with saved_tensor_bytes(exclude=existing) as saved, watching:
+                output = module(*inputs, **context)
+                value = loss(output)
             kept = sum(m.last_pass.kept_bytes for m in module.modules() if hasattr(m, "last_pass"))
+            with watching:
+                value.backward()
+            del output, value
             if watcher is not None:
-                with watcher:
-                    value.backward()
-                del output, value
                 peak = watcher.peak
             else:
-                value.backward()
-                del output, value
                 torch.cuda.synchronize(device)
                 peak = torch.cuda.max_memory_allocated(device) - before
             gradient_bytes = sum(_nbytes(p.grad) for p in params if p.grad is not None)

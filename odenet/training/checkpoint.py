@@ -27,7 +27,14 @@ from odenet.files import atomic_path
 from odenet.models.classifier import Classifier, build_model
 from odenet.models.config import ModelConfig
 
-__all__ = ["FORMAT", "USER_FILES", "checkpoint_content", "load_checkpoint", "save_checkpoint"]
+__all__ = [
+    "FORMAT",
+    "USER_FILES",
+    "checkpoint_content",
+    "load_checkpoint",
+    "save_checkpoint",
+    "weights_only",
+]
 
 FORMAT = "odenet-checkpoint"
 VERSION = 1
@@ -78,11 +85,11 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[Classifier, dict]:
         raise CheckpointError(
             f"{path}: not an odenet checkpoint (torch.load could not read it: {first})"
         ) from None
-    if isinstance(content, dict) and content and all(isinstance(v, torch.Tensor) for v in content.values()):
-        count = f"{len(content)} tensor{'s' if len(content) > 1 else ''}"
+    refusal = weights_only(path, content)
+    if refusal is not None:
         raise CheckpointError(
-            f"{path}: weights only (a state dict of {count}): the network's architecture is not in the "
-            f"file (a checkpoint written by 'odenet train' holds a dict with format={FORMAT!r}). {USER_FILES}"
+            f"{refusal} (a checkpoint written by 'odenet train' holds a dict with format={FORMAT!r}). "
+            f"{USER_FILES}"
         )
     if not isinstance(content, dict) or content.get("format") != FORMAT:
         raise CheckpointError(
@@ -103,3 +110,16 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[Classifier, dict]:
         raise CheckpointError(f"{path}: the checkpoint is damaged ({type(exc).__name__}: {exc})") from None
     model.eval()
     return model, content
+
+
+def weights_only(path, content) -> str | None:
+    """What to say of a file that holds only a state dict (tensors by name), or None for any other
+    content: the network's architecture is not in it."""
+    if (
+        not isinstance(content, dict)
+        or not content
+        or not all(isinstance(v, torch.Tensor) for v in content.values())
+    ):
+        return None
+    count = f"{len(content)} tensor{'s' if len(content) > 1 else ''}"
+    return f"{path}: weights only (a state dict of {count}): the network's architecture is not in the file"
