@@ -14,6 +14,7 @@ changed in place between the passes, and the order of the groups.
 from __future__ import annotations
 
 import abc
+import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -68,7 +69,10 @@ class RebuildPass(abc.ABC):
         self.groups: list[tuple[int, int]] = []
         self.versions: list[tuple[torch.Tensor, int]] = []  # what backward needs unchanged
         self.lowest = 0  # the lowest group that takes part in autograd's graph
-        self.handoff: tuple[torch.Tensor, ...] | None = None  # the state a group hands the one below
+        # the state the next group rebuilds from: the saved top, then what each group hands the one
+        # below (held here only, not by the frames of the backward pass, so that it can be freed)
+        self.handoff: tuple[torch.Tensor, ...] | None = None
+        self.top_node: weakref.ref | None = None  # the top group's node (see graph_retained)
 
     @abc.abstractmethod
     def forward_group(
@@ -83,16 +87,31 @@ class RebuildPass(abc.ABC):
 
     @abc.abstractmethod
     def backward_group(
-        self, start: int, stop: int, state, grads, params: list, param_grads: list
-    ) -> tuple[tuple[torch.Tensor, ...], list[torch.Tensor]]:
-        """Rebuild and differentiate layers ``stop-1 .. start``: returns the state to hand down and
-        the gradients of the group's input; adds the gradients of ``params`` into ``param_grads``."""
+        self, start: int, stop: int, grads: list, params: list, param_grads: list
+    ) -> list[torch.Tensor]:
+        """Rebuild and differentiate layers ``stop-1 .. start`` from :attr:`handoff` (their output),
+        leaving there the state to hand down: returns the gradients of the group's input and adds
+        those of ``params`` into ``param_grads``."""
 
     def prepare(self) -> None:  # noqa: B027 - a hook: most passes need nothing here
         """Called once the groups and :attr:`lowest` are known, before the first group runs."""
 
     def check_unchanged(self) -> None:
         check_unchanged(self.layers.scheme.name, self.versions)
+
+    def graph_retained(self) -> bool:
+        """Whether this backward pass keeps the graph for another (``retain_graph=True``), asked by a
+        group below the top: autograd frees a node's saved tensors when its backward has run unless
+        the graph is retained, so the top group's saved output tells (a freed node: not retained).
+        Without another pass, what only a second pass would need can be freed at once."""
+        node = self.top_node() if self.top_node is not None else None
+        if node is None:
+            return False
+        try:
+            _ = node.saved_tensors
+        except RuntimeError:  # "Trying to backward through the graph a second time"
+            return False
+        return True
 
     def double_backward_error(self) -> DoubleBackwardError:
         return DoubleBackwardError(
@@ -116,6 +135,7 @@ class _Group(torch.autograd.Function):
         ctx.top = stop == run.stop
         if ctx.top:
             ctx.save_for_backward(*state)
+            run.top_node = weakref.ref(ctx)
         return state
 
     @staticmethod
@@ -125,18 +145,14 @@ class _Group(torch.autograd.Function):
             raise run.double_backward_error()
         if ctx.top:  # a new backward pass through this graph
             run.check_unchanged()
-            state = run.begin_backward(ctx.saved_tensors)
-        else:
-            state = run.handoff
-        assert state is not None
-        out_grads = tuple(torch.zeros_like(s) if g is None else g for s, g in zip(state, grads, strict=True))
+            run.handoff = run.begin_backward(ctx.saved_tensors)
+        assert run.handoff is not None
+        out_grads = [torch.zeros_like(s) if g is None else g for s, g in zip(run.handoff, grads, strict=True)]
         needs = ctx.needs_input_grad[4 + ctx.n_state :]
         params = [p for p, need in zip(ctx.params, needs, strict=True) if need]
         param_grads: list[torch.Tensor | None] = [None] * len(params)
         with run.autocast.restored():
-            run.handoff, in_grads = run.backward_group(
-                ctx.start, ctx.stop, state, out_grads, params, param_grads
-            )
+            in_grads = run.backward_group(ctx.start, ctx.stop, out_grads, params, param_grads)
         run.mode.foreign_checked = True
         returned = iter(param_grads)
         return (None, None, None, None, *in_grads, *(next(returned) if need else None for need in needs))

@@ -19,7 +19,7 @@ from odenet.nn.params import constrain
 if TYPE_CHECKING:
     from odenet.nn.rebuild import RebuildPass
 
-__all__ = ["engine_grad", "kept_call", "layer_vjp", "leaves_of", "refuse_foreign_tensors"]
+__all__ = ["engine_grad", "kept_call", "layer_vjp", "leaves_of"]
 
 
 def kept_call(run: RebuildPass, n: int, cache: dict, points: dict[int, int] | None = None):
@@ -63,29 +63,34 @@ def layer_vjp(
         param_grads[i] = g if param_grads[i] is None else param_grads[i] + g
 
     def call(key, name, *args):
-        entry = cache.get(key)
+        entry = cache.pop(key, None)
         if entry is None:
             leaves = leaves_of(args)
             with torch.enable_grad():
                 out = run.record.call_again(n, key, layers.function(name, n), leaves)
             entry = (leaves, out)
-        evaluations[key] = (name, *entry)
-        out = entry[1].detach()
+        leaves, out = entry
+        evaluations[key] = _Evaluation(name, leaves, out)
+        out = out.detach()
         return out if out.dtype == dtype else out.to(dtype)
 
     # the context's tensors that take part: their gradients are found for the pass's leaves
     context = [(original, leaf) for original, leaf in run.context.leaves if id(original) in wanted]
 
     def pull(key, gradient):
-        name, leaves, out = evaluations[key]
-        params = [p for p in run.function_params[name][n] if id(p) in wanted]
+        # each call is pulled once: its evaluation (its graph) is freed when pulled
+        evaluation = evaluations.pop(key)
+        leaves = evaluation.leaves
+        if not run.mode.foreign_checked:
+            refuse_foreign_tensors(run, n, [evaluation])
+        params = [p for p in run.function_params[evaluation.name][n] if id(p) in wanted]
         tensors = [leaf for leaf in leaves if isinstance(leaf, torch.Tensor)]
         results: tuple = (None,) * len(tensors)
-        if out.requires_grad:  # else nothing in the function needs a gradient (frozen, no input grad)
-            if gradient.shape != out.shape:  # a call broadcast in the step (f(2) + x[n])
-                gradient = gradient.sum_to_size(out.shape)
+        if evaluation.requires_grad:  # else nothing in it needs a gradient (frozen, no input grad)
+            if gradient.shape != evaluation.shape:  # a call broadcast in the step (f(2) + x[n])
+                gradient = gradient.sum_to_size(evaluation.shape)
             targets = (*tensors, *params, *(leaf for _, leaf in context))
-            results = engine_grad(out, targets, gradient.to(out.dtype))
+            results = engine_grad(evaluation.root, targets, gradient.to(evaluation.dtype))
             received = [*params, *(original for original, _ in context)]
             for p, g in zip(received, results[len(tensors) :], strict=True):
                 if g is not None:
@@ -102,9 +107,9 @@ def layer_vjp(
     if values is None:
         with torch.no_grad():
             values = layers.layer_params(n)
-    state_grads, value_grads = vjp(tuple(old), tuple(grads), values, call, pull)
+    state_grads, value_grads = vjp(tuple(old), _handed_over(grads), values, call, pull)
     if not run.mode.foreign_checked:
-        refuse_foreign_tensors(run, n, [(e[1], e[2]) for e in evaluations.values()])
+        refuse_foreign_tensors(run, n, list(evaluations.values()))
     if learnable:  # through the map that keeps each parameter in its interval
         given = [(name, g) for name, g in zip(learnable, value_grads, strict=True) if g is not None]
         raws = [layers.raw_params[name] for name, _ in given]
@@ -118,6 +123,30 @@ def layer_vjp(
     return [
         g if g.shape == s.shape else g.sum_to_size(s.shape) for g, s in zip(state_grads, old, strict=True)
     ]
+
+
+class _Evaluation:
+    """A call's evaluation for the vector-Jacobian product: its leaves and its graph, without its
+    output's values (the root of the graph is the output's gradient edge, so the output is freed once
+    the generated code has read it: a state-sized tensor per call at the backward pass's peak)."""
+
+    __slots__ = ("dtype", "leaves", "name", "node", "requires_grad", "root", "shape")
+
+    def __init__(self, name: str, leaves: list, out: torch.Tensor):
+        self.name, self.leaves = name, leaves
+        self.shape, self.dtype, self.requires_grad = out.shape, out.dtype, out.requires_grad
+        self.node = out.grad_fn
+        # a leaf output (a function returning its input) has no node to start from: kept itself
+        self.root = out if out.grad_fn is None else torch.autograd.graph.get_gradient_edge(out)
+
+
+def _handed_over(grads) -> tuple:
+    """The given gradients as a tuple; a list is emptied, so that the generated code, which frees each
+    gradient once read, holds the only reference (the caller hands its gradients over)."""
+    given = tuple(grads)
+    if isinstance(grads, list):
+        grads.clear()
+    return given
 
 
 def leaves_of(args) -> list:
@@ -135,14 +164,14 @@ def engine_grad(out: torch.Tensor, inputs: tuple, gradient: torch.Tensor) -> tup
 
 
 def refuse_foreign_tensors(run: RebuildPass, n: int, evaluations) -> None:
-    """Walk the graphs of layer n's evaluations ``(leaves, out)`` down to their leaves: one that
-    requires grad and is neither a call's argument nor a registered parameter of the block would get
-    no gradient from this mode, so it is refused (on a block's first backward pass; the step's own
-    arithmetic builds no graph)."""
+    """Walk the graphs of layer n's evaluations (:class:`_Evaluation`) down to their leaves: one
+    that requires grad and is neither a call's argument nor a registered parameter of the block would
+    get no gradient from this mode, so it is refused (on a block's first backward pass; the step's
+    own arithmetic builds no graph)."""
     allowed = {id(p) for p in run.layers.parameters()}
-    allowed |= {id(leaf) for evaluation_leaves, _ in evaluations for leaf in evaluation_leaves}
+    allowed |= {id(leaf) for evaluation in evaluations for leaf in evaluation.leaves}
     allowed |= {id(leaf) for _, leaf in run.context.leaves}
-    stack = [out.grad_fn for _, out in evaluations if out.grad_fn is not None]
+    stack = [evaluation.node for evaluation in evaluations if evaluation.node is not None]
     seen = set()
     while stack:
         node = stack.pop()

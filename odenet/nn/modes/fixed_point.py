@@ -321,8 +321,9 @@ class _Pass(RebuildPass):
         torch.autograd.Variable._execution_engine.queue_callback(self.final_check)
         return tuple(self.floats)
 
-    def backward_group(self, start, stop, state, grads, params, param_grads):
+    def backward_group(self, start, stop, grads, params, param_grads):
         wanted = {id(p): i for i, p in enumerate(params)}
+        grads = list(grads)  # handed over to each layer's product in turn
         for n in reversed(range(start, stop)):
             cache: dict[int, tuple] = {}
             with torch.no_grad():
@@ -332,7 +333,8 @@ class _Pass(RebuildPass):
             self.reached = n
         if start == 0:
             self.check_input()
-        return tuple(self.floats), grads
+        self.handoff = tuple(self.floats)
+        return grads
 
 
 @dataclasses.dataclass(repr=False)
