@@ -14,17 +14,19 @@ import subprocess
 import sys
 
 
-def training_step(model, x) -> dict:
+def training_step(model, x, gradients: str = "zeros") -> dict:
     """One forward and backward of ``model(x).square().mean()``: ``peak_mib`` (peak RSS during the
     step minus the RSS before it) and ``saved_mib`` (tensors autograd saved, parameters excluded,
-    each storage once, plus what an odenet block kept besides: exact copies, replay records)."""
+    each storage once, plus what an odenet block kept besides: exact copies, replay records).
+    ``gradients``: "zeros", the parameters' gradients exist before the step (accumulation) and are
+    not counted; "none", they are set to None (``zero_grad()``'s default) and made by the step."""
     import torch
 
     from odenet.nn.memory import peak_rss_mib, reset_peak_rss, rss_mib, saved_tensor_bytes
 
     params = [p for p in model.parameters() if p.requires_grad]
     for p in params:
-        p.grad = torch.zeros_like(p)
+        p.grad = torch.zeros_like(p) if gradients == "zeros" else None
     reset_peak_rss()
     baseline = rss_mib()
     with saved_tensor_bytes(exclude=params) as saved:

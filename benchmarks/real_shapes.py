@@ -10,7 +10,10 @@ Workloads (float32, CPU, one thread):
   input twice along the token axis: ``(4, 512, 256)``, split in halves ``a`` and ``b``;
 - ``conv``: f and g are conv3x3-BatchNorm-ReLU-conv3x3-BatchNorm on 32 channels (a ResNet basic
   block's branch; BatchNorm in training mode), the state 64 channels at 32x32, batch 16, 16
-  couplings (``--depth``).
+  couplings (``--depth``);
+- the two rows of issue 29's own table, 32 couplings each: ``mlp``, f and g
+  ``Linear(128, 128) -> tanh -> Linear(128, 128)``, the state ``(2048, 256)``; ``small_conv``, f and
+  g conv3x3-ReLU-conv3x3 on 16 channels, the state 32 channels at 32x32, batch 8.
 
 Rows: odenet ``autograd``, ``checkpoint`` (sqrt(depth) segments), ``reversible``, ``fixed_point``
 (the coupling's unit coefficients hold exactly), revlib's ``ReversibleSequential`` and memcnn's
@@ -28,7 +31,7 @@ Columns:
   autograd block in float64 on the same weights.
 
 Peers are optional (``pip install --no-deps revlib memcnn``); a missing one's row says so.
-Run: python benchmarks/real_shapes.py [--workloads llama conv] [--depth 16] [--rounds 5]
+Run: python benchmarks/real_shapes.py [--workloads llama conv mlp small_conv] [--depth 16] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -45,6 +48,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import fresh_process, training_step
 
 ROWS = ["autograd", "checkpoint", "reversible", "fixed_point", "revlib", "memcnn"]
+WORKLOADS = ["llama", "conv", "mlp", "small_conv"]
+DEPTH = {"llama": 4, "conv": 16, "mlp": 32, "small_conv": 32}  # couplings (llama: its 8 layers)
+SCALING_ROWS = ["autograd", "checkpoint", "reversible", "revlib", "memcnn"]
 PEERS = {"revlib": "revlib", "memcnn": "memcnn"}
 
 
@@ -84,6 +90,26 @@ def functions(workload: str, depth: int, dtype, quick: bool):
         fs = [Bound(i) for i in range(0, layers, 2)]
         gs = [Bound(i) for i in range(1, layers, 2)]
         return fs, gs, torch.cat([x, x], dim=1)
+    if workload == "mlp":
+        width, batch = (16, 64) if quick else (128, 2048)
+
+        def mlp():
+            return nn.Sequential(nn.Linear(width, width), nn.Tanh(), nn.Linear(width, width)).to(dtype)
+
+        x = torch.randn(batch, 2 * width, generator=torch.Generator().manual_seed(1)).to(dtype)
+        return [mlp() for _ in range(depth)], [mlp() for _ in range(depth)], x
+    if workload == "small_conv":
+        channels, side, batch = (4, 8, 2) if quick else (16, 32, 8)
+
+        def small():
+            return nn.Sequential(
+                nn.Conv2d(channels, channels, 3, padding=1),
+                nn.ReLU(),
+                nn.Conv2d(channels, channels, 3, padding=1),
+            ).to(dtype)
+
+        x = torch.randn(batch, 2 * channels, side, side, generator=torch.Generator().manual_seed(1))
+        return [small() for _ in range(depth)], [small() for _ in range(depth)], x.to(dtype)
     channels, side, batch = (8, 8, 4) if quick else (32, 32, 16)
 
     def branch():
@@ -147,7 +173,13 @@ def worker(argument: dict) -> dict:
     model, x, owner = build(workload, row, depth, quick=quick)
     x = x.requires_grad_(row in PEERS)  # the peers rebuild only an input that requires grad
     _step(model, x)  # warm-up
+    fresh = training_step(model, x, gradients="none")["peak_mib"]
     memory = training_step(model, x)
+    memory["peak_none_mib"] = fresh
+    if argument.get("scaling"):
+        for p in model.parameters():
+            p.grad = None
+        return {**memory, "profile_peak_mib": odenet.profile(model, x).peak_bytes / 2**20}
     got = {name: p.grad.clone() for name, p in owner.named_parameters() if p.grad is not None}
     reference, x64, owner64 = build(workload, "autograd", depth, torch.float64, quick)
     _step(reference, x64)
@@ -203,36 +235,98 @@ def main() -> int:
         print(json.dumps(worker(json.loads(sys.argv[2]))))
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workloads", nargs="+", default=["llama", "conv"], choices=["llama", "conv"])
-    parser.add_argument("--depth", type=int, default=16, help="couplings of the conv workload")
+    parser.add_argument("--workloads", nargs="+", default=WORKLOADS, choices=WORKLOADS)
+    parser.add_argument("--depth", type=int, help="couplings (conv 16, mlp and small_conv 32)")
+    parser.add_argument(
+        "--scaling", nargs="*", type=int, metavar="DEPTH",
+        help="instead of the table: peak against depth (default 8 16 32 64 128 256) for the first "
+        "workload given, drawn to docs/real_shapes_depth.png (--png)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--png", default=str(Path(__file__).resolve().parent.parent / "docs" / "real_shapes_depth.png")
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the code path")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
+    if args.scaling is not None:
+        return scaling(args.workloads[0], args.scaling or [8, 16, 32, 64, 128, 256], args)
     results = {}
     for workload in args.workloads:
         rows = [row for row in ROWS if _available(row)]
         missing = [row for row in ROWS if row not in rows]
-        ratios = times(workload, rows, args.depth, args.rounds, args.quick)
+        depth = args.depth or DEPTH[workload]
+        ratios = times(workload, rows, depth, args.rounds, args.quick)
         print(f"\n### {workload}" + (f" (not installed: {', '.join(missing)})" if missing else ""))
         print(
-            "| row | peak, profile (MiB) | peak RSS (MiB) | saved (MiB) | time / autograd | gradient error |"
+            "| row | peak, profile (MiB) | peak RSS, gradients made (MiB) | peak RSS, gradients there (MiB) "
+            "| saved (MiB) | time / autograd | gradient error |"
         )
-        print("|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|")
         results[workload] = {}
         for row in rows:
-            argument = {"workload": workload, "row": row, "depth": args.depth, "quick": args.quick}
+            argument = {"workload": workload, "row": row, "depth": depth, "quick": args.quick}
             measured = fresh_process(__file__, argument)
             measured["time"] = ratios[row]
             results[workload][row] = measured
             if "error" in measured:
-                print(f"| {row} | failed: {measured['error']} | | | | |")
+                print(f"| {row} | failed: {measured['error']} | | | | | |")
                 continue
             print(
-                f"| {row} | {measured['profile_peak_mib']:.1f} | {measured['peak_mib']:.1f} | "
-                f"{measured['saved_mib']:.1f} | {measured['time']:.2f}x | {measured['gradient_error']:.1e} |",
+                f"| {row} | {measured['profile_peak_mib']:.1f} | {measured['peak_none_mib']:.1f} | "
+                f"{measured['peak_mib']:.1f} | {measured['saved_mib']:.1f} | {measured['time']:.2f}x | "
+                f"{measured['gradient_error']:.1e} |",
                 flush=True,
             )
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def scaling(workload: str, depths: list[int], args) -> int:
+    """Peak memory of one training step against depth, each (row, depth) in a fresh process."""
+    rows = [row for row in SCALING_ROWS if _available(row)]
+    print(f"### {workload}: peak RSS (gradients made by the step) / peak of live tensors, MiB")
+    print("| depth | " + " | ".join(rows) + " |")
+    print("|---|" + "---|" * len(rows))
+    results: dict[str, dict[int, dict]] = {row: {} for row in rows}
+    for depth in depths:
+        cells = []
+        for row in rows:
+            argument = {
+                "workload": workload,
+                "row": row,
+                "depth": depth,
+                "quick": args.quick,
+                "scaling": True,
+            }
+            measured = results[row][depth] = fresh_process(__file__, argument)
+            cells.append(
+                "failed" if "error" in measured
+                else f"{measured['peak_none_mib']:.1f} / {measured['profile_peak_mib']:.1f}"
+            )  # fmt: skip
+        print(f"| {depth} | " + " | ".join(cells) + " |", flush=True)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
+    for ax, key, title in [
+        (axes[0], "peak_none_mib", "peak RSS of a fresh process"),
+        (axes[1], "profile_peak_mib", "peak of live tensors (odenet.profile)"),
+    ]:
+        for row in rows:
+            points = [(d, r[key]) for d, r in results[row].items() if "error" not in r]
+            ax.plot(*zip(*points, strict=True), marker="o", label=row)
+        ax.set(xscale="log", yscale="log", xlabel="couplings (depth)", ylabel="MiB", title=title)
+        ax.set_xticks(depths, [str(d) for d in depths])
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend()
+    fig.suptitle(f"one training step, {workload} revnet couplings (gradients made by the step)")
+    fig.tight_layout()
+    fig.savefig(args.png, dpi=110)
+    print(f"wrote {args.png}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0

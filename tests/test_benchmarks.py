@@ -54,7 +54,7 @@ def test_peers_runs_and_prints_its_table():
 @pytest.mark.slow
 def test_real_shapes_runs_and_prints_its_table():
     out = _run(
-        str(BENCHMARKS / "real_shapes.py"), "--quick", "--workloads", "conv", "--depth", "2", "--rounds", "1"
+        str(BENCHMARKS / "real_shapes.py"), "--quick", "--workloads", "conv", "mlp", "--depth", "2", "--rounds", "1"
     )
     assert "| reversible |" in out and "| autograd |" in out and "failed" not in out
 
