@@ -46,6 +46,7 @@ from odenet.ir import Scheme, format_expr, function_calls, parse_value, value
 __all__ = [
     "EvaluationPoints",
     "StepCode",
+    "called_keys",
     "compile_source",
     "evaluation_points",
     "generate_implicit",
@@ -54,7 +55,9 @@ __all__ = [
     "generate_vjp",
     "generated_folder",
     "implicit_unknowns",
+    "interleaved_vjp",
     "python_name",
+    "release_dead",
 ]
 
 
@@ -693,10 +696,72 @@ def _emit_vjp(
     emit.lines.append(
         f"    return ({', '.join(state_grads)},), ({', '.join(param_grads)}{',' if param_grads else ''})"
     )
-    return _release_dead("\n".join(header + emit.lines) + "\n")
+    return release_dead("\n".join(header + emit.lines) + "\n")
 
 
-def _release_dead(source: str) -> str:
+def interleaved_vjp(code: StepCode) -> StepCode:
+    """The cached vector-Jacobian product ``code`` (``generate_vjp(..., cached=True)``) as a generator
+    ``vjp(grads, p, pull)`` that asks for each call's evaluation only where the walk first needs it
+    (``ck = yield (k, name)``, before ``pull(k, ...)`` or a line reading ``ck``) and for the layer's
+    input as late as it can (``x_n, ... = yield None``). The caller sends each evaluation as soon as
+    the inverse has made it, so the walk pulls a call's gradient before the inverse evaluates the
+    next call: one function's graph is alive at a time, not every call's of the layer (15 of a
+    Llama coupling's 59 MiB peak, measured). An evaluation no line reads is asked for at the end."""
+    lines = code.source.splitlines()
+    function = ast.parse(code.source).body[0]
+    assert isinstance(function, ast.FunctionDef)
+    deferred: dict[int, tuple[set[str], int | None, str]] = {}  # line -> (names bound, key, new text)
+    kept: list[ast.stmt] = []
+    for statement in function.body:
+        value = statement.value if isinstance(statement, ast.Assign) else None
+        if isinstance(value, ast.Name) and value.id == "state":
+            names = {n.id for n in ast.walk(statement.targets[0]) if isinstance(n, ast.Name)}
+            text = lines[statement.lineno - 1].replace("= state", "= yield None")
+            deferred[statement.lineno] = (names, None, text)
+        elif (
+            isinstance(value, ast.Call)
+            and isinstance(value.func, ast.Name)
+            and value.func.id == "call"
+            and isinstance(value.args[0], ast.Constant)
+        ):
+            target = statement.targets[0]
+            assert isinstance(target, ast.Name)
+            key, name = value.args[0].value, value.args[1].value  # type: ignore[attr-defined]
+            deferred[statement.lineno] = ({target.id}, key, f"    {target.id} = yield ({key}, {name!r})")
+        elif not isinstance(statement, ast.Delete):  # the releases are placed anew below
+            kept.append(statement)
+    out = [lines[i] for i in range(function.body[0].lineno - 1)]  # the header and its comments
+    waiting = dict(deferred)
+    for statement in kept:
+        reads = {n.id for n in ast.walk(statement) if isinstance(n, ast.Name)}
+        pulled = {
+            node.args[0].value
+            for node in ast.walk(statement)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "pull"
+            and isinstance(node.args[0], ast.Constant)
+        }  # fmt: skip
+        if isinstance(statement, ast.Return):  # whatever was not asked for yet, before the end
+            pulled |= {key for _, key, _ in waiting.values() if key is not None}
+        for number, (names, key, text) in sorted(waiting.items()):
+            if names & reads or (key is not None and key in pulled):
+                out.append(text)
+                del waiting[number]
+        out.extend(lines[statement.lineno - 1 : (statement.end_lineno or statement.lineno)])
+    source = release_dead("\n".join(out).replace("(state, grads, p, call, pull)", "(grads, p, pull)") + "\n")
+    return StepCode(source, code.function_name, code.inputs, code.outputs, code.calls)
+
+
+def called_keys(source: str) -> set[int]:
+    """The keys of the ``call(key, name, ...)`` evaluations in generated ``source``."""
+    return {
+        node.args[0].value
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "call"
+        and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, int)
+    }  # fmt: skip
+
+
+def release_dead(source: str) -> str:
     """``source`` (one function of straight-line statements, one per line) with ``del`` after the
     last line that reads each of its values, and after the line that binds one nobody reads: a
     gradient is freed as soon as the walk is done with it, not when the function returns (two of a

@@ -216,3 +216,16 @@ def test_one_point_spelled_twice_is_evaluated_once_and_computes_the_ir(body):
     points = evaluation_points(scheme)
     assert points.count == len({c.func for c in points.keys}) == len(_block(scheme).forward_code.calls)
     _check_step(scheme)
+
+
+def test_the_interleaved_product_pulls_each_call_before_asking_for_the_next():
+    """revnet's inverse evaluates g at a[n+1], then f at the rebuilt b[n]. The interleaved product
+    asks for g's evaluation, pulls it, and only then asks for f's (so one graph is alive at a time);
+    it asks for the layer's input last, where only the shape of b[n] is read."""
+    from odenet.codegen import generate_vjp, interleaved_vjp
+
+    source = interleaved_vjp(generate_vjp(LIBRARY["revnet"], cached=True)).source
+    order = ["yield (1, 'g')", "pull(1, ", "yield (0, 'f')", "pull(0, ", "= yield None", "return"]
+    positions = [source.index(text) for text in order]
+    assert positions == sorted(positions), source
+    assert "call(" not in source and "state" not in source

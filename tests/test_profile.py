@@ -72,10 +72,10 @@ def test_the_reversible_backward_pass_holds_few_states_besides_the_gradients():
     """A revnet coupling over two-layer MLPs, depth 32 (two release groups). At the backward pass's
     peak the parameters' gradients are all there (as in every method), and besides them, counted in
     states (the block's input, both halves): the group's given gradients (1) and the layer's (1), its
-    rebuilt input and the part of its output the product reads (1.5), the two kept evaluations
-    (hidden layer and output, 2) and one product's transients: 6.9 measured. It was 9.3 when the
-    product kept every gradient and evaluation to its end and the copies above a finished group
-    stayed alive."""
+    rebuilt input and the part of its output the product reads (1.5), one function's evaluation
+    (hidden layer and output, 1) and one product's transients: 6.5 measured. It was 9.3 when the
+    product kept every gradient and evaluation to its end, the inverse evaluated both functions before
+    either was pulled, and the copies above a finished group stayed alive."""
     torch.manual_seed(0)
     mlps = [nn.Sequential(nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 64)) for _ in range(64)]
     functions = {"f": lambda i: mlps[2 * i], "g": lambda i: mlps[2 * i + 1]}
@@ -83,7 +83,7 @@ def test_the_reversible_backward_pass_holds_few_states_besides_the_gradients():
     x = torch.randn(1024, 128)
     record = profile(block, x)
     assert record.gradient_bytes == 64 * (2 * 64 * 64 + 2 * 64) * 4
-    assert record.peak_bytes - record.gradient_bytes <= 7.25 * x.nbytes
+    assert record.peak_bytes - record.gradient_bytes <= 6.75 * x.nbytes
 
 
 def test_context_reaches_the_module():

@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 from odenet.codegen import (
     StepCode,
+    called_keys,
     compile_source,
     evaluation_points,
     generate_exact,
@@ -25,6 +26,8 @@ from odenet.codegen import (
     generate_step,
     generate_vjp,
     implicit_unknowns,
+    interleaved_vjp,
+    release_dead,
 )
 from odenet.errors import NotReversibleError, OdenetError
 from odenet.ir import Equation, Scheme, parse_value, value
@@ -90,6 +93,24 @@ class SchemeCode:
             found = self._vjps[(learnable, cached)] = (code, compile_source(code, namespace(), label))
         return found
 
+    def interleaved_vjp(self, learnable: tuple[str, ...]) -> Callable:
+        """The cached product as a generator that asks for each evaluation where it needs it
+        (:func:`odenet.codegen.interleaved_vjp`), for reversible mode's exact inverse."""
+        key = (learnable, "interleaved")
+        found = self._vjps.get(key)
+        if found is None:
+            code = interleaved_vjp(self.vjp(learnable, True)[0])
+            label = f"{self.scheme.name} vjp (interleaved)"
+            found = self._vjps[key] = (code, compile_source(code, namespace(), label))
+        return found[1]
+
+    @functools.cached_property
+    def inverse_shares_every_call(self) -> bool:
+        """Whether the derived explicit inverse evaluates every call of the forward step (at the
+        forward's points): then the product can take each evaluation from it as it is made."""
+        code = self.inverse.code
+        return code is not None and set(range(self.call_count)) <= called_keys(code.source)
+
     @functools.cached_property
     def inverse(self) -> InverseCode:
         """The derived inverse step (a sympy solve, on first use: only reversible mode needs it).
@@ -113,6 +134,8 @@ class SchemeCode:
             comment="the derived inverse, in reversed time: X[m+1] is the older value",
             translate=translate,
         )
+        # each value freed after its last read: a call's value is not kept while the next is evaluated
+        code = dataclasses.replace(code, source=release_dead(code.source))
         return InverseCode(compile_source(code, namespace(), f"{scheme.name} inverse"), code, None)
 
     @functools.cached_property

@@ -21,7 +21,7 @@ import torch
 from odenet.errors import ReconstructionError
 from odenet.nn.layers import NO_CONTEXT, Context, Layers
 from odenet.nn.rebuild import RebuildPass, parameter_bytes, shortest_group, to_host
-from odenet.nn.vjp import kept_call, layer_vjp
+from odenet.nn.vjp import InterleavedProduct, kept_call, layer_vjp
 
 if TYPE_CHECKING:
     from odenet.nn.modes.base import MemoryMode
@@ -47,6 +47,8 @@ class CopiesPass(RebuildPass):
         self.report = layers.last_pass
         self.eps = torch.finfo(self.dtype).eps
         self.adaptive = exact and mode.guard == "adaptive"
+        # the product taken while the inverse runs (one function's graph alive at a time)
+        self.interleaved = exact and layers.code.inverse_shares_every_call
         self.negative_step = {} if exact else layers.code.negative_step_points  # the adjoint's shared calls
         if exact:
             self.tolerance = mode.drift.tolerance_for(self.dtype, self.autocast)
@@ -145,11 +147,14 @@ class CopiesPass(RebuildPass):
         grads = list(grads)  # handed over to each layer's product in turn (the given list is kept)
         for n in reversed(range(start, stop)):
             cache: dict[int, tuple] = {}
+            product = None
             if copies is not None:
                 old = copies[n]
             else:
+                if self.interleaved:
+                    product = InterleavedProduct(self, n, grads, cache, index, param_grads)
                 state, self.handoff = self.handoff, None
-                old = self.rebuild(n, state, cache)
+                old = self.rebuild(n, state, cache, product)
                 del state
                 exact = self.copies.get(n)
                 if exact is not None:
@@ -159,14 +164,18 @@ class CopiesPass(RebuildPass):
                         # the adjoint's rebuilt input may be far from the copy: its shared evaluations
                         # are not the copy's (an exact inverse's are, to the tolerance checked here)
                         cache.clear()
-            grads = layer_vjp(self, n, old, grads, cache, index, param_grads)
+            if product is not None:
+                grads = product.finish(old)
+            else:
+                grads = layer_vjp(self, n, old, grads, cache, index, param_grads)
             if copies is None:
                 self.handoff = tuple(t.detach() for t in old)
         return grads
 
-    def rebuild(self, n: int, state, cache: dict):
+    def rebuild(self, n: int, state, cache: dict, product: InterleavedProduct | None = None):
         """Layer n's input from its output; with the exact inverse, each call is evaluated once and
-        kept (with its small graph) in ``cache`` for the re-run."""
+        kept (with its small graph) in ``cache`` for the layer's product, which takes it at once
+        where ``product`` is given."""
         layers = self.layers
         with torch.no_grad():
             if not self.exact:
@@ -181,7 +190,8 @@ class CopiesPass(RebuildPass):
                     return self.record.call_again(n, key, layers.function(name, n), args)
 
                 return layers.inverse_step(n, state, replay, self.tolerance)
-            return layers.inverse_step(n, state, kept_call(self, n, cache))
+            then = None if product is None else product.advance
+            return layers.inverse_step(n, state, kept_call(self, n, cache, then=then))
 
     def exact_backward(self, start, stop, out_grads, params, param_grads):
         """The adaptive guard's repair of layers ``[start, stop)``: every input recomputed by the
