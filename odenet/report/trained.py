@@ -20,32 +20,8 @@ __all__ = ["plot_trained_spectra", "trained_markdown", "verdict", "write_trained
 
 
 def verdict(result: TrainedStability) -> str:
-    """One sentence: stable, or which layers leave the region and how far."""
-    bad = result.unstable_layers
-    where = f"{result.samples} test inputs, {len(result.layers)} layers"
-    if not bad and result.layers and all(layer.joint for layer in result.layers):
-        return (
-            f"stable: every layer's joint linearization (each function of {result.scheme.name} replaced "
-            f"by its Jacobian) has spectral radius at most 1 ({where})"
-        )
-    if not bad:
-        return (
-            f"stable: every eigenvalue of every layer's Jacobian lies in the stability region of "
-            f"{result.scheme.name} ({where})"
-        )
-    if all(layer.joint for layer in result.layers):
-        worst = max(bad, key=lambda layer: layer.max_amplification or 0.0)
-        return (
-            f"unstable: {len(bad)} of {len(result.layers)} layers of {result.scheme.name} have a joint "
-            f"linearization (every function replaced by its Jacobian) with spectral radius above 1 "
-            f"(worst: layer {worst.layer}, {worst.max_amplification:.4g}; {where})"
-        )
-    worst = max(bad, key=lambda layer: layer.outside_fraction)
-    return (
-        f"unstable: {len(bad)} of {len(result.layers)} layers have Jacobian eigenvalues outside the "
-        f"stability region of {result.scheme.name} (worst: layer {worst.layer}, "
-        f"{100 * worst.outside_fraction:.1f}% outside; {where})"
-    )
+    """One sentence: stable, or which layers leave the region and how far (the result's verdict)."""
+    return result.verdict
 
 
 def trained_markdown(result: TrainedStability, image: str | None = "spectra.png") -> str:

@@ -1,0 +1,141 @@
+"""How odenet's objects show themselves: one short ``repr`` line each (a notebook's default), the
+longer text under ``str``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import odenet
+from odenet.analysis.verdict import verdict
+from odenet.codegen import generate_step
+from odenet.models.spectra import LayerSpectrum, TrainedStability
+from odenet.nn.solvers import Outcome
+from odenet.training.data import Dataset
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        # leapfrog: zeta**2 - (2 - h**2*lambda)*zeta + 1, roots on the unit circle while
+        # |2 - h**2*lambda| < 2, i.e. 0 <= h**2*lambda < 4 (a double root at 4)
+        (
+            "leapfrog",
+            "Analysis(leapfrog: explicit; order 2; zero-stable; stable for h**2*λ in [0, 4); "
+            "inverse: explicit)",
+        ),
+        # Euler: |1 + h*lambda| <= 1 is the disc of centre -1: [-2, 0] on the real axis, only 0 on the
+        # imaginary one; x[n] = x[n+1] - h*f(x[n]) is a fixed point
+        (
+            "euler",
+            "Analysis(euler: explicit; order 1; zero-stable; stable for h*λ in [-2, 0]; "
+            "inverse: by fixed-point iteration)",
+        ),
+        # AB2 carries F = f(x[n]) and drops it: M(0) is singular
+        ("ab2", "Analysis(ab2: explicit; order 2; zero-stable; stable for h*λ in [-1, 0]; inverse: none)"),
+    ],
+)
+def test_analysis_repr_is_one_line_of_name_and_verdict(name, expected):
+    assert repr(odenet.analyze(odenet.load(name))) == expected
+
+
+@pytest.mark.parametrize("name", odenet.library_names())
+def test_every_analysis_repr_is_short_and_str_is_the_whole_verdict(name):
+    a = odenet.analyze(odenet.load(name))
+    assert "\n" not in repr(a) and len(repr(a)) < 200
+    assert repr(a).startswith(f"Analysis({name}: ")
+    assert f"order {a.order}" in repr(a) if a.order is not None else "no order" in repr(a)
+    assert str(a).splitlines() == [f"{name}:", *(f"- {line}." for line in verdict(a))]
+
+
+def test_analysis_str_of_rk4_states_its_intervals():
+    """RK4's stability polynomial 1 + z + z**2/2 + z**3/6 + z**4/24 has |R| <= 1 on [-2.785, 0] and on
+    i*[-2*sqrt(2), 2*sqrt(2)] (the values tabulated by Hairer and Wanner, vol. II, IV.2)."""
+    text = str(odenet.analyze(odenet.load("rk4")))
+    assert (
+        "- stable for h*λ in [-2.785, 0] on the real axis and for h*λ in i·[-2.828, 2.828] on the "
+        "imaginary axis." in text
+    )
+
+
+def test_scheme_repr_shows_name_states_and_updates():
+    assert (
+        repr(odenet.load("leapfrog")) == "Scheme(leapfrog: state y; y[n+1] = -h**2*f(y[n]) - y[n-1] + 2*y[n])"
+    )
+    # stages are left out; the updates read them by name
+    assert repr(odenet.load("rk4")) == "Scheme(rk4: state x; x[n+1] = h*(k1 + 2*k2 + 2*k3 + k4)/6 + x[n])"
+    assert (
+        repr(odenet.load("revnet"))
+        == "Scheme(revnet: states a, b; a[n+1] = a[n] + f(b[n]); b[n+1] = b[n] + g(a[n+1]))"
+    )
+    scheme = odenet.load("verlet")
+    assert str(scheme) == odenet.format_scheme(scheme)
+
+
+def test_a_long_update_is_cut_in_the_repr():
+    terms = " + ".join(f"f(x[n] + {k})" for k in range(2, 40))
+    scheme = odenet.parse(f"scheme long\nstate x\nfunction f\nx[n+1] = x[n] + {terms}\n")
+    shown = repr(scheme)
+    assert shown.endswith("...)") and len(shown) == len("Scheme(long: state x; ") + 120 + 1
+    assert repr(odenet.analyze(scheme).reversibility).count("Scheme(") == 0  # no inverse, none shown
+
+
+def test_inverse_scheme_in_a_reversibility_repr_is_short():
+    r = odenet.analyze(odenet.load("revnet")).reversibility
+    assert "Scheme(revnet_inverse: states a, b; b[n+1] = b[n] - g(a[n]); a[n+1] = a[n] - f(b[n+1]))" in repr(
+        r
+    )
+
+
+def test_dataset_repr_gives_shapes_not_values():
+    data = Dataset(
+        "digits", "classification", torch.zeros(6, 64), torch.zeros(6), torch.ones(2, 64), torch.ones(2), 10
+    )
+    assert repr(data) == (
+        "Dataset(digits: classification, 10 classes; train x 6 x 64, y 6; test x 2 x 64, y 2; float32)"
+    )
+    regression = Dataset(
+        "mine", "regression", torch.zeros(5, 3), torch.zeros(5, 2), torch.zeros(1, 3), torch.zeros(1, 2), 2
+    )
+    assert "regression, 2 outputs;" in repr(regression)
+
+
+def test_step_code_repr_counts_and_str_is_the_source():
+    code = generate_step(odenet.load("leapfrog"))
+    # leapfrog reads y[n] and y[n-1], returns y[n+1] and the new y[n-1] (= y[n]), calls f(y[n]) once
+    assert repr(code) == (
+        f"StepCode({code.function_name}: 2 inputs, 2 outputs, 1 calls; "
+        f"{len(code.source.splitlines())} lines of source)"
+    )
+    assert str(code) == code.source and "def " in code.source
+
+
+def test_solver_outcome_repr_gives_the_shape():
+    outcome = Outcome(torch.zeros(4, 3), 7, 8, 1.5e-7)
+    assert repr(outcome) == "Outcome(value: 4 x 3 float32, iterations=7, evaluations=8, residual=1.5e-07)"
+
+
+def _euler_result() -> TrainedStability:
+    """Two Euler layers at h = 0.1 with Jacobian eigenvalues -5 and -25: h*mu = -0.5 lies in [-2, 0],
+    -2.5 does not; the second layer only has -5."""
+    first = LayerSpectrum(
+        0, 0, {"h": 0.1}, 0.1, np.array([-5.0, -25.0], complex), np.array([False, True]), "exact"
+    )
+    second = LayerSpectrum(1, 0, {"h": 0.1}, 0.1, np.array([-5.0], complex), np.array([False]), "exact")
+    return TrainedStability(odenet.load("euler"), "h*lambda", 3, (first, second))
+
+
+def test_trained_stability_repr_and_str():
+    result = _euler_result()
+    assert (
+        repr(result)
+        == "TrainedStability(euler: unstable in 1 of 2 layers; 2 layers, 3 test inputs, region in h*lambda)"
+    )
+    assert str(result) == (
+        "unstable: 1 of 2 layers have Jacobian eigenvalues outside the stability region of euler "
+        "(worst: layer 0, 50.0% outside; 3 test inputs, 2 layers)"
+    )
+    assert repr(result.layers[0]) == (
+        "LayerSpectrum(layer 0, stage 0: 2 eigenvalues (exact), max |scaled| 2.5, 50.0% outside)"
+    )
