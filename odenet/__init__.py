@@ -30,6 +30,7 @@ from odenet.errors import (
 from odenet.ir import Equation, FunctionSymbol, Param, Scheme, format_scheme
 from odenet.language import parse
 from odenet.library import library_names, load
+from odenet.report.plotting import plot_spectra, plot_stability
 
 if TYPE_CHECKING:
     from odenet.nn import MEMORY_MODES, SchemeBlock, Solver, compile, profile, residual_functions
@@ -82,4 +83,6 @@ __all__ = [  # noqa: RUF022 - the first six come from __getattr__
     "library_names",
     "load",
     "parse",
+    "plot_spectra",
+    "plot_stability",
 ]

@@ -139,3 +139,58 @@ def test_trained_stability_repr_and_str():
     assert repr(result.layers[0]) == (
         "LayerSpectrum(layer 0, stage 0: 2 eigenvalues (exact), max |scaled| 2.5, 50.0% outside)"
     )
+
+
+# -- pictures ----------------------------------------------------------------------------------------
+
+
+def test_plot_stability_of_a_scheme_and_of_an_analysis_on_given_axes():
+    from matplotlib.figure import Figure
+
+    ax = odenet.plot_stability(odenet.load("rk4"))
+    # RK4's region: [-2.785, 0] on the real axis, i*[-2.828, 2.828] on the imaginary one (Hairer and
+    # Wanner); both fit, at equal scale
+    (x_low, x_high), (y_low, y_high) = ax.get_xlim(), ax.get_ylim()
+    assert x_low < -2.785 and x_high > 0 and y_low < -2.828 and y_high > 2.828
+    assert ax.get_aspect() == 1.0 and ax.get_title() == "rk4: stability region"
+    mine = Figure().subplots()
+    assert odenet.plot_stability(odenet.analyze(odenet.load("euler")), ax=mine, title="Euler") is mine
+    assert mine.get_title() == "Euler"
+
+
+def test_a_long_thin_region_is_neither_cut_nor_flattened():
+    """Heavy ball at gamma = 0.99: stable for lambda in [-2(1+gamma)/(1-gamma), 0] = [-398, 0] and no
+    more than about 1 off the real axis. The picture spans the whole interval, and its height is the
+    region's, not the interval's length."""
+    analysis = odenet.analyze(odenet.load("momentum"), {"gamma": 0.99})
+    assert analysis.stability.real_interval == (-398.0, 0.0)
+    ax = odenet.plot_stability(analysis)
+    (x_low, x_high), (y_low, y_high) = ax.get_xlim(), ax.get_ylim()
+    assert x_low < -398 and x_high > 0
+    assert 1 <= y_high < 10 and y_low == -y_high
+    assert ax.get_aspect() == "auto"
+
+
+def test_plot_stability_refuses_an_unknown_style():
+    with pytest.raises(
+        odenet.ConfigError,
+        match="plot_stability has no style 'colour'; it takes boundary, color, intervals, resolution, title",
+    ):
+        odenet.plot_stability(odenet.load("euler"), colour="red")
+
+
+def test_plot_spectra_draws_every_layer():
+    scheme = odenet.load("euler")
+    result = _euler_result()
+    region = odenet.analyze(scheme, {"h": 0.1}).stability.numeric
+    result = TrainedStability(scheme, "h*lambda", 3, result.layers, region, 0.1)
+    ax = odenet.plot_spectra(result)
+    assert ax.get_title() == "euler: trained layers' Jacobian spectra (unstable)"
+    # h*mu = -2.5 (outside Euler's [-2, 0]) is in the picture
+    assert ax.get_xlim()[0] < -2.5
+    # one scatter per layer and one ring around the eigenvalue outside
+    from matplotlib.collections import PathCollection
+
+    scatters = [c for c in ax.collections if type(c) is PathCollection]
+    drawn = sorted(float(p[0]) for c in scatters for p in c.get_offsets())
+    assert drawn == pytest.approx([-2.5, -2.5, -0.5, -0.5])

@@ -10,14 +10,13 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import sympy
 
 from odenet.analysis import Analysis
 from odenet.analysis.verdict import at_text, interval_text, rescaled_text, variable_text, verdict
 from odenet.files import write_text
 from odenet.ir.printing import format_number
-from odenet.report.plotting import STABLE_TOLERANCE, new_figure, save_figure, shade_region
+from odenet.report.plotting import plot_stability, save_figure
 
 __all__ = ["plot_stability_region", "verdict", "write_index", "write_report"]
 
@@ -91,52 +90,10 @@ def report_markdown(analysis: Analysis, image: str | None = "stability.png") -> 
     return "\n".join(out)
 
 
-def _extents(analysis: Analysis) -> tuple[float, float]:
-    """Half-widths of the plot along the real and imaginary axes: the intervals' ends and the
-    bounding box of the region (found on a coarse grid), padded; at least 3 each."""
-    s = analysis.stability
-    ends = []
-    for interval in (s.real_interval, s.imag_interval):
-        finite = [] if interval is None else [abs(e) for e in interval if e is not None]
-        ends.append(max(finite, default=0.0))
-    reach = max(3.0, 1.3 * max(ends))
-    axis = np.linspace(-reach, reach, 161)
-    grid = axis[None, :] + 1j * axis[:, None]
-    stable = s.radius(grid / s.scale) <= 1 + STABLE_TOLERANCE
-    rows, cols = np.nonzero(stable)
-    box_x = np.abs(axis[cols]).max(initial=0.0)
-    box_y = np.abs(axis[rows]).max(initial=0.0)
-    return max(3.0, 1.3 * ends[0], 1.15 * box_x), max(3.0, 1.3 * ends[1], 1.15 * box_y)
-
-
-def plot_stability_region(analysis: Analysis, path: str | os.PathLike, resolution: int = 401) -> None:
-    """Draw the stability region in the complex plane of the scheme's variable (h*λ, h²*λ or λ)."""
-    s = analysis.stability
-    width, height = _extents(analysis)
-    xs = np.linspace(-width, width, resolution)
-    ys = np.linspace(-height, height, resolution)
-    fig, ax = new_figure(figsize=(5.2, 5.0), dpi=110)
-    shade_region(ax, lambda z: s.radius(z / s.scale), xs, ys, "#9ecae1", boundary="#08519c")
-    ax.axhline(0, color="0.6", lw=0.6)
-    ax.axvline(0, color="0.6", lw=0.6)
-    for interval, horizontal, reach in ((s.real_interval, True, width), (s.imag_interval, False, height)):
-        if interval is None:
-            continue
-        lo, hi = interval
-        lo, hi = (-reach if lo is None else lo), (reach if hi is None else hi)
-        if horizontal:
-            ax.plot([lo, hi], [0, 0], color="#d94801", lw=3, solid_capstyle="butt")
-        else:
-            ax.plot([0, 0], [lo, hi], color="#d94801", lw=3, solid_capstyle="butt")
-    var = sympy.latex(s.variable)
-    ax.set_xlabel(f"Re(${var}$)")
-    ax.set_ylabel(f"Im(${var}$)")
-    ax.set_title(f"{analysis.scheme.name}: stability region")
-    ax.set_xlim(-width, width)
-    ax.set_ylim(-height, height)
-    if max(width, height) / min(width, height) < 3:
-        ax.set_aspect("equal")
-    save_figure(fig, path)
+def plot_stability_region(analysis: Analysis, path: str | os.PathLike, **style) -> Path:
+    """Write ``analysis``'s stability region (:func:`~odenet.report.plotting.plot_stability`) to
+    ``path`` as PNG."""
+    return save_figure(plot_stability(analysis, **style).figure, path)
 
 
 def write_report(analysis: Analysis, folder: str | os.PathLike) -> Path:
