@@ -194,3 +194,62 @@ def test_plot_spectra_draws_every_layer():
     scatters = [c for c in ax.collections if type(c) is PathCollection]
     drawn = sorted(float(p[0]) for c in scatters for p in c.get_offsets())
     assert drawn == pytest.approx([-2.5, -2.5, -0.5, -0.5])
+
+
+# -- rich display in a notebook ---------------------------------------------------------------------
+
+
+def test_scheme_repr_latex_aligns_its_equations():
+    scheme = odenet.load("heun")
+    k1, k2, update = scheme.latex_equations()
+    assert scheme._repr_latex_() == (
+        "$$\\begin{aligned} "
+        + " \\\\ ".join(e.replace(" = ", " &= ", 1) for e in (k1, k2, update))
+        + " \\end{aligned}$$"
+    )
+    assert update == "x_{n+1} = \\frac{h \\left(k_{1} + k_{2}\\right)}{2} + x_{n}"
+
+
+def _png(html_text: str) -> bytes:
+    import base64
+    import re
+
+    found = re.search(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html_text)
+    assert found is not None
+    return base64.b64decode(found.group(1))
+
+
+def test_analysis_html_has_verdict_facts_and_an_inline_picture():
+    import html
+
+    from odenet.analysis.html import analysis_facts
+
+    analysis = odenet.analyze(odenet.load("rk4"))
+    shown = analysis._repr_html_()
+    for line in verdict(analysis):
+        assert f"<li>{html.escape(line)}.</li>" in shown
+    facts = dict(analysis_facts(analysis))
+    assert facts["order in h"] == "4" and facts["reversibility"] == "fixed-point"
+    assert facts["real interval of h*λ"] == "[-2.785, 0]"
+    assert "<tr><td>real interval of h*λ</td><td>[-2.785, 0]</td></tr>" in shown
+    assert _png(shown).startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_analysis_html_without_matplotlib_says_so(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    shown = odenet.analyze(odenet.load("euler"))._repr_html_()
+    assert "<img" not in shown
+    assert "(no picture of the stability region: drawing a figure needs matplotlib" in shown
+
+
+def test_trained_stability_html_has_verdict_rows_and_picture():
+    scheme = odenet.load("euler")
+    region = odenet.analyze(scheme, {"h": 0.1}).stability.numeric
+    result = TrainedStability(scheme, "h*lambda", 3, _euler_result().layers, region, 0.1)
+    shown = result._repr_html_()
+    assert f"<p>{result.verdict}.</p>" in shown
+    # layer 0: h*mu = -0.5 and -2.5, one of two outside
+    assert "<tr><td>0</td><td>0</td><td>2 (exact)</td><td>2.5</td><td>50.0%</td><td>–</td></tr>" in shown
+    assert _png(shown).startswith(b"\x89PNG")

@@ -17,6 +17,7 @@ import numpy as np
 import sympy
 
 from odenet.analysis.fields import domain_matrix
+from odenet.analysis.html import analysis_html
 from odenet.analysis.inverse import invert, lipschitz_limit
 from odenet.analysis.order import OrderResult, order_of_accuracy
 from odenet.analysis.stability import (
@@ -128,6 +129,10 @@ class Analysis:
 
     def __str__(self) -> str:
         return "\n".join([f"{self.scheme.name}:", *(f"- {line}." for line in verdict(self))])
+
+    def _repr_html_(self) -> str:
+        """A notebook's display: the verdict, the facts as a table, the region as an inline PNG."""
+        return analysis_html(self)
 
     def to_json(self) -> dict:
         """The stable JSON contract of ``odenet analyze --json`` (documented in docs/analysis.md)."""

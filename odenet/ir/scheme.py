@@ -400,6 +400,11 @@ class Scheme:
         states = f"state{'s' if len(self.states) > 1 else ''} {', '.join(self.states)}"
         return f"Scheme({self.name}: {'; '.join([states, *shown])})"
 
+    def _repr_latex_(self) -> str:
+        """A notebook's display: the step's equations (:meth:`latex_equations`), aligned at ``=``."""
+        rows = " \\\\ ".join(eq.replace(" = ", " &= ", 1) for eq in self.latex_equations())
+        return f"$$\\begin{{aligned}} {rows} \\end{{aligned}}$$"
+
     def __str__(self) -> str:
         """The scheme in the scheme language (:func:`~odenet.ir.printing.format_scheme`)."""
         return format_scheme(self)

@@ -5,17 +5,19 @@ No torch here: the result's arrays are numpy's, and matplotlib is imported when 
 
 from __future__ import annotations
 
+import html
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from odenet.errors import MissingDependencyError
 from odenet.extras import require
-from odenet.figures import STABLE_TOLERANCE, axes_or_new, shade_region
+from odenet.figures import STABLE_TOLERANCE, axes_or_new, png_base64, shade_region
 
 if TYPE_CHECKING:
     from odenet.models.spectra import TrainedStability
 
-__all__ = ["draw_spectra"]
+__all__ = ["draw_spectra", "spectra_html"]
 
 
 def _reach(result: TrainedStability) -> tuple[float, float]:
@@ -75,3 +77,35 @@ def draw_spectra(result: TrainedStability, ax: Any = None, resolution: int = 301
     verdict = "stable" if result.stable else "unstable"
     ax.set_title(f"{result.scheme.name}: trained layers' Jacobian spectra ({verdict})")
     return ax
+
+
+def spectra_html(result: TrainedStability) -> str:
+    """A notebook's display of ``result``: the verdict, a row per layer, the spectra as an inline PNG
+    (left out, with a note, where matplotlib is not installed)."""
+    name = html.escape(result.scheme.name)
+    out = [
+        f"<div><strong>Trained-network stability of {name}</strong>",
+        f"<p>{html.escape(result.verdict)}.</p>",
+        "<table>",
+        "<tr><th>layer</th><th>stage</th><th>eigenvalues</th><th>max abs scaled</th><th>outside</th>"
+        "<th>joint spectral radius</th></tr>",
+    ]
+    for layer in result.layers:
+        cells = [
+            layer.layer,
+            layer.stage,
+            f"{layer.eigenvalues.size} ({layer.method})",
+            f"{layer.scale * layer.max_abs_eigenvalue:.4g}",
+            f"{100 * layer.outside_fraction:.1f}%",
+            "–" if layer.max_amplification is None else f"{layer.max_amplification:.4g}",
+        ]
+        out.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
+    out.append("</table>")
+    try:
+        picture = png_base64(draw_spectra(result).figure)
+    except MissingDependencyError as exc:
+        out.append(f"<p>(no picture of the spectra: {html.escape(str(exc))})</p>")
+    else:
+        out.append(f'<img src="data:image/png;base64,{picture}" alt="layer spectra of {name}" width="480"/>')
+    out.append("</div>")
+    return "\n".join(out)

@@ -47,6 +47,7 @@ from odenet.extras import require
 from odenet.ir import Scheme
 from odenet.ir.printing import format_expr
 from odenet.models.classifier import Classifier
+from odenet.models.picture import spectra_html
 from odenet.nn.layers import Context, map_tensors
 
 __all__ = ["EXACT_LIMIT", "LayerSpectrum", "TrainedStability", "default_samples", "trained_stability"]
@@ -154,6 +155,10 @@ class TrainedStability:
 
     def __str__(self) -> str:
         return self.verdict
+
+    def _repr_html_(self) -> str:
+        """A notebook's display: the verdict, a row per layer and the spectra over the region."""
+        return spectra_html(self)
 
     @property
     def verdict(self) -> str:
