@@ -253,3 +253,65 @@ def test_trained_stability_html_has_verdict_rows_and_picture():
     # layer 0: h*mu = -0.5 and -2.5, one of two outside
     assert "<tr><td>0</td><td>0</td><td>2 (exact)</td><td>2.5</td><td>50.0%</td><td>–</td></tr>" in shown
     assert _png(shown).startswith(b"\x89PNG")
+
+
+# -- LaTeX -------------------------------------------------------------------------------------------
+
+LEAPFROG_LATEX = r"""\begin{tabular}{ll}
+\hline
+fact & value \\
+\hline
+explicit step & yes \\
+order in $h$ & 2 \\
+consistent ODE & y'' = -f(y) \\
+zero-stable & yes \\
+real interval of $h^{2} \lambda$ & $[0, 4)$ \\
+imaginary interval of $h^{2} \lambda$ & $\{0\}$ \\
+$\det M$ & $1$ \\
+reversibility & explicit \\
+volume-preserving & yes \\
+backward amplification & 1 \\
+\hline
+\end{tabular}"""
+
+
+def test_leapfrog_to_latex():
+    """M = [[2 - h**2*lambda, -1], [1, 0]]: det M = 1; the roots of zeta**2 - (2 - z)*zeta + 1 lie on
+    the unit circle, simple, for 0 <= z < 4 (z = h**2*lambda) and only z = 0 on the imaginary axis."""
+    assert odenet.analyze(odenet.load("leapfrog")).to_latex() == LEAPFROG_LATEX
+
+
+@pytest.mark.parametrize("name", ["momentum", "rk4", "ab2", "backward_euler"])
+def test_to_latex_rows_follow_the_analysis(name):
+    import sympy
+
+    a = odenet.analyze(odenet.load(name))
+    rows = dict(
+        line.removesuffix(r" \\").split(" & ", 1) for line in a.to_latex().splitlines() if " & " in line
+    )
+    assert rows["order in $h$"] == ("none" if a.order is None else str(a.order))
+    assert rows[r"$\det M$"] == f"${a.scheme.latex(a.stability.det)}$"
+    assert rows["reversibility"] == a.reversibility.kind
+    assert rows["zero-stable"] == ("yes" if a.stability.zero_stable else "no")
+    var = sympy.latex(a.stability.variable)
+    low, high = a.stability.real_interval
+    real = rows[f"real interval of ${var}$"]
+    assert real.startswith("$") and (r"-\infty" if low is None else f"{low:.4g}") in real
+    assert (r"\infty" if high is None else f"{high:.4g}") in real
+
+
+def test_momentum_latex_names_the_parameter_values_and_escapes_text():
+    rows = odenet.analyze(odenet.load("momentum"), {"gamma": 0.5}).to_latex()
+    # lambda in [-2(1 + gamma)/(1 - gamma), 0] = [-6, 0] at gamma = 0.5
+    assert r"real interval of $\lambda$ & $[-6, 0]$ (at $\gamma = 0.5$) \\" in rows
+    from odenet.analysis.latex import escape_latex
+
+    assert escape_latex("a_b & 50% {x} ≥ λ") == r"a\_b \& 50\% \{x\} $\geq$ $\lambda$"
+
+
+def test_analyze_latex_on_the_command_line():
+    from conftest import cli
+
+    result = cli("analyze", "leapfrog", "--latex")
+    assert result.returncode == 0 and result.stdout == LEAPFROG_LATEX + "\n"
+    assert cli("analyze", "leapfrog", "--latex", "--json").returncode == 2

@@ -19,6 +19,7 @@ import sympy
 from odenet.analysis.fields import domain_matrix
 from odenet.analysis.html import analysis_html
 from odenet.analysis.inverse import invert, lipschitz_limit
+from odenet.analysis.latex import analysis_latex
 from odenet.analysis.order import OrderResult, order_of_accuracy
 from odenet.analysis.stability import (
     LAMBDA,
@@ -129,6 +130,11 @@ class Analysis:
 
     def __str__(self) -> str:
         return "\n".join([f"{self.scheme.name}:", *(f"- {line}." for line in verdict(self))])
+
+    def to_latex(self) -> str:
+        """The facts as a LaTeX ``tabular`` (``odenet analyze --latex``): order, the consistent ODE,
+        zero-stability, the stable intervals, ``det M`` and the reversibility."""
+        return analysis_latex(self)
 
     def _repr_html_(self) -> str:
         """A notebook's display: the verdict, the facts as a table, the region as an inline PNG."""
