@@ -36,6 +36,13 @@ if TYPE_CHECKING:
     from odenet.nn import MEMORY_MODES, SchemeBlock, Solver, compile, profile, residual_functions
 
 
+def __dir__() -> list[str]:
+    """The public names (``__all__``) and the subpackages, not the imports this file needs
+    (``TYPE_CHECKING``, ``annotations``, ...)."""
+    modules = [name for name, v in globals().items() if getattr(v, "__name__", "") == f"odenet.{name}"]
+    return sorted({*__all__, *modules})
+
+
 def __getattr__(name: str):
     """``odenet.compile`` and ``odenet.SchemeBlock`` load torch on first use, not at import."""
     if name in ("compile", "SchemeBlock", "MEMORY_MODES", "Solver", "residual_functions", "profile"):
