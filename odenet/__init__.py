@@ -30,9 +30,17 @@ from odenet.errors import (
 from odenet.ir import Equation, FunctionSymbol, Param, Scheme, format_scheme
 from odenet.language import parse
 from odenet.library import library_names, load
+from odenet.report.plotting import plot_spectra, plot_stability
 
 if TYPE_CHECKING:
     from odenet.nn import MEMORY_MODES, SchemeBlock, Solver, compile, profile, residual_functions
+
+
+def __dir__() -> list[str]:
+    """The public names (``__all__``) and the subpackages, not the imports this file needs
+    (``TYPE_CHECKING``, ``annotations``, ...)."""
+    modules = [name for name, v in globals().items() if getattr(v, "__name__", "") == f"odenet.{name}"]
+    return sorted({*__all__, *modules})
 
 
 def __getattr__(name: str):
@@ -82,4 +90,6 @@ __all__ = [  # noqa: RUF022 - the first six come from __getattr__
     "library_names",
     "load",
     "parse",
+    "plot_spectra",
+    "plot_stability",
 ]

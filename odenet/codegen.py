@@ -150,9 +150,10 @@ class _StepPrinter(TorchPrinter):
         return f"{base}**{exponent}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class StepCode:
-    """Generated source of one step and what it needs to be called."""
+    """Generated source of one step and what it needs to be called. ``repr`` is one line (the
+    function, its inputs, outputs and calls counted); ``str`` is the source."""
 
     source: str
     function_name: str
@@ -163,6 +164,16 @@ class StepCode:
     # the keys of the calls whose values enter the new state's arithmetic (outside another call's
     # arguments), which must be shaped like the state; None where not derived (check every call)
     shaped: frozenset[int] | None = None
+
+    def __repr__(self) -> str:
+        lines = len(self.source.splitlines())
+        return (
+            f"StepCode({self.function_name}: {len(self.inputs)} inputs, {len(self.outputs)} outputs, "
+            f"{len(self.calls)} calls; {lines} lines of source)"
+        )
+
+    def __str__(self) -> str:
+        return self.source
 
 
 CONSTANT = sympy.Symbol("__constant__")  # stands for a constant new value, printed as torch.full_like

@@ -52,7 +52,8 @@ def read_scheme_file(path: str | os.PathLike) -> Scheme:
 
 
 def load(name_or_path: str | os.PathLike) -> Scheme:
-    """A library scheme by name (``load("leapfrog")``) or a scheme file by path."""
+    """A library scheme by name (``load("leapfrog")``) or a scheme file by path; a name that is
+    neither is tried as ``NAME.scheme`` (``load("t4")`` reads ``t4.scheme``)."""
     text = os.fspath(name_or_path)
     path = Path(text)
     if path.suffix == SUFFIX or os.sep in text or path.is_file():
@@ -62,10 +63,13 @@ def load(name_or_path: str | os.PathLike) -> Scheme:
     names = library_names()
     if text in names:
         return read_scheme_file(library_dir() / (text + SUFFIX))
+    if Path(text + SUFFIX).is_file():  # load("t4") reads t4.scheme in the working folder
+        return read_scheme_file(text + SUFFIX)
     close = difflib.get_close_matches(text, names, n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
+    hint = f"; did you mean '{close[0]}'?" if close else "."
     raise SchemeNotFoundError(
-        f"no library scheme or file named {text!r}{hint} The library has: {', '.join(names)}"
+        f"no library scheme or file named {text!r} (nor {text + SUFFIX!r}){hint} "
+        f"The library has: {', '.join(names)}"
     )
 
 

@@ -75,7 +75,7 @@ def test_unknown_scheme_is_a_clear_error():
     result = cli("show", "leapfrgo")
     assert result.returncode == 1
     assert result.stderr.startswith(
-        "odenet: no library scheme or file named 'leapfrgo'; did you mean 'leapfrog'?"
+        "odenet: no library scheme or file named 'leapfrgo' (nor 'leapfrgo.scheme'); did you mean 'leapfrog'?"
     )
     assert "Traceback" not in result.stderr
 

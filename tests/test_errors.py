@@ -238,8 +238,42 @@ def test_file_too_large():
 def test_unknown_library_name_suggests_the_closest():
     with pytest.raises(odenet.SchemeNotFoundError) as info:
         odenet.load("leapfrgo")
-    assert str(info.value).startswith("no library scheme or file named 'leapfrgo'; did you mean 'leapfrog'?")
+    assert str(info.value).startswith(
+        "no library scheme or file named 'leapfrgo' (nor 'leapfrgo.scheme'); did you mean 'leapfrog'? "
+        "The library has: ab2, "
+    )
     assert "momentum" in str(info.value)
+
+
+def test_an_unknown_name_without_a_close_one_ends_its_sentence():
+    with pytest.raises(odenet.SchemeNotFoundError) as info:
+        odenet.load("zzzz")
+    assert str(info.value).startswith(
+        "no library scheme or file named 'zzzz' (nor 'zzzz.scheme'). The library has: "
+    )
+
+
+def test_load_tries_the_name_with_the_suffix(tmp_path, monkeypatch):
+    (tmp_path / "t4.scheme").write_text("scheme t4\nstate x\nfunction f\nx[n+1] = x[n] + f(x[n])/4\n")
+    monkeypatch.chdir(tmp_path)
+    assert odenet.load("t4").name == "t4"
+
+
+def test_parse_of_a_file_name_points_at_load():
+    with pytest.raises(odenet.SchemeSyntaxError) as info:
+        odenet.parse("schemes/rk4.scheme")
+    assert str(info.value) == (
+        "<string>:1:1: parse reads a scheme's text, and 'schemes/rk4.scheme' is a file name: read the file "
+        "with odenet.load('schemes/rk4.scheme')\n"
+        "    1 | schemes/rk4.scheme\n"
+        "      | ^^^^^^^^^^^^^^^^^^"
+    )
+
+
+def test_dir_of_the_package_lists_its_api_not_its_imports():
+    names = dir(odenet)
+    assert not {"TYPE_CHECKING", "annotations", "PackageNotFoundError", "version"} & set(names)
+    assert set(odenet.__all__) <= set(names) and "analysis" in names
 
 
 def test_long_line_is_quoted_around_the_column():

@@ -17,7 +17,9 @@ import numpy as np
 import sympy
 
 from odenet.analysis.fields import domain_matrix
-from odenet.analysis.inverse import invert, lipschitz_limit, round_down
+from odenet.analysis.html import analysis_html
+from odenet.analysis.inverse import invert, lipschitz_limit
+from odenet.analysis.latex import analysis_latex
 from odenet.analysis.order import OrderResult, order_of_accuracy
 from odenet.analysis.stability import (
     LAMBDA,
@@ -31,6 +33,7 @@ from odenet.analysis.stability import (
     stable_interval,
     step_scaling,
 )
+from odenet.analysis.verdict import lipschitz_condition, short_verdict, verdict
 from odenet.errors import NotReversibleError
 from odenet.ir import Scheme
 from odenet.ir.printing import format_expr
@@ -102,8 +105,11 @@ class Reversibility:
     lipschitz_limit: float | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Analysis:
+    """What :func:`analyze` found. ``repr`` is one line (the scheme's name and a short verdict);
+    ``str`` is the whole verdict, one sentence a line."""
+
     scheme: Scheme
     params: Mapping[str, sympy.Expr]
     stability: Stability
@@ -118,6 +124,21 @@ class Analysis:
     def order(self) -> int | None:
         """The order of accuracy in h, or None (no h, inconsistent, or not analyzable)."""
         return self.accuracy.order
+
+    def __repr__(self) -> str:
+        return f"Analysis({self.scheme.name}: {short_verdict(self)})"
+
+    def __str__(self) -> str:
+        return "\n".join([f"{self.scheme.name}:", *(f"- {line}." for line in verdict(self))])
+
+    def to_latex(self) -> str:
+        """The facts as a LaTeX ``tabular`` (``odenet analyze --latex``): order, the consistent ODE,
+        zero-stability, the stable intervals, ``det M`` and the reversibility."""
+        return analysis_latex(self)
+
+    def _repr_html_(self) -> str:
+        """A notebook's display: the verdict, the facts as a table, the region as an inline PNG."""
+        return analysis_html(self)
 
     def to_json(self) -> dict:
         """The stable JSON contract of ``odenet analyze --json`` (documented in docs/analysis.md)."""
@@ -158,19 +179,6 @@ class Analysis:
                 "lipschitz_limit": _finite_or_none(r.lipschitz_limit),
             },
         }
-
-
-def lipschitz_condition(scheme: Scheme, limit: float | None, values: Mapping[str, sympy.Expr]) -> str:
-    """The condition under which a fixed-point inverse's iteration converges, in words."""
-    if limit is None:
-        return f"the functions' Lipschitz constant is small enough ({scheme.step}*Lip(f) < 1 or less)"
-    if math.isinf(limit):
-        return "always (the iteration reads no unknown through a function)"
-    step = values.get(scheme.step)
-    scaled = ""
-    if step is not None and step != 0:
-        scaled = f" ({scheme.step}*Lip(f) < {round_down(abs(float(step)) * limit, 3):.3g})"
-    return f"every function's Lipschitz constant is below {round_down(limit, 3):.3g}{scaled}"
 
 
 def _finite_or_none(x: float | None) -> float | None:

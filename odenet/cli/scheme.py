@@ -86,6 +86,11 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     if args.json:
         objects = [a.to_json() for a in analyses]
         print(json.dumps(objects if folder else objects[0], indent=2))
+    elif args.latex:
+        for a in analyses:
+            if folder:
+                print(f"% {a.scheme.name}")
+            print(a.to_latex())
     else:
         for a in analyses:
             print(f"{a.scheme.name}:")
@@ -148,7 +153,9 @@ def add_commands(commands) -> None:
         help="order, stability, zero-stability and reversibility of a scheme (or of a folder of schemes)",
     )
     p.add_argument("scheme", metavar="SCHEME", help="a library name, a .scheme file, or a folder of them")
-    p.add_argument("--json", action="store_true", help="print the facts as JSON (see docs/analysis.md)")
+    formats = p.add_mutually_exclusive_group()
+    formats.add_argument("--json", action="store_true", help="print the facts as JSON (see docs/analysis.md)")
+    formats.add_argument("--latex", action="store_true", help="print the facts as a LaTeX tabular")
     p.add_argument(
         "--report", metavar="DIR", help="write report.md and stability.png (and index.md for a folder)"
     )

@@ -36,7 +36,9 @@ from odenet.ir.symbols import (
     value,
 )
 
-__all__ = ["Equation", "FunctionSymbol", "Param", "Scheme"]
+__all__ = ["REPR_EQUATION", "Equation", "FunctionSymbol", "Param", "Scheme"]
+
+REPR_EQUATION = 120  # the longest update a Scheme's repr shows whole (characters)
 
 
 @dataclass(frozen=True)
@@ -106,9 +108,10 @@ class Equation:
         return format_equation(self)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Scheme:
     """One step of a discretization scheme, symbolically. Immutable; checks itself when built.
+    ``repr`` is one short line (name, states, updates); ``str`` is the scheme in the language.
 
     Build one with :func:`odenet.parse` or :func:`odenet.load`; constructing it directly is fine
     too (defaults are filled in as the language fills them).
@@ -388,6 +391,19 @@ class Scheme:
     def latex_equations(self) -> list[str]:
         """Each equation of the step as LaTeX, ``y_{n+1} = 2 y_{n} - ...``."""
         return [f"{self.latex(eq.target)} = {self.latex(eq.expr)}" for eq in self.steps]
+
+    def __repr__(self) -> str:
+        """``Scheme(leapfrog: state y; y[n+1] = ...)``: the name, the states and each update (stages
+        left out), an update longer than :data:`REPR_EQUATION` characters cut with ``...``."""
+        updates = [str(eq) for eq in self.updates]
+        shown = [u if len(u) <= REPR_EQUATION else u[: REPR_EQUATION - 3] + "..." for u in updates]
+        states = f"state{'s' if len(self.states) > 1 else ''} {', '.join(self.states)}"
+        return f"Scheme({self.name}: {'; '.join([states, *shown])})"
+
+    def _repr_latex_(self) -> str:
+        """A notebook's display: the step's equations (:meth:`latex_equations`), aligned at ``=``."""
+        rows = " \\\\ ".join(eq.replace(" = ", " &= ", 1) for eq in self.latex_equations())
+        return f"$$\\begin{{aligned}} {rows} \\end{{aligned}}$$"
 
     def __str__(self) -> str:
         """The scheme in the scheme language (:func:`~odenet.ir.printing.format_scheme`)."""

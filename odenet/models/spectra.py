@@ -47,6 +47,7 @@ from odenet.extras import require
 from odenet.ir import Scheme
 from odenet.ir.printing import format_expr
 from odenet.models.classifier import Classifier
+from odenet.models.picture import spectra_html
 from odenet.nn.layers import Context, map_tensors
 
 __all__ = ["EXACT_LIMIT", "LayerSpectrum", "TrainedStability", "default_samples", "trained_stability"]
@@ -55,10 +56,10 @@ EXACT_LIMIT = 256
 OUTSIDE_TOL = 1e-6  # spectral radius above 1 + this counts as outside (rounding on the boundary)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class LayerSpectrum:
     """The Jacobian eigenvalues of one layer's functions, pooled over the sample points (the arrays
-    are read-only)."""
+    are read-only; ``repr`` counts them rather than printing them)."""
 
     layer: int  # counted over all stages
     stage: int
@@ -78,6 +79,16 @@ class LayerSpectrum:
         for array in (self.eigenvalues, self.outside, self.amplification):
             if array is not None:
                 array.setflags(write=False)
+
+    def __repr__(self) -> str:
+        joint = (
+            "" if self.max_amplification is None else f", joint spectral radius {self.max_amplification:.4g}"
+        )
+        return (
+            f"LayerSpectrum(layer {self.layer}, stage {self.stage}: {self.eigenvalues.size} eigenvalues "
+            f"({self.method}), max |scaled| {self.scale * self.max_abs_eigenvalue:.4g}, "
+            f"{100 * self.outside_fraction:.1f}% outside{joint})"
+        )
 
     @property
     def joint(self) -> bool:
@@ -118,10 +129,10 @@ class LayerSpectrum:
         return float(np.abs(self.eigenvalues).max()) if self.eigenvalues.size else 0.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class TrainedStability:
-    """Every layer's spectrum against the scheme's region; the words are
-    :func:`odenet.report.trained.verdict`'s."""
+    """Every layer's spectrum against the scheme's region. ``repr`` is one line (the scheme, stable
+    or not, how many layers and inputs); ``str`` is :attr:`verdict`."""
 
     scheme: Scheme
     variable: str  # what the region depends on, e.g. "h**2*lambda"
@@ -133,6 +144,51 @@ class TrainedStability:
     @property
     def stable(self) -> bool:
         return all(not layer.judged.any() for layer in self.layers)
+
+    def __repr__(self) -> str:
+        bad = len(self.unstable_layers)
+        state = "stable" if not bad else f"unstable in {bad} of {len(self.layers)} layers"
+        return (
+            f"TrainedStability({self.scheme.name}: {state}; {len(self.layers)} layers, "
+            f"{self.samples} test inputs, region in {self.variable})"
+        )
+
+    def __str__(self) -> str:
+        return self.verdict
+
+    def _repr_html_(self) -> str:
+        """A notebook's display: the verdict, a row per layer and the spectra over the region."""
+        return spectra_html(self)
+
+    @property
+    def verdict(self) -> str:
+        """One sentence: stable, or which layers leave the region and how far."""
+        bad = self.unstable_layers
+        name = self.scheme.name
+        where = f"{self.samples} test inputs, {len(self.layers)} layers"
+        if not bad and self.layers and all(layer.joint for layer in self.layers):
+            return (
+                f"stable: every layer's joint linearization (each function of {name} replaced "
+                f"by its Jacobian) has spectral radius at most 1 ({where})"
+            )
+        if not bad:
+            return (
+                f"stable: every eigenvalue of every layer's Jacobian lies in the stability region of "
+                f"{name} ({where})"
+            )
+        if all(layer.joint for layer in self.layers):
+            worst = max(bad, key=lambda layer: layer.max_amplification or 0.0)
+            return (
+                f"unstable: {len(bad)} of {len(self.layers)} layers of {name} have a joint "
+                f"linearization (every function replaced by its Jacobian) with spectral radius above 1 "
+                f"(worst: layer {worst.layer}, {worst.max_amplification:.4g}; {where})"
+            )
+        worst = max(bad, key=lambda layer: layer.outside_fraction)
+        return (
+            f"unstable: {len(bad)} of {len(self.layers)} layers have Jacobian eigenvalues outside the "
+            f"stability region of {name} (worst: layer {worst.layer}, "
+            f"{100 * worst.outside_fraction:.1f}% outside; {where})"
+        )
 
     @property
     def unstable_layers(self) -> tuple[LayerSpectrum, ...]:

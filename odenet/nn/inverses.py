@@ -107,8 +107,8 @@ def _contraction_condition(layers: Layers, n: int) -> str:
     """The analysis's condition for layer ``n``'s fixed-point inverse to converge, at its parameters."""
     import sympy  # the analysis's numbers, on this failing path only
 
-    from odenet.analysis.analyze import lipschitz_condition
     from odenet.analysis.inverse import lipschitz_limit
+    from odenet.analysis.verdict import lipschitz_condition
 
     values = {name: sympy.Float(float(v)) for name, v in layers.layer_params(n).items()}
     limit = lipschitz_limit(layers.scheme, {sympy.Symbol(k, real=True): v for k, v in values.items()})

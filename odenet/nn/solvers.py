@@ -142,10 +142,20 @@ def relative_residual(new: torch.Tensor, old: torch.Tensor, sizes: tuple[int, ..
 
 
 class Outcome(NamedTuple):
+    """A solve's result: the solution, what it cost and the relative residual reached (``repr``
+    gives the solution's shape, not its values)."""
+
     value: torch.Tensor
     iterations: int
     evaluations: int
     residual: float
+
+    def __repr__(self) -> str:
+        shape = " x ".join(map(str, self.value.shape))
+        return (
+            f"Outcome(value: {shape} {str(self.value.dtype).removeprefix('torch.')}, "
+            f"iterations={self.iterations}, evaluations={self.evaluations}, residual={self.residual:.3g})"
+        )
 
 
 PATIENCE = 6  # iterations without a better residual after which a solve has stagnated (rounding)

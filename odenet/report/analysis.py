@@ -10,113 +10,15 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import sympy
 
 from odenet.analysis import Analysis
-from odenet.analysis.analyze import lipschitz_condition
+from odenet.analysis.verdict import at_text, interval_text, rescaled_text, variable_text, verdict
 from odenet.files import write_text
-from odenet.ir.printing import format_expr, format_number
-from odenet.report.plotting import STABLE_TOLERANCE, new_figure, save_figure, shade_region
+from odenet.ir.printing import format_number
+from odenet.report.plotting import plot_stability, save_figure
 
 __all__ = ["plot_stability_region", "verdict", "write_index", "write_report"]
-
-
-def _fmt(x: float) -> str:
-    """A number as a reader wants it: 400 rather than 400.0, 2.785 rather than 2.78529356341."""
-    if x == int(x) and abs(x) < 1e12:
-        return str(int(x))
-    return f"{x:.4g}"
-
-
-def _variable_text(analysis: Analysis) -> str:
-    return format_expr(analysis.stability.variable).replace("lambda", "λ")
-
-
-def _at(analysis: Analysis) -> str:
-    """`` (at gamma = 0.9)``: the parameter values the intervals depend on, if any."""
-    at = analysis.stability.at
-    return f" (at {', '.join(f'{k} = {format_number(v)}' for k, v in at.items())})" if at else ""
-
-
-def _interval_text(interval, imaginary: bool = False, closed=(True, True)) -> str:
-    """``[-2, 0]``, ``(-4, 0]`` (an end that is not stable itself), ``(-∞, 0]``, ``i·[-1, 1]``, or
-    ``{0}`` for the single point."""
-    lo, hi = interval
-    if lo == 0 and hi == 0:
-        return "{0}"
-    left = "(-∞" if lo is None else f"{'[' if closed[0] else '('}{_fmt(lo)}"
-    right = "∞)" if hi is None else f"{_fmt(hi)}{']' if closed[1] else ')'}"
-    return ("i·" if imaginary else "") + f"{left}, {right}"
-
-
-def _rescaled(analysis: Analysis) -> str:
-    """The time rescaling when the limit ODE is ``x' = c*f(x)``: the scheme is consistent, with
-    an effective step ``c*h`` (heavy ball and Nesterov: ``h/(1 - gamma)``)."""
-    c = analysis.accuracy.time_scale
-    if c is None:
-        return ""
-    step = sympy.Symbol(analysis.scheme.step, real=True)
-    return (
-        f" (that is {analysis.accuracy.unscaled_ode} in rescaled time: "
-        f"a step advances it by {format_expr(c * step)})"
-    )
-
-
-def verdict(analysis: Analysis) -> list[str]:
-    """The plain-language conclusions, one sentence each."""
-    s, r, a = analysis.stability, analysis.reversibility, analysis.accuracy
-    var = _variable_text(analysis)
-    out = []
-    if s.real_interval is None:
-        out.append(f"unstable even at {var} = 0: the step amplifies its own state without any input from f")
-    else:
-        parts = []
-        for interval, imaginary, axis, closed in (
-            (s.real_interval, False, "real", s.real_interval_closed),
-            (s.imag_interval, True, "imaginary", s.imag_interval_closed),
-        ):
-            text = _interval_text(interval, imaginary, closed)
-            if interval == (0.0, 0.0):
-                parts.append(f"on the {axis} axis only at {var} = 0")
-            elif None in interval:
-                parts.append(f"for {var} in {text} on the {axis} axis (unbounded)")
-            else:
-                parts.append(f"for {var} in {text} on the {axis} axis")
-        out.append("stable " + " and ".join(parts) + _at(analysis))
-    out.append("zero-stable" if s.zero_stable else "not zero-stable: the homogeneous recurrence grows")
-    if a.order is None:
-        out.append(f"no order of accuracy: {a.reason}")
-    else:
-        bound = "at least " if a.lower_bound else ""
-        out.append(f"order {bound}{a.order} for {'; '.join(a.ode)}{_rescaled(analysis)}")
-    if r.kind == "explicit":
-        needs = (
-            f" (valid while {', '.join(format_expr(c) + ' != 0' for c in r.conditions)})"
-            if r.conditions
-            else ""
-        )
-        text = f"reversible without storing activations{needs}"
-        if r.backward_amplification is not None:
-            text += f"; the inverse multiplies rounding error by {r.backward_amplification:.3g} per layer"
-        out.append(text)
-    elif r.kind == "fixed-point":
-        if analysis.explicit:
-            condition = lipschitz_condition(analysis.scheme, r.lipschitz_limit, analysis.params)
-            out.append(
-                f"invertible by fixed-point iteration when {condition}: reversible training solves for "
-                "each input (contractive functions), else store or recompute activations"
-            )
-        else:
-            out.append(
-                "implicit, and so is its inverse: each layer solves its step; train with stored activations "
-                "and implicit differentiation"
-            )
-    else:
-        out.append("not invertible: the step loses information, so activations must be stored")
-    if r.volume_preserving:
-        out.append("volume-preserving: |det M| = 1 for every λ")
-    return out
 
 
 def _latex_block(lines: Sequence[str]) -> str:
@@ -144,23 +46,14 @@ def report_markdown(analysis: Analysis, image: str | None = "stability.png") -> 
         out += [_latex_block([f"{latex(old)} = {latex(expr)}" for old, expr in r.solution]), ""]
     params = ", ".join(f"{k} = {format_number(v)}" for k, v in analysis.params.items()) or "none"
     eigen = "no closed form" if s.eigenvalues is None else ", ".join(f"${latex(e)}$" for e in s.eigenvalues)
-    real = (
-        "unstable at 0"
-        if s.real_interval is None
-        else _interval_text(s.real_interval, False, s.real_interval_closed)
-    )
-    imag = (
-        "unstable at 0"
-        if s.imag_interval is None
-        else _interval_text(s.imag_interval, True, s.imag_interval_closed)
-    )
-    var = _variable_text(analysis)
+    real, imag = interval_text(analysis, False), interval_text(analysis, True)
+    var = variable_text(analysis)
     order = "none" if a.order is None else f"{'≥ ' if a.lower_bound else ''}{a.order}"
     rows = [
         _row("explicit step", "yes" if analysis.explicit else "no (implicit)"),
         _row("parameters used for numbers", params),
         _row(f"order in {scheme.step}", f"{order} ({a.reason})"),
-        _row("consistent ODE", ("; ".join(f"`{line}`" for line in a.ode) or "none") + _rescaled(analysis)),
+        _row("consistent ODE", ("; ".join(f"`{x}`" for x in a.ode) or "none") + rescaled_text(analysis)),
         _row("leading local error", "none" if a.leading_error is None else f"`{a.leading_error_text}`"),
         _row("modified equation", "none" if a.modified_equation is None else f"`{a.modified_equation}`"),
         _row("amplification matrix M(λ)", f"${latex(s.amplification_matrix)}$"),
@@ -169,8 +62,8 @@ def report_markdown(analysis: Analysis, image: str | None = "stability.png") -> 
         _row("eigenvalues", eigen),
         _row("region depends on", f"${latex(s.variable)}$"),
         _row("zero-stable", "yes" if s.zero_stable else "no"),
-        _row(f"real interval of {var}", real + _at(analysis)),
-        _row(f"imaginary interval of {var}", imag + _at(analysis)),
+        _row(f"real interval of {var}", real + at_text(analysis)),
+        _row(f"imaginary interval of {var}", imag + at_text(analysis)),
         _row("reversibility", r.kind),
         _row("inverse needs", ", ".join(f"${latex(c)} \\neq 0$" for c in r.conditions) or "nothing"),
         _row("volume-preserving", "yes" if r.volume_preserving else "no"),
@@ -197,52 +90,10 @@ def report_markdown(analysis: Analysis, image: str | None = "stability.png") -> 
     return "\n".join(out)
 
 
-def _extents(analysis: Analysis) -> tuple[float, float]:
-    """Half-widths of the plot along the real and imaginary axes: the intervals' ends and the
-    bounding box of the region (found on a coarse grid), padded; at least 3 each."""
-    s = analysis.stability
-    ends = []
-    for interval in (s.real_interval, s.imag_interval):
-        finite = [] if interval is None else [abs(e) for e in interval if e is not None]
-        ends.append(max(finite, default=0.0))
-    reach = max(3.0, 1.3 * max(ends))
-    axis = np.linspace(-reach, reach, 161)
-    grid = axis[None, :] + 1j * axis[:, None]
-    stable = s.radius(grid / s.scale) <= 1 + STABLE_TOLERANCE
-    rows, cols = np.nonzero(stable)
-    box_x = np.abs(axis[cols]).max(initial=0.0)
-    box_y = np.abs(axis[rows]).max(initial=0.0)
-    return max(3.0, 1.3 * ends[0], 1.15 * box_x), max(3.0, 1.3 * ends[1], 1.15 * box_y)
-
-
-def plot_stability_region(analysis: Analysis, path: str | os.PathLike, resolution: int = 401) -> None:
-    """Draw the stability region in the complex plane of the scheme's variable (h*λ, h²*λ or λ)."""
-    s = analysis.stability
-    width, height = _extents(analysis)
-    xs = np.linspace(-width, width, resolution)
-    ys = np.linspace(-height, height, resolution)
-    fig, ax = new_figure(figsize=(5.2, 5.0), dpi=110)
-    shade_region(ax, lambda z: s.radius(z / s.scale), xs, ys, "#9ecae1", boundary="#08519c")
-    ax.axhline(0, color="0.6", lw=0.6)
-    ax.axvline(0, color="0.6", lw=0.6)
-    for interval, horizontal, reach in ((s.real_interval, True, width), (s.imag_interval, False, height)):
-        if interval is None:
-            continue
-        lo, hi = interval
-        lo, hi = (-reach if lo is None else lo), (reach if hi is None else hi)
-        if horizontal:
-            ax.plot([lo, hi], [0, 0], color="#d94801", lw=3, solid_capstyle="butt")
-        else:
-            ax.plot([0, 0], [lo, hi], color="#d94801", lw=3, solid_capstyle="butt")
-    var = sympy.latex(s.variable)
-    ax.set_xlabel(f"Re(${var}$)")
-    ax.set_ylabel(f"Im(${var}$)")
-    ax.set_title(f"{analysis.scheme.name}: stability region")
-    ax.set_xlim(-width, width)
-    ax.set_ylim(-height, height)
-    if max(width, height) / min(width, height) < 3:
-        ax.set_aspect("equal")
-    save_figure(fig, path)
+def plot_stability_region(analysis: Analysis, path: str | os.PathLike, **style) -> Path:
+    """Write ``analysis``'s stability region (:func:`~odenet.report.plotting.plot_stability`) to
+    ``path`` as PNG."""
+    return save_figure(plot_stability(analysis, **style).figure, path)
 
 
 def write_report(analysis: Analysis, folder: str | os.PathLike) -> Path:
@@ -269,17 +120,8 @@ def write_index(analyses: Sequence[Analysis], folder: str | os.PathLike) -> Path
     ]
     for a in analyses:
         s, r = a.stability, a.reversibility
-        var = _variable_text(a)
-        real = (
-            "unstable"
-            if s.real_interval is None
-            else _interval_text(s.real_interval, False, s.real_interval_closed)
-        )
-        imag = (
-            "unstable"
-            if s.imag_interval is None
-            else _interval_text(s.imag_interval, True, s.imag_interval_closed)
-        )
+        var = variable_text(a)
+        real, imag = interval_text(a, False, "unstable"), interval_text(a, True, "unstable")
         at = ", ".join(f"{k} = {format_number(v)}" for k, v in s.at.items()) or "–"
         amplification = "–" if r.backward_amplification is None else f"{r.backward_amplification:.3g}"
         lines.append(

@@ -1,57 +1,45 @@
-"""Figures for reports: made with matplotlib's object API (no pyplot, so a user's backend and open
-figures are left alone), saved atomically as PNG, and one way to draw a stability region."""
+"""The pictures of odenet's results, on matplotlib axes: ``odenet.plot_stability`` (a scheme's
+stability region) and ``odenet.plot_spectra`` (a trained network's layer spectra over it). The
+report writer and the command line draw their PNGs with these same functions.
+
+Matplotlib is imported when a picture is drawn, never at ``import odenet``. The figure helpers of
+:mod:`odenet.figures` are re-exported here for the experiments' scripts.
+"""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from odenet.analysis import Analysis, analyze
+from odenet.analysis.picture import draw_stability
+from odenet.figures import STABLE_TOLERANCE, new_figure, save_figure, shade_region
+from odenet.ir import Scheme
+from odenet.models.picture import draw_spectra
 
-from odenet.extras import require
-from odenet.files import atomic_path
+if TYPE_CHECKING:
+    from odenet.models.spectra import TrainedStability
 
-__all__ = ["STABLE_TOLERANCE", "new_figure", "save_figure", "shade_region"]
-
-# A point is drawn inside a region when its spectral radius is at most 1 + this.
-STABLE_TOLERANCE = 1e-9
-
-
-def new_figure(nrows: int = 1, ncols: int = 1, **figure: Any) -> tuple[Any, Any]:
-    """A figure and its axes, like ``pyplot.subplots`` but owned by the caller (nothing global)."""
-    figure_module = require("matplotlib.figure", "drawing a figure")
-    fig = figure_module.Figure(**figure)
-    return fig, fig.subplots(nrows, ncols)
+__all__ = [
+    "STABLE_TOLERANCE",
+    "new_figure",
+    "plot_spectra",
+    "plot_stability",
+    "save_figure",
+    "shade_region",
+]
 
 
-def save_figure(fig: Any, path: str | os.PathLike) -> Path:
-    """Lay out ``fig`` and write it to ``path`` as PNG, atomically."""
-    fig.tight_layout()
-    with atomic_path(path) as temporary:
-        fig.savefig(temporary, format="png")
-    return Path(path)
+def plot_stability(scheme_or_analysis: Scheme | Analysis, ax: Any = None, **style: Any) -> Any:
+    """Draw the stability region of a scheme (analyzed at its parameters' defaults) or of an
+    analysis on ``ax`` (a new figure's when None); returns the matplotlib Axes. ``style``: ``color``,
+    ``boundary``, ``intervals`` (colours of the fill, the boundary and the stable intervals),
+    ``title`` and ``resolution`` (grid points per axis)."""
+    if isinstance(scheme_or_analysis, Scheme):
+        scheme_or_analysis = analyze(scheme_or_analysis)
+    return draw_stability(scheme_or_analysis, ax, **style)
 
 
-def shade_region(
-    ax: Any,
-    radius: Callable[[np.ndarray], np.ndarray],
-    xs: np.ndarray,
-    ys: np.ndarray,
-    color: str,
-    boundary: str | None = None,
-    real_axis: str | None = None,
-) -> None:
-    """Shade ``{z : radius(z) <= 1}`` on the grid ``xs + i ys``. ``boundary`` draws the level line
-    ``radius = 1`` in that colour; ``real_axis`` draws the stable part of the real axis, so that a
-    region of zero area (leapfrog's segment) still shows."""
-    grid = xs[None, :] + 1j * ys[:, None]
-    r = radius(grid)
-    ax.contourf(xs, ys, (r <= 1 + STABLE_TOLERANCE).astype(float), levels=[0.5, 1.5], colors=[color])
-    if boundary is not None:
-        finite = np.where(np.isfinite(r), r, 1e6)
-        ax.contour(xs, ys, finite, levels=[1.0], colors=[boundary], linewidths=0.8)
-    if real_axis is not None:
-        on_axis = radius(xs + 0j) <= 1 + STABLE_TOLERANCE
-        ax.plot(np.where(on_axis, xs, np.nan), np.zeros_like(xs), color=real_axis, lw=4, zorder=1)
+def plot_spectra(trained_stability: TrainedStability, ax: Any = None) -> Any:
+    """Draw a trained network's layer spectra (``odenet.models.trained_stability``'s result) over the
+    scheme's stability region on ``ax`` (a new figure's when None); returns the matplotlib Axes."""
+    return draw_spectra(trained_stability, ax)

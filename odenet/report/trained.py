@@ -7,11 +7,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from odenet.extras import require
 from odenet.files import write_text
-from odenet.report.plotting import STABLE_TOLERANCE, new_figure, save_figure, shade_region
+from odenet.report.plotting import plot_spectra, save_figure
 
 if TYPE_CHECKING:
     from odenet.models.spectra import TrainedStability
@@ -20,32 +17,8 @@ __all__ = ["plot_trained_spectra", "trained_markdown", "verdict", "write_trained
 
 
 def verdict(result: TrainedStability) -> str:
-    """One sentence: stable, or which layers leave the region and how far."""
-    bad = result.unstable_layers
-    where = f"{result.samples} test inputs, {len(result.layers)} layers"
-    if not bad and result.layers and all(layer.joint for layer in result.layers):
-        return (
-            f"stable: every layer's joint linearization (each function of {result.scheme.name} replaced "
-            f"by its Jacobian) has spectral radius at most 1 ({where})"
-        )
-    if not bad:
-        return (
-            f"stable: every eigenvalue of every layer's Jacobian lies in the stability region of "
-            f"{result.scheme.name} ({where})"
-        )
-    if all(layer.joint for layer in result.layers):
-        worst = max(bad, key=lambda layer: layer.max_amplification or 0.0)
-        return (
-            f"unstable: {len(bad)} of {len(result.layers)} layers of {result.scheme.name} have a joint "
-            f"linearization (every function replaced by its Jacobian) with spectral radius above 1 "
-            f"(worst: layer {worst.layer}, {worst.max_amplification:.4g}; {where})"
-        )
-    worst = max(bad, key=lambda layer: layer.outside_fraction)
-    return (
-        f"unstable: {len(bad)} of {len(result.layers)} layers have Jacobian eigenvalues outside the "
-        f"stability region of {result.scheme.name} (worst: layer {worst.layer}, "
-        f"{100 * worst.outside_fraction:.1f}% outside; {where})"
-    )
+    """One sentence: stable, or which layers leave the region and how far (the result's verdict)."""
+    return result.verdict
 
 
 def trained_markdown(result: TrainedStability, image: str | None = "spectra.png") -> str:
@@ -82,58 +55,10 @@ def trained_markdown(result: TrainedStability, image: str | None = "spectra.png"
     return "\n".join(lines) + "\n"
 
 
-def plot_trained_spectra(result: TrainedStability, path: str | os.PathLike, resolution: int = 301) -> None:
-    """The region (at the middle layer's parameters) shaded, each layer's scaled eigenvalues as dots
-    coloured by depth; eigenvalues outside their layer's region are ringed in red."""
-    matplotlib = require("matplotlib", "drawing a figure")
-
-    points = [layer.scale * layer.eigenvalues for layer in result.layers]
-    every = np.concatenate(points) if points else np.zeros(0, complex)
-    reach_x = max(1.0, 1.25 * float(np.abs(every.real).max(initial=0.0)))
-    reach_y = max(1.0, 1.25 * float(np.abs(every.imag).max(initial=0.0)))
-    if result.region is not None:  # show the region's extent along both axes (probed up to +-8)
-        probe = np.linspace(-8, 8, 1601)
-        for axis, unit in ((0, 1), (1, 1j)):
-            inside = probe[result.region.radius(unit * probe / result.region_scale) <= 1 + STABLE_TOLERANCE]
-            if inside.size:
-                reach = 1.15 * float(np.abs(inside).max())
-                reach_x, reach_y = (
-                    (max(reach_x, reach), reach_y) if axis == 0 else (reach_x, max(reach_y, reach))
-                )
-    reach_x = reach_y = (
-        max(reach_x, reach_y) if max(reach_x, reach_y) / min(reach_x, reach_y) < 4 else reach_x
-    )
-    fig, ax = new_figure(figsize=(6.0, 5.0), dpi=110)
-    if result.region is not None:
-        xs = np.linspace(-reach_x, reach_x, resolution)
-        ys = np.linspace(-reach_y, reach_y, resolution)
-        region = result.region
-
-        def radius(z):
-            return region.radius(z / result.region_scale)
-
-        shade_region(ax, radius, xs, ys, "#c6dbef", real_axis="#6baed6")
-    ax.axhline(0, color="0.6", lw=0.6, zorder=0)
-    ax.axvline(0, color="0.6", lw=0.6, zorder=0)
-    cmap = matplotlib.colormaps["viridis"]
-    depth = max(1, len(result.layers) - 1)
-    for layer, z in zip(result.layers, points, strict=True):
-        ax.scatter(z.real, z.imag, s=6, color=cmap(layer.layer / depth), alpha=0.6, lw=0, zorder=2)
-        out = z[layer.outside]
-        if out.size:
-            ax.scatter(out.real, out.imag, s=16, facecolors="none", edgecolors="#cb181d", lw=0.6, zorder=3)
-    mappable = matplotlib.cm.ScalarMappable(cmap=cmap, norm=matplotlib.colors.Normalize(0, depth))
-    fig.colorbar(mappable, ax=ax, label="layer")
-    variable = result.variable.replace("lambda", "μ").replace("**2", "²").replace("*", "·")
-    ax.set_xlabel(f"Re({variable})")
-    ax.set_ylabel(f"Im({variable})")
-    ax.set_xlim(-reach_x, reach_x)
-    ax.set_ylim(-reach_y, reach_y)
-    ax.set_title(
-        f"{result.scheme.name}: trained layers' Jacobian spectra "
-        f"({'stable' if result.stable else 'unstable'})"
-    )
-    save_figure(fig, path)
+def plot_trained_spectra(result: TrainedStability, path: str | os.PathLike) -> Path:
+    """Write the layers' spectra over the region (:func:`~odenet.report.plotting.plot_spectra`) to
+    ``path`` as PNG."""
+    return save_figure(plot_spectra(result).figure, path)
 
 
 def write_trained_report(result: TrainedStability, folder: str | os.PathLike) -> Path:

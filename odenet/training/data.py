@@ -50,8 +50,10 @@ __all__ = ["DATA_SUFFIXES", "Dataset", "is_data_file", "load_data"]
 TEST_SHARE = 0.2  # held out of a user's file without x_test and y_test
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Dataset:
+    """A training set and its test set. ``repr`` gives the shapes and sizes, not the tensors."""
+
     name: str
     task: Task
     x_train: torch.Tensor
@@ -63,6 +65,17 @@ class Dataset:
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
+
+    def __repr__(self) -> str:
+        def shape(t: torch.Tensor) -> str:
+            return " x ".join(map(str, t.shape))
+
+        outputs = f"{self.outputs} classes" if self.task == "classification" else f"{self.outputs} outputs"
+        return (
+            f"Dataset({self.name}: {self.task}, {outputs}; train x {shape(self.x_train)}, "
+            f"y {shape(self.y_train)}; test x {shape(self.x_test)}, y {shape(self.y_test)}; "
+            f"{str(self.x_train.dtype).removeprefix('torch.')})"
+        )
 
 
 def load_data(
