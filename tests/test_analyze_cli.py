@@ -40,6 +40,7 @@ STABILITY = {
 REVERSIBILITY = {
     "kind",
     "inverse",
+    "inverse_steps",
     "conditions",
     "volume_preserving",
     "backward_amplification",

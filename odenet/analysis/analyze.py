@@ -104,6 +104,19 @@ class Reversibility:
     # proved a contraction (None otherwise, or where the bound does not apply)
     lipschitz_limit: float | None = None
 
+    @property
+    def steps(self) -> tuple[tuple[sympy.Symbol, sympy.Expr], ...]:
+        """The inverse as a person writes it: in order, each value in terms of the new values and
+        the values above it (``a[n] = a[n+1] - f(b[n])``, where :attr:`solution` writes out ``b[n]``
+        inside the call: a value with stages nests its whole update in every call that reads it).
+        Each replacement is an identity (a value above equals its expression)."""
+        done: list[tuple[sympy.Symbol, sympy.Expr]] = []
+        for i, (old, expr) in enumerate(self.solution):
+            for name, explicit in reversed(self.solution[:i]):  # the largest first
+                expr = expr.subs(explicit, name)
+            done.append((old, expr))
+        return tuple(done)
+
 
 @dataclass(frozen=True, repr=False)
 class Analysis:
@@ -172,6 +185,9 @@ class Analysis:
                 "kind": r.kind,
                 "inverse": (
                     None if r.inverse is None else {str(old): format_expr(expr) for old, expr in r.solution}
+                ),
+                "inverse_steps": (
+                    None if r.inverse is None else [[str(old), format_expr(expr)] for old, expr in r.steps]
                 ),
                 "conditions": [f"{format_expr(c)} != 0" for c in r.conditions],
                 "volume_preserving": r.volume_preserving,

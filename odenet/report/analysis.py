@@ -40,10 +40,11 @@ def report_markdown(analysis: Analysis, image: str | None = "stability.png") -> 
         out += [
             "## Inverse (derived)",
             "",
-            "Old values from new ones, with function evaluations only forward:",
+            "Old values from new ones, with function evaluations only forward, in order (each line "
+            "reads the new values and the values above it):",
             "",
         ]
-        out += [_latex_block([f"{latex(old)} = {latex(expr)}" for old, expr in r.solution]), ""]
+        out += [_latex_block([f"{latex(old)} = {latex(expr)}" for old, expr in r.steps]), ""]
     params = ", ".join(f"{k} = {format_number(v)}" for k, v in analysis.params.items()) or "none"
     eigen = "no closed form" if s.eigenvalues is None else ", ".join(f"${latex(e)}$" for e in s.eigenvalues)
     real, imag = interval_text(analysis, False), interval_text(analysis, True)
