@@ -16,10 +16,22 @@ import numpy as np
 from odenet.extras import require
 from odenet.files import atomic_path
 
-__all__ = ["STABLE_TOLERANCE", "axes_or_new", "new_figure", "png_base64", "save_figure", "shade_region"]
+__all__ = [
+    "REGION_FIGURE",
+    "SPECTRA_FIGURE",
+    "STABLE_TOLERANCE",
+    "axes_or_new",
+    "new_figure",
+    "png_base64",
+    "save_figure",
+    "shade_region",
+]
 
 # A point is drawn inside a region when its spectral radius is at most 1 + this.
 STABLE_TOLERANCE = 1e-9
+# The figures' sizes: a stability region's, and a trained network's spectra over it.
+REGION_FIGURE: dict[str, Any] = {"figsize": (5.6, 4.6), "dpi": 110}
+SPECTRA_FIGURE: dict[str, Any] = {"figsize": (6.0, 5.0), "dpi": 110}
 
 
 def new_figure(nrows: int = 1, ncols: int = 1, **figure: Any) -> tuple[Any, Any]:

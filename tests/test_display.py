@@ -15,6 +15,15 @@ from odenet.nn.solvers import Outcome
 from odenet.training.data import Dataset
 
 
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """A picture drawn without axes is a pyplot figure: closed after each test."""
+    yield
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
 @pytest.mark.parametrize(
     ("name", "expected"),
     [
@@ -156,6 +165,22 @@ def test_plot_stability_of_a_scheme_and_of_an_analysis_on_given_axes():
     mine = Figure().subplots()
     assert odenet.plot_stability(odenet.analyze(odenet.load("euler")), ax=mine, title="Euler") is mine
     assert mine.get_title() == "Euler"
+
+
+def test_without_axes_the_picture_is_a_pyplot_figure_and_the_report_touches_no_pyplot_state(tmp_path):
+    """``plot_stability(scheme)`` in a notebook shows under the cell (the inline backend shows
+    pyplot's figures), as pandas' and seaborn's plots do; the report writer draws on a figure of its
+    own, so a user's open figures and backend are left alone."""
+    import matplotlib.pyplot as plt
+
+    from odenet.report.analysis import write_report
+
+    plt.close("all")
+    ax = odenet.plot_stability(odenet.load("euler"))
+    assert plt.get_fignums() == [ax.figure.number]
+    write_report(odenet.analyze(odenet.load("leapfrog")), tmp_path)
+    assert plt.get_fignums() == [ax.figure.number] and (tmp_path / "stability.png").stat().st_size > 0
+    plt.close("all")
 
 
 def test_a_long_thin_region_is_neither_cut_nor_flattened():

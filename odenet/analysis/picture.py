@@ -15,7 +15,7 @@ import numpy as np
 import sympy
 
 from odenet.errors import ConfigError
-from odenet.figures import STABLE_TOLERANCE, axes_or_new, shade_region
+from odenet.figures import REGION_FIGURE, STABLE_TOLERANCE, axes_or_new, shade_region
 
 if TYPE_CHECKING:
     from odenet.analysis.analyze import Analysis
@@ -77,7 +77,7 @@ def draw_stability(analysis: Analysis, ax: Any = None, **style: Any) -> Any:
     options = {**REGION_STYLE, **style}
     s = analysis.stability
     (x_low, x_high), (y_low, y_high) = region_limits(analysis)
-    ax = axes_or_new(ax, figsize=(5.6, 4.6), dpi=110)
+    ax = axes_or_new(ax, **REGION_FIGURE)
     resolution = int(options["resolution"])
     xs = np.linspace(x_low, x_high, resolution)
     ys = np.linspace(y_low, y_high, resolution)

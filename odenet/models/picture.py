@@ -12,7 +12,7 @@ import numpy as np
 
 from odenet.errors import MissingDependencyError
 from odenet.extras import require
-from odenet.figures import STABLE_TOLERANCE, axes_or_new, png_base64, shade_region
+from odenet.figures import SPECTRA_FIGURE, STABLE_TOLERANCE, axes_or_new, png_base64, shade_region
 
 if TYPE_CHECKING:
     from odenet.models.spectra import TrainedStability
@@ -46,7 +46,7 @@ def draw_spectra(result: TrainedStability, ax: Any = None, resolution: int = 301
     coloured by depth; eigenvalues outside their layer's region are ringed in red. Drawn on ``ax``
     (a new figure's axes when None); returns the axes."""
     matplotlib = require("matplotlib", "drawing a figure")
-    ax = axes_or_new(ax, figsize=(6.0, 5.0), dpi=110)
+    ax = axes_or_new(ax, **SPECTRA_FIGURE)
     reach_x, reach_y = _reach(result)
     if result.region is not None:
         xs = np.linspace(-reach_x, reach_x, resolution)

@@ -14,6 +14,7 @@ import sympy
 
 from odenet.analysis import Analysis
 from odenet.analysis.verdict import at_text, interval_text, rescaled_text, variable_text, verdict
+from odenet.figures import REGION_FIGURE, new_figure
 from odenet.files import write_text
 from odenet.ir.printing import format_number
 from odenet.report.plotting import plot_stability, save_figure
@@ -94,7 +95,7 @@ def report_markdown(analysis: Analysis, image: str | None = "stability.png") -> 
 def plot_stability_region(analysis: Analysis, path: str | os.PathLike, **style) -> Path:
     """Write ``analysis``'s stability region (:func:`~odenet.report.plotting.plot_stability`) to
     ``path`` as PNG."""
-    return save_figure(plot_stability(analysis, **style).figure, path)
+    return save_figure(plot_stability(analysis, new_figure(**REGION_FIGURE)[1], **style).figure, path)
 
 
 def write_report(analysis: Analysis, folder: str | os.PathLike) -> Path:

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from odenet.figures import SPECTRA_FIGURE, new_figure
 from odenet.files import write_text
 from odenet.report.plotting import plot_spectra, save_figure
 
@@ -58,7 +59,7 @@ def trained_markdown(result: TrainedStability, image: str | None = "spectra.png"
 def plot_trained_spectra(result: TrainedStability, path: str | os.PathLike) -> Path:
     """Write the layers' spectra over the region (:func:`~odenet.report.plotting.plot_spectra`) to
     ``path`` as PNG."""
-    return save_figure(plot_spectra(result).figure, path)
+    return save_figure(plot_spectra(result, new_figure(**SPECTRA_FIGURE)[1]).figure, path)
 
 
 def write_trained_report(result: TrainedStability, folder: str | os.PathLike) -> Path:
