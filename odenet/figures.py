@@ -5,6 +5,7 @@ stability region. Matplotlib is imported when a figure is made, never at ``impor
 from __future__ import annotations
 
 import base64
+import html
 import io
 import os
 from collections.abc import Callable
@@ -21,6 +22,7 @@ __all__ = [
     "SPECTRA_FIGURE",
     "STABLE_TOLERANCE",
     "axes_or_new",
+    "inline_picture",
     "new_figure",
     "png_base64",
     "save_figure",
@@ -44,6 +46,19 @@ def new_figure(nrows: int = 1, ncols: int = 1, **figure: Any) -> tuple[Any, Any]
 def axes_or_new(ax: Any, **figure: Any) -> Any:
     """``ax`` itself, or the axes of a new figure of its own (``figure``: the Figure's arguments)."""
     return new_figure(**figure)[1] if ax is None else ax
+
+
+def inline_picture(draw: Callable[[], Any], what: str, name: str, width: int) -> str:
+    """``<img>`` of the axes ``draw()`` returns (the ``what`` of ``name``), inline as base64 PNG for a
+    notebook's HTML; where matplotlib is missing, a paragraph that says so instead."""
+    from odenet.errors import MissingDependencyError
+
+    try:
+        picture = png_base64(draw().figure)
+    except MissingDependencyError as exc:
+        return f"<p>(no picture of the {what}: {html.escape(str(exc))})</p>"
+    alt = html.escape(f"{what} of {name}")
+    return f'<img src="data:image/png;base64,{picture}" alt="{alt}" width="{width}"/>'
 
 
 def png_base64(fig: Any) -> str:

@@ -9,8 +9,7 @@ from typing import TYPE_CHECKING
 
 from odenet.analysis.picture import draw_stability
 from odenet.analysis.verdict import at_text, interval_text, variable_text, verdict
-from odenet.errors import MissingDependencyError
-from odenet.figures import png_base64
+from odenet.figures import inline_picture
 
 if TYPE_CHECKING:
     from odenet.analysis.analyze import Analysis
@@ -51,13 +50,8 @@ def analysis_html(analysis: Analysis) -> str:
         for fact, value in analysis_facts(analysis)
     ]
     out.append("</table>")
-    try:
-        picture = png_base64(draw_stability(analysis).figure)
-    except MissingDependencyError as exc:
-        out.append(f"<p>(no picture of the stability region: {html.escape(str(exc))})</p>")
-    else:
-        out.append(
-            f'<img src="data:image/png;base64,{picture}" alt="stability region of {name}" width="400"/>'
-        )
+    out.append(
+        inline_picture(lambda: draw_stability(analysis), "stability region", analysis.scheme.name, 400)
+    )
     out.append("</div>")
     return "\n".join(out)

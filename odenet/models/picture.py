@@ -10,9 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from odenet.errors import MissingDependencyError
 from odenet.extras import require
-from odenet.figures import SPECTRA_FIGURE, STABLE_TOLERANCE, axes_or_new, png_base64, shade_region
+from odenet.figures import SPECTRA_FIGURE, STABLE_TOLERANCE, axes_or_new, inline_picture, shade_region
 
 if TYPE_CHECKING:
     from odenet.models.spectra import TrainedStability
@@ -101,11 +100,6 @@ def spectra_html(result: TrainedStability) -> str:
         ]
         out.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
     out.append("</table>")
-    try:
-        picture = png_base64(draw_spectra(result).figure)
-    except MissingDependencyError as exc:
-        out.append(f"<p>(no picture of the spectra: {html.escape(str(exc))})</p>")
-    else:
-        out.append(f'<img src="data:image/png;base64,{picture}" alt="layer spectra of {name}" width="480"/>')
+    out.append(inline_picture(lambda: draw_spectra(result), "spectra", result.scheme.name, 480))
     out.append("</div>")
     return "\n".join(out)
