@@ -407,16 +407,22 @@ def test_checkpoint_gives_second_order_gradients(name):
     assert_same_gradients(*grads)
 
 
+@pytest.mark.parametrize("checkpointed", [False, True])
 @pytest.mark.parametrize("memory", ["reversible", "adjoint", "fixed_point"])
-def test_a_retained_graph_gives_the_same_gradients_again(memory):
+def test_a_retained_graph_gives_the_same_gradients_again(memory, checkpointed):
     """A rebuilding mode frees what only a second backward pass would read (the copies above a
-    finished group) when the graph is not retained: with ``retain_graph=True`` it must keep them.
+    finished group) when the graph is not retained: with ``retain_graph=True`` it must keep them,
+    also inside a non-reentrant checkpoint, whose saved-tensor hooks refuse a second read (reading
+    the saved output to tell whether the graph is retained once said "not retained" there).
     Depth 40 runs three groups; every pass is compared with float64 autograd."""
     name = "leapfrog"
     reference, block, _, x = _setup(LIBRARY[name], "plain", {"memory": memory}, depth=40)
     params = [p for p in block.parameters() if p.requires_grad]
     expected = torch.autograd.grad(reference(x).square().sum(), list(reference.parameters()))
-    loss = block(x).square().sum()
+    if checkpointed:
+        loss = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False).square().sum()
+    else:
+        loss = block(x).square().sum()
     first = torch.autograd.grad(loss, params, retain_graph=True)
     checked = list(block.last_pass.reconstruction_errors)
     second = torch.autograd.grad(loss, params)
@@ -429,6 +435,23 @@ def test_a_retained_graph_gives_the_same_gradients_again(memory):
         assert len(checked) >= 3
     with pytest.raises(RuntimeError, match="backward through the graph a second time"):
         torch.autograd.grad(loss, params)
+
+
+@pytest.mark.parametrize("learnable", [False, True])
+@pytest.mark.parametrize("memory", ["reversible", "fixed_point", "checkpoint"])
+def test_a_step_without_function_calls(memory, learnable):
+    """x[n+1] = x[n] + h*x[n]: no function to evaluate, so the product has no evaluation to wait for,
+    and with h fixed it reads nothing of the layer's input either (the interleaved product was then
+    no generator, and the backward pass crashed)."""
+    h = "1/2 learnable in (0, 1)" if learnable else "1/2"
+    text = f"scheme linear\nstate x\nparam h = {h}\nx[n+1] = x[n] + h*x[n]\n"
+    x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    got, expected = [], []
+    for mode, out in ((memory, got), ("autograd", expected)):
+        block = compile(odenet.parse(text), {}, 5, mode).double()
+        loss = block(x).square().sum()
+        out.extend(torch.autograd.grad(loss, [x, *block.parameters()]))
+    assert_same_gradients(got, expected, 2**-30 if memory == "fixed_point" else TOLERANCE)
 
 
 @pytest.mark.parametrize("memory", ["reversible", "adjoint"])

@@ -109,7 +109,9 @@ class SchemeCode:
         """Whether the derived explicit inverse evaluates every call of the forward step (at the
         forward's points): then the product can take each evaluation from it as it is made."""
         code = self.inverse.code
-        return code is not None and set(range(self.call_count)) <= called_keys(code.source)
+        if code is None or self.call_count == 0:  # without calls nothing to interleave (nor a generator)
+            return False
+        return set(range(self.call_count)) <= called_keys(code.source)
 
     @functools.cached_property
     def inverse(self) -> InverseCode:

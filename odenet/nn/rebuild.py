@@ -14,7 +14,6 @@ changed in place between the passes, and the order of the groups.
 from __future__ import annotations
 
 import abc
-import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -72,7 +71,6 @@ class RebuildPass(abc.ABC):
         # the state the next group rebuilds from: the saved top, then what each group hands the one
         # below (held here only, not by the frames of the backward pass, so that it can be freed)
         self.handoff: tuple[torch.Tensor, ...] | None = None
-        self.top_node: weakref.ref | None = None  # the top group's node (see graph_retained)
 
     @abc.abstractmethod
     def forward_group(
@@ -100,18 +98,15 @@ class RebuildPass(abc.ABC):
         check_unchanged(self.layers.scheme.name, self.versions)
 
     def graph_retained(self) -> bool:
-        """Whether this backward pass keeps the graph for another (``retain_graph=True``), asked by a
-        group below the top: autograd frees a node's saved tensors when its backward has run unless
-        the graph is retained, so the top group's saved output tells (a freed node: not retained).
-        Without another pass, what only a second pass would need can be freed at once."""
-        node = self.top_node() if self.top_node is not None else None
-        if node is None:
-            return False
-        try:
-            _ = node.saved_tensors
-        except RuntimeError:  # "Trying to backward through the graph a second time"
-            return False
-        return True
+        """Whether the backward pass running now keeps the graph for another (``retain_graph=True``):
+        what only a second pass through this graph would read can be freed at once when it does not.
+        Asked of autograd's engine (the flag torch's own compiled autograd reads); a torch without it
+        is answered "retained", which only keeps memory. Not inferred from the top group's saved
+        tensors: reading them runs the user's saved-tensor hooks (a non-reentrant checkpoint's raises
+        on a second read, which read as "not retained" left a retained graph's second pass
+        unguarded)."""
+        engine_flag = getattr(torch._C._autograd, "_get_current_graph_task_keep_graph", None)
+        return True if engine_flag is None else bool(engine_flag())
 
     def double_backward_error(self) -> DoubleBackwardError:
         return DoubleBackwardError(
@@ -135,7 +130,6 @@ class _Group(torch.autograd.Function):
         ctx.top = stop == run.stop
         if ctx.top:
             ctx.save_for_backward(*state)
-            run.top_node = weakref.ref(ctx)
         return state
 
     @staticmethod
