@@ -126,6 +126,7 @@ class SchemeBlock(nn.Module):
         self.raw_params = nn.ParameterDict()
         self.intervals: dict = {}  # each parameter's interval (None: unbounded)
         self.start_values: dict[str, float] = {}  # the values the parameters started from
+        self.exact_values: dict[str, float] = {}  # the fixed constants' values, in float64
         for p in self.scheme.params:
             start = float(overrides.get(p.name, p.default))
             self.intervals[p.name] = p.interval
@@ -142,6 +143,22 @@ class SchemeBlock(nn.Module):
                 )
             else:
                 self.register_buffer(f"fixed_{p.name}", torch.tensor(start, dtype=torch.get_default_dtype()))
+                self.exact_values[p.name] = start  # rebuilt from this in every dtype (_apply)
+
+    def _apply(self, fn, recurse=True):
+        """``.to(dtype)``, ``.double()``...: a fixed constant is rebuilt from its exact value in the new
+        dtype (``h = 0.1`` in float64 is 0.1, not float32's 0.10000000149), unless it holds another
+        value (set by hand, loaded), which converts as any buffer does; parameters convert as usual."""
+        before = {name: self.parameter_tensor(name) for name in self.exact_values}
+        result = super()._apply(fn, recurse)
+        for name, old in before.items():
+            new, exact = self.parameter_tensor(name), self.exact_values[name]
+            if new is old or not (old.is_floating_point() and new.is_floating_point()) or old.is_meta:
+                continue
+            if old.detach().cpu().item() == torch.tensor(exact, dtype=old.dtype).item():
+                with torch.no_grad():
+                    new.fill_(exact)
+        return result
 
     # -- what the mode sees (modes.base.Layers) --------------------------------------------------
     @property
