@@ -56,17 +56,18 @@ PEERS = {"revlib": "revlib", "memcnn": "memcnn"}
 
 def functions(workload: str, depth: int, dtype, quick: bool):
     """(f modules, g modules, input) for one workload, the same weights for the same arguments."""
-    import logging
-
     import torch
-    import transformers
     from torch import nn
 
     import odenet
 
-    logging.getLogger("transformers").setLevel(logging.ERROR)
     torch.manual_seed(0)
     if workload == "llama":
+        import logging
+
+        import transformers  # imported for this workload only: it takes seconds
+
+        logging.getLogger("transformers").setLevel(logging.ERROR)
         width, tokens, batch, layers = (32, 16, 2, 4) if quick else (256, 256, 4, 8)
         config = transformers.LlamaConfig(
             vocab_size=64, hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers,
