@@ -729,12 +729,8 @@ def interleaved_vjp(code: StepCode) -> StepCode:
             names = {n.id for n in ast.walk(statement.targets[0]) if isinstance(n, ast.Name)}
             text = lines[statement.lineno - 1].replace("= state", "= yield None")
             deferred[statement.lineno] = (names, None, text)
-        elif (
-            isinstance(value, ast.Call)
-            and isinstance(value.func, ast.Name)
-            and value.func.id == "call"
-            and isinstance(value.args[0], ast.Constant)
-        ):
+        elif value is not None and _keyed(value, "call"):
+            assert isinstance(value, ast.Call)
             target = statement.targets[0]
             assert isinstance(target, ast.Name)
             key, name = value.args[0].value, value.args[1].value  # type: ignore[attr-defined]
@@ -745,12 +741,7 @@ def interleaved_vjp(code: StepCode) -> StepCode:
     waiting = dict(deferred)
     for statement in kept:
         reads = {n.id for n in ast.walk(statement) if isinstance(n, ast.Name)}
-        pulled = {
-            node.args[0].value
-            for node in ast.walk(statement)
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "pull"
-            and isinstance(node.args[0], ast.Constant)
-        }  # fmt: skip
+        pulled = {node.args[0].value for node in ast.walk(statement) if _keyed(node, "pull")}
         if isinstance(statement, ast.Return):  # whatever was not asked for yet, before the end
             pulled |= {key for _, key, _ in waiting.values() if key is not None}
         for number, (names, key, text) in sorted(waiting.items()):
@@ -764,12 +755,20 @@ def interleaved_vjp(code: StepCode) -> StepCode:
 
 def called_keys(source: str) -> set[int]:
     """The keys of the ``call(key, name, ...)`` evaluations in generated ``source``."""
-    return {
-        node.args[0].value
-        for node in ast.walk(ast.parse(source))
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "call"
-        and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, int)
-    }  # fmt: skip
+    return {node.args[0].value for node in ast.walk(ast.parse(source)) if _keyed(node, "call")}
+
+
+def _keyed(node: ast.AST, function: str) -> bool:
+    """Whether ``node`` is generated code's ``function(key, ...)`` (``call`` or ``pull``) with a
+    number as its key."""
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == function
+        and bool(node.args)
+        and isinstance(node.args[0], ast.Constant)
+        and isinstance(node.args[0].value, int)
+    )
 
 
 def release_dead(source: str) -> str:

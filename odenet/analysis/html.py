@@ -18,7 +18,8 @@ __all__ = ["analysis_facts", "analysis_html"]
 
 
 def analysis_facts(analysis: Analysis) -> list[tuple[str, str]]:
-    """``(fact, value)`` in plain text: the table of the HTML and of :meth:`Analysis.to_latex`."""
+    """``(fact, value)`` in plain text: the table of the HTML (:mod:`odenet.analysis.latex` sets the
+    same facts, and ``det M``, as mathematics)."""
     s, r, a = analysis.stability, analysis.reversibility, analysis.accuracy
     var = variable_text(analysis)
     order = "none" if a.order is None else f"{'>= ' if a.lower_bound else ''}{a.order}"

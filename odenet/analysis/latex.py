@@ -1,6 +1,6 @@
 """An analysis as a LaTeX ``tabular`` (``Analysis.to_latex()``, ``odenet analyze --latex``): the
-facts of :func:`~odenet.analysis.html.analysis_facts` with the variable, the intervals and ``det M``
-set as mathematics and every other text escaped."""
+facts of :func:`~odenet.analysis.html.analysis_facts`, and ``det M``, with the variable, the
+intervals and ``det M`` set as mathematics and every other text escaped."""
 
 from __future__ import annotations
 

@@ -41,7 +41,7 @@ def kept_call(run: RebuildPass, n: int, cache: dict, points: dict[int, int] | No
             out = run.record.call_again(n, forward_key, module, leaves)
         cache[forward_key] = (leaves, out)
         value = out.detach()
-        del out
+        del out  # else this frame keeps the output's values alive while ``then`` pulls its graph
         if then is not None:
             then()
         return value
@@ -85,14 +85,14 @@ class InterleavedProduct:
     def advance(self) -> None:
         """Hand the product every evaluation it waits for that the inverse has made."""
         cache = self.product.cache
-        while self.need is not None and self.need[0] in cache:
+        while self.results is None and self.need is not None and self.need[0] in cache:
             self.send(self.product.call(*self.need))
 
     def send(self, value) -> None:
         try:
             self.need = self.steps.send(value)
-        except StopIteration as stop:
-            self.results, self.need = stop.value, ("done", "")
+        except StopIteration as stop:  # done: nothing more to ask for
+            self.results, self.need = stop.value, None
 
     def finish(self, old) -> list[torch.Tensor]:
         while self.results is None:
