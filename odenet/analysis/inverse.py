@@ -22,6 +22,7 @@ import numpy as np
 import sympy
 from sympy.core.function import AppliedUndef
 
+from odenet.analysis.fields import ALGEBRAIC_FAILURES, domain_matrix
 from odenet.errors import NotReversibleError
 from odenet.ir import Equation, Scheme, format_expr, function_calls, value
 from odenet.ir.reversal import forward_to_reversed
@@ -67,11 +68,23 @@ def invert(scheme: Scheme) -> InverseDerivation:
         # Verlet with a nonlinear drift, v_half = v[n] + h/2*f(x[n]), x[n+1] = x[n] + h*g(v_half),
         # v[n+1] = v_half + h/2*f(x[n+1]), gives v_half from the last line, then x[n], then v[n].
         # (With the stages substituted, g(v[n] + h/2*f(x[n])) hides both unknowns.)
-        stages = [eq.target for eq in scheme.stages if eq.target not in scheme.coupled_stages]
+        # A stage of numbers and parameters (Yoshida's weight w1 = 1/(2 - 2**(1/3))) is a known
+        # coefficient, written in where it is read: as an unknown, w1*f(x[n]) would be a product
+        # of unknowns.
+        params = {p.symbol for p in scheme.params}
+        constants: dict[sympy.Symbol, sympy.Expr] = {}
+        for eq in scheme.stages:
+            expr = eq.expr.xreplace(constants)
+            if eq.target not in scheme.coupled_stages and expr.free_symbols <= params and not function_calls(expr):
+                constants[eq.target] = expr
+        stages = [
+            eq.target
+            for eq in scheme.stages
+            if eq.target not in scheme.coupled_stages and eq.target not in constants
+        ]
+        steps = [eq.target - eq.expr.xreplace(constants) for eq in scheme.steps if eq.target not in constants]
         try:
-            pairs, conditions = _solve_jointly_expanding(
-                scheme, [eq.target - eq.expr for eq in scheme.steps], [*unknowns, *stages]
-            )
+            pairs, conditions = _solve_jointly_expanding(scheme, steps, [*unknowns, *stages])
         except NotReversibleError:
             raise NotReversibleError(_first_message(scheme, equations, unknowns)) from None
     return InverseDerivation(pairs, conditions, _as_scheme(scheme, pairs))
@@ -157,21 +170,46 @@ def _mask(expr: sympy.Expr, opaque: dict) -> sympy.Expr:
 
 
 def _solve_linear(equations, unknowns) -> dict | None:
-    """Solve equations that are linear in the unknowns; None when they are not, or not uniquely."""
+    """Solve equations that are linear in the unknowns; None when they are not, or when none is
+    determined. Each unknown the equations pin down is solved even if others are not.
+
+    Exact over the field of the coefficients (rational functions of the symbols over the numbers'
+    field, ``QQ(2**(1/3))`` for Yoshida's weights): a coefficient that is zero is found zero
+    (``1/(2 - 2**(1/3)) - 2**(1/3)/(2 - 2**(1/3)) - (1 - 2**(1/3))/(2 - 2**(1/3))``, which
+    ``cancel`` leaves as it is), so an opaque call that cancels is seen to cancel."""
     if not equations:
         return None
     try:
         matrix, rhs = sympy.linear_eq_to_matrix(equations, unknowns)
     except (sympy.polys.polyerrors.PolynomialError, ValueError, NotImplementedError):
         return None  # nonlinear in an old value outside a function call
-    rows = list(range(matrix.shape[0]))
+    # calls read as symbols (a call of known values is a known number to the solve)
+    calls = {c: sympy.Dummy(f"k{i}") for i, c in enumerate(function_calls(rhs))}
+    augmented = matrix.row_join(rhs.xreplace(calls))
+    try:
+        reduced, pivots = domain_matrix(augmented).to_field().rref()
+    except ALGEBRAIC_FAILURES:
+        return _solve_linear_sympy(matrix, rhs, unknowns)
+    back = {d: c for c, d in calls.items()}
+    domain, rows = reduced.domain, reduced.to_list()
+    n = len(unknowns)
     solution = {}
-    # Each unknown may be determined even if others are not: solve the full system when square and
-    # regular, else find the unknowns that the equations pin down on their own.
+    for i, j in enumerate(pivots):
+        if j == n:
+            return None  # inconsistent: the equations ask 0 = something
+        if all(not rows[i][k] for k in range(n) if k != j):
+            solution[unknowns[j]] = domain.to_sympy(rows[i][n]).xreplace(back)  # cancelled already
+    return solution or None
+
+
+def _solve_linear_sympy(matrix, rhs, unknowns) -> dict | None:
+    """:func:`_solve_linear` by sympy's own arithmetic, for coefficients outside any number field
+    (``exp(-c*h)``): a zero that ``cancel`` misses leaves an unknown unsolved, never wrong."""
     if matrix.shape[0] == matrix.shape[1] and not sympy.cancel(matrix.det()).is_zero:
         values = matrix.LUsolve(rhs)
         return {u: _tidy(v) for u, v in zip(unknowns, values, strict=True)}
-    for i in rows:
+    solution = {}
+    for i in range(matrix.shape[0]):
         nonzero = [j for j in range(len(unknowns)) if not sympy.cancel(matrix[i, j]).is_zero]
         if len(nonzero) == 1:
             j = nonzero[0]
