@@ -75,7 +75,8 @@ def invert(scheme: Scheme) -> InverseDerivation:
         constants: dict[sympy.Symbol, sympy.Expr] = {}
         for eq in scheme.stages:
             expr = eq.expr.xreplace(constants)
-            if eq.target not in scheme.coupled_stages and expr.free_symbols <= params and not function_calls(expr):
+            coupled = eq.target in scheme.coupled_stages
+            if not coupled and expr.free_symbols <= params and not function_calls(expr):
                 constants[eq.target] = expr
         stages = [
             eq.target
