@@ -29,6 +29,7 @@ __all__ = [
     "number_field",
     "poly",
     "to_domain",
+    "vanishes",
 ]
 
 ALGEBRAIC_FAILURES = (
@@ -222,6 +223,31 @@ def poly(expr: sympy.Expr, *gens: sympy.Symbol, numbers: Sequence[sympy.Expr] = 
 
     element = to_domain(expr, ring, atom) if expr != 0 else ring.zero
     return sympy.Poly.from_dict(dict(element), *gens, domain=field)
+
+
+def vanishes(expr: sympy.Expr) -> bool | None:
+    """Whether ``expr``, numbers and symbols without function calls, is identically zero: decided
+    exactly in ``K(symbols)`` over the field ``K`` of its numbers, where ``cancel`` can leave a zero
+    standing (``1/(2 - 2**(1/3)) - 2**(1/3)/(2 - 2**(1/3)) - (1 - 2**(1/3))/(2 - 2**(1/3))``).
+    None where the expression is not in such a field (``exp(h)``, a root of a symbol)."""
+    if expr == 0:
+        return True
+    symbols = sorted(expr.free_symbols, key=sympy.default_sort_key)
+    try:
+        base, convert = number_field([expr])
+        domain = base.frac_field(*symbols) if symbols else base
+        gens = dict(zip(symbols, domain.gens, strict=True)) if symbols else {}
+
+        def atom(a):
+            if a in gens:
+                return gens[a]
+            if a.free_symbols:
+                raise sympy.polys.polyerrors.CoercionFailed(f"{a} is not a rational function")
+            return domain.convert_from(convert(a), base) if symbols else convert(a)
+
+        return not to_domain(expr, domain, atom)
+    except ALGEBRAIC_FAILURES:
+        return None
 
 
 def domain_matrix(matrix: sympy.Matrix):
