@@ -247,14 +247,15 @@ def _png(html_text: str) -> bytes:
 def test_analysis_html_has_verdict_facts_and_an_inline_picture():
     import html
 
-    from odenet.analysis.html import analysis_facts
+    from odenet.analysis.verdict import analysis_facts
 
     analysis = odenet.analyze(odenet.load("rk4"))
     shown = analysis._repr_html_()
     for line in verdict(analysis):
         assert f"<li>{html.escape(line)}.</li>" in shown
-    facts = dict(analysis_facts(analysis))
+    facts = {fact.label: fact.value for fact in analysis_facts(analysis)}
     assert facts["order in h"] == "4" and facts["reversibility"] == "fixed-point"
+    assert facts["symplectic"] == "no" and facts["symmetric"] == "no"
     assert facts["real interval of h*λ"] == "[-2.785, 0]"
     assert "<tr><td>real interval of h*λ</td><td>[-2.785, 0]</td></tr>" in shown
     assert _png(shown).startswith(b"\x89PNG\r\n\x1a\n")
@@ -296,6 +297,8 @@ $\det M$ & $1$ \\
 reversibility & explicit \\
 volume-preserving & yes \\
 backward amplification & 1 \\
+symplectic & does not apply \\
+symmetric & yes \\
 \hline
 \end{tabular}"""
 

@@ -33,6 +33,7 @@ from odenet.analysis.stability import (
     stable_interval,
     step_scaling,
 )
+from odenet.analysis.structure import Structure, structure
 from odenet.analysis.verdict import lipschitz_condition, short_verdict, verdict
 from odenet.errors import NotReversibleError
 from odenet.ir import Scheme
@@ -128,6 +129,7 @@ class Analysis:
     stability: Stability
     reversibility: Reversibility
     accuracy: OrderResult
+    structure: Structure  # symplectic and symmetric, each with its reason
 
     @property
     def explicit(self) -> bool:
@@ -165,6 +167,10 @@ class Analysis:
             "explicit": self.explicit,
             "order": self.order,
             "ode": list(self.accuracy.ode),
+            "symplectic": self.structure.symplectic,
+            "symplectic_reason": self.structure.symplectic_reason,
+            "symmetric": self.structure.symmetric,
+            "symmetric_reason": self.structure.symmetric_reason,
             "time_scale": None if self.accuracy.time_scale is None else format_expr(self.accuracy.time_scale),
             "stability": {
                 "amplification_matrix": [
@@ -365,10 +371,12 @@ def analyze(scheme: Scheme, params: Mapping[str, float] | None = None) -> Analys
     stability = _stability(scheme, values)
     reversibility = _reversibility(scheme, stability, values)
     symbols = {sympy.Symbol(name, real=True): v for name, v in values.items()}
+    solution = reversibility.solution if reversibility.kind == "explicit" else None
     return Analysis(
         scheme=scheme,
         params=values,
         stability=stability,
         reversibility=reversibility,
         accuracy=order_of_accuracy(scheme, symbols),
+        structure=structure(scheme, values, stability.amplification_matrix, solution),
     )

@@ -8,36 +8,13 @@ import html
 from typing import TYPE_CHECKING
 
 from odenet.analysis.picture import draw_stability
-from odenet.analysis.verdict import at_text, interval_text, variable_text, verdict
+from odenet.analysis.verdict import analysis_facts, verdict
 from odenet.figures import inline_picture
 
 if TYPE_CHECKING:
     from odenet.analysis.analyze import Analysis
 
-__all__ = ["analysis_facts", "analysis_html"]
-
-
-def analysis_facts(analysis: Analysis) -> list[tuple[str, str]]:
-    """``(fact, value)`` in plain text: the table of the HTML (:mod:`odenet.analysis.latex` sets the
-    same facts, and ``det M``, as mathematics)."""
-    s, r, a = analysis.stability, analysis.reversibility, analysis.accuracy
-    var = variable_text(analysis)
-    order = "none" if a.order is None else f"{'>= ' if a.lower_bound else ''}{a.order}"
-    amplification = r.backward_amplification
-    return [
-        ("explicit step", "yes" if analysis.explicit else "no (implicit)"),
-        (f"order in {analysis.scheme.step}", order),
-        ("consistent ODE", "; ".join(a.ode) or "none"),
-        ("zero-stable", "yes" if s.zero_stable else "no"),
-        (f"real interval of {var}", interval_text(analysis, False) + at_text(analysis)),
-        (f"imaginary interval of {var}", interval_text(analysis, True) + at_text(analysis)),
-        ("reversibility", r.kind),
-        ("volume-preserving", "yes" if r.volume_preserving else "no"),
-        (
-            "backward amplification",
-            "none (M(0) is singular)" if amplification is None else f"{amplification:.6g}",
-        ),
-    ]
+__all__ = ["analysis_html"]
 
 
 def analysis_html(analysis: Analysis) -> str:
@@ -48,7 +25,7 @@ def analysis_html(analysis: Analysis) -> str:
     out += ["</ul>", "<table>", "<tr><th>fact</th><th>value</th></tr>"]
     out += [
         f"<tr><td>{html.escape(fact)}</td><td>{html.escape(value)}</td></tr>"
-        for fact, value in analysis_facts(analysis)
+        for fact, value, *_ in analysis_facts(analysis)
     ]
     out.append("</table>")
     out.append(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import sympy
 
@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from odenet.analysis.analyze import Analysis
 
 __all__ = [
+    "Fact",
+    "analysis_facts",
     "at_text",
     "format_interval",
     "format_real",
@@ -27,6 +29,7 @@ __all__ = [
     "lipschitz_condition",
     "rescaled_text",
     "short_verdict",
+    "structure_lines",
     "variable_text",
     "verdict",
 ]
@@ -150,7 +153,101 @@ def verdict(analysis: Analysis) -> list[str]:
         out.append("not invertible: the step loses information, so activations must be stored")
     if r.volume_preserving:
         out.append("volume-preserving: |det M| = 1 for every λ")
+    out += structure_lines(analysis)
     return out
+
+
+def structure_lines(analysis: Analysis) -> list[str]:
+    """The symplectic and symmetric verdicts, each with its reason."""
+    st = analysis.structure
+    if st.symplectic is None:
+        symplectic = _undecided("symplecticity", st.symplectic_reason)
+    else:
+        symplectic = st.symplectic_reason  # "symplectic ..." or "not symplectic ..."
+    if st.symmetric is None:
+        symmetric = _undecided("symmetry", st.symmetric_reason)
+    elif st.symmetric:
+        symmetric = f"symmetric (time-reversible): {st.symmetric_reason}"
+    else:
+        symmetric = f"not symmetric: {st.symmetric_reason}"
+    return [symplectic, symmetric]
+
+
+def _undecided(prefix: str, reason: str) -> str:
+    """``symmetry not decided: ...`` or ``symplecticity does not apply: ...``."""
+    if reason.startswith("not decided: "):
+        return f"{prefix} not decided: {reason.removeprefix('not decided: ')}"
+    return f"{prefix} does not apply: {reason}"
+
+
+def _yes_no(verdict: bool | None, reason: str) -> str:
+    if verdict is None:
+        return "not decided" if reason.startswith("not decided") else "does not apply"
+    return "yes" if verdict else "no"
+
+
+class Fact(NamedTuple):
+    """A row of the facts table: plain text (HTML, Markdown), and LaTeX where it differs from the
+    escaped text (mathematics)."""
+
+    label: str
+    value: str
+    label_latex: str | None = None
+    value_latex: str | None = None
+
+
+def analysis_facts(analysis: Analysis) -> list[Fact]:
+    """The facts of an analysis, in the order the HTML table and the LaTeX tabular show them."""
+    s, r, a = analysis.stability, analysis.reversibility, analysis.accuracy
+    scheme = analysis.scheme
+    var = variable_text(analysis)
+    var_latex = f"${scheme.latex(s.variable)}$"
+    at = at_text(analysis)
+    at_latex = ", ".join(f"${sympy.latex(sympy.Symbol(k))} = {format_number(v)}$" for k, v in s.at.items())
+    at_latex = f" (at {at_latex})" if at_latex else ""
+    order = "none" if a.order is None else f"{'>= ' if a.lower_bound else ''}{a.order}"
+    geq = r"$\geq$ " if a.lower_bound else ""
+    order_latex = "none" if a.order is None else f"{geq}{a.order}"
+    amplification = r.backward_amplification
+    step_latex = sympy.latex(sympy.Symbol(scheme.step))
+    st = analysis.structure
+    return [
+        Fact("explicit step", "yes" if analysis.explicit else "no (implicit)"),
+        Fact(f"order in {scheme.step}", order, f"order in ${step_latex}$", order_latex),
+        Fact("consistent ODE", "; ".join(a.ode) or "none"),
+        Fact("zero-stable", "yes" if s.zero_stable else "no"),
+        Fact(
+            f"real interval of {var}",
+            interval_text(analysis, False) + at,
+            f"real interval of {var_latex}",
+            _latex_interval(s.real_interval, False, s.real_interval_closed) + at_latex,
+        ),
+        Fact(
+            f"imaginary interval of {var}",
+            interval_text(analysis, True) + at,
+            f"imaginary interval of {var_latex}",
+            _latex_interval(s.imag_interval, True, s.imag_interval_closed) + at_latex,
+        ),
+        Fact("det M", format_expr(s.det), r"$\det M$", f"${scheme.latex(s.det)}$"),
+        Fact("reversibility", r.kind),
+        Fact("volume-preserving", "yes" if r.volume_preserving else "no"),
+        Fact(
+            "backward amplification",
+            "none (M(0) is singular)" if amplification is None else f"{amplification:.6g}",
+            None,
+            "none ($M(0)$ is singular)" if amplification is None else None,
+        ),
+        Fact("symplectic", _yes_no(st.symplectic, st.symplectic_reason)),
+        Fact("symmetric", _yes_no(st.symmetric, st.symmetric_reason)),
+    ]
+
+
+def _latex_interval(interval: Interval | None, imaginary: bool, closed: tuple[bool, bool]) -> str:
+    """``$[-2, 0]$``, ``$i\\cdot(-1, 1)$``, ``$(-\\infty, 0]$``, ``$\\{0\\}$``, or ``unstable at 0``."""
+    if interval is None:
+        return "unstable at 0"
+    text = format_interval(interval, imaginary, closed)
+    return "$" + text.replace("∞", r"\infty").replace("i·", r"i\cdot").replace("{0}", r"\{0\}") + "$"
 
 
 def short_verdict(analysis: Analysis) -> str:

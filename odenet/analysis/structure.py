@@ -1,0 +1,434 @@
+"""What a scheme keeps of a Hamiltonian flow: symplecticity and symmetry (time-reversibility).
+
+**Symmetric**: the method equals its adjoint, ``Phi_h = (Phi_{-h})^-1``: a step with ``h`` and then
+one with ``-h`` is the identity. Decided on the step's equations, for every function ``f``:
+
+* explicit steps (and steps with an explicit inverse): the new values put into the equations with
+  old and new values swapped and ``h`` negated must satisfy them identically; calls are compared
+  at their points, exactly over the numbers' field (two calls at different points are independent,
+  as they are for a general ``f``). A multistep recurrence is reversed the same way, index ``n+j``
+  read as ``n+1-d-j``, which is the classical ``alpha_j = -alpha_(k-j)``, ``beta_j = beta_(k-j)``;
+* implicit one-step schemes: the reversed equations are the equations themselves, up to a constant
+  factor (the trapezoidal rule, implicit midpoint), or the Runge-Kutta tableau satisfies
+  ``a_(s+1-i)(s+1-j) + a_ij = b_j`` and ``b_(s+1-i) = b_i`` in some order of its stages (Gauss);
+* a one-step scheme whose test-equation matrix has ``M(-h) M(h) != I`` is not symmetric.
+
+**Symplectic** (for a Hamiltonian reading of the limit ODE):
+
+* one state, ``x' = f(x)`` with ``f = J grad H``: a Runge-Kutta tableau with ``b_i a_ij + b_j a_ji
+  = b_i b_j`` is symplectic; one with ``R(z) R(-z) != 1`` (``R`` its stability function: the linear
+  Hamiltonian systems) or failing the B-series condition ``a(u o v) + a(v o u) = a(u) a(v)`` on a
+  pair of trees (necessary for every B-series method) is not;
+* two states ``x, v`` of a separable system (each one's derivative reads only the other, ``x' =
+  g(v)``, ``v' = f(x)``): a step that is a composition of kicks and drifts (each moves one state by
+  a function of the other's current value) is symplectic in ``(x, v)`` when the functions are
+  gradients, each kick or drift being a Hamiltonian flow; one whose test matrix has ``det M != 1``
+  is not;
+* a step with history, more states, or a limit ODE that is not Hamiltonian (friction, no step
+  ``h``): ``None``, with the reason.
+
+Every verdict is a proof (an identity, or a counterexample); where neither is found the answer is
+``None`` and the reason says what was checked.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import sympy
+
+from odenet.analysis.fields import ALGEBRAIC_FAILURES, field_of, vanishes
+from odenet.analysis.tableau import CallMask, Tableau, runge_kutta_tableau
+from odenet.ir import Scheme, format_expr, function_calls, parse_value, value
+
+__all__ = ["Structure", "structure"]
+
+PAIR_ORDER = 8  # the B-series symplecticity condition is checked on pairs of trees up to this size
+_RETURNS = "a step with -h from the new values returns the old ones, for every f"
+
+
+@dataclass(frozen=True)
+class Structure:
+    """``symplectic`` and ``symmetric``: True or False when proved, None when not decided or when
+    the notion does not apply; each with the reason in a sentence."""
+
+    symplectic: bool | None
+    symplectic_reason: str
+    symmetric: bool | None
+    symmetric_reason: str
+
+
+def structure(
+    scheme: Scheme,
+    values: dict[str, sympy.Expr],
+    matrix: sympy.Matrix,
+    inverse: tuple[tuple[sympy.Symbol, sympy.Expr], ...] | None,
+) -> Structure:
+    """Decide both properties of ``scheme`` at the parameter ``values`` (the step ``h`` stays a
+    symbol); ``matrix`` is the test-equation matrix ``M(lambda)``, ``inverse`` the derived explicit
+    inverse's solution (old value, expression of the new ones) when there is one."""
+    step = next((p.symbol for p in scheme.params if p.name == scheme.step), None)
+    numbers = {sympy.Symbol(k, real=True): v for k, v in values.items() if k != scheme.step}
+    if step is None:
+        why = "the step has no step size h (declare one with `step`) to reverse or to read an ODE by"
+        return Structure(None, why, None, why)
+    context = _Context(scheme, step, numbers, matrix.xreplace(numbers), inverse)
+    symmetric, symmetric_reason = _symmetric(context)
+    symplectic, symplectic_reason = _symplectic(context)
+    return Structure(symplectic, symplectic_reason, symmetric, symmetric_reason)
+
+
+@dataclass
+class _Context:
+    scheme: Scheme
+    step: sympy.Symbol
+    numbers: dict[sympy.Symbol, sympy.Expr]
+    matrix: sympy.Matrix  # M(lambda, h) at the parameter values
+    inverse: tuple[tuple[sympy.Symbol, sympy.Expr], ...] | None
+
+    def __post_init__(self):
+        self.tableau: Tableau | None = runge_kutta_tableau(self.scheme, self.numbers)
+
+    @property
+    def one_step(self) -> bool:
+        return not any(self.scheme.history.values())
+
+
+# -- exact identities with calls ------------------------------------------------------------------
+
+
+def _identically_zero(expr: sympy.Expr) -> bool | None:
+    """Whether ``expr`` vanishes for every function: its calls become one symbol per point (two
+    calls at different points are independent for a general ``f``), then the rational function
+    is tested exactly. None where a comparison could not be made exactly."""
+    mask = CallMask()
+    masked = sympy.expand(mask(expr))
+    result = vanishes(masked)
+    if result is None:
+        result = _transcendental_zero(masked)
+    if result is False and mask.uncertain:
+        return None
+    return result
+
+
+def _transcendental_zero(expr: sympy.Expr) -> bool | None:
+    """Zero by ``simplify`` (``cos(h)**2 + sin(h)**2 - 1``), or not zero by its value at an exact
+    point to 50 digits; None if neither shows."""
+    if sympy.simplify(expr) == 0:
+        return True
+    symbols = sorted(expr.free_symbols, key=str)
+    for seed in (3141, 2718):
+        point = {x: sympy.Rational(seed + 1000 * i + 500 * (i % 3), 10000) for i, x in enumerate(symbols)}
+        number = sympy.N(expr.xreplace(point), 50)
+        if number.is_number and abs(complex(number)) > 1e-30:
+            return False
+    return None
+
+
+def _all_zero(exprs) -> bool | None:
+    verdicts = [_identically_zero(e) for e in exprs]
+    if any(v is False for v in verdicts):
+        return False
+    return None if any(v is None for v in verdicts) else True
+
+
+# -- symmetry -------------------------------------------------------------------------------------
+
+
+def _symmetric(c: _Context) -> tuple[bool | None, str]:
+    scheme = c.scheme
+    depths = set(scheme.history.values())
+    if len(depths) != 1:
+        return None, "its states keep histories of different lengths: time reversal is not one map"
+    if c.one_step:
+        identity = _linear_round_trip(c)
+        if identity is False:
+            return False, (
+                "for the test equation f(u) = λu a step with h and then one with -h is not the "
+                "identity (M(-h)·M(h) != I): the method is not its own adjoint"
+            )
+    depth = depths.pop()
+    rename = {value(s, o): value(s, 1 - depth - o) for s in scheme.states for o in range(-depth, 2)}
+    rename[c.step] = -c.step
+    if scheme.is_explicit and not scheme.coupled_stages:
+        verdict = _reversed_holds(scheme, rename, _forward_map(scheme), c.numbers)
+        if verdict is True:
+            return True, _RETURNS
+        if verdict is False:
+            return False, "a step with -h from the new values does not return the old ones for every f"
+        return None, "not decided: the step with -h could not be compared with the old values exactly"
+    residuals = [r.xreplace(c.numbers) for r in scheme.update_residuals.values()]
+    if not scheme.coupled_stages:
+        swapped = [r.xreplace(rename) for r in residuals]
+        for sign in (-1, 1):
+            if _all_zero(s - sign * r for s, r in zip(swapped, residuals, strict=True)):
+                return True, (
+                    "its equations are unchanged when old and new values swap and h changes sign: "
+                    "self-adjoint"
+                )
+        if c.inverse is not None:
+            graph = {}
+            for old, expr in c.inverse:
+                graph[old] = expr.xreplace(c.numbers).xreplace(graph)
+            verdict = _all_zero(s.xreplace(graph) for s in swapped)
+            if verdict is False:
+                return False, "the step with -h from the new values does not return the old ones for every f"
+            if verdict is True:
+                return True, _RETURNS
+    if c.tableau is not None:
+        if _symmetric_tableau(c.tableau):
+            return True, "its tableau satisfies a_(s+1-i)(s+1-j) + a_ij = b_j and b_(s+1-i) = b_i"
+        return None, (
+            "not decided: M(-h)·M(h) = I, but the tableau is symmetric in no order of its stages "
+            "(a reducible method?)"
+        )
+    return None, "not decided for an implicit step of this form"
+
+
+def _linear_round_trip(c: _Context) -> bool | None:
+    """``M(-h) M(h) = I`` for the test equation, exactly; None outside a number field (exp(h))."""
+    m = c.matrix
+    product = m.xreplace({c.step: -c.step}) * m - sympy.eye(m.rows)
+    return _all_zero(product)
+
+
+def _forward_map(scheme: Scheme) -> dict[sympy.Symbol, sympy.Expr]:
+    """Each stage and new value of an explicit step as an expression of the old values."""
+    done: dict[sympy.Symbol, sympy.Expr] = {}
+    for eq in scheme.steps:
+        done[eq.target] = eq.expr.xreplace(done)
+    return {k: v for k, v in done.items() if parse_value(k) is not None}
+
+
+def _reversed_holds(scheme: Scheme, rename, forward, numbers) -> bool | None:
+    """Whether the reversed step (values renamed by ``rename``, stages fresh) computes the old
+    values from the forward step's new ones, identically."""
+    primes = {eq.target: sympy.Dummy(f"{eq.target}'") for eq in scheme.stages}
+    computed: dict[sympy.Symbol, sympy.Expr] = {}
+    forward = {k: v.xreplace(numbers) for k, v in forward.items()}
+    for eq in scheme.steps:
+        expr = eq.expr.xreplace(numbers).xreplace({**rename, **primes})
+        target = primes.get(eq.target, rename.get(eq.target, eq.target))
+        computed[target] = expr.xreplace(computed).xreplace(forward)
+    olds = [value(s, -scheme.history[s]) for s in scheme.states]
+    return _all_zero(computed[old] - old for old in olds)
+
+
+def _symmetric_tableau(t: Tableau) -> bool:
+    """A stage order in which ``a_(s+1-i)(s+1-j) + a_ij = b_j`` and ``b_(s+1-i) = b_i``: the
+    pairing ``i -> sigma(i)`` found by search."""
+    try:
+        domain, flat = field_of([*t.b, *(x for row in t.a for x in row)])
+    except ALGEBRAIC_FAILURES:
+        return False
+    s = t.stages
+    b = flat[:s]
+    a = [flat[s + i * s : s + (i + 1) * s] for i in range(s)]
+
+    def fits(sigma: dict[int, int]) -> bool:
+        return all(a[sigma[i]][sigma[j]] + a[i][j] == b[j] for i in sigma for j in sigma) and all(
+            b[sigma[i]] == b[i] for i in sigma
+        )
+
+    for perm in itertools.permutations(range(s)):
+        sigma = dict(enumerate(perm))
+        if all(sigma[sigma[i]] == i for i in range(s)) and fits(sigma):
+            return True
+    del domain
+    return False
+
+
+# -- symplecticity --------------------------------------------------------------------------------
+
+
+def _symplectic(c: _Context) -> tuple[bool | None, str]:
+    scheme = c.scheme
+    if not c.one_step:
+        old = next(value(s, -d) for s, d in scheme.history.items() if d)
+        return None, f"a multistep step (it reads {old}): symplecticity is a property of one-step maps"
+    if len(scheme.states) == 1:
+        return _symplectic_one_state(c)
+    if len(scheme.states) == 2:
+        return _symplectic_pair(c)
+    return None, "more than two states: no Hamiltonian reading is tried"
+
+
+def _symplectic_one_state(c: _Context) -> tuple[bool | None, str]:
+    (state,) = c.scheme.states
+    if len(c.scheme.functions) != 1:
+        return None, "several functions in one state's step: no Hamiltonian reading is tried"
+    f = c.scheme.functions[0].name
+    hamiltonian = f"for every Hamiltonian {state}' = {f}({state}), {f} = J grad H"
+    if _linear_round_trip(c) is False:
+        return False, (
+            f"not symplectic {hamiltonian}: for the linear ones the step is R(hA) with R(z)·R(-z) != 1"
+        )
+    if c.tableau is None:
+        return None, "not decided: not a Runge-Kutta method, and R(z)·R(-z) = 1"
+    verdict = _runge_kutta_symplectic(c.tableau)
+    if verdict is True:
+        return True, f"symplectic {hamiltonian}: its tableau satisfies b_i a_ij + b_j a_ji = b_i b_j"
+    pair = _failing_pair(c.tableau)
+    if pair is not None:
+        u, v = (_tree_text(t) for t in pair)
+        return False, (
+            f"not symplectic {hamiltonian}: the B-series condition a(u∘v) + a(v∘u) = a(u)·a(v) fails "
+            f"for u = {u}, v = {v}"
+        )
+    return None, (
+        "not decided: b_i a_ij + b_j a_ji != b_i b_j, but the B-series condition holds on every pair "
+        f"of trees up to {PAIR_ORDER} nodes"
+    )
+
+
+def _runge_kutta_symplectic(t: Tableau) -> bool | None:
+    try:
+        domain, flat = field_of([*t.b, *(x for row in t.a for x in row)])
+    except ALGEBRAIC_FAILURES:
+        return None
+    s = t.stages
+    b = flat[:s]
+    a = [flat[s + i * s : s + (i + 1) * s] for i in range(s)]
+    del domain
+    return all(b[i] * a[i][j] + b[j] * a[j][i] == b[i] * b[j] for i in range(s) for j in range(s))
+
+
+def _failing_pair(t: Tableau):
+    """The first pair of trees (by size) failing ``a(u o v) + a(v o u) = a(u) a(v)``, with ``a``
+    the tableau's elementary weights; None if none up to :data:`PAIR_ORDER` nodes."""
+    from odenet.analysis.bseries import trees
+
+    try:
+        domain, flat = field_of([*t.b, *(x for row in t.a for x in row)])
+    except ALGEBRAIC_FAILURES:
+        return None
+    s = t.stages
+    b = flat[:s]
+    a = [flat[s + i * s : s + (i + 1) * s] for i in range(s)]
+    stage_weights: dict = {}
+
+    def internal(tree) -> list:
+        if tree not in stage_weights:
+            out = [domain.one] * s
+            for child in tree:
+                inner = internal(child)
+                out = [out[i] * sum((a[i][j] * inner[j] for j in range(s)), domain.zero) for i in range(s)]
+            stage_weights[tree] = out
+        return stage_weights[tree]
+
+    def weight(tree):
+        phi = internal(tree)
+        return sum((b[i] * phi[i] for i in range(s)), domain.zero)
+
+    for total in range(2, PAIR_ORDER + 1):
+        for size in range(1, total):
+            for u in trees(size):
+                for v in trees(total - size):
+                    uv, vu = tuple(sorted((*u, v))), tuple(sorted((*v, u)))
+                    if weight(uv) + weight(vu) != weight(u) * weight(v):
+                        return u, v
+    return None
+
+
+def _tree_text(tree) -> str:
+    """``•`` for the single node, ``[•, [•]]`` for a root with those children."""
+    if not tree:
+        return "•"
+    return "[" + ", ".join(_tree_text(child) for child in tree) + "]"
+
+
+def _symplectic_pair(c: _Context) -> tuple[bool | None, str]:
+    scheme = c.scheme
+    x, v = scheme.states
+    shears = _shears(scheme, c.numbers) if scheme.is_explicit and not scheme.coupled_stages else None
+    functions = " and ".join(f.name for f in scheme.functions) or "no function"
+    gradients = f"when {functions} {'are gradients' if len(scheme.functions) > 1 else 'is a gradient'}"
+    if shears is not None:
+        return True, (
+            f"symplectic in ({x}, {v}) {gradients}: the step is a composition of {shears} kicks and drifts, "
+            "each moving one state by a function of the other's current value (a Hamiltonian flow)"
+        )
+    reading = _separable(scheme, c.step) if scheme.is_explicit and not scheme.coupled_stages else None
+    if reading is not None:
+        return None, reading
+    det = sympy.Matrix(c.matrix).det()
+    if vanishes(sympy.together(det - 1)) is False:
+        return False, (
+            f"not symplectic in ({x}, {v}): for f(u) = λu (a gradient) "
+            f"det M = {format_expr(sympy.factor(det))}, not 1 (the step does not keep area)"
+        )
+    return None, (
+        "not decided: det M = 1 for the test equation, and the step is not a composition of kicks and drifts"
+    )
+
+
+def _shears(scheme: Scheme, numbers) -> int | None:
+    """The number of kicks and drifts the step is composed of, or None when it is not such a
+    composition: each line that moves a state sets its new current value to the current one plus
+    terms that read only the other state's current value (affinely, or through calls at affine
+    arguments); lines of numbers and parameters are coefficients, other stages (``k = f(x1)``) are
+    written in where they are read."""
+    x, v = scheme.states
+    current = {x: value(x, 0), v: value(v, 0)}
+    steps = {eq.target for eq in scheme.steps} | {value(s, o) for s in (x, v) for o in (0, 1)}
+    step = sympy.Symbol(scheme.step, real=True)
+    written: dict[sympy.Symbol, sympy.Expr] = {}
+    count = 0
+    for eq in scheme.steps:
+        expr = eq.expr.xreplace(numbers).xreplace(written)
+        if not expr.free_symbols - {step} and not function_calls(expr):
+            written[eq.target] = expr  # a coefficient
+            continue
+        parsed = parse_value(eq.target)
+        moved = None
+        for mine, other in ((x, v), (v, x)):
+            if parsed is not None and parsed[0] != mine:
+                continue
+            increment = sympy.expand(expr - current[mine])
+            if (increment.free_symbols & steps) <= {current[other]} and _affine_in(increment, current[other]):
+                moved = mine
+                break
+        if moved is None:
+            if parsed is not None:
+                return None
+            written[eq.target] = expr
+            continue
+        current[moved] = eq.target
+        count += 1
+    if current[x] != value(x, 1) or current[v] != value(v, 1):
+        return None
+    return count
+
+
+def _affine_in(increment: sympy.Expr, other: sympy.Symbol) -> bool:
+    """``increment`` is affine in ``other`` outside calls, and so is every call's argument (a call
+    at an affine argument of a gradient is a gradient)."""
+    calls = function_calls(increment)
+    masked = increment.xreplace({call: sympy.Dummy() for call in calls})
+    if other in masked.free_symbols and sympy.degree(masked, other) > 1:
+        return False
+    for call in calls:
+        for arg in call.args:
+            if function_calls(arg) or (other in arg.free_symbols and sympy.degree(arg, other) > 1):
+                return False
+    return True
+
+
+def _separable(scheme: Scheme, step: sympy.Symbol) -> str | None:
+    """Why the limit ODE has no Hamiltonian reading (a state's derivative reads itself), or None."""
+    forward = _forward_map(scheme)
+    x, v = scheme.states
+    derivatives = {}
+    for s in (x, v):
+        change = forward[value(s, 1)] - value(s, 0)
+        if _identically_zero(change.xreplace({step: 0})) is not True:
+            return f"no limit ODE in ({x}, {v}): the step still moves {s} when h = 0"
+        derivative = sympy.diff(change, step).xreplace({step: 0}).doit()
+        derivatives[s] = derivative
+    plain = {value(s, 0): sympy.Symbol(s) for s in (x, v)}
+    ode = "; ".join(f"{s}' = {format_expr(d.xreplace(plain))}" for s, d in derivatives.items())
+    for s, other in ((x, v), (v, x)):
+        if value(s, 0) in derivatives[s].free_symbols or value(other, 0) not in derivatives[s].free_symbols:
+            return f"its limit ODE, {ode}, is not a separable Hamiltonian system: the notion does not apply"
+    return None
