@@ -107,6 +107,60 @@ def _mp(c) -> mpmath.mpf:
     return mpmath.mpmathify(sympy.N(exact, 60))
 
 
+def structure_oracle(entry: Entry) -> tuple[bool | None, bool | None]:
+    """``(symplectic, symmetric)`` from nodepy's own coefficients as the scheme text writes them, in
+    60-digit arithmetic (a condition holds when it is below 1e-40): for Runge-Kutta methods,
+    ``b_i a_ij + b_j a_ji = b_i b_j`` and a stage bijection ``sigma`` with ``a_sigma(i)sigma(j) = b_j
+    - a_ij``, ``b_sigma(i) = b_i`` (Hairer, Lubich & Wanner, Theorems VI.4.3 and V.2.3); for linear
+    multistep methods, no symplecticity (not one-step maps) and ``alpha_j = -alpha_(k-j)``,
+    ``beta_j = beta_(k-j)``."""
+    with mpmath.workdps(60):
+        tol = mpmath.mpf(10) ** -40
+        if entry.kind == "lmm":
+            alpha = [_mp(c) for c in entry.method.alpha]
+            beta = [_mp(c) for c in entry.method.beta]
+            while abs(alpha[0]) < tol and abs(beta[0]) < tol:  # MS3 as nodepy writes it reads x[n-2] with 0
+                alpha, beta = alpha[1:], beta[1:]
+            k = len(alpha) - 1
+            if k == 1:  # a one-step method: the theta-method's tableau, with stages f(x[n]), f(x[n+1])
+                b = [beta[0] / alpha[1], beta[1] / alpha[1]]
+                return _runge_kutta_structure([[0, 0], b], b, tol)
+            symmetric = all(
+                abs(alpha[j] + alpha[k - j]) < tol and abs(beta[j] - beta[k - j]) < tol for j in range(k + 1)
+            )
+            return None, symmetric
+        a = [[_mp(c) for c in row] for row in np.asarray(entry.method.A, dtype=object)]
+        return _runge_kutta_structure(a, [_mp(c) for c in entry.method.b], tol)
+
+
+def _runge_kutta_structure(a, b, tol) -> tuple[bool, bool]:
+    with mpmath.workdps(60):
+        s = len(b)
+        symplectic = all(
+            abs(b[i] * a[i][j] + b[j] * a[j][i] - b[i] * b[j]) < tol for i in range(s) for j in range(s)
+        )
+        sigma: list[int] = []
+
+        def extend() -> bool:
+            i = len(sigma)
+            if i == s:
+                return True
+            for j in range(s):
+                fits = j not in sigma and abs(b[j] - b[i]) < tol
+                fits = fits and all(
+                    abs(a[j][sigma[m]] - b[m] + a[i][m]) < tol and abs(a[sigma[m]][j] - b[i] + a[m][i]) < tol
+                    for m in range(i)
+                )
+                if fits and abs(a[j][j] - b[i] + a[i][i]) < tol:
+                    sigma.append(j)
+                    if extend():
+                        return True
+                    sigma.pop()
+            return False
+
+        return symplectic, extend()
+
+
 def radius(entry: Entry, z: complex) -> mpmath.mpf:
     """The spectral radius of the step at ``lambda*h = z``, in 50 digits."""
     with mpmath.workdps(50):

@@ -69,6 +69,25 @@ def test_order_and_zero_stability_agree_with_nodepy(entry, analyses):
     assert a.stability.zero_stable is zero_stable
 
 
+@pytest.mark.parametrize("entry", ENTRIES, ids=[e.name for e in ENTRIES])
+def test_symplectic_and_symmetric_agree_with_the_tableau_conditions(entry, analyses):
+    """odenet decides both on the scheme (its tableau read back from the text, the step's
+    equations); the reference computes the textbook conditions from nodepy's A and b. A method
+    whose stages are written as states, or a multistep method with its past carried as states, is
+    a map on more states than the method's: odenet leaves those undecided or answers for that map."""
+    a = _analysis(entry, analyses)
+    symplectic, symmetric = catalogue.structure_oracle(entry)
+    facts = a.to_json()
+    if entry.name.endswith("_as_states"):
+        assert facts["symplectic"] is None and facts["symmetric"] is None
+        return
+    if entry.name.endswith("_carried"):
+        assert facts["symplectic"] is None
+        return
+    assert facts["symplectic"] == symplectic, facts["symplectic_reason"]
+    assert facts["symmetric"] == symmetric, facts["symmetric_reason"]
+
+
 def _oracle(entry) -> dict:
     """The oracle's ends for ``entry``, from the file (computed for this very text)."""
     stored = catalogue.stored_oracle().get(entry.name)

@@ -33,12 +33,12 @@ Every verdict is a proof (an identity, or a counterexample); where neither is fo
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 import sympy
 
-from odenet.analysis.fields import ALGEBRAIC_FAILURES, field_of, vanishes
+from odenet.analysis.fields import ALGEBRAIC_FAILURES, domain_matrix, field_of, vanishes
+from odenet.analysis.stability import linearize
 from odenet.analysis.tableau import CallMask, Tableau, runge_kutta_tableau
 from odenet.ir import Scheme, format_expr, function_calls, parse_value, value
 
@@ -72,6 +72,14 @@ def structure(
     numbers = {sympy.Symbol(k, real=True): v for k, v in values.items() if k != scheme.step}
     if step is None:
         why = "the step has no step size h (declare one with `step`) to reverse or to read an ODE by"
+        return Structure(None, why, None, why)
+    read = set().union(*(eq.expr.free_symbols for eq in scheme.steps))
+    unread = [s for s in scheme.states if not any(value(s, -k) in read for k in range(scheme.history[s] + 1))]
+    if unread:
+        why = (
+            f"not decided: the step never reads {', '.join(unread)} (stages written as states?), so "
+            "its map on the states is not the method's"
+        )
         return Structure(None, why, None, why)
     context = _Context(scheme, step, numbers, matrix.xreplace(numbers), inverse)
     symmetric, symmetric_reason = _symmetric(context)
@@ -149,6 +157,11 @@ def _symmetric(c: _Context) -> tuple[bool | None, str]:
                 "identity (M(-h)·M(h) != I): the method is not its own adjoint"
             )
     depth = depths.pop()
+    if depth and len(scheme.states) == 1 and _linear_relation_reverses(c, depth) is False:
+        return False, (
+            "for the test equation f(u) = λu the recurrence read backwards with -h is another "
+            "recurrence (its coefficients are not those of the forward one, reversed, up to a factor)"
+        )
     rename = {value(s, o): value(s, 1 - depth - o) for s in scheme.states for o in range(-depth, 2)}
     rename[c.step] = -c.step
     if scheme.is_explicit and not scheme.coupled_stages:
@@ -163,10 +176,7 @@ def _symmetric(c: _Context) -> tuple[bool | None, str]:
         swapped = [r.xreplace(rename) for r in residuals]
         for sign in (-1, 1):
             if _all_zero(s - sign * r for s, r in zip(swapped, residuals, strict=True)):
-                return True, (
-                    "its equations are unchanged when old and new values swap and h changes sign: "
-                    "self-adjoint"
-                )
+                return True, ("its equations are unchanged when old and new values swap and h changes sign")
         if c.inverse is not None:
             graph = {}
             for old, expr in c.inverse:
@@ -187,10 +197,36 @@ def _symmetric(c: _Context) -> tuple[bool | None, str]:
 
 
 def _linear_round_trip(c: _Context) -> bool | None:
-    """``M(-h) M(h) = I`` for the test equation, exactly; None outside a number field (exp(h))."""
+    """``M(-h) M(h) = I`` for the test equation, exactly: the product taken over the entries' field
+    (rational functions of ``h`` and ``lambda``); None outside a number field (``exp(h)``)."""
     m = c.matrix
-    product = m.xreplace({c.step: -c.step}) * m - sympy.eye(m.rows)
-    return _all_zero(product)
+    n = m.rows
+    both = domain_matrix(m.xreplace({c.step: -c.step}).row_join(m))
+    if both.domain.is_EX or both.domain.is_EXRAW:
+        product = m.xreplace({c.step: -c.step}) * m - sympy.eye(n)
+        return _all_zero(product)
+    backward = both.extract(list(range(n)), list(range(n)))
+    forward = both.extract(list(range(n)), list(range(n, 2 * n)))
+    product = (backward * forward).to_list()
+    one = both.domain.one  # compared by difference: a fraction over QQ<a> keeps c/c unreduced
+    return all(not (product[i][j] - (one if i == j else 0)) for i in range(n) for j in range(n))
+
+
+def _linear_relation_reverses(c: _Context, depth: int) -> bool | None:
+    """For one state with history and ``f(u) = lambda*u``: whether the linear recurrence
+    ``sum_o c_o x[n+o] = 0`` read backwards with ``-h``, ``sum_o c_(1-d-o)(-h) x[n+o]``, has
+    coefficients parallel to the forward ones (the same recurrence): necessary for symmetry."""
+    (state,) = c.scheme.states
+    residual = linearize(c.scheme.update_residuals[state].xreplace(c.numbers))
+    offsets = range(-depth, 2)
+    forward = [sympy.diff(residual, value(state, o)) for o in offsets]
+    backward = [
+        sympy.diff(residual, value(state, 1 - depth - o)).xreplace({c.step: -c.step}) for o in offsets
+    ]
+    crossed = [
+        forward[i] * backward[j] - forward[j] * backward[i] for i in range(len(forward)) for j in range(i)
+    ]
+    return _all_zero(crossed)
 
 
 def _forward_map(scheme: Scheme) -> dict[sympy.Symbol, sympy.Expr]:
@@ -216,27 +252,35 @@ def _reversed_holds(scheme: Scheme, rename, forward, numbers) -> bool | None:
 
 
 def _symmetric_tableau(t: Tableau) -> bool:
-    """A stage order in which ``a_(s+1-i)(s+1-j) + a_ij = b_j`` and ``b_(s+1-i) = b_i``: the
-    pairing ``i -> sigma(i)`` found by search."""
+    """A stage order in which ``a_(s+1-i)(s+1-j) + a_ij = b_j`` and ``b_(s+1-i) = b_i``: a
+    bijection ``sigma`` with ``a_sigma(i)sigma(j) = b_j - a_ij`` and ``b_sigma(i) = b_i``, found by
+    search (each stage's candidates pruned by its ``b`` and its diagonal entry)."""
     try:
         domain, flat = field_of([*t.b, *(x for row in t.a for x in row)])
     except ALGEBRAIC_FAILURES:
         return False
+    del domain
     s = t.stages
     b = flat[:s]
     a = [flat[s + i * s : s + (i + 1) * s] for i in range(s)]
+    candidates = [[j for j in range(s) if b[j] == b[i] and a[j][j] == b[i] - a[i][i]] for i in range(s)]
+    sigma: list[int] = []
 
-    def fits(sigma: dict[int, int]) -> bool:
-        return all(a[sigma[i]][sigma[j]] + a[i][j] == b[j] for i in sigma for j in sigma) and all(
-            b[sigma[i]] == b[i] for i in sigma
-        )
-
-    for perm in itertools.permutations(range(s)):
-        sigma = dict(enumerate(perm))
-        if all(sigma[sigma[i]] == i for i in range(s)) and fits(sigma):
+    def extend() -> bool:
+        i = len(sigma)
+        if i == s:
             return True
-    del domain
-    return False
+        for j in candidates[i]:
+            if j in sigma:
+                continue
+            if all(a[j][sigma[k]] == b[k] - a[i][k] and a[sigma[k]][j] == b[i] - a[k][i] for k in range(i)):
+                sigma.append(j)
+                if extend():
+                    return True
+                sigma.pop()
+        return False
+
+    return extend()
 
 
 # -- symplecticity --------------------------------------------------------------------------------
@@ -349,7 +393,9 @@ def _symplectic_pair(c: _Context) -> tuple[bool | None, str]:
             f"symplectic in ({x}, {v}) {gradients}: the step is a composition of {shears} kicks and drifts, "
             "each moving one state by a function of the other's current value (a Hamiltonian flow)"
         )
-    reading = _separable(scheme, c.step) if scheme.is_explicit and not scheme.coupled_stages else None
+    if not scheme.is_explicit or scheme.coupled_stages:
+        return None, f"not decided: the limit ODE of an implicit step of ({x}, {v}) is not read here"
+    reading = _separable(scheme, c.step)
     if reading is not None:
         return None, reading
     det = sympy.Matrix(c.matrix).det()

@@ -1,0 +1,398 @@
+"""Symplectic and symmetric verdicts: the textbook facts (Hairer, Lubich & Wanner, Geometric Numerical
+Integration, chapters V and VI), and for every verdict a numerical check with the compiled step in
+float64 on nonlinear Hamiltonian systems:
+
+* symplecticity defect ``|M^T J M - J|`` of the step's Jacobian (autograd) at random points, for a
+  random Hamiltonian: rounding for a symplectic verdict, far from it otherwise;
+* a step with ``h`` and then one with ``-h`` (a multistep recurrence read backwards): back to the
+  start for a symmetric verdict, not otherwise;
+* the pendulum's energy over 10**4 steps (slow): bounded and without drift for symplectic steps,
+  drifting for steps that are neither symplectic nor symmetric.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sympy
+import torch
+from torch import nn
+
+import odenet
+from odenet.analysis.structure import structure
+from odenet.analysis.tableau import runge_kutta_tableau
+from odenet.nn import Solver, compile
+
+DATA = Path(__file__).parent / "data"
+PATHS = {
+    "yoshida": DATA / "user" / "yoshida.scheme",
+    "forest_ruth": DATA / "user" / "forest_ruth.scheme",
+    "suzuki": DATA / "compositions" / "suzuki.scheme",
+    "damped_kdk": DATA / "user" / "damped_kdk.scheme",
+}
+
+SYMPLECTIC_EULER = """scheme symplectic_euler
+state q, p
+param h = 0.1
+function f, g
+p[n+1] = p[n] + h*f(q[n])
+q[n+1] = q[n] + h*g(p[n+1])
+"""
+LOBATTO_IIIC2 = """scheme lobatto_iiic2
+state x
+param h = 0.1
+k1 = f(x[n] + h*(k1/2 - k2/2))
+k2 = f(x[n] + h*(k1/2 + k2/2))
+x[n+1] = x[n] + h*(k1 + k2)/2
+"""
+RADAU_IIA2 = """scheme radau_iia2
+state x
+param h = 0.1
+k1 = f(x[n] + h*(5*k1/12 - k2/12))
+k2 = f(x[n] + h*(3*k1/4 + k2/4))
+x[n+1] = x[n] + h*(3*k1/4 + k2/4)
+"""
+LOBATTO_IIIA3 = """scheme lobatto_iiia3
+state x
+param h = 0.1
+k1 = f(x[n])
+k2 = f(x[n] + h*(5*k1/24 + k2/3 - k3/24))
+k3 = f(x[n] + h*(k1/6 + 2*k2/3 + k3/6))
+x[n+1] = x[n] + h*(k1/6 + 2*k2/3 + k3/6)
+"""
+TEXTS = {"symplectic_euler": SYMPLECTIC_EULER, "lobatto_iiic2": LOBATTO_IIIC2, "radau_iia2": RADAU_IIA2}
+TEXTS["lobatto_iiia3"] = LOBATTO_IIIA3
+
+
+def load(name: str) -> odenet.Scheme:
+    if name in TEXTS:
+        return odenet.parse(TEXTS[name])
+    return odenet.load(PATHS.get(name, name))
+
+
+# (symplectic, symmetric): Hairer, Lubich & Wanner, GNI, Theorems V.2.1-V.2.3 and VI.4.3-VI.4.6,
+# VI.3.3 (Stormer-Verlet), VI.3.1 (symplectic Euler), V.3 (compositions), II.3 and XV (multistep:
+# symplecticity is defined for one-step maps only)
+TEXTBOOK = {
+    "euler": (False, False),
+    "backward_euler": (False, False),
+    "heun": (False, False),
+    "rk4": (False, False),
+    "implicit_midpoint": (True, True),
+    "gauss_legendre2": (True, True),
+    "trapezoidal": (False, True),  # conjugate-symplectic, not symplectic
+    "lobatto_iiia3": (False, True),
+    "lobatto_iiic2": (False, False),
+    "radau_iia2": (False, False),
+    "symplectic_euler": (True, False),
+    "hamiltonian": (True, False),  # symplectic Euler with y, z
+    "verlet": (True, True),
+    "yoshida": (True, True),
+    "forest_ruth": (True, True),
+    "suzuki": (True, True),
+    "leapfrog": (None, True),
+    "midpoint": (None, True),  # the explicit two-step midpoint rule
+    "ab2": (None, False),
+    "lm_resnet": (None, False),
+    "momentum": (None, None),  # no step h
+    "revnet": (None, None),
+    "reversible_heun": (None, True),  # symmetric on (y, z); y alone is not a one-step map
+    "damped_kdk": (None, True),  # friction: no Hamiltonian reading; its splitting is symmetric
+}
+
+
+@pytest.fixture(scope="module")
+def analyses():
+    return {}
+
+
+def analysis(name, cache):
+    if name not in cache:
+        cache[name] = odenet.analyze(load(name))
+    return cache[name]
+
+
+SLOW = {"suzuki"}  # its analysis takes 25 s (order and stability of an eleven-line step)
+
+
+def _cases(names):
+    return [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in names]
+
+
+@pytest.mark.parametrize("name", _cases(TEXTBOOK))
+def test_textbook_verdicts(name, analyses):
+    a = analysis(name, analyses)
+    assert (a.structure.symplectic, a.structure.symmetric) == TEXTBOOK[name]
+    facts = a.to_json()
+    assert (facts["symplectic"], facts["symmetric"]) == TEXTBOOK[name]
+    assert facts["symplectic_reason"] and facts["symmetric_reason"]
+
+
+def test_every_library_scheme_has_both_keys():
+    for name in odenet.library_names():
+        facts = odenet.analyze(odenet.load(name)).to_json()
+        assert facts["symplectic"] in (True, False, None) and facts["symmetric"] in (True, False, None)
+        assert name in TEXTBOOK, f"{name}: add its textbook verdicts above"
+
+
+def test_the_reasons_say_how():
+    verlet = odenet.analyze(odenet.load("verlet")).structure
+    assert "composition of 3 kicks and drifts" in verlet.symplectic_reason
+    rk4 = odenet.analyze(odenet.load("rk4")).structure
+    assert "R(z)·R(-z) != 1" in rk4.symplectic_reason
+    trapezoidal = odenet.analyze(odenet.load("trapezoidal")).structure
+    # the first pair of trees where a(u∘v) + a(v∘u) = a(u)a(v) fails: both single nodes give
+    # 2*sum(b_i c_i) = 1 = (sum b_i)**2, then u = •, v = [•]: 2*(b.c**2)/... fails for the rule
+    assert "u = •, v = [•]" in trapezoidal.symplectic_reason
+    leapfrog = odenet.analyze(odenet.load("leapfrog")).structure
+    assert "multistep" in leapfrog.symplectic_reason and "y[n-1]" in leapfrog.symplectic_reason
+    damped = analysis("damped_kdk", {}).structure
+    assert "not a separable Hamiltonian system" in damped.symplectic_reason
+    assert "v' = -c*v + f(x)" in damped.symplectic_reason
+
+
+def test_the_verdict_and_facts_show_both():
+    a = odenet.analyze(odenet.load("gauss_legendre2"))
+    lines = odenet.analysis.verdict.verdict(a)
+    assert any(line.startswith("symplectic for every Hamiltonian") for line in lines)
+    assert any(line.startswith("symmetric (time-reversible)") for line in lines)
+    leapfrog = odenet.analyze(odenet.load("leapfrog"))
+    assert "symplecticity does not apply: a multistep step" in str(leapfrog)
+    assert r"symplectic & does not apply \\" in leapfrog.to_latex()
+
+
+def test_tableaux_read_from_any_spelling():
+    """Heun written with nested calls, the trapezoidal rule reading its own new value, Gauss with
+    coupled stages: the tableaux of the textbook."""
+    values = {}
+    heun = runge_kutta_tableau(odenet.load("heun"), values)
+    assert heun is not None and heun.b == (sympy.Rational(1, 2),) * 2
+    assert heun.a == ((0, 0), (1, 0))
+    trapezoidal = runge_kutta_tableau(odenet.load("trapezoidal"), values)
+    assert trapezoidal is not None and sorted(map(tuple, trapezoidal.a)) == [(0, 0), (sympy.S.Half,) * 2]
+    gauss = runge_kutta_tableau(odenet.load("gauss_legendre2"), values)
+    r = sympy.sqrt(3) / 6
+    assert gauss is not None
+    assert [[sympy.expand(x) for x in row] for row in gauss.a] == [
+        [sympy.Rational(1, 4), sympy.Rational(1, 4) - r],
+        [sympy.Rational(1, 4) + r, sympy.Rational(1, 4)],
+    ]
+    assert runge_kutta_tableau(odenet.load("verlet"), values) is None  # two states
+
+
+def test_a_scheme_without_a_step_says_so():
+    s = odenet.load("revnet")
+    st = structure(s, {p.name: p.default for p in s.params}, sympy.eye(2), None)
+    assert st.symplectic is None and "no step size" in st.symplectic_reason
+
+
+# -- numerical checks ------------------------------------------------------------------------------
+
+WIDTH = 2  # each canonical variable in R**2
+
+
+class _Gradient(nn.Module):
+    """``sign * grad(sum c*log cosh(W u + b) + |u|**2/2)``: the gradient of a nonlinear potential."""
+
+    def __init__(self, seed: int, sign: float):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.w = torch.randn(3, WIDTH, generator=g, dtype=torch.float64)
+        self.b = torch.randn(3, generator=g, dtype=torch.float64)
+        self.c = torch.rand(3, generator=g, dtype=torch.float64) + 0.5
+        self.sign = sign
+
+    def forward(self, u):
+        return self.sign * ((self.c * torch.tanh(u @ self.w.T + self.b)) @ self.w + u)
+
+
+class _HamiltonianField(nn.Module):
+    """``J grad H`` for ``H(q, p) = T(p) + V(q)`` on ``u = (q, p)``: ``(grad T(p), -grad V(q))``."""
+
+    def __init__(self, seed: int):
+        super().__init__()
+        self.t, self.v = _Gradient(seed, 1.0), _Gradient(seed + 1, 1.0)
+
+    def forward(self, u):
+        q, p = u[..., :WIDTH], u[..., WIDTH:]
+        return torch.cat([self.t(p), -self.v(q)], dim=-1)
+
+
+# the role of each function: one-state schemes read x' = f(x) with f = J grad H on x = (q, p); the
+# pairs read (q, p) = their two states, with the signs their ODE gives
+ROLES = {
+    "verlet": {"f": -1.0},  # x' = v, v' = f(x) = -grad V
+    "yoshida": {"f": -1.0},
+    "suzuki": {"f": -1.0},
+    "symplectic_euler": {"f": -1.0, "g": 1.0},  # p' = f(q), q' = g(p)
+    "forest_ruth": {"f": -1.0, "g": 1.0},
+    "hamiltonian": {"f": 1.0, "g": 1.0},  # y' = f(z) = grad T, z' = -g(y) = -grad V
+}
+ONE_STATE = ["euler", "backward_euler", "heun", "rk4", "implicit_midpoint", "gauss_legendre2"]
+ONE_STATE += ["trapezoidal", "lobatto_iiia3", "lobatto_iiic2", "radau_iia2"]
+TIGHT = Solver("newton", tol=1e-14, max_iter=50)
+ITERATED = Solver("fixed_point", tol=1e-15, max_iter=200)  # cheap per step: the energy runs
+
+
+def _block(name: str, h: float, seed: int = 0):
+    scheme = load(name)
+    if name in ROLES:
+        functions = {f: _Gradient(seed + i, sign) for i, (f, sign) in enumerate(ROLES[name].items())}
+    else:
+        functions = {"f": _HamiltonianField(seed)}
+    solver = None if scheme.is_explicit else TIGHT
+    return compile(scheme, functions, 1, params={"h": h}, solver=solver).double()
+
+
+def _canonical(name: str, state: tuple) -> torch.Tensor:
+    """The state as (q, p) in one vector: a pair's states are (q, p) in the order declared."""
+    return torch.cat(state, dim=-1) if name in ROLES else state[0]
+
+
+def _split(name: str, u: torch.Tensor) -> tuple:
+    return (u[..., :WIDTH], u[..., WIDTH:]) if name in ROLES else (u,)
+
+
+def _map(name: str, h: float):
+    block = _block(name, h)
+
+    def step(u: torch.Tensor) -> torch.Tensor:
+        return _canonical(name, block.run(_split(name, u)))
+
+    return step
+
+
+@pytest.mark.parametrize("name", _cases(ONE_STATE + list(ROLES)))
+def test_symplecticity_defect_matches_the_verdict(name, analyses):
+    """``|M^T J M - J|`` at three random points, ``h = 0.2``: below 1e-12 for a symplectic verdict,
+    above 1e-5 for a non-symplectic one."""
+    expected = analysis(name, analyses).structure.symplectic
+    step = _map(name, 0.2)
+    n = 2 * WIDTH
+    j = torch.zeros(n, n, dtype=torch.float64)
+    j[:WIDTH, WIDTH:], j[WIDTH:, :WIDTH] = torch.eye(WIDTH), -torch.eye(WIDTH)
+    g = torch.Generator().manual_seed(7)
+    defects = []
+    for _ in range(3):
+        u = torch.randn(n, generator=g, dtype=torch.float64)
+        m = torch.autograd.functional.jacobian(lambda x: step(x[None])[0], u)
+        defects.append(float((m.T @ j @ m - j).abs().max()))
+    if expected:
+        assert max(defects) < 1e-12, defects
+    else:
+        assert min(defects) > 1e-5, defects
+
+
+SYMMETRIC_CHECKED = ONE_STATE + list(ROLES) + ["leapfrog", "midpoint", "lm_resnet", "ab2", "damped_kdk"]
+SYMMETRIC_CHECKED += ["reversible_heun"]
+
+
+@pytest.mark.parametrize("name", _cases(SYMMETRIC_CHECKED))
+def test_a_step_back_with_minus_h_matches_the_symmetric_verdict(name, analyses):
+    """Forward with ``h = 0.5``, then with ``-0.5`` from the new values (a history read backwards:
+    each state's window reversed): the start again, to rounding (1e-12), exactly when the verdict
+    says symmetric; otherwise at least 1e-9 away (RK4's adjoint differs from it by O(h**5))."""
+    expected = analysis(name, analyses).structure.symmetric
+    scheme = load(name)
+    forward, backward = (_general_block(scheme, h) for h in (0.5, -0.5))
+    g = torch.Generator().manual_seed(3)
+    start = tuple(torch.randn(4, WIDTH, generator=g, dtype=torch.float64) for _ in scheme.state_vector)
+    windows = _windows(scheme)
+    with torch.no_grad():
+        back = _reverse(backward.run(_reverse(forward.run(start), windows)), windows)
+    error = max(float((a - b).abs().max()) for a, b in zip(back, start, strict=True))
+    if expected:
+        assert error < 1e-12
+    else:
+        assert error > 1e-9
+
+
+def _general_block(scheme: odenet.Scheme, h: float):
+    functions = {f.name: _Gradient(i, 0.3) for i, f in enumerate(scheme.functions)}  # gentle: solves converge
+    solver = None if scheme.is_explicit else TIGHT
+    return compile(scheme, functions, 1, params={"h": h}, solver=solver).double()
+
+
+def _windows(scheme: odenet.Scheme) -> list[list[int]]:
+    """The positions of each state's values in the state vector, newest first."""
+    out: dict[str, list[int]] = {}
+    for i, symbol in enumerate(scheme.state_vector):
+        out.setdefault(str(symbol).split("[")[0], []).append(i)
+    return list(out.values())
+
+
+def _reverse(state: tuple, windows) -> tuple:
+    out = list(state)
+    for window in windows:
+        for i, j in zip(window, reversed(window), strict=True):
+            out[i] = state[j]
+    return tuple(out)
+
+
+class _Pendulum(nn.Module):
+    def __init__(self, sign: float = -1.0):
+        super().__init__()
+        self.sign = sign
+
+    def forward(self, u):
+        return self.sign * torch.sin(u)
+
+
+class _PendulumField(nn.Module):
+    def forward(self, u):
+        q, p = u[..., :1], u[..., 1:]
+        return torch.cat([p, -torch.sin(q)], dim=-1)
+
+
+class _Identity(nn.Module):
+    def forward(self, u):
+        return u
+
+
+ENERGY_CASES = ["euler", "rk4", "heun", "backward_euler", "implicit_midpoint", "gauss_legendre2"]
+ENERGY_CASES += ["verlet", "yoshida", "forest_ruth", "hamiltonian", "symplectic_euler"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ENERGY_CASES)
+def test_the_pendulums_energy_over_ten_thousand_steps(name, analyses):
+    """The pendulum ``q'' = -sin q`` from ``(q, p) = (1, 0.5)``, ``h = 0.1``, 10**4 steps of the
+    compiled block in float64: for a symplectic step the energy error stays bounded (its largest
+    value in the last quarter of the run no more than 1.5 times that of the first 200 steps); for a
+    step neither symplectic nor symmetric it drifts (more than 2.5 times that of the first 20)."""
+    st = analysis(name, analyses).structure
+    scheme = load(name)
+    if name in ROLES:
+        roles = ROLES[name]
+        functions = {
+            f: (_Identity() if sign > 0 and name != "hamiltonian" else _Pendulum(-1.0 if sign < 0 else 1.0))
+            for f, sign in roles.items()
+        }
+        if name == "hamiltonian":  # y' = f(z) = z, z' = -g(y) = -sin(y)
+            functions = {"f": _Identity(), "g": _Pendulum(1.0)}
+        state = (torch.tensor([[1.0]], dtype=torch.float64), torch.tensor([[0.5]], dtype=torch.float64))
+        if name == "symplectic_euler":  # p' = f(q), q' = g(p): its states are (q, p)
+            functions = {"f": _Pendulum(-1.0), "g": _Identity()}
+    else:
+        functions = {"f": _PendulumField()}
+        state = (torch.tensor([[1.0, 0.5]], dtype=torch.float64),)
+    solver = None if scheme.is_explicit else ITERATED
+    block = compile(scheme, functions, 1, params={"h": 0.1}, solver=solver).double()
+
+    def energy(state) -> float:
+        u = torch.cat(state, dim=-1)[0] if len(state) == 2 else state[0][0]
+        q, p = float(u[0]), float(u[1])
+        return p * p / 2 - torch.cos(torch.tensor(q)).item()
+
+    start = energy(state)
+    errors = []
+    with torch.no_grad():
+        for _ in range(10_000):
+            state = block.run(state)
+            errors.append(abs(energy(state) - start))
+    last = max(errors[-len(errors) // 4 :])
+    if st.symplectic:  # the first 200 steps (three periods) see the oscillation whole
+        assert last <= 1.5 * max(errors[:200]) + 1e-13 and last < 0.1
+    elif st.symplectic is False and st.symmetric is False:  # backward Euler's decay saturates
+        assert last > 2.5 * max(errors[:20])
