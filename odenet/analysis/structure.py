@@ -38,11 +38,13 @@ from dataclasses import dataclass
 import sympy
 
 from odenet.analysis.fields import ALGEBRAIC_FAILURES, domain_matrix, field_of, vanishes
-from odenet.analysis.stability import linearize
+from odenet.analysis.inverse import invert
+from odenet.analysis.stability import amplification_matrix, linearize
 from odenet.analysis.tableau import CallMask, Tableau, runge_kutta_tableau
+from odenet.errors import NotReversibleError
 from odenet.ir import Scheme, format_expr, function_calls, parse_value, value
 
-__all__ = ["Structure", "structure"]
+__all__ = ["Structure", "structure", "structure_of"]
 
 PAIR_ORDER = 8  # the B-series symplecticity condition is checked on pairs of trees up to this size
 _RETURNS = "a step with -h from the new values returns the old ones, for every f"
@@ -71,7 +73,7 @@ def structure(
     step = next((p.symbol for p in scheme.params if p.name == scheme.step), None)
     numbers = {sympy.Symbol(k, real=True): v for k, v in values.items() if k != scheme.step}
     if step is None:
-        why = "the step has no step size h (declare one with `step`) to reverse or to read an ODE by"
+        why = "the scheme has no step size (no parameter h, no `step` line) to reverse or to read an ODE by"
         return Structure(None, why, None, why)
     read = set().union(*(eq.expr.free_symbols for eq in scheme.steps))
     unread = [s for s in scheme.states if not any(value(s, -k) in read for k in range(scheme.history[s] + 1))]
@@ -85,6 +87,17 @@ def structure(
     symmetric, symmetric_reason = _symmetric(context)
     symplectic, symplectic_reason = _symplectic(context)
     return Structure(symplectic, symplectic_reason, symmetric, symmetric_reason)
+
+
+def structure_of(scheme: Scheme) -> Structure:
+    """Both verdicts at the parameters' defaults, without the rest of the analysis (``odenet show``):
+    the test-equation matrix and the inverse computed here."""
+    try:
+        solution = invert(scheme).solution
+    except NotReversibleError:
+        solution = None
+    values = {p.name: p.default for p in scheme.params}
+    return structure(scheme, values, amplification_matrix(scheme), solution)
 
 
 @dataclass

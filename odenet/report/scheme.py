@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import networkx as nx
 
+from odenet.analysis import structure_of
 from odenet.ir import Scheme
 from odenet.ir.printing import format_expr, format_number
 from odenet.library import library_names, load
@@ -60,6 +61,15 @@ def show_text(scheme: Scheme) -> str:
     for node in computed:
         sources = ", ".join(sorted(graph.predecessors(node)))
         out.append(f"  {node:<{width}}  <- {sources}")
+    out += ["", "structure (the proofs: odenet analyze):"]
+    st = structure_of(scheme)
+    for name, verdict, reason in (
+        ("symplectic", st.symplectic, st.symplectic_reason),
+        ("symmetric", st.symmetric, st.symmetric_reason),
+    ):
+        undecided = "not decided" if reason.startswith("not decided") else "n/a"
+        answer = {True: "yes", False: "no", None: undecided}[verdict]
+        out.append(f"  {name:<10}  {answer}: {reason.removeprefix('not decided: ')}")
     out += ["", "training defaults (odenet train):"]
     measured = LIBRARY_DEFAULTS.get(scheme.name)
     if measured is not None and scheme.name in library_names() and load(scheme.name) == scheme:
