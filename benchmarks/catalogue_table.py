@@ -50,6 +50,10 @@ def _close(a: float | None, b: float | None) -> bool:
     return math.isclose(a, b, rel_tol=1e-5)
 
 
+def _verdict(v: bool | None) -> str:
+    return {True: "yes", False: "no", None: "–"}[v]
+
+
 def _nodepy_interval(entry, direction: complex) -> float | str | None:
     """nodepy's own interval (explicit Runge-Kutta methods only; "–" for the others)."""
     if entry.kind != "rk" or np.any(np.triu(np.asarray(entry.method.A) != 0)):
@@ -86,6 +90,10 @@ def main() -> int:
             and _close(real, ref_real)
             and _close(imag, ref_imag)
         )
+        symplectic, symmetric = catalogue.structure_oracle(entry)
+        st = a.structure
+        if not entry.name.endswith(("_as_states", "_carried")):  # maps on more states than the method's
+            same = same and st.symplectic == symplectic and st.symmetric == symmetric
         note = "" if same else KNOWN.get(entry.name, "DIFFERS")
         differing += not same and entry.name not in KNOWN
         written = a.accuracy.exact_order
@@ -95,7 +103,8 @@ def main() -> int:
             f"{'yes' if s.zero_stable else 'no'} | {'yes' if zero else 'no'} | "
             f"{_end(real)} | {_end(ref_real)} | {_end(_nodepy_interval(entry, -1))} | "
             f"{_end(imag)} | {_end(ref_imag)} | {_end(_nodepy_interval(entry, 1j))} | "
-            f"{a.reversibility.kind} | {seconds:.2f} | {note} |"
+            f"{a.reversibility.kind} | {_verdict(st.symplectic)} | {_verdict(symplectic)} "
+            f"| {_verdict(st.symmetric)} | {_verdict(symmetric)} | {seconds:.2f} | {note} |"
         )
         print(rows[-1], flush=True)
     header = [
@@ -110,14 +119,18 @@ def main() -> int:
         "is the definition, the spectral radius sampled in 50-digit arithmetic and bisected (the test",
         "oracle); nodepy's own intervals (explicit Runge-Kutta methods) stand beside it, for",
         "information: they are floating-point estimates, and nodepy reports 0 for an imaginary",
-        "interval shorter than its sampling step. Seconds: this process, warm (the cold-process times",
-        "are in [../benchmarks.md](../benchmarks.md)).",
+        "interval shorter than its sampling step. Symplectic and symmetric: odenet's verdicts (decided on",
+        "the scheme, – where undecided or not applicable) beside the textbook conditions computed from",
+        "nodepy's own coefficients in 60-digit arithmetic (`catalogue.structure_oracle`; a map on more",
+        "states than the method's, `_as_states` and `_carried`, is not compared). Seconds: this process,",
+        "warm (the cold-process times are in [../benchmarks.md](../benchmarks.md)).",
         "",
         f"{len(rows)} methods; facts that differ from the reference without a known reason: {differing}.",
         "",
         "| method | kind | order | nodepy | zero-stable | nodepy | real end | 50 digits | nodepy "
-        "| imag end | 50 digits | nodepy | inverse | s | note |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| imag end | 50 digits | nodepy | inverse | symplectic | 60 digits | symmetric | 60 digits "
+        "| s | note |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     write_text(Path(args.out), "\n".join(header + rows) + "\n")
     print(f"wrote {args.out}: {len(rows)} methods, {differing} differing without a known reason")

@@ -30,8 +30,22 @@ def _row(name: str, value: str) -> str:
     return f"| {name} | {value} |"
 
 
+def _verdict_cell(verdict: bool | None, reason: str) -> str:
+    """``yes: <why>``, ``no: <why>``, ``not decided: ...`` or ``n/a: <why>``."""
+    if verdict is None:
+        return reason if reason.startswith("not decided") else f"n/a: {reason}"
+    return f"{'yes' if verdict else 'no'}: {reason}"
+
+
+def _short(verdict: bool | None, reason: str) -> str:
+    if verdict is None:
+        return "?" if reason.startswith("not decided") else "–"
+    return "yes" if verdict else "no"
+
+
 def report_markdown(analysis: Analysis, image: str | None = "stability.png") -> str:
     scheme, s, r, a = analysis.scheme, analysis.stability, analysis.reversibility, analysis.accuracy
+    st = analysis.structure
     latex = scheme.latex
     out = [f"# {scheme.name}", ""]
     if scheme.doc:
@@ -75,6 +89,8 @@ def report_markdown(analysis: Analysis, image: str | None = "stability.png") -> 
             if r.backward_amplification is None
             else f"{r.backward_amplification:.6g}",
         ),
+        _row("symplectic", _verdict_cell(st.symplectic, st.symplectic_reason)),
+        _row("symmetric", _verdict_cell(st.symmetric, st.symmetric_reason)),
     ]
     out += ["## Facts", "", "| fact | value |", "|---|---|", *rows, ""]
     out += ["## Verdict", ""] + [f"- {line}." for line in verdict(analysis)] + [""]
@@ -116,12 +132,15 @@ def write_index(analyses: Sequence[Analysis], folder: str | os.PathLike) -> Path
         "Intervals are in the variable the region depends on (h·λ, h²·λ or λ, its column), at the",
         "parameter values of the column 'at' where the region depends on more than that variable.",
         "",
+        "Symplectic and symmetric: yes or no where proved (the reasons in each report), – where the",
+        "notion does not apply (history, no Hamiltonian reading, no step h), ? where not decided.",
+        "",
         "| scheme | explicit | order | zero-stable | variable | real interval | imaginary interval | at "
-        "| det M | reversible | backward amplification |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| det M | reversible | backward amplification | symplectic | symmetric |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for a in analyses:
-        s, r = a.stability, a.reversibility
+        s, r, st = a.stability, a.reversibility, a.structure
         var = variable_text(a)
         real, imag = interval_text(a, False, "unstable"), interval_text(a, True, "unstable")
         at = ", ".join(f"{k} = {format_number(v)}" for k, v in s.at.items()) or "–"
@@ -129,7 +148,8 @@ def write_index(analyses: Sequence[Analysis], folder: str | os.PathLike) -> Path
         lines.append(
             f"| [{a.scheme.name}]({a.scheme.name}/report.md) | {'yes' if a.explicit else 'no'} "
             f"| {'–' if a.order is None else a.order} | {'yes' if s.zero_stable else 'no'} | {var} "
-            f"| {real} | {imag} | {at} | ${sympy.latex(s.det)}$ | {r.kind} | {amplification} |"
+            f"| {real} | {imag} | {at} | ${sympy.latex(s.det)}$ | {r.kind} | {amplification} "
+            f"| {_short(st.symplectic, st.symplectic_reason)} | {_short(st.symmetric, st.symmetric_reason)} |"
         )
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
