@@ -303,3 +303,54 @@ def test_transcendental_coefficient_in_a_one_step_method():
     text = "scheme t\nstate x\nparam h = 0.1\nx[n+1] = x[n] + 2*h*exp(-1)*f(x[n])\n"
     a = odenet.analyze(odenet.parse(text))
     assert a.stability.real_interval[0] == pytest.approx(-math.e, rel=1e-9)
+
+
+# -- a lambda for each function -------------------------------------------------------------------
+
+IMEX_EULER = """scheme imex_euler
+state x
+param h = 0.1
+function f, g
+x[n+1] = x[n] + h*f(x[n]) + h*g(x[n+1])
+"""
+
+
+def test_each_function_alone_has_its_own_intervals():
+    """IMEX Euler with f(u) = a*u explicit and g(u) = b*u implicit: R = (1 + h*a)/(1 - h*b). f alone
+    (b = 0): 1 + z, stable for z in [-2, 0]; g alone (a = 0): 1/(1 - z), stable for z <= 0 (and again
+    for z >= 2, beyond the interval through 0) and on the whole imaginary axis."""
+    a = odenet.analyze(odenet.parse(IMEX_EULER))
+    alone = a.to_json()["per_function"]
+    assert alone["f"] == {"variable": "h*lambda", "real_interval": [-2.0, 0.0], "imag_interval": [0.0, 0.0]}
+    assert alone["g"] == {"variable": "h*lambda", "real_interval": [None, 0.0], "imag_interval": [None, None]}
+    h = 0.1
+    points = {"f": np.array([-1.5 / h, 0.5 / h]), "g": np.array([-1.0 / h, -3.0 / h])}
+    radius = a.split.radius(points, a.params)
+    np.testing.assert_allclose(radius, [0.5 / 2.0, 1.5 / 4.0], rtol=1e-12)
+    assert any(line.startswith("the test equation above gives f and g one λ") for line in verdict(a))
+    assert odenet.analyze(odenet.load("euler")).to_json()["per_function"] is None
+
+
+def test_the_hamiltonian_network_is_stable_where_the_product_is_in_0_4():
+    """y' = f(z), z' = -g(y) with f(u) = a*u, g(u) = b*u: M = [[1, h*a], [-h*b, 1 - h**2*a*b]], trace
+    2 - p and det 1 with p = h**2*a*b: eigenvalues on the unit circle for 0 <= p <= 4, one outside
+    beyond. Each alone is a Jordan block: stable only at 0."""
+    a = odenet.analyze(odenet.load("hamiltonian"))
+    h = 0.1
+    points = {"f": np.array([1.0, 1.0, -1.0]) / h, "g": np.array([2.0, 5.0, 1.0]) / h}
+    radius = a.split.radius(points, a.params)
+    assert radius[0] == pytest.approx(1.0, abs=1e-12)
+    roots = [np.roots([1.0, p - 2, 1.0]) for p in (5.0, -1.0)]  # zeta**2 - (2 - p)*zeta + 1
+    np.testing.assert_allclose(radius[1:], [np.abs(r).max() for r in roots], rtol=1e-12)
+    for alone in a.split.alone.values():
+        assert alone.real_interval == (0.0, 0.0) and alone.imag_interval == (0.0, 0.0)
+
+
+def test_a_report_draws_the_plane_of_two_lambdas(tmp_path):
+    from odenet.report.analysis import write_report
+
+    write_report(odenet.analyze(odenet.parse(IMEX_EULER)), tmp_path)
+    assert (tmp_path / "stability_split.png").read_bytes().startswith(b"\x89PNG")
+    assert "## A λ for each function" in (tmp_path / "report.md").read_text()
+    write_report(odenet.analyze(odenet.load("euler")), tmp_path / "euler")
+    assert not (tmp_path / "euler" / "stability_split.png").exists()

@@ -26,6 +26,7 @@ KEYS = {
     "symmetric",
     "symmetric_reason",
     "time_scale",
+    "per_function",
     "stability",
     "reversibility",
 }

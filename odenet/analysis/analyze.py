@@ -119,6 +119,33 @@ class Reversibility:
         return tuple(done)
 
 
+@dataclass(frozen=True)
+class SplitStability:
+    """The test equation with a lambda for each function (``f(u) = lambda_f*u``, ``g(u) =
+    lambda_g*u``), for a scheme of several functions: :class:`Stability` gives them one lambda."""
+
+    variables: Mapping[str, sympy.Symbol]  # each function's lambda: lambda_f, lambda_g
+    matrix: sympy.Matrix  # M(lambda_f, lambda_g, ...), the parameters symbolic
+    alone: Mapping[str, Stability]  # each function's lambda alone, the others' 0
+
+    def radius(self, lambdas: Mapping[str, np.ndarray], values: Mapping[str, sympy.Expr]) -> np.ndarray:
+        """The spectral radius at each point of a grid of lambdas (arrays of one shape), at the
+        parameter ``values``."""
+        numbers = {sympy.Symbol(k, real=True): v for k, v in values.items()}
+        symbols = list(self.variables.values())
+        grids = np.broadcast_arrays(*(np.asarray(lambdas[name], dtype=complex) for name in self.variables))
+        matrix = self.matrix.xreplace(numbers)
+        stacked = np.empty(grids[0].shape + matrix.shape, dtype=complex)
+        with np.errstate(divide="ignore", invalid="ignore"):  # a pole of an implicit step: inf
+            for i in range(matrix.rows):
+                for j in range(matrix.cols):
+                    stacked[..., i, j] = sympy.lambdify(symbols, matrix[i, j], "numpy")(*grids)
+        finite = np.isfinite(stacked).all(axis=(-2, -1))
+        out = np.full(finite.shape, np.inf)
+        out[finite] = np.abs(np.linalg.eigvals(stacked[finite])).max(axis=-1)
+        return out
+
+
 @dataclass(frozen=True, repr=False)
 class Analysis:
     """What :func:`analyze` found. ``repr`` is one line (the scheme's name and a short verdict);
@@ -130,6 +157,7 @@ class Analysis:
     reversibility: Reversibility
     accuracy: OrderResult
     structure: Structure  # symplectic and symmetric, each with its reason
+    split: SplitStability | None = None  # a lambda for each function, for schemes of several
 
     @property
     def explicit(self) -> bool:
@@ -186,6 +214,16 @@ class Analysis:
                 "imag_interval": _interval(s.imag_interval),
                 "real_interval_closed": list(s.real_interval_closed),
                 "imag_interval_closed": list(s.imag_interval_closed),
+            },
+            "per_function": None
+            if self.split is None
+            else {
+                name: {
+                    "variable": format_expr(alone.variable),
+                    "real_interval": _interval(alone.real_interval),
+                    "imag_interval": _interval(alone.imag_interval),
+                }
+                for name, alone in self.split.alone.items()
             },
             "reversibility": {
                 "kind": r.kind,
@@ -264,8 +302,28 @@ def _factored(expr: sympy.Expr) -> sympy.Expr:
     return sympy.factor(expr)
 
 
-def _stability(scheme: Scheme, values: dict[str, sympy.Expr]) -> Stability:
-    matrix = amplification_matrix(scheme)
+def _split(scheme: Scheme, values: dict[str, sympy.Expr]) -> SplitStability | None:
+    """Each function with its own lambda, for a scheme of several functions (None for one)."""
+    names = [f.name for f in scheme.functions]
+    if len(names) < 2:
+        return None
+    variables = {name: sympy.Symbol(f"lambda_{name}") for name in names}
+    alone = {
+        name: _stability(
+            scheme,
+            values,
+            amplification_matrix(scheme, {g: LAMBDA if g == name else sympy.Integer(0) for g in names}),
+        )
+        for name in names
+    }
+    return SplitStability(variables, amplification_matrix(scheme, variables), alone)
+
+
+def _stability(
+    scheme: Scheme, values: dict[str, sympy.Expr], matrix: sympy.Matrix | None = None
+) -> Stability:
+    if matrix is None:
+        matrix = amplification_matrix(scheme)
     # The states the step never reads (stages written as states) only add eigenvalues 0: the
     # spectrum's other facts are decided on the rest.
     reduced = deflate(matrix)
@@ -379,4 +437,5 @@ def analyze(scheme: Scheme, params: Mapping[str, float] | None = None) -> Analys
         reversibility=reversibility,
         accuracy=order_of_accuracy(scheme, symbols),
         structure=structure(scheme, values, stability.amplification_matrix, solution),
+        split=_split(scheme, values),
     )

@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import sympy
 
+from odenet.analysis.stability import LAMBDA
 from odenet.errors import ConfigError
 from odenet.figures import REGION_FIGURE, STABLE_TOLERANCE, axes_or_new, shade_region
 
 if TYPE_CHECKING:
     from odenet.analysis.analyze import Analysis
 
-__all__ = ["REGION_STYLE", "draw_stability", "region_limits"]
+__all__ = ["REGION_STYLE", "draw_split", "draw_stability", "region_limits"]
 
 # What ``plot_stability(..., **style)`` accepts, and the defaults.
 REGION_STYLE = {
@@ -103,4 +104,38 @@ def draw_stability(analysis: Analysis, ax: Any = None, **style: Any) -> Any:
     ax.set_ylim(y_low, y_high)
     ratio = (x_high - x_low) / (y_high - y_low)
     ax.set_aspect("equal" if 1 / EQUAL_ASPECT < ratio < EQUAL_ASPECT else "auto")
+    return ax
+
+
+def draw_split(analysis: Analysis, ax: Any = None, resolution: int = 301) -> Any:
+    """Draw where a scheme of several functions is stable with a real λ for each of the first two
+    (the others 0): the plane of ``(h*λ_f, h*λ_g)`` (in the variable's unit), on ``ax``."""
+    split = analysis.split
+    if split is None:
+        raise ConfigError(f"scheme {analysis.scheme.name} has one function: its region is in one λ")
+    first, second = list(split.variables)[:2]
+    s = analysis.stability
+    ends = [  # each alone's ends, in lambda, then in the variable's unit
+        abs(e) / alone.scale * s.scale
+        for alone in split.alone.values()
+        for interval in (alone.real_interval, alone.imag_interval)
+        if interval
+        for e in interval
+        if e
+    ]
+    reach = max(2 * MIN_REACH, 1.5 * max(ends, default=0.0))
+    xs = np.linspace(-reach, reach, resolution)
+    others = {name: 0.0 for name in split.variables if name not in (first, second)}
+
+    def radius(z: np.ndarray) -> np.ndarray:
+        return split.radius({first: z.real / s.scale, second: z.imag / s.scale, **others}, analysis.params)
+
+    ax = axes_or_new(ax, **REGION_FIGURE)
+    shade_region(ax, radius, xs, xs, REGION_STYLE["color"])  # no level line: |eigenvalues| = 1 inside
+    ax.axhline(0, color="0.6", lw=0.6)
+    ax.axvline(0, color="0.6", lw=0.6)
+    for name, label in ((first, ax.set_xlabel), (second, ax.set_ylabel)):
+        label(f"${sympy.latex(s.variable.subs(LAMBDA, sympy.Symbol(f'lambda_{name}')))}$ (real)")
+    ax.set_title(f"{analysis.scheme.name}: stable with a real λ for {first} and for {second}")
+    ax.set_aspect("equal")
     return ax

@@ -10,6 +10,7 @@ the ODE allows (a Jordan block of size 2 for schemes of a second-order ODE, ``h*
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import mpmath
@@ -40,8 +41,13 @@ LAMBDA = sympy.Symbol("lambda")
 ZETA = sympy.Symbol("zeta")
 
 
-def linearize(expr: sympy.Expr, lam: sympy.Expr = LAMBDA) -> sympy.Expr:
-    """Replace every call ``f(u1, ..., uk)`` by ``lam*(u1 + ... + uk)`` (inner calls first)."""
+def linearize(expr: sympy.Expr, lam: sympy.Expr | Mapping[str, sympy.Expr] = LAMBDA) -> sympy.Expr:
+    """Replace every call ``f(u1, ..., uk)`` by ``lam*(u1 + ... + uk)`` (inner calls first); with a
+    mapping, each function by its own ``lam[name]`` (the test equation with a lambda each)."""
+    if isinstance(lam, Mapping):
+        return expr.replace(
+            lambda e: isinstance(e, AppliedUndef), lambda e: lam[e.func.__name__] * sympy.Add(*e.args)
+        )
     return expr.replace(lambda e: isinstance(e, AppliedUndef), lambda e: lam * sympy.Add(*e.args))
 
 
@@ -101,8 +107,9 @@ def next_state_vector(scheme: Scheme, values: dict[sympy.Symbol, sympy.Expr]) ->
     return new
 
 
-def amplification_matrix(scheme: Scheme, lam: sympy.Expr = LAMBDA) -> sympy.Matrix:
-    """``M(lambda)``: the Jacobian of the linearized step on ``scheme.state_vector``."""
+def amplification_matrix(scheme: Scheme, lam: sympy.Expr | Mapping[str, sympy.Expr] = LAMBDA) -> sympy.Matrix:
+    """``M(lambda)``: the Jacobian of the linearized step on ``scheme.state_vector`` (with a mapping,
+    each function linearized with its own lambda)."""
     old = sympy.Matrix(scheme.state_vector)
     if scheme.is_explicit:
         values = solve_step(scheme, lambda e: linearize(e, lam))

@@ -17,18 +17,20 @@ from odenet.ir import Scheme
 from odenet.ir.printing import format_expr, format_number
 
 if TYPE_CHECKING:
-    from odenet.analysis.analyze import Analysis
+    from odenet.analysis.analyze import Analysis, Stability
 
 __all__ = [
     "Fact",
     "analysis_facts",
     "at_text",
+    "axis_text",
     "format_interval",
     "format_real",
     "interval_text",
     "lipschitz_condition",
     "rescaled_text",
     "short_verdict",
+    "split_lines",
     "structure_lines",
     "variable_text",
     "verdict",
@@ -68,12 +70,38 @@ def format_interval(interval: Interval, imaginary: bool = False, closed=(True, T
 
 def interval_text(analysis: Analysis, imaginary: bool, unstable: str = "unstable at 0") -> str:
     """The stable interval along one axis, or ``unstable`` when not even 0 is stable."""
-    s = analysis.stability
+    return axis_text(analysis.stability, imaginary, unstable)
+
+
+def axis_text(s: Stability, imaginary: bool, unstable: str = "unstable at 0") -> str:
+    """:func:`interval_text` of any :class:`~odenet.analysis.Stability` (a function's alone)."""
     interval = s.imag_interval if imaginary else s.real_interval
     if interval is None:
         return unstable
     closed = s.imag_interval_closed if imaginary else s.real_interval_closed
     return format_interval(interval, imaginary, closed)
+
+
+def split_lines(analysis: Analysis) -> list[str]:
+    """For a scheme of several functions: that the test equation above gives them one λ, and each
+    function's intervals with a λ of its own (the others' 0)."""
+    split = analysis.split
+    if split is None:
+        return []
+    names = list(split.variables)
+    shared = " = ".join(f"{name}(u)" for name in names) + " = λu"
+    parts = []
+    for name, s in split.alone.items():
+        var = format_expr(s.variable).replace("lambda", "λ")
+        real, imag = axis_text(s, False), axis_text(s, True)
+        if real == imag == "{0}":
+            parts.append(f"{name} only at {var} = 0")
+        else:
+            parts.append(f"{name} for {var} in {real} on the real axis and {imag} on the imaginary axis")
+    return [
+        f"the test equation above gives {' and '.join(names)} one λ ({shared}); with a λ each, "
+        f"stable with the others' 0: {'; '.join(parts)} (reports draw the plane of two real λs)"
+    ]
 
 
 def rescaled_text(analysis: Analysis) -> str:
@@ -153,6 +181,7 @@ def verdict(analysis: Analysis) -> list[str]:
         out.append("not invertible: the step loses information, so activations must be stored")
     if r.volume_preserving:
         out.append("volume-preserving: |det M| = 1 for every λ")
+    out += split_lines(analysis)
     out += structure_lines(analysis)
     return out
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import sympy
 
 from odenet.analysis import Analysis
+from odenet.analysis.picture import draw_split
 from odenet.analysis.verdict import at_text, interval_text, rescaled_text, variable_text, verdict
 from odenet.figures import REGION_FIGURE, new_figure
 from odenet.files import write_text
@@ -20,6 +21,8 @@ from odenet.ir.printing import format_number
 from odenet.report.plotting import plot_stability, save_figure
 
 __all__ = ["plot_stability_region", "verdict", "write_index", "write_report"]
+
+SPLIT_IMAGE = "stability_split.png"
 
 
 def _latex_block(lines: Sequence[str]) -> str:
@@ -105,6 +108,18 @@ def report_markdown(analysis: Analysis, image: str | None = "stability.png") -> 
             "such as leapfrog's segment, shows only as its line).",
             "",
         ]
+        if analysis.split is not None:
+            first, second = list(analysis.split.variables)[:2]
+            out += [
+                "## A λ for each function",
+                "",
+                f"The region above gives every function one λ. Here {first} and {second} each have a real "
+                f"one (`{first}(u) = λ_{first}*u`, `{second}(u) = λ_{second}*u`, any others 0); shaded: "
+                "spectral radius of M at most 1.",
+                "",
+                f"![stability with a λ for each function]({SPLIT_IMAGE})",
+                "",
+            ]
     return "\n".join(out)
 
 
@@ -115,11 +130,14 @@ def plot_stability_region(analysis: Analysis, path: str | os.PathLike, **style) 
 
 
 def write_report(analysis: Analysis, folder: str | os.PathLike) -> Path:
-    """Write ``report.md`` and ``stability.png`` into ``folder``; returns the report's path."""
+    """Write ``report.md`` and ``stability.png`` into ``folder`` (and ``stability_split.png`` for a
+    scheme of several functions: a real λ for each); returns the report's path."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_text(folder / "report.md", report_markdown(analysis))
     plot_stability_region(analysis, folder / "stability.png")
+    if analysis.split is not None:
+        save_figure(draw_split(analysis, new_figure(**REGION_FIGURE)[1]).figure, folder / SPLIT_IMAGE)
     return folder / "report.md"
 
 
