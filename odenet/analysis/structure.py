@@ -489,5 +489,5 @@ def _separable(scheme: Scheme, step: sympy.Symbol) -> str | None:
     ode = "; ".join(f"{s}' = {format_expr(d.xreplace(plain))}" for s, d in derivatives.items())
     for s, other in ((x, v), (v, x)):
         if value(s, 0) in derivatives[s].free_symbols or value(other, 0) not in derivatives[s].free_symbols:
-            return f"its limit ODE, {ode}, is not a separable Hamiltonian system: the notion does not apply"
+            return f"its limit ODE, {ode}, is not a separable Hamiltonian system"
     return None
