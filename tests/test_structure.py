@@ -392,3 +392,42 @@ def test_the_pendulums_energy_over_ten_thousand_steps(name):
         assert last <= 1.5 * max(errors[:200]) + 1e-13 and last < 0.1
     elif st.symplectic is False and st.symmetric is False:  # backward Euler's decay saturates
         assert last > 2.5 * max(errors[:20])
+
+
+# -- stage values, and the B-series condition on the method's own series ----------------------------
+
+Y_FORMS = {
+    # implicit midpoint as its stage value y: x[n+1] = 2*y - x[n]
+    "midpoint_y": ("state x\nparam h = 0.1\ny = x[n] + h/2*f(y)\nx[n+1] = 2*y - x[n]\n", True, True),
+    # the trapezoidal rule as its second stage value (Lobatto IIIA, two stages)
+    "trapezoid_y": ("state x\nparam h = 0.1\ny = x[n] + h/2*f(x[n]) + h/2*f(y)\nx[n+1] = y\n", False, True),
+    # two implicit midpoint half steps composed: tableau [[1/4, 0], [1/2, 1/4]], b = [1/2, 1/2]
+    "two_midpoints": (
+        "state x\nparam h = 0.1\ny1 = x[n] + h/4*f(y1)\nx1 = 2*y1 - x[n]\ny2 = x1 + h/4*f(y2)\n"
+        "x[n+1] = 2*y2 - x1\n",
+        True,
+        True,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", Y_FORMS)
+def test_stage_values_are_read_as_a_tableau(name):
+    text, symplectic, symmetric = Y_FORMS[name]
+    st = structure_of(odenet.parse(f"scheme {name}\n{text}"))
+    assert (st.symplectic, st.symmetric) == (symplectic, symmetric)
+
+
+def test_the_b_series_pair_condition_on_the_methods_own_series():
+    """symplectic_pair_failure expands the step itself, without a tableau: Gauss holds on every pair
+    up to 8 nodes; Lobatto IIIA (three stages) and RK4 fail, at the same first pair as the tableau's
+    elementary weights give; an update that reads its own new value has no series here."""
+    from odenet.analysis.bseries import symplectic_pair_failure
+    from odenet.analysis.structure import tableau_pair_failure  # the elementary weights: independent
+
+    h = sympy.Symbol("h", real=True)
+    assert symplectic_pair_failure(odenet.load("gauss_legendre2"), "x", "f", h, {}) == (True, None)
+    for scheme in (load("lobatto_iiia3"), odenet.load("rk4")):
+        holds, pair = symplectic_pair_failure(scheme, "x", "f", h, {})
+        assert not holds and pair == tableau_pair_failure(runge_kutta_tableau(scheme, {}))
+    assert symplectic_pair_failure(odenet.load("trapezoidal"), "x", "f", h, {}) is None

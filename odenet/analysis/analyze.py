@@ -9,6 +9,7 @@ the values passed as ``params``.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -157,11 +158,16 @@ class Analysis:
     reversibility: Reversibility
     accuracy: OrderResult
     structure: Structure  # symplectic and symmetric, each with its reason
-    split: SplitStability | None = None  # a lambda for each function, for schemes of several
 
     @property
     def explicit(self) -> bool:
         return self.scheme.is_explicit
+
+    @functools.cached_property
+    def split(self) -> SplitStability | None:
+        """A lambda for each function, for a scheme of several (None for one): computed on first
+        use (the verdict, the JSON and the reports use it)."""
+        return _split(self.scheme, dict(self.params))
 
     @property
     def order(self) -> int | None:
@@ -437,5 +443,4 @@ def analyze(scheme: Scheme, params: Mapping[str, float] | None = None) -> Analys
         reversibility=reversibility,
         accuracy=order_of_accuracy(scheme, symbols),
         structure=structure(scheme, values, stability.amplification_matrix, solution),
-        split=_split(scheme, values),
     )

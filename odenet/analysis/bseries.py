@@ -39,7 +39,7 @@ from sympy.core.function import AppliedUndef
 from odenet.analysis.fields import ALGEBRAIC_FAILURES, FieldElement, fast_field
 from odenet.ir import Scheme, parse_value, value
 
-__all__ = ["TreeOrder", "tree_order", "trees"]
+__all__ = ["TreeOrder", "symplectic_pair_failure", "tree_order", "trees"]
 
 Tree = tuple  # a rooted tree: the sorted tuple of its children; the single node is ()
 
@@ -445,3 +445,57 @@ def _orders(steps, state, function, h, numbers: _Numbers, decimals: int | None, 
                 return TreeOrder(q - 1, q - 1, False, numbers.exact, tuple(failing), error, scale)
         checked = power
     return TreeOrder(max_order, max_order, True, numbers.exact)
+
+
+def symplectic_pair_failure(
+    scheme: Scheme, state: str, function: str, h: sympy.Symbol, values: dict, max_size: int = 8
+) -> tuple[bool, tuple[Tree, Tree] | None] | None:
+    """The B-series symplecticity condition ``a(u o v) + a(v o u) = a(u) a(v)`` (Calvo and
+    Sanz-Serna; necessary for a B-series method to be symplectic for every Hamiltonian system) on
+    every pair of trees with at most ``max_size`` nodes in all, ``a`` the method's own B-series
+    (``a(t) = sigma(t)`` times the coefficient of ``h**|t| F(t)`` in ``x[n+1]``): ``(True, None)``
+    when it holds, ``(False, (u, v))`` at the first pair where it fails, None when the scheme is
+    not a one-step B-series method for ``state' = function(state)`` in exact arithmetic (an update
+    that reads its own new value included: its series here would be the exact solution's)."""
+    others = {k: v for k, v in values.items() if k != h}
+    steps = [
+        _Equation(
+            eq.target,
+            sympy.expand(eq.expr.xreplace(others)),
+            eq.is_stage,
+            eq.state,
+            eq.target in scheme.coupled_stages,
+        )
+        for eq in scheme.steps
+    ]
+    if [eq.state for eq in steps].count(state) != 1 or any(scheme.history.values()):
+        return None
+    if any(value(state, 1) in eq.expr.free_symbols for eq in steps):
+        return None
+    constants = {
+        a for eq in steps for a in sympy.preorder_traversal(eq.expr) if a.is_number and not a.is_Rational
+    }
+    numbers = _Numbers({c for c in constants if not c.free_symbols})
+    if not numbers.exact:
+        return None
+    try:
+        step = _Step(steps, state, function, h, numbers, max_size)
+        series = step.evaluate(step.update.expr, 0)
+    except _NotABSeriesError:
+        return None
+    if series.level != 0 or series.x0 != step.one:
+        return None
+    a = {t: c * _sigma(t) for t, c in series.coefficients.items()}
+    zero = step.zero
+
+    def weight(tree: Tree):
+        return a.get(tree, zero)
+
+    for total in range(2, max_size + 1):
+        for size in range(1, total):
+            for u in trees(size):
+                for v in trees(total - size):
+                    uv, vu = tuple(sorted((*u, v))), tuple(sorted((*v, u)))
+                    if not numbers.is_zero(weight(uv) + weight(vu) - weight(u) * weight(v)):
+                        return False, (u, v)
+    return True, None

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 import sympy
 
+from odenet.analysis.bseries import symplectic_pair_failure
 from odenet.analysis.fields import ALGEBRAIC_FAILURES, domain_matrix, field_of, vanishes
 from odenet.analysis.inverse import invert
 from odenet.analysis.stability import amplification_matrix, linearize
@@ -44,7 +45,7 @@ from odenet.analysis.tableau import CallMask, Tableau, runge_kutta_tableau
 from odenet.errors import NotReversibleError
 from odenet.ir import Scheme, format_expr, function_calls, parse_value, value
 
-__all__ = ["Structure", "structure", "structure_of"]
+__all__ = ["Structure", "structure", "structure_of", "tableau_pair_failure"]
 
 PAIR_ORDER = 8  # the B-series symplecticity condition is checked on pairs of trees up to this size
 _RETURNS = "a step with -h from the new values returns the old ones, for every f"
@@ -322,17 +323,22 @@ def _symplectic_one_state(c: _Context) -> tuple[bool | None, str]:
             f"not symplectic {hamiltonian}: for the linear ones the step is R(hA) with R(z)·R(-z) != 1"
         )
     if c.tableau is None:
-        return None, "not decided: not a Runge-Kutta method, and R(z)·R(-z) = 1"
+        found = symplectic_pair_failure(c.scheme, state, f, c.step, c.numbers, PAIR_ORDER)
+        if found is None:
+            return None, "not decided: neither a Runge-Kutta method nor a B-series method, and R(z)·R(-z) = 1"
+        holds, pair = found
+        if not holds and pair is not None:
+            return False, _pair_text(hamiltonian, pair)
+        return None, (
+            "not decided: not a Runge-Kutta method; its B-series satisfies a(u∘v) + a(v∘u) = a(u)·a(v) "
+            f"on every pair of trees up to {PAIR_ORDER} nodes (necessary; not proved beyond)"
+        )
     verdict = _runge_kutta_symplectic(c.tableau)
     if verdict is True:
         return True, f"symplectic {hamiltonian}: its tableau satisfies b_i a_ij + b_j a_ji = b_i b_j"
-    pair = _failing_pair(c.tableau)
+    pair = tableau_pair_failure(c.tableau)
     if pair is not None:
-        u, v = (_tree_text(t) for t in pair)
-        return False, (
-            f"not symplectic {hamiltonian}: the B-series condition a(u∘v) + a(v∘u) = a(u)·a(v) fails "
-            f"for u = {u}, v = {v}"
-        )
+        return False, _pair_text(hamiltonian, pair)
     return None, (
         "not decided: b_i a_ij + b_j a_ji != b_i b_j, but the B-series condition holds on every pair "
         f"of trees up to {PAIR_ORDER} nodes"
@@ -351,7 +357,7 @@ def _runge_kutta_symplectic(t: Tableau) -> bool | None:
     return all(b[i] * a[i][j] + b[j] * a[j][i] == b[i] * b[j] for i in range(s) for j in range(s))
 
 
-def _failing_pair(t: Tableau):
+def tableau_pair_failure(t: Tableau):
     """The first pair of trees (by size) failing ``a(u o v) + a(v o u) = a(u) a(v)``, with ``a``
     the tableau's elementary weights; None if none up to :data:`PAIR_ORDER` nodes."""
     from odenet.analysis.bseries import trees
@@ -386,6 +392,14 @@ def _failing_pair(t: Tableau):
                     if weight(uv) + weight(vu) != weight(u) * weight(v):
                         return u, v
     return None
+
+
+def _pair_text(hamiltonian: str, pair) -> str:
+    u, v = (_tree_text(t) for t in pair)
+    return (
+        f"not symplectic {hamiltonian}: the B-series condition a(u∘v) + a(v∘u) = a(u)·a(v) fails "
+        f"for u = {u}, v = {v}"
+    )
 
 
 def _tree_text(tree) -> str:

@@ -4,7 +4,8 @@ Each point where the step evaluates ``f`` is a stage ``K_i = f(x[n] + h*sum_j a_
 update is ``x[n+1] = x[n] + h*sum_i b_i K_i``: stages written out (``k1 = f(x[n])``), calls nested
 inside calls (Heun's ``f(x[n] + h*f(x[n]))``), coupled stages (Gauss-Legendre's) and an update that
 reads its own new value (the trapezoidal rule's ``f(x[n+1])``, a stage at ``x[n] + h*sum b_j K_j``)
-all give the same tableau. Two calls at one point are one stage, however they are spelled (their
+and stage values (``y = x[n] + h/2*f(y)``, the Runge-Kutta method in its ``Y`` form) all give the
+same tableau. Two calls at one point are one stage, however they are spelled (their
 arguments are compared exactly over the numbers' field). Used by :mod:`odenet.analysis.structure`
 for the exact symplecticity and symmetry conditions.
 """
@@ -94,14 +95,22 @@ def runge_kutta_tableau(scheme: Scheme, values: dict[sympy.Symbol, sympy.Expr]) 
         substituted[target] = expr.xreplace(substituted)
     update = update.xreplace(substituted)
     mask = CallMask()
-    for k, expr in coupled.items():  # a coupled stage is the point of its own call
-        expr = expr.xreplace(substituted)
-        if not isinstance(expr, AppliedUndef) or len(expr.args) != 1:
-            return None
-        coupled[k] = expr
+    calls: dict[sympy.Symbol, sympy.Expr] = {}  # coupled stages that are a call: K = f(...)
+    points: dict[sympy.Symbol, sympy.Expr] = {}  # coupled stage values: Y = x[n] + h*sum(a*f(Y_j))
     for k, expr in coupled.items():
+        expr = expr.xreplace(substituted)
+        if isinstance(expr, AppliedUndef) and len(expr.args) == 1:
+            calls[k] = expr
+        else:
+            points[k] = expr
+    for k, expr in calls.items():  # a coupled stage is the point of its own call
         mask.add(expr.func, (mask(expr.args[0]),), k)
-    b_form = _combination(mask(update) - x0, x1, step, mask)
+    points = {k: mask(expr) for k, expr in points.items()}
+    for _ in range(len(points)):  # a stage value reads another outside calls: y2 = 2*y1 - x[n] + ...
+        points = {k: expr.xreplace(points) for k, expr in points.items()}
+    if any(expr.free_symbols & set(points) for expr in points.values()):
+        return None
+    b_form = _combination(mask(update).xreplace(points) - x0, x1, step, mask)
     if b_form is None:
         return None
     own = x0 + step * sum((c * s for s, c in b_form.items()), sympy.Integer(0))  # x[n+1] in stages
@@ -110,7 +119,8 @@ def runge_kutta_tableau(scheme: Scheme, values: dict[sympy.Symbol, sympy.Expr]) 
     for func, args, _ in mask.points:
         if func.__name__ != scheme.functions[0].name or len(args) != 1:
             return None
-        row = _combination(sympy.expand(args[0].xreplace({x1: own})) - x0, None, step, mask)
+        argument = args[0].xreplace(points).xreplace({x1: own})
+        row = _combination(sympy.expand(argument) - x0, None, step, mask)
         if row is None:
             return None
         rows.append(row)
