@@ -154,12 +154,17 @@ def test_kick_drift_kick_with_a_nonlinear_drift_has_an_explicit_inverse():
     for _ in range(20):
         w1, w2 = rng.normal(size=(2, 3, 3))
         functions = {"f": lambda u, w=w1: np.sin(w @ u), "g": lambda u, w=w2: np.tanh(w @ u) + u**3}
-        old = {symbol: rng.normal(size=3) for symbol in scheme.state_vector}
-        params = {"h": float(rng.uniform(0.05, 0.5))}
-        forward = step(scheme, old, functions, params)
-        back = from_reversed(scheme, step(derivation.scheme, to_reversed(scheme, forward), functions, params))
-        for symbol, expected in old.items():
-            np.testing.assert_allclose(back[symbol], expected, rtol=0, atol=1e-12)
+        _assert_undone(scheme, derivation, functions, rng, atol=1e-12)
+
+
+def _assert_undone(scheme, derivation, functions, rng, atol: float) -> None:
+    """A step from random old values (h in [0.05, 0.5]), then the derived inverse: the old values."""
+    old = {symbol: rng.normal(size=3) for symbol in scheme.state_vector}
+    params = {"h": float(rng.uniform(0.05, 0.5))}
+    forward = step(scheme, old, functions, params)
+    back = from_reversed(scheme, step(derivation.scheme, to_reversed(scheme, forward), functions, params))
+    for symbol, expected in old.items():
+        np.testing.assert_allclose(back[symbol], expected, rtol=0, atol=atol)
 
 
 def test_a_cancellation_inside_a_call_argument_frees_the_old_value():
@@ -338,9 +343,4 @@ def test_compositions_with_irrational_weights_invert_explicitly(path):
             "f": lambda u, w=weights[0]: np.sin(w @ u),
             "g": lambda u, w=weights[1]: u + np.tanh(w @ u),
         }
-        old = {symbol: rng.normal(size=3) for symbol in scheme.state_vector}
-        params = {"h": float(rng.uniform(0.05, 0.5))}
-        forward = step(scheme, old, functions, params)
-        back = from_reversed(scheme, step(derivation.scheme, to_reversed(scheme, forward), functions, params))
-        for symbol, expected in old.items():
-            np.testing.assert_allclose(back[symbol], expected, rtol=0, atol=1e-11)
+        _assert_undone(scheme, derivation, functions, rng, atol=1e-11)

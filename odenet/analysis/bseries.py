@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from fractions import Fraction
 
@@ -39,7 +40,7 @@ from sympy.core.function import AppliedUndef
 from odenet.analysis.fields import ALGEBRAIC_FAILURES, FieldElement, fast_field
 from odenet.ir import Scheme, parse_value, value
 
-__all__ = ["TreeOrder", "symplectic_pair_failure", "tree_order", "trees"]
+__all__ = ["TreeOrder", "first_failing_pair", "symplectic_pair_failure", "tree_order", "trees"]
 
 Tree = tuple  # a rooted tree: the sorted tuple of its children; the single node is ()
 
@@ -371,23 +372,10 @@ def tree_order(
     doc). With ``decimals`` (the scheme's coefficients are decimals of that many digits), a
     condition whose residual is below what those digits can resolve counts as met for ``order``
     (not for ``exact_order``, which takes the coefficients as written)."""
-    others = {k: v for k, v in values.items() if k != h}
-    steps = [
-        _Equation(
-            eq.target,
-            sympy.expand(eq.expr.xreplace(others)),
-            eq.is_stage,
-            eq.state,
-            eq.target in scheme.coupled_stages,
-        )
-        for eq in scheme.steps
-    ]
+    steps = _equations(scheme, h, values)
     if [eq.state for eq in steps].count(state) != 1:
         return None
-    constants = {
-        a for eq in steps for a in sympy.preorder_traversal(eq.expr) if a.is_number and not a.is_Rational
-    }
-    exact_numbers = _Numbers({c for c in constants if not c.free_symbols})
+    exact_numbers = _exact_numbers(steps)
     if decimals is None:
         with mpmath.workdps(80):  # the precision of the "numeric" arithmetic (transcendental numbers)
             return _orders(steps, state, function, h, exact_numbers, None, max_order)
@@ -457,25 +445,12 @@ def symplectic_pair_failure(
     when it holds, ``(False, (u, v))`` at the first pair where it fails, None when the scheme is
     not a one-step B-series method for ``state' = function(state)`` in exact arithmetic (an update
     that reads its own new value included: its series here would be the exact solution's)."""
-    others = {k: v for k, v in values.items() if k != h}
-    steps = [
-        _Equation(
-            eq.target,
-            sympy.expand(eq.expr.xreplace(others)),
-            eq.is_stage,
-            eq.state,
-            eq.target in scheme.coupled_stages,
-        )
-        for eq in scheme.steps
-    ]
+    steps = _equations(scheme, h, values)
     if [eq.state for eq in steps].count(state) != 1 or any(scheme.history.values()):
         return None
     if any(value(state, 1) in eq.expr.free_symbols for eq in steps):
         return None
-    constants = {
-        a for eq in steps for a in sympy.preorder_traversal(eq.expr) if a.is_number and not a.is_Rational
-    }
-    numbers = _Numbers({c for c in constants if not c.free_symbols})
+    numbers = _exact_numbers(steps)
     if not numbers.exact:
         return None
     try:
@@ -486,16 +461,42 @@ def symplectic_pair_failure(
     if series.level != 0 or series.x0 != step.one:
         return None
     a = {t: c * _sigma(t) for t, c in series.coefficients.items()}
-    zero = step.zero
+    pair = first_failing_pair(lambda t: a.get(t, step.zero), numbers.is_zero, max_size)
+    return (pair is None), pair
 
-    def weight(tree: Tree):
-        return a.get(tree, zero)
 
+def first_failing_pair(weight: Callable[[Tree], object], is_zero: Callable[[object], bool], max_size: int):
+    """The first pair ``(u, v)`` of trees, by total size up to ``max_size``, where the B-series
+    coefficients ``weight`` fail ``a(u o v) + a(v o u) = a(u) a(v)`` (``u o v``: ``v`` grafted on
+    ``u``'s root); None if none does."""
     for total in range(2, max_size + 1):
         for size in range(1, total):
             for u in trees(size):
                 for v in trees(total - size):
                     uv, vu = tuple(sorted((*u, v))), tuple(sorted((*v, u)))
-                    if not numbers.is_zero(weight(uv) + weight(vu) - weight(u) * weight(v)):
-                        return False, (u, v)
-    return True, None
+                    if not is_zero(weight(uv) + weight(vu) - weight(u) * weight(v)):
+                        return u, v
+    return None
+
+
+def _equations(scheme: Scheme, h: sympy.Symbol, values: dict) -> list[_Equation]:
+    """The step's lines for the series, with the parameters other than ``h`` at ``values``."""
+    others = {k: v for k, v in values.items() if k != h}
+    return [
+        _Equation(
+            eq.target,
+            sympy.expand(eq.expr.xreplace(others)),
+            eq.is_stage,
+            eq.state,
+            eq.target in scheme.coupled_stages,
+        )
+        for eq in scheme.steps
+    ]
+
+
+def _exact_numbers(steps: list[_Equation]) -> _Numbers:
+    """The exact arithmetic of the lines' numbers (rational or algebraic; numeric otherwise)."""
+    constants = {
+        a for eq in steps for a in sympy.preorder_traversal(eq.expr) if a.is_number and not a.is_Rational
+    }
+    return _Numbers({c for c in constants if not c.free_symbols})

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import sympy
 
-from odenet.analysis.bseries import symplectic_pair_failure
+from odenet.analysis.bseries import first_failing_pair, symplectic_pair_failure
 from odenet.analysis.fields import ALGEBRAIC_FAILURES, domain_matrix, field_of, vanishes
 from odenet.analysis.inverse import invert
 from odenet.analysis.stability import amplification_matrix, linearize
@@ -265,18 +265,25 @@ def _reversed_holds(scheme: Scheme, rename, forward, numbers) -> bool | None:
     return _all_zero(computed[old] - old for old in olds)
 
 
+def _in_field(t: Tableau):
+    """``(domain, a, b)``: the tableau's entries in the field of its numbers; None outside one."""
+    try:
+        domain, flat = field_of([*t.b, *(x for row in t.a for x in row)])
+    except ALGEBRAIC_FAILURES:
+        return None
+    s = t.stages
+    return domain, [flat[s + i * s : s + (i + 1) * s] for i in range(s)], flat[:s]
+
+
 def _symmetric_tableau(t: Tableau) -> bool:
     """A stage order in which ``a_(s+1-i)(s+1-j) + a_ij = b_j`` and ``b_(s+1-i) = b_i``: a
     bijection ``sigma`` with ``a_sigma(i)sigma(j) = b_j - a_ij`` and ``b_sigma(i) = b_i``, found by
     search (each stage's candidates pruned by its ``b`` and its diagonal entry)."""
-    try:
-        domain, flat = field_of([*t.b, *(x for row in t.a for x in row)])
-    except ALGEBRAIC_FAILURES:
+    found = _in_field(t)
+    if found is None:
         return False
-    del domain
+    _, a, b = found
     s = t.stages
-    b = flat[:s]
-    a = [flat[s + i * s : s + (i + 1) * s] for i in range(s)]
     candidates = [[j for j in range(s) if b[j] == b[i] and a[j][j] == b[i] - a[i][i]] for i in range(s)]
     sigma: list[int] = []
 
@@ -346,29 +353,22 @@ def _symplectic_one_state(c: _Context) -> tuple[bool | None, str]:
 
 
 def _runge_kutta_symplectic(t: Tableau) -> bool | None:
-    try:
-        domain, flat = field_of([*t.b, *(x for row in t.a for x in row)])
-    except ALGEBRAIC_FAILURES:
+    found = _in_field(t)
+    if found is None:
         return None
+    _, a, b = found
     s = t.stages
-    b = flat[:s]
-    a = [flat[s + i * s : s + (i + 1) * s] for i in range(s)]
-    del domain
     return all(b[i] * a[i][j] + b[j] * a[j][i] == b[i] * b[j] for i in range(s) for j in range(s))
 
 
 def tableau_pair_failure(t: Tableau):
     """The first pair of trees (by size) failing ``a(u o v) + a(v o u) = a(u) a(v)``, with ``a``
     the tableau's elementary weights; None if none up to :data:`PAIR_ORDER` nodes."""
-    from odenet.analysis.bseries import trees
-
-    try:
-        domain, flat = field_of([*t.b, *(x for row in t.a for x in row)])
-    except ALGEBRAIC_FAILURES:
+    found = _in_field(t)
+    if found is None:
         return None
+    domain, a, b = found
     s = t.stages
-    b = flat[:s]
-    a = [flat[s + i * s : s + (i + 1) * s] for i in range(s)]
     stage_weights: dict = {}
 
     def internal(tree) -> list:
@@ -384,14 +384,7 @@ def tableau_pair_failure(t: Tableau):
         phi = internal(tree)
         return sum((b[i] * phi[i] for i in range(s)), domain.zero)
 
-    for total in range(2, PAIR_ORDER + 1):
-        for size in range(1, total):
-            for u in trees(size):
-                for v in trees(total - size):
-                    uv, vu = tuple(sorted((*u, v))), tuple(sorted((*v, u)))
-                    if weight(uv) + weight(vu) != weight(u) * weight(v):
-                        return u, v
-    return None
+    return first_failing_pair(weight, lambda x: not x, PAIR_ORDER)
 
 
 def _pair_text(hamiltonian: str, pair) -> str:
