@@ -321,8 +321,19 @@ def test_each_function_alone_has_its_own_intervals():
     for z >= 2, beyond the interval through 0) and on the whole imaginary axis."""
     a = odenet.analyze(odenet.parse(IMEX_EULER))
     alone = a.to_json()["per_function"]
-    assert alone["f"] == {"variable": "h*lambda", "real_interval": [-2.0, 0.0], "imag_interval": [0.0, 0.0]}
-    assert alone["g"] == {"variable": "h*lambda", "real_interval": [None, 0.0], "imag_interval": [None, None]}
+    closed = {"real_interval_closed": [True, True], "imag_interval_closed": [True, True]}
+    assert alone["f"] == {
+        "variable": "h*lambda",
+        "real_interval": [-2.0, 0.0],
+        "imag_interval": [0.0, 0.0],
+        **closed,
+    }
+    assert alone["g"] == {
+        "variable": "h*lambda",
+        "real_interval": [None, 0.0],
+        "imag_interval": [None, None],
+        **closed,
+    }
     h = 0.1
     points = {"f": np.array([-1.5 / h, 0.5 / h]), "g": np.array([-1.0 / h, -3.0 / h])}
     radius = a.split.radius(points, a.params)
@@ -333,8 +344,8 @@ def test_each_function_alone_has_its_own_intervals():
 
 def test_the_hamiltonian_network_is_stable_where_the_product_is_in_0_4():
     """y' = f(z), z' = -g(y) with f(u) = a*u, g(u) = b*u: M = [[1, h*a], [-h*b, 1 - h**2*a*b]], trace
-    2 - p and det 1 with p = h**2*a*b: eigenvalues on the unit circle for 0 <= p <= 4, one outside
-    beyond. Each alone is a Jordan block: stable only at 0."""
+    2 - p and det 1 with p = h**2*a*b: eigenvalues on the unit circle for 0 <= p <= 4 (a double one,
+    defective, at both ends), one outside beyond. Each alone is a Jordan block: stable only at 0."""
     a = odenet.analyze(odenet.load("hamiltonian"))
     h = 0.1
     points = {"f": np.array([1.0, 1.0, -1.0]) / h, "g": np.array([2.0, 5.0, 1.0]) / h}

@@ -228,6 +228,8 @@ class Analysis:
                     "variable": format_expr(alone.variable),
                     "real_interval": _interval(alone.real_interval),
                     "imag_interval": _interval(alone.imag_interval),
+                    "real_interval_closed": list(alone.real_interval_closed),
+                    "imag_interval_closed": list(alone.imag_interval_closed),
                 }
                 for name, alone in self.split.alone.items()
             },

@@ -42,7 +42,7 @@ from odenet.analysis.fields import ALGEBRAIC_FAILURES, domain_matrix, field_of, 
 from odenet.analysis.inverse import invert
 from odenet.analysis.stability import amplification_matrix, linearize
 from odenet.analysis.tableau import CallMask, Tableau, runge_kutta_tableau
-from odenet.errors import NotReversibleError
+from odenet.errors import NotReversibleError, OdenetError
 from odenet.ir import Scheme, format_expr, function_calls, parse_value, value
 
 __all__ = ["Structure", "structure", "structure_of", "tableau_pair_failure"]
@@ -65,7 +65,7 @@ class Structure:
 def structure(
     scheme: Scheme,
     values: dict[str, sympy.Expr],
-    matrix: sympy.Matrix,
+    matrix: sympy.Matrix | None,
     inverse: tuple[tuple[sympy.Symbol, sympy.Expr], ...] | None,
 ) -> Structure:
     """Decide both properties of ``scheme`` at the parameter ``values`` (the step ``h`` stays a
@@ -84,9 +84,18 @@ def structure(
             "its map on the states is not the method's"
         )
         return Structure(None, why, None, why)
-    context = _Context(scheme, step, numbers, matrix.xreplace(numbers), inverse)
+    m = None if matrix is None else matrix.xreplace(numbers)
+    context = _Context(scheme, step, numbers, m, inverse)
     symmetric, symmetric_reason = _symmetric(context)
     symplectic, symplectic_reason = _symplectic(context)
+    at = ", ".join(
+        f"{k} = {format_expr(v)}"
+        for k, v in values.items()
+        if k != scheme.step and sympy.Symbol(k, real=True) in read
+    )
+    if at:  # the verdicts hold at these values (a learnable gamma moves them)
+        symplectic_reason += f" (at {at})"
+        symmetric_reason += f" (at {at})"
     return Structure(symplectic, symplectic_reason, symmetric, symmetric_reason)
 
 
@@ -98,7 +107,11 @@ def structure_of(scheme: Scheme) -> Structure:
     except NotReversibleError:
         solution = None
     values = {p.name: p.default for p in scheme.params}
-    return structure(scheme, values, amplification_matrix(scheme), solution)
+    try:
+        matrix = amplification_matrix(scheme)
+    except (ValueError, TypeError, NotImplementedError, OdenetError):  # a nonlinear term outside calls
+        matrix = None
+    return structure(scheme, values, matrix, solution)
 
 
 @dataclass
@@ -106,11 +119,15 @@ class _Context:
     scheme: Scheme
     step: sympy.Symbol
     numbers: dict[sympy.Symbol, sympy.Expr]
-    matrix: sympy.Matrix  # M(lambda, h) at the parameter values
+    matrix: sympy.Matrix | None  # M(lambda, h) at the parameter values; None where not computed
     inverse: tuple[tuple[sympy.Symbol, sympy.Expr], ...] | None
 
     def __post_init__(self):
         self.tableau: Tableau | None = runge_kutta_tableau(self.scheme, self.numbers)
+        # M is the test equation's only when it reads no state: a term outside the calls such as
+        # -x**3 leaves x in it, and M(-h) would have to be taken at the new point (the chain rule)
+        values = set(self.scheme.state_vector) | {value(s, 1) for s in self.scheme.states}
+        self.linear = self.matrix is not None and not (self.matrix.free_symbols & values)
 
     @property
     def one_step(self) -> bool:
@@ -164,14 +181,14 @@ def _symmetric(c: _Context) -> tuple[bool | None, str]:
     if len(depths) != 1:
         return None, "its states keep histories of different lengths: time reversal is not one map"
     if c.one_step:
-        identity = _linear_round_trip(c)
+        identity = _linear_round_trip(c) if c.linear else None
         if identity is False:
             return False, (
                 "for the test equation f(u) = λu a step with h and then one with -h is not the "
                 "identity (M(-h)·M(h) != I): the method is not its own adjoint"
             )
     depth = depths.pop()
-    if depth and len(scheme.states) == 1 and _linear_relation_reverses(c, depth) is False:
+    if depth and len(scheme.states) == 1 and c.linear and _linear_relation_reverses(c, depth) is False:
         return False, (
             "for the test equation f(u) = λu the recurrence read backwards with -h is another "
             "recurrence (its coefficients are not those of the forward one, reversed, up to a factor)"
@@ -325,14 +342,15 @@ def _symplectic_one_state(c: _Context) -> tuple[bool | None, str]:
         return None, "several functions in one state's step: no Hamiltonian reading is tried"
     f = c.scheme.functions[0].name
     hamiltonian = f"for every Hamiltonian {state}' = {f}({state}), {f} = J grad H"
-    if _linear_round_trip(c) is False:
+    if c.linear and _linear_round_trip(c) is False:
         return False, (
             f"not symplectic {hamiltonian}: for the linear ones the step is R(hA) with R(z)·R(-z) != 1"
         )
     if c.tableau is None:
         found = symplectic_pair_failure(c.scheme, state, f, c.step, c.numbers, PAIR_ORDER)
         if found is None:
-            return None, "not decided: neither a Runge-Kutta method nor a B-series method, and R(z)·R(-z) = 1"
+            tested = ", and R(z)·R(-z) = 1" if c.linear else ""
+            return None, f"not decided: neither a Runge-Kutta method nor a B-series method{tested}"
         holds, pair = found
         if not holds and pair is not None:
             return False, _pair_text(hamiltonian, pair)
@@ -414,15 +432,23 @@ def _symplectic_pair(c: _Context) -> tuple[bool | None, str]:
             "each moving one state by a function of the other's current value (a Hamiltonian flow)"
         )
     if not scheme.is_explicit or scheme.coupled_stages:
-        return None, f"not decided: the limit ODE of an implicit step of ({x}, {v}) is not read here"
+        return None, (
+            f"not decided: an implicit step of ({x}, {v}) is neither proved a composition of kicks and "
+            "drifts nor refuted here"
+        )
     reading = _separable(scheme, c.step)
     if reading is not None:
         return None, reading
-    det = sympy.Matrix(c.matrix).det()
-    if vanishes(sympy.together(det - 1)) is False:
+    det = sympy.Matrix(c.matrix).det() if c.linear else None
+    if det is not None and vanishes(sympy.together(det - 1)) is False:
         return False, (
             f"not symplectic in ({x}, {v}): for f(u) = λu (a gradient) "
             f"det M = {format_expr(sympy.factor(det))}, not 1 (the step does not keep area)"
+        )
+    if det is None:
+        return None, (
+            "not decided: the step is not a composition of kicks and drifts, and its linearization "
+            "reads the state (a term outside the calls), so the test equation decides nothing"
         )
     return None, (
         "not decided: det M = 1 for the test equation, and the step is not a composition of kicks and drifts"
@@ -468,16 +494,24 @@ def _shears(scheme: Scheme, numbers) -> int | None:
 
 
 def _affine_in(increment: sympy.Expr, other: sympy.Symbol) -> bool:
-    """``increment`` is affine in ``other`` outside calls, and so is every call's argument (a call
-    at an affine argument of a gradient is a gradient)."""
-    calls = function_calls(increment)
-    masked = increment.xreplace({call: sympy.Dummy() for call in calls})
-    if other in masked.free_symbols and sympy.degree(masked, other) > 1:
-        return False
-    for call in calls:
-        for arg in call.args:
-            if function_calls(arg) or (other in arg.free_symbols and sympy.degree(arg, other) > 1):
+    """``increment`` is a gradient of the other state for any gradient functions: a sum of terms
+    each a constant, a constant times ``other``, or a constant times one call at an argument affine
+    in ``other`` (states are vectors and products are elementwise: ``x*f(x)`` or ``f(x)**2`` is not
+    a gradient, and is refused)."""
+    for term in sympy.Add.make_args(sympy.expand(increment)):
+        calls = function_calls(term)
+        if not calls:
+            if not (term.is_polynomial(other) and sympy.degree(term, other) <= 1):
                 return False
+            continue
+        if len(calls) != 1:  # a product of calls, or a call inside a call
+            return False
+        (call,) = calls
+        factor = sympy.cancel(term / call)
+        if factor.free_symbols & {other} or function_calls(factor) or not factor.is_polynomial():
+            return False
+        if any(not (arg.is_polynomial(other) and sympy.degree(arg, other) <= 1) for arg in call.args):
+            return False
     return True
 
 
