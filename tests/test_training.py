@@ -297,7 +297,7 @@ def test_resume_gives_the_same_final_weights_as_an_uninterrupted_run(tmp_path, m
     assert metrics["epochs"] == 4 and len(metrics["history"]) == 4
     for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
-    with pytest.raises(ConfigError, match="trained with other settings"):
+    with pytest.raises(ConfigError, match="with the cosine schedule, which brought the learning rate"):
         train(
             config,
             data,
@@ -306,8 +306,50 @@ def test_resume_gives_the_same_final_weights_as_an_uninterrupted_run(tmp_path, m
             stream=None,
             resume=True,
         )
+    with pytest.raises(ConfigError, match="--batch-size 64 \\(now 32\\)"):
+        train(
+            config,
+            data,
+            TrainSettings(epochs=4, batch_size=32),
+            out=tmp_path / "parts",
+            stream=None,
+            resume=True,
+        )
     with pytest.raises(ConfigError, match="no checkpoint to resume"):
         train(config, data, settings, out=tmp_path / "empty", stream=None, resume=True)
+
+
+def test_a_finished_run_resumed_is_complete_and_prints_its_metrics(tmp_path, capsys):
+    """Found while measuring (issue 32): a finished run resumed printed a KeyError traceback. It says
+    it is complete, prints the metrics it wrote, writes nothing and exits 0."""
+    out = tmp_path / "run"
+    args = ["train", "euler", "--data", "digits", "--depth", "2", "--epochs", "1", "--out", str(out)]
+    assert main(args) == 0
+    written = json.loads((out / "metrics.json").read_text())
+    stamp = (out / "checkpoint.pt").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main([*args, "--resume"]) == 0
+    printed = capsys.readouterr()
+    assert f"test loss {written['test_loss']:.4f}" in printed.out and "wrote" not in printed.out
+    assert "is complete: 1 of 1 epochs" in printed.err + printed.out
+    assert (out / "checkpoint.pt").stat().st_mtime_ns == stamp
+
+
+def test_a_constant_rate_run_resumed_with_more_epochs_is_the_longer_run(tmp_path):
+    """With a constant learning rate, two epochs then --resume with --epochs 4 give the weights of
+    four epochs in one go, bit for bit; the cosine schedule's runs are refused (above)."""
+    data = load_data("digits", train_fraction=0.2)
+    config = tiny_config(family="bn", layout="mlp")
+    longer = TrainSettings(epochs=4, batch_size=64, schedule="constant")
+    reference, _ = train(config, data, longer, out=tmp_path / "whole", stream=None)
+    shorter = TrainSettings(epochs=2, batch_size=64, schedule="constant")
+    train(config, data, shorter, out=tmp_path / "parts", stream=None)
+    resumed, metrics = train(config, data, longer, out=tmp_path / "parts", stream=None, resume=True)
+    assert metrics["epochs"] == 4 and len(metrics["history"]) == 4
+    for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    with pytest.raises(ConfigError, match="has 4 epochs already"):
+        train(config, data, shorter, out=tmp_path / "parts", stream=None, resume=True)
 
 
 def test_progress_is_a_bar_on_a_terminal_and_lines_elsewhere(tmp_path):

@@ -110,7 +110,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(json.dumps({k: v for k, v in metrics.items() if k != "history"}, indent=2))
     else:
         print(_metrics_line(metrics))
-        print(f"wrote {out / 'checkpoint.pt'} and {out / 'metrics.json'}")
+        if not metrics.get("complete"):  # a finished run resumed writes nothing
+            print(f"wrote {out / 'checkpoint.pt'} and {out / 'metrics.json'}")
     return 0
 
 

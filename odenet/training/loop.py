@@ -169,11 +169,36 @@ def _resume_state(out_dir: Path, config: ModelConfig, settings: TrainSettings) -
     if content.get("config") != config.to_json():
         raise ConfigError(f"--resume: the checkpoint in {out_dir} is of another model; give the same options")
     # a field added since the checkpoint was written had its default then
-    if {**asdict(TrainSettings()), **content.get("training", {})} != asdict(settings):
+    saved, wanted = {**asdict(TrainSettings()), **content.get("training", {})}, asdict(settings)
+    differing = [k for k in wanted if saved.get(k) != wanted[k]]
+    if differing == ["epochs"]:
+        _check_more_epochs(out_dir, saved, wanted, content["epoch"])
+    elif differing:
+        options = ", ".join(f"--{k.replace('_', '-')} {saved.get(k)} (now {wanted[k]})" for k in differing)
         raise ConfigError(
-            f"--resume: the checkpoint in {out_dir} was trained with other settings; give the same options"
+            f"--resume: the checkpoint in {out_dir} was trained with other settings: {options}; "
+            "give the same options"
         )
-    return {**state, "state_dict": content["state_dict"], "epoch": content["epoch"]}
+    metrics = content.get("metrics") or {}
+    return {**state, "state_dict": content["state_dict"], "epoch": content["epoch"], "metrics": metrics}
+
+
+def _check_more_epochs(out_dir: Path, saved: dict, wanted: dict, done: int) -> None:
+    """A run resumed with another ``--epochs``: continued where that is the run ``--epochs N``
+    trains from the start (a constant learning rate), refused with the reason otherwise."""
+    if wanted["epochs"] < done:
+        raise ConfigError(
+            f"--resume: the run in {out_dir} has {done} epochs already; --epochs {wanted['epochs']} "
+            f"cannot take them back (give --epochs {done} or more, or another --out)"
+        )
+    if saved["schedule"] == "cosine":
+        raise ConfigError(
+            f"--resume: the run in {out_dir} was trained for {saved['epochs']} epochs with the cosine "
+            f"schedule, which brought the learning rate down to 0 at epoch {saved['epochs']}; continued to "
+            f"{wanted['epochs']} it would not be the run --epochs {wanted['epochs']} trains (its schedule "
+            "spans all of them from the first). Train afresh with another --out, or train with "
+            "--schedule constant, whose runs can be extended"
+        )
 
 
 def _train(config, data, settings, out_dir, stream, data_info, resume=False, writes=True, stop=None):
@@ -188,6 +213,9 @@ def _train(config, data, settings, out_dir, stream, data_info, resume=False, wri
     if resume:
         history, first, seconds = run.resume(out_dir, config)
         start -= seconds
+        if first > settings.epochs:  # a finished run: its metrics as they were written
+            run.model.eval()
+            return run.model, {**run.finished, "complete": True}
     target = out_dir if writes else None
     last_finite = (first - 1, copy.deepcopy(run.model.state_dict()))
     for epoch in range(first, settings.epochs + 1):
@@ -227,6 +255,7 @@ class _Run:
 
     def __init__(self, config, data, settings, stream):
         self.config, self.data, self.settings = config, data, settings
+        self.finished: dict = {}  # a resumed run's metrics as written (see resume)
         device = torch.device(settings.device)
         if device.type == "cuda" and processes().world > 1:
             device = torch.device("cuda", torch.cuda.current_device())
@@ -284,7 +313,13 @@ class _Run:
         if self.schedule is not None:
             self.schedule.load_state_dict(state["schedule"])
         torch.set_rng_state(state["torch_rng"])
-        self.progress.line(f"resuming from epoch {state['epoch']} of {self.settings.epochs}")
+        self.finished = {**state["metrics"], "history": list(state["history"])}
+        if state["epoch"] >= self.settings.epochs:
+            self.progress.line(
+                f"the run in {out_dir} is complete: {state['epoch']} of {self.settings.epochs} epochs"
+            )
+        else:
+            self.progress.line(f"resuming from epoch {state['epoch']} of {self.settings.epochs}")
         return list(state["history"]), state["epoch"] + 1, float(state["seconds"])
 
     def epoch(self, epoch: int, stop, diverged) -> None:
