@@ -32,7 +32,7 @@ def _close_figures():
         (
             "leapfrog",
             "Analysis(leapfrog: explicit; order 2; zero-stable; stable for h**2*λ in [0, 4); "
-            "inverse: explicit)",
+            "inverse: explicit; symmetric)",
         ),
         # Euler: |1 + h*lambda| <= 1 is the disc of centre -1: [-2, 0] on the real axis, only 0 on the
         # imaginary one; x[n] = x[n+1] - h*f(x[n]) is a fixed point
@@ -43,6 +43,12 @@ def _close_figures():
         ),
         # AB2 carries F = f(x[n]) and drops it: M(0) is singular
         ("ab2", "Analysis(ab2: explicit; order 2; zero-stable; stable for h*λ in [-1, 0]; inverse: none)"),
+        # Stormer-Verlet: a composition of kicks and drifts, and self-adjoint
+        (
+            "verlet",
+            "Analysis(verlet: explicit; order 2; zero-stable; stable for h**2*λ in (-4, 0]; "
+            "inverse: explicit; symplectic; symmetric)",
+        ),
     ],
 )
 def test_analysis_repr_is_one_line_of_name_and_verdict(name, expected):
