@@ -31,6 +31,9 @@ PATHS = {
     "forest_ruth": DATA / "user" / "forest_ruth.scheme",
     "suzuki": DATA / "compositions" / "suzuki.scheme",
     "damped_kdk": DATA / "user" / "damped_kdk.scheme",
+    "damped_lie": DATA / "user" / "damped_lie.scheme",
+    "rotation": DATA / "user" / "rotation.scheme",
+    "exp_euler": DATA / "user" / "exp_euler.scheme",
 }
 
 SYMPLECTIC_EULER = """scheme symplectic_euler
@@ -115,6 +118,9 @@ TEXTBOOK = {
     # position Verlet with a force x**3 outside the call: symmetric for any force; the linearization
     # reads x, so the test equation proves nothing (M(-h) would be taken at the new point)
     "duffing": (None, True),
+    "damped_lie": (None, False),  # friction; a Lie splitting (one drift, one kick) is not self-adjoint
+    "rotation": (None, False),  # the exact rotation then a kick: a Lie splitting
+    "exp_euler": (None, None),  # sqrt(h) in the step: no step with -h
 }
 
 
@@ -296,7 +302,7 @@ def test_symplecticity_defect_matches_the_verdict(name):
 
 
 SYMMETRIC_CHECKED = ONE_STATE + list(ROLES) + ["leapfrog", "midpoint", "lm_resnet", "ab2", "damped_kdk"]
-SYMMETRIC_CHECKED += ["reversible_heun", "duffing"]
+SYMMETRIC_CHECKED += ["reversible_heun", "duffing", "damped_lie", "rotation"]
 
 
 @pytest.mark.parametrize("name", _cases(SYMMETRIC_CHECKED))
