@@ -487,8 +487,8 @@ def negative_step_problem(scheme: Scheme) -> str | None:
     step = next((p for p in scheme.params if p.name == scheme.step), None)
     if step is None:
         return None
-    values = {p.symbol: sympy.Float(p.default) for p in scheme.params}
-    values[step.symbol] = -abs(sympy.Float(step.default)) if step.default != 0 else sympy.Float(-1)
+    values = {p.symbol: sympy.N(p.default, 30) for p in scheme.params}  # exp(-1) as a default too
+    values[step.symbol] = -abs(sympy.N(step.default, 30)) if step.default != 0 else sympy.Float(-1)
     for eq in scheme.steps:
         for term in sympy.preorder_traversal(eq.expr):
             root = isinstance(term, sympy.log) or (term.is_Pow and not term.exp.is_integer)
