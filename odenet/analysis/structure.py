@@ -49,6 +49,7 @@ __all__ = ["Structure", "structure", "structure_of", "tableau_pair_failure"]
 
 PAIR_ORDER = 8  # the B-series symplecticity condition is checked on pairs of trees up to this size
 _RETURNS = "a step with -h from the new values returns the old ones, for every f"
+_UNDECIDED = "not decided: "  # how every reason of an open verdict starts
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,19 @@ class Structure:
     symplectic_reason: str
     symmetric: bool | None
     symmetric_reason: str
+
+    def answer(self, prop: str) -> str:
+        """``"yes"``, ``"no"``, ``"not decided"`` or ``"does not apply"`` for ``prop``
+        (``"symplectic"`` or ``"symmetric"``): a None whose reason starts "not decided" is open, any
+        other None is a notion that does not apply (history, no step h, friction)."""
+        verdict, reason = getattr(self, prop), getattr(self, f"{prop}_reason")
+        if verdict is None:
+            return "not decided" if reason.startswith(_UNDECIDED) else "does not apply"
+        return "yes" if verdict else "no"
+
+    def why(self, prop: str) -> str:
+        """The reason for ``prop`` without its leading "not decided: " (the answer says it)."""
+        return getattr(self, f"{prop}_reason").removeprefix(_UNDECIDED)
 
 
 def structure(

@@ -190,29 +190,16 @@ def structure_lines(analysis: Analysis) -> list[str]:
     """The symplectic and symmetric verdicts, each with its reason."""
     st = analysis.structure
     if st.symplectic is None:
-        symplectic = _undecided("symplecticity", st.symplectic_reason)
+        symplectic = f"symplecticity {st.answer('symplectic')}: {st.why('symplectic')}"
     else:
         symplectic = st.symplectic_reason  # "symplectic ..." or "not symplectic ..."
     if st.symmetric is None:
-        symmetric = _undecided("symmetry", st.symmetric_reason)
+        symmetric = f"symmetry {st.answer('symmetric')}: {st.why('symmetric')}"
     elif st.symmetric:
         symmetric = f"symmetric (time-reversible): {st.symmetric_reason}"
     else:
         symmetric = f"not symmetric: {st.symmetric_reason}"
     return [symplectic, symmetric]
-
-
-def _undecided(prefix: str, reason: str) -> str:
-    """``symmetry not decided: ...`` or ``symplecticity does not apply: ...``."""
-    if reason.startswith("not decided: "):
-        return f"{prefix} not decided: {reason.removeprefix('not decided: ')}"
-    return f"{prefix} does not apply: {reason}"
-
-
-def _yes_no(verdict: bool | None, reason: str) -> str:
-    if verdict is None:
-        return "not decided" if reason.startswith("not decided") else "does not apply"
-    return "yes" if verdict else "no"
 
 
 class Fact(NamedTuple):
@@ -266,8 +253,8 @@ def analysis_facts(analysis: Analysis) -> list[Fact]:
             None,
             "none ($M(0)$ is singular)" if amplification is None else None,
         ),
-        Fact("symplectic", _yes_no(st.symplectic, st.symplectic_reason)),
-        Fact("symmetric", _yes_no(st.symmetric, st.symmetric_reason)),
+        Fact("symplectic", st.answer("symplectic")),
+        Fact("symmetric", st.answer("symmetric")),
     ]
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import sympy
 
-from odenet.analysis import Analysis
+from odenet.analysis import Analysis, Structure
 from odenet.analysis.picture import draw_split
 from odenet.analysis.verdict import at_text, interval_text, rescaled_text, variable_text, verdict
 from odenet.figures import REGION_FIGURE, new_figure
@@ -33,17 +33,14 @@ def _row(name: str, value: str) -> str:
     return f"| {name} | {value} |"
 
 
-def _verdict_cell(verdict: bool | None, reason: str) -> str:
+_CELL = {"does not apply": "n/a"}  # the reports' word for it
+_INDEX = {"yes": "yes", "no": "no", "not decided": "?", "does not apply": "–"}
+
+
+def _verdict_cell(st: Structure, prop: str) -> str:
     """``yes: <why>``, ``no: <why>``, ``not decided: ...`` or ``n/a: <why>``."""
-    if verdict is None:
-        return reason if reason.startswith("not decided") else f"n/a: {reason}"
-    return f"{'yes' if verdict else 'no'}: {reason}"
-
-
-def _short(verdict: bool | None, reason: str) -> str:
-    if verdict is None:
-        return "?" if reason.startswith("not decided") else "–"
-    return "yes" if verdict else "no"
+    answer = st.answer(prop)
+    return f"{_CELL.get(answer, answer)}: {st.why(prop)}"
 
 
 def report_markdown(analysis: Analysis, image: str | None = "stability.png") -> str:
@@ -92,8 +89,8 @@ def report_markdown(analysis: Analysis, image: str | None = "stability.png") -> 
             if r.backward_amplification is None
             else f"{r.backward_amplification:.6g}",
         ),
-        _row("symplectic", _verdict_cell(st.symplectic, st.symplectic_reason)),
-        _row("symmetric", _verdict_cell(st.symmetric, st.symmetric_reason)),
+        _row("symplectic", _verdict_cell(st, "symplectic")),
+        _row("symmetric", _verdict_cell(st, "symmetric")),
     ]
     out += ["## Facts", "", "| fact | value |", "|---|---|", *rows, ""]
     out += ["## Verdict", ""] + [f"- {line}." for line in verdict(analysis)] + [""]
@@ -167,7 +164,7 @@ def write_index(analyses: Sequence[Analysis], folder: str | os.PathLike) -> Path
             f"| [{a.scheme.name}]({a.scheme.name}/report.md) | {'yes' if a.explicit else 'no'} "
             f"| {'–' if a.order is None else a.order} | {'yes' if s.zero_stable else 'no'} | {var} "
             f"| {real} | {imag} | {at} | ${sympy.latex(s.det)}$ | {r.kind} | {amplification} "
-            f"| {_short(st.symplectic, st.symplectic_reason)} | {_short(st.symmetric, st.symmetric_reason)} |"
+            f"| {_INDEX[st.answer('symplectic')]} | {_INDEX[st.answer('symmetric')]} |"
         )
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -63,13 +63,9 @@ def show_text(scheme: Scheme) -> str:
         out.append(f"  {node:<{width}}  <- {sources}")
     out += ["", "structure (the proofs: odenet analyze):"]
     st = structure_of(scheme)
-    for name, verdict, reason in (
-        ("symplectic", st.symplectic, st.symplectic_reason),
-        ("symmetric", st.symmetric, st.symmetric_reason),
-    ):
-        undecided = "not decided" if reason.startswith("not decided") else "n/a"
-        answer = {True: "yes", False: "no", None: undecided}[verdict]
-        out.append(f"  {name:<10}  {answer}: {reason.removeprefix('not decided: ')}")
+    for prop in ("symplectic", "symmetric"):
+        answer = st.answer(prop)
+        out.append(f"  {prop:<10}  {'n/a' if answer == 'does not apply' else answer}: {st.why(prop)}")
     out += ["", "training defaults (odenet train):"]
     measured = LIBRARY_DEFAULTS.get(scheme.name)
     if measured is not None and scheme.name in library_names() and load(scheme.name) == scheme:
