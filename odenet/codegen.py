@@ -41,7 +41,7 @@ import sympy
 from sympy.printing.precedence import precedence
 from sympy.printing.pytorch import TorchPrinter
 
-from odenet.analysis.fields import vanishes
+from odenet.analysis.fields import is_zero
 from odenet.ir import Scheme, format_expr, function_calls, parse_value, value
 
 __all__ = [
@@ -428,26 +428,10 @@ def evaluation_points(scheme: Scheme) -> EvaluationPoints:
 
 
 def _same_value(a: sympy.Expr, b: sympy.Expr) -> bool:
-    """Whether two expanded expressions are equal: at random values first (most pairs differ), then
-    exactly (cancelled, or simplified where functions such as exp and cos take part)."""
-    difference = a - b
-    if difference == 0:
-        return True
-    symbols = sorted(difference.free_symbols, key=str)
-    for seed in (3141, 2718):  # exact points: 15-digit floats leave 1e-16 where the value is 0
-        point = {x: sympy.Rational(seed + 1000 * i + 500 * (i % 3), 10000) for i, x in enumerate(symbols)}
-        try:
-            number = complex(difference.xreplace(point).evalf(30))
-        except (TypeError, ValueError):
-            break
-        if abs(number) > 1e-20:
-            return False
-    exact = vanishes(difference)  # over the numbers' field: 2**(1/3)'s forms are one value
-    if exact is not None:
-        return exact
-    if sympy.cancel(difference) == 0:
-        return True
-    return sympy.simplify(difference) == 0
+    """Whether two expanded expressions are equal (:func:`~odenet.analysis.fields.is_zero` of their
+    difference: at exact random points first, where most pairs differ, then exactly); an undecided
+    pair counts as two values."""
+    return is_zero(a - b) is True
 
 
 def generate_step(

@@ -26,6 +26,7 @@ __all__ = [
     "fast_field",
     "field_of",
     "generators_of",
+    "is_zero",
     "number_field",
     "poly",
     "to_domain",
@@ -248,6 +249,30 @@ def vanishes(expr: sympy.Expr) -> bool | None:
         return not to_domain(expr, domain, atom)
     except ALGEBRAIC_FAILURES:
         return None
+
+
+def is_zero(expr: sympy.Expr) -> bool | None:
+    """Whether ``expr`` (numbers and symbols) is identically zero: not, at once, where its value at
+    one of two exact points is not 0 to 50 digits (most differences of two spellings are not);
+    then exactly by :func:`vanishes`; outside a number field, zero where ``cancel`` or ``simplify``
+    finds it (``cos(h)**2 + sin(h)**2 - 1``). None where none of them tells."""
+    if expr == 0:
+        return True
+    symbols = sorted(expr.free_symbols, key=str)
+    for seed in (3141, 2718):  # exact points: 15-digit floats leave 1e-16 where the value is 0
+        point = {x: sympy.Rational(seed + 1000 * i + 500 * (i % 3), 10000) for i, x in enumerate(symbols)}
+        try:
+            number = complex(sympy.N(expr.xreplace(point), 50))
+        except (TypeError, ValueError):
+            break
+        if abs(number) > 1e-30:
+            return False
+    exact = vanishes(expr)
+    if exact is not None:
+        return exact
+    if sympy.cancel(expr) == 0 or sympy.simplify(expr) == 0:
+        return True
+    return None
 
 
 def domain_matrix(matrix: sympy.Matrix):

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import sympy
 
 from odenet.analysis.bseries import first_failing_pair, symplectic_pair_failure
-from odenet.analysis.fields import ALGEBRAIC_FAILURES, domain_matrix, field_of, vanishes
+from odenet.analysis.fields import ALGEBRAIC_FAILURES, domain_matrix, field_of, is_zero, vanishes
 from odenet.analysis.inverse import invert, negative_step_problem
 from odenet.analysis.stability import amplification_matrix, linearize
 from odenet.analysis.tableau import CallMask, Tableau, runge_kutta_tableau
@@ -153,30 +153,13 @@ class _Context:
 
 def _identically_zero(expr: sympy.Expr) -> bool | None:
     """Whether ``expr`` vanishes for every function: its calls become one symbol per point (two
-    calls at different points are independent for a general ``f``), then the rational function
-    is tested exactly. None where a comparison could not be made exactly."""
+    calls at different points are independent for a general ``f``), then the expression is tested
+    by :func:`~odenet.analysis.fields.is_zero`. None where a comparison could not be made exactly."""
     mask = CallMask()
-    masked = sympy.expand(mask(expr))
-    result = vanishes(masked)
-    if result is None:
-        result = _transcendental_zero(masked)
+    result = is_zero(sympy.expand(mask(expr)))
     if result is False and mask.uncertain:
         return None
     return result
-
-
-def _transcendental_zero(expr: sympy.Expr) -> bool | None:
-    """Zero by ``simplify`` (``cos(h)**2 + sin(h)**2 - 1``), or not zero by its value at an exact
-    point to 50 digits; None if neither shows."""
-    if sympy.simplify(expr) == 0:
-        return True
-    symbols = sorted(expr.free_symbols, key=str)
-    for seed in (3141, 2718):
-        point = {x: sympy.Rational(seed + 1000 * i + 500 * (i % 3), 10000) for i, x in enumerate(symbols)}
-        number = sympy.N(expr.xreplace(point), 50)
-        if number.is_number and abs(complex(number)) > 1e-30:
-            return False
-    return None
 
 
 def _all_zero(exprs) -> bool | None:
