@@ -44,11 +44,11 @@ ZETA = sympy.Symbol("zeta")
 def linearize(expr: sympy.Expr, lam: sympy.Expr | Mapping[str, sympy.Expr] = LAMBDA) -> sympy.Expr:
     """Replace every call ``f(u1, ..., uk)`` by ``lam*(u1 + ... + uk)`` (inner calls first); with a
     mapping, each function by its own ``lam[name]`` (the test equation with a lambda each)."""
-    if isinstance(lam, Mapping):
-        return expr.replace(
-            lambda e: isinstance(e, AppliedUndef), lambda e: lam[e.func.__name__] * sympy.Add(*e.args)
-        )
-    return expr.replace(lambda e: isinstance(e, AppliedUndef), lambda e: lam * sympy.Add(*e.args))
+
+    def factor(call):
+        return lam[call.func.__name__] if isinstance(lam, Mapping) else lam
+
+    return expr.replace(lambda e: isinstance(e, AppliedUndef), lambda e: factor(e) * sympy.Add(*e.args))
 
 
 def solve_step(scheme: Scheme, transform=lambda e: e) -> dict[sympy.Symbol, sympy.Expr]:
