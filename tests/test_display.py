@@ -55,6 +55,20 @@ def test_analysis_repr_is_one_line_of_name_and_verdict(name, expected):
     assert repr(odenet.analyze(odenet.load(name))) == expected
 
 
+def test_structure_and_split_print_their_answers():
+    a = odenet.analyze(odenet.load("hamiltonian"))
+    assert repr(a.structure) == "Structure(symplectic: yes; symmetric: no)"
+    lines = str(a.structure).splitlines()
+    assert lines[0].startswith("symplectic: yes: symplectic in (y, z)") and lines[1].startswith(
+        "symmetric: no: "
+    )
+    assert repr(odenet.analyze(odenet.load("leapfrog")).structure) == (
+        "Structure(symplectic: does not apply; symmetric: yes)"
+    )
+    # each alone is a Jordan block at 0 (y' = h*a*z, z' = 0): stable only there
+    assert repr(a.split) == "SplitStability(f alone: h*λ in {0}, g alone: h*λ in {0})"
+
+
 @pytest.mark.parametrize("name", odenet.library_names())
 def test_every_analysis_repr_is_short_and_str_is_the_whole_verdict(name):
     a = odenet.analyze(odenet.load(name))

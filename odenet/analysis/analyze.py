@@ -35,7 +35,7 @@ from odenet.analysis.stability import (
     step_scaling,
 )
 from odenet.analysis.structure import Structure, structure
-from odenet.analysis.verdict import lipschitz_condition, short_verdict, verdict
+from odenet.analysis.verdict import axis_text, lipschitz_condition, short_verdict, verdict
 from odenet.errors import NotReversibleError
 from odenet.ir import Scheme
 from odenet.ir.printing import format_expr
@@ -120,14 +120,22 @@ class Reversibility:
         return tuple(done)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class SplitStability:
     """The test equation with a lambda for each function (``f(u) = lambda_f*u``, ``g(u) =
-    lambda_g*u``), for a scheme of several functions: :class:`Stability` gives them one lambda."""
+    lambda_g*u``), for a scheme of several functions: :class:`Stability` gives them one lambda.
+    ``repr``: each function's real interval alone."""
 
     variables: Mapping[str, sympy.Symbol]  # each function's lambda: lambda_f, lambda_g
     matrix: sympy.Matrix  # M(lambda_f, lambda_g, ...), the parameters symbolic
     alone: Mapping[str, Stability]  # each function's lambda alone, the others' 0
+
+    def __repr__(self) -> str:
+        alone = ", ".join(
+            f"{name} alone: {format_expr(s.variable).replace('lambda', 'λ')} in {axis_text(s, False)}"
+            for name, s in self.alone.items()
+        )
+        return f"SplitStability({alone})"
 
     def radius(self, lambdas: Mapping[str, np.ndarray], values: Mapping[str, sympy.Expr]) -> np.ndarray:
         """The spectral radius at each point of a grid of lambdas (arrays of one shape), at the

@@ -52,10 +52,11 @@ _RETURNS = "a step with -h from the new values returns the old ones, for every f
 _UNDECIDED = "not decided: "  # how every reason of an open verdict starts
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Structure:
     """``symplectic`` and ``symmetric``: True or False when proved, None when not decided or when
-    the notion does not apply; each with the reason in a sentence."""
+    the notion does not apply; each with the reason in a sentence. ``repr`` is the two answers,
+    ``str`` the answers with their reasons, a line each."""
 
     symplectic: bool | None
     symplectic_reason: str
@@ -74,6 +75,14 @@ class Structure:
     def why(self, prop: str) -> str:
         """The reason for ``prop`` without its leading "not decided: " (the answer says it)."""
         return getattr(self, f"{prop}_reason").removeprefix(_UNDECIDED)
+
+    def __repr__(self) -> str:
+        return f"Structure(symplectic: {self.answer('symplectic')}; symmetric: {self.answer('symmetric')})"
+
+    def __str__(self) -> str:
+        return "\n".join(
+            f"{prop}: {self.answer(prop)}: {self.why(prop)}" for prop in ("symplectic", "symmetric")
+        )
 
 
 def structure(
