@@ -503,3 +503,12 @@ def test_the_reasons_name_the_parameter_values_they_hold_at():
     text += "v[n+1] = gamma*v[n] + h*f(x[n])\nx[n+1] = x[n] + h*v[n+1]\n"
     st = structure_of(odenet.parse(text))
     assert st.symplectic is True and st.symplectic_reason.endswith("(at gamma = 1)")
+
+
+def test_an_open_verdict_is_read_as_not_decided():
+    """IMEX Euler's symmetry is open (an implicit step, no inverse, no tableau): its reason must say
+    "not decided: " so that it reads as open, not as a notion that does not apply."""
+    text = "scheme imex\nstate x\nparam h = 0.1\nfunction f, g\nx[n+1] = x[n] + h*f(x[n]) + h*g(x[n+1])\n"
+    st = structure_of(odenet.parse(text))
+    assert st.symmetric is None and st.answer("symmetric") == "not decided"
+    assert st.answer("symplectic") == "does not apply"  # two functions in one state's step

@@ -229,11 +229,15 @@ def _symmetric(c: _Context) -> tuple[bool | None, str]:
     if c.tableau is not None:
         if _symmetric_tableau(c.tableau):
             return True, "its tableau satisfies a_(s+1-i)(s+1-j) + a_ij = b_j and b_(s+1-i) = b_i"
-        return None, (
-            "not decided: M(-h)·M(h) = I, but the tableau is symmetric in no order of its stages "
-            "(a reducible method?)"
+        tested = "M(-h)·M(h) = I, but " if c.linear and c.one_step else ""
+        return (
+            None,
+            f"not decided: {tested}the tableau is symmetric in no order of its stages (a reducible method?)",
         )
-    return None, "not decided for an implicit step of this form"
+    return None, (
+        "not decided: an implicit step whose equations change when old and new values swap, with "
+        "no explicit inverse or tableau to compare"
+    )
 
 
 def _linear_round_trip(c: _Context) -> bool | None:
