@@ -58,13 +58,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if chosen.step is not None and scheme.step not in params:
         params[scheme.step] = chosen.step
     if is_data_file(args.data):  # the user's arrays: the layout is theirs
-        data = load_data(args.data, args.layout, args.train_fraction, args.seed)
+        data = load_data(args.data, args.layout, args.train_fraction, args.seed, args.validation)
         layout = file_layout(data)
         defaults = FILE_DEFAULTS[layout]
     else:
         defaults = DATA_DEFAULTS[args.data]
         layout = args.layout or defaults.layout
-        data = load_data(args.data, layout, args.train_fraction, args.seed)
+        data = load_data(args.data, layout, args.train_fraction, args.seed, args.validation)
     config = ModelConfig(
         scheme=format_scheme(scheme),
         input_shape=data.input_shape,
@@ -100,6 +100,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     )
     out = Path(args.out or f"runs/{scheme.name}-{Path(args.data).stem}")
     info = {"name": data.name, "layout": layout, "train_fraction": args.train_fraction, "seed": args.seed}
+    if args.validation:
+        info["validation"] = args.validation
     from odenet.training.distributed import process_group
 
     with process_group(settings.device) as group:  # under torchrun: DistributedDataParallel
@@ -132,9 +134,10 @@ def _explain(scheme, chosen) -> str:
 
 
 def _metrics_line(metrics: dict) -> str:
-    parts = [f"test loss {metrics['test_loss']:.4f}"]
+    held_out = metrics.get("held_out", "test")
+    parts = [f"{held_out} loss {metrics['test_loss']:.4f}"]
     if metrics.get("test_accuracy") is not None:
-        parts.insert(0, f"test accuracy {100 * metrics['test_accuracy']:.1f}%")
+        parts.insert(0, f"{held_out} accuracy {100 * metrics['test_accuracy']:.1f}%")
     if "seconds" in metrics:
         parts.append(f"{metrics['seconds']:.1f} s")
     if "peak_memory_mb" in metrics:
@@ -401,6 +404,14 @@ def _network_options(p) -> None:
         )
     p.add_argument(
         "--train-fraction", type=float, default=1.0, help="share of the training set used (default 1)"
+    )
+    p.add_argument(
+        "--validation",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="hold this share of each class of the training set out and score on it instead of the test "
+        "set, which is then never read (for tuning; the split is the same for every --seed)",
     )
 
 

@@ -29,13 +29,18 @@ label) is a :class:`~odenet.errors.ConfigError` naming the file, the key and wha
 
 ``train_fraction`` keeps that share of each class of the training set (at least one example per
 class), chosen with the training seed; the test set is always whole.
+
+``validation`` holds that share of each class of the training set out, and evaluates on it in place
+of the test set, which is then never read (``Dataset.held_out`` is ``"validation"``): what tuning
+runs need. The split has a seed of its own (:data:`VALIDATION_SEED`), not the training seed, so
+every run of a tuning sweep, whatever its seed, scores on the same examples.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -48,6 +53,7 @@ from odenet.training.settings import DATA_SUFFIXES, is_data_file
 __all__ = ["DATA_SUFFIXES", "Dataset", "is_data_file", "load_data"]
 
 TEST_SHARE = 0.2  # held out of a user's file without x_test and y_test
+VALIDATION_SEED = 0  # the validation split's, the same for every training seed
 
 
 @dataclass(frozen=True, repr=False)
@@ -61,6 +67,7 @@ class Dataset:
     x_test: torch.Tensor
     y_test: torch.Tensor
     outputs: int  # classes, or the regression's output size
+    held_out: str = "test"  # what x_test and y_test are: the test set, or a "validation" split
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -73,19 +80,33 @@ class Dataset:
         outputs = f"{self.outputs} classes" if self.task == "classification" else f"{self.outputs} outputs"
         return (
             f"Dataset({self.name}: {self.task}, {outputs}; train x {shape(self.x_train)}, "
-            f"y {shape(self.y_train)}; test x {shape(self.x_test)}, y {shape(self.y_test)}; "
+            f"y {shape(self.y_train)}; {self.held_out} x {shape(self.x_test)}, y {shape(self.y_test)}; "
             f"{str(self.x_train.dtype).removeprefix('torch.')})"
         )
 
 
 def load_data(
-    name: DataName | str, layout: Layout | None = "mlp", train_fraction: float = 1.0, seed: int = 0
+    name: DataName | str,
+    layout: Layout | None = "mlp",
+    train_fraction: float = 1.0,
+    seed: int = 0,
+    validation: float = 0.0,
 ) -> Dataset:
     """The data set ``name`` (a bundled one, shaped for ``layout``: ``conv`` gives digits as 1x8x8
     images, ``conv1d`` MNIST-1D as 1x40 signals), or the user's file ``name`` (``.npz``/``.pt``; its
-    layout is its own)."""
+    layout is its own); with ``validation`` in (0, 1), that share of the training set in place of
+    the test set."""
     if not (0 < train_fraction <= 1):
         raise ConfigError(f"train_fraction must be in (0, 1], not {train_fraction!r}")
+    if not (0 <= validation < 1):
+        raise ConfigError(f"validation must be a share in [0, 1), not {validation!r}")
+    data = _load(name, layout, seed)
+    if validation:
+        data = _validation_split(data, validation)
+    return _subset(data, train_fraction, seed) if train_fraction < 1 else data
+
+
+def _load(name: str, layout: Layout | None, seed: int) -> Dataset:
     if is_data_file(name):
         data = _from_file(name, seed)
         if layout is not None and layout != file_layout(data):
@@ -93,7 +114,7 @@ def load_data(
                 f"--layout {layout}: the arrays of {name} are {file_layout(data)} data "
                 f"(x is samples x {' x '.join(map(str, data.input_shape))})"
             )
-        return _subset(data, train_fraction, seed) if train_fraction < 1 else data
+        return data
     if name not in choices(DataName):
         raise ConfigError(
             f"unknown data set {name!r}; expected one of {', '.join(choices(DataName))}, "
@@ -105,16 +126,10 @@ def load_data(
     if layout == "conv1d" and name != "mnist1d":
         raise ConfigError(f"the conv1d layout needs signals; {name!r} is not a signal data set")
     if name == "digits":
-        data = _digits(layout)
-    elif name == "mnist1d":
-        data = _mnist1d(layout)
-    elif name == "rings":
-        data = _rings()
-    else:
-        data = _cross1d()
-    if train_fraction < 1:
-        data = _subset(data, train_fraction, seed)
-    return data
+        return _digits(layout)
+    if name == "mnist1d":
+        return _mnist1d(layout)
+    return _rings() if name == "rings" else _cross1d()
 
 
 def _digits(layout: str) -> Dataset:
@@ -191,7 +206,9 @@ def _tensors(*arrays: np.ndarray) -> list[torch.Tensor]:
     return [torch.from_numpy(np.ascontiguousarray(a)) for a in arrays]
 
 
-def _subset(data: Dataset, fraction: float, seed: int) -> Dataset:
+def _choose(data: Dataset, fraction: float, seed: int) -> torch.Tensor:
+    """Indices of ``fraction`` of the training set (of each class, at least one example of each, for
+    classification), sorted, chosen with ``seed``."""
     generator = torch.Generator().manual_seed(seed)
     if data.task == "classification":
         keep = []
@@ -199,12 +216,29 @@ def _subset(data: Dataset, fraction: float, seed: int) -> Dataset:
             members = torch.nonzero(data.y_train == label).flatten()
             count = max(1, round(fraction * len(members)))
             keep.append(members[torch.randperm(len(members), generator=generator)[:count]])
-        index = torch.cat(keep).sort().values
-    else:
-        count = max(1, round(fraction * len(data.y_train)))
-        index = torch.randperm(len(data.y_train), generator=generator)[:count].sort().values
-    return Dataset(
-        data.name, data.task, data.x_train[index], data.y_train[index], data.x_test, data.y_test, data.outputs
+        return torch.cat(keep).sort().values
+    count = max(1, round(fraction * len(data.y_train)))
+    return torch.randperm(len(data.y_train), generator=generator)[:count].sort().values
+
+
+def _subset(data: Dataset, fraction: float, seed: int) -> Dataset:
+    index = _choose(data, fraction, seed)
+    return replace(data, x_train=data.x_train[index], y_train=data.y_train[index])
+
+
+def _validation_split(data: Dataset, share: float) -> Dataset:
+    """The training set less ``share`` of it (of each class), and that share as the held-out set."""
+    held = torch.zeros(len(data.y_train), dtype=torch.bool)
+    held[_choose(data, share, VALIDATION_SEED)] = True
+    if held.all():
+        raise ConfigError(f"validation {share}: the training set ({len(held)} examples) would be left empty")
+    return replace(
+        data,
+        x_train=data.x_train[~held],
+        y_train=data.y_train[~held],
+        x_test=data.x_train[held],
+        y_test=data.y_train[held],
+        held_out="validation",
     )
 
 

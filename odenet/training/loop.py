@@ -158,8 +158,9 @@ def _after_the_batch():
         signal.signal(signal.SIGINT, previous)
 
 
-def _resume_state(out_dir: Path, config: ModelConfig, settings: TrainSettings) -> dict:
-    """The checkpoint's resume fields, after checking that it was written by this very run."""
+def _resume_state(out_dir: Path, config: ModelConfig, settings: TrainSettings, data_info: dict | None) -> dict:
+    """The checkpoint's resume fields, after checking that it was written by this very run (its model,
+    its settings, and the data it describes: the set, its share, its validation split)."""
     content = torch.load(out_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
     state = content.get("resume") if isinstance(content, dict) else None
     if state is None:
@@ -168,6 +169,17 @@ def _resume_state(out_dir: Path, config: ModelConfig, settings: TrainSettings) -
         )
     if content.get("config") != config.to_json():
         raise ConfigError(f"--resume: the checkpoint in {out_dir} is of another model; give the same options")
+    saved_data = content.get("data") or {}
+    other_data = [
+        f"{key} {saved_data.get(key, 0.0 if key == 'validation' else None)} (now {value})"
+        for key, value in (data_info or {}).items()
+        if key != "seed" and saved_data.get(key, 0.0 if key == "validation" else value) != value
+    ]
+    if other_data:
+        raise ConfigError(
+            f"--resume: the checkpoint in {out_dir} was trained on other data: {', '.join(other_data)}; "
+            "give the same options"
+        )
     # a field added since the checkpoint was written had its default then
     saved, wanted = {**asdict(TrainSettings()), **content.get("training", {})}, asdict(settings)
     differing = [k for k in wanted if saved.get(k) != wanted[k]]
@@ -211,7 +223,7 @@ def _train(config, data, settings, out_dir, stream, data_info, resume=False, wri
     metrics: dict = {}
     first = 1
     if resume:
-        history, first, seconds = run.resume(out_dir, config)
+        history, first, seconds = run.resume(out_dir, config, data_info)
         start -= seconds
         if first > settings.epochs:  # a finished run: its metrics as they were written
             run.model.eval()
@@ -231,7 +243,7 @@ def _train(config, data, settings, out_dir, stream, data_info, resume=False, wri
         seconds = time.perf_counter() - start
         row = {"epoch": epoch, **_scores(train_m, test_m), "seconds": seconds}
         history.append(row)
-        run.progress.line(_epoch_line(epoch, settings.epochs, train_m, test_m, seconds))
+        run.progress.line(_epoch_line(epoch, settings.epochs, train_m, test_m, seconds, data.held_out))
         metrics = run.metrics(epoch, row, history)
         if target is not None:
             run.save(target, data_info or {"name": data.name}, epoch, metrics, history, seconds)
@@ -295,7 +307,7 @@ class _Run:
         self.progress.line(
             f"training {config.family} {data.task} network from scheme {model.scheme.name}: "
             f"{config.stages} stage(s) x {config.depth} layers, memory={config.memory}, {self.n_params} "
-            f"parameters, {len(data.x_train)} train / {len(data.x_test)} test examples of {data.name}"
+            f"parameters, {len(data.x_train)} train / {len(data.x_test)} {data.held_out} examples of {data.name}"
         )
         self.penalty = None
         if settings.stability_penalty:
@@ -305,9 +317,9 @@ class _Run:
                 model
             )
 
-    def resume(self, out_dir, config) -> tuple[list[dict], int, float]:
+    def resume(self, out_dir, config, data_info: dict | None) -> tuple[list[dict], int, float]:
         """Load a stopped run's state: (its history, the first epoch to run, its seconds so far)."""
-        state = _resume_state(out_dir, config, self.settings)
+        state = _resume_state(out_dir, config, self.settings, data_info)
         self.model.load_state_dict(state["state_dict"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.schedule is not None:
@@ -362,6 +374,7 @@ class _Run:
             "parameters": self.n_params,
             "train_examples": len(data.x_train),
             "test_examples": len(data.x_test),
+            **({"held_out": data.held_out} if data.held_out != "test" else {}),  # test_* are its scores
             "epochs": epoch,
             **{k: v for k, v in row.items() if k != "epoch"},
             "peak_memory_mb": peak_rss_mib(),
@@ -444,11 +457,11 @@ def _likely_cause(config, data, state, good_epoch: int) -> str:
     )
 
 
-def _epoch_line(epoch: int, epochs: int, train_m: dict, test_m: dict, seconds: float) -> str:
+def _epoch_line(epoch: int, epochs: int, train_m: dict, test_m: dict, seconds: float, held_out: str) -> str:
     def part(name: str, m: dict) -> str:
         text = f"{name} loss {m['loss']:.4f}"
         if m["accuracy"] is not None:
             text += f" acc {100 * m['accuracy']:.1f}%"
         return text
 
-    return f"epoch {epoch}/{epochs}: {part('train', train_m)} | {part('test', test_m)} | {seconds:.1f} s"
+    return f"epoch {epoch}/{epochs}: {part('train', train_m)} | {part(held_out, test_m)} | {seconds:.1f} s"

@@ -1,0 +1,322 @@
+"""(o) The tuning sweep: a learning rate, a step and a residual-function family per library scheme and
+data set, chosen by successive halving on a validation split; then three seeds at the chosen setting
+on the test set (the leaderboard at tuned settings).
+
+- The grid: learning rates 3e-4, 1e-3, 3e-3, 1e-2 (Adam, cosine decay); the value of the scheme's
+  step parameter 0.1, 0.3, 1 (schemes without one, momentum and revnet, have no step axis); the
+  families bn (conv-BN-ReLU-conv) and mlp (conv-ReLU-conv, no normalization). 24 settings, 8 without a
+  step. Every other option is `odenet train`'s default (the data set's layout and width, two stages of
+  16 layers, batch 64, plain autograd).
+- Successive halving: every setting trains 1 epoch, the best third 2 epochs, the best third of those
+  (at least two) 5 epochs, the default budget; each rung trains afresh with its schedule over its own
+  epochs. Ranked by validation accuracy (then loss). Seed 0 throughout, so a rung compares settings,
+  not seeds.
+- The validation split: 20% of each class of the training set (`odenet train --validation 0.2`, one
+  split for every run); the test set is read only by the final runs.
+- The final runs: the best setting on the whole training set, seeds 0, 1, 2, scored on the test set.
+
+One process per run (`odenet train ... --json`, OMP_NUM_THREADS=1), `--jobs` of them at a time. The
+sweep is resumable: each finished run is a JSON file in docs/experiments/o_tuning/ (its command and
+metrics), skipped when it exists; the order is MNIST-1D's explicit schemes, their final runs, the
+same for digits, then the implicit schemes (a solve per layer: minutes per epoch). The tables
+(docs/experiments/o_tuning.md, spliced into docs/experiments.md) and the plot are rebuilt from
+whatever files exist; `--tables-only` rebuilds them without training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import math
+import re
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from common import train_command
+
+from odenet.files import write_text
+from odenet.library import library_names, load
+from odenet.report.plotting import new_figure, save_figure
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+DATA = ("mnist1d", "digits")
+LRS = (3e-4, 1e-3, 3e-3, 1e-2)
+STEPS = (0.1, 0.3, 1.0)
+FAMILIES = ("bn", "mlp")
+RUNGS = (1, 2, 5)  # epochs of each rung
+VALIDATION = 0.2
+SEEDS = (0, 1, 2)
+BEGIN, END = "<!-- tuning: begin (experiments/o_tuning.py) -->", "<!-- tuning: end -->"
+QUICK = dict(lrs=(1e-2, 1e-3), steps=(0.1, 1.0), families=("bn",), rungs=(1, 1), seeds=(0,))
+
+
+@dataclass(frozen=True)
+class Setting:
+    lr: float
+    step: float | None
+    family: str
+
+    def words(self) -> list[str]:
+        step = [] if self.step is None else ["--step", f"{self.step:g}"]
+        return ["--lr", f"{self.lr:g}", *step, "--family", self.family]
+
+    def label(self) -> str:
+        return f"lr {self.lr:g}, " + ("no step" if self.step is None else f"h {self.step:g}") + f", {self.family}"
+
+    def key(self) -> str:
+        return f"lr{self.lr:g}-h{'none' if self.step is None else f'{self.step:g}'}-{self.family}"
+
+
+@dataclass(frozen=True)
+class Run:
+    data: str
+    scheme: str
+    setting: Setting
+    rung: int | None  # None: a final run on the test set
+    seed: int = 0
+
+    def path(self, folder: Path) -> Path:
+        name = f"rung{self.rung}-{self.setting.key()}" if self.rung is not None else f"test-seed{self.seed}"
+        return folder / self.data / self.scheme / f"{name}.json"
+
+    def words(self, grid: dict) -> list[str]:
+        words = ["train", self.scheme, "--data", self.data, "--memory", "autograd", "--seed", str(self.seed)]
+        words += self.setting.words()
+        if self.rung is not None:
+            words += ["--validation", f"{VALIDATION:g}", "--epochs", str(grid["rungs"][self.rung])]
+        else:
+            words += ["--epochs", str(grid["rungs"][-1])]
+        return words + grid["extra"]
+
+
+def arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="two schemes, a tiny grid and sizes")
+    parser.add_argument("--out", type=Path, default=DOCS / "experiments", help="where results go")
+    parser.add_argument("--data", nargs="+", choices=DATA, default=list(DATA))
+    parser.add_argument("--schemes", nargs="+", help="library schemes (default: every one)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time (each one thread)")
+    parser.add_argument("--tables-only", action="store_true", help="rebuild the tables from the files")
+    parser.add_argument("--explicit-only", action="store_true", help="leave the implicit schemes out")
+    return parser.parse_args()
+
+
+def grid_of(quick: bool) -> dict:
+    if quick:
+        return {**QUICK, "extra": ["--depth", "2", "--train-fraction", "0.1"]}
+    return dict(lrs=LRS, steps=STEPS, families=FAMILIES, rungs=RUNGS, seeds=SEEDS, extra=[])
+
+
+def settings(scheme: str, grid: dict) -> list[Setting]:
+    steps = grid["steps"] if load(scheme).step_param is not None else (None,)
+    return [Setting(lr, step, f) for f in grid["families"] for step in steps for lr in grid["lrs"]]
+
+
+def read(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def score(result: dict) -> tuple:
+    """Higher is better: validation (or test) accuracy, then minus the loss; a failed run last."""
+    if "failed" in result:
+        return (-1.0, -math.inf)
+    return (result["test_accuracy"], -result["test_loss"])
+
+
+def keep(count: int, rung: int, rungs: int) -> int:
+    """How many settings of a rung of ``count`` go on: a third (at least two) before the last rung."""
+    return 1 if rung == rungs - 1 else min(count, max(2, math.ceil(count / 3)))
+
+
+def halving(folder: Path, data: str, scheme: str, grid: dict) -> tuple[list[Run], dict]:
+    """The runs ``(data, scheme)`` needs next (those of its first unfinished rung, or its final runs),
+    and what is known: {"rungs": [[(setting, result), ...], ...], "best": setting or None}."""
+    alive = settings(scheme, grid)
+    known: dict = {"rungs": [], "best": None, "rung": len(grid["rungs"])}
+    for rung in range(len(grid["rungs"])):
+        runs = [Run(data, scheme, s, rung) for s in alive]
+        results = [read(r.path(folder)) for r in runs]
+        known["rungs"].append([(r.setting, res) for r, res in zip(runs, results, strict=True) if res])
+        missing = [r for r, res in zip(runs, results, strict=True) if res is None]
+        if missing:
+            return missing, {**known, "rung": rung}
+        ranked = sorted(zip(alive, results, strict=True), key=lambda pair: score(pair[1]), reverse=True)
+        alive = [s for s, _ in ranked[: keep(len(alive), rung, len(grid["rungs"]))]]
+    known["best"] = alive[0]
+    finals = [Run(data, scheme, alive[0], None, seed) for seed in grid["seeds"]]
+    return [r for r in finals if not r.path(folder).is_file()], known
+
+
+def order(schemes: list[str], data_sets: list[str]) -> list[tuple[str, str]]:
+    """(data, scheme) in the order they are swept: each data set's explicit schemes, then the
+    implicit ones of every data set."""
+    explicit = [(d, s) for d in data_sets for s in schemes if load(s).is_explicit]
+    return explicit + [(d, s) for d in data_sets for s in schemes if not load(s).is_explicit]
+
+
+def sweep(folder: Path, pairs: list[tuple[str, str]], grid: dict, jobs: int) -> None:
+    """Train every missing run, ``jobs`` at a time, the earliest pair's first; a run's result is
+    written the moment it ends, so an interrupted sweep loses only the runs in flight."""
+    running: dict = {}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        while True:
+            for data, scheme in pairs:
+                for run in halving(folder, data, scheme, grid)[0]:
+                    if len(running) < jobs and run not in running.values():
+                        running[pool.submit(train_command, run.words(grid))] = run
+            if not running:
+                return
+            done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in done:
+                run = running.pop(future)
+                result = {"command": "odenet " + " ".join(run.words(grid)), **future.result()}
+                run.path(folder).parent.mkdir(parents=True, exist_ok=True)
+                write_text(run.path(folder), json.dumps(result, indent=2) + "\n")
+                outcome = result.get("failed") or f"{100 * result['test_accuracy']:.1f}%"
+                stage = f"rung {run.rung}" if run.rung is not None else f"test seed {run.seed}"
+                print(
+                    f"{run.data} {run.scheme} {stage} {run.setting.label()}: {outcome} "
+                    f"({result['wall_seconds']:.0f} s)",
+                    flush=True,
+                )
+
+
+def defaults_runs(out: Path, data: str, scheme: str) -> list[dict]:
+    """The leaderboard's runs of ``scheme`` at the old defaults (experiment h, autograd)."""
+    paths = [out / "h_leaderboard" / f"{data}-{scheme}-autograd-{seed}.json" for seed in SEEDS]
+    return [json.loads(p.read_text()) for p in paths if p.is_file()]
+
+
+def accuracy(runs: list[dict]) -> dict | None:
+    good = [100 * r["test_accuracy"] for r in runs if "failed" not in r]
+    if not good:
+        return None
+    return {
+        "mean": statistics.fmean(good),
+        "sd": statistics.stdev(good) if len(good) > 1 else 0.0,
+        "seeds": len(good),
+        "failed": len(runs) - len(good),
+        "seconds": statistics.fmean(r["seconds"] for r in runs if "failed" not in r),
+        "peak_rss_mib": statistics.fmean(r["peak_memory_mb"] for r in runs if "failed" not in r),
+    }
+
+
+def cell(s: dict | None) -> str:
+    if s is None:
+        return "not run yet"
+    failed = f" ({s['failed']} failed)" if s["failed"] else ""
+    return f"{s['mean']:.1f} ± {s['sd']:.1f}{failed}"
+
+
+def collect(out: Path, pairs: list[tuple[str, str]], grid: dict) -> dict:
+    """Per data set, per scheme: the sweep's state, the final runs' summary, the old defaults'."""
+    folder = out / "o_tuning"
+    table: dict = {}
+    for data, scheme in pairs:
+        _, known = halving(folder, data, scheme, grid)
+        best = known["best"]
+        finals = [read(Run(data, scheme, best, None, s).path(folder)) for s in grid["seeds"]] if best else []
+        last = known["rungs"][-1]
+        validation = max((score(res)[0] for _, res in last), default=None) if best else None
+        runs = [res for rung in known["rungs"] for _, res in rung] + [f for f in finals if f]
+        table.setdefault(data, {})[scheme] = {
+            "best": None if best is None else best.__dict__,
+            "rung": known["rung"],  # the first unfinished rung; len(rungs) when the sweep is done
+            "validation_accuracy": validation,
+            "tuned": accuracy([f for f in finals if f]),
+            "defaults": accuracy(defaults_runs(out, data, scheme)),
+            "runs": len(runs),
+            "wall_seconds": sum(r["wall_seconds"] for r in runs),
+        }
+    return table
+
+
+def markdown(table: dict) -> str:
+    parts = []
+    for data, rows in table.items():
+        ranked = sorted(rows.items(), key=lambda kv: -((kv[1]["tuned"] or {}).get("mean", -1)))
+        runs = sum(r["runs"] for r in rows.values())
+        hours = sum(r["wall_seconds"] for r in rows.values()) / 3600
+        lines = [
+            f"**{data}**: {runs} runs, {hours:.1f} h of one core in all (test accuracy over seeds "
+            f"{', '.join(map(str, SEEDS))}; the old defaults are experiment (h)'s autograd rows: lr 0.01, "
+            "h = 0.1, bn, lr 0.001 for revnet)",
+            "",
+            "| rank | scheme | tuned setting | validation % | tuned: test % (mean ± sd) | old defaults: test % "
+            "| change | train time s | peak RSS MiB |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for rank, (scheme, r) in enumerate(ranked, 1):
+            tuned, old = r["tuned"], r["defaults"]
+            if r["best"] is None:
+                setting = f"sweeping (rung {r['rung'] + 1})"
+            else:
+                setting = Setting(**r["best"]).label()
+            validation = "" if r["validation_accuracy"] is None else f"{100 * r['validation_accuracy']:.1f}"
+            change = f"{tuned['mean'] - old['mean']:+.1f}" if tuned and old else ""
+            tail = f"{tuned['seconds']:.0f} | {tuned['peak_rss_mib']:.0f}" if tuned else " | "
+            place = rank if tuned else ""
+            lines.append(
+                f"| {place} | {scheme} | {setting} | {validation} | {cell(tuned)} | {cell(old)} | {change} "
+                f"| {tail} |"
+            )
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
+def plot(table: dict, path: Path) -> None:
+    """Each scheme's test accuracy at the old defaults and at its tuned setting (mean, one standard
+    deviation over seeds), one panel per data set, ordered by the tuned mean."""
+    rows_per_panel = max(len(rows) for rows in table.values())
+    fig, axes = new_figure(ncols=len(table), figsize=(6 * len(table), 1.2 + 0.3 * rows_per_panel), dpi=100)
+    axes = axes if len(table) > 1 else [axes]
+    for ax, (data, rows) in zip(axes, table.items(), strict=True):
+        ranked = sorted(rows, key=lambda s: (rows[s]["tuned"] or {}).get("mean", -1))
+        for y, scheme in enumerate(ranked):
+            for key, marker, colour in (("defaults", "o", "C7"), ("tuned", "s", "C0")):
+                s = rows[scheme][key]
+                if s is not None:
+                    ax.errorbar(s["mean"], y, xerr=s["sd"], marker=marker, color=colour, capsize=2, ms=4)
+        ax.set_yticks(range(len(ranked)), ranked, fontsize=8)
+        ax.plot([], [], "o", color="C7", label="old defaults")
+        ax.plot([], [], "s", color="C0", label="tuned")
+        ax.legend(fontsize=7, loc="lower right")
+        ax.set_xlabel("test accuracy % (mean ± sd over seeds)")
+        ax.set_title(data, fontsize=9)
+        ax.grid(True, axis="x", alpha=0.3)
+    save_figure(fig, path)
+
+
+def splice(document: Path, text: str) -> None:
+    """Put ``text`` between the tuning markers of ``document`` (which must hold them)."""
+    content = document.read_text(encoding="utf-8")
+    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
+    if not pattern.search(content):
+        raise SystemExit(f"{document} has no tuning markers ({BEGIN} ... {END})")
+    write_text(document, pattern.sub(lambda _: f"{BEGIN}\n{text}{END}", content))
+
+
+def main() -> None:
+    args = arguments()
+    grid = grid_of(args.quick)
+    schemes = args.schemes or (["euler", "momentum"] if args.quick else library_names())
+    if args.explicit_only:
+        schemes = [s for s in schemes if load(s).is_explicit]
+    data_sets = ["digits"] if args.quick and args.data == list(DATA) else args.data
+    pairs = order(schemes, data_sets)
+    if not args.tables_only:
+        sweep(args.out / "o_tuning", pairs, grid, args.jobs)
+    table = collect(args.out, pairs, grid)
+    text = markdown(table)
+    write_text(args.out / "o_tuning.json", json.dumps(table, indent=2) + "\n")
+    write_text(args.out / "o_tuning.md", text)
+    plot(table, args.out / "o_tuning.png")
+    if args.out.resolve() == (DOCS / "experiments").resolve():
+        splice(DOCS / "experiments.md", text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
