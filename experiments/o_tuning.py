@@ -63,7 +63,8 @@ class Setting:
         return ["--lr", f"{self.lr:g}", *step, "--family", self.family]
 
     def label(self) -> str:
-        return f"lr {self.lr:g}, " + ("no step" if self.step is None else f"h {self.step:g}") + f", {self.family}"
+        step = "no step" if self.step is None else f"h {self.step:g}"
+        return f"lr {self.lr:g}, {step}, {self.family}"
 
     def key(self) -> str:
         return f"lr{self.lr:g}-h{'none' if self.step is None else f'{self.step:g}'}-{self.family}"
@@ -244,8 +245,8 @@ def markdown(table: dict) -> str:
             f"{', '.join(map(str, SEEDS))}; the old defaults are experiment (h)'s autograd rows: lr 0.01, "
             "h = 0.1, bn, lr 0.001 for revnet)",
             "",
-            "| rank | scheme | tuned setting | validation % | tuned: test % (mean ± sd) | old defaults: test % "
-            "| change | train time s | peak RSS MiB |",
+            "| rank | scheme | tuned setting | validation % | tuned: test % (mean ± sd) "
+            "| old defaults: test % | change | train time s | peak RSS MiB |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
         for rank, (scheme, r) in enumerate(ranked, 1):

@@ -158,7 +158,9 @@ def _after_the_batch():
         signal.signal(signal.SIGINT, previous)
 
 
-def _resume_state(out_dir: Path, config: ModelConfig, settings: TrainSettings, data_info: dict | None) -> dict:
+def _resume_state(
+    out_dir: Path, config: ModelConfig, settings: TrainSettings, data_info: dict | None
+) -> dict:
     """The checkpoint's resume fields, after checking that it was written by this very run (its model,
     its settings, and the data it describes: the set, its share, its validation split)."""
     content = torch.load(out_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
@@ -307,7 +309,8 @@ class _Run:
         self.progress.line(
             f"training {config.family} {data.task} network from scheme {model.scheme.name}: "
             f"{config.stages} stage(s) x {config.depth} layers, memory={config.memory}, {self.n_params} "
-            f"parameters, {len(data.x_train)} train / {len(data.x_test)} {data.held_out} examples of {data.name}"
+            f"parameters, {len(data.x_train)} train / {len(data.x_test)} {data.held_out} examples of "
+            f"{data.name}"
         )
         self.penalty = None
         if settings.stability_penalty:
