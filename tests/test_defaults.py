@@ -1,17 +1,28 @@
-"""Training defaults per scheme: measured ones for the library, derived ones for a user's scheme
-(from its analysis), --explain-defaults. No accuracy here: benchmarks/train_defaults.py measures."""
+"""Training defaults per scheme and data set: tuned ones for the library (the sweep's choice, read back
+from its results), derived ones for a user's scheme (from its analysis), --explain-defaults. No
+accuracy here: experiments/o_tuning.py and benchmarks/train_defaults.py measure."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
+import pytest
 import sympy
 from conftest import cli
 
 import odenet
 from odenet.library import library_names, load
-from odenet.training.defaults import LIBRARY_DEFAULTS, scheme_defaults
+from odenet.training.defaults import MEMORY_SAVING, SWEPT, TUNED, library_defaults, scheme_defaults
+
+SWEEP = Path(__file__).resolve().parent.parent / "docs" / "experiments" / "o_tuning.json"
+
+
+def euler_step(data: str = "digits") -> float:
+    """The step Euler trains with on ``data``: what a user's scheme resembling it is scaled from."""
+    return library_defaults("euler", data).step_value(load("euler"))
+
 
 NESTEROV = (
     "scheme nesterov\nstate x\nparam h = 0.1\nparam gamma = 0.5\ninit x[n-1] = x[n]\n"
@@ -23,29 +34,67 @@ KDK = (
 )
 
 
-def test_every_compilable_library_scheme_has_measured_defaults_consistent_with_its_analysis():
+def test_every_compilable_library_scheme_has_defaults_consistent_with_its_analysis():
     compilable = library_names()  # explicit and implicit schemes alike
-    assert sorted(LIBRARY_DEFAULTS) == compilable
+    assert sorted(MEMORY_SAVING) == compilable
     for name in compilable:
         explicit = odenet.analyze(load(name)).reversibility.kind == "explicit"
         expected = "reversible" if explicit else "checkpoint"
         if not load(name).is_explicit:  # each layer solves its step and keeps one evaluation
             expected = "autograd"
-        assert LIBRARY_DEFAULTS[name].memory_saving == expected, name
-        assert scheme_defaults(load(name)) is LIBRARY_DEFAULTS[name]
+        assert MEMORY_SAVING[name] == expected, name
+        for data in SWEPT:
+            assert scheme_defaults(load(name), data) is library_defaults(name, data)
+            assert library_defaults(name, data).memory_saving == expected
 
 
-def test_a_changed_library_scheme_is_derived_not_measured():
+def test_the_tuned_defaults_are_the_settings_the_sweep_chose():
+    """Each tuned setting is the best one in the sweep's results file (written by
+    experiments/o_tuning.py from its runs), with its validation accuracy; a scheme without a step
+    parameter has no tuned step."""
+    assert any(TUNED[data] for data in SWEPT)
+    sweep = json.loads(SWEEP.read_text())
+    for data in SWEPT:
+        for name, tuned in TUNED[data].items():
+            found = sweep[data][name]
+            assert found["best"] == {"lr": tuned.lr, "step": tuned.step, "family": tuned.family}, (data, name)
+            assert abs(100 * found["validation_accuracy"] - tuned.validation) < 0.05, (data, name)
+            assert (tuned.step is None) == (load(name).step_param is None)
+            chosen = scheme_defaults(load(name), data)
+            assert (chosen.lr, chosen.family, chosen.step) == (tuned.lr, tuned.family, tuned.step)
+
+
+@pytest.mark.parametrize(
+    ("data", "layout", "takes"),
+    [
+        ("rings", "mlp", "mnist1d"),
+        ("cross1d", "mlp", "mnist1d"),
+        (None, "conv", "digits"),
+        (None, "mlp", "mnist1d"),
+    ],
+)
+def test_a_data_set_not_swept_takes_the_setting_of_the_swept_set_of_its_kind(data, layout, takes):
+    for name in ("euler", "revnet", "hamiltonian"):
+        chosen = scheme_defaults(load(name), data, layout)
+        tuned = library_defaults(name, takes)
+        assert (chosen.lr, chosen.family, chosen.step) == (tuned.lr, tuned.family, tuned.step)
+        assert chosen.reasons[0] == f"{data or 'your data'} was not swept: the settings tuned on {takes}"
+
+
+def test_a_changed_library_scheme_is_derived_not_tuned():
     changed = dataclasses.replace(load("euler"), doc="my own euler")
-    assert scheme_defaults(changed) is not LIBRARY_DEFAULTS["euler"]
-    assert scheme_defaults(changed).like == "euler"
+    assert scheme_defaults(changed, "digits") is not library_defaults("euler", "digits")
+    assert scheme_defaults(changed, "digits").like == "euler"
+    # the same analysis as euler's: its step and learning rate, unscaled
+    assert scheme_defaults(changed, "mnist1d").step == euler_step("mnist1d")
+    assert scheme_defaults(changed, "mnist1d").lr == library_defaults("euler", "mnist1d").lr
 
 
 def test_a_users_scheme_takes_the_resembled_schemes_defaults_and_a_step_inside_its_interval():
     """Nesterov (gamma = 1/2) resembles Euler (first order, one function, no explicit inverse, one
     state); its real stability interval reaches 1.5 where Euler's reaches 2 (both from the analysis,
-    checked here against a scan of the spectral radius), so its step is 0.1 * 1.5/2."""
-    chosen = scheme_defaults(odenet.parse(NESTEROV))
+    checked here against a scan of the spectral radius), so its step is Euler's times 1.5/2."""
+    chosen = scheme_defaults(odenet.parse(NESTEROV), "digits")
     assert chosen.like == "euler" and chosen.memory_saving == "checkpoint" and chosen.family == "bn"
     # |root| <= 1 of zeta**2 - (1 + g)(1 + z) zeta + g(1 + z) for z = h*lambda, g = 1/2: scan
     zeta, z = sympy.symbols("zeta z")
@@ -58,7 +107,7 @@ def test_a_users_scheme_takes_the_resembled_schemes_defaults_and_a_step_inside_i
             break
         reach = -value
     assert abs(reach - 1.5) < 0.01
-    assert abs(chosen.step - 0.1 * 1.5 / 2) < 1e-9
+    assert abs(chosen.step - euler_step() * 1.5 / 2) < 1e-9
 
 
 def test_a_scheme_written_with_minus_h_f_gets_the_same_step_as_its_mirror():
@@ -68,33 +117,33 @@ def test_a_scheme_written_with_minus_h_f_gets_the_same_step_as_its_mirror():
     mirrored = odenet.parse(NESTEROV.replace("y + h*f(y)", "y - h*f(y)"))
     interval = odenet.analyze(mirrored).stability.real_interval
     assert list(interval) == [0.0, 1.5]  # in h*lambda
-    assert abs(scheme_defaults(mirrored).step - 0.075) < 1e-9
+    assert abs(scheme_defaults(mirrored, "digits").step - euler_step() * 0.75) < 1e-9
 
 
-def test_a_region_in_lambda_is_compared_in_h_lambda():
+def test_a_region_in_lambda_keeps_its_own_step():
     """The tutorial's damped scheme: its region depends on c*h, so the analysis states it in lambda
     itself, [0, 380] at h = 0.1, c = 1 (by hand: M = [[1 - h^2 lam, h(1 - ch)], [-h lam, 1 - ch]],
-    det = 1 - ch, and the root -1 appears where 1 + tr M + det M = 0: 0.01 lam = 3.8). Against
-    Euler's h*lambda reach of 2 that is h*lambda = 38, not 380."""
+    det = 1 - ch, and the root -1 appears where 1 + tr M + det M = 0: 0.01 lam = 3.8). Another
+    scheme's step would change that region, so the step stays its own and says why."""
     from odenet.library import load as load_scheme
 
     damped = load_scheme(Path(__file__).parent.parent / "docs" / "tutorial" / "damped.scheme")
     assert [float(e) for e in odenet.analyze(damped).stability.real_interval] == [0.0, 380.0]
-    chosen = scheme_defaults(damped)
+    chosen = scheme_defaults(damped, "digits")
     assert chosen.step is None
-    assert "reaches h*lambda = 38 on the real axis, euler's 2" in chosen.reasons[-1]
+    assert "its stability region depends on the step itself" in chosen.reasons[-1]
 
 
 def test_no_step_scaling_without_a_shared_stable_axis():
     """Kick-drift-kick (x' = g(v), v' = f(x)) is stable on the imaginary axis only; the Hamiltonian
     network it resembles on the real axis only: nothing to scale by, the step stays and says so."""
-    chosen = scheme_defaults(odenet.parse(KDK))
+    chosen = scheme_defaults(odenet.parse(KDK), "digits")
     assert chosen.step is None
     assert "stable on neither axis where hamiltonian is" in chosen.reasons[-1]
 
 
 def test_kick_drift_kick_resembles_hamiltonian_and_trains_reversibly():
-    chosen = scheme_defaults(odenet.parse(KDK))
+    chosen = scheme_defaults(odenet.parse(KDK), "mnist1d")
     assert chosen.like == "hamiltonian" and chosen.memory_saving == "reversible"
 
 
@@ -104,9 +153,15 @@ def test_explain_defaults_prints_the_choice_and_why(tmp_path):
     result = cli("train", str(path), "--explain-defaults")
     assert result.returncode == 0
     assert "from euler, the library scheme it resembles" in result.stdout
-    assert "--step 0.075  (h)" in result.stdout and "--family bn" in result.stdout
-    measured = cli("train", "revnet", "--explain-defaults").stdout
-    assert "--lr 0.001" in measured and "(measured)" in measured
+    euler = library_defaults("euler", "digits")
+    assert f"--step {euler_step() * 0.75:g}  (h)" in result.stdout
+    assert f"--family {euler.family}" in result.stdout and f"--lr {euler.lr:g}" in result.stdout
+    for data in SWEPT:
+        for name, tuned in TUNED[data].items():  # the sweep, its date and the validation accuracy
+            shown = cli("train", name, "--data", data, "--explain-defaults").stdout
+            assert f"training defaults for {name} on {data} (tuned)" in shown
+            assert f"--lr {tuned.lr:g}" in shown and f"--family {tuned.family}" in shown
+            assert "the sweep of 20" in shown and f"{tuned.validation:.1f}% on a validation split" in shown
 
 
 def test_train_applies_the_defaults_and_the_command_line_overrides_them(tmp_path):
@@ -117,7 +172,8 @@ def test_train_applies_the_defaults_and_the_command_line_overrides_them(tmp_path
         == 0
     )
     model, content = load_checkpoint(tmp_path / "a" / "checkpoint.pt")
-    assert model.config.family == "bn" and content["training"]["lr"] == 0.001
+    revnet = library_defaults("revnet", "mnist1d")  # rings is not swept: MNIST-1D's
+    assert model.config.family == revnet.family and content["training"]["lr"] == revnet.lr
     args = [
         "--data",
         "rings",

@@ -40,6 +40,44 @@ def test_train_fraction_keeps_each_class():
     assert len(small.x_test) == 360
 
 
+def test_a_validation_split_replaces_the_test_set_and_is_the_same_for_every_seed():
+    """--validation 0.2: a fifth of each class of the training set is held out and scored in place of
+    the test set, which is not read; the split does not move with the training seed, and the
+    training share is then taken from what is left."""
+    whole = load_data("digits")
+    split = load_data("digits", validation=0.2, seed=0)
+    assert split.held_out == "validation" and whole.held_out == "test"
+    assert len(split.x_train) + len(split.x_test) == 1437
+    per_class = torch.bincount(whole.y_train, minlength=10)
+    held = torch.bincount(split.y_test, minlength=10)
+    assert held.tolist() == [round(0.2 * int(c)) for c in per_class]
+    # held-out rows are training rows, none of them in what is trained on, none a test row
+    rows = {tuple(r) for r in whole.x_train.tolist()}
+    test_rows = {tuple(r) for r in whole.x_test.tolist()}
+    held_rows = {tuple(r) for r in split.x_test.tolist()}
+    assert held_rows <= rows and not held_rows & test_rows
+    assert not held_rows & {tuple(r) for r in split.x_train.tolist()}
+    other_seed = load_data("digits", validation=0.2, seed=5)
+    assert torch.equal(other_seed.x_test, split.x_test) and torch.equal(other_seed.x_train, split.x_train)
+    small = load_data("digits", validation=0.2, train_fraction=0.5, seed=5)
+    assert torch.equal(small.x_test, split.x_test) and len(small.x_train) == pytest.approx(575, abs=5)
+    assert "validation x 287 x 64" in repr(split)
+    with pytest.raises(ConfigError, match="validation must be a share"):
+        load_data("digits", validation=1.0)
+
+
+def test_cli_validation_scores_the_split_and_resume_keeps_it(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "euler", "--data", "digits", "--depth", "2", "--epochs", "1", "--out", str(out)]
+    assert main([*args, "--validation", "0.2", "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["held_out"] == "validation" and metrics["test_examples"] == 287
+    assert metrics["train_examples"] == 1150
+    # a checkpoint of the split is not continued on the whole set
+    assert main([*args, "--resume"]) != 0
+    assert "trained on other data: validation 0.2 (now 0.0)" in capsys.readouterr().err
+
+
 def test_rings_and_cross1d():
     rings = load_data("rings")
     radius = rings.x_train.norm(dim=1)

@@ -36,7 +36,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     modes = list(get_args(Memory)) if "all" in args.memory else args.memory
     defaults = DATA_DEFAULTS[args.data]
     data = load_data(args.data, defaults.layout)
-    chosen = scheme_defaults(scheme)
+    chosen = scheme_defaults(scheme, args.data, defaults.layout)
     params = {} if chosen.step is None else {scheme.step: chosen.step}
     x = data.x_train[: args.batch].clone()  # its own storage: not a view of the whole data set
     rows = []

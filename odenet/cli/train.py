@@ -50,20 +50,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from odenet.training.defaults import scheme_defaults
 
     scheme = load(args.scheme)
-    chosen = scheme_defaults(scheme)
-    if args.explain_defaults:
-        print(_explain(scheme, chosen))
-        return 0
-    params = params_with_step(scheme, dict(args.param or []), args.step)
-    if chosen.step is not None and scheme.step not in params:
-        params[scheme.step] = chosen.step
+    data = None
     if is_data_file(args.data):  # the user's arrays: the layout is theirs
         data = load_data(args.data, args.layout, args.train_fraction, args.seed, args.validation)
         layout = file_layout(data)
         defaults = FILE_DEFAULTS[layout]
+        chosen = scheme_defaults(scheme, None, layout)
     else:
         defaults = DATA_DEFAULTS[args.data]
         layout = args.layout or defaults.layout
+        chosen = scheme_defaults(scheme, args.data, layout)
+    if args.explain_defaults:
+        print(_explain(scheme, chosen, args.data))
+        return 0
+    params = params_with_step(scheme, dict(args.param or []), args.step)
+    if chosen.step is not None and scheme.step not in params:
+        params[scheme.step] = chosen.step
+    if data is None:
         data = load_data(args.data, layout, args.train_fraction, args.seed, args.validation)
     config = ModelConfig(
         scheme=format_scheme(scheme),
@@ -117,12 +120,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _explain(scheme, chosen) -> str:
-    """What ``odenet train SCHEME`` chooses when not told, and why."""
+def _explain(scheme, chosen, data: str) -> str:
+    """What ``odenet train SCHEME --data DATA`` chooses when not told, and why."""
     step = chosen.step_value(scheme)
+    origin = "tuned" if chosen.reasons[0].startswith("tuned") else "measured"
     lines = [
-        f"training defaults for {scheme.name}"
-        + (f" (from {chosen.like}, the library scheme it resembles)" if chosen.like else " (measured)"),
+        f"training defaults for {scheme.name} on {data}"
+        + (f" (from {chosen.like}, the library scheme it resembles)" if chosen.like else f" ({origin})"),
         f"  --family {chosen.family}",
         f"  --lr {chosen.lr:g}",
         f"  memory-saving mode: --memory {chosen.memory_saving}",

@@ -8,7 +8,7 @@ from odenet.analysis import structure_of
 from odenet.ir import Scheme
 from odenet.ir.printing import format_expr, format_number
 from odenet.library import library_names, load
-from odenet.training.defaults import LIBRARY_DEFAULTS
+from odenet.training.defaults import MEMORY_SAVING, SWEPT, library_defaults
 
 __all__ = ["show_text"]
 
@@ -67,12 +67,16 @@ def show_text(scheme: Scheme) -> str:
         answer = st.answer(prop)
         out.append(f"  {prop:<10}  {'n/a' if answer == 'does not apply' else answer}: {st.why(prop)}")
     out += ["", "training defaults (odenet train):"]
-    measured = LIBRARY_DEFAULTS.get(scheme.name)
-    if measured is not None and scheme.name in library_names() and load(scheme.name) == scheme:
-        out.append(
-            f"  --family {measured.family} --lr {measured.lr:g}; memory-saving mode {measured.memory_saving} "
-            "(measured: docs/training.md)"
-        )
+    if scheme.name in MEMORY_SAVING and scheme.name in library_names() and load(scheme.name) == scheme:
+        for data in SWEPT:
+            chosen = library_defaults(scheme.name, data)
+            step = chosen.step_value(scheme)
+            origin = "tuned: docs/experiments.md (o)" if chosen.reasons[0].startswith("tuned") else "measured"
+            out.append(
+                f"  --data {data}: --family {chosen.family} --lr {chosen.lr:g}"
+                + ("" if step is None else f" --step {step:g}")
+                + f"; memory-saving mode {chosen.memory_saving} ({origin})"
+            )
     else:
         out.append(f"  derived from its analysis: odenet train {scheme.name}.scheme --explain-defaults")
     return "\n".join(out)

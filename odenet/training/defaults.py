@@ -1,11 +1,19 @@
-"""Training defaults per scheme: what ``odenet train SCHEME`` uses for what the command line does not say.
+"""Training defaults per scheme and data set: what ``odenet train SCHEME`` uses for what the command
+line does not say.
 
-A library scheme has measured defaults (``benchmarks/train_defaults.py`` trains every one with them and
-writes the table in docs/training.md). A scheme a user writes has none: its defaults are those of
-the library scheme it most resembles, judged on its analysis (first- or second-order in time, how
-many functions, whether it has an explicit inverse, how many states), with the step scaled down
-when its stability interval is shorter than that scheme's, so that the layers' ``h*lambda`` stay as
-far inside it as the measured ones did. ``odenet train --explain-defaults`` prints the choice and why.
+A library scheme has tuned defaults: the learning rate, the value of its step parameter and the
+residual-function family that the tuning sweep (``experiments/o_tuning.py``, docs/experiments.md (o))
+chose for it on each data set it swept (MNIST-1D and digits), by successive halving on a validation
+split. A data set the sweep did not cover takes the setting of the swept set of its kind: digits' for
+images (the ``conv`` layout), MNIST-1D's for everything else. A library scheme the sweep has not
+reached keeps the defaults measured before it (``benchmarks/train_defaults.py``: lr 1e-2, the
+scheme's own step, bn; lr 1e-3 for revnet).
+
+A scheme a user writes has none: its defaults are those of the library scheme it most resembles,
+judged on its analysis (first- or second-order in time, how many functions, whether it has an
+explicit inverse, how many states), with that scheme's step scaled down when its own stability
+interval is shorter, so that the layers' ``h*lambda`` stay as far inside it as the tuned ones did.
+``odenet train --explain-defaults`` prints the choice and why.
 
 Plain values only: no torch here (the command line reads these while building its parser).
 """
@@ -13,13 +21,22 @@ Plain values only: no torch here (the command line reads these while building it
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
 from odenet.ir import Scheme
 from odenet.options import Family, Memory
 
-__all__ = ["LIBRARY_DEFAULTS", "SchemeDefaults", "scheme_defaults"]
+__all__ = [
+    "MEMORY_SAVING",
+    "SWEPT",
+    "TUNED",
+    "SchemeDefaults",
+    "Tuned",
+    "library_defaults",
+    "scheme_defaults",
+]
 
 
 @dataclass(frozen=True)
@@ -39,43 +56,90 @@ class SchemeDefaults:
         return None if param is None or param.default is None else float(param.default)
 
 
-_BN = "bn: conv-BatchNorm-ReLU-conv residual functions, which keep every scheme's h*lambda small"
-# Measured with `python benchmarks/train_defaults.py` (5 epochs on digits, test accuracy in
-# docs/training.md): every library scheme reaches 95% with these but backward Euler (94.7%).
-_REVNET = (
-    "measured for revnet",
-    "lr 1e-3: without a step each coupling adds f's whole output (36% on digits at 1e-2, 99% at 1e-3)",
-    _BN,
-)
-LIBRARY_DEFAULTS = MappingProxyType(
+@dataclass(frozen=True)
+class Tuned:
+    """The setting the sweep chose for one scheme on one data set."""
+
+    family: Family
+    lr: float
+    step: float | None  # None: the scheme has no step parameter
+    validation: float  # its validation accuracy in %, after the sweep's last rung (5 epochs)
+    settings: int  # how many settings the sweep compared
+
+
+# Each layer of an implicit scheme solves its step and keeps one evaluation: no mode saves more.
+MEMORY_SAVING: Mapping[str, Memory] = MappingProxyType(
     {
-        name: SchemeDefaults(
-            "bn",
-            1e-3 if name == "revnet" else 1e-2,
-            memory,
-            reasons=_REVNET if name == "revnet" else (f"measured for {name}", _BN),
-        )
-        for name, memory in {
-            "ab2": "checkpoint",
-            "euler": "checkpoint",
-            "hamiltonian": "reversible",
-            "heun": "checkpoint",
-            "leapfrog": "reversible",
-            "lm_resnet": "reversible",
-            "midpoint": "reversible",
-            "momentum": "reversible",
-            "reversible_heun": "reversible",
-            "revnet": "reversible",
-            "rk4": "checkpoint",
-            "verlet": "reversible",
-            # implicit: each layer solves its step and keeps one evaluation (no mode saves more)
-            "backward_euler": "autograd",
-            "gauss_legendre2": "autograd",
-            "implicit_midpoint": "autograd",
-            "trapezoidal": "autograd",
-        }.items()
+        "ab2": "checkpoint",
+        "euler": "checkpoint",
+        "hamiltonian": "reversible",
+        "heun": "checkpoint",
+        "leapfrog": "reversible",
+        "lm_resnet": "reversible",
+        "midpoint": "reversible",
+        "momentum": "reversible",
+        "reversible_heun": "reversible",
+        "revnet": "reversible",
+        "rk4": "checkpoint",
+        "verlet": "reversible",
+        "backward_euler": "autograd",
+        "gauss_legendre2": "autograd",
+        "implicit_midpoint": "autograd",
+        "trapezoidal": "autograd",
     }
 )
+
+SWEEP_DATE = "2026-12-06"
+SWEPT = ("mnist1d", "digits")  # the data sets the sweep tuned on
+# Written from docs/experiments/o_tuning.json (experiments/o_tuning.py): data set -> scheme -> setting.
+TUNED: Mapping[str, Mapping[str, Tuned]] = MappingProxyType(
+    {
+        "mnist1d": MappingProxyType({}),
+        "digits": MappingProxyType({}),
+    }
+)
+
+_BN = "bn: conv-BN-ReLU-conv residual functions, which keep every scheme's h*lambda small"
+_MEMORY_WHY = {
+    "reversible": "the inverse is explicit",
+    "checkpoint": "no explicit inverse, so activations are recomputed",
+    "autograd": "an implicit step: each layer solves it and keeps one evaluation",
+}
+
+
+def swept(data: str | None, layout: str | None = None) -> str:
+    """The swept data set whose settings ``data`` (shaped for ``layout``) trains with: itself when
+    swept, digits for other images, MNIST-1D otherwise."""
+    if data in SWEPT:
+        return data
+    return "digits" if layout == "conv" else "mnist1d"
+
+
+@functools.cache
+def library_defaults(name: str, data: str) -> SchemeDefaults:
+    """The defaults of library scheme ``name`` on the swept data set ``data``: the sweep's setting, or
+    the ones measured before it where the sweep has not reached the scheme."""
+    memory = MEMORY_SAVING[name]
+    saving = f"memory-saving mode {memory}: {_MEMORY_WHY[memory]}"
+    tuned = TUNED.get(data, {}).get(name)
+    if tuned is not None:
+        step = "no step" if tuned.step is None else f"step {tuned.step:g}"
+        why = (
+            f"tuned for {name} on {data} by the sweep of {SWEEP_DATE} (experiments/o_tuning.py, "
+            f"docs/experiments.md (o)): lr {tuned.lr:g}, {step}, family {tuned.family}, the best of "
+            f"{tuned.settings} settings by successive halving, {tuned.validation:.1f}% on a validation "
+            "split of the training set after 5 epochs"
+        )
+        return SchemeDefaults(tuned.family, tuned.lr, memory, tuned.step, reasons=(why, saving))
+    if name == "revnet":
+        measured = (
+            "measured for revnet before the sweep reached it",
+            "lr 1e-3: without a step each coupling adds f's whole output (36% on digits at 1e-2, "
+            "99% at 1e-3)",
+        )
+        return SchemeDefaults("bn", 1e-3, memory, reasons=(*measured, _BN, saving))
+    measured = (f"measured for {name} before the sweep reached it: lr 1e-2",)
+    return SchemeDefaults("bn", 1e-2, memory, reasons=(*measured, _BN, saving))
 
 
 def _structure(scheme: Scheme) -> tuple:
@@ -95,7 +159,7 @@ def _structure(scheme: Scheme) -> tuple:
 def _library_structures() -> dict[str, tuple]:
     from odenet.library import load
 
-    return {name: _structure(load(name)) for name in LIBRARY_DEFAULTS}
+    return {name: _structure(load(name)) for name in MEMORY_SAVING}
 
 
 def _reach(scheme: Scheme, axis: str) -> float | None:
@@ -123,13 +187,21 @@ def _reach(scheme: Scheme, axis: str) -> float | None:
     return max(e for e in ends if e is not None) * scale
 
 
-def scheme_defaults(scheme: Scheme) -> SchemeDefaults:
-    """The defaults for ``scheme``: measured for a library scheme (by name and text), derived from the
-    analysis for any other."""
+def scheme_defaults(scheme: Scheme, data: str | None = None, layout: str | None = None) -> SchemeDefaults:
+    """The defaults for ``scheme`` on ``data`` (a bundled data set's name; None for a file of the
+    user's, whose ``layout`` then says which swept set it takes after): tuned for a library scheme (by
+    name and text), derived from the analysis for any other."""
     from odenet.library import library_names, load
 
-    if scheme.name in LIBRARY_DEFAULTS and scheme.name in library_names() and load(scheme.name) == scheme:
-        return LIBRARY_DEFAULTS[scheme.name]
+    on = swept(data, layout)
+    not_swept = () if data in SWEPT else (f"{data or 'your data'} was not swept: the settings tuned on {on}",)
+    if scheme.name in MEMORY_SAVING and scheme.name in library_names() and load(scheme.name) == scheme:
+        found = library_defaults(scheme.name, on)
+        if not not_swept:
+            return found
+        return SchemeDefaults(
+            found.family, found.lr, found.memory_saving, found.step, None, (*not_swept, *found.reasons)
+        )
     key = _structure(scheme)
     structures = _library_structures()
 
@@ -138,51 +210,69 @@ def scheme_defaults(scheme: Scheme) -> SchemeDefaults:
         return tuple(int(a != b) for a, b in zip(key, other, strict=True)), name
 
     like = min(structures, key=distance)
-    base = LIBRARY_DEFAULTS[like]
+    base = library_defaults(like, on)
     order, functions, explicit, states = key
     reasons = [
+        *not_swept,
         f"resembles {like}: {'second' if order == 2 else 'first'}-order in time, {functions} function(s), "
         f"{'an explicit inverse' if explicit else 'no explicit inverse'}, {states} state(s)",
-        base.reasons[-1],
+        base.reasons[0],
     ]
     memory: Memory = "reversible" if explicit else "checkpoint"
-    why = "the inverse is explicit" if explicit else "no explicit inverse, so activations are recomputed"
     if not scheme.is_explicit:
-        memory, why = "autograd", "an implicit step: each layer solves it and keeps one evaluation"
-    reasons.append(f"memory-saving mode {memory}: {why}")
-    step = None
-    param = scheme.step_param
-    if param is not None:
-        # compare along an axis where both schemes are stable beyond 0, the resembled scheme's own
-        # first (the real axis for dissipative schemes, the imaginary one for symplectic ones); Euler's
-        # [-2, 0] when the resembled scheme has no step (its region is in lambda, not comparable)
-        reference_scheme = load(like) if load(like).step_param is not None else load("euler")
-        axes = sorted(("real", "imag"), key=lambda a: _reach(reference_scheme, a) == 0)
-        variable = f"{scheme.step}**2*lambda" if order == 2 else f"{scheme.step}*lambda"
-        usable = [a for a in axes if _reach(scheme, a) != 0 and _reach(reference_scheme, a) != 0]
-        if not usable:
-            reasons.append(
-                f"step {scheme.step} = {float(param.default):g}, its own: it is stable on neither axis "
-                f"where {reference_scheme.name} is (beyond {variable} = 0), so there is no "
-                "interval to scale by"
-            )
-        else:
-            axis = usable[0]
-            ours, theirs = _reach(scheme, axis), _reach(reference_scheme, axis)
-            where = "real axis" if axis == "real" else "imaginary axis"
-            if ours is not None and theirs is not None and ours < theirs:
-                exponent = 0.5 if order == 2 else 1.0  # the region's variable is h**2*lambda for order 2
-                step = round(float(param.default) * (ours / theirs) ** exponent, 6)
-                reasons.append(
-                    f"step {scheme.step} = {step:g}: its stability interval reaches {variable} = "
-                    f"{ours:.3g} on the {where}, {reference_scheme.name}'s {theirs:.3g}; scaled so the "
-                    f"layers' {variable} stay as far inside"
-                )
-            else:
-                reach = "without end" if ours is None else f"{ours:.3g}"
-                other = "without end" if theirs is None else f"{theirs:.3g}"
-                reasons.append(
-                    f"step {scheme.step} = {float(param.default):g}, its own: its stability interval "
-                    f"reaches {variable} = {reach} on the {where}, {reference_scheme.name}'s {other}"
-                )
+        memory = "autograd"
+    reasons.append(f"memory-saving mode {memory}: {_MEMORY_WHY[memory]}")
+    step, why = _step(scheme, like, on, order)
+    if why:
+        reasons.append(why)
     return SchemeDefaults(base.family, base.lr, memory, step, like, tuple(reasons))
+
+
+def _step(scheme: Scheme, like: str, on: str, order: int) -> tuple[float | None, str]:
+    """The step a user's scheme resembling ``like`` trains with on ``on``, and why: the step of the
+    library scheme it is compared with, scaled down by the ratio of their stability intervals when
+    its own is shorter; None (its own) where nothing compares. The comparison is along an axis where
+    both are stable beyond 0, the resembled scheme's own first (the real axis for dissipative
+    schemes, the imaginary one for symplectic ones), against Euler's when the resembled scheme has
+    no step (its region is in lambda, not comparable)."""
+    from odenet.analysis import analyze
+    from odenet.analysis.stability import LAMBDA
+    from odenet.library import load
+
+    param = scheme.step_param
+    if param is None:
+        return None, ""
+    own = float(param.default)
+    reference = like if load(like).step_param is not None else "euler"
+    reference_scheme = load(reference)
+    theirs_step = library_defaults(reference, on).step_value(reference_scheme)
+    axes = sorted(("real", "imag"), key=lambda a: _reach(reference_scheme, a) == 0)
+    variable = f"{scheme.step}**2*lambda" if order == 2 else f"{scheme.step}*lambda"
+    usable = [a for a in axes if _reach(scheme, a) != 0 and _reach(reference_scheme, a) != 0]
+    if not usable:
+        return None, (
+            f"step {scheme.step} = {own:g}, its own: it is stable on neither axis where {reference} is "
+            f"(beyond {variable} = 0), so there is no interval to scale by"
+        )
+    if analyze(scheme).stability.variable == LAMBDA or theirs_step is None:
+        return None, (
+            f"step {scheme.step} = {own:g}, its own: its stability region depends on the step itself, so "
+            f"{reference}'s step says nothing about it"
+        )
+    axis = usable[0]
+    ours, theirs = _reach(scheme, axis), _reach(reference_scheme, axis)
+    where = "real axis" if axis == "real" else "imaginary axis"
+    if ours is not None and theirs is not None and ours < theirs:
+        exponent = 0.5 if order == 2 else 1.0  # the region's variable is h**2*lambda for order 2
+        step = round(theirs_step * (ours / theirs) ** exponent, 6)
+        return step, (
+            f"step {scheme.step} = {step:g}: {reference}'s {theirs_step:g}, scaled by its stability "
+            f"interval, which reaches {variable} = {ours:.3g} on the {where}, {reference}'s "
+            f"{theirs:.3g}; so the layers' {variable} stay as far inside"
+        )
+    reach = "without end" if ours is None else f"{ours:.3g}"
+    other = "without end" if theirs is None else f"{theirs:.3g}"
+    return theirs_step, (
+        f"step {scheme.step} = {theirs_step:g}, {reference}'s: its stability interval reaches {variable} = "
+        f"{reach} on the {where}, {reference}'s {other}"
+    )

@@ -171,12 +171,17 @@ def _resume_state(
         )
     if content.get("config") != config.to_json():
         raise ConfigError(f"--resume: the checkpoint in {out_dir} is of another model; give the same options")
-    saved_data = content.get("data") or {}
-    other_data = [
-        f"{key} {saved_data.get(key, 0.0 if key == 'validation' else None)} (now {value})"
-        for key, value in (data_info or {}).items()
-        if key != "seed" and saved_data.get(key, 0.0 if key == "validation" else value) != value
-    ]
+    saved_data, wanted_data = content.get("data") or {}, data_info or {}
+    other_data = []
+    for key in sorted((set(saved_data) | set(wanted_data)) - {"seed"}):  # the seed is a setting
+        if key == "validation":  # absent: none
+            before, now = saved_data.get(key, 0.0), wanted_data.get(key, 0.0)
+        elif key in saved_data and key in wanted_data:  # absent from an older checkpoint: not compared
+            before, now = saved_data[key], wanted_data[key]
+        else:
+            continue
+        if before != now:
+            other_data.append(f"{key} {before} (now {now})")
     if other_data:
         raise ConfigError(
             f"--resume: the checkpoint in {out_dir} was trained on other data: {', '.join(other_data)}; "
