@@ -101,6 +101,11 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (each one thread)")
     parser.add_argument("--tables-only", action="store_true", help="rebuild the tables from the files")
     parser.add_argument("--explicit-only", action="store_true", help="leave the implicit schemes out")
+    parser.add_argument(
+        "--print-defaults",
+        action="store_true",
+        help="print the TUNED mapping for odenet/training/defaults.py",
+    )
     return parser.parse_args()
 
 
@@ -226,6 +231,7 @@ def collect(out: Path, pairs: list[tuple[str, str]], grid: dict) -> dict:
             "best": None if best is None else best.__dict__,
             "rung": known["rung"],  # the first unfinished rung; len(rungs) when the sweep is done
             "validation_accuracy": validation,
+            "settings": len(settings(scheme, grid)),
             "tuned": accuracy([f for f in finals if f]),
             "defaults": accuracy(defaults_runs(out, data, scheme)),
             "runs": len(runs),
@@ -299,6 +305,22 @@ def splice(document: Path, text: str) -> None:
     write_text(document, pattern.sub(lambda _: f"{BEGIN}\n{text}{END}", content))
 
 
+def defaults_literal(table: dict) -> str:
+    """The ``TUNED`` mapping of odenet/training/defaults.py for the finished sweeps, to paste there."""
+    lines = []
+    for data, rows in table.items():
+        lines.append(f'        "{data}": MappingProxyType(\n            {{')
+        for scheme, r in sorted(rows.items()):
+            if r["best"] is not None:
+                b = r["best"]
+                lines.append(
+                    f'                "{scheme}": Tuned("{b["family"]}", {b["lr"]!r}, {b["step"]!r}, '
+                    f"{100 * r['validation_accuracy']:.1f}, {r['settings']}),"
+                )
+        lines.append("            }\n        ),")
+    return "\n".join(lines)
+
+
 def main() -> None:
     args = arguments()
     grid = grid_of(args.quick)
@@ -316,7 +338,7 @@ def main() -> None:
     plot(table, args.out / "o_tuning.png")
     if args.out.resolve() == (DOCS / "experiments").resolve():
         splice(DOCS / "experiments.md", text)
-    print(text)
+    print(defaults_literal(table) if args.print_defaults else text)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ QUICK = [s if s == "d_adjoint" else pytest.param(s, marks=pytest.mark.slow) for 
 
 
 def test_all_experiments_exist():
-    assert [s[0] for s in SCRIPTS] == list("abcdefghijklmn")
+    assert [s[0] for s in SCRIPTS] == list("abcdefghijklmno")
 
 
 @pytest.mark.parametrize("script", QUICK)
@@ -47,6 +47,17 @@ def test_experiment_quick(script, tmp_path):
         # the control (euler at revnet's lr and a step of 1) is run and tabled beside the default
         assert (tmp_path / "h_leaderboard" / "control-mnist1d-euler-lr0.001-step1-0.json").is_file()
         assert "| mnist1d | euler | 0.001, h = 1 |" in (tmp_path / "h_leaderboard.md").read_text()
+    if script == "o_tuning":  # each scheme's halving ran to its final runs, and its best is one it tried
+        for scheme in ("euler", "momentum"):
+            row = results["digits"][scheme]
+            assert row["tuned"]["seeds"] == 1 and row["runs"] == (
+                7 if scheme == "euler" else 5
+            )  # 4 + 2 + 1, 2 + 2 + 1
+            tried = {p.stem for p in (tmp_path / "o_tuning" / "digits" / scheme).glob("rung1-*.json")}
+            best = row["best"]
+            step = "none" if best["step"] is None else f"{best['step']:g}"
+            assert f"rung1-lr{best['lr']:g}-h{step}-{best['family']}" in tried
+        assert "| euler |" in (tmp_path / "o_tuning.md").read_text()
     if script == "d_adjoint":  # Heun's rebuild is far better than Euler's (Sander et al. 2022)
         for euler, heun in zip(results["euler"], results["heun"], strict=True):
             assert heun["relative_error"] < euler["relative_error"] / 10
