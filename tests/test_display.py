@@ -117,6 +117,28 @@ def test_inverse_scheme_in_a_reversibility_repr_is_short():
     )
 
 
+def test_stability_and_reversibility_print_their_facts_not_their_fields():
+    """They printed as dataclass dumps (the amplification matrix, the characteristic polynomial, a
+    dozen fields). Leapfrog by hand: M = [[2 - z, -1], [1, 0]], z = h**2*lambda, det M = 1, |zeta| <= 1
+    for z in [0, 4), 4 itself defective; the inverse steps back with the same formula."""
+    a = odenet.analyze(odenet.load("leapfrog"))
+    assert repr(a.stability) == "Stability(h**2*λ: real [0, 4), imaginary {0}; zero-stable; det M = 1)"
+    assert repr(a.reversibility) == (
+        "Reversibility(explicit; inverse Scheme(leapfrog_inverse: state y; y[n+1] = -h**2*f(y[n]) - y[n-1] "
+        "+ 2*y[n]); volume-preserving; backward amplification 1)"
+    )
+    # momentum's region is in lambda at its gamma; det M = gamma; the inverse divides by gamma
+    m = odenet.analyze(odenet.load("momentum"))
+    assert (
+        repr(m.stability)
+        == "Stability(λ at gamma = 0.9: real [-38, 0], imaginary {0}; zero-stable; det M = gamma)"
+    )
+    assert "not volume-preserving; backward amplification 1.11)" in repr(m.reversibility)
+    e = odenet.analyze(odenet.load("euler")).reversibility
+    assert repr(e).startswith("Reversibility(fixed-point; scheme euler has no explicit inverse")
+    assert repr(e).endswith("contraction for Lipschitz constants below 10)")  # 1/h at h = 0.1
+
+
 def test_dataset_repr_gives_shapes_not_values():
     data = Dataset(
         "digits", "classification", torch.zeros(6, 64), torch.zeros(6), torch.ones(2, 64), torch.ones(2), 10

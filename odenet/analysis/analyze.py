@@ -38,16 +38,17 @@ from odenet.analysis.structure import Structure, structure
 from odenet.analysis.verdict import axis_text, lipschitz_condition, short_verdict, verdict
 from odenet.errors import NotReversibleError
 from odenet.ir import Scheme
-from odenet.ir.printing import format_expr
+from odenet.ir.printing import format_expr, format_number
 
 __all__ = ["Analysis", "Reversibility", "Stability", "analyze"]
 
 Interval = tuple[float | None, float | None]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Stability:
-    """Linear stability with the test function ``f(u) = lambda*u``."""
+    """Linear stability with the test function ``f(u) = lambda*u``. ``repr``: the variable, its
+    intervals on both axes, zero-stability and ``det M``."""
 
     amplification_matrix: sympy.Matrix
     characteristic_polynomial: sympy.Expr  # in ZETA
@@ -80,6 +81,14 @@ class Stability:
         """The variable as the JSON and the reports write it: ``h**2*lambda``."""
         return format_expr(self.variable)
 
+    def __repr__(self) -> str:
+        at = f" at {', '.join(f'{k} = {format_number(v)}' for k, v in self.at.items())}" if self.at else ""
+        return (
+            f"Stability({self.variable_text.replace('lambda', 'λ')}{at}: real {axis_text(self, False)}, "
+            f"imaginary {axis_text(self, True)}; {'zero-stable' if self.zero_stable else 'not zero-stable'}; "
+            f"det M = {format_expr(self.det).replace('lambda', 'λ')})"
+        )
+
     @property
     def real_closed(self) -> tuple[bool, bool]:
         """The old name of :attr:`real_interval_closed` (kept for one release)."""
@@ -91,9 +100,10 @@ class Stability:
         return self.imag_interval_closed
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Reversibility:
-    """Can the old state be computed from the new one, and at what cost in rounding error?"""
+    """Can the old state be computed from the new one, and at what cost in rounding error? ``repr``:
+    the kind, the inverse scheme or why there is none, volume and rounding."""
 
     kind: str  # "explicit", "fixed-point" or "none"
     inverse: Scheme | None
@@ -105,6 +115,19 @@ class Reversibility:
     # a fixed-point inverse: the Lipschitz constant of the functions below which its iteration is
     # proved a contraction (None otherwise, or where the bound does not apply)
     lipschitz_limit: float | None = None
+
+    def __repr__(self) -> str:
+        parts = [self.kind]
+        if self.inverse is not None:
+            parts.append(f"inverse {self.inverse!r}")
+        else:
+            parts.append(self.reason if len(self.reason) <= 120 else self.reason[:117] + "...")
+        parts.append("volume-preserving" if self.volume_preserving else "not volume-preserving")
+        if self.backward_amplification is not None:
+            parts.append(f"backward amplification {self.backward_amplification:.3g}")
+        if self.lipschitz_limit is not None:
+            parts.append(f"contraction for Lipschitz constants below {self.lipschitz_limit:.3g}")
+        return f"Reversibility({'; '.join(parts)})"
 
     @property
     def steps(self) -> tuple[tuple[sympy.Symbol, sympy.Expr], ...]:
