@@ -27,9 +27,13 @@ def test_show_leapfrog():
     assert "  h = 0.1  (fixed)\n" in out
     assert "  y[n-1] = y[n]\n" in out
     assert "f(y[n])  <- y[n]\n  y[n+1]   <- f(y[n]), y[n-1], y[n]\n" in out
-    assert out.rstrip().endswith(
-        "--family bn --lr 0.01; memory-saving mode reversible (measured: docs/training.md)"
-    )
+    from odenet.training.defaults import library_defaults
+
+    for data in ("mnist1d", "digits"):  # the defaults of each swept data set, as train takes them
+        d = library_defaults("leapfrog", data)
+        step = d.step_value(odenet.load("leapfrog"))
+        line = f"  --data {data}: --family {d.family} --lr {d.lr:g} --step {step:g}; memory-saving mode "
+        assert line + "reversible (" in out
 
 
 def test_show_marks_implicit_schemes_and_learnable_params():
@@ -128,11 +132,11 @@ def test_compile_refuses_bad_arguments():
 def test_train_without_flags_uses_the_configs_defaults(monkeypatch, tmp_path):
     """The command line restates no default: with no flags, the settings are TrainSettings() and the
     model is ModelConfig's defaults plus the data set's sizes from DATA_DEFAULTS, with the scheme's
-    measured defaults (odenet.training.defaults) for the family and the learning rate."""
+    defaults on that data set (odenet.training.defaults) for the family, the learning rate and the step."""
     import odenet.training
     from odenet.models import ModelConfig
     from odenet.training import DATA_DEFAULTS, TrainSettings
-    from odenet.training.defaults import LIBRARY_DEFAULTS
+    from odenet.training.defaults import scheme_defaults
 
     seen = {}
 
@@ -143,7 +147,7 @@ def test_train_without_flags_uses_the_configs_defaults(monkeypatch, tmp_path):
     monkeypatch.setattr(odenet.training, "train", fake_train)
     monkeypatch.chdir(tmp_path)
     assert cli("train", "leapfrog", "--data", "rings").returncode == 0
-    chosen = LIBRARY_DEFAULTS["leapfrog"]
+    chosen = scheme_defaults(odenet.load("leapfrog"), "rings", "mlp")
     assert seen["settings"] == TrainSettings(lr=chosen.lr)
     config, rings = seen["config"], DATA_DEFAULTS["rings"]
     expected = ModelConfig(
@@ -155,6 +159,7 @@ def test_train_without_flags_uses_the_configs_defaults(monkeypatch, tmp_path):
         stem=rings.stem,
         head=rings.head,
         family=chosen.family,
+        params={} if chosen.step is None else {"h": chosen.step},
     )
     assert config == expected
 
