@@ -258,7 +258,7 @@ def markdown(table: dict) -> str:
         for rank, (scheme, r) in enumerate(ranked, 1):
             tuned, old = r["tuned"], r["defaults"]
             if r["best"] is None:
-                setting = f"sweeping (rung {r['rung'] + 1})"
+                setting = f"sweeping (rung {r['rung'] + 1} of {len(RUNGS)})" if r["runs"] else "not swept yet"
             else:
                 setting = Setting(**r["best"]).label()
             validation = "" if r["validation_accuracy"] is None else f"{100 * r['validation_accuracy']:.1f}"
