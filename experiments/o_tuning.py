@@ -102,6 +102,11 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--tables-only", action="store_true", help="rebuild the tables from the files")
     parser.add_argument("--explicit-only", action="store_true", help="leave the implicit schemes out")
     parser.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="train again the runs recorded as failed (else they rank last)",
+    )
+    parser.add_argument(
         "--print-defaults",
         action="store_true",
         help="print the TUNED mapping for odenet/training/defaults.py",
@@ -150,6 +155,8 @@ def halving(folder: Path, data: str, scheme: str, grid: dict) -> tuple[list[Run]
             return missing, {**known, "rung": rung}
         ranked = sorted(zip(alive, results, strict=True), key=lambda pair: score(pair[1]), reverse=True)
         alive = [s for s, _ in ranked[: keep(len(alive), rung, len(grid["rungs"]))]]
+    if all("failed" in res for _, res in known["rungs"][-1]):
+        return [], known  # every setting of the last rung failed: nothing to choose
     known["best"] = alive[0]
     finals = [Run(data, scheme, alive[0], None, seed) for seed in grid["seeds"]]
     return [r for r in finals if not r.path(folder).is_file()], known
@@ -240,7 +247,7 @@ def collect(out: Path, pairs: list[tuple[str, str]], grid: dict) -> dict:
     return table
 
 
-def markdown(table: dict) -> str:
+def markdown(table: dict, grid: dict) -> str:
     parts = []
     for data, rows in table.items():
         ranked = sorted(rows.items(), key=lambda kv: -((kv[1]["tuned"] or {}).get("mean", -1)))
@@ -248,8 +255,8 @@ def markdown(table: dict) -> str:
         hours = sum(r["wall_seconds"] for r in rows.values()) / 3600
         lines = [
             f"**{data}**: {runs} runs, {hours:.1f} h of one core in all (test accuracy over seeds "
-            f"{', '.join(map(str, SEEDS))}; the old defaults are experiment (h)'s autograd rows: lr 0.01, "
-            "h = 0.1, bn, lr 0.001 for revnet)",
+            f"{', '.join(map(str, grid['seeds']))}; the old defaults are experiment (h)'s autograd rows: "
+            "lr 0.01, h = 0.1, bn, lr 0.001 for revnet)",
             "",
             "| rank | scheme | tuned setting | validation % | tuned: test % (mean ± sd) "
             "| old defaults: test % | change | train time s | peak RSS MiB |",
@@ -258,7 +265,10 @@ def markdown(table: dict) -> str:
         for rank, (scheme, r) in enumerate(ranked, 1):
             tuned, old = r["tuned"], r["defaults"]
             if r["best"] is None:
-                setting = f"sweeping (rung {r['rung'] + 1} of {len(RUNGS)})" if r["runs"] else "not swept yet"
+                rungs = len(grid["rungs"])
+                setting = f"sweeping (rung {r['rung'] + 1} of {rungs})" if r["runs"] else "not swept yet"
+                if r["rung"] == rungs:
+                    setting = "every setting failed"
             else:
                 setting = Setting(**r["best"]).label()
             validation = "" if r["validation_accuracy"] is None else f"{100 * r['validation_accuracy']:.1f}"
@@ -329,10 +339,15 @@ def main() -> None:
         schemes = [s for s in schemes if load(s).is_explicit]
     data_sets = ["digits"] if args.quick and args.data == list(DATA) else args.data
     pairs = order(schemes, data_sets)
+    if args.retry_failed and not args.tables_only:
+        for path in (args.out / "o_tuning").glob("*/*/*.json"):
+            if "failed" in json.loads(path.read_text()):
+                print(f"retrying {path.relative_to(args.out)}: {json.loads(path.read_text())['failed']}")
+                path.unlink()
     if not args.tables_only:
         sweep(args.out / "o_tuning", pairs, grid, args.jobs)
     table = collect(args.out, pairs, grid)
-    text = markdown(table)
+    text = markdown(table, grid)
     write_text(args.out / "o_tuning.json", json.dumps(table, indent=2) + "\n")
     write_text(args.out / "o_tuning.md", text)
     plot(table, args.out / "o_tuning.png")

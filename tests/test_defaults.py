@@ -14,7 +14,14 @@ from conftest import cli
 
 import odenet
 from odenet.library import library_names, load
-from odenet.training.defaults import MEMORY_SAVING, SWEPT, TUNED, library_defaults, scheme_defaults
+from odenet.training.defaults import (
+    MEMORY_SAVING,
+    SWEEP_DATE,
+    SWEPT,
+    TUNED,
+    library_defaults,
+    scheme_defaults,
+)
 
 SWEEP = Path(__file__).resolve().parent.parent / "docs" / "experiments" / "o_tuning.json"
 
@@ -79,6 +86,11 @@ def test_a_data_set_not_swept_takes_the_setting_of_the_swept_set_of_its_kind(dat
         tuned = library_defaults(name, takes)
         assert (chosen.lr, chosen.family, chosen.step) == (tuned.lr, tuned.family, tuned.step)
         assert chosen.reasons[0] == f"{data or 'your data'} was not swept: the settings tuned on {takes}"
+        if name in TUNED[takes]:  # and says where they come from
+            assert chosen.reasons[1].startswith(f"tuned for {name} on {takes} by the sweep of {SWEEP_DATE}")
+            if data is not None:
+                first = cli("train", name, "--data", data, "--explain-defaults").stdout.splitlines()[0]
+                assert first == f"training defaults for {name} on {data} (tuned)"
 
 
 def test_a_changed_library_scheme_is_derived_not_tuned():
@@ -161,7 +173,10 @@ def test_explain_defaults_prints_the_choice_and_why(tmp_path):
             shown = cli("train", name, "--data", data, "--explain-defaults").stdout
             assert f"training defaults for {name} on {data} (tuned)" in shown
             assert f"--lr {tuned.lr:g}" in shown and f"--family {tuned.family}" in shown
-            assert "the sweep of 20" in shown and f"{tuned.validation:.1f}% on a validation split" in shown
+            assert (
+                f"the sweep of {SWEEP_DATE}" in shown
+                and f"{tuned.validation:.1f}% on a validation split" in shown
+            )
 
 
 def test_train_applies_the_defaults_and_the_command_line_overrides_them(tmp_path):

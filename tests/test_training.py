@@ -66,6 +66,31 @@ def test_a_validation_split_replaces_the_test_set_and_is_the_same_for_every_seed
         load_data("digits", validation=1.0)
 
 
+def test_a_validation_split_of_a_file_keeps_a_class_to_train_on_and_does_not_move_with_the_seed(tmp_path):
+    """Found in review: a file without x_test had its test share cut with the training seed, so the
+    validation split cut from the rest moved with --seed; and a class of one example went wholly
+    into the validation set, leaving nothing of it to train on."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "mine.npz"
+    np.savez(path, x=rng.normal(size=(200, 5)).astype(np.float32), y=rng.integers(0, 4, 200))
+    a, b = (load_data(str(path), None, seed=s, validation=0.2) for s in (0, 1))
+    assert torch.equal(a.x_test, b.x_test) and torch.equal(a.x_train, b.x_train)
+    rare = tmp_path / "rare.npz"
+    y = np.array([0] * 5 + [1] * 5 + [2])
+    np.savez(rare, x=rng.normal(size=(11, 3)).astype(np.float32), y=y, x_test=np.zeros((3, 3), np.float32),
+             y_test=np.array([0, 1, 2]))  # fmt: skip
+    split = load_data(str(rare), None, validation=0.2)
+    assert sorted(split.y_train.unique().tolist()) == [0, 1, 2]  # class 2 stays in training
+    assert torch.bincount(split.y_test, minlength=3).tolist() == [1, 1, 0]
+    one = tmp_path / "one.npz"
+    np.savez(one, x=np.zeros((2, 3), np.float32), y=np.array([0, 1]), x_test=np.zeros((2, 3), np.float32),
+             y_test=np.array([0, 1]))  # fmt: skip
+    with pytest.raises(ConfigError, match="too small to hold any out"):
+        load_data(str(one), None, validation=0.2)
+
+
 def test_cli_validation_scores_the_split_and_resume_keeps_it(tmp_path, capsys):
     out = tmp_path / "run"
     args = ["train", "euler", "--data", "digits", "--depth", "2", "--epochs", "1", "--out", str(out)]

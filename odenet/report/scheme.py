@@ -71,7 +71,8 @@ def show_text(scheme: Scheme) -> str:
         for data in SWEPT:
             chosen = library_defaults(scheme.name, data)
             step = chosen.step_value(scheme)
-            origin = "tuned: docs/experiments.md (o)" if chosen.reasons[0].startswith("tuned") else "measured"
+            tuned = any(reason.startswith("tuned") for reason in chosen.reasons)
+            origin = "tuned: docs/experiments.md (o)" if tuned else "measured"
             out.append(
                 f"  --data {data}: --family {chosen.family} --lr {chosen.lr:g}"
                 + ("" if step is None else f" --step {step:g}")

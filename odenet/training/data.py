@@ -100,7 +100,9 @@ def load_data(
         raise ConfigError(f"train_fraction must be in (0, 1], not {train_fraction!r}")
     if not (0 <= validation < 1):
         raise ConfigError(f"validation must be a share in [0, 1), not {validation!r}")
-    data = _load(name, layout, seed)
+    # a file without a test set has one split off with the seed; under a validation split, with the
+    # validation seed, so that the training set it is cut from does not move with --seed either
+    data = _load(name, layout, VALIDATION_SEED if validation else seed)
     if validation:
         data = _validation_split(data, validation)
     return _subset(data, train_fraction, seed) if train_fraction < 1 else data
@@ -206,9 +208,9 @@ def _tensors(*arrays: np.ndarray) -> list[torch.Tensor]:
     return [torch.from_numpy(np.ascontiguousarray(a)) for a in arrays]
 
 
-def _choose(data: Dataset, fraction: float, seed: int) -> torch.Tensor:
-    """Indices of ``fraction`` of the training set (of each class, at least one example of each, for
-    classification), sorted, chosen with ``seed``."""
+def _subset(data: Dataset, fraction: float, seed: int) -> Dataset:
+    """``fraction`` of the training set (of each class, at least one example of each, for
+    classification), chosen with ``seed``."""
     generator = torch.Generator().manual_seed(seed)
     if data.task == "classification":
         keep = []
@@ -216,22 +218,28 @@ def _choose(data: Dataset, fraction: float, seed: int) -> torch.Tensor:
             members = torch.nonzero(data.y_train == label).flatten()
             count = max(1, round(fraction * len(members)))
             keep.append(members[torch.randperm(len(members), generator=generator)[:count]])
-        return torch.cat(keep).sort().values
-    count = max(1, round(fraction * len(data.y_train)))
-    return torch.randperm(len(data.y_train), generator=generator)[:count].sort().values
-
-
-def _subset(data: Dataset, fraction: float, seed: int) -> Dataset:
-    index = _choose(data, fraction, seed)
+        index = torch.cat(keep).sort().values
+    else:
+        count = max(1, round(fraction * len(data.y_train)))
+        index = torch.randperm(len(data.y_train), generator=generator)[:count].sort().values
     return replace(data, x_train=data.x_train[index], y_train=data.y_train[index])
 
 
 def _validation_split(data: Dataset, share: float) -> Dataset:
-    """The training set less ``share`` of it (of each class), and that share as the held-out set."""
+    """The training set less ``share`` of it (of each class, leaving each class at least one example
+    to train on), and that share as the held-out set."""
+    generator = torch.Generator().manual_seed(VALIDATION_SEED)
+    labels = data.y_train if data.task == "classification" else torch.zeros(len(data.y_train))
     held = torch.zeros(len(data.y_train), dtype=torch.bool)
-    held[_choose(data, share, VALIDATION_SEED)] = True
-    if held.all():
-        raise ConfigError(f"validation {share}: the training set ({len(held)} examples) would be left empty")
+    for label in labels.unique():
+        members = torch.nonzero(labels == label).flatten()
+        count = min(len(members) - 1, max(1, round(share * len(members))))
+        held[members[torch.randperm(len(members), generator=generator)[:count]]] = True
+    if not held.any():
+        raise ConfigError(
+            f"validation {share}: the training set ({len(held)} examples) is too small to hold any out "
+            "(each class keeps one example to train on)"
+        )
     return replace(
         data,
         x_train=data.x_train[~held],

@@ -253,7 +253,8 @@ def _train(config, data, settings, out_dir, stream, data_info, resume=False, wri
         run.progress.line(_epoch_line(epoch, settings.epochs, train_m, test_m, seconds, data.held_out))
         metrics = run.metrics(epoch, row, history)
         if target is not None:
-            run.save(target, data_info or {"name": data.name}, epoch, metrics, history, seconds)
+            info = data_info or {"name": data.name, "held_out": data.held_out}
+            run.save(target, info, epoch, metrics, history, seconds)
         last_finite = (epoch, copy.deepcopy(run.model.state_dict()))
     run.model.eval()
     return run.model, metrics
