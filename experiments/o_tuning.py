@@ -306,7 +306,7 @@ def plot(table: dict, path: Path) -> None:
         ax.set_yticks(range(len(ranked)), ranked, fontsize=8)
         ax.plot([], [], "o", color="C7", label="old defaults")
         ax.plot([], [], "s", color="C0", label="tuned")
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="lower left")
         ax.set_xlabel("test accuracy % (mean ± sd over seeds)")
         ax.set_title(data, fontsize=9)
         ax.grid(True, axis="x", alpha=0.3)
