@@ -94,7 +94,22 @@ SWEPT = ("mnist1d", "digits")  # the data sets the sweep tuned on
 # Written from docs/experiments/o_tuning.json (experiments/o_tuning.py): data set -> scheme -> setting.
 TUNED: Mapping[str, Mapping[str, Tuned]] = MappingProxyType(
     {
-        "mnist1d": MappingProxyType({}),
+        "mnist1d": MappingProxyType(
+            {
+                "ab2": Tuned("bn", 0.001, 0.3, 98.1, 24),
+                "euler": Tuned("bn", 0.001, 1.0, 98.0, 24),
+                "hamiltonian": Tuned("bn", 0.001, 1.0, 98.9, 24),
+                "heun": Tuned("bn", 0.001, 1.0, 97.9, 24),
+                "leapfrog": Tuned("bn", 0.001, 0.3, 98.0, 24),
+                "lm_resnet": Tuned("bn", 0.001, 1.0, 98.0, 24),
+                "midpoint": Tuned("bn", 0.001, 1.0, 98.4, 24),
+                "momentum": Tuned("bn", 0.001, None, 97.9, 8),
+                "reversible_heun": Tuned("bn", 0.001, 1.0, 98.1, 24),
+                "revnet": Tuned("bn", 0.001, None, 98.9, 8),
+                "rk4": Tuned("bn", 0.001, 1.0, 97.9, 24),
+                "verlet": Tuned("bn", 0.001, 0.3, 97.5, 24),
+            }
+        ),
         "digits": MappingProxyType({}),
     }
 )
