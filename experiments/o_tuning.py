@@ -11,10 +11,11 @@ on the test set (the leaderboard at tuned settings).
   grid, drawn from what the explicit sweep found: it chose bn and lr 1e-3 for every explicit scheme
   on MNIST-1D, so they keep bn and the learning rates 3e-4, 1e-3, 3e-3, with the same three steps
   (9 settings).
-- Successive halving: every setting trains 1 epoch, the best third 2 epochs, the best third of those
-  (at least two) 5 epochs, the default budget; each rung trains afresh with its schedule over its own
-  epochs. Ranked by validation accuracy (then loss). Seed 0 throughout, so a rung compares settings,
-  not seeds.
+- Successive halving, in rungs of about 50 optimizer steps or more: on MNIST-1D every setting trains
+  1 epoch, the best third 2 epochs, the best third of those (at least two) 5 epochs, the default
+  budget; on digits (a third of the examples) every setting trains 3 epochs and the best third 5.
+  Each rung trains afresh with its schedule over its own epochs. Ranked by validation accuracy (then
+  loss). Seed 0 throughout, so a rung compares settings, not seeds.
 - The validation split: 20% of each class of the training set (`odenet train --validation 0.2`, one
   split for every run); the test set is read only by the final runs.
 - The final runs: the best setting on the whole training set, seeds 0, 1, 2, scored on the test set.
@@ -50,7 +51,10 @@ LRS = (3e-4, 1e-3, 3e-3, 1e-2)
 STEPS = (0.1, 0.3, 1.0)
 FAMILIES = ("bn", "mlp")
 IMPLICIT = dict(lrs=(3e-4, 1e-3, 3e-3), steps=STEPS, families=("bn",))  # see the docstring
-RUNGS = (1, 2, 5)  # epochs of each rung
+# epochs of each rung, per data set: MNIST-1D's first rung is 50 optimizer steps (3200 examples,
+# batch 64); digits' is 3 epochs, 54 steps (1150 examples). Its first sweep began with 1 epoch, 18
+# steps, which ranked settings by noise (o_tuning/digits-first-attempt/, docs/experiments.md (o)).
+RUNGS = {"mnist1d": (1, 2, 5), "digits": (3, 5)}
 VALIDATION = 0.2
 SEEDS = (0, 1, 2)
 BEGIN, END = "<!-- tuning: begin (experiments/o_tuning.py) -->", "<!-- tuning: end -->"
@@ -91,9 +95,14 @@ class Run:
         words = ["train", self.scheme, "--data", self.data, "--memory", "autograd", "--seed", str(self.seed)]
         words += self.setting.words()
         if self.rung is not None:
-            words += ["--validation", f"{VALIDATION:g}", "--epochs", str(grid["rungs"][self.rung])]
+            words += [
+                "--validation",
+                f"{VALIDATION:g}",
+                "--epochs",
+                str(rungs_of(grid, self.data)[self.rung]),
+            ]
         else:
-            words += ["--epochs", str(grid["rungs"][-1])]
+            words += ["--epochs", str(rungs_of(grid, self.data)[-1])]
         return words + grid["extra"]
 
 
@@ -125,6 +134,12 @@ def grid_of(quick: bool) -> dict:
     return dict(lrs=LRS, steps=STEPS, families=FAMILIES, rungs=RUNGS, seeds=SEEDS, extra=[])
 
 
+def rungs_of(grid: dict, data: str) -> tuple[int, ...]:
+    """The epochs of each rung on ``data``."""
+    rungs = grid["rungs"]
+    return rungs[data] if isinstance(rungs, dict) else rungs
+
+
 def settings(scheme: str, grid: dict) -> list[Setting]:
     loaded = load(scheme)
     axes = grid if loaded.is_explicit or grid.get("quick") else {**grid, **IMPLICIT}
@@ -152,8 +167,9 @@ def halving(folder: Path, data: str, scheme: str, grid: dict) -> tuple[list[Run]
     """The runs ``(data, scheme)`` needs next (those of its first unfinished rung, or its final runs),
     and what is known: {"rungs": [[(setting, result), ...], ...], "best": setting or None}."""
     alive = settings(scheme, grid)
-    known: dict = {"rungs": [], "best": None, "rung": len(grid["rungs"])}
-    for rung in range(len(grid["rungs"])):
+    epochs = rungs_of(grid, data)
+    known: dict = {"rungs": [], "best": None, "rung": len(epochs)}
+    for rung in range(len(epochs)):
         runs = [Run(data, scheme, s, rung) for s in alive]
         results = [read(r.path(folder)) for r in runs]
         known["rungs"].append([(r.setting, res) for r, res in zip(runs, results, strict=True) if res])
@@ -161,7 +177,7 @@ def halving(folder: Path, data: str, scheme: str, grid: dict) -> tuple[list[Run]
         if missing:
             return missing, {**known, "rung": rung}
         ranked = sorted(zip(alive, results, strict=True), key=lambda pair: score(pair[1]), reverse=True)
-        alive = [s for s, _ in ranked[: keep(len(alive), rung, len(grid["rungs"]))]]
+        alive = [s for s, _ in ranked[: keep(len(alive), rung, len(epochs))]]
     if all("failed" in res for _, res in known["rungs"][-1]):
         return [], known  # every setting of the last rung failed: nothing to choose
     known["best"] = alive[0]
@@ -272,7 +288,7 @@ def markdown(table: dict, grid: dict) -> str:
         for rank, (scheme, r) in enumerate(ranked, 1):
             tuned, old = r["tuned"], r["defaults"]
             if r["best"] is None:
-                rungs = len(grid["rungs"])
+                rungs = len(rungs_of(grid, data))
                 setting = f"sweeping (rung {r['rung'] + 1} of {rungs})" if r["runs"] else "not swept yet"
                 if r["rung"] == rungs:
                     setting = "every setting failed"

@@ -27,10 +27,11 @@ def test_show_leapfrog():
     assert "  h = 0.1  (fixed)\n" in out
     assert "  y[n-1] = y[n]\n" in out
     assert "f(y[n])  <- y[n]\n  y[n+1]   <- f(y[n]), y[n-1], y[n]\n" in out
-    from odenet.training.defaults import library_defaults
+    from odenet.training import DATA_DEFAULTS
+    from odenet.training.defaults import scheme_defaults
 
-    for data in ("mnist1d", "digits"):  # the defaults of each swept data set, as train takes them
-        d = library_defaults("leapfrog", data)
+    for data in ("mnist1d", "digits"):  # the defaults of each data set, as train takes them
+        d = scheme_defaults(odenet.load("leapfrog"), data, DATA_DEFAULTS[data].layout)
         step = d.step_value(odenet.load("leapfrog"))
         line = f"  --data {data}: --family {d.family} --lr {d.lr:g} --step {step:g}; memory-saving mode "
         assert line + "reversible (" in out

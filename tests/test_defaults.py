@@ -76,21 +76,33 @@ def test_the_tuned_defaults_are_the_settings_the_sweep_chose():
     [
         ("rings", "mlp", "mnist1d"),
         ("cross1d", "mlp", "mnist1d"),
-        (None, "conv", "digits"),
+        (None, "conv", "mnist1d"),
         (None, "mlp", "mnist1d"),
     ],
 )
 def test_a_data_set_not_swept_takes_the_setting_of_the_swept_set_of_its_kind(data, layout, takes):
+    """Images would take digits' settings once digits' sweep is in; until then everything takes
+    MNIST-1D's, and says so."""
+    assert "digits" not in SWEPT  # update the images' case when it is
     for name in ("euler", "revnet", "hamiltonian"):
         chosen = scheme_defaults(load(name), data, layout)
         tuned = library_defaults(name, takes)
         assert (chosen.lr, chosen.family, chosen.step) == (tuned.lr, tuned.family, tuned.step)
         assert chosen.reasons[0] == f"{data or 'your data'} was not swept: the settings tuned on {takes}"
-        if name in TUNED[takes]:  # and says where they come from
-            assert chosen.reasons[1].startswith(f"tuned for {name} on {takes} by the sweep of {SWEEP_DATE}")
-            if data is not None:
-                first = cli("train", name, "--data", data, "--explain-defaults").stdout.splitlines()[0]
-                assert first == f"training defaults for {name} on {data} (tuned)"
+        assert chosen.tuned_on == takes
+        assert chosen.reasons[1].startswith(f"tuned for {name} on {takes} by the sweep of {SWEEP_DATE}")
+        if data is not None:
+            first = cli("train", name, "--data", data, "--explain-defaults").stdout.splitlines()[0]
+            assert first == f"training defaults for {name} on {data} (tuned on {takes})"
+
+
+def test_digits_takes_mnist1ds_settings_while_its_sweep_is_redone_and_says_why():
+    """Digits' first sweep began with 1-epoch rungs (18 optimizer steps) and chose mlp functions for
+    revnet, 96.5% on the test set against 99.4% for its bn default: its settings are not taken."""
+    chosen = scheme_defaults(load("revnet"), "digits", "conv")
+    assert chosen.family == "bn" and chosen.lr == library_defaults("revnet", "mnist1d").lr
+    assert "its sweep is being redone" in chosen.reasons[0] and chosen.tuned_on == "mnist1d"
+    assert "on mnist1d" in cli("train", "revnet", "--explain-defaults").stdout.splitlines()[0]
 
 
 def test_a_changed_library_scheme_is_derived_not_tuned():

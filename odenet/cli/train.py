@@ -123,7 +123,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _explain(scheme, chosen, data: str) -> str:
     """What ``odenet train SCHEME --data DATA`` chooses when not told, and why."""
     step = chosen.step_value(scheme)
-    origin = "tuned" if any(reason.startswith("tuned") for reason in chosen.reasons) else "measured"
+    origin = "measured" if chosen.tuned_on is None else "tuned"
+    if chosen.tuned_on not in (None, data):
+        origin += f" on {chosen.tuned_on}"
     lines = [
         f"training defaults for {scheme.name} on {data}"
         + (f" (from {chosen.like}, the library scheme it resembles)" if chosen.like else f" ({origin})"),

@@ -8,7 +8,8 @@ from odenet.analysis import structure_of
 from odenet.ir import Scheme
 from odenet.ir.printing import format_expr, format_number
 from odenet.library import library_names, load
-from odenet.training.defaults import MEMORY_SAVING, SWEPT, library_defaults
+from odenet.training.defaults import MEMORY_SAVING, scheme_defaults
+from odenet.training.settings import DATA_DEFAULTS
 
 __all__ = ["show_text"]
 
@@ -68,11 +69,12 @@ def show_text(scheme: Scheme) -> str:
         out.append(f"  {prop:<10}  {'n/a' if answer == 'does not apply' else answer}: {st.why(prop)}")
     out += ["", "training defaults (odenet train):"]
     if scheme.name in MEMORY_SAVING and scheme.name in library_names() and load(scheme.name) == scheme:
-        for data in SWEPT:
-            chosen = library_defaults(scheme.name, data)
+        for data in ("mnist1d", "digits"):
+            chosen = scheme_defaults(scheme, data, DATA_DEFAULTS[data].layout)
             step = chosen.step_value(scheme)
-            tuned = any(reason.startswith("tuned") for reason in chosen.reasons)
-            origin = "tuned: docs/experiments.md (o)" if tuned else "measured"
+            origin = "measured" if chosen.tuned_on is None else "tuned: docs/experiments.md (o)"
+            if chosen.tuned_on not in (None, data):
+                origin += f", on {chosen.tuned_on}"
             out.append(
                 f"  --data {data}: --family {chosen.family} --lr {chosen.lr:g}"
                 + ("" if step is None else f" --step {step:g}")
