@@ -28,7 +28,9 @@ SWEEP = Path(__file__).resolve().parent.parent / "docs" / "experiments" / "o_tun
 
 def euler_step(data: str = "digits") -> float:
     """The step Euler trains with on ``data``: what a user's scheme resembling it is scaled from."""
-    return library_defaults("euler", data).step_value(load("euler"))
+    from odenet.training import DATA_DEFAULTS
+
+    return scheme_defaults(load("euler"), data, DATA_DEFAULTS[data].layout).step_value(load("euler"))
 
 
 NESTEROV = (
@@ -177,7 +179,7 @@ def test_explain_defaults_prints_the_choice_and_why(tmp_path):
     result = cli("train", str(path), "--explain-defaults")
     assert result.returncode == 0
     assert "from euler, the library scheme it resembles" in result.stdout
-    euler = library_defaults("euler", "digits")
+    euler = scheme_defaults(load("euler"), "digits", "conv")
     assert f"--step {euler_step() * 0.75:g}  (h)" in result.stdout
     assert f"--family {euler.family}" in result.stdout and f"--lr {euler.lr:g}" in result.stdout
     for data in SWEPT:
