@@ -161,7 +161,8 @@ def main() -> int:
         results = dict(zip(runs, pool.map(lambda r: _run(*r, args.data, Path(root)), runs), strict=True))
     how = (
         f"(odenet {odenet.__version__}; `odenet train SCHEME --data {args.data}`, and the same with "
-        "`--memory` set to the memory-saving mode; 2 CPU cores, two runs at a time, one thread each)"
+        f"`--memory` set to the memory-saving mode; 2 CPU cores, {args.jobs} run(s) at a time, one thread "
+        "each)"
     )
     tables, failures = [], 0
     if args.only != "users":
