@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -125,6 +126,15 @@ def train_command(words: list[str], threads: int = 1, out: Path | None = None) -
         lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
         return {"failed": lines[-1] if lines else f"exit status {done.returncode}", "wall_seconds": wall}
     return {**json.loads(done.stdout), "wall_seconds": wall}
+
+
+def splice(document: Path, text: str, begin: str, end: str) -> None:
+    """Put ``text`` between the markers ``begin`` and ``end`` of ``document`` (which must hold them)."""
+    content = document.read_text(encoding="utf-8")
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
+    if not pattern.search(content):
+        raise SystemExit(f"{document} has no markers {begin} ... {end}")
+    write_text(document, pattern.sub(lambda _: f"{begin}\n{text}{end}", content))
 
 
 def percent(values: list[float]) -> str:

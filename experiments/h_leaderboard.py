@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 from pathlib import Path
 
-from common import train_command
+from common import splice, train_command
 
 from odenet.files import write_text
 from odenet.library import library_names, load
@@ -237,15 +236,6 @@ def plot(table: dict, path: Path) -> None:
     save_figure(fig, path)
 
 
-def splice(document: Path, text: str) -> None:
-    """Put ``text`` between the leaderboard markers of ``document`` (which must hold them)."""
-    content = document.read_text(encoding="utf-8")
-    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
-    if not pattern.search(content):
-        raise SystemExit(f"{document} has no leaderboard markers ({BEGIN} ... {END})")
-    write_text(document, pattern.sub(lambda _: f"{BEGIN}\n{text}{END}", content))
-
-
 def run_once(path: Path, words: list[str], threads: int, recorded: str) -> None:
     """Train ``words`` in its own process unless ``path`` holds its result already; ``recorded``:
     the learning rate and step it trains with, stored beside the result."""
@@ -304,7 +294,7 @@ def main() -> None:
     write_text(args.out / "h_leaderboard.md", text)
     plot(table, args.out / "h_leaderboard.png")
     if args.out.resolve() == (DOCS / "experiments").resolve():
-        splice(DOCS / "experiments.md", text)
+        splice(DOCS / "experiments.md", text, BEGIN, END)
     print(text)
 
 

@@ -34,12 +34,11 @@ import argparse
 import concurrent.futures
 import json
 import math
-import re
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import train_command
+from common import splice, train_command
 
 from odenet.files import write_text
 from odenet.library import library_names, load
@@ -329,15 +328,6 @@ def plot(table: dict, path: Path) -> None:
     save_figure(fig, path)
 
 
-def splice(document: Path, text: str) -> None:
-    """Put ``text`` between the tuning markers of ``document`` (which must hold them)."""
-    content = document.read_text(encoding="utf-8")
-    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
-    if not pattern.search(content):
-        raise SystemExit(f"{document} has no tuning markers ({BEGIN} ... {END})")
-    write_text(document, pattern.sub(lambda _: f"{BEGIN}\n{text}{END}", content))
-
-
 def defaults_literal(table: dict) -> str:
     """The ``TUNED`` mapping of odenet/training/defaults.py for the finished sweeps, to paste there."""
     lines = []
@@ -375,7 +365,7 @@ def main() -> None:
     write_text(args.out / "o_tuning.md", text)
     plot(table, args.out / "o_tuning.png")
     if args.out.resolve() == (DOCS / "experiments").resolve():
-        splice(DOCS / "experiments.md", text)
+        splice(DOCS / "experiments.md", text, BEGIN, END)
     print(defaults_literal(table) if args.print_defaults else text)
 
 
