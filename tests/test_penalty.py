@@ -141,7 +141,8 @@ def test_cli_stability_penalty_trains_and_lowers_the_penalty(tmp_path, capsys):
     for weight in ("0", "10"):
         out = tmp_path / f"w{weight}"
         args = ["train", "euler", "--data", "digits", "--layout", "mlp", "--family", "mlp", "--depth", "4"]
-        args += ["--epochs", "2", "--step", "1", "--stability-penalty", weight, "--out", str(out), "--json"]
+        args += ["--epochs", "2", "--step", "1", "--lr", "0.01", "--stability-penalty", weight]
+        args += ["--out", str(out), "--json"]
         assert main(args) == 0
         metrics = json.loads(capsys.readouterr().out)
         assert metrics["test_accuracy"] > 0.5
@@ -182,7 +183,8 @@ def test_growth_penalty_is_the_joint_spectral_radius_for_hamiltonian():
 def test_growth_target_on_the_command_line(tmp_path, capsys):
     out = tmp_path / "run"
     args = ["train", "heun", "--data", "digits", "--layout", "mlp", "--family", "mlp", "--depth", "2"]
-    args += ["--epochs", "1", "--stability-penalty", "1", "--stability-target", "growth", "--out", str(out)]
+    args += ["--epochs", "1", "--lr", "0.01", "--stability-penalty", "1", "--stability-target", "growth"]
+    args += ["--out", str(out)]
     assert main([*args, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["test_accuracy"] > 0.3
     with pytest.raises(ConfigError, match="backward_euler is implicit"):

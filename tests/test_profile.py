@@ -108,6 +108,11 @@ def test_profile_command_prints_every_mode(capsys):
     assert main(["profile", "euler", "--memory", "fixed_point", "reversible", "--depth", "2"]) == 0
     out = capsys.readouterr().out
     assert "| fixed_point | not offered:" in out and "| reversible |" in out
+    # at a step of 1 Euler's inverse (a fixed point) need not converge: the row says so, the others print
+    assert main(["profile", "euler", "--memory", "autograd", "reversible", "--depth", "2", "--json"]) == 0
+    rows = {row["memory"]: row for row in json.loads(capsys.readouterr().out)}
+    assert "activation_bytes" in rows["autograd"]
+    assert "did not converge" in rows["reversible"]["failed"]  # the weights are seeded: it fails every time
 
 
 @pytest.mark.parametrize("memory", ["checkpoint", "adjoint"])

@@ -25,7 +25,7 @@ MIB = 2**20
 def _cmd_profile(args: argparse.Namespace) -> int:
     import torch
 
-    from odenet.errors import UnsupportedSchemeError
+    from odenet.errors import ConvergenceError, UnsupportedSchemeError
     from odenet.models import build_model
     from odenet.nn.profiling import profile
     from odenet.training import load_data
@@ -61,7 +61,12 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         except UnsupportedSchemeError as error:
             rows.append({"depth": depth, "memory": memory, "refused": str(error).split(";")[0]})
             continue
-        rows.append({"depth": depth, "memory": memory, **profile(model, x).to_json()})
+        try:
+            measured = profile(model, x).to_json()
+        except ConvergenceError as error:  # a mode that fails at these weights: its row says so
+            rows.append({"depth": depth, "memory": memory, "failed": str(error).split(". ")[0]})
+            continue
+        rows.append({"depth": depth, "memory": memory, **measured})
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -72,8 +77,9 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     print("| depth | memory | activations | kept | parameters | gradients | peak | step (ms) |")
     print("|---|---|---|---|---|---|---|---|")
     for row in rows:
-        if "refused" in row:
-            print(f"| {row['depth']} | {row['memory']} | not offered: {row['refused']} | | | | | |")
+        if "refused" in row or "failed" in row:
+            why = f"not offered: {row['refused']}" if "refused" in row else f"failed: {row['failed']}"
+            print(f"| {row['depth']} | {row['memory']} | {why} | | | | | |")
             continue
         keys = ("activation_bytes", "kept_bytes", "parameter_bytes", "gradient_bytes", "peak_bytes")
         cells = " | ".join(f"{row[k] / MIB:.2f}" for k in keys)
