@@ -208,33 +208,31 @@ def _tensors(*arrays: np.ndarray) -> list[torch.Tensor]:
     return [torch.from_numpy(np.ascontiguousarray(a)) for a in arrays]
 
 
+def _per_class(data: Dataset, share: float, seed: int, leave: int = 0) -> torch.Tensor:
+    """Indices (sorted) of ``share`` of each class of the training set (of all of it, for
+    regression): at least one example of each, and at most all but ``leave``; chosen with ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = data.y_train if data.task == "classification" else torch.zeros(len(data.y_train))
+    chosen = []
+    for label in labels.unique():
+        members = torch.nonzero(labels == label).flatten()
+        count = min(len(members) - leave, max(1, round(share * len(members))))
+        chosen.append(members[torch.randperm(len(members), generator=generator)[:count]])
+    return torch.cat(chosen).sort().values
+
+
 def _subset(data: Dataset, fraction: float, seed: int) -> Dataset:
     """``fraction`` of the training set (of each class, at least one example of each, for
     classification), chosen with ``seed``."""
-    generator = torch.Generator().manual_seed(seed)
-    if data.task == "classification":
-        keep = []
-        for label in data.y_train.unique():
-            members = torch.nonzero(data.y_train == label).flatten()
-            count = max(1, round(fraction * len(members)))
-            keep.append(members[torch.randperm(len(members), generator=generator)[:count]])
-        index = torch.cat(keep).sort().values
-    else:
-        count = max(1, round(fraction * len(data.y_train)))
-        index = torch.randperm(len(data.y_train), generator=generator)[:count].sort().values
+    index = _per_class(data, fraction, seed)
     return replace(data, x_train=data.x_train[index], y_train=data.y_train[index])
 
 
 def _validation_split(data: Dataset, share: float) -> Dataset:
     """The training set less ``share`` of it (of each class, leaving each class at least one example
     to train on), and that share as the held-out set."""
-    generator = torch.Generator().manual_seed(VALIDATION_SEED)
-    labels = data.y_train if data.task == "classification" else torch.zeros(len(data.y_train))
     held = torch.zeros(len(data.y_train), dtype=torch.bool)
-    for label in labels.unique():
-        members = torch.nonzero(labels == label).flatten()
-        count = min(len(members) - 1, max(1, round(share * len(members))))
-        held[members[torch.randperm(len(members), generator=generator)[:count]]] = True
+    held[_per_class(data, share, VALIDATION_SEED, leave=1)] = True
     if not held.any():
         raise ConfigError(
             f"validation {share}: the training set ({len(held)} examples) is too small to hold any out "
