@@ -123,12 +123,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _explain(scheme, chosen, data: str) -> str:
     """What ``odenet train SCHEME --data DATA`` chooses when not told, and why."""
     step = chosen.step_value(scheme)
-    origin = "measured" if chosen.tuned_on is None else "tuned"
-    if chosen.tuned_on not in (None, data):
-        origin += f" on {chosen.tuned_on}"
+    origin = f"from {chosen.like}, the library scheme it resembles" if chosen.like else chosen.origin(data)
     lines = [
-        f"training defaults for {scheme.name} on {data}"
-        + (f" (from {chosen.like}, the library scheme it resembles)" if chosen.like else f" ({origin})"),
+        f"training defaults for {scheme.name} on {data} ({origin})",
         f"  --family {chosen.family}",
         f"  --lr {chosen.lr:g}",
         f"  memory-saving mode: --memory {chosen.memory_saving}",

@@ -72,9 +72,9 @@ def show_text(scheme: Scheme) -> str:
         for data in ("mnist1d", "digits"):
             chosen = scheme_defaults(scheme, data, DATA_DEFAULTS[data].layout)
             step = chosen.step_value(scheme)
-            origin = "measured" if chosen.tuned_on is None else "tuned: docs/experiments.md (o)"
-            if chosen.tuned_on not in (None, data):
-                origin += f", on {chosen.tuned_on}"
+            origin = chosen.origin(data)
+            if chosen.tuned_on is not None:
+                origin += ": docs/experiments.md (o)"
             out.append(
                 f"  --data {data}: --family {chosen.family} --lr {chosen.lr:g}"
                 + ("" if step is None else f" --step {step:g}")

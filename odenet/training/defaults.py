@@ -52,6 +52,13 @@ class SchemeDefaults:
     reasons: tuple[str, ...] = ()
     tuned_on: str | None = None  # the data set the sweep tuned them on; None: measured before it
 
+    def origin(self, data: str | None) -> str:
+        """Where these come from, for ``data``: ``measured`` (before the sweep), ``tuned``, or
+        ``tuned on mnist1d`` when the sweep tuned them on another data set."""
+        if self.tuned_on is None:
+            return "measured"
+        return "tuned" if self.tuned_on == data else f"tuned on {self.tuned_on}"
+
     def step_value(self, scheme: Scheme) -> float | None:
         """The step ``scheme`` trains with: the chosen one, else its own default; None without one."""
         if self.step is not None:
