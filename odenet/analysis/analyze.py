@@ -81,10 +81,20 @@ class Stability:
         """The variable as the JSON and the reports write it: ``h**2*lambda``."""
         return format_expr(self.variable)
 
+    @property
+    def variable_label(self) -> str:
+        """The variable for a reader: ``h**2*λ``."""
+        return self.variable_text.replace("lambda", "λ")
+
+    @property
+    def at_text(self) -> str:
+        """The parameter values the region depends on, ``gamma = 0.9``; empty when none."""
+        return ", ".join(f"{k} = {format_number(v)}" for k, v in self.at.items())
+
     def __repr__(self) -> str:
-        at = f" at {', '.join(f'{k} = {format_number(v)}' for k, v in self.at.items())}" if self.at else ""
+        at = f" at {self.at_text}" if self.at else ""
         return (
-            f"Stability({self.variable_text.replace('lambda', 'λ')}{at}: real {axis_text(self, False)}, "
+            f"Stability({self.variable_label}{at}: real {axis_text(self, False)}, "
             f"imaginary {axis_text(self, True)}; {'zero-stable' if self.zero_stable else 'not zero-stable'}; "
             f"det M = {format_expr(self.det).replace('lambda', 'λ')})"
         )
@@ -155,8 +165,7 @@ class SplitStability:
 
     def __repr__(self) -> str:
         alone = ", ".join(
-            f"{name} alone: {format_expr(s.variable).replace('lambda', 'λ')} in {axis_text(s, False)}"
-            for name, s in self.alone.items()
+            f"{name} alone: {s.variable_label} in {axis_text(s, False)}" for name, s in self.alone.items()
         )
         return f"SplitStability({alone})"
 

@@ -48,13 +48,13 @@ def format_real(x: float) -> str:
 
 def variable_text(analysis: Analysis) -> str:
     """The region's variable for a reader: ``h**2*λ``."""
-    return format_expr(analysis.stability.variable).replace("lambda", "λ")
+    return analysis.stability.variable_label
 
 
 def at_text(analysis: Analysis) -> str:
     """`` (at gamma = 0.9)``: the parameter values the intervals depend on, if any."""
-    at = analysis.stability.at
-    return f" (at {', '.join(f'{k} = {format_number(v)}' for k, v in at.items())})" if at else ""
+    s = analysis.stability
+    return f" (at {s.at_text})" if s.at else ""
 
 
 def format_interval(interval: Interval, imaginary: bool = False, closed=(True, True)) -> str:
@@ -92,7 +92,7 @@ def split_lines(analysis: Analysis) -> list[str]:
     shared = " = ".join(f"{name}(u)" for name in names) + " = λu"
     parts = []
     for name, s in split.alone.items():
-        var = format_expr(s.variable).replace("lambda", "λ")
+        var = s.variable_label
         real, imag = axis_text(s, False), axis_text(s, True)
         if real == imag == "{0}":
             parts.append(f"{name} only at {var} = 0")
