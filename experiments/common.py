@@ -137,6 +137,25 @@ def splice(document: Path, text: str, begin: str, end: str) -> None:
     write_text(document, pattern.sub(lambda _: f"{begin}\n{text}{end}", content))
 
 
+def summary(runs: list[dict]) -> dict | None:
+    """Test accuracy in % over the runs that did not fail (each a ``train_command`` result): mean,
+    sd, how many, how many failed, and their parameters, mean seconds and mean peak RSS; None when
+    every run failed."""
+    good = [r for r in runs if "failed" not in r]
+    if not good:
+        return None
+    accuracy = [100 * r["test_accuracy"] for r in good]
+    return {
+        "mean": statistics.fmean(accuracy),
+        "sd": statistics.stdev(accuracy) if len(accuracy) > 1 else 0.0,
+        "seeds": len(good),
+        "failed": len(runs) - len(good),
+        "parameters": good[0]["parameters"],
+        "seconds": statistics.fmean(r["seconds"] for r in good),
+        "peak_rss_mib": statistics.fmean(r["peak_memory_mb"] for r in good),
+    }
+
+
 def percent(values: list[float]) -> str:
     """``mean ± sd`` of accuracies (fractions) in percent."""
     mean, std = mean_std([100 * v for v in values])

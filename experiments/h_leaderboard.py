@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from pathlib import Path
 
-from common import splice, train_command
+from common import splice, summary, train_command
 
 from odenet.files import write_text
 from odenet.library import library_names, load
@@ -146,22 +145,6 @@ def controls_markdown(folder: Path, schemes: list[str], data_sets: list[str], se
         "|---|---|---|---|---|",
     ]
     return "\n".join(head + lines) + "\n"
-
-
-def summary(runs: list[dict]) -> dict | None:
-    good = [r for r in runs if "failed" not in r]
-    if not good:
-        return None
-    accuracy = [100 * r["test_accuracy"] for r in good]
-    return {
-        "mean": statistics.fmean(accuracy),
-        "sd": statistics.stdev(accuracy) if len(accuracy) > 1 else 0.0,
-        "seeds": len(good),
-        "failed": len(runs) - len(good),
-        "parameters": good[0]["parameters"],
-        "seconds": statistics.fmean(r["seconds"] for r in good),
-        "peak_rss_mib": statistics.fmean(r["peak_memory_mb"] for r in good),
-    }
 
 
 def markdown(table: dict, seeds: list[int]) -> str:

@@ -34,11 +34,10 @@ import argparse
 import concurrent.futures
 import json
 import math
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import splice, train_command
+from common import splice, summary, train_command
 
 from odenet.files import write_text
 from odenet.library import library_names, load
@@ -224,20 +223,6 @@ def defaults_runs(out: Path, data: str, scheme: str) -> list[dict]:
     return [json.loads(p.read_text()) for p in paths if p.is_file()]
 
 
-def accuracy(runs: list[dict]) -> dict | None:
-    good = [100 * r["test_accuracy"] for r in runs if "failed" not in r]
-    if not good:
-        return None
-    return {
-        "mean": statistics.fmean(good),
-        "sd": statistics.stdev(good) if len(good) > 1 else 0.0,
-        "seeds": len(good),
-        "failed": len(runs) - len(good),
-        "seconds": statistics.fmean(r["seconds"] for r in runs if "failed" not in r),
-        "peak_rss_mib": statistics.fmean(r["peak_memory_mb"] for r in runs if "failed" not in r),
-    }
-
-
 def cell(s: dict | None) -> str:
     if s is None:
         return "not run yet"
@@ -261,8 +246,8 @@ def collect(out: Path, pairs: list[tuple[str, str]], grid: dict) -> dict:
             "rung": known["rung"],  # the first unfinished rung; len(rungs) when the sweep is done
             "validation_accuracy": validation,
             "settings": len(settings(scheme, grid)),
-            "tuned": accuracy([f for f in finals if f]),
-            "defaults": accuracy(defaults_runs(out, data, scheme)),
+            "tuned": summary([f for f in finals if f]),
+            "defaults": summary(defaults_runs(out, data, scheme)),
             "runs": len(runs),
             "wall_seconds": sum(r["wall_seconds"] for r in runs),
         }
