@@ -3,6 +3,8 @@ longer text under ``str``."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -137,6 +139,24 @@ def test_stability_and_reversibility_print_their_facts_not_their_fields():
     e = odenet.analyze(odenet.load("euler")).reversibility
     assert repr(e).startswith("Reversibility(fixed-point; scheme euler has no explicit inverse")
     assert repr(e).endswith("contraction for Lipschitz constants below 10)")  # 1/h at h = 0.1
+
+
+def test_training_defaults_print_their_options_not_their_reasons():
+    """SchemeDefaults printed as a dataclass dump with every reason in full (a paragraph each)."""
+    from odenet.training.defaults import TUNED, scheme_defaults
+
+    tuned = TUNED["mnist1d"]["euler"]
+    assert repr(scheme_defaults(odenet.load("euler"), "mnist1d")) == (
+        f"SchemeDefaults(tuned on mnist1d: --family {tuned.family} --lr {tuned.lr:g} --step {tuned.step:g}; "
+        "memory-saving checkpoint)"
+    )
+    assert repr(scheme_defaults(odenet.load("backward_euler"), "mnist1d")) == (
+        "SchemeDefaults(measured: --family bn --lr 0.01; memory-saving autograd)"
+    )
+    damped = odenet.load(Path(__file__).parent.parent / "docs" / "tutorial" / "damped.scheme")
+    assert repr(scheme_defaults(damped, "digits")).startswith(
+        "SchemeDefaults(from momentum, tuned on mnist1d:"
+    )
 
 
 def test_dataset_repr_gives_shapes_not_values():

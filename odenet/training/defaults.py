@@ -42,8 +42,11 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class SchemeDefaults:
+    """What ``odenet train`` takes for a scheme when not told. ``repr``: the options and where they
+    come from (the reasons are in :attr:`reasons`; ``--explain-defaults`` prints them)."""
+
     family: Family  # the residual functions
     lr: float
     memory_saving: Memory  # the mode that saves memory: reversible when the inverse is explicit
@@ -51,6 +54,16 @@ class SchemeDefaults:
     like: str | None = None  # the library scheme these were taken from, for a user's scheme
     reasons: tuple[str, ...] = ()
     tuned_on: str | None = None  # the data set the sweep tuned them on; None: measured before it
+
+    def __repr__(self) -> str:
+        step = "" if self.step is None else f" --step {self.step:g}"
+        where = "measured" if self.tuned_on is None else f"tuned on {self.tuned_on}"
+        if self.like is not None:
+            where = f"from {self.like}, {where}"
+        return (
+            f"SchemeDefaults({where}: --family {self.family} --lr {self.lr:g}{step}; "
+            f"memory-saving {self.memory_saving})"
+        )
 
     def origin(self, data: str | None) -> str:
         """Where these come from, for ``data``: ``measured`` (before the sweep), ``tuned``, or
