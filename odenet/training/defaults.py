@@ -218,29 +218,31 @@ def _library_structures() -> dict[str, tuple]:
     return {name: _structure(load(name)) for name in MEMORY_SAVING}
 
 
-def _reach(scheme: Scheme, axis: str) -> float | None:
-    """How far the stability interval reaches from 0 along the real axis (``axis="real"``, the longer
+def _reaches(scheme: Scheme) -> dict[str, float | None]:
+    """How far the stability interval reaches from 0 along the real axis (``"real"``, the longer
     side: a scheme written with ``-h*f`` is the mirror of one with ``+h*f``, and the network learns the
-    sign of ``f``) or the imaginary axis, in the region's variable (h*lambda or h**2*lambda); None when
-    unbounded, 0 when the scheme is stable there only at 0."""
+    sign of ``f``) and the imaginary axis (``"imag"``), in the region's variable (h*lambda or
+    h**2*lambda); None when unbounded, 0 when the scheme is stable there only at 0. One analysis."""
     from odenet.analysis import analyze
     from odenet.analysis.stability import LAMBDA
 
     s = analyze(scheme).stability
-    interval = s.real_interval if axis == "real" else s.imag_interval
-    if interval is None:
-        return 0.0
-    ends = [None if end is None else abs(float(end)) for end in interval]
-    if axis == "real" and (ends[0] is None or ends[1] is None):
-        return None
-    if axis != "real" and ends[0] is None and ends[1] is None:
-        return None
     scale = 1.0  # the intervals are in the region's variable
     if s.variable == LAMBDA and scheme.step_param is not None:
         # a region in lambda itself (damped: c*h keeps h from factoring out): h*lambda at the default
         # step, h**2*lambda for a second-order ODE, so that it compares with a scaled region
         scale = abs(float(scheme.step_param.default)) ** (2 if s.ode_order == 2 else 1)
-    return max(e for e in ends if e is not None) * scale
+    reaches: dict[str, float | None] = {}
+    for axis, interval in (("real", s.real_interval), ("imag", s.imag_interval)):
+        if interval is None:
+            reaches[axis] = 0.0
+            continue
+        ends = [None if end is None else abs(float(end)) for end in interval]
+        if (axis == "real" and None in ends) or (axis == "imag" and ends == [None, None]):
+            reaches[axis] = None
+        else:
+            reaches[axis] = max(e for e in ends if e is not None) * scale
+    return reaches
 
 
 def scheme_defaults(scheme: Scheme, data: str | None = None, layout: str | None = None) -> SchemeDefaults:
@@ -300,9 +302,10 @@ def _step(scheme: Scheme, like: str, on: str, order: int) -> tuple[float | None,
     reference = like if load(like).step_param is not None else "euler"
     reference_scheme = load(reference)
     theirs_step = library_defaults(reference, on).step_value(reference_scheme)
-    axes = sorted(("real", "imag"), key=lambda a: _reach(reference_scheme, a) == 0)
+    ours_at, theirs_at = _reaches(scheme), _reaches(reference_scheme)
+    axes = sorted(("real", "imag"), key=lambda a: theirs_at[a] == 0)
     variable = f"{scheme.step}**2*lambda" if order == 2 else f"{scheme.step}*lambda"
-    usable = [a for a in axes if _reach(scheme, a) != 0 and _reach(reference_scheme, a) != 0]
+    usable = [a for a in axes if ours_at[a] != 0 and theirs_at[a] != 0]
     if not usable:
         return None, (
             f"step {scheme.step} = {own:g}, its own: it is stable on neither axis where {reference} is "
@@ -314,7 +317,7 @@ def _step(scheme: Scheme, like: str, on: str, order: int) -> tuple[float | None,
             f"{reference}'s step says nothing about it"
         )
     axis = usable[0]
-    ours, theirs = _reach(scheme, axis), _reach(reference_scheme, axis)
+    ours, theirs = ours_at[axis], theirs_at[axis]
     where = "real axis" if axis == "real" else "imaginary axis"
     if ours is not None and theirs is not None and ours < theirs:
         exponent = 0.5 if order == 2 else 1.0  # the region's variable is h**2*lambda for order 2
