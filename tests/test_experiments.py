@@ -50,13 +50,21 @@ def test_experiment_quick(script, tmp_path):
     if script == "o_tuning":  # each scheme's halving ran to its final runs, and its best is one it tried
         for scheme in ("euler", "momentum"):
             row = results["digits"][scheme]
+            # the settings, then the 2 kept ones at the last rung's 2 seeds each, then the final run
             assert row["tuned"]["seeds"] == 1 and row["runs"] == (
-                7 if scheme == "euler" else 5
-            )  # 4 + 2 + 1, 2 + 2 + 1
+                4 + 4 + 1 if scheme == "euler" else 2 + 4 + 1
+            )
             tried = {p.stem for p in (tmp_path / "o_tuning" / "digits" / scheme).glob("rung1-*.json")}
             best = row["best"]
             step = "none" if best["step"] is None else f"{best['step']:g}"
-            assert f"rung1-lr{best['lr']:g}-h{step}-{best['family']}" in tried
+            name = f"rung1-lr{best['lr']:g}-h{step}-{best['family']}"
+            assert {name, f"{name}-seed1"} <= tried
+            # its validation accuracy is the mean of its two seeds' (the last rung ranks by the mean)
+            seeds = [
+                json.loads((tmp_path / "o_tuning" / "digits" / scheme / f"{n}.json").read_text())
+                for n in (name, f"{name}-seed1")
+            ]
+            assert row["validation_accuracy"] == pytest.approx(sum(r["test_accuracy"] for r in seeds) / 2)
         assert "| euler |" in (tmp_path / "o_tuning.md").read_text()
     if script == "d_adjoint":  # Heun's rebuild is far better than Euler's (Sander et al. 2022)
         for euler, heun in zip(results["euler"], results["heun"], strict=True):
