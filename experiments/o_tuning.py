@@ -15,7 +15,8 @@ on the test set (the leaderboard at tuned settings).
   1 epoch, the best third 2 epochs, the best third of those (at least two) 5 epochs, the default
   budget; on digits (a third of the examples) every setting trains 3 epochs and the best third 5.
   Each rung trains afresh with its schedule over its own epochs. Ranked by validation accuracy (then
-  loss). Seed 0 throughout, so a rung compares settings, not seeds.
+  loss) on seed 0, so a rung compares settings, not seeds; digits' last rung trains each setting at
+  seeds 0, 1, 2 and ranks by the mean (its 287 validation examples: see LAST_RUNG_SEEDS).
 - The validation split: 20% of each class of the training set (`odenet train --validation 0.2`, one
   split for every run); the test set is read only by the final runs.
 - The final runs: the best setting on the whole training set, seeds 0, 1, 2, scored on the test set.
