@@ -287,6 +287,7 @@ def collect(out: Path, pairs: list[tuple[str, str]], grid: dict) -> dict:
             "rung": known["rung"],  # the first unfinished rung; len(rungs) when the sweep is done
             "validation_accuracy": validation,
             "settings": len(settings(scheme, grid)),
+            "last_rung_seeds": len(rung_seeds(grid, data, len(rungs_of(grid, data)) - 1)),
             "tuned": summary([f for f in finals if f]),
             "defaults": summary(defaults_runs(out, data, scheme)),
             "runs": sum(r.get("runs", 1) for r in runs),
@@ -301,10 +302,12 @@ def markdown(table: dict, grid: dict) -> str:
         ranked = sorted(rows.items(), key=lambda kv: -((kv[1]["tuned"] or {}).get("mean", -1)))
         runs = sum(r["runs"] for r in rows.values())
         hours = sum(r["wall_seconds"] for r in rows.values()) / 3600
+        last = rung_seeds(grid, data, len(rungs_of(grid, data)) - 1)
+        validation = "" if len(last) == 1 else f"; validation: the mean of seeds {', '.join(map(str, last))}"
         lines = [
             f"**{data}**: {runs} runs, {hours:.1f} h of one core in all (test accuracy over seeds "
-            f"{', '.join(map(str, grid['seeds']))}; the old defaults are experiment (h)'s autograd rows: "
-            "lr 0.01, h = 0.1, bn, lr 0.001 for revnet)",
+            f"{', '.join(map(str, grid['seeds']))}{validation}; the old defaults are experiment (h)'s "
+            "autograd rows: lr 0.01, h = 0.1, bn, lr 0.001 for revnet)",
             "",
             "| rank | scheme | tuned setting | validation % | tuned: test % (mean ± sd) "
             "| old defaults: test % | change | train time s | peak RSS MiB |",
@@ -361,10 +364,12 @@ def defaults_literal(table: dict) -> str:
         lines.append(f'        "{data}": MappingProxyType(\n            {{')
         for scheme, r in sorted(rows.items()):
             if r["best"] is not None:
-                b = r["best"]
+                b, seeds = r["best"], r["last_rung_seeds"]
                 lines.append(
                     f'                "{scheme}": Tuned("{b["family"]}", {b["lr"]!r}, {b["step"]!r}, '
-                    f"{100 * r['validation_accuracy']:.1f}, {r['settings']}),"
+                    f"{100 * r['validation_accuracy']:.1f}, {r['settings']}"
+                    + (f", seeds={seeds}" if seeds > 1 else "")
+                    + "),"
                 )
         lines.append("            }\n        ),")
     return "\n".join(lines)

@@ -68,6 +68,7 @@ def test_the_tuned_defaults_are_the_settings_the_sweep_chose():
             found = sweep[data][name]
             assert found["best"] == {"lr": tuned.lr, "step": tuned.step, "family": tuned.family}, (data, name)
             assert abs(100 * found["validation_accuracy"] - tuned.validation) < 0.05, (data, name)
+            assert found["last_rung_seeds"] == tuned.seeds, (data, name)
             assert (tuned.step is None) == (load(name).step_param is None)
             chosen = scheme_defaults(load(name), data)
             assert (chosen.lr, chosen.family, chosen.step) == (tuned.lr, tuned.family, tuned.step)

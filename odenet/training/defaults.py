@@ -89,6 +89,7 @@ class Tuned:
     step: float | None  # None: the scheme has no step parameter
     validation: float  # its validation accuracy in %, after the sweep's last rung (5 epochs)
     settings: int  # how many settings the sweep compared
+    seeds: int = 1  # how many seeds the last rung's validation accuracy is the mean of
 
 
 # Each layer of an implicit scheme solves its step and keeps one evaluation: no mode saves more.
@@ -183,6 +184,7 @@ def library_defaults(name: str, data: str) -> SchemeDefaults:
             f"docs/experiments.md (o)): lr {tuned.lr:g}, {step}, family {tuned.family}, the best of "
             f"{tuned.settings} settings by successive halving, {tuned.validation:.1f}% on a validation "
             "split of the training set after 5 epochs"
+            + (f" (the mean of {tuned.seeds} seeds)" if tuned.seeds > 1 else "")
         )
         return SchemeDefaults(
             tuned.family, tuned.lr, memory, tuned.step, reasons=(why, saving), tuned_on=data
