@@ -93,8 +93,8 @@ class Run:
     seed: int = 0
 
     def path(self, folder: Path) -> Path:
-        if self.rung is None:
-            name = f"test-seed{self.seed}"
+        if self.rung is None:  # named by its setting: a changed choice trains its own
+            name = f"test-{self.setting.key()}-seed{self.seed}"
         else:  # seed 0's name has no seed: the rungs had one seed when the sweep began
             name = f"rung{self.rung}-{self.setting.key()}" + (f"-seed{self.seed}" if self.seed else "")
         return folder / self.data / self.scheme / f"{name}.json"
@@ -280,8 +280,8 @@ def collect(out: Path, pairs: list[tuple[str, str]], grid: dict) -> dict:
         finals = [read(Run(data, scheme, best, None, s).path(folder)) for s in grid["seeds"]] if best else []
         last = known["rungs"][-1]
         validation = max((score(res)[0] for _, res in last), default=None) if best else None
-        rung_runs = [res for rung in known["rungs"] for _, res in rung]
-        runs = [*rung_runs, *(f for f in finals if f)]
+        # every run trained, those of settings a later rung dropped and of an earlier choice included
+        runs = [json.loads(p.read_text()) for p in sorted((folder / data / scheme).glob("*.json"))]
         table.setdefault(data, {})[scheme] = {
             "best": None if best is None else best.__dict__,
             "rung": known["rung"],  # the first unfinished rung; len(rungs) when the sweep is done
@@ -290,7 +290,7 @@ def collect(out: Path, pairs: list[tuple[str, str]], grid: dict) -> dict:
             "last_rung_seeds": len(rung_seeds(grid, data, len(rungs_of(grid, data)) - 1)),
             "tuned": summary([f for f in finals if f]),
             "defaults": summary(defaults_runs(out, data, scheme)),
-            "runs": sum(r.get("runs", 1) for r in runs),
+            "runs": len(runs),
             "wall_seconds": sum(r["wall_seconds"] for r in runs),
         }
     return table

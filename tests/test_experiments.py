@@ -69,3 +69,30 @@ def test_experiment_quick(script, tmp_path):
     if script == "d_adjoint":  # Heun's rebuild is far better than Euler's (Sander et al. 2022)
         for euler, heun in zip(results["euler"], results["heun"], strict=True):
             assert heun["relative_error"] < euler["relative_error"] / 10
+
+
+def test_the_sweep_trains_the_final_runs_again_when_its_choice_changes(tmp_path, monkeypatch):
+    """The final runs are those of the chosen setting: when a later rung changes the choice (digits'
+    last rung gained seeds 1 and 2), the earlier choice's final runs are not taken for the new one's."""
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    import o_tuning
+
+    grid = o_tuning.grid_of(quick=True)
+    first, second = o_tuning.settings("euler", grid)[:2]
+
+    def write(run, accuracy):
+        path = run.path(tmp_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"test_accuracy": accuracy, "test_loss": 1 - accuracy, "wall_seconds": 1}))
+
+    for rung in (0, 1):
+        for setting in o_tuning.settings("euler", grid):
+            for seed in o_tuning.rung_seeds(grid, "digits", rung):
+                write(o_tuning.Run("digits", "euler", setting, rung, seed), 0.9 if setting == first else 0.5)
+    write(o_tuning.Run("digits", "euler", first, None, 0), 0.95)
+    missing, known = o_tuning.halving(tmp_path, "digits", "euler", grid)
+    assert (missing, known["best"]) == ([], first)
+    write(o_tuning.Run("digits", "euler", second, 1, 1), 2.0)  # the mean of its seeds now ranks it first
+    missing, known = o_tuning.halving(tmp_path, "digits", "euler", grid)
+    assert known["best"] == second
+    assert missing == [o_tuning.Run("digits", "euler", second, None, 0)]
