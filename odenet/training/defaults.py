@@ -5,9 +5,8 @@ A library scheme has tuned defaults: the learning rate, the value of its step pa
 residual-function family that the tuning sweep (``experiments/o_tuning.py``, docs/experiments.md (o))
 chose for it on each data set it swept, by successive halving on a validation split. A data set the
 sweep did not cover takes the setting of the swept set of its kind: digits' for images (the ``conv``
-layout), MNIST-1D's for everything else. Digits' sweep is being redone (:data:`PENDING` says why);
-until then digits takes MNIST-1D's settings. A library scheme the sweep has not
-reached keeps the defaults measured before it (``benchmarks/train_defaults.py``: lr 1e-2, the
+layout), MNIST-1D's for everything else. A library scheme the sweep has not reached keeps the
+defaults measured before it (``benchmarks/train_defaults.py``: lr 1e-2, the
 scheme's own step, bn; lr 1e-3 for revnet).
 
 A scheme a user writes has none: its defaults are those of the library scheme it most resembles,
@@ -115,14 +114,7 @@ MEMORY_SAVING: Mapping[str, Memory] = MappingProxyType(
 )
 
 SWEEP_DATE = "2026-12-06"
-SWEPT = ("mnist1d",)  # the data sets whose tuned settings TUNED holds
-# data sets swept, but whose settings are not taken yet, and why
-PENDING: Mapping[str, str] = MappingProxyType(
-    {
-        "digits": "its sweep is being redone (its first rungs were 1 epoch, 18 optimizer steps, too few to "
-        "rank settings: they dropped every bn setting of revnet, whose bn default scores 99.4%)"
-    }
-)
+SWEPT = ("mnist1d", "digits")  # the data sets whose tuned settings TUNED holds
 # Written from docs/experiments/o_tuning.json (experiments/o_tuning.py): data set -> scheme -> setting.
 TUNED: Mapping[str, Mapping[str, Tuned]] = MappingProxyType(
     {
@@ -142,6 +134,22 @@ TUNED: Mapping[str, Mapping[str, Tuned]] = MappingProxyType(
                 "verlet": Tuned("bn", 0.001, 0.3, 97.5, 24),
             }
         ),
+        "digits": MappingProxyType(
+            {
+                "ab2": Tuned("bn", 0.001, 0.3, 99.3, 24, seeds=3),
+                "euler": Tuned("bn", 0.001, 0.3, 99.3, 24, seeds=3),
+                "hamiltonian": Tuned("bn", 0.001, 1.0, 99.4, 24, seeds=3),
+                "heun": Tuned("bn", 0.001, 0.3, 99.4, 24, seeds=3),
+                "leapfrog": Tuned("bn", 0.001, 0.3, 98.7, 24, seeds=3),
+                "lm_resnet": Tuned("bn", 0.001, 0.3, 99.7, 24, seeds=3),
+                "midpoint": Tuned("bn", 0.001, 0.3, 99.5, 24, seeds=3),
+                "momentum": Tuned("bn", 0.001, None, 99.1, 8, seeds=3),
+                "reversible_heun": Tuned("bn", 0.001, 0.3, 99.4, 24, seeds=3),
+                "revnet": Tuned("bn", 0.001, None, 99.7, 8, seeds=3),
+                "rk4": Tuned("bn", 0.001, 0.3, 99.2, 24, seeds=3),
+                "verlet": Tuned("bn", 0.001, 0.3, 98.5, 24, seeds=3),
+            }
+        ),
     }
 )
 
@@ -155,7 +163,7 @@ _MEMORY_WHY = {
 
 def swept(data: str | None, layout: str | None = None) -> str:
     """The swept data set whose settings ``data`` (shaped for ``layout``) trains with: itself when
-    swept, digits for other images (once digits' settings are in), MNIST-1D otherwise."""
+    swept, digits for other images, MNIST-1D otherwise."""
     if data in SWEPT:
         return data
     return "digits" if layout == "conv" and "digits" in SWEPT else "mnist1d"
@@ -165,8 +173,6 @@ def _not_swept(data: str | None, on: str) -> tuple[str, ...]:
     """Why ``data`` takes the settings tuned on ``on`` (nothing when it is ``on``)."""
     if data == on:
         return ()
-    if data in PENDING:
-        return (f"{data}: {PENDING[data]}; the settings tuned on {on}",)
     return (f"{data or 'your data'} was not swept: the settings tuned on {on}",)
 
 
