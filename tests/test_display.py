@@ -155,7 +155,7 @@ def test_training_defaults_print_their_options_not_their_reasons():
     )
     damped = odenet.load(Path(__file__).parent.parent / "docs" / "tutorial" / "damped.scheme")
     assert repr(scheme_defaults(damped, "digits")).startswith(
-        "SchemeDefaults(from momentum, tuned on mnist1d:"
+        "SchemeDefaults(from momentum, tuned on digits:"
     )
 
 

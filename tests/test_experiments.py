@@ -88,7 +88,8 @@ def test_the_sweep_trains_the_final_runs_again_when_its_choice_changes(tmp_path,
     for rung in (0, 1):
         for setting in o_tuning.settings("euler", grid):
             for seed in o_tuning.rung_seeds(grid, "digits", rung):
-                write(o_tuning.Run("digits", "euler", setting, rung, seed), 0.9 if setting == first else 0.5)
+                accuracy = {first: 0.9, second: 0.6}.get(setting, 0.5)
+                write(o_tuning.Run("digits", "euler", setting, rung, seed), accuracy)
     write(o_tuning.Run("digits", "euler", first, None, 0), 0.95)
     missing, known = o_tuning.halving(tmp_path, "digits", "euler", grid)
     assert (missing, known["best"]) == ([], first)
@@ -96,3 +97,8 @@ def test_the_sweep_trains_the_final_runs_again_when_its_choice_changes(tmp_path,
     missing, known = o_tuning.halving(tmp_path, "digits", "euler", grid)
     assert known["best"] == second
     assert missing == [o_tuning.Run("digits", "euler", second, None, 0)]
+    # a setting that failed at any seed ranks last, however well its other seeds did
+    o_tuning.Run("digits", "euler", second, 1, 0).path(tmp_path).write_text(
+        json.dumps({"failed": "did not converge", "wall_seconds": 1})
+    )
+    assert o_tuning.halving(tmp_path, "digits", "euler", grid)[1]["best"] == first

@@ -166,7 +166,7 @@ def swept(data: str | None, layout: str | None = None) -> str:
     swept, digits for other images, MNIST-1D otherwise."""
     if data in SWEPT:
         return data
-    return "digits" if layout == "conv" and "digits" in SWEPT else "mnist1d"
+    return "digits" if layout == "conv" else "mnist1d"
 
 
 def _not_swept(data: str | None, on: str) -> tuple[str, ...]:
