@@ -152,18 +152,28 @@ def test_a_scheme_written_with_minus_h_f_gets_the_same_step_as_its_mirror():
     assert abs(scheme_defaults(mirrored, "digits").step - euler_step() * 0.75) < 1e-9
 
 
-def test_a_region_in_lambda_keeps_its_own_step():
+def test_a_region_in_lambda_takes_the_largest_step_whose_interval_covers_the_reference():
     """The tutorial's damped scheme: its region depends on c*h, so the analysis states it in lambda
-    itself, [0, 380] at h = 0.1, c = 1 (by hand: M = [[1 - h^2 lam, h(1 - ch)], [-h lam, 1 - ch]],
-    det = 1 - ch, and the root -1 appears where 1 + tr M + det M = 0: 0.01 lam = 3.8). Another
-    scheme's step would change that region, so the step stays its own and says why."""
+    itself. By hand: M = [[1 - h^2 lam, h(1 - ch)], [-h lam, 1 - ch]], det = 1 - ch, and the root -1
+    appears where 1 + tr M + det M = 0, so at c = 1 it is stable for lam in [0, (4 - 2ch)/h^2]:
+    [0, 380] at h = 0.1. It resembles momentum, which has no step, so the reference is Euler, stable
+    for lam in [-2/h_E, 0] at its tuned step h_E. The step is the largest one up to h_E whose interval
+    reaches as far: digits' h_E = 0.3 (2/0.3 = 6.7 against 37.8 at h = 0.3: h_E itself); MNIST-1D's
+    h_E = 1 (2 against (4 - 2)/1 = 2: h_E itself, at the edge). With c = 5 the interval at h = 1 is
+    empty and the step is the root of (4 - 10h)/h^2 = 2: h = (sqrt(132) - 10)/4 = 0.3723."""
     from odenet.library import load as load_scheme
 
-    damped = load_scheme(Path(__file__).parent.parent / "docs" / "tutorial" / "damped.scheme")
+    path = Path(__file__).parent.parent / "docs" / "tutorial" / "damped.scheme"
+    damped = load_scheme(path)
     assert [float(e) for e in odenet.analyze(damped).stability.real_interval] == [0.0, 380.0]
-    chosen = scheme_defaults(damped, "digits")
-    assert chosen.step is None
-    assert "its stability region depends on the step itself" in chosen.reasons[-1]
+    for data in ("digits", "mnist1d"):
+        chosen = scheme_defaults(damped, data)
+        assert chosen.step == euler_step(data), data
+        assert "its stability region depends on the step itself" in chosen.reasons[-1]
+    stiff = odenet.parse(path.read_text().replace("param c = 1 ", "param c = 5 "))
+    step = scheme_defaults(stiff, "mnist1d").step
+    assert (sympy.sqrt(132) - 10) / 4 - 0.005 < step <= (sympy.sqrt(132) - 10) / 4
+    assert "reaches lambda = 2" in scheme_defaults(stiff, "mnist1d").reasons[-1]
 
 
 def test_no_step_scaling_without_a_shared_stable_axis():

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from fractions import Fraction
 from types import MappingProxyType
 
 from odenet.ir import Scheme
@@ -226,17 +228,18 @@ def _library_structures() -> dict[str, tuple]:
     return {name: _structure(load(name)) for name in MEMORY_SAVING}
 
 
-def _reaches(scheme: Scheme) -> dict[str, float | None]:
+def _reaches(scheme: Scheme, scaled: bool = True) -> dict[str, float | None]:
     """How far the stability interval reaches from 0 along the real axis (``"real"``, the longer
     side: a scheme written with ``-h*f`` is the mirror of one with ``+h*f``, and the network learns the
     sign of ``f``) and the imaginary axis (``"imag"``), in the region's variable (h*lambda or
-    h**2*lambda); None when unbounded, 0 when the scheme is stable there only at 0. One analysis."""
+    h**2*lambda; in lambda itself when not ``scaled``); None when unbounded, 0 when the scheme is
+    stable there only at 0. One analysis."""
     from odenet.analysis import analyze
     from odenet.analysis.stability import LAMBDA
 
     s = analyze(scheme).stability
     scale = 1.0  # the intervals are in the region's variable
-    if s.variable == LAMBDA and scheme.step_param is not None:
+    if scaled and s.variable == LAMBDA and scheme.step_param is not None:
         # a region in lambda itself (damped: c*h keeps h from factoring out): h*lambda at the default
         # step, h**2*lambda for a second-order ODE, so that it compares with a scaled region
         scale = abs(float(scheme.step_param.default)) ** (2 if s.ode_order == 2 else 1)
@@ -319,14 +322,17 @@ def _step(scheme: Scheme, like: str, on: str, order: int) -> tuple[float | None,
             f"step {scheme.step} = {own:g}, its own: it is stable on neither axis where {reference} is "
             f"(beyond {variable} = 0), so there is no interval to scale by"
         )
-    if analyze(scheme).stability.variable == LAMBDA or theirs_step is None:
-        return None, (
-            f"step {scheme.step} = {own:g}, its own: its stability region depends on the step itself, so "
-            f"{reference}'s step says nothing about it"
-        )
+    if theirs_step is None:
+        return None, f"step {scheme.step} = {own:g}, its own: {reference} has no tuned step to compare with"
     axis = usable[0]
     ours, theirs = ours_at[axis], theirs_at[axis]
     where = "real axis" if axis == "real" else "imaginary axis"
+    if analyze(scheme).stability.variable == LAMBDA:
+        # the reference's interval in lambda at its step: its region's variable is h*lambda, or
+        # h**2*lambda for a second-order ODE
+        power = 2 if analyze(reference_scheme).stability.ode_order == 2 else 1
+        target = None if theirs is None else theirs / theirs_step**power
+        return _step_in_lambda(scheme, own, axis, reference, theirs_step, target)
     if ours is not None and theirs is not None and ours < theirs:
         exponent = 0.5 if order == 2 else 1.0  # the region's variable is h**2*lambda for order 2
         step = round(theirs_step * (ours / theirs) ** exponent, 6)
@@ -340,4 +346,64 @@ def _step(scheme: Scheme, like: str, on: str, order: int) -> tuple[float | None,
     return theirs_step, (
         f"step {scheme.step} = {theirs_step:g}, {reference}'s: its stability interval reaches {variable} = "
         f"{reach} on the {where}, {reference}'s {other}"
+    )
+
+
+def _step_in_lambda(
+    scheme: Scheme, own: float, axis: str, reference: str, theirs_step: float, target: float | None
+) -> tuple[float | None, str]:
+    """The step of a scheme whose stability region depends on the step itself (the tutorial's damped:
+    ``c*h`` keeps ``h`` from factoring out), so that its region is in lambda: the largest step up to
+    the reference's tuned ``theirs_step`` at which its interval on ``axis`` reaches lambda =
+    ``target`` (the reference's at its step; None: without end), by bisection on the analysis at
+    each step tried. Where the interval shrinks as the step grows, as for the scaled schemes, this is
+    their rule: the layers' lambda stay as far inside as the reference's did."""
+    import sympy
+
+    from odenet.errors import SchemeValueError
+
+    where = "real axis" if axis == "real" else "imaginary axis"
+    wanted = "without end" if target is None else f"{target:.3g}"
+
+    def reach(step: float) -> float | bool | None:
+        """The interval's reach at ``step`` in lambda (None: without end), False when not a step."""
+        fraction = Fraction(step).limit_denominator(10**9)
+        value = sympy.Rational(fraction.numerator, fraction.denominator)
+        try:
+            params = tuple(
+                dataclasses.replace(p, default=value) if p.name == scheme.step else p for p in scheme.params
+            )
+            return _reaches(dataclasses.replace(scheme, params=params), scaled=False)[axis]
+        except SchemeValueError:
+            return False
+
+    def covers(found: float | bool | None) -> bool:
+        if found is None:
+            return True
+        return found is not False and target is not None and found >= target * (1 - 1e-9)
+
+    found = reach(theirs_step)
+    if covers(found):
+        reached = "without end" if found is None else f"{found:.3g}"
+        return theirs_step, (
+            f"step {scheme.step} = {theirs_step:g}, {reference}'s: its stability region depends on the step "
+            f"itself; at that step its interval reaches lambda = {reached} on the {where}, {reference}'s "
+            f"{wanted} at its step"
+        )
+    low, high = 0.0, theirs_step
+    for _ in range(10):  # to theirs_step / 1024
+        middle = (low + high) / 2
+        low, high = (middle, high) if covers(reach(middle)) else (low, middle)
+    if low == 0.0:
+        return None, (
+            f"step {scheme.step} = {own:g}, its own: its stability region depends on the step itself, and "
+            f"at no step up to {reference}'s {theirs_step:g} does its interval reach lambda = {wanted} "
+            f"on the {where}"
+        )
+    digits = 3 - math.floor(math.log10(low))
+    step = math.floor(low * 10**digits) / 10**digits  # 4 digits, rounded down: it still covers
+    return step, (
+        f"step {scheme.step} = {step:g}: its stability region depends on the step itself; the largest "
+        f"step up to {reference}'s {theirs_step:g} at which its interval reaches lambda = {wanted} on the "
+        f"{where}, as far as {reference}'s at its step, so the layers' lambda stay as far inside"
     )
