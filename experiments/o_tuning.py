@@ -364,7 +364,11 @@ def defaults_literal(table: dict) -> str:
     for data, rows in table.items():
         lines.append(f'        "{data}": MappingProxyType(\n            {{')
         for scheme, r in sorted(rows.items()):
-            if r["best"] is not None:
+            if r["best"] is not None and r["tuned"] and r["tuned"]["failed"]:  # not a default to give
+                lines.append(
+                    f"                # {scheme}: its setting failed {r['tuned']['failed']} final run(s)"
+                )
+            elif r["best"] is not None:
                 b, seeds = r["best"], r["last_rung_seeds"]
                 lines.append(
                     f'                "{scheme}": Tuned("{b["family"]}", {b["lr"]!r}, {b["step"]!r}, '
