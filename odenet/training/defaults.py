@@ -25,11 +25,14 @@ import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from fractions import Fraction
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from odenet.ir import Scheme
 from odenet.options import Family, Memory
+
+if TYPE_CHECKING:
+    from odenet.analysis.analyze import Stability
 
 __all__ = [
     "MEMORY_SAVING",
@@ -228,21 +231,18 @@ def _library_structures() -> dict[str, tuple]:
     return {name: _structure(load(name)) for name in MEMORY_SAVING}
 
 
-def _reaches(scheme: Scheme, scaled: bool = True) -> dict[str, float | None]:
-    """How far the stability interval reaches from 0 along the real axis (``"real"``, the longer
-    side: a scheme written with ``-h*f`` is the mirror of one with ``+h*f``, and the network learns the
-    sign of ``f``) and the imaginary axis (``"imag"``), in the region's variable (h*lambda or
-    h**2*lambda; in lambda itself when not ``scaled``); None when unbounded, 0 when the scheme is
-    stable there only at 0. One analysis."""
-    from odenet.analysis import analyze
+def _reaches(s: Stability, step: float | None = None) -> dict[str, float | None]:
+    """How far the stability interval of ``s`` reaches from 0 along the real axis (``"real"``, the
+    longer side: a scheme written with ``-h*f`` is the mirror of one with ``+h*f``, and the network
+    learns the sign of ``f``) and the imaginary axis (``"imag"``), in the region's variable (h*lambda
+    or h**2*lambda); None when unbounded, 0 when the scheme is stable there only at 0. A region in
+    lambda itself (damped: c*h keeps h from factoring out) is put in h*lambda (h**2*lambda for a
+    second-order ODE) at ``step`` when given, so that it compares with a scaled region."""
     from odenet.analysis.stability import LAMBDA
 
-    s = analyze(scheme).stability
-    scale = 1.0  # the intervals are in the region's variable
-    if scaled and s.variable == LAMBDA and scheme.step_param is not None:
-        # a region in lambda itself (damped: c*h keeps h from factoring out): h*lambda at the default
-        # step, h**2*lambda for a second-order ODE, so that it compares with a scaled region
-        scale = abs(float(scheme.step_param.default)) ** (2 if s.ode_order == 2 else 1)
+    scale = 1.0
+    if step is not None and s.variable == LAMBDA:
+        scale = abs(step) ** (2 if s.ode_order == 2 else 1)
     reaches: dict[str, float | None] = {}
     for axis, interval in (("real", s.real_interval), ("imag", s.imag_interval)):
         if interval is None:
@@ -313,7 +313,10 @@ def _step(scheme: Scheme, like: str, on: str, order: int) -> tuple[float | None,
     reference = like if load(like).step_param is not None else "euler"
     reference_scheme = load(reference)
     theirs_step = library_defaults(reference, on).step_value(reference_scheme)
-    ours_at, theirs_at = _reaches(scheme), _reaches(reference_scheme)
+    ours_s, theirs_s = analyze(scheme).stability, analyze(reference_scheme).stability
+    ours_at = _reaches(ours_s, own)
+    theirs_param = reference_scheme.step_param  # every reference has one (euler otherwise)
+    theirs_at = _reaches(theirs_s, None if theirs_param is None else float(theirs_param.default))
     axes = sorted(("real", "imag"), key=lambda a: theirs_at[a] == 0)
     variable = f"{scheme.step}**2*lambda" if order == 2 else f"{scheme.step}*lambda"
     usable = [a for a in axes if ours_at[a] != 0 and theirs_at[a] != 0]
@@ -327,10 +330,10 @@ def _step(scheme: Scheme, like: str, on: str, order: int) -> tuple[float | None,
     axis = usable[0]
     ours, theirs = ours_at[axis], theirs_at[axis]
     where = "real axis" if axis == "real" else "imaginary axis"
-    if analyze(scheme).stability.variable == LAMBDA:
+    if ours_s.variable == LAMBDA:
         # the reference's interval in lambda at its step: its region's variable is h*lambda, or
         # h**2*lambda for a second-order ODE
-        power = 2 if analyze(reference_scheme).stability.ode_order == 2 else 1
+        power = 2 if theirs_s.ode_order == 2 else 1
         target = None if theirs is None else theirs / theirs_step**power
         return _step_in_lambda(scheme, own, axis, reference, theirs_step, target)
     if ours is not None and theirs is not None and ours < theirs:
@@ -358,29 +361,17 @@ def _step_in_lambda(
     ``target`` (the reference's at its step; None: without end), by bisection on the analysis at
     each step tried. Where the interval shrinks as the step grows, as for the scaled schemes, this is
     their rule: the layers' lambda stay as far inside as the reference's did."""
-    import sympy
-
-    from odenet.errors import SchemeValueError
+    from odenet.analysis import analyze
 
     where = "real axis" if axis == "real" else "imaginary axis"
     wanted = "without end" if target is None else f"{target:.3g}"
 
-    def reach(step: float) -> float | bool | None:
-        """The interval's reach at ``step`` in lambda (None: without end), False when not a step."""
-        fraction = Fraction(step).limit_denominator(10**9)
-        value = sympy.Rational(fraction.numerator, fraction.denominator)
-        try:
-            params = tuple(
-                dataclasses.replace(p, default=value) if p.name == scheme.step else p for p in scheme.params
-            )
-            return _reaches(dataclasses.replace(scheme, params=params), scaled=False)[axis]
-        except SchemeValueError:
-            return False
+    def reach(step: float) -> float | None:
+        """The interval's reach in lambda at ``step`` (None: without end)."""
+        return _reaches(analyze(scheme, {scheme.step: step}).stability)[axis]
 
-    def covers(found: float | bool | None) -> bool:
-        if found is None:
-            return True
-        return found is not False and target is not None and found >= target * (1 - 1e-9)
+    def covers(found: float | None) -> bool:
+        return found is None or (target is not None and found >= target * (1 - 1e-9))
 
     found = reach(theirs_step)
     if covers(found):
