@@ -156,12 +156,15 @@ def rungs_of(grid: dict, data: str) -> tuple[int, ...]:
     return rungs[data] if isinstance(rungs, dict) else rungs
 
 
-def rung_seeds(grid: dict, data: str, rung: int) -> tuple[int, ...]:
-    """The seeds a rung trains each setting with: seed 0, or the data set's last-rung seeds."""
-    if rung < len(rungs_of(grid, data)) - 1:
-        return (0,)
+def last_rung_seeds(grid: dict, data: str) -> tuple[int, ...]:
+    """The seeds the last rung on ``data`` trains each setting with, ranked by their mean."""
     seeds = grid["last_rung_seeds"]
     return seeds[data] if isinstance(seeds, dict) else seeds
+
+
+def rung_seeds(grid: dict, data: str, rung: int) -> tuple[int, ...]:
+    """The seeds a rung trains each setting with: seed 0, or the data set's last-rung seeds."""
+    return last_rung_seeds(grid, data) if rung == len(rungs_of(grid, data)) - 1 else (0,)
 
 
 def settings(scheme: str, grid: dict) -> list[Setting]:
@@ -288,7 +291,7 @@ def collect(out: Path, pairs: list[tuple[str, str]], grid: dict) -> dict:
             "rung": known["rung"],  # the first unfinished rung; len(rungs) when the sweep is done
             "validation_accuracy": validation,
             "settings": len(settings(scheme, grid)),
-            "last_rung_seeds": len(rung_seeds(grid, data, len(rungs_of(grid, data)) - 1)),
+            "last_rung_seeds": len(last_rung_seeds(grid, data)),
             "tuned": summary([f for f in finals if f]),
             "defaults": summary(defaults_runs(out, data, scheme)),
             "runs": len(runs),
@@ -303,7 +306,7 @@ def markdown(table: dict, grid: dict) -> str:
         ranked = sorted(rows.items(), key=lambda kv: -((kv[1]["tuned"] or {}).get("mean", -1)))
         runs = sum(r["runs"] for r in rows.values())
         hours = sum(r["wall_seconds"] for r in rows.values()) / 3600
-        last = rung_seeds(grid, data, len(rungs_of(grid, data)) - 1)
+        last = last_rung_seeds(grid, data)
         validation = "" if len(last) == 1 else f"; validation: the mean of seeds {', '.join(map(str, last))}"
         lines = [
             f"**{data}**: {runs} runs, {hours:.1f} h of one core in all (test accuracy over seeds "
