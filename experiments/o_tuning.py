@@ -20,6 +20,9 @@ on the test set (the leaderboard at tuned settings).
 - The validation split: 20% of each class of the training set (`odenet train --validation 0.2`, one
   split for every run); the test set is read only by the final runs.
 - The final runs: the best setting on the whole training set, seeds 0, 1, 2, scored on the test set.
+  A setting whose final run fails (an implicit layer's solve that does not converge from one seed's
+  initial weights) is not a default to give: the choice passes to the next setting of the last rung,
+  then to those an earlier rung dropped, best first, and the table names the settings passed over.
 
 One process per run (`odenet train ... --json`, OMP_NUM_THREADS=1), `--jobs` of them at a time. The
 sweep is resumable: each finished run is a JSON file in docs/experiments/o_tuning/ (its command and
@@ -204,10 +207,15 @@ def keep(count: int, rung: int, rungs: int) -> int:
 
 def halving(folder: Path, data: str, scheme: str, grid: dict) -> tuple[list[Run], dict]:
     """The runs ``(data, scheme)`` needs next (those of its first unfinished rung, or its final runs),
-    and what is known: {"rungs": [[(setting, result), ...], ...], "best": setting or None}."""
+    and what is known: {"rungs": [[(setting, result), ...], ...], "best": setting or None,
+    "passed_over": [(setting, why), ...]}. The choice is the best setting of the last rung whose
+    final runs did not fail: a setting that fails at one test seed (an implicit layer's solve that
+    does not converge from that seed's initial weights) is not a default to give, so the choice
+    passes to the next of the last rung, then to those an earlier rung dropped, best first."""
     alive = settings(scheme, grid)
     epochs = rungs_of(grid, data)
-    known: dict = {"rungs": [], "best": None, "rung": len(epochs)}
+    known: dict = {"rungs": [], "best": None, "rung": len(epochs), "passed_over": [], "validation": None}
+    reached: list[list[tuple[Setting, dict]]] = []  # per rung, the settings it ranked, best first
     for rung in range(len(epochs)):
         runs = {s: [Run(data, scheme, s, rung, seed) for seed in rung_seeds(grid, data, rung)] for s in alive}
         found = {s: [read(r.path(folder)) for r in rs] for s, rs in runs.items()}
@@ -217,12 +225,23 @@ def halving(folder: Path, data: str, scheme: str, grid: dict) -> tuple[list[Run]
             return missing, {**known, "rung": rung}
         results = [merge(found[s]) for s in alive]
         ranked = sorted(zip(alive, results, strict=True), key=lambda pair: score(pair[1]), reverse=True)
+        reached.append(ranked)
         alive = [s for s, _ in ranked[: keep(len(alive), rung, len(epochs))]]
-    if all("failed" in res for _, res in known["rungs"][-1]):
-        return [], known  # every setting of the last rung failed: nothing to choose
-    known["best"] = alive[0]
-    finals = [Run(data, scheme, alive[0], None, seed) for seed in grid["seeds"]]
-    return [r for r in finals if not r.path(folder).is_file()], known
+    seen: set[Setting] = set()
+    for ranked in reversed(reached):  # the last rung's settings, then those each earlier rung dropped
+        for setting, result in ranked:
+            if setting in seen or "failed" in result:
+                continue
+            seen.add(setting)
+            finals = [Run(data, scheme, setting, None, seed) for seed in grid["seeds"]]
+            found = [read(r.path(folder)) for r in finals]
+            failed = [res["failed"] for res in found if res and "failed" in res]
+            if failed:
+                known["passed_over"].append((setting, failed[0]))
+                continue
+            known.update(best=setting, validation=result["test_accuracy"])
+            return [r for r, res in zip(finals, found, strict=True) if res is None], known
+    return [], known  # every setting failed: nothing to choose
 
 
 def order(schemes: list[str], data_sets: list[str]) -> list[tuple[str, str]]:
@@ -282,14 +301,13 @@ def collect(out: Path, pairs: list[tuple[str, str]], grid: dict) -> dict:
         _, known = halving(folder, data, scheme, grid)
         best = known["best"]
         finals = [read(Run(data, scheme, best, None, s).path(folder)) for s in grid["seeds"]] if best else []
-        last = known["rungs"][-1]
-        validation = max((score(res)[0] for _, res in last), default=None) if best else None
         # every run trained, those of settings a later rung dropped and of an earlier choice included
         runs = [json.loads(p.read_text()) for p in sorted((folder / data / scheme).glob("*.json"))]
         table.setdefault(data, {})[scheme] = {
             "best": None if best is None else best.__dict__,
             "rung": known["rung"],  # the first unfinished rung; len(rungs) when the sweep is done
-            "validation_accuracy": validation,
+            "validation_accuracy": known["validation"],
+            "passed_over": [[o.__dict__, why] for o, why in known["passed_over"]],
             "settings": len(settings(scheme, grid)),
             "last_rung_seeds": len(last_rung_seeds(grid, data)),
             "tuned": summary([f for f in finals if f]),
@@ -326,6 +344,9 @@ def markdown(table: dict, grid: dict) -> str:
                     setting = "every setting failed"
             else:
                 setting = Setting(**r["best"]).label()
+            if r["passed_over"]:
+                failed = " and ".join(Setting(**o).label() for o, _ in r["passed_over"])
+                setting += f" (after {failed} failed a final run)"
             validation = "" if r["validation_accuracy"] is None else f"{100 * r['validation_accuracy']:.1f}"
             change = f"{tuned['mean'] - old['mean']:+.1f}" if tuned and old else ""
             tail = f"{tuned['seconds']:.0f} | {tuned['peak_rss_mib']:.0f}" if tuned else " | "

@@ -102,3 +102,45 @@ def test_the_sweep_trains_the_final_runs_again_when_its_choice_changes(tmp_path,
         json.dumps({"failed": "did not converge", "wall_seconds": 1})
     )
     assert o_tuning.halving(tmp_path, "digits", "euler", grid)[1]["best"] == first
+
+
+def test_the_sweep_passes_a_choice_whose_final_run_fails_to_the_next_setting(tmp_path, monkeypatch):
+    """A setting whose final run fails (an implicit layer's solve that does not converge at one seed)
+    is not a default to give: the choice passes to the next setting of the last rung, then to those
+    an earlier rung dropped, best first; each gets its own final runs, and its validation accuracy
+    is its own."""
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    import o_tuning
+
+    grid = {**o_tuning.grid_of(quick=True), "rungs": (1, 1, 1), "last_rung_seeds": (0,)}
+    every = o_tuning.settings("euler", grid)
+    assert len(every) == 4
+
+    folder = tmp_path / "o_tuning"
+
+    def write(run, accuracy=None):
+        path = run.path(folder)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        result = {"failed": "did not converge"} if accuracy is None else {"test_accuracy": accuracy}
+        measured = {"parameters": 10, "seconds": 1, "peak_memory_mb": 1}
+        path.write_text(json.dumps({**result, **measured, "test_loss": 0.1, "wall_seconds": 1}))
+
+    accuracy = dict(zip(every, (0.9, 0.8, 0.7, 0.6), strict=True))
+    for rung, alive in enumerate((every, every[:2], every[:2])):  # keep: 2 of 4, then both
+        for setting in alive:
+            write(o_tuning.Run("digits", "euler", setting, rung, 0), accuracy[setting])
+    final = [o_tuning.Run("digits", "euler", every[0], None, seed) for seed in grid["seeds"]]
+    assert o_tuning.halving(folder, "digits", "euler", grid)[0] == final
+    write(final[0])  # the choice's final run failed
+    missing, known = o_tuning.halving(folder, "digits", "euler", grid)
+    assert known["best"] == every[1] and known["passed_over"] == [(every[0], "did not converge")]
+    assert missing == [o_tuning.Run("digits", "euler", every[1], None, 0)]
+    write(missing[0])  # so did the next one's: on to the best of those the first rung dropped
+    missing, known = o_tuning.halving(folder, "digits", "euler", grid)
+    assert known["best"] == every[2] and [s for s, _ in known["passed_over"]] == every[:2]
+    write(missing[0], 0.75)
+    table = o_tuning.collect(tmp_path, [("digits", "euler")], grid)["digits"]["euler"]
+    assert table["validation_accuracy"] == 0.7 and table["tuned"]["mean"] == 75.0
+    assert "after lr 0.01, h 0.1, bn and lr 0.001, h 0.1, bn failed a final run" in o_tuning.markdown(
+        {"digits": {"euler": table}}, grid
+    )
