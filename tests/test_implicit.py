@@ -633,6 +633,31 @@ def test_a_tolerance_below_the_dtypes_rounding_is_named():
         block(torch.randn(3, WIDTH))
 
 
+class _Halving(nn.Module):
+    """f(u) = u / 2: backward Euler's iteration at h = 1 contracts by a half per step."""
+
+    def forward(self, u):
+        return u / 2
+
+
+def test_a_solve_that_runs_out_of_iterations_is_not_blamed_on_rounding():
+    """A solve stopped by max_iter, still improving, at a residual below 100 eps is short of
+    iterations, not of precision: the message says so and does not advise a wider dtype (the first
+    version blamed rounding for any residual below 100 eps; backward Euler at h = 1 on MNIST-1D ran
+    out of its 100 iterations at 3.5e-6 and was told to raise a tolerance the command line has not)."""
+    torch.manual_seed(0)
+    x = torch.randn(BATCH, WIDTH)
+    solver = Solver("fixed_point", tol=2e-7, max_iter=16)  # a half per iteration: 4e-6 after 16
+    block = compile(LIBRARY["backward_euler"], {"f": _Halving()}, 1, params={"h": 1.0}, solver=solver).float()
+    with pytest.raises(ConvergenceError, match="raise max_iter") as raised:
+        block(x)
+    assert 2e-7 < raised.value.residual < 100 * torch.finfo(torch.float32).eps
+    assert raised.value.iterations == 16 and "rounding" not in str(raised.value)
+    more = Solver("fixed_point", tol=2e-7, max_iter=60)  # as the message advises: x+ = x + x+/2 = 2x
+    block = compile(LIBRARY["backward_euler"], {"f": _Halving()}, 1, params={"h": 1.0}, solver=more)
+    assert torch.allclose(block.float()(x), 2 * x, rtol=1e-6, atol=0)
+
+
 def test_a_fixed_point_inverse_under_autocast_is_refused():
     """bfloat16 functions move the inverse's map by more than the guard's tolerance near the input:
     every rebuild would be repaired (the first version: repairs = 1 on every backward, nothing

@@ -156,8 +156,11 @@ def refuse(
     tol: float,
     advice: str | None = None,
     dtype=torch.float32,
+    max_iter: int | None = None,
 ) -> None:
-    """Raise :class:`~odenet.errors.ConvergenceError` for a solve that did not reach ``tol``."""
+    """Raise :class:`~odenet.errors.ConvergenceError` for a solve that did not reach ``tol``: one that
+    stagnated (stopped before ``max_iter``, by default the solver's) below 100 eps is told that
+    rounding is the limit; one that ran out of iterations is not, however small its residual."""
     eps = torch.finfo(dtype).eps
     dtype_name = str(dtype).removeprefix("torch.")
     reached = (
@@ -167,7 +170,8 @@ def refuse(
     advice = advice or (
         f"Lower the step {layers.scheme.step} or the functions' Lipschitz constant, raise max_iter{other}"
     )
-    if math.isfinite(outcome.residual) and outcome.residual < 100 * eps:
+    stagnated = outcome.iterations < (solver.max_iter if max_iter is None else max_iter)
+    if stagnated and math.isfinite(outcome.residual) and outcome.residual < 100 * eps:
         advice = (
             f"The tolerance is below what {dtype_name} rounding allows (eps {eps:.2g}; the residual "
             f"reached {outcome.residual:.2g}): raise tol, or compute in a wider dtype"
@@ -317,7 +321,9 @@ class _Adjoint:
                 solver.method, lambda w: given + transposed(w), None, given, solver, tol, max_iter, flat.sizes
             )
         if not outcome.residual <= tol:
-            refuse(layers, solver, self.n, "adjoint solve (backward pass)", outcome, tol, dtype=given.dtype)
+            limit = max_iter * solver.krylov if solver.method == "newton" else max_iter  # GMRES: matvecs
+            what = "adjoint solve (backward pass)"
+            refuse(layers, solver, self.n, what, outcome, tol, dtype=given.dtype, max_iter=limit)
         layers.last_pass.backward_solves.append(
             SolveInfo(self.n, outcome.iterations, outcome.evaluations, outcome.residual)
         )
