@@ -382,22 +382,27 @@ def plot(table: dict, path: Path) -> None:
     save_figure(fig, path)
 
 
-def defaults_literal(table: dict) -> str:
-    """The ``TUNED`` mapping of odenet/training/defaults.py for the finished sweeps, to paste there."""
+def defaults_literal(table: dict, grid: dict) -> str:
+    """The ``TUNED`` mapping of odenet/training/defaults.py for the finished sweeps, to paste there:
+    a scheme whose chosen setting has not finished its final runs is a comment (a choice whose final
+    run fails passes to the next setting, so it is not a default yet)."""
     lines = []
     for data, rows in table.items():
         lines.append(f'        "{data}": MappingProxyType(\n            {{')
         for scheme, r in sorted(rows.items()):
-            if r["best"] is not None and r["tuned"] and r["tuned"]["failed"]:  # not a default to give
-                lines.append(
-                    f"                # {scheme}: its setting failed {r['tuned']['failed']} final run(s)"
-                )
+            if r["best"] is not None and (r["tuned"] or {}).get("seeds", 0) < len(grid["seeds"]):
+                lines.append(f"                # {scheme}: its final runs are under way")
             elif r["best"] is not None:
                 b, seeds = r["best"], r["last_rung_seeds"]
                 lines.append(
                     f'                "{scheme}": Tuned("{b["family"]}", {b["lr"]!r}, {b["step"]!r}, '
                     f"{100 * r['validation_accuracy']:.1f}, {r['settings']}"
                     + (f", seeds={seeds}" if seeds > 1 else "")
+                    + (
+                        f", passed_over={tuple(Setting(**o).label() for o, _ in r['passed_over'])!r}"
+                        if r["passed_over"]
+                        else ""
+                    )
                     + "),"
                 )
         lines.append("            }\n        ),")
@@ -426,7 +431,7 @@ def main() -> None:
     plot(table, args.out / "o_tuning.png")
     if args.out.resolve() == (DOCS / "experiments").resolve():
         splice(DOCS / "experiments.md", text, BEGIN, END)
-    print(defaults_literal(table) if args.print_defaults else text)
+    print(defaults_literal(table, grid) if args.print_defaults else text)
 
 
 if __name__ == "__main__":

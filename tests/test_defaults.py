@@ -234,3 +234,19 @@ def test_train_applies_the_defaults_and_the_command_line_overrides_them(tmp_path
     assert cli("train", "revnet", *args).returncode == 0
     model, content = load_checkpoint(tmp_path / "b" / "checkpoint.pt")
     assert model.config.family == "mlp" and content["training"]["lr"] == 0.02
+
+
+def test_a_setting_passed_over_for_a_failed_final_run_is_named(monkeypatch):
+    """Where the sweep's best setting failed a final run (backward Euler at h 1: the first solve
+    from seed 2's weights did not converge), the default is the next setting, and the explanation
+    names the ones passed over and why, so that a user trying h 1 knows what happened there."""
+    from odenet.training import defaults
+
+    tuned = defaults.Tuned("bn", 0.001, 0.3, 97.9, 9, passed_over=("lr 0.001, h 1, bn", "lr 0.0003, h 1, bn"))
+    monkeypatch.setattr(defaults, "TUNED", {"mnist1d": {"backward_euler": tuned}})
+    chosen = defaults.library_defaults.__wrapped__("backward_euler", "mnist1d")
+    assert (chosen.lr, chosen.step, chosen.tuned_on) == (0.001, 0.3, "mnist1d")
+    assert chosen.reasons[0].endswith(
+        "; it comes after lr 0.001, h 1, bn and lr 0.0003, h 1, bn, which ranked higher and failed a "
+        "final run at one of 3 seeds"
+    )

@@ -94,6 +94,8 @@ class Tuned:
     validation: float  # its validation accuracy in %, after the sweep's last rung (5 epochs)
     settings: int  # how many settings the sweep compared
     seeds: int = 1  # how many seeds the last rung's validation accuracy is the mean of
+    # the settings that ranked higher but failed a final run (an implicit solve that did not converge)
+    passed_over: tuple[str, ...] = ()
 
 
 # Each layer of an implicit scheme solves its step and keeps one evaluation: no mode saves more.
@@ -196,6 +198,12 @@ def library_defaults(name: str, data: str) -> SchemeDefaults:
             f"{tuned.settings} settings by successive halving, {tuned.validation:.1f}% on a validation "
             "split of the training set after 5 epochs"
             + (f" (the mean of {tuned.seeds} seeds)" if tuned.seeds > 1 else "")
+            + (
+                f"; it comes after {' and '.join(tuned.passed_over)}, which ranked higher and failed a "
+                "final run at one of 3 seeds"
+                if tuned.passed_over
+                else ""
+            )
         )
         return SchemeDefaults(
             tuned.family, tuned.lr, memory, tuned.step, reasons=(why, saving), tuned_on=data
