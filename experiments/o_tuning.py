@@ -215,6 +215,7 @@ def halving(folder: Path, data: str, scheme: str, grid: dict) -> tuple[list[Run]
     alive = settings(scheme, grid)
     epochs = rungs_of(grid, data)
     known: dict = {"rungs": [], "best": None, "rung": len(epochs), "passed_over": [], "validation": None}
+    known.update(epochs=None, seeds=None)  # of the rung whose validation accuracy the choice has
     reached: list[list[tuple[Setting, dict]]] = []  # per rung, the settings it ranked, best first
     for rung in range(len(epochs)):
         runs = {s: [Run(data, scheme, s, rung, seed) for seed in rung_seeds(grid, data, rung)] for s in alive}
@@ -228,8 +229,8 @@ def halving(folder: Path, data: str, scheme: str, grid: dict) -> tuple[list[Run]
         reached.append(ranked)
         alive = [s for s, _ in ranked[: keep(len(alive), rung, len(epochs))]]
     seen: set[Setting] = set()
-    for ranked in reversed(reached):  # the last rung's settings, then those each earlier rung dropped
-        for setting, result in ranked:
+    for rung in reversed(range(len(reached))):  # the last rung's settings, then those each earlier dropped
+        for setting, result in reached[rung]:
             if setting in seen or "failed" in result:
                 continue
             seen.add(setting)
@@ -239,7 +240,8 @@ def halving(folder: Path, data: str, scheme: str, grid: dict) -> tuple[list[Run]
             if failed:
                 known["passed_over"].append((setting, failed[0]))
                 continue
-            known.update(best=setting, validation=result["test_accuracy"])
+            seeds = len(rung_seeds(grid, data, rung))
+            known.update(best=setting, validation=result["test_accuracy"], epochs=epochs[rung], seeds=seeds)
             return [r for r, res in zip(finals, found, strict=True) if res is None], known
     return [], known  # every setting failed: nothing to choose
 
@@ -307,9 +309,10 @@ def collect(out: Path, pairs: list[tuple[str, str]], grid: dict) -> dict:
             "best": None if best is None else best.__dict__,
             "rung": known["rung"],  # the first unfinished rung; len(rungs) when the sweep is done
             "validation_accuracy": known["validation"],
+            "validation_epochs": known["epochs"],
             "passed_over": [[o.__dict__, why] for o, why in known["passed_over"]],
             "settings": len(settings(scheme, grid)),
-            "last_rung_seeds": len(last_rung_seeds(grid, data)),
+            "validation_seeds": known["seeds"],
             "tuned": summary([f for f in finals if f]),
             "defaults": summary(defaults_runs(out, data, scheme)),
             "runs": len(runs),
@@ -393,11 +396,12 @@ def defaults_literal(table: dict, grid: dict) -> str:
             if r["best"] is not None and (r["tuned"] or {}).get("seeds", 0) < len(grid["seeds"]):
                 lines.append(f"                # {scheme}: its final runs are under way")
             elif r["best"] is not None:
-                b, seeds = r["best"], r["last_rung_seeds"]
+                b, seeds = r["best"], r["validation_seeds"]
                 lines.append(
                     f'                "{scheme}": Tuned("{b["family"]}", {b["lr"]!r}, {b["step"]!r}, '
                     f"{100 * r['validation_accuracy']:.1f}, {r['settings']}"
                     + (f", seeds={seeds}" if seeds > 1 else "")
+                    + (f", epochs={r['validation_epochs']}" if r["validation_epochs"] != 5 else "")
                     + (
                         f", passed_over={tuple(Setting(**o).label() for o, _ in r['passed_over'])!r}"
                         if r["passed_over"]
