@@ -231,7 +231,9 @@ def library_defaults(name: str, data: str) -> SchemeDefaults:
 
 
 def _structure(scheme: Scheme) -> tuple:
-    """What defaults depend on: ODE order in time, number of functions, inverse, number of states."""
+    """What defaults depend on: ODE order in time, number of functions, inverse, number of states,
+    and whether the step is explicit (an implicit layer solves it, and a step too long for its
+    solver to converge fails a run where an explicit scheme's would not)."""
     from odenet.analysis import analyze
 
     a = analyze(scheme)
@@ -240,6 +242,7 @@ def _structure(scheme: Scheme) -> tuple:
         len(scheme.functions),
         a.reversibility.kind == "explicit",
         len(scheme.states),
+        scheme.is_explicit,
     )
 
 
@@ -291,19 +294,39 @@ def scheme_defaults(scheme: Scheme, data: str | None = None, layout: str | None 
     key = _structure(scheme)
     structures = _library_structures()
 
-    def distance(name: str) -> tuple:
-        other = structures[name]
-        return tuple(int(a != b) for a, b in zip(key, other, strict=True)), name
+    def distance(name: str) -> tuple:  # which of the four differ, the first weighing most
+        return tuple(int(a != b) for a, b in zip(key[:4], structures[name][:4], strict=True)), name
 
-    like = min(structures, key=distance)
+    # the schemes the sweep tuned on ``on`` with the same kind of step, else any it tuned
+    order, _, explicit, _, explicit_step = key
+    kind = "explicit" if explicit_step else "implicit"
+    tuned = [n for n in structures if library_defaults(n, on).tuned_on is not None]
+    same_kind = [n for n in tuned if structures[n][4] == explicit_step]
+    like = min(same_kind or tuned or structures, key=distance)
     base = library_defaults(like, on)
-    order, functions, explicit, states = key
+
+    def describe(structure: tuple) -> tuple[str, ...]:
+        order, functions, explicit, states, explicit_step = structure
+        return (
+            f"{'second' if order == 2 else 'first'}-order in time",
+            f"{functions} function(s)",
+            "an explicit inverse" if explicit else "no explicit inverse",
+            f"{states} state(s)",
+            "an explicit step" if explicit_step else "an implicit step",
+        )
+
+    ours, theirs = describe(key), describe(structures[like])
+    differ = [t for o, t in zip(ours, theirs, strict=True) if o != t]
     reasons = [
         *not_swept,
-        f"resembles {like}: {'second' if order == 2 else 'first'}-order in time, {functions} function(s), "
-        f"{'an explicit inverse' if explicit else 'no explicit inverse'}, {states} state(s)",
-        base.reasons[0],
+        f"resembles {like}: {', '.join(ours)}" + (f" ({like} has {', '.join(differ)})" if differ else ""),
     ]
+    if tuned and not same_kind:
+        reasons.append(
+            f"its step is {kind}, and no {kind} library scheme is tuned on {on} yet (their defaults were "
+            f"measured before the sweep): the settings of {like}, the closest that the sweep tuned"
+        )
+    reasons.append(base.reasons[0])
     memory: Memory = "reversible" if explicit else "checkpoint"
     if not scheme.is_explicit:
         memory = "autograd"
@@ -363,11 +386,17 @@ def _step(scheme: Scheme, like: str, on: str, order: int) -> tuple[float | None,
             f"interval, which reaches {variable} = {ours:.3g} on the {where}, {reference}'s "
             f"{theirs:.3g}; so the layers' {variable} stay as far inside"
         )
-    reach = "without end" if ours is None else f"{ours:.3g}"
-    other = "without end" if theirs is None else f"{theirs:.3g}"
+
+    def reach(end: float | None) -> str:
+        return "has no end" if end is None else f"reaches {variable} = {end:.3g}"
+
+    if ours is None and theirs is None:
+        compared = f"has no end, nor has {reference}'s"
+    else:
+        compared = f"{reach(ours)}, {reference}'s {reach(theirs)}"
     return theirs_step, (
-        f"step {scheme.step} = {theirs_step:g}, {reference}'s: its stability interval reaches {variable} = "
-        f"{reach} on the {where}, {reference}'s {other}"
+        f"step {scheme.step} = {theirs_step:g}, {reference}'s: its stability interval on the {where} "
+        f"{compared}"
     )
 
 
