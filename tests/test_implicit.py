@@ -658,6 +658,20 @@ def test_a_solve_that_runs_out_of_iterations_is_not_blamed_on_rounding():
     assert torch.allclose(block.float()(x), 2 * x, rtol=1e-6, atol=0)
 
 
+def test_a_newton_adjoint_solve_stalled_by_rounding_is_named():
+    """GMRES on the adjoint system in float32 stalls at the rounding: a restart that does not lower
+    the true residual stops it (the next would repeat it), and the message names the rounding, not
+    max_iter (the first version ran all max_iter*krylov products and advised raising max_iter)."""
+    torch.manual_seed(0)
+    solver = Solver("newton", tol=1e-5, backward_tol=1e-12)
+    block = compile(LIBRARY["backward_euler"], {"f": _factory()}, 1, params={"h": 0.5}, solver=solver).float()
+    x = torch.randn(BATCH, WIDTH, requires_grad=True)
+    with pytest.raises(ConvergenceError, match="below what float32 rounding allows") as raised:
+        block(x).square().sum().backward()
+    assert raised.value.residual < 100 * torch.finfo(torch.float32).eps
+    assert raised.value.iterations < solver.max_iter * solver.krylov
+
+
 def test_a_fixed_point_inverse_under_autocast_is_refused():
     """bfloat16 functions move the inverse's map by more than the guard's tolerance near the input:
     every rebuild would be repaired (the first version: repairs = 1 on every backward, nothing

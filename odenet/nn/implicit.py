@@ -156,11 +156,10 @@ def refuse(
     tol: float,
     advice: str | None = None,
     dtype=torch.float32,
-    max_iter: int | None = None,
 ) -> None:
     """Raise :class:`~odenet.errors.ConvergenceError` for a solve that did not reach ``tol``: one that
-    stagnated (stopped before ``max_iter``, by default the solver's) below 100 eps is told that
-    rounding is the limit; one that ran out of iterations is not, however small its residual."""
+    stagnated below 100 eps is told that rounding is the limit; one that ran out of iterations
+    while still improving is not, however small its residual."""
     eps = torch.finfo(dtype).eps
     dtype_name = str(dtype).removeprefix("torch.")
     reached = (
@@ -170,8 +169,7 @@ def refuse(
     advice = advice or (
         f"Lower the step {layers.scheme.step} or the functions' Lipschitz constant, raise max_iter{other}"
     )
-    stagnated = outcome.iterations < (solver.max_iter if max_iter is None else max_iter)
-    if stagnated and math.isfinite(outcome.residual) and outcome.residual < 100 * eps:
+    if outcome.stagnated and math.isfinite(outcome.residual) and outcome.residual < 100 * eps:
         advice = (
             f"The tolerance is below what {dtype_name} rounding allows (eps {eps:.2g}; the residual "
             f"reached {outcome.residual:.2g}): raise tol, or compute in a wider dtype"
@@ -308,22 +306,20 @@ class _Adjoint:
         if not outputs or float(given.abs().max()) == 0.0:
             outcome = Outcome(given, 0, 0, 0.0)
         elif solver.method == "newton":
-            w, used, relative = gmres(
+            w, used, cycles, relative, stagnated = gmres(
                 lambda v: v - transposed(v.view_as(given)).reshape(-1),
                 given.reshape(-1),
                 tol,
                 max_iter * solver.krylov,
                 solver.krylov,
             )
-            outcome = Outcome(w.view_as(given), used, used, relative)
+            outcome = Outcome(w.view_as(given), cycles, used, relative, stagnated)  # restarts, products
         else:
             outcome = solve(
                 solver.method, lambda w: given + transposed(w), None, given, solver, tol, max_iter, flat.sizes
             )
         if not outcome.residual <= tol:
-            limit = max_iter * solver.krylov if solver.method == "newton" else max_iter  # GMRES: matvecs
-            what = "adjoint solve (backward pass)"
-            refuse(layers, solver, self.n, what, outcome, tol, dtype=given.dtype, max_iter=limit)
+            refuse(layers, solver, self.n, "adjoint solve (backward pass)", outcome, tol, dtype=given.dtype)
         layers.last_pass.backward_solves.append(
             SolveInfo(self.n, outcome.iterations, outcome.evaluations, outcome.residual)
         )

@@ -149,6 +149,7 @@ class Outcome(NamedTuple):
     iterations: int
     evaluations: int
     residual: float
+    stagnated: bool = False  # stopped because iterating no longer lowered the residual (rounding)
 
     def __repr__(self) -> str:
         shape = " x ".join(map(str, self.value.shape))
@@ -167,6 +168,10 @@ class _Best:
     def __init__(self):
         self.value: torch.Tensor | None = None
         self.residual, self.since = math.inf, 0
+
+    @property
+    def stalled(self) -> bool:
+        return self.since >= PATIENCE
 
     def update(self, value: torch.Tensor, residual: float) -> bool:
         """Record an iterate; True when the last ``PATIENCE`` ones did not improve on the best."""
@@ -187,7 +192,7 @@ def iterate(g: Callable, u: torch.Tensor, tol: float, max_iter: int, sizes=None)
             return Outcome(u, k, k, residual)
         if best.update(gu, residual):
             break
-    return Outcome(best.value if best.value is not None else u, k, k, best.residual)
+    return Outcome(best.value if best.value is not None else u, k, k, best.residual, best.stalled)
 
 
 def anderson(g: Callable, u: torch.Tensor, tol: float, max_iter: int, memory: int, sizes=None) -> Outcome:
@@ -220,23 +225,25 @@ def anderson(g: Callable, u: torch.Tensor, tol: float, max_iter: int, memory: in
         u = (weights.T @ gs[:n]).reshape(shape)
         if not torch.isfinite(u).all():  # a singular mixing: plain iteration instead
             u = gu
-    return Outcome(best.value if best.value is not None else u, k, k, best.residual)
+    return Outcome(best.value if best.value is not None else u, k, k, best.residual, best.stalled)
 
 
 def gmres(matvec: Callable, b: torch.Tensor, tol: float, max_matvecs: int, restart: int):
     """Solve ``matvec(x) = b`` (flat vectors) by restarted GMRES to the relative residual ``tol``:
-    ``(x, matrix-vector products used, relative residual)``."""
+    ``(x, matrix-vector products used, restarts, relative residual, stagnated)``: a restart whose
+    true residual is no lower than the last one's stops it (stagnated; the next would repeat it)."""
     x = torch.zeros_like(b)
     norm_b = float(b.norm())
     if norm_b == 0.0 or not math.isfinite(norm_b):
-        return x, 0, 0.0 if norm_b == 0.0 else math.nan
-    used, relative = 0, 1.0
+        return x, 0, 0, 0.0 if norm_b == 0.0 else math.nan, False
+    used, cycles, last = 0, 0, math.inf
     r = b
     while True:
         beta = float(r.norm())
         relative = beta / norm_b
-        if relative <= tol or used >= max_matvecs or not math.isfinite(relative):
-            return x, used, relative
+        if relative <= tol or used >= max_matvecs or not math.isfinite(relative) or relative >= last:
+            return x, used, cycles, relative, relative >= last and relative > tol
+        last, cycles = relative, cycles + 1
         basis = [r / beta]
         hessenberg = torch.zeros(restart + 1, restart, dtype=torch.float64)
         y = torch.zeros(0, dtype=torch.float64)
@@ -284,7 +291,7 @@ def newton(
             return v - jvp(here, v.view_as(here)).reshape(-1)
 
         forcing = max(min(0.1, residual), tol / 10)  # inexact Newton: looser far from the solution
-        step, used, _ = gmres(matvec, (gu - u).reshape(-1), forcing, 4 * krylov, krylov)
+        step, used, *_ = gmres(matvec, (gu - u).reshape(-1), forcing, 4 * krylov, krylov)
         evaluations += used
         norm = float((gu - u).norm())
         scale = 1.0
@@ -299,7 +306,8 @@ def newton(
         residual = relative_residual(gu, u, sizes)
     if residual <= tol:
         return Outcome(gu, max_iter, evaluations, residual)
-    return Outcome(best.value if best.value is not None else gu, k, evaluations, min(best.residual, residual))
+    value = best.value if best.value is not None else gu
+    return Outcome(value, k, evaluations, min(best.residual, residual), best.stalled)
 
 
 def solve(
