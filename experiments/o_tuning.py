@@ -228,10 +228,11 @@ def halving(folder: Path, data: str, scheme: str, grid: dict) -> tuple[list[Run]
         ranked = sorted(zip(alive, results, strict=True), key=lambda pair: score(pair[1]), reverse=True)
         reached.append(ranked)
         alive = [s for s, _ in ranked[: keep(len(alive), rung, len(epochs))]]
-    seen: set[Setting] = set()
+    # a setting that failed in any rung is never a choice (not even on an earlier rung's score)
+    seen = {setting for ranked in reached for setting, result in ranked if "failed" in result}
     for rung in reversed(range(len(reached))):  # the last rung's settings, then those each earlier dropped
         for setting, result in reached[rung]:
-            if setting in seen or "failed" in result:
+            if setting in seen:
                 continue
             seen.add(setting)
             finals = [Run(data, scheme, setting, None, seed) for seed in grid["seeds"]]

@@ -149,3 +149,33 @@ def test_the_sweep_passes_a_choice_whose_final_run_fails_to_the_next_setting(tmp
     assert "after lr 0.01, h 0.1, bn and lr 0.001, h 0.1, bn failed a final run" in o_tuning.markdown(
         {"digits": {"euler": table}}, grid
     )
+
+
+def test_a_setting_that_failed_a_later_rung_is_not_chosen_from_an_earlier_one(tmp_path, monkeypatch):
+    """Digits' last rung trains 3 seeds, and a setting failing one of them fails the rung: when the
+    next choice's final run fails too, the first is not taken back on the strength of its earlier
+    rung (the first version did, with that rung's accuracy); the choice goes to those dropped."""
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    import o_tuning
+
+    grid = {**o_tuning.grid_of(quick=True), "rungs": (1, 1), "last_rung_seeds": (0, 1)}
+    every = o_tuning.settings("euler", grid)
+    folder = tmp_path / "o_tuning"
+
+    def write(run, accuracy=None):
+        path = run.path(folder)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        result = {"failed": "did not converge"} if accuracy is None else {"test_accuracy": accuracy}
+        path.write_text(json.dumps({**result, "test_loss": 0.1, "wall_seconds": 1}))
+
+    for setting, accuracy in zip(every, (0.9, 0.8, 0.7, 0.6), strict=True):
+        write(o_tuning.Run("digits", "euler", setting, 0, 0), accuracy)
+    write(o_tuning.Run("digits", "euler", every[0], 1, 0), 0.95)
+    write(o_tuning.Run("digits", "euler", every[0], 1, 1))  # fails one seed of the last rung
+    for seed in (0, 1):
+        write(o_tuning.Run("digits", "euler", every[1], 1, seed), 0.85)
+    missing, known = o_tuning.halving(folder, "digits", "euler", grid)
+    assert known["best"] == every[1]
+    write(missing[0])  # its final run fails
+    missing, known = o_tuning.halving(folder, "digits", "euler", grid)
+    assert known["best"] == every[2] and known["validation"] == 0.7 and known["seeds"] == 1
