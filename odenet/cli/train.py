@@ -23,7 +23,7 @@ from odenet.cli.arguments import (
     params_with_step,
     positive,
 )
-from odenet.errors import CheckpointError
+from odenet.errors import CheckpointError, ConvergenceError
 from odenet.ir import format_scheme
 from odenet.library import load
 from odenet.models.config import ModelConfig
@@ -42,6 +42,16 @@ from odenet.options import (
 from odenet.training.settings import DATA_DEFAULTS, FILE_DEFAULTS, TrainSettings, default_stages
 
 __all__ = ["add_commands"]
+
+
+def _convergence_flags(message: str, solver: str | None, step: float | None) -> str:
+    """The flags of ``odenet train`` that act on a solve that did not converge (its message's advice
+    names Solver options, max_iter and tol, which a command line does not set)."""
+    first = "--memory checkpoint" if "fixed-point rebuild" in message else "--solver newton"
+    if first == "--solver newton" and solver == "newton":
+        first = "--solver anderson"
+    smaller = "a smaller --step" + ("" if step is None else f" than {step:g}")
+    return f"{first}, or {smaller}"
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -107,8 +117,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
         info["validation"] = args.validation
     from odenet.training.distributed import process_group
 
-    with process_group(settings.device) as group:  # under torchrun: DistributedDataParallel
-        _, metrics = train(config, data, settings, out=out, data_info=info, resume=args.resume)
+    try:
+        with process_group(settings.device) as group:  # under torchrun: DistributedDataParallel
+            _, metrics = train(config, data, settings, out=out, data_info=info, resume=args.resume)
+    except ConvergenceError as exc:  # its advice names Solver options: add the flags that act on it
+        flags = _convergence_flags(str(exc), args.solver, params.get(scheme.step))
+        raise ConvergenceError(
+            f"{str(exc).rstrip('.')}. From the command line: {flags}",
+            exc.layer,
+            exc.residual,
+            exc.iterations,
+        ) from exc
     if not group.main:
         return 0
     if args.json:
