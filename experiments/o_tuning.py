@@ -349,9 +349,12 @@ def markdown(table: dict, grid: dict) -> str:
             else:
                 setting = Setting(**r["best"]).label()
             if r["passed_over"]:
-                failed = " and ".join(Setting(**o).label() for o, _ in r["passed_over"])
-                setting += f" (after {failed} failed a final run)"
+                failed = "; ".join(Setting(**o).label() for o, _ in r["passed_over"])
+                setting += f" (after {failed}: each failed a final run)"
             validation = "" if r["validation_accuracy"] is None else f"{100 * r['validation_accuracy']:.1f}"
+            if r["validation_epochs"] not in (None, rungs_of(grid, data)[-1]):  # an earlier rung's
+                seeds = r["validation_seeds"]
+                validation += f" ({r['validation_epochs']} epochs, {seeds} seed{'s' * (seeds > 1)})"
             change = f"{tuned['mean'] - old['mean']:+.1f}" if tuned and old else ""
             tail = f"{tuned['seconds']:.0f} | {tuned['peak_rss_mib']:.0f}" if tuned else " | "
             place = rank if tuned else ""
@@ -394,7 +397,9 @@ def defaults_literal(table: dict, grid: dict) -> str:
     for data, rows in table.items():
         lines.append(f'        "{data}": MappingProxyType(\n            {{')
         for scheme, r in sorted(rows.items()):
-            if r["best"] is not None and (r["tuned"] or {}).get("seeds", 0) < len(grid["seeds"]):
+            if r["best"] is None and r["rung"] == len(rungs_of(grid, data)):
+                lines.append(f"                # {scheme}: every setting failed")
+            elif r["best"] is not None and (r["tuned"] or {}).get("seeds", 0) < len(grid["seeds"]):
                 lines.append(f"                # {scheme}: its final runs are under way")
             elif r["best"] is not None:
                 b, seeds = r["best"], r["validation_seeds"]
@@ -402,7 +407,11 @@ def defaults_literal(table: dict, grid: dict) -> str:
                     f'                "{scheme}": Tuned("{b["family"]}", {b["lr"]!r}, {b["step"]!r}, '
                     f"{100 * r['validation_accuracy']:.1f}, {r['settings']}"
                     + (f", seeds={seeds}" if seeds > 1 else "")
-                    + (f", epochs={r['validation_epochs']}" if r["validation_epochs"] != 5 else "")
+                    + (
+                        f", epochs={r['validation_epochs']}"
+                        if r["validation_epochs"] != rungs_of(grid, data)[-1]
+                        else ""
+                    )
                     + (
                         f", passed_over={tuple(Setting(**o).label() for o, _ in r['passed_over'])!r}"
                         if r["passed_over"]

@@ -91,9 +91,9 @@ class Tuned:
     family: Family
     lr: float
     step: float | None  # None: the scheme has no step parameter
-    validation: float  # its validation accuracy in %, after the sweep's last rung (5 epochs)
+    validation: float  # its validation accuracy in %, after the rung it reached (``epochs``)
     settings: int  # how many settings the sweep compared
-    seeds: int = 1  # how many seeds the last rung's validation accuracy is the mean of
+    seeds: int = 1  # how many seeds that rung's validation accuracy is the mean of
     # the settings that ranked higher but failed a final run (an implicit solve that did not converge)
     passed_over: tuple[str, ...] = ()
     epochs: int = 5  # of the rung the validation accuracy is from (an earlier one's, after a pass-over)
@@ -140,6 +140,7 @@ TUNED: Mapping[str, Mapping[str, Tuned]] = MappingProxyType(
                     passed_over=("lr 0.001, h 1, bn", "lr 0.0003, h 1, bn"),
                 ),
                 "euler": Tuned("bn", 0.001, 1.0, 98.0, 24),
+                "gauss_legendre2": Tuned("bn", 0.001, 1.0, 98.2, 9),
                 "hamiltonian": Tuned("bn", 0.001, 1.0, 98.9, 24),
                 "heun": Tuned("bn", 0.001, 1.0, 97.9, 24),
                 "leapfrog": Tuned("bn", 0.001, 0.3, 98.0, 24),
@@ -179,6 +180,11 @@ _MEMORY_WHY = {
 }
 
 
+def _listed(names: tuple[str, ...]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
 def swept(data: str | None, layout: str | None = None) -> str:
     """The swept data set whose settings ``data`` (shaped for ``layout``) trains with: itself when
     swept, digits for other images, MNIST-1D otherwise."""
@@ -205,15 +211,15 @@ def library_defaults(name: str, data: str) -> SchemeDefaults:
         step = "no step" if tuned.step is None else f"step {tuned.step:g}"
         why = (
             f"tuned for {name} on {data} by the sweep of {SWEEP_DATE} (experiments/o_tuning.py, "
-            f"docs/experiments.md (o)): lr {tuned.lr:g}, {step}, family {tuned.family}, the best of "
-            f"{tuned.settings} settings by successive halving"
+            f"docs/experiments.md (o)): lr {tuned.lr:g}, {step}, family {tuned.family}, "
             + (
-                f" once {' and '.join(tuned.passed_over)} were passed over (each ranked higher and failed "
-                "a final run at one of 3 seeds)"
+                f"chosen from {tuned.settings} settings by successive halving: {_listed(tuned.passed_over)} "
+                "ranked higher, but a final (test-set) run of each did not train (an implicit layer's "
+                "solve did not converge); "
                 if tuned.passed_over
-                else ""
+                else f"the best of {tuned.settings} settings by successive halving, "
             )
-            + f", {tuned.validation:.1f}% on a validation split of the training set after "
+            + f"{tuned.validation:.1f}% on a validation split of the training set after "
             f"{tuned.epochs} epochs" + (f" (the mean of {tuned.seeds} seeds)" if tuned.seeds > 1 else "")
         )
         return SchemeDefaults(
