@@ -11,7 +11,9 @@ scheme's own step, bn; lr 1e-3 for revnet).
 
 A scheme a user writes has none: its defaults are those of the library scheme it most resembles,
 judged on its analysis (first- or second-order in time, how many functions, whether it has an
-explicit inverse, how many states), with that scheme's step scaled down when its own stability
+explicit inverse, how many states), among the schemes the sweep tuned on the data set whose step is
+of the same kind (explicit, or implicit: solved per layer), else among every tuned one, with that
+scheme's step scaled down when its own stability
 interval is shorter, so that the layers' ``h*lambda`` stay as far inside it as the tuned ones did.
 ``odenet train --explain-defaults`` prints the choice and why.
 
