@@ -283,7 +283,8 @@ def test_a_users_implicit_scheme_resembles_a_tuned_implicit_one(data):
     tuned = any(name in TUNED[data] for name in IMPLICIT)
     assert chosen.like in (IMPLICIT if tuned else ["euler"])
     reference = library_defaults(chosen.like, data)
-    assert (chosen.lr, chosen.step, chosen.memory_saving) == (reference.lr, reference.step, "autograd")
+    assert (chosen.lr, chosen.memory_saving) == (reference.lr, "autograd")
+    assert chosen.step <= reference.step  # less where its solve moves more per step (the next test)
     assert chosen.tuned_on == data
     reasons = " ".join(chosen.reasons)
     if not tuned:
@@ -294,3 +295,45 @@ def test_a_users_implicit_scheme_resembles_a_tuned_implicit_one(data):
         f"its stability interval on the real axis has no end, nor has {chosen.like}'s" in reasons
     )
     assert (f"{chosen.like}'s reaches h*lambda = 2" in reasons) == (chosen.like == "euler")
+
+
+def test_an_implicit_steps_iteration_radius_is_the_hand_derived_one():
+    """With f(u) = lambda*u at |lambda| = 1, the fixed-point map of an implicit step moves by h*theta
+    for a theta method (backward Euler: h; trapezoidal and implicit midpoint: h/2). Gauss-Legendre's
+    map sweeps its stages in order (k2 reads the new k1), so with a = 1/4, b = 1/4 - sqrt(3)/6,
+    c = 1/4 + sqrt(3)/6 its Jacobian at h = 1, lambda = -1 is [[-a, -b], [c*a, c*b - a]]: trace
+    -25/48, determinant 1/16, eigenvalues -1/3 and -3/16 (at lambda = 1 a complex pair of modulus
+    1/4)."""
+    from odenet.analysis.stability import iteration_radius
+    from odenet.language import parse
+
+    h = sympy.Symbol("h")
+    assert iteration_radius(load("backward_euler"), {h: 0.3}) == pytest.approx(0.3)
+    assert iteration_radius(load("trapezoidal"), {h: 1.0}) == pytest.approx(0.5)
+    assert iteration_radius(load("implicit_midpoint"), {h: 1.0}) == pytest.approx(0.5)
+    assert iteration_radius(load("gauss_legendre2"), {h: 1.0}) == pytest.approx(1 / 3)
+    assert iteration_radius(parse(THETA), {h: 1.0}) == pytest.approx(0.6)
+    assert iteration_radius(load("euler"), {h: 1.0}) == 0.0  # nothing to solve
+
+
+def test_a_users_implicit_scheme_keeps_its_solve_as_contractive_as_the_tuned_one():
+    """A step twice as implicit as backward Euler's (x[n+1] = x[n] + 2*h*f(x[n+1])) takes half its
+    tuned step, so that its solve's iteration moves as little per step as the tuned one's did; a
+    theta method (0.6) against Gauss-Legendre at h 1 (1/3) takes 1/3 / 0.6 of it."""
+    from odenet.language import parse
+
+    twice = parse("scheme twice\nstate x\nparam h = 0.1\nx[n+1] = x[n] + 2*h*f(x[n+1])\n")
+    assert scheme_defaults(twice, "mnist1d").like == "backward_euler"  # tuned there: not vacuous
+    assert scheme_defaults(parse(THETA), "mnist1d").like == "gauss_legendre2"
+    for data in SWEPT:
+        chosen = scheme_defaults(twice, data)
+        reference = library_defaults(chosen.like, data)
+        if chosen.like == "backward_euler":
+            assert chosen.step == pytest.approx(reference.step / 2, rel=1e-4)
+            assert "its solve's iteration" in " ".join(chosen.reasons)
+        theta = scheme_defaults(parse(THETA), data)
+        if theta.like == "gauss_legendre2":
+            ratio = (1 / 3) / 0.6
+            assert theta.step == pytest.approx(
+                library_defaults("gauss_legendre2", data).step * ratio, rel=1e-4
+            )

@@ -32,6 +32,7 @@ __all__ = [
     "exact_det",
     "exact_spectrum",
     "is_power_bounded",
+    "iteration_radius",
     "linearize",
     "stable_interval",
     "step_scaling",
@@ -49,6 +50,35 @@ def linearize(expr: sympy.Expr, lam: sympy.Expr | Mapping[str, sympy.Expr] = LAM
         return lam[call.func.__name__] if isinstance(lam, Mapping) else lam
 
     return expr.replace(lambda e: isinstance(e, AppliedUndef), lambda e: factor(e) * sympy.Add(*e.args))
+
+
+def iteration_radius(scheme: Scheme, values: Mapping[sympy.Symbol, float]) -> float:
+    """How far one fixed-point iteration of an implicit step moves per unit move of its guess, with
+    ``f(u) = lambda*u`` at ``|lambda| = 1`` (the larger over lambda = 1 and -1): the spectral radius
+    of the Jacobian of the step's map (each equation in order, reading the guess for an unknown not
+    yet computed: implicit layers' ``G``) at the parameter ``values`` (others at their defaults).
+    Backward Euler's is ``h``; Gauss-Legendre's ``h`` times the spectral radius of its ``A``. 0 for an
+    explicit step. A solve at a larger radius needs functions of a smaller Lipschitz constant."""
+    if scheme.is_explicit:
+        return 0.0
+    unknowns = [eq.target for eq in scheme.steps if eq.target in scheme.coupled_stages]
+    unknowns += [value(s, 1) for s in scheme.states]
+    guesses = [sympy.Dummy(f"guess_{i}") for i in range(len(unknowns))]
+    by_name = {p.name: p.default for p in scheme.params} | {
+        str(k): sympy.sympify(v) for k, v in values.items()
+    }
+    symbols = set().union(*(eq.expr.free_symbols for eq in scheme.steps))
+    numbers = {x: by_name[x.name] for x in symbols if x.name in by_name}
+    radius = 0.0
+    for lam in (1, -1):
+        computed: dict[sympy.Symbol, sympy.Expr] = {}
+        for eq in scheme.steps:
+            reads = {u: g for u, g in zip(unknowns, guesses, strict=True) if u not in computed}
+            computed[eq.target] = linearize(eq.expr, lam).xreplace({**reads, **computed})
+        jacobian = sympy.Matrix([computed[u] for u in unknowns]).jacobian(guesses).xreplace(numbers)
+        matrix = np.array(jacobian.evalf(), dtype=complex)
+        radius = max(radius, float(np.abs(np.linalg.eigvals(matrix)).max()))
+    return radius
 
 
 def solve_step(scheme: Scheme, transform=lambda e: e) -> dict[sympy.Symbol, sympy.Expr]:

@@ -342,7 +342,45 @@ def scheme_defaults(scheme: Scheme, data: str | None = None, layout: str | None 
     step, why = _step(scheme, like, on, order)
     if why:
         reasons.append(why)
+    if not scheme.is_explicit and not load(like).is_explicit:
+        step, why = _step_for_solve(scheme, like, on, step)
+        if why:
+            reasons.append(why)
     return SchemeDefaults(base.family, base.lr, memory, step, like, tuple(reasons), base.tuned_on)
+
+
+def _step_for_solve(scheme: Scheme, like: str, on: str, step: float | None) -> tuple[float | None, str]:
+    """The step an implicit user scheme trains with, no longer than ``step`` (its own where None),
+    at which its layers' fixed-point iteration moves no more per step than that of ``like`` (an
+    implicit library scheme) at its tuned step (:func:`~odenet.analysis.stability.iteration_radius`):
+    a stability interval says nothing of whether a layer's solve converges, and backward Euler's
+    first solve at h 1 did not from one seed in three."""
+    from odenet.analysis.stability import iteration_radius
+    from odenet.library import load
+
+    param, reference = scheme.step_param, load(like)
+    theirs_step = library_defaults(like, on).step_value(reference)
+    if param is None or theirs_step is None or reference.step_param is None:
+        return step, ""
+    h = float(param.default) if step is None else step
+    limit = iteration_radius(reference, {reference.step: theirs_step})
+
+    def radius(at: float) -> float:
+        return iteration_radius(scheme, {scheme.step: at})
+
+    if radius(h) <= limit * (1 + 1e-9):
+        return step, ""
+    low, high = 0.0, h
+    for _ in range(24):  # the radius grows with the step
+        middle = (low + high) / 2
+        low, high = (middle, high) if radius(middle) <= limit else (low, middle)
+    found = round(low, 6)
+    return found, (
+        f"then step {scheme.step} = {found:g}: at {h:g} its solve's iteration would move {radius(h):.3g} "
+        f"per unit of its guess (f(u) = lambda*u, |lambda| = 1), {like}'s {limit:.3g} at its tuned "
+        f"{theirs_step:g}; at {found:g} it moves as little, so that its layers' solves converge as the "
+        "tuned ones did"
+    )
 
 
 def _step(scheme: Scheme, like: str, on: str, order: int) -> tuple[float | None, str]:
