@@ -145,6 +145,7 @@ TUNED: Mapping[str, Mapping[str, Tuned]] = MappingProxyType(
                 "gauss_legendre2": Tuned("bn", 0.001, 1.0, 98.2, 9),
                 "hamiltonian": Tuned("bn", 0.001, 1.0, 98.9, 24),
                 "heun": Tuned("bn", 0.001, 1.0, 97.9, 24),
+                "implicit_midpoint": Tuned("bn", 0.001, 1.0, 98.2, 9),
                 "leapfrog": Tuned("bn", 0.001, 0.3, 98.0, 24),
                 "lm_resnet": Tuned("bn", 0.001, 1.0, 98.0, 24),
                 "midpoint": Tuned("bn", 0.001, 1.0, 98.4, 24),
