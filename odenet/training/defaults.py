@@ -153,6 +153,7 @@ TUNED: Mapping[str, Mapping[str, Tuned]] = MappingProxyType(
                 "reversible_heun": Tuned("bn", 0.001, 1.0, 98.1, 24),
                 "revnet": Tuned("bn", 0.001, None, 98.9, 8),
                 "rk4": Tuned("bn", 0.001, 1.0, 97.9, 24),
+                "trapezoidal": Tuned("bn", 0.001, 1.0, 98.0, 9),
                 "verlet": Tuned("bn", 0.001, 0.3, 97.5, 24),
             }
         ),
