@@ -217,4 +217,4 @@ def test_train_names_the_flags_that_act_on_a_solve_that_did_not_converge(monkeyp
     monkeypatch.setattr(odenet.training, "train", fails, raising=False)
     result = cli("train", "backward_euler", "--data", "rings", "--step", "1", "--out", str(tmp_path / "run"))
     assert result.returncode == 1
-    assert f"did not converge. From the command line: {advice}" in result.stderr
+    assert f"did not converge. Flags of odenet train that may help: {advice}" in result.stderr

@@ -329,11 +329,25 @@ def test_a_users_implicit_scheme_keeps_its_solve_as_contractive_as_the_tuned_one
         chosen = scheme_defaults(twice, data)
         reference = library_defaults(chosen.like, data)
         if chosen.like == "backward_euler":
-            assert chosen.step == pytest.approx(reference.step / 2, rel=1e-4)
+            assert chosen.step == pytest.approx(reference.step / 2, rel=3e-3)
             assert "its solve's iteration" in " ".join(chosen.reasons)
         theta = scheme_defaults(parse(THETA), data)
         if theta.like == "gauss_legendre2":
             ratio = (1 / 3) / 0.6
             assert theta.step == pytest.approx(
-                library_defaults("gauss_legendre2", data).step * ratio, rel=1e-4
+                library_defaults("gauss_legendre2", data).step * ratio, rel=3e-3
             )
+            assert theta.step <= library_defaults("gauss_legendre2", data).step * ratio  # rounded down
+
+
+def test_the_iteration_radius_of_nested_calls_and_of_functions_of_either_sign():
+    """f(f(u)) is lambda**2*u (the first version left an f and raised TypeError in --explain-defaults);
+    with f - g each function takes its own sign: f = 1, g = -1 moves the guess by 2h."""
+    from odenet.analysis.stability import iteration_radius
+    from odenet.language import parse
+
+    nested = parse("scheme nest\nstate x\nparam h = 0.1\nx[n+1] = x[n] + h*f(f(x[n+1]))\n")
+    assert iteration_radius(nested, {"h": 0.5}) == pytest.approx(0.5)
+    assert scheme_defaults(nested, "mnist1d").step is not None
+    both = parse("scheme both\nstate x\nparam h = 0.1\nx[n+1] = x[n] + h*(f(x[n+1]) - g(x[n+1]))\n")
+    assert iteration_radius(both, {"h": 0.5}) == pytest.approx(1.0)

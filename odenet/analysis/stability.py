@@ -10,6 +10,7 @@ the ODE allows (a Jordan block of size 2 for schemes of a second-order ODE, ``h*
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -52,13 +53,16 @@ def linearize(expr: sympy.Expr, lam: sympy.Expr | Mapping[str, sympy.Expr] = LAM
     return expr.replace(lambda e: isinstance(e, AppliedUndef), lambda e: factor(e) * sympy.Add(*e.args))
 
 
-def iteration_radius(scheme: Scheme, values: Mapping[sympy.Symbol, float]) -> float:
+def iteration_radius(scheme: Scheme, values: Mapping[sympy.Symbol | str, float]) -> float:
     """How far one fixed-point iteration of an implicit step moves per unit move of its guess, with
-    ``f(u) = lambda*u`` at ``|lambda| = 1`` (the larger over lambda = 1 and -1): the spectral radius
-    of the Jacobian of the step's map (each equation in order, reading the guess for an unknown not
-    yet computed: implicit layers' ``G``) at the parameter ``values`` (others at their defaults).
-    Backward Euler's is ``h``; Gauss-Legendre's ``h`` times the spectral radius of its ``A``. 0 for an
-    explicit step. A solve at a larger radius needs functions of a smaller Lipschitz constant."""
+    each function ``f(u) = lambda_f*u`` at ``lambda_f = 1`` or ``-1`` (the largest over the signs,
+    each function its own): the spectral radius of the Jacobian of the step's map (each equation in
+    order, reading the guess for an unknown not yet computed: implicit layers' ``G``) at the
+    parameter ``values`` (others at their defaults). Backward Euler's is ``h``; a theta method's
+    ``h*theta``. 0 for an explicit step. A solve at a larger radius needs functions of a smaller
+    Lipschitz constant. (The generated map evaluates a call repeated in the step once; this reads
+    each occurrence where it stands, which differs only for a call repeated around the line that
+    computes its argument.)"""
     if scheme.is_explicit:
         return 0.0
     unknowns = [eq.target for eq in scheme.steps if eq.target in scheme.coupled_stages]
@@ -69,14 +73,17 @@ def iteration_radius(scheme: Scheme, values: Mapping[sympy.Symbol, float]) -> fl
     }
     symbols = set().union(*(eq.expr.free_symbols for eq in scheme.steps))
     numbers = {x: by_name[x.name] for x in symbols if x.name in by_name}
+    names = sorted(f.name for f in scheme.functions)
+    signs = {name: sympy.Symbol(f"lambda_{name}") for name in names}
+    computed: dict[sympy.Symbol, sympy.Expr] = {}
+    for eq in scheme.steps:  # linear in each lambda symbol first: f(f(u)) becomes lambda**2*u
+        reads = {u: g for u, g in zip(unknowns, guesses, strict=True) if u not in computed}
+        computed[eq.target] = linearize(eq.expr, signs).xreplace({**reads, **computed})
+    jacobian = sympy.Matrix([computed[u] for u in unknowns]).jacobian(guesses).xreplace(numbers)
     radius = 0.0
-    for lam in (1, -1):
-        computed: dict[sympy.Symbol, sympy.Expr] = {}
-        for eq in scheme.steps:
-            reads = {u: g for u, g in zip(unknowns, guesses, strict=True) if u not in computed}
-            computed[eq.target] = linearize(eq.expr, lam).xreplace({**reads, **computed})
-        jacobian = sympy.Matrix([computed[u] for u in unknowns]).jacobian(guesses).xreplace(numbers)
-        matrix = np.array(jacobian.evalf(), dtype=complex)
+    for chosen in itertools.product((1, -1), repeat=len(names)):
+        at = jacobian.xreplace(dict(zip(signs.values(), chosen, strict=True)))
+        matrix = np.array(at.evalf(), dtype=complex)
         radius = max(radius, float(np.abs(np.linalg.eigvals(matrix)).max()))
     return radius
 

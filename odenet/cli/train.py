@@ -50,8 +50,9 @@ def _convergence_flags(message: str, solver: str | None, step: float | None) -> 
     first = "--memory checkpoint" if "fixed-point rebuild" in message else "--solver newton"
     if first == "--solver newton" and solver == "newton":
         first = "--solver anderson"
-    smaller = "a smaller --step" + ("" if step is None else f" than {step:g}")
-    return f"{first}, or {smaller}"
+    if step is None:  # a scheme without a step parameter
+        return first
+    return f"{first}, or a smaller --step than {step:g}"
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -123,7 +124,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except ConvergenceError as exc:  # its advice names Solver options: add the flags that act on it
         flags = _convergence_flags(str(exc), args.solver, params.get(scheme.step))
         raise ConvergenceError(
-            f"{str(exc).rstrip('.')}. From the command line: {flags}",
+            f"{str(exc).rstrip('.')}. Flags of odenet train that may help: {flags}",
             exc.layer,
             exc.residual,
             exc.iterations,

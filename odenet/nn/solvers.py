@@ -160,6 +160,7 @@ class Outcome(NamedTuple):
 
 
 PATIENCE = 6  # iterations without a better residual after which a solve has stagnated (rounding)
+GMRES_PATIENCE = 3  # restarts without a better true residual after which GMRES has stagnated
 
 
 class _Best:
@@ -230,20 +231,29 @@ def anderson(g: Callable, u: torch.Tensor, tol: float, max_iter: int, memory: in
 
 def gmres(matvec: Callable, b: torch.Tensor, tol: float, max_matvecs: int, restart: int):
     """Solve ``matvec(x) = b`` (flat vectors) by restarted GMRES to the relative residual ``tol``:
-    ``(x, matrix-vector products used, restarts, relative residual, stagnated)``: a restart whose
-    true residual is no lower than the last one's stops it (stagnated; the next would repeat it)."""
+    ``(x, matrix-vector products used, restarts, relative residual, stagnated)``: ``GMRES_PATIENCE``
+    restarts in a row that do not lower the best true residual stop it (stagnated: in float32 a
+    restart can end a little above the last one and the next still converge), and the best ``x``
+    is returned."""
     x = torch.zeros_like(b)
     norm_b = float(b.norm())
     if norm_b == 0.0 or not math.isfinite(norm_b):
         return x, 0, 0, 0.0 if norm_b == 0.0 else math.nan, False
-    used, cycles, last = 0, 0, math.inf
+    used, cycles, stalls = 0, 0, 0
+    best_x, best = x, math.inf
     r = b
     while True:
         beta = float(r.norm())
         relative = beta / norm_b
-        if relative <= tol or used >= max_matvecs or not math.isfinite(relative) or relative >= last:
-            return x, used, cycles, relative, relative >= last and relative > tol
-        last, cycles = relative, cycles + 1
+        if relative < best:
+            best_x, best, stalls = x, relative, 0
+        else:
+            stalls += 1
+        if relative <= tol or not math.isfinite(relative):
+            return x, used, cycles, relative, False
+        if used >= max_matvecs or stalls >= GMRES_PATIENCE:
+            return best_x, used, cycles, best, stalls >= GMRES_PATIENCE
+        cycles += 1
         basis = [r / beta]
         hessenberg = torch.zeros(restart + 1, restart, dtype=torch.float64)
         y = torch.zeros(0, dtype=torch.float64)

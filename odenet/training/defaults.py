@@ -376,10 +376,18 @@ def _step_for_solve(scheme: Scheme, like: str, on: str, step: float | None) -> t
     for _ in range(24):  # the radius grows with the step
         middle = (low + high) / 2
         low, high = (middle, high) if radius(middle) <= limit else (low, middle)
-    found = round(low, 6)
+    unit = 10.0 ** (math.floor(math.log10(low)) - 2) if low > 0 else 1.0
+    found = math.floor(low / unit) * unit if low > 0 else low  # 3 digits, rounded down: inside the limit
+    found = float(f"{found:.3g}")
+    if param.interval is not None and not float(param.interval[0]) < found < float(param.interval[1]):
+        lo, hi = param.interval
+        return step, (
+            f"step {scheme.step} kept: its solve would move as little per step as {like}'s only at "
+            f"{found:g}, outside the interval ({lo}, {hi}) its learnable step is kept in"
+        )
     return found, (
         f"then step {scheme.step} = {found:g}: at {h:g} its solve's iteration would move {radius(h):.3g} "
-        f"per unit of its guess (f(u) = lambda*u, |lambda| = 1), {like}'s {limit:.3g} at its tuned "
+        f"per unit of its guess (each f(u) = lambda*u, lambda = 1 or -1), {like}'s {limit:.3g} at its tuned "
         f"{theirs_step:g}; at {found:g} it moves as little, so that its layers' solves converge as the "
         "tuned ones did"
     )
