@@ -160,6 +160,7 @@ TUNED: Mapping[str, Mapping[str, Tuned]] = MappingProxyType(
         "digits": MappingProxyType(
             {
                 "ab2": Tuned("bn", 0.001, 0.3, 99.3, 24, seeds=3),
+                "backward_euler": Tuned("bn", 0.0003, 1.0, 99.0, 9, seeds=3),
                 "euler": Tuned("bn", 0.001, 0.3, 99.3, 24, seeds=3),
                 "hamiltonian": Tuned("bn", 0.001, 1.0, 99.4, 24, seeds=3),
                 "heun": Tuned("bn", 0.001, 0.3, 99.4, 24, seeds=3),
