@@ -474,9 +474,8 @@ def generate_step(
 
 def implicit_unknowns(scheme: Scheme) -> tuple[sympy.Symbol, ...]:
     """The unknowns of an implicit step, in the order :func:`generate_implicit` takes and returns
-    them: the coupled stages in the order of their lines, then every state's new value."""
-    stages = tuple(eq.target for eq in scheme.steps if eq.target in scheme.coupled_stages)
-    return stages + tuple(value(s, 1) for s in scheme.states)
+    them (:attr:`~odenet.ir.Scheme.implicit_unknowns`)."""
+    return scheme.implicit_unknowns
 
 
 def generate_implicit(

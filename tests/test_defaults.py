@@ -307,13 +307,12 @@ def test_an_implicit_steps_iteration_radius_is_the_hand_derived_one():
     from odenet.analysis.stability import iteration_radius
     from odenet.language import parse
 
-    h = sympy.Symbol("h")
-    assert iteration_radius(load("backward_euler"), {h: 0.3}) == pytest.approx(0.3)
-    assert iteration_radius(load("trapezoidal"), {h: 1.0}) == pytest.approx(0.5)
-    assert iteration_radius(load("implicit_midpoint"), {h: 1.0}) == pytest.approx(0.5)
-    assert iteration_radius(load("gauss_legendre2"), {h: 1.0}) == pytest.approx(1 / 3)
-    assert iteration_radius(parse(THETA), {h: 1.0}) == pytest.approx(0.6)
-    assert iteration_radius(load("euler"), {h: 1.0}) == 0.0  # nothing to solve
+    assert iteration_radius(load("backward_euler"), {"h": 0.3}) == pytest.approx(0.3)
+    assert iteration_radius(load("trapezoidal"), {"h": 1.0}) == pytest.approx(0.5)
+    assert iteration_radius(load("implicit_midpoint"), {"h": 1.0}) == pytest.approx(0.5)
+    assert iteration_radius(load("gauss_legendre2"), {"h": 1.0}) == pytest.approx(1 / 3)
+    assert iteration_radius(parse(THETA), {"h": 1.0}) == pytest.approx(0.6)
+    assert iteration_radius(load("euler"), {"h": 1.0}) == 0.0  # nothing to solve
 
 
 def test_a_users_implicit_scheme_keeps_its_solve_as_contractive_as_the_tuned_one():

@@ -10,6 +10,7 @@ the ODE allows (a Jordan block of size 2 for schemes of a second-order ODE, ``h*
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -53,39 +54,39 @@ def linearize(expr: sympy.Expr, lam: sympy.Expr | Mapping[str, sympy.Expr] = LAM
     return expr.replace(lambda e: isinstance(e, AppliedUndef), lambda e: factor(e) * sympy.Add(*e.args))
 
 
-def iteration_radius(scheme: Scheme, values: Mapping[sympy.Symbol | str, float]) -> float:
+def iteration_radius(scheme: Scheme, values: Mapping[str, float]) -> float:
     """How far one fixed-point iteration of an implicit step moves per unit move of its guess, with
     each function ``f(u) = lambda_f*u`` at ``lambda_f = 1`` or ``-1`` (the largest over the signs,
     each function its own): the spectral radius of the Jacobian of the step's map (each equation in
     order, reading the guess for an unknown not yet computed: implicit layers' ``G``) at the
-    parameter ``values`` (others at their defaults). Backward Euler's is ``h``; a theta method's
-    ``h*theta``. 0 for an explicit step. A solve at a larger radius needs functions of a smaller
-    Lipschitz constant. (The generated map evaluates a call repeated in the step once; this reads
-    each occurrence where it stands, which differs only for a call repeated around the line that
-    computes its argument.)"""
+    parameter ``values`` (by name; others at their defaults). Backward Euler's is ``h``; a theta
+    method's ``h*theta``. 0 for an explicit step. A solve at a larger radius needs functions of a
+    smaller Lipschitz constant. (The generated map evaluates a call repeated in the step once; this
+    reads each occurrence where it stands, which differs only for a call repeated around the line
+    that computes its argument.)"""
     if scheme.is_explicit:
         return 0.0
-    unknowns = [eq.target for eq in scheme.steps if eq.target in scheme.coupled_stages]
-    unknowns += [value(s, 1) for s in scheme.states]
-    guesses = [sympy.Dummy(f"guess_{i}") for i in range(len(unknowns))]
-    by_name = {p.name: p.default for p in scheme.params} | {
-        str(k): sympy.sympify(v) for k, v in values.items()
-    }
-    symbols = set().union(*(eq.expr.free_symbols for eq in scheme.steps))
-    numbers = {x: by_name[x.name] for x in symbols if x.name in by_name}
-    names = sorted(f.name for f in scheme.functions)
-    signs = {name: sympy.Symbol(f"lambda_{name}") for name in names}
-    computed: dict[sympy.Symbol, sympy.Expr] = {}
-    for eq in scheme.steps:  # linear in each lambda symbol first: f(f(u)) becomes lambda**2*u
-        reads = {u: g for u, g in zip(unknowns, guesses, strict=True) if u not in computed}
-        computed[eq.target] = linearize(eq.expr, signs).xreplace({**reads, **computed})
-    jacobian = sympy.Matrix([computed[u] for u in unknowns]).jacobian(guesses).xreplace(numbers)
+    jacobian, signs = _iteration_jacobian(scheme)
+    jacobian = jacobian.xreplace({p.symbol: values.get(p.name, p.default) for p in scheme.params})
     radius = 0.0
-    for chosen in itertools.product((1, -1), repeat=len(names)):
-        at = jacobian.xreplace(dict(zip(signs.values(), chosen, strict=True)))
-        matrix = np.array(at.evalf(), dtype=complex)
+    for chosen in itertools.product((1, -1), repeat=len(signs)):
+        matrix = np.array(jacobian.xreplace(dict(zip(signs, chosen, strict=True))).evalf(), dtype=complex)
         radius = max(radius, float(np.abs(np.linalg.eigvals(matrix)).max()))
     return radius
+
+
+@functools.cache
+def _iteration_jacobian(scheme: Scheme) -> tuple[sympy.Matrix, tuple[sympy.Symbol, ...]]:
+    """The Jacobian of an implicit step's map in its guess, each function ``f`` linearized to
+    ``lambda_f*u`` (a symbol each, so that ``f(f(u))`` is ``lambda_f**2*u``), and those symbols."""
+    unknowns = scheme.implicit_unknowns
+    guesses = [sympy.Dummy(f"guess_{i}") for i in range(len(unknowns))]
+    signs = {f.name: sympy.Symbol(f"lambda_{f.name}") for f in scheme.functions}
+    computed: dict[sympy.Symbol, sympy.Expr] = {}
+    for eq in scheme.steps:
+        reads = {u: g for u, g in zip(unknowns, guesses, strict=True) if u not in computed}
+        computed[eq.target] = linearize(eq.expr, signs).xreplace({**reads, **computed})
+    return sympy.Matrix([computed[u] for u in unknowns]).jacobian(guesses), tuple(signs.values())
 
 
 def solve_step(scheme: Scheme, transform=lambda e: e) -> dict[sympy.Symbol, sympy.Expr]:

@@ -364,6 +364,13 @@ class Scheme:
         return frozenset(s for _, s in self.implicit_references if parse_value(s) is None)
 
     @property
+    def implicit_unknowns(self) -> tuple[sympy.Symbol, ...]:
+        """The unknowns of an implicit step, in the order its fixed-point map takes and returns
+        them: the coupled stages in the order of their lines, then every state's new value."""
+        stages = tuple(eq.target for eq in self.steps if eq.target in self.coupled_stages)
+        return stages + tuple(value(s, 1) for s in self.states)
+
+    @property
     def is_explicit(self) -> bool:
         """True when every new value is computed from values known at that point of the step."""
         return not self.implicit_references

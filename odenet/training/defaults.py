@@ -345,7 +345,7 @@ def scheme_defaults(scheme: Scheme, data: str | None = None, layout: str | None 
     step, why = _step(scheme, like, on, order)
     if why:
         reasons.append(why)
-    if not scheme.is_explicit and not load(like).is_explicit:
+    if not explicit_step and not structures[like][4]:  # both implicit
         step, why = _step_for_solve(scheme, like, on, step)
         if why:
             reasons.append(why)
@@ -358,6 +358,7 @@ def _step_for_solve(scheme: Scheme, like: str, on: str, step: float | None) -> t
     implicit library scheme) at its tuned step (:func:`~odenet.analysis.stability.iteration_radius`):
     a stability interval says nothing of whether a layer's solve converges, and backward Euler's
     first solve at h 1 did not from one seed in three."""
+    from odenet.analysis.inverse import round_down
     from odenet.analysis.stability import iteration_radius
     from odenet.library import load
 
@@ -371,15 +372,14 @@ def _step_for_solve(scheme: Scheme, like: str, on: str, step: float | None) -> t
     def radius(at: float) -> float:
         return iteration_radius(scheme, {scheme.step: at})
 
-    if radius(h) <= limit * (1 + 1e-9):
+    at_h = radius(h)
+    if at_h <= limit * (1 + 1e-9):
         return step, ""
     low, high = 0.0, h
     for _ in range(24):  # the radius grows with the step
         middle = (low + high) / 2
         low, high = (middle, high) if radius(middle) <= limit else (low, middle)
-    unit = 10.0 ** (math.floor(math.log10(low)) - 2) if low > 0 else 1.0
-    found = math.floor(low / unit) * unit if low > 0 else low  # 3 digits, rounded down: inside the limit
-    found = float(f"{found:.3g}")
+    found = round_down(low, 3)  # inside the limit
     if param.interval is not None and not float(param.interval[0]) < found < float(param.interval[1]):
         lo, hi = param.interval
         return step, (
@@ -387,7 +387,7 @@ def _step_for_solve(scheme: Scheme, like: str, on: str, step: float | None) -> t
             f"{found:g}, outside the interval ({lo}, {hi}) its learnable step is kept in"
         )
     return found, (
-        f"then step {scheme.step} = {found:g}: at {h:g} its solve's iteration would move {radius(h):.3g} "
+        f"then step {scheme.step} = {found:g}: at {h:g} its solve's iteration would move {at_h:.3g} "
         f"per unit of its guess (each f(u) = lambda*u, lambda = 1 or -1), {like}'s {limit:.3g} at its tuned "
         f"{theirs_step:g}; at {found:g} it moves as little, so that its layers' solves converge as the "
         "tuned ones did"
