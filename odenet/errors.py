@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Literal
 
 __all__ = [
     "CheckpointError",
@@ -30,6 +31,7 @@ __all__ = [
     "SchemeNotFoundError",
     "SchemeSyntaxError",
     "SchemeValueError",
+    "Solve",
     "TrainingDivergedError",
     "UnsupportedSchemeError",
     "plain_message",
@@ -162,10 +164,14 @@ class FunctionOutputError(ConfigError, TypeError):
     ``compile`` do not fit the scheme's state."""
 
 
+Solve = Literal["step", "adjoint", "rebuild", "eigenvalues"]
+
+
 class ConvergenceError(OdenetError, ArithmeticError):
-    """An iterative solve (an implicit layer's step, its adjoint, a rebuilt input) did not reach its
-    tolerance: its result would be wrong, so none is returned. ``layer``, ``residual`` and
-    ``iterations`` say where and how far it got."""
+    """An iterative solve did not reach its tolerance: its result would be wrong, so none is
+    returned. ``solve`` says which: an implicit layer's ``"step"``, its ``"adjoint"`` (backward
+    pass), the reversible mode's fixed-point ``"rebuild"`` of a layer's input, or a trained network's
+    ``"eigenvalues"``; ``layer``, ``residual`` and ``iterations`` say where and how far it got."""
 
     def __init__(
         self,
@@ -173,9 +179,11 @@ class ConvergenceError(OdenetError, ArithmeticError):
         layer: int | None = None,
         residual: float | None = None,
         iterations: int | None = None,
+        solve: Solve | None = None,
     ):
         super().__init__(message)
         self.layer, self.residual, self.iterations = layer, residual, iterations
+        self.solve: Solve | None = solve
 
 
 def plain_message(text: str) -> str:

@@ -198,21 +198,25 @@ def test_compile_trains_a_look_ahead_scheme_in_reversible_mode():
 
 
 @pytest.mark.parametrize(
-    ("what", "advice"),
+    ("solve", "advice"),
     [
-        ("the step's solve", "--solver newton, or a smaller --step than 1"),
-        ("the fixed-point rebuild of its input", "--memory checkpoint, or a smaller --step than 1"),
+        ("step", "--solver newton, or a smaller --step than 1"),
+        ("adjoint", "--solver newton, or a smaller --step than 1"),
+        ("rebuild", "--memory checkpoint, or a smaller --step than 1"),
     ],
 )
-def test_train_names_the_flags_that_act_on_a_solve_that_did_not_converge(monkeypatch, tmp_path, what, advice):
+def test_train_names_the_flags_that_act_on_a_solve_that_did_not_converge(
+    monkeypatch, tmp_path, solve, advice
+):
     """A solve that did not converge advises max_iter, tol or Newton, which are Solver options in
     Python; from the command line the message adds the flags that act on it (backward Euler at h 1
-    on MNIST-1D: seed 2's first solve did not converge, and --solver newton does)."""
+    on MNIST-1D: seed 2's first solve did not converge, and --solver newton does). The flags follow
+    the error's ``solve``, not its wording."""
     import odenet.training
     from odenet.errors import ConvergenceError
 
     def fails(*args, **kwargs):
-        raise ConvergenceError(f"scheme backward_euler, layer 0: {what} did not converge.", 0, 3.5e-6, 100)
+        raise ConvergenceError("scheme backward_euler, layer 0: did not converge.", 0, 3.5e-6, 100, solve)
 
     monkeypatch.setattr(odenet.training, "train", fails, raising=False)
     result = cli("train", "backward_euler", "--data", "rings", "--step", "1", "--out", str(tmp_path / "run"))

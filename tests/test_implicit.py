@@ -384,6 +384,7 @@ def test_a_solve_that_does_not_converge_names_the_layer_and_the_residual():
     with pytest.raises(ConvergenceError, match=r"layer 0: the step's solve did not converge") as caught:
         block(torch.randn(2, WIDTH, dtype=torch.float64))
     assert caught.value.layer == 0 and caught.value.residual > 0.1  # it diverged, and stopped early
+    assert caught.value.solve == "step"
     assert caught.value.iterations < 100
     # Newton solves the same linear step in one correction: x+ = x / (1 - 3)
     block = compile(
@@ -392,6 +393,27 @@ def test_a_solve_that_does_not_converge_names_the_layer_and_the_residual():
     x = torch.randn(2, WIDTH, dtype=torch.float64)
     assert _relative(block(x), x / -2) < 1e-12
     assert block.solves[0].iterations <= 3
+
+
+def test_an_adjoint_solve_that_does_not_converge_is_refused_in_the_backward_pass():
+    """f = 0.9 u at h 1: the step's fixed-point iteration contracts by 0.9 and converges in its 400
+    iterations; the adjoint's, w = g + 0.9 w from w = g and allowed 3, stops at w = (1 + 0.9 + 0.81 +
+    0.729) g, its last change 0.729 g: relative residual 0.729 / 3.439. The backward pass refuses
+    with solve "adjoint" and leaves no gradient behind."""
+    f = nn.Linear(WIDTH, WIDTH, bias=False).double()
+    with torch.no_grad():
+        f.weight.copy_(0.9 * torch.eye(WIDTH, dtype=torch.float64))
+    solver = Solver("fixed_point", tol=1e-10, max_iter=400, backward_max_iter=3)
+    block = compile(LIBRARY["backward_euler"], {"f": f}, 1, params={"h": 1.0}, solver=solver)
+    x = torch.randn(2, WIDTH, dtype=torch.float64, requires_grad=True)
+    out = block(x)
+    assert _relative(out, x / 0.1) < 1e-8  # x+ = x / (1 - 0.9)
+    with pytest.raises(ConvergenceError, match=r"layer 0: the adjoint solve \(backward pass\)") as caught:
+        out.sum().backward()
+    assert caught.value.solve == "adjoint" and caught.value.layer == 0
+    assert caught.value.residual == pytest.approx(0.729 / 3.439, rel=1e-9)
+    assert caught.value.iterations == 3
+    assert x.grad is None
 
 
 def test_the_backward_pass_keeps_one_evaluation_per_layer_not_the_iterations():
@@ -515,8 +537,9 @@ def test_a_rebuild_that_does_not_converge_raises_instead_of_a_wrong_gradient():
     out = block(x)
     with pytest.raises(
         ConvergenceError, match=r"layer 2: the fixed-point rebuild of its input.*h\*Lip\(f\) < 1"
-    ):
+    ) as caught:
         out.sum().backward()
+    assert caught.value.solve == "rebuild"
     assert x.grad is None
     block = compile(LIBRARY["euler"], {"f": f}, 3, "reversible", params={"h": 1.0}, solver="anderson")
     block(x).sum().backward()

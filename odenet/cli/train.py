@@ -44,10 +44,10 @@ from odenet.training.settings import DATA_DEFAULTS, FILE_DEFAULTS, TrainSettings
 __all__ = ["add_commands"]
 
 
-def _convergence_flags(message: str, solver: str | None, step: float | None) -> str:
+def _convergence_flags(error: ConvergenceError, solver: str | None, step: float | None) -> str:
     """The flags of ``odenet train`` that act on a solve that did not converge (its message's advice
     names Solver options, max_iter and tol, which a command line does not set)."""
-    first = "--memory checkpoint" if "fixed-point rebuild" in message else "--solver newton"
+    first = "--memory checkpoint" if error.solve == "rebuild" else "--solver newton"
     if first == "--solver newton" and solver == "newton":
         first = "--solver anderson"
     if step is None:  # a scheme without a step parameter
@@ -122,12 +122,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         with process_group(settings.device) as group:  # under torchrun: DistributedDataParallel
             _, metrics = train(config, data, settings, out=out, data_info=info, resume=args.resume)
     except ConvergenceError as exc:  # its advice names Solver options: add the flags that act on it
-        flags = _convergence_flags(str(exc), args.solver, params.get(scheme.step))
+        flags = _convergence_flags(exc, args.solver, params.get(scheme.step))
         raise ConvergenceError(
             f"{str(exc).rstrip('.')}. Flags of odenet train that may help: {flags}",
             exc.layer,
             exc.residual,
             exc.iterations,
+            exc.solve,
         ) from exc
     if not group.main:
         return 0

@@ -345,7 +345,8 @@ def _largest_modulus(linalg, matvec, dim: int, k: int, maxiter: int | None = Non
         raise ConvergenceError(
             f"ARPACK found none of the {wanted} largest eigenvalues of a {dim}-dimensional Jacobian "
             "(a spectrum of many equal moduli converges slowly); compute the spectrum exactly "
-            f"instead: trained_stability(..., exact_limit={dim}) in Python"
+            f"instead: trained_stability(..., exact_limit={dim}) in Python",
+            solve="eigenvalues",
         )
     return partial
 

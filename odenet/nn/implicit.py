@@ -52,7 +52,7 @@ from collections.abc import Callable
 
 import torch
 
-from odenet.errors import ConvergenceError, DoubleBackwardError, UnsupportedSchemeError
+from odenet.errors import ConvergenceError, DoubleBackwardError, Solve, UnsupportedSchemeError
 from odenet.nn.generated import in_state_dtype
 from odenet.nn.layers import NO_CONTEXT, Context, Layers
 from odenet.nn.replay import AutocastState, CallRecord
@@ -147,11 +147,19 @@ def tolerance(tol: float, state: tuple[torch.Tensor, ...]) -> float:
     return max(tol, torch.finfo(compute).eps) if compute != dtype else tol
 
 
+#: How each solve that :func:`refuse` reports is named in its message.
+SOLVE_NAMES: dict[Solve, str] = {
+    "step": "step's solve",
+    "adjoint": "adjoint solve (backward pass)",
+    "rebuild": "fixed-point rebuild of its input (reversible backward pass)",
+}
+
+
 def refuse(
     layers,
     solver: Solver,
     n: int,
-    what: str,
+    solve: Solve,
     outcome: Outcome,
     tol: float,
     advice: str | None = None,
@@ -175,11 +183,12 @@ def refuse(
             f"reached {outcome.residual:.2g}): raise tol, or compute in a wider dtype"
         )
     raise ConvergenceError(
-        f"scheme {layers.scheme.name}, layer {n}: the {what} did not converge with {solver.method} "
-        f"({reached} after {outcome.iterations} iterations; tolerance {tol:.3g}). {advice}",
+        f"scheme {layers.scheme.name}, layer {n}: the {SOLVE_NAMES[solve]} did not converge with "
+        f"{solver.method} ({reached} after {outcome.iterations} iterations; tolerance {tol:.3g}). {advice}",
         layer=n,
         residual=outcome.residual,
         iterations=outcome.iterations,
+        solve=solve,
     )
 
 
@@ -224,7 +233,7 @@ def implicit_layer(
     tol = tolerance(solver.tol, state)
     flat, outcome = solve_map(layers, solver, layer, first, tol)
     if not outcome.residual <= tol:
-        refuse(layers, solver, n, "step's solve", outcome, tol, dtype=state[0].dtype)
+        refuse(layers, solver, n, "step", outcome, tol, dtype=state[0].dtype)
     layers.last_pass.solves.append(
         SolveInfo(n, outcome.iterations, outcome.evaluations + 1, outcome.residual)
     )
@@ -319,7 +328,7 @@ class _Adjoint:
                 solver.method, lambda w: given + transposed(w), None, given, solver, tol, max_iter, flat.sizes
             )
         if not outcome.residual <= tol:
-            refuse(layers, solver, self.n, "adjoint solve (backward pass)", outcome, tol, dtype=given.dtype)
+            refuse(layers, solver, self.n, "adjoint", outcome, tol, dtype=given.dtype)
         layers.last_pass.backward_solves.append(
             SolveInfo(self.n, outcome.iterations, outcome.evaluations, outcome.residual)
         )

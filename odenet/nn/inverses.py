@@ -89,7 +89,7 @@ def fixed_point_inverse_step(layers: Layers, n: int, reversed_state, call, tol: 
             layers,
             solver,
             n,
-            "fixed-point rebuild of its input (reversible backward pass)",
+            "rebuild",
             outcome,
             tol,
             f"The inverse of {layers.scheme.name} is a fixed point that iteration finds when "
