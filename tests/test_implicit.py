@@ -695,6 +695,24 @@ def test_a_newton_adjoint_solve_stalled_by_rounding_is_named():
     assert raised.value.iterations < solver.max_iter * solver.krylov
 
 
+def test_restarted_gmres_that_makes_no_progress_stops_after_its_patience():
+    """The rotation A = [[0, 1], [-1, 0]] with b = e1: A b is orthogonal to b, so GMRES(1) picks the
+    coefficient 0 in every restart and the true residual stays |b| (the textbook case of restarted
+    GMRES stagnating). It stops after GMRES_PATIENCE = 3 restarts without a better residual, each
+    1 Arnoldi product and 1 true residual, and says it stagnated; GMRES(2) solves the same system
+    exactly in one restart, x = (0, 1)."""
+    from odenet.nn.solvers import GMRES_PATIENCE, gmres
+
+    a = torch.tensor([[0.0, 1.0], [-1.0, 0.0]], dtype=torch.float64)
+    b = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    x, used, cycles, relative, stagnated = gmres(lambda v: a @ v, b, 1e-10, 100, 1)
+    assert GMRES_PATIENCE == 3 and (cycles, used, relative, stagnated) == (3, 6, 1.0, True)
+    assert torch.equal(x, torch.zeros(2, dtype=torch.float64))  # the best x: the start
+    x, used, cycles, relative, stagnated = gmres(lambda v: a @ v, b, 1e-10, 100, 2)
+    assert (cycles, used, stagnated) == (1, 3, False) and relative < 1e-15
+    assert torch.allclose(x, torch.tensor([0.0, 1.0], dtype=torch.float64), atol=1e-15)
+
+
 def test_a_fixed_point_inverse_under_autocast_is_refused():
     """bfloat16 functions move the inverse's map by more than the guard's tolerance near the input:
     every rebuild would be repaired (the first version: repairs = 1 on every backward, nothing
