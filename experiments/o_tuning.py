@@ -214,8 +214,15 @@ def halving(folder: Path, data: str, scheme: str, grid: dict) -> tuple[list[Run]
     passes to the next of the last rung, then to those an earlier rung dropped, best first."""
     alive = settings(scheme, grid)
     epochs = rungs_of(grid, data)
-    known: dict = {"rungs": [], "best": None, "rung": len(epochs), "passed_over": [], "validation": None}
-    known.update(epochs=None, seeds=None)  # of the rung whose validation accuracy the choice has
+    known: dict = {
+        "rungs": [],
+        "best": None,
+        "rung": len(epochs),
+        "passed_over": [],
+        "validation": None,  # the choice's, with the epochs and seeds of the rung that measured it
+        "epochs": None,
+        "seeds": None,
+    }
     reached: list[list[tuple[Setting, dict]]] = []  # per rung, the settings it ranked, best first
     for rung in range(len(epochs)):
         runs = {s: [Run(data, scheme, s, rung, seed) for seed in rung_seeds(grid, data, rung)] for s in alive}
