@@ -222,3 +222,11 @@ def test_train_names_the_flags_that_act_on_a_solve_that_did_not_converge(
     result = cli("train", "backward_euler", "--data", "rings", "--step", "1", "--out", str(tmp_path / "run"))
     assert result.returncode == 1
     assert f"did not converge. Flags of odenet train that may help: {advice}" in result.stderr
+    # without --step: the step it trained with, its default (rings takes MNIST-1D's: backward Euler's 0.3)
+    result = cli("train", "backward_euler", "--data", "rings", "--out", str(tmp_path / "default"))
+    assert advice.replace("than 1", "than 0.3") in result.stderr
+    # a scheme whose defaults keep its own step (backward Euler's 0.3 lies outside its interval)
+    own = tmp_path / "own.scheme"
+    own.write_text("scheme own\nstate x\nparam h = 0.5 learnable in (0.4, 2)\nx[n+1] = x[n] + h*f(x[n+1])\n")
+    result = cli("train", str(own), "--data", "rings", "--out", str(tmp_path / "own"))
+    assert advice.replace("than 1", "than 0.5") in result.stderr

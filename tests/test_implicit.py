@@ -713,6 +713,28 @@ def test_restarted_gmres_that_makes_no_progress_stops_after_its_patience():
     assert torch.allclose(x, torch.tensor([0.0, 1.0], dtype=torch.float64), atol=1e-15)
 
 
+def test_a_newton_solve_whose_gmres_cannot_progress_is_told_to_raise_krylov():
+    """Backward Euler with f(u) = W u, W = [[1, 1], [-1, 1]], at h 1: Newton's system I - W is a
+    quarter turn, on which GMRES with a basis of 1 vector makes no progress (A b is orthogonal to b).
+    Newton stops improving and the error says to raise krylov; raising max_iter, which the first
+    version advised, would change nothing. krylov = 2 solves it: x+ = (I - W)^-1 x."""
+    f = nn.Linear(2, 2, bias=False).double()
+    with torch.no_grad():
+        f.weight.copy_(torch.tensor([[1.0, 1.0], [-1.0, 1.0]], dtype=torch.float64))
+    x = torch.randn(3, 2, dtype=torch.float64)
+    block = compile(
+        LIBRARY["backward_euler"], {"f": f}, 1, params={"h": 1.0}, solver=Solver("newton", krylov=1)
+    )
+    with pytest.raises(ConvergenceError, match=r"stopped improving: raise krylov \(1 now\)") as raised:
+        block(x)
+    assert "max_iter" not in str(raised.value) and raised.value.solve == "step"
+    block = compile(
+        LIBRARY["backward_euler"], {"f": f}, 1, params={"h": 1.0}, solver=Solver("newton", krylov=2)
+    )
+    expected = torch.linalg.solve(torch.eye(2, dtype=torch.float64) - f.weight, x.T).T
+    assert _relative(block(x), expected) < 1e-12
+
+
 def test_a_fixed_point_inverse_under_autocast_is_refused():
     """bfloat16 functions move the inverse's map by more than the guard's tolerance near the input:
     every rebuild would be repaired (the first version: repairs = 1 on every backward, nothing

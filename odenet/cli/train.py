@@ -44,9 +44,12 @@ from odenet.training.settings import DATA_DEFAULTS, FILE_DEFAULTS, TrainSettings
 __all__ = ["add_commands"]
 
 
-def _convergence_flags(error: ConvergenceError, solver: str | None, step: float | None) -> str:
+def _convergence_flags(error: ConvergenceError, solver: str | None, step: float | None) -> str | None:
     """The flags of ``odenet train`` that act on a solve that did not converge (its message's advice
-    names Solver options, max_iter and tol, which a command line does not set)."""
+    names Solver options, max_iter and tol, which a command line does not set); None for a solve no
+    flag acts on."""
+    if error.solve not in ("step", "adjoint", "rebuild"):
+        return None
     first = "--memory checkpoint" if error.solve == "rebuild" else "--solver newton"
     if first == "--solver newton" and solver == "newton":
         first = "--solver anderson"
@@ -122,7 +125,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         with process_group(settings.device) as group:  # under torchrun: DistributedDataParallel
             _, metrics = train(config, data, settings, out=out, data_info=info, resume=args.resume)
     except ConvergenceError as exc:  # its advice names Solver options: add the flags that act on it
-        flags = _convergence_flags(exc, args.solver, params.get(scheme.step))
+        own = None if scheme.step_param is None else float(scheme.step_param.default)
+        flags = _convergence_flags(exc, args.solver, params.get(scheme.step, own))
+        if flags is None:
+            raise
         raise ConvergenceError(
             f"{str(exc).rstrip('.')}. Flags of odenet train that may help: {flags}",
             exc.layer,

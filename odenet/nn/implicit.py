@@ -166,25 +166,34 @@ def refuse(
     dtype=torch.float32,
 ) -> None:
     """Raise :class:`~odenet.errors.ConvergenceError` for a solve that did not reach ``tol``: one that
-    stagnated below 100 eps is told that rounding is the limit; one that ran out of iterations
-    while still improving is not, however small its residual."""
+    stagnated below 100 eps is told that rounding is the limit; one that stagnated above it, that
+    more iterations will not help (for Newton: a larger GMRES basis may); one that ran out of
+    iterations while still improving, to allow more, however small its residual. ``advice``, where
+    given, replaces the last two."""
     eps = torch.finfo(dtype).eps
     dtype_name = str(dtype).removeprefix("torch.")
     reached = (
         "a non-finite value" if not math.isfinite(outcome.residual) else f"residual {outcome.residual:.3g}"
     )
-    other = "" if solver.method == "newton" else ", or try solver='newton'"
-    advice = advice or (
-        f"Lower the step {layers.scheme.step} or the functions' Lipschitz constant, raise max_iter{other}"
-    )
+    lower = f"lower the step {layers.scheme.step} or the functions' Lipschitz constant"
+    if advice is None and outcome.stagnated and solver.method == "newton":
+        basis = f"raise krylov ({solver.krylov} now), the GMRES basis per restart"
+        advice = f"It stopped improving: {basis}, or {lower}"
+    elif advice is None and outcome.stagnated:
+        advice = f"It stopped improving: {lower}, or try solver='newton'"
+    elif advice is None:
+        other = "" if solver.method == "newton" else ", or try solver='newton'"
+        advice = f"{lower.capitalize()}, raise max_iter{other}"
     if outcome.stagnated and math.isfinite(outcome.residual) and outcome.residual < 100 * eps:
         advice = (
             f"The tolerance is below what {dtype_name} rounding allows (eps {eps:.2g}; the residual "
             f"reached {outcome.residual:.2g}): raise tol, or compute in a wider dtype"
         )
+    # Newton's adjoint is one GMRES solve: its count is of restarts
+    counted = "GMRES restarts" if solve == "adjoint" and solver.method == "newton" else "iterations"
     raise ConvergenceError(
         f"scheme {layers.scheme.name}, layer {n}: the {SOLVE_NAMES[solve]} did not converge with "
-        f"{solver.method} ({reached} after {outcome.iterations} iterations; tolerance {tol:.3g}). {advice}",
+        f"{solver.method} ({reached} after {outcome.iterations} {counted}; tolerance {tol:.3g}). {advice}",
         layer=n,
         residual=outcome.residual,
         iterations=outcome.iterations,

@@ -31,6 +31,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from odenet.ir import Scheme
+from odenet.ir.printing import format_number
 from odenet.options import Family, Memory
 
 if TYPE_CHECKING:
@@ -313,7 +314,12 @@ def scheme_defaults(scheme: Scheme, data: str | None = None, layout: str | None 
     kind = "explicit" if explicit_step else "implicit"
     tuned = [n for n in structures if library_defaults(n, on).tuned_on is not None]
     same_kind = [n for n in tuned if structures[n][4] == explicit_step]
-    like = min(same_kind or tuned or structures, key=distance)
+    candidates = same_kind or tuned or list(structures)
+    like = min(candidates, key=distance)
+    tied = [n for n in candidates if distance(n)[0] == distance(like)[0]]
+    closest = ""
+    if not explicit_step and len(tied) > 1:
+        like, closest = _closest_iteration(scheme, tied)
     base = library_defaults(like, on)
 
     def describe(structure: tuple) -> tuple[str, ...]:
@@ -332,6 +338,8 @@ def scheme_defaults(scheme: Scheme, data: str | None = None, layout: str | None 
         *not_swept,
         f"resembles {like}: {', '.join(ours)}" + (f" ({like} has {', '.join(differ)})" if differ else ""),
     ]
+    if closest:
+        reasons.append(closest)
     if tuned and not same_kind:
         reasons.append(
             f"its step is {kind}, and no {kind} library scheme is tuned on {on} yet (their defaults were "
@@ -345,11 +353,54 @@ def scheme_defaults(scheme: Scheme, data: str | None = None, layout: str | None 
     step, why = _step(scheme, like, on, order)
     if why:
         reasons.append(why)
+    step, why = _inside_interval(scheme, step)
+    if why:
+        reasons.append(why)
     if not explicit_step and not structures[like][4]:  # both implicit
         step, why = _step_for_solve(scheme, like, on, step)
         if why:
             reasons.append(why)
     return SchemeDefaults(base.family, base.lr, memory, step, like, tuple(reasons), base.tuned_on)
+
+
+def _closest_iteration(scheme: Scheme, tied: list[str]) -> tuple[str, str]:
+    """Of implicit library schemes ``tied`` on every structural property, the one whose fixed-point
+    iteration moves the most like ``scheme``'s at ``scheme``'s own step (by
+    :func:`~odenet.analysis.stability.iteration_radius`; then by name), and a sentence saying so."""
+    from odenet.analysis.stability import iteration_radius
+    from odenet.library import load
+
+    at = {} if scheme.step_param is None else {"step": float(scheme.step_param.default)}
+
+    def moves(name: str | None) -> float:
+        s = scheme if name is None else load(name)
+        return iteration_radius(s, {s.step: at["step"]} if at and s.step_param is not None else {})
+
+    ours = moves(None)
+    like = min(tied, key=lambda n: (abs(moves(n) - ours), n))
+    others = sorted(n for n in tied if n != like)
+    where = f" at step {at['step']:g}" if at else ""
+    listed = ", ".join(f"{n}'s {moves(n):.3g}" for n in others)
+    return like, (
+        f"so do {', '.join(others)}; of them {like}'s solve's iteration is the closest to its own: per unit "
+        f"of the guess{where} (each f(u) = lambda*u, lambda = 1 or -1) it moves {ours:.3g}, {like}'s "
+        f"{moves(like):.3g}, {listed}"
+    )
+
+
+def _inside_interval(scheme: Scheme, step: float | None) -> tuple[float | None, str]:
+    """``step``, or None (the scheme's own) where it lies outside the interval a learnable step is
+    kept in: compile would refuse it."""
+    param = scheme.step_param
+    if step is None or param is None or param.interval is None:
+        return step, ""
+    low, high = param.interval
+    if float(low) < step < float(high):
+        return step, ""
+    return None, (
+        f"then step {scheme.step} = {float(param.default):g}, its own: {step:g} lies outside the interval "
+        f"({format_number(low)}, {format_number(high)}) its learnable step is kept in"
+    )
 
 
 def _step_for_solve(scheme: Scheme, like: str, on: str, step: float | None) -> tuple[float | None, str]:
@@ -372,25 +423,37 @@ def _step_for_solve(scheme: Scheme, like: str, on: str, step: float | None) -> t
     def radius(at: float) -> float:
         return iteration_radius(scheme, {scheme.step: at})
 
+    def within(at: float) -> bool:
+        return radius(at) <= limit * (1 + 1e-9)
+
     at_h = radius(h)
-    if at_h <= limit * (1 + 1e-9):
+    if within(h):
         return step, ""
+    kept = f"step {scheme.step} = {h:g} kept"
+    if not within(0.0):
+        return step, (
+            f"{kept}: at no step does its solve's iteration move as little per unit of its guess as "
+            f"{like}'s {limit:.3g} at its tuned {theirs_step:g} (each f(u) = lambda*u, lambda = 1 or -1; "
+            f"it moves {radius(0.0):.3g} at step 0 and {at_h:.3g} at {h:g}); where its solves do not "
+            "converge, --solver newton may"
+        )
     low, high = 0.0, h
     for _ in range(24):  # the radius grows with the step
         middle = (low + high) / 2
-        low, high = (middle, high) if radius(middle) <= limit else (low, middle)
-    found = round_down(low, 3)  # inside the limit
+        low, high = (middle, high) if within(middle) else (low, middle)
+    found = float(f"{low:.3g}")  # 3 significant digits: the nearest where it is inside the limit
+    if not within(found):
+        found = round_down(low, 3)
     if param.interval is not None and not float(param.interval[0]) < found < float(param.interval[1]):
         lo, hi = param.interval
         return step, (
-            f"step {scheme.step} kept: its solve would move as little per step as {like}'s only at "
-            f"{found:g}, outside the interval ({lo}, {hi}) its learnable step is kept in"
+            f"{kept}: its solve would move as little per step as {like}'s only at {found:g}, outside the "
+            f"interval ({format_number(lo)}, {format_number(hi)}) its learnable step is kept in"
         )
     return found, (
         f"then step {scheme.step} = {found:g}: at {h:g} its solve's iteration would move {at_h:.3g} "
         f"per unit of its guess (each f(u) = lambda*u, lambda = 1 or -1), {like}'s {limit:.3g} at its tuned "
-        f"{theirs_step:g}; at {found:g} it moves as little, so that its layers' solves converge as the "
-        "tuned ones did"
+        f"{theirs_step:g}; at {found:g} it moves no more, as the tuned layers' solves did"
     )
 
 
