@@ -323,6 +323,12 @@ def test_a_users_implicit_scheme_keeps_its_solve_as_contractive_as_the_tuned_one
 
     twice = parse("scheme twice\nstate x\nparam h = 0.1\nx[n+1] = x[n] + 2*h*f(x[n+1])\n")
     assert scheme_defaults(twice, "mnist1d").like == "backward_euler"  # tuned there: not vacuous
+    # three functions of either sign move the guess by 3h: a third of backward Euler's tuned 0.3,
+    # 0.1 itself (the bisection's end, a hair below it, was rounded down to 0.0999)
+    three = "x[n] + h*(f0(x[n+1]) + f1(x[n+1]) + f2(x[n+1]))"
+    three = parse(f"scheme three\nstate x\nparam h = 0.5\nx[n+1] = {three}\n")
+    assert library_defaults("backward_euler", "mnist1d").step == 0.3
+    assert scheme_defaults(three, "mnist1d").step == 0.1
     for data in SWEPT:
         chosen = scheme_defaults(twice, data)
         reference = library_defaults(chosen.like, data)
