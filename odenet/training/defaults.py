@@ -163,8 +163,10 @@ TUNED: Mapping[str, Mapping[str, Tuned]] = MappingProxyType(
                 "ab2": Tuned("bn", 0.001, 0.3, 99.3, 24, seeds=3),
                 "backward_euler": Tuned("bn", 0.0003, 1.0, 99.0, 9, seeds=3),
                 "euler": Tuned("bn", 0.001, 0.3, 99.3, 24, seeds=3),
+                "gauss_legendre2": Tuned("bn", 0.001, 1.0, 99.1, 9, seeds=3),
                 "hamiltonian": Tuned("bn", 0.001, 1.0, 99.4, 24, seeds=3),
                 "heun": Tuned("bn", 0.001, 0.3, 99.4, 24, seeds=3),
+                "implicit_midpoint": Tuned("bn", 0.001, 1.0, 99.1, 9, seeds=3),
                 "leapfrog": Tuned("bn", 0.001, 0.3, 98.7, 24, seeds=3),
                 "lm_resnet": Tuned("bn", 0.001, 0.3, 99.7, 24, seeds=3),
                 "midpoint": Tuned("bn", 0.001, 0.3, 99.5, 24, seeds=3),
@@ -172,6 +174,7 @@ TUNED: Mapping[str, Mapping[str, Tuned]] = MappingProxyType(
                 "reversible_heun": Tuned("bn", 0.001, 0.3, 99.4, 24, seeds=3),
                 "revnet": Tuned("bn", 0.001, None, 99.7, 8, seeds=3),
                 "rk4": Tuned("bn", 0.001, 0.3, 99.2, 24, seeds=3),
+                "trapezoidal": Tuned("bn", 0.001, 0.3, 99.4, 9, seeds=3),
                 "verlet": Tuned("bn", 0.001, 0.3, 98.5, 24, seeds=3),
             }
         ),
