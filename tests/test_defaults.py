@@ -348,6 +348,7 @@ def test_a_tie_between_implicit_schemes_goes_to_the_closest_iteration():
     assert theta.like in ("implicit_midpoint", "trapezoidal")
     said = " ".join(theta.reasons)
     assert "gauss_legendre2" in said and "closest" in said
+    assert "(trapezoidal as close: implicit_midpoint is the first by name)" in said  # h/2 both
     tuned = library_defaults(theta.like, "mnist1d").step
     assert theta.step == pytest.approx(tuned * 0.5 / 0.6, rel=3e-3)
     assert theta.step <= tuned * 0.5 / 0.6  # rounded down

@@ -382,12 +382,14 @@ def _closest_iteration(scheme: Scheme, tied: list[str]) -> tuple[str, str]:
     ours = moves(None)
     like = min(tied, key=lambda n: (abs(moves(n) - ours), n))
     others = sorted(n for n in tied if n != like)
+    alike = [n for n in others if math.isclose(moves(n), moves(like), rel_tol=1e-9)]
     where = f" at step {at['step']:g}" if at else ""
     listed = ", ".join(f"{n}'s {moves(n):.3g}" for n in others)
+    first = f" ({' and '.join(alike)} as close: {like} is the first by name)" if alike else ""
     return like, (
-        f"so do {', '.join(others)}; of them {like}'s solve's iteration is the closest to its own: per unit "
-        f"of the guess{where} (each f(u) = lambda*u, lambda = 1 or -1) it moves {ours:.3g}, {like}'s "
-        f"{moves(like):.3g}, {listed}"
+        f"so do {', '.join(others)}; of them {like}'s solve's iteration is the closest to its own{first}: "
+        f"per unit of the guess{where} (each f(u) = lambda*u, lambda = 1 or -1) it moves {ours:.3g}, "
+        f"{like}'s {moves(like):.3g}, {listed}"
     )
 
 
