@@ -125,8 +125,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         with process_group(settings.device) as group:  # under torchrun: DistributedDataParallel
             _, metrics = train(config, data, settings, out=out, data_info=info, resume=args.resume)
     except ConvergenceError as exc:  # its advice names Solver options: add the flags that act on it
-        own = None if scheme.step_param is None else float(scheme.step_param.default)
-        flags = _convergence_flags(exc, args.solver, params.get(scheme.step, own))
+        flags = _convergence_flags(exc, args.solver, params.get(scheme.step, chosen.step_value(scheme)))
         if flags is None:
             raise
         raise ConvergenceError(

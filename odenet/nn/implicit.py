@@ -176,14 +176,15 @@ def refuse(
         "a non-finite value" if not math.isfinite(outcome.residual) else f"residual {outcome.residual:.3g}"
     )
     lower = f"lower the step {layers.scheme.step} or the functions' Lipschitz constant"
-    if advice is None and outcome.stagnated and solver.method == "newton":
-        basis = f"raise krylov ({solver.krylov} now), the GMRES basis per restart"
-        advice = f"It stopped improving: {basis}, or {lower}"
-    elif advice is None and outcome.stagnated:
-        advice = f"It stopped improving: {lower}, or try solver='newton'"
-    elif advice is None:
-        other = "" if solver.method == "newton" else ", or try solver='newton'"
-        advice = f"{lower.capitalize()}, raise max_iter{other}"
+    if advice is None:
+        newton = "" if solver.method == "newton" else ", or try solver='newton'"
+        if not outcome.stagnated:
+            advice = f"{lower.capitalize()}, raise max_iter{newton}"
+        elif newton:
+            advice = f"It stopped improving: {lower}{newton}"
+        else:
+            basis = f"raise krylov ({solver.krylov} now), the GMRES basis per restart"
+            advice = f"It stopped improving: {basis}, or {lower}"
     if outcome.stagnated and math.isfinite(outcome.residual) and outcome.residual < 100 * eps:
         advice = (
             f"The tolerance is below what {dtype_name} rounding allows (eps {eps:.2g}; the residual "

@@ -166,21 +166,21 @@ GMRES_PATIENCE = 3  # restarts without a better true residual after which GMRES 
 class _Best:
     """The iterate with the smallest residual so far, and whether the solve has stagnated."""
 
-    def __init__(self):
+    def __init__(self, patience: int = PATIENCE):
         self.value: torch.Tensor | None = None
-        self.residual, self.since = math.inf, 0
+        self.residual, self.since, self.patience = math.inf, 0, patience
 
     @property
     def stalled(self) -> bool:
-        return self.since >= PATIENCE
+        return self.since >= self.patience
 
     def update(self, value: torch.Tensor, residual: float) -> bool:
-        """Record an iterate; True when the last ``PATIENCE`` ones did not improve on the best."""
+        """Record an iterate; True when the last ``patience`` ones did not improve on the best."""
         if residual < self.residual:
             self.value, self.residual, self.since = value, residual, 0
         else:
             self.since += 1
-        return self.since >= PATIENCE
+        return self.stalled
 
 
 def iterate(g: Callable, u: torch.Tensor, tol: float, max_iter: int, sizes=None) -> Outcome:
@@ -239,20 +239,17 @@ def gmres(matvec: Callable, b: torch.Tensor, tol: float, max_matvecs: int, resta
     norm_b = float(b.norm())
     if norm_b == 0.0 or not math.isfinite(norm_b):
         return x, 0, 0, 0.0 if norm_b == 0.0 else math.nan, False
-    used, cycles, stalls = 0, 0, 0
-    best_x, best = x, math.inf
+    used, cycles = 0, 0
+    best = _Best(GMRES_PATIENCE)
     r = b
     while True:
         beta = float(r.norm())
         relative = beta / norm_b
-        if relative < best:
-            best_x, best, stalls = x, relative, 0
-        else:
-            stalls += 1
+        stalled = best.update(x, relative)
         if relative <= tol or not math.isfinite(relative):
             return x, used, cycles, relative, False
-        if used >= max_matvecs or stalls >= GMRES_PATIENCE:
-            return best_x, used, cycles, best, stalls >= GMRES_PATIENCE
+        if used >= max_matvecs or stalled:
+            return best.value, used, cycles, best.residual, stalled
         cycles += 1
         basis = [r / beta]
         hessenberg = torch.zeros(restart + 1, restart, dtype=torch.float64)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from odenet.ir import Scheme
+from odenet.ir import Param, Scheme
 from odenet.ir.printing import format_number
 from odenet.options import Family, Memory
 
@@ -373,38 +373,44 @@ def _closest_iteration(scheme: Scheme, tied: list[str]) -> tuple[str, str]:
     from odenet.analysis.stability import iteration_radius
     from odenet.library import load
 
-    at = {} if scheme.step_param is None else {"step": float(scheme.step_param.default)}
+    at = None if scheme.step_param is None else float(scheme.step_param.default)
 
-    def moves(name: str | None) -> float:
-        s = scheme if name is None else load(name)
-        return iteration_radius(s, {s.step: at["step"]} if at and s.step_param is not None else {})
+    def moves(s: Scheme) -> float:
+        return iteration_radius(s, {} if at is None or s.step_param is None else {s.step: at})
 
-    ours = moves(None)
-    like = min(tied, key=lambda n: (abs(moves(n) - ours), n))
-    others = sorted(n for n in tied if n != like)
-    alike = [n for n in others if math.isclose(moves(n), moves(like), rel_tol=1e-9)]
-    where = f" at step {at['step']:g}" if at else ""
-    listed = ", ".join(f"{n}'s {moves(n):.3g}" for n in others)
-    first = f" ({' and '.join(alike)} as close: {like} is the first by name)" if alike else ""
+    ours = moves(scheme)
+    theirs = {n: moves(load(n)) for n in tied}
+    like = min(tied, key=lambda n: (abs(theirs[n] - ours), n))
+    others = tuple(sorted(n for n in tied if n != like))
+    alike = tuple(n for n in others if math.isclose(theirs[n], theirs[like], rel_tol=1e-9))
+    where = "" if at is None else f" at step {at:g}"
+    listed = ", ".join(f"{n}'s {theirs[n]:.3g}" for n in others)
+    first = f" ({_listed(alike)} as close: {like} is the first by name)" if alike else ""
     return like, (
         f"so do {', '.join(others)}; of them {like}'s solve's iteration is the closest to its own{first}: "
         f"per unit of the guess{where} (each f(u) = lambda*u, lambda = 1 or -1) it moves {ours:.3g}, "
-        f"{like}'s {moves(like):.3g}, {listed}"
+        f"{like}'s {theirs[like]:.3g}, {listed}"
     )
+
+
+def _outside_interval(param: Param, step: float) -> str:
+    """The interval a learnable step ``param`` is kept in, as written (``(0.4, 2)``), where ``step``
+    lies outside it (compile would refuse it); "" where it lies inside or there is none."""
+    if param.interval is None:
+        return ""
+    low, high = param.interval
+    return "" if float(low) < step < float(high) else f"({format_number(low)}, {format_number(high)})"
 
 
 def _inside_interval(scheme: Scheme, step: float | None) -> tuple[float | None, str]:
     """``step``, or None (the scheme's own) where it lies outside the interval a learnable step is
-    kept in: compile would refuse it."""
+    kept in."""
     param = scheme.step_param
-    if step is None or param is None or param.interval is None:
-        return step, ""
-    low, high = param.interval
-    if float(low) < step < float(high):
+    if step is None or param is None or not (interval := _outside_interval(param, step)):
         return step, ""
     return None, (
-        f"then step {scheme.step} = {float(param.default):g}, its own: {step:g} lies outside the interval "
-        f"({format_number(low)}, {format_number(high)}) its learnable step is kept in"
+        f"then step {scheme.step} = {float(param.default):g}, its own: {step:g} lies outside the "
+        f"interval {interval} its learnable step is kept in"
     )
 
 
@@ -428,32 +434,33 @@ def _step_for_solve(scheme: Scheme, like: str, on: str, step: float | None) -> t
     def radius(at: float) -> float:
         return iteration_radius(scheme, {scheme.step: at})
 
-    def within(at: float) -> bool:
-        return radius(at) <= limit * (1 + 1e-9)
+    def fits(moved: float) -> bool:
+        return moved <= limit * (1 + 1e-9)
 
     at_h = radius(h)
-    if within(h):
+    if fits(at_h):
         return step, ""
     kept = f"step {scheme.step} = {h:g} kept"
-    if not within(0.0):
+    at_0 = radius(0.0)
+    if not fits(at_0):
         return step, (
             f"{kept}: at no step does its solve's iteration move as little per unit of its guess as "
             f"{like}'s {limit:.3g} at its tuned {theirs_step:g} (each f(u) = lambda*u, lambda = 1 or -1; "
-            f"it moves {radius(0.0):.3g} at step 0 and {at_h:.3g} at {h:g}); where its solves do not "
+            f"it moves {at_0:.3g} at step 0 and {at_h:.3g} at {h:g}); where its solves do not "
             "converge, --solver newton may"
         )
     low, high = 0.0, h
     for _ in range(24):  # the radius grows with the step
         middle = (low + high) / 2
-        low, high = (middle, high) if within(middle) else (low, middle)
+        low, high = (middle, high) if fits(radius(middle)) else (low, middle)
     found = float(f"{low:.3g}")  # 3 significant digits: the nearest where it is inside the limit
-    if not within(found):
+    if not fits(radius(found)):
         found = round_down(low, 3)
-    if param.interval is not None and not float(param.interval[0]) < found < float(param.interval[1]):
-        lo, hi = param.interval
+    interval = _outside_interval(param, found)
+    if interval:
         return step, (
             f"{kept}: its solve would move as little per step as {like}'s only at {found:g}, outside the "
-            f"interval ({format_number(lo)}, {format_number(hi)}) its learnable step is kept in"
+            f"interval {interval} its learnable step is kept in"
         )
     return found, (
         f"then step {scheme.step} = {found:g}: at {h:g} its solve's iteration would move {at_h:.3g} "
