@@ -709,8 +709,8 @@ def test_restarted_gmres_that_makes_no_progress_stops_after_its_patience():
     assert GMRES_PATIENCE == 3 and (cycles, used, relative, stagnated) == (3, 6, 1.0, True)
     assert torch.equal(x, torch.zeros(2, dtype=torch.float64))  # the best x: the start
     x, used, cycles, relative, stagnated = gmres(lambda v: a @ v, b, 1e-10, 100, 2)
-    assert (cycles, used, stagnated) == (1, 3, False) and relative < 1e-15
-    assert torch.allclose(x, torch.tensor([0.0, 1.0], dtype=torch.float64), atol=1e-15)
+    assert (cycles, used, stagnated) == (1, 3, False) and relative < 1e-12  # rounding of any BLAS
+    assert torch.allclose(x, torch.tensor([0.0, 1.0], dtype=torch.float64), rtol=0, atol=1e-12)
 
 
 def test_a_newton_solve_whose_gmres_cannot_progress_is_told_to_raise_krylov():
